@@ -1,0 +1,48 @@
+"""The FastAPI application: every plane on one port, one request pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shoal import __version__
+from shoal.api import errors
+from shoal.api.middleware import RequestContextMiddleware
+from shoal.api.routes import (
+    authorization,
+    graph,
+    health,
+    identity,
+    metadata,
+    operations,
+    resource_groups,
+    resources,
+    subscriptions,
+)
+from shoal.services import Services
+
+
+def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_reconcilers:
+            svc.runner.start()
+            svc.runner.nudge()  # resume whatever a previous process left in progress
+        try:
+            yield
+        finally:
+            if run_reconcilers:
+                svc.runner.stop()
+
+    app = FastAPI(title="Shoal", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.services = svc
+    errors.install(app)
+    # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
+    # and the identity routes (``/{tenant}/...``) last.
+    for module in (health, metadata, graph, operations, subscriptions, resource_groups, resources,
+                   authorization, identity):
+        app.include_router(module.router)
+    app.add_middleware(RequestContextMiddleware)
+    return app

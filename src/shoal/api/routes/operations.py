@@ -1,0 +1,61 @@
+"""Polling endpoints of long-running operations (never 404 while a client may still poll)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from shoal.api import arm
+from shoal.api.deps import arm_caller, in_thread, require_subscription, services
+from shoal.api.errors import arm_error_body
+from shoal.core import errors
+from shoal.domain import operations
+from shoal.store import models
+
+router = APIRouter()
+
+
+async def _load(request: Request, subscription_id: str, operation_id: str) -> models.Operation:
+    arm_caller(request)
+    arm.api_version(request)
+    svc = services(request)
+
+    def work() -> models.Operation:
+        with svc.db.read() as s:
+            require_subscription(s, subscription_id)
+            return operations.get(s, subscription_id, operation_id)
+
+    return await in_thread(work)
+
+
+def _result_response(request: Request, op: models.Operation) -> Response:
+    """Location-style polling: 202 while running, then the final result (or the error)."""
+    if op.status == operations.IN_PROGRESS:
+        return Response(status_code=202, headers={"Location": str(request.url), "Retry-After": "1"})
+    if op.status == operations.FAILED and op.error:
+        err = errors.AzureError(op.error["message"], code=op.error["code"], status=op.error.get("status", 500))
+        return JSONResponse(arm_error_body(err), status_code=err.status)
+    result = op.payload.get("result")
+    if result is None:
+        return Response(status_code=200)
+    return JSONResponse(result, status_code=200)
+
+
+@router.get("/subscriptions/{subscription_id}/operationresults/{operation_id}")
+async def resource_group_operation_result(request: Request, subscription_id: str, operation_id: str) -> Response:
+    return _result_response(request, await _load(request, subscription_id, operation_id))
+
+
+@router.get("/subscriptions/{subscription_id}/providers/{namespace}/locations/{location}/operations/{operation_id}")
+async def operation_status(request: Request, subscription_id: str, namespace: str, location: str,
+                           operation_id: str) -> JSONResponse:
+    op = await _load(request, subscription_id, operation_id)
+    headers = {"Retry-After": "1"} if op.status == operations.IN_PROGRESS else None
+    return JSONResponse(operations.status_body(op), headers=headers)
+
+
+@router.get(
+    "/subscriptions/{subscription_id}/providers/{namespace}/locations/{location}/operationResults/{operation_id}")
+async def operation_result(request: Request, subscription_id: str, namespace: str, location: str,
+                           operation_id: str) -> Response:
+    return _result_response(request, await _load(request, subscription_id, operation_id))

@@ -1,0 +1,152 @@
+"""Entra-style access tokens: RS256 JWTs signed with keys kept in the database, published as JWKS.
+
+Tokens carry ``iss`` (``{authority}/{tenant}/v2.0``), ``aud`` (the resource the scope named, with a
+trailing slash), ``tid``, ``oid``/``sub``, ``appid``/``azp``, ``iat``/``nbf``/``exp``. Verification
+checks signature, issuer, audience and expiry against the injectable clock, and raises the ARM error a
+client would get from Azure.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shoal.core import errors
+from shoal.core.clock import Clock
+
+TOKEN_LIFETIME = timedelta(hours=1)
+
+# Resources a token can be requested for, by the audience the token then carries. ARM accepts both of
+# its historical resource ids (az uses management.core.windows.net, the SDKs management.azure.com).
+ARM_AUDIENCES = ("https://management.azure.com/", "https://management.core.windows.net/")
+BATCH_AUDIENCES = ("https://batch.core.windows.net/",)
+
+
+@dataclass(frozen=True)
+class Claims:
+    tenant_id: str
+    object_id: str
+    app_id: str
+    audience: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class SigningKeyPair:
+    kid: str
+    private_key: rsa.RSAPrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKeyPair:
+        return cls(uuid.uuid4().hex, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    @classmethod
+    def from_pem(cls, kid: str, pem: str) -> SigningKeyPair:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return cls(kid, key)
+
+    def private_pem(self) -> str:
+        return self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()).decode()
+
+    def jwk(self) -> dict[str, object]:
+        numbers = self.private_key.public_key().public_numbers()
+
+        def b64(n: int) -> str:
+            raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": b64(numbers.n),
+                "e": b64(numbers.e)}
+
+
+def audience_for_scope(scope: str, known: tuple[str, ...]) -> str | None:
+    """``https://batch.core.windows.net//.default`` -> ``https://batch.core.windows.net/``."""
+    for item in scope.split():
+        if not item.endswith("/.default"):
+            continue
+        resource = item[: -len(".default")].rstrip("/") + "/"
+        for aud in known:
+            if resource.lower() == aud.lower():
+                return aud
+    return None
+
+
+def _fmt(dt: datetime) -> str:
+    return f"{dt.month}/{dt.day}/{dt.year} {dt.strftime('%I:%M:%S %p').lstrip('0')}"
+
+
+class TokenService:
+    def __init__(self, authority: str, keys: list[SigningKeyPair], clock: Clock) -> None:
+        self.authority = authority.rstrip("/")
+        self.keys = keys
+        self.clock = clock
+
+    def issuer(self, tenant_id: str) -> str:
+        return f"{self.authority}/{tenant_id}/v2.0"
+
+    def jwks(self) -> dict[str, object]:
+        return {"keys": [k.jwk() for k in self.keys]}
+
+    def issue(self, *, tenant_id: str, object_id: str, app_id: str, audience: str) -> tuple[str, int]:
+        now = self.clock.now()
+        exp = now + TOKEN_LIFETIME
+        claims = {
+            "aud": audience, "iss": self.issuer(tenant_id), "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()) - 300, "exp": int(exp.timestamp()), "tid": tenant_id,
+            "oid": object_id, "sub": object_id, "appid": app_id, "azp": app_id, "appidacr": "1",
+            "idtyp": "app", "ver": "2.0", "uti": uuid.uuid4().hex,
+        }
+        key = self.keys[0]
+        token = jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid})
+        return token, int(TOKEN_LIFETIME.total_seconds()) - 1
+
+    def verify(self, authorization: str | None, audiences: tuple[str, ...], tenant_id: str) -> Claims:
+        challenge = {"WWW-Authenticate": f'Bearer authorization_uri="{self.authority}/{tenant_id}", '
+                                         'error="invalid_token", error_description="The access token is invalid."'}
+        if not authorization:
+            raise errors.AuthenticationFailed("Authentication failed. The 'Authorization' header is missing.",
+                                              headers=challenge)
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.AuthenticationFailed(
+                "Authentication failed. The 'Authorization' header is provided in an invalid format.",
+                headers=challenge)
+        token = token.strip()
+        try:
+            header = jwt.get_unverified_header(token)
+            key = next((k for k in self.keys if k.kid == header.get("kid")), None)
+            if key is None:
+                raise jwt.InvalidSignatureError("unknown key id")
+            claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"],
+                                options={"verify_exp": False, "verify_aud": False, "verify_iss": False,
+                                         "verify_nbf": False, "require": ["exp", "aud", "iss", "tid", "oid"]})
+        except jwt.PyJWTError as exc:
+            raise errors.InvalidAuthenticationToken(
+                "The access token is invalid: its signature or format could not be verified. "
+                "Request a new token from this Shoal's token endpoint.", headers=challenge) from exc
+        now = self.clock.now()
+        expires = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+        if expires <= now:
+            raise errors.ExpiredAuthenticationToken(
+                f"The access token expiry UTC time '{_fmt(expires)}' is earlier than current UTC time "
+                f"'{_fmt(now)}'.", headers=challenge)
+        aud = str(claims["aud"])
+        if aud.rstrip("/").lower() + "/" not in {a.lower() for a in audiences}:
+            allowed = ",".join(f"'{a}'" for a in audiences)
+            raise errors.InvalidAuthenticationTokenAudience(
+                f"The access token has been obtained for wrong audience or resource '{aud}'. It should exactly "
+                f"match with one of the allowed audiences {allowed}.", headers=challenge)
+        if claims["iss"] != self.issuer(str(claims["tid"])) or claims["tid"] != tenant_id:
+            raise errors.InvalidAuthenticationTokenTenant(
+                f"The access token is from the wrong issuer '{claims['iss']}'. It must match the tenant "
+                f"'{self.issuer(tenant_id)}' associated with this subscription. Please use the authority "
+                f"(URL) '{self.authority}/{tenant_id}' to get the token.", headers=challenge)
+        return Claims(str(claims["tid"]), str(claims["oid"]), str(claims.get("appid", "")), aud, expires)

@@ -1,0 +1,265 @@
+"""``shoal``: serve the API, print connection details, manage principals and role assignments."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shoal.cli.banner import ConnectionInfo
+from shoal.config import DEFAULT_REGIONS, Settings, default_state_dir
+
+app = typer.Typer(help="Shoal: Azure Batch custom-image pools on your own machine.", no_args_is_help=True,
+                  add_completion=False)
+principal_app = typer.Typer(help="Manage service principals (applications that sign in with a secret).",
+                            no_args_is_help=True)
+role_app = typer.Typer(help="Manage role assignments (Owner, Contributor, Reader at ARM scopes).",
+                       no_args_is_help=True)
+app.add_typer(principal_app, name="principal")
+app.add_typer(role_app, name="role-assignment")
+
+console = Console()
+
+StateDir = Annotated[Path, typer.Option("--state-dir", help="Where Shoal keeps its database, certificates "
+                                        "and disks.", envvar="SHOAL_STATE_DIR")]
+DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="SQLAlchemy URL, e.g. "
+                                                 "postgresql+psycopg://user:pw@host/db (default: SQLite in "
+                                                 "the state directory).", envvar="SHOAL_DATABASE_URL")]
+
+
+def _settings(state_dir: Path, database_url: str | None, **kw: object) -> Settings:
+    return Settings(state_dir=state_dir.expanduser().resolve(), database_url=database_url, **kw)  # type: ignore[arg-type]
+
+
+def _connection_info(settings: Settings, ca_bundle: Path, dev: object) -> ConnectionInfo:
+    from shoal.domain.identity import DevIdentity
+
+    assert isinstance(dev, DevIdentity)
+    db = "PostgreSQL" if settings.db_url.startswith("postgresql") else "SQLite"
+    return ConnectionInfo(settings.base_url, dev.tenant_id, dev.subscription_id, dev.client_id, dev.client_secret,
+                          ca_bundle, settings.state_dir, db)
+
+
+@app.command()
+def serve(
+    state_dir: StateDir = default_state_dir(),
+    database_url: DatabaseUrl = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTPS port.")] = 8443,
+    cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) instead of the generated one.")] = None,
+    key: Annotated[Path | None, typer.Option(help="TLS private key (PEM) for --cert.")] = None,
+    public_url: Annotated[str | None, typer.Option(help="Origin clients use, if not https://host:port.")] = None,
+    regions: Annotated[str, typer.Option(help="Comma-separated regions this cloud offers.")] = ",".join(
+        DEFAULT_REGIONS),
+    log_level: Annotated[str, typer.Option(help="Server log level.")] = "warning",
+) -> None:
+    """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane."""
+    import uvicorn
+
+    from shoal import services
+    from shoal.api.app import create_app
+    from shoal.auth.tls import ensure_tls
+
+    if (cert is None) != (key is None):
+        console.print("[red]--cert and --key must be given together.[/red]")
+        raise typer.Exit(2)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(state_dir, database_url, host=host, port=port, cert=cert, key=key, public_url=public_url,
+                         regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()))
+    svc = services.build(settings)
+    if cert is None or key is None:
+        tls = ensure_tls(settings.tls_dir)
+        cert_file, key_file, ca_bundle = tls.cert, tls.key, tls.ca_cert
+    else:
+        cert_file, key_file, ca_bundle = cert, key, cert
+    info = _connection_info(settings, ca_bundle, svc.identity)
+    info.save(settings.state_dir / "server.json")
+    info.render(console, "Shoal is starting")
+    config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
+                            ssl_keyfile=str(key_file), log_level=log_level, loop="uvloop", http="httptools",
+                            timeout_graceful_shutdown=10, access_log=log_level in ("debug", "info"))
+    server = uvicorn.Server(config)
+    server.run()
+    svc.db.dispose()
+    if not server.started:
+        console.print(f"[red]Shoal could not start on {host}:{port}. Is another process using the port? "
+                      "Choose another with --port.[/red]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def env(
+    state_dir: StateDir = default_state_dir(),
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Print how to connect to the Shoal of a state directory (the same block `serve` prints)."""
+    from shoal import services
+
+    saved_path = state_dir.expanduser() / "server.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    if database_url is None and saved.get("database") == "PostgreSQL":
+        console.print("[yellow]This state directory uses PostgreSQL: pass --database-url.[/yellow]", file=sys.stderr)
+    base = saved.get("authorityHost")
+    settings = _settings(state_dir, database_url, public_url=base)
+    svc = services.build(settings)
+    ca = Path(saved.get("caBundle") or settings.tls_dir / "ca.pem")
+    info = _connection_info(settings, ca, svc.identity)
+    svc.db.dispose()
+    if as_json:
+        print(json.dumps(info.as_json(), indent=2))
+    else:
+        info.render(Console(), "Shoal")
+
+
+@principal_app.command("create")
+def principal_create(
+    name: Annotated[str, typer.Argument(help="Display name of the application.")],
+    state_dir: StateDir = default_state_dir(),
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a service principal; prints its client id and secret (shown only once)."""
+    from shoal import services
+    from shoal.domain import identity
+
+    svc = services.build(_settings(state_dir, database_url))
+    with svc.db.write() as s:
+        row, secret = identity.create_principal(s, svc.clock, svc.tenant_id, name)
+        out = {"clientId": row.client_id, "objectId": row.object_id, "displayName": row.display_name,
+               "clientSecret": secret, "tenantId": svc.tenant_id}
+    svc.db.dispose()
+    if as_json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            console.print(f"[bold]{k}[/bold]: {v}")
+        console.print("The secret is stored hashed and cannot be shown again. It has no roles yet: "
+                      "grant one with `shoal role-assignment create`.")
+
+
+@principal_app.command("list")
+def principal_list(state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None,
+                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List service principals."""
+    from shoal import services
+    from shoal.domain import identity
+
+    svc = services.build(_settings(state_dir, database_url))
+    with svc.db.read() as s:
+        rows = [{"clientId": p.client_id, "objectId": p.object_id, "displayName": p.display_name}
+                for p in identity.list_principals(s)]
+    svc.db.dispose()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("display name", "client id (appId)", "object id")
+    for r in rows:
+        table.add_row(r["displayName"], r["clientId"], r["objectId"])
+    console.print(table)
+
+
+@principal_app.command("delete")
+def principal_delete(principal: Annotated[str, typer.Argument(help="Client id, object id or display name.")],
+                     state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None) -> None:
+    """Delete a service principal and its role assignments."""
+    from shoal import services
+    from shoal.domain import identity
+
+    svc = services.build(_settings(state_dir, database_url))
+    with svc.db.write() as s:
+        row = identity.find_principal(s, principal)
+        if row is None:
+            console.print(f"[red]No principal '{principal}'. `shoal principal list` shows them.[/red]")
+            raise typer.Exit(1)
+        if row.client_id == svc.identity.client_id:
+            console.print("[red]The first-start principal cannot be deleted.[/red]")
+            raise typer.Exit(1)
+        identity.delete_principal(s, row)
+    svc.db.dispose()
+    console.print(f"Deleted principal {principal}.")
+
+
+@role_app.command("create")
+def role_create(
+    principal: Annotated[str, typer.Option("--assignee", help="Client id, object id or display name.")],
+    role: Annotated[str, typer.Option(help="Owner, Contributor or Reader.")],
+    scope: Annotated[str | None, typer.Option(help="ARM scope (default: the dev subscription).")] = None,
+    state_dir: StateDir = default_state_dir(),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Grant a built-in role to a principal at a scope."""
+    import uuid
+
+    from shoal import services
+    from shoal.auth import rbac
+    from shoal.core import errors
+    from shoal.domain import authorization, identity
+
+    svc = services.build(_settings(state_dir, database_url))
+    definition = rbac.role_by_name(role)
+    if definition is None:
+        console.print(f"[red]Unknown role '{role}'. Use one of: "
+                      + ", ".join(r.name for r in rbac.BUILT_IN_ROLES) + "[/red]")
+        raise typer.Exit(2)
+    try:
+        with svc.db.write() as s:
+            p = identity.find_principal(s, principal)
+            if p is None:
+                console.print(f"[red]No principal '{principal}'.[/red]")
+                raise typer.Exit(1)
+            admin = authorization.Caller(p.object_id, p.client_id, svc.tenant_id)
+            ra, _ = authorization.create_assignment(
+                s, svc.clock, admin, scope or f"/subscriptions/{svc.subscription_id}", str(uuid.uuid4()),
+                definition.id, p.object_id, "ServicePrincipal", None)
+            console.print(f"Assigned {definition.name} to {p.display_name} at {ra.scope} ({ra.name}).")
+    except errors.AzureError as exc:
+        console.print(f"[red]{exc.code}: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        svc.db.dispose()
+
+
+@role_app.command("list")
+def role_list(state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None) -> None:
+    """List all role assignments."""
+    from shoal import services
+    from shoal.auth import rbac
+    from shoal.domain import authorization
+
+    svc = services.build(_settings(state_dir, database_url))
+    table = Table("name", "role", "principal (object id)", "scope")
+    with svc.db.read() as s:
+        for ra in authorization.list_assignments(s, "/", at_scope_only=False, principal_id=None):
+            r = rbac.role_by_id(ra.role_definition_id)
+            table.add_row(ra.name, r.name if r else ra.role_definition_id, ra.principal_id, ra.scope)
+    svc.db.dispose()
+    console.print(table)
+
+
+@role_app.command("delete")
+def role_delete(name: Annotated[str, typer.Argument(help="Role assignment name (GUID).")],
+                state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None) -> None:
+    """Delete a role assignment by name."""
+    from shoal import services
+    from shoal.store import models
+
+    svc = services.build(_settings(state_dir, database_url))
+    with svc.db.write() as s:
+        ra = s.get(models.RoleAssignment, name.lower())
+        if ra is None:
+            console.print(f"[red]No role assignment '{name}'.[/red]")
+            raise typer.Exit(1)
+        s.delete(ra)
+    svc.db.dispose()
+    console.print(f"Deleted role assignment {name}.")
+
+
+if __name__ == "__main__":
+    app()

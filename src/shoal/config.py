@@ -1,0 +1,59 @@
+"""Settings of one Shoal process, from the command line (and environment) with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_REGIONS = ("westus", "eastus")
+REGION_DISPLAY_NAMES = {
+    "westus": "West US", "eastus": "East US", "westeurope": "West Europe", "northeurope": "North Europe",
+    "chinaeast2": "China East 2", "chinanorth2": "China North 2", "westus2": "West US 2",
+    "eastus2": "East US 2", "centralus": "Central US", "southeastasia": "Southeast Asia",
+}
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("SHOAL_STATE_DIR")
+    return Path(env) if env else Path.home() / ".shoal"
+
+
+@dataclass
+class Settings:
+    state_dir: Path = field(default_factory=default_state_dir)
+    host: str = "127.0.0.1"
+    port: int = 8443
+    database_url: str | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    public_url: str | None = None
+    regions: tuple[str, ...] = DEFAULT_REGIONS
+    # How long a list page is before ``nextLink`` takes over.
+    page_size: int = 200
+    # Seconds between reconciler passes when nothing nudges them.
+    reconcile_interval: float = 2.0
+
+    @property
+    def base_url(self) -> str:
+        """The https origin clients use (also the token authority and ARM endpoint)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'shoal.db'}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    @property
+    def credentials_file(self) -> Path:
+        """The first-start service principal's secret, readable only by the operator (0600)."""
+        return self.state_dir / "credentials.json"
+
+    def region_display_name(self, region: str) -> str:
+        return REGION_DISPLAY_NAMES.get(region, region)

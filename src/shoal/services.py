@@ -1,0 +1,81 @@
+"""Wiring: one object that holds the process's settings, database, clock, token service and loops.
+
+The CLI builds it for ``shoal serve`` (and, without the loops, for admin commands); the API reads it
+from the application state. Nothing here holds rules: those live in ``domain``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from shoal.auth.tokens import TokenService
+from shoal.config import Settings
+from shoal.core.clock import Clock
+from shoal.domain import identity, resource_groups
+from shoal.reconcilers.base import Runner
+from shoal.reconcilers.operations import OperationReconciler
+from shoal.reconcilers.resource_groups import ResourceGroupDeleter
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    clock: Clock
+    tokens: TokenService
+    identity: identity.DevIdentity
+    runner: Runner
+
+    @property
+    def tenant_id(self) -> str:
+        return self.identity.tenant_id
+
+    @property
+    def subscription_id(self) -> str:
+        return self.identity.subscription_id
+
+    def nudge(self, name: str | None = None) -> None:
+        self.runner.nudge(name)
+
+
+def build(settings: Settings, clock: Clock | None = None) -> Services:
+    """Open (and migrate) the state, bootstrap the dev identity, prepare the reconcilers."""
+    clock = clock or Clock()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_url)
+    db.migrate()
+    with db.write() as s:
+        dev = identity.bootstrap(s, clock)
+        keys = identity.ensure_signing_key(s, clock)
+    if dev.client_secret is None and settings.credentials_file.exists():
+        saved = json.loads(settings.credentials_file.read_text())
+        if saved.get("clientId") == dev.client_id:
+            dev = identity.DevIdentity(dev.tenant_id, dev.subscription_id, dev.client_id, saved.get("clientSecret"))
+    if dev.client_secret is None:
+        # A state directory without the secret file (e.g. a new directory on a shared PostgreSQL):
+        # give the dev principal a fresh secret rather than leave the operator without credentials.
+        with db.write() as s:
+            dev = identity.DevIdentity(dev.tenant_id, dev.subscription_id, dev.client_id,
+                                       identity.add_secret(s, dev.client_id))
+        write_credentials(settings, dev)
+    elif not settings.credentials_file.exists():
+        write_credentials(settings, dev)
+    tokens = TokenService(settings.base_url, keys, clock)
+    operation_handlers = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown={})}
+    runner = Runner([OperationReconciler(db, clock, operation_handlers)], settings.reconcile_interval)
+    return Services(settings, db, clock, tokens, dev, runner)
+
+
+def write_credentials(settings: Settings, dev: identity.DevIdentity) -> None:
+    data = {"tenantId": dev.tenant_id, "subscriptionId": dev.subscription_id, "clientId": dev.client_id,
+            "clientSecret": dev.client_secret}
+    path = settings.credentials_file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)

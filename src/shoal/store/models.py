@@ -1,0 +1,159 @@
+"""Database rows. Wire models (``schemas``) and domain objects never mix with these; converters join them.
+
+Every mutable row has a ``version`` column used by SQLAlchemy as an optimistic-concurrency counter: an
+UPDATE whose version no longer matches raises ``StaleDataError`` instead of silently overwriting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from shoal.core.clock import utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite hands back naive values otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime()}
+
+
+class Versioned:
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012  (declarative hook)
+
+
+class Setting(Base):
+    """Small process-wide facts decided on first start (dev tenant, subscription...)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    default_domain: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(32), default="Enabled")
+    created_at: Mapped[datetime]
+
+
+class SigningKey(Base):
+    """RS256 keys that sign access tokens. Kept in the database so replicas share them."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Principal(Versioned, Base):
+    """A service principal: an application (client id) with hashed client secrets."""
+
+    __tablename__ = "principals"
+    client_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(36), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    display_name: Mapped[str] = mapped_column(String(256))
+    secret_hashes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+    name: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    scope_key: Mapped[str] = mapped_column(String(1024), index=True)
+    role_definition_id: Mapped[str] = mapped_column(String(36))
+    principal_id: Mapped[str] = mapped_column(String(36), index=True)
+    principal_type: Mapped[str] = mapped_column(String(32), default="ServicePrincipal")
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+
+
+class ResourceGroup(Versioned, Base):
+    __tablename__ = "resource_groups"
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)  # lower-cased id
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    name: Mapped[str] = mapped_column(String(90))
+    location: Mapped[str] = mapped_column(String(64))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    managed_by: Mapped[str | None] = mapped_column(Text, nullable=True)
+    provisioning_state: Mapped[str] = mapped_column(String(32), default="Succeeded")
+    created_at: Mapped[datetime]
+    changed_at: Mapped[datetime]
+
+
+class Resource(Versioned, Base):
+    """Any ARM-tracked resource below a resource group (disks, images, pools...).
+
+    Type-specific rules live in ``domain``; this row keeps what ARM itself shows: id, type, location,
+    tags, the ``properties`` document, and the provisioning state.
+    """
+
+    __tablename__ = "resources"
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)  # lower-cased id
+    id: Mapped[str] = mapped_column(Text)
+    subscription_id: Mapped[str] = mapped_column(String(36))
+    group_key: Mapped[str] = mapped_column(String(512), index=True)
+    parent_key: Mapped[str | None] = mapped_column(String(1024), nullable=True, index=True)
+    type: Mapped[str] = mapped_column(String(256))
+    type_key: Mapped[str] = mapped_column(String(256), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    location: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sku: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provisioning_state: Mapped[str] = mapped_column(String(32), default="Succeeded")
+    etag: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    changed_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_resources_sub_type", "subscription_id", "type_key"),)
+
+
+class Operation(Versioned, Base):
+    """A long-running operation: the record clients poll and the work item reconcilers claim."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(String(36), index=True)
+    location: Mapped[str] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    target_id: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # InProgress|Succeeded|Failed|Canceled
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lock_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

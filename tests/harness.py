@@ -1,0 +1,131 @@
+"""A real ``shoal serve`` process for tests and benchmarks: free port, own state directory, HTTPS."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scratch_root() -> Path:
+    """Where tests put state directories (tmpfs when available: the root filesystem is slow)."""
+    root = Path(os.environ.get("SHOAL_TEST_TMP") or ("/dev/shm" if Path("/dev/shm").is_dir() else
+                                                     tempfile.gettempdir()))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def fresh_postgres_url(admin_url: str) -> str:
+    """Create an empty database next to ``admin_url`` and return its URL."""
+    import psycopg
+
+    name = "shoal_t_" + uuid.uuid4().hex[:12]
+    plain = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+class ShoalServer:
+    def __init__(self, database_url: str | None = None, extra_args: list[str] | None = None) -> None:
+        self.state_dir = Path(tempfile.mkdtemp(prefix="shoal-", dir=scratch_root()))
+        self.port = free_port()
+        self.database_url = database_url
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env: dict[str, Any] = {}
+        self.log = self.state_dir / "server.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> str:
+        return str(self.state_dir / "tls" / "ca.pem")
+
+    def _args(self, command: str) -> list[str]:
+        args = [sys.executable, "-m", "shoal", command, "--state-dir", str(self.state_dir)]
+        if self.database_url:
+            args += ["--database-url", self.database_url]
+        return args
+
+    def start(self, timeout: float = 60) -> ShoalServer:
+        args = [*self._args("serve"), "--port", str(self.port), "--log-level", "warning", *self.extra_args]
+        env = {**os.environ, "COLUMNS": "200"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"shoal serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if Path(self.ca).exists() and requests.get(f"{self.base_url}/healthz", verify=self.ca,
+                                                           timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"shoal serve did not become healthy:\n{self.log.read_text()}")
+        self.env = self.cli_json("env", "--json")
+        return self
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "shoal", *args, "--state-dir", str(self.state_dir)]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        return subprocess.run(cmd, check=check, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args).stdout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def kill(self) -> None:
+        """kill -9 the whole process group (a crash, not a shutdown)."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def restart(self) -> ShoalServer:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
