@@ -60,9 +60,18 @@ class Shoal:
                    credential_scopes=[ARM_SCOPE], connection_verify=self.ca_bundle, **kwargs)
 
     def resource_client(self, credential: Any = None, **kwargs: Any) -> Any:
-        from azure.mgmt.resource import ResourceManagementClient
+        try:
+            from azure.mgmt.resource.resources import ResourceManagementClient
+        except ImportError:  # azure-mgmt-resource < 24 keeps it at the package root
+            from azure.mgmt.resource import ResourceManagementClient  # type: ignore[attr-defined,no-redef]
 
         return self._mgmt(ResourceManagementClient, credential, **kwargs)
+
+    def subscription_client(self, credential: Any = None, **kwargs: Any) -> Any:
+        from azure.mgmt.resource.subscriptions import SubscriptionClient
+
+        return SubscriptionClient(credential or self.credential(), base_url=self.resource_manager,
+                                  credential_scopes=[ARM_SCOPE], connection_verify=self.ca_bundle, **kwargs)
 
     def compute_client(self, credential: Any = None, **kwargs: Any) -> Any:
         from azure.mgmt.compute import ComputeManagementClient

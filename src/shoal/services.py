@@ -16,7 +16,7 @@ from shoal.config import Settings
 from shoal.core.clock import Clock
 from shoal.domain import identity, resource_groups
 from shoal.reconcilers.base import Runner
-from shoal.reconcilers.operations import OperationReconciler
+from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter
 from shoal.store.db import Database
 
@@ -67,7 +67,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
     elif not settings.credentials_file.exists():
         write_credentials(settings, dev)
     tokens = TokenService(settings.base_url, keys, clock)
-    operation_handlers = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown={})}
+    operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown={})}
     runner = Runner([OperationReconciler(db, clock, operation_handlers)], settings.reconcile_interval)
     return Services(settings, db, clock, tokens, dev, runner)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -83,7 +82,7 @@ def serve(
     info.render(console, "Shoal is starting")
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
                             ssl_keyfile=str(key_file), log_level=log_level, loop="uvloop", http="httptools",
-                            timeout_graceful_shutdown=10, access_log=log_level in ("debug", "info"))
+                            timeout_graceful_shutdown=3, access_log=log_level in ("debug", "info"))
     server = uvicorn.Server(config)
     server.run()
     svc.db.dispose()
@@ -105,7 +104,7 @@ def env(
     saved_path = state_dir.expanduser() / "server.json"
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     if database_url is None and saved.get("database") == "PostgreSQL":
-        console.print("[yellow]This state directory uses PostgreSQL: pass --database-url.[/yellow]", file=sys.stderr)
+        Console(stderr=True).print("[yellow]This state directory uses PostgreSQL: pass --database-url.[/yellow]")
     base = saved.get("authorityHost")
     settings = _settings(state_dir, database_url, public_url=base)
     svc = services.build(settings)

@@ -8,7 +8,7 @@ served the request; the domain never knows which.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass

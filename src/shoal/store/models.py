@@ -36,7 +36,7 @@ class Base(DeclarativeBase):
 
 class Versioned:
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012  (declarative hook)
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Setting(Base):

@@ -1,0 +1,41 @@
+# Two commands do all set-up:  `make run` starts Shoal, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+AZVENV := .venv-az
+PY := $(VENV)/bin/python
+STATE_DIR ?= $(HOME)/.shoal
+
+.PHONY: run test lint typecheck unit venv az clean bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(AZVENV)/.installed:
+	$(PYTHON) -m venv $(AZVENV)
+	$(AZVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AZVENV)/bin/python -m pip install --quiet 'azure-cli>=2.60'
+	touch $@
+
+venv: $(VENV)/.installed
+
+az: $(AZVENV)/.installed
+
+## Start Shoal with its embedded defaults (https://127.0.0.1:8443, SQLite in ~/.shoal).
+run: venv
+	$(VENV)/bin/shoal serve --state-dir $(STATE_DIR)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+## Lint, type-check and run every test (the az CLI is installed into .venv-az for the CLI tests).
+test: venv az lint typecheck
+	SHOAL_REQUIRE_AZ=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(AZVENV) .pytest_cache .mypy_cache .ruff_cache
