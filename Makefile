@@ -28,7 +28,7 @@ run: venv
 	$(VENV)/bin/shoal serve --state-dir $(STATE_DIR)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests
 
 typecheck: venv
 	$(VENV)/bin/mypy
