@@ -66,7 +66,8 @@ def test_durations_parse_leniently(text: str, delta: timedelta) -> None:
 
 @pytest.mark.parametrize(("delta", "text"), [
     (timedelta(minutes=15), "PT15M"), (timedelta(hours=1, minutes=30), "PT1H30M"), (timedelta(days=1), "P1D"),
-    (timedelta(0), "PT0S"), (timedelta(seconds=1.5), "PT1.5S"), (timefmt.INFINITE_DURATION, timefmt.INFINITE_DURATION_TEXT),
+    (timedelta(0), "PT0S"), (timedelta(seconds=1.5), "PT1.5S"),
+    (timefmt.INFINITE_DURATION, timefmt.INFINITE_DURATION_TEXT),
 ])
 def test_durations_format_canonically(delta: timedelta, text: str) -> None:
     assert timefmt.format_duration(delta) == text

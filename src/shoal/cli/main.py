@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +85,10 @@ def serve(
                             ssl_keyfile=str(key_file), log_level=log_level, loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=3, access_log=log_level in ("debug", "info"))
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the handler that
+    # was installed before it. A no-op handler makes a clean shutdown exit with status 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run()
     svc.db.dispose()
     if not server.started:
