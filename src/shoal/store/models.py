@@ -132,6 +132,8 @@ class Resource(Versioned, Base):
     sku: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     kind: Mapped[str | None] = mapped_column(String(64), nullable=True)
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Shoal-only facts never shown on the wire: layer stacks, lineage, machine ids, disk upper dirs...
+    internal: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     provisioning_state: Mapped[str] = mapped_column(String(32), default="Succeeded")
     etag: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
