@@ -33,6 +33,16 @@ class Settings:
     page_size: int = 200
     # Seconds between reconciler passes when nothing nudges them.
     reconcile_interval: float = 2.0
+    # Layers, disks and machines (put it on a fast filesystem: tmpfs or a dedicated volume).
+    store_dir_override: Path | None = None
+    # Operator file extending the marketplace catalog (JSON or TOML).
+    catalog_file: Path | None = None
+    # Force a machine runtime ("namespaces" or "process"); None = detect.
+    runtime: str | None = None
+
+    @property
+    def store_dir(self) -> Path:
+        return self.store_dir_override or self.state_dir / "store"
 
     @property
     def base_url(self) -> str:

@@ -15,9 +15,14 @@ from shoal.auth.tokens import TokenService
 from shoal.config import Settings
 from shoal.core.clock import Clock
 from shoal.domain import identity, resource_groups
+from shoal.domain.compute.kinds import ComputeContext
+from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.base import Runner
+from shoal.reconcilers.compute import ComputeWork
 from shoal.reconcilers.operations import Handler, OperationReconciler
-from shoal.reconcilers.resource_groups import ResourceGroupDeleter
+from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
+from shoal.runtime.agent import HostAgent
+from shoal.runtime.marketplace import Catalog
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,11 @@ class Services:
     tokens: TokenService
     identity: identity.DevIdentity
     runner: Runner
+    catalog: Catalog
+    agent: HostAgent | None = None
+
+    def compute_context(self) -> ComputeContext:
+        return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url)
 
     @property
     def tenant_id(self) -> str:
@@ -44,7 +54,7 @@ class Services:
         self.runner.nudge(name)
 
 
-def build(settings: Settings, clock: Clock | None = None) -> Services:
+def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool = False) -> Services:
     """Open (and migrate) the state, bootstrap the dev identity, prepare the reconcilers."""
     clock = clock or Clock()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -67,9 +77,24 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
     elif not settings.credentials_file.exists():
         write_credentials(settings, dev)
     tokens = TokenService(settings.base_url, keys, clock)
+    catalog = Catalog.load(settings.catalog_file)
+    agent = HostAgent(settings.store_dir, catalog, runtime=settings.runtime) if with_runtime else None
     operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown={})}
+    if agent is not None:
+        work = ComputeWork(db, clock, agent)
+        operation_handlers.update(work.handlers(KINDS))
     runner = Runner([OperationReconciler(db, clock, operation_handlers)], settings.reconcile_interval)
-    return Services(settings, db, clock, tokens, dev, runner)
+    return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
+
+
+def agent_teardown(agent: HostAgent) -> dict[str, ResourceTeardown]:
+    """What deleting a resource group must undo on the host, per resource type."""
+    return {
+        "microsoft.compute/virtualmachines": lambda i: agent.halt(i["machineId"]) if i.get("machineId") else None,
+        "microsoft.compute/disks": lambda i: agent.delete_disk(i["upper"]) if i.get("upper") else None,
+        "microsoft.compute/galleries/images/versions":
+            lambda i: agent.delete_replicas(i["uniqueId"]) if i.get("uniqueId") else None,
+    }
 
 
 def write_credentials(settings: Settings, dev: identity.DevIdentity) -> None:

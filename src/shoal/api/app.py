@@ -12,6 +12,7 @@ from shoal.api import errors
 from shoal.api.middleware import RequestContextMiddleware
 from shoal.api.routes import (
     authorization,
+    compute,
     graph,
     health,
     identity,
@@ -20,6 +21,7 @@ from shoal.api.routes import (
     resource_groups,
     resources,
     subscriptions,
+    vm_images,
 )
 from shoal.services import Services
 
@@ -41,8 +43,8 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
     errors.install(app)
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
-    for module in (health, metadata, graph, operations, subscriptions, resource_groups, resources,
-                   authorization, identity):
+    for module in (health, metadata, graph, operations, vm_images, compute, subscriptions, resource_groups,
+                   resources, authorization, identity):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -29,7 +29,7 @@ class ConnectionInfo:
             "clientSecret": self.client_secret, "authorityHost": self.base_url,
             "resourceManagerUrl": self.base_url + "/", "batchEndpointTemplate": self.base_url + "/batch/{account}",
             "caBundle": str(self.ca_bundle), "stateDir": str(self.state_dir), "database": self.database,
-            "cloudName": "Shoal", "batchResourceId": "https://batch.core.windows.net/",
+            "cloudName": "Shoal", "batchResourceId": "https://batch.core.windows.net/", "isolation": self.isolation,
         }
 
     def save(self, path: Path) -> None:

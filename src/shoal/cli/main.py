@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.cli.banner import ConnectionInfo
+from shoal.cli.marketplace import app as marketplace_app
 from shoal.config import DEFAULT_REGIONS, Settings, default_state_dir
 
 app = typer.Typer(help="Shoal: Azure Batch custom-image pools on your own machine.", no_args_is_help=True,
@@ -22,6 +24,7 @@ principal_app = typer.Typer(help="Manage service principals (applications that s
 role_app = typer.Typer(help="Manage role assignments (Owner, Contributor, Reader at ARM scopes).",
                        no_args_is_help=True)
 app.add_typer(principal_app, name="principal")
+app.add_typer(marketplace_app, name="marketplace")
 app.add_typer(role_app, name="role-assignment")
 
 console = Console()
@@ -58,6 +61,13 @@ def serve(
     regions: Annotated[str, typer.Option(help="Comma-separated regions this cloud offers.")] = ",".join(
         DEFAULT_REGIONS),
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "warning",
+    store_dir: Annotated[Path | None, typer.Option(help="Layers, disks and machines (default <state-dir>/store; "
+                                                   "a fast filesystem such as tmpfs is best).",
+                                                   envvar="SHOAL_STORE_DIR")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Operator file (JSON/TOML) extending the marketplace "
+                                                 "catalog.", envvar="SHOAL_MARKETPLACE_CATALOG")] = None,
+    runtime: Annotated[str | None, typer.Option(help="Machine runtime: 'namespaces' or 'process' (default: "
+                                                "detect).", envvar="SHOAL_RUNTIME")] = None,
 ) -> None:
     """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane."""
     import uvicorn
@@ -71,14 +81,18 @@ def serve(
         raise typer.Exit(2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings(state_dir, database_url, host=host, port=port, cert=cert, key=key, public_url=public_url,
-                         regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()))
-    svc = services.build(settings)
+                         regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()),
+                         store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
+                         catalog_file=catalog, runtime=runtime)
+    svc = services.build(settings, with_runtime=True)
     if cert is None or key is None:
         tls = ensure_tls(settings.tls_dir)
         cert_file, key_file, ca_bundle = tls.cert, tls.key, tls.ca_cert
     else:
         cert_file, key_file, ca_bundle = cert, key, cert
     info = _connection_info(settings, ca_bundle, svc.identity)
+    if svc.agent is not None:
+        info = dataclasses.replace(info, isolation=svc.agent.isolation)
     info.save(settings.state_dir / "server.json")
     info.render(console, "Shoal is starting")
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
@@ -114,7 +128,8 @@ def env(
     settings = _settings(state_dir, database_url, public_url=base)
     svc = services.build(settings)
     ca = Path(saved.get("caBundle") or settings.tls_dir / "ca.pem")
-    info = _connection_info(settings, ca, svc.identity)
+    info = dataclasses.replace(_connection_info(settings, ca, svc.identity),
+                               isolation=str(saved.get("isolation") or "n/a"))
     svc.db.dispose()
     if as_json:
         print(json.dumps(info.as_json(), indent=2))

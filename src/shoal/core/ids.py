@@ -18,15 +18,16 @@ KEYWORDS: dict[str, str] = {
     w.lower(): w
     for w in (
         "subscriptions", "resourceGroups", "providers", "locations", "operations", "operationResults",
-        "operationresults", "resources", "tenants",
+        "resources", "tenants",
         "Microsoft.Resources", "Microsoft.Authorization", "Microsoft.Compute", "Microsoft.Batch",
         "roleAssignments", "roleDefinitions", "permissions",
         "publishers", "artifacttypes", "vmimage", "offers", "skus", "versions",
         "virtualMachines", "extensions", "disks", "snapshots", "images", "galleries",
         "batchAccounts", "pools", "accountOperationResults", "asyncoperations",
+        "instanceView", "runCommand", "powerOff", "beginGetAccess", "endGetAccess", "generalize", "restart",
+        "deallocate", "start",
     )
 }
-KEYWORDS["operationresults"] = "operationresults"
 
 _NAME_OK = re.compile(r"^[^<>%&:\\?/*#\x00-\x1f]+$")
 

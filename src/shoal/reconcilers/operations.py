@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 
@@ -33,14 +34,14 @@ class OperationWork:
     kind: str
     target_id: str
     subscription_id: str
-    payload: dict[str, object]
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Outcome:
     done: bool
     error: errors.AzureError | None = None
-    result: dict[str, object] | None = None
+    result: dict[str, Any] | None = None
 
 
 Handler = Callable[[OperationWork], Outcome]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 
@@ -13,8 +14,8 @@ from shoal.store import models
 from shoal.store.db import Database
 
 # Per resource type (lower-cased), what must happen outside the database before a row may go
-# (for example tearing down a machine). Types without an entry need nothing.
-ResourceTeardown = Callable[[str], None]
+# (for example tearing down a machine), given the row's internal facts. Types without an entry need nothing.
+ResourceTeardown = Callable[[dict[str, Any]], None]
 
 
 class ResourceGroupDeleter:
@@ -25,13 +26,13 @@ class ResourceGroupDeleter:
     def __call__(self, work: OperationWork) -> Outcome:
         group_key = ids.key(work.target_id)
         with self.db.read() as s:
-            resources = [(r.key, r.id, r.type_key) for r in s.scalars(
+            resources = [(r.key, r.internal, r.type_key) for r in s.scalars(
                 select(models.Resource).where(models.Resource.group_key == group_key))]
         # Children before parents: longer ids first.
-        for _key, rid, type_key in sorted(resources, key=lambda r: -len(r[0])):
+        for _key, internal, type_key in sorted(resources, key=lambda r: -len(r[0])):
             hook = self.teardown.get(type_key)
             if hook is not None:
-                hook(rid)
+                hook(internal)
         with self.db.write() as s:
             for r in s.scalars(select(models.Resource).where(models.Resource.group_key == group_key)):
                 s.delete(r)

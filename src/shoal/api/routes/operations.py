@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from shoal.api import arm
 from shoal.api.deps import arm_caller, in_thread, require_subscription, services
 from shoal.api.errors import arm_error_body
-from shoal.core import errors
+from shoal.core import errors, ids
 from shoal.domain import operations
 from shoal.store import models
 
@@ -28,22 +30,49 @@ async def _load(request: Request, subscription_id: str, operation_id: str) -> mo
     return await in_thread(work)
 
 
+# Work that ends with no resource to show: the Location monitor then answers an empty 200.
+NO_RESULT_BODY = {"delete", "start", "powerOff", "restart", "deallocate"}
+
+
 def _result_response(request: Request, op: models.Operation) -> Response:
-    """Location-style polling: 202 while running, then the final result (or the error)."""
+    """Location-style polling: 202 while running, then the final result (or the error).
+
+    For a PUT the final result is the resource itself (az reads it from this URL, not from a final GET);
+    for an action with output (run-command) it is that output.
+    """
     if op.status == operations.IN_PROGRESS:
         return Response(status_code=202, headers={"Location": str(request.url), "Retry-After": "1"})
     if op.status == operations.FAILED and op.error:
         err = errors.AzureError(op.error["message"], code=op.error["code"], status=op.error.get("status", 500))
         return JSONResponse(arm_error_body(err), status_code=err.status)
     result = op.payload.get("result")
-    if result is None:
-        return Response(status_code=200)
-    return JSONResponse(result, status_code=200)
+    if result is not None:
+        return JSONResponse(result, status_code=200)
+    type_, _, work = op.kind.partition(":")
+    if work and work not in NO_RESULT_BODY:
+        body = _resource_body(request, type_, op.target_id)
+        if body is not None:
+            return JSONResponse(body, status_code=200)
+    return Response(status_code=200)
 
 
-@router.get("/subscriptions/{subscription_id}/operationresults/{operation_id}")
+def _resource_body(request: Request, type_: str, target_id: str) -> dict[str, Any] | None:
+    from shoal.api.routes.compute import render
+    from shoal.domain import resources
+    from shoal.domain.compute.registry import KINDS
+
+    kind = next((k for k in KINDS.values() if k.type.lower() == type_.lower()), None)
+    if kind is None:
+        return None
+    with services(request).db.read() as s:
+        row = resources.find(s, ids.parse(target_id))
+        return render(kind, row) if row is not None else None
+
+
+@router.get("/subscriptions/{subscription_id}/operationResults/{operation_id}")
 async def resource_group_operation_result(request: Request, subscription_id: str, operation_id: str) -> Response:
-    return _result_response(request, await _load(request, subscription_id, operation_id))
+    op = await _load(request, subscription_id, operation_id)
+    return await in_thread(lambda: _result_response(request, op))
 
 
 @router.get("/subscriptions/{subscription_id}/providers/{namespace}/locations/{location}/operations/{operation_id}")
@@ -58,4 +87,5 @@ async def operation_status(request: Request, subscription_id: str, namespace: st
     "/subscriptions/{subscription_id}/providers/{namespace}/locations/{location}/operationResults/{operation_id}")
 async def operation_result(request: Request, subscription_id: str, namespace: str, location: str,
                            operation_id: str) -> Response:
-    return _result_response(request, await _load(request, subscription_id, operation_id))
+    op = await _load(request, subscription_id, operation_id)
+    return await in_thread(lambda: _result_response(request, op))

@@ -1,0 +1,82 @@
+"""The contract each ARM resource type implements, and the context rules need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from shoal.core import errors
+from shoal.core.clock import Clock
+from shoal.core.ids import ResourceId
+from shoal.schemas.arm import WireModel
+from shoal.store import models
+
+
+class ArmBody(WireModel):
+    """The envelope every ARM resource PUT shares."""
+
+    location: str | None = None
+    tags: dict[str, str] | None = None
+    sku: dict[str, Any] | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    zones: list[str] | None = None
+    plan: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None
+
+
+@dataclass
+class ComputeContext:
+    clock: Clock
+    regions: tuple[str, ...]
+    catalog: Any  # shoal.runtime.marketplace.Catalog (data only)
+    base_url: str
+
+
+@dataclass
+class PutPlan:
+    properties: dict[str, Any]
+    internal: dict[str, Any] = field(default_factory=dict)
+    work: str | None = None  # operation kind the reconciler must complete; None = done now
+    payload: dict[str, Any] = field(default_factory=dict)
+    sku: dict[str, Any] | None = None
+
+
+class ResourceKind(Protocol):
+    type: str  # e.g. "Microsoft.Compute/snapshots"
+    create_status: int  # the initial status the SDKs accept for a create (snapshots 202, images 201...)
+    update_status: int
+
+    def plan_create(self, ctx: ComputeContext, s: Session, rid: ResourceId, body: ArmBody) -> PutPlan: ...
+
+    def plan_update(self, ctx: ComputeContext, s: Session, row: models.Resource, body: ArmBody) -> PutPlan: ...
+
+    def render_properties(self, row: models.Resource) -> dict[str, Any]: ...
+
+    def plan_delete(self, ctx: ComputeContext, s: Session, row: models.Resource) -> str | None: ...
+
+
+def require_location(ctx: ComputeContext, body: ArmBody, *, default: str | None = None) -> str:
+    loc = (body.location or default or "").replace(" ", "").lower()
+    if not loc:
+        raise errors.LocationRequired("The location property is required for this definition.")
+    if loc not in ctx.regions:
+        raise errors.AzureError(
+            f"The provided location '{body.location}' is not available for resource type '...'. List of available "
+            f"regions is '{','.join(ctx.regions)}'.", status=400, code="LocationNotAvailableForResourceType")
+    return loc
+
+
+def invalid(message: str, target: str | None = None) -> errors.AzureError:
+    return errors.InvalidParameter(message, target=target)
+
+
+def ref_id(value: Any, what: str) -> str:
+    """The ``id`` inside a ``{"id": ...}`` reference, or a 400 naming the property."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise invalid(f"The value of parameter {what} is invalid: a resource id is required.", what)
+    return value

@@ -1,0 +1,360 @@
+"""Completes Microsoft.Compute operations through the host agent.
+
+Each handler is idempotent (a crash re-runs it): it reads the resource, does the slow work outside any
+transaction, then writes the result back. A failure marks the resource ``Failed`` and the operation
+``Failed`` with an error the SDKs surface.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from shoal.core import errors, ids
+from shoal.core.clock import Clock
+from shoal.domain import resources
+from shoal.domain.compute import content as ct
+from shoal.domain.compute import service, sources, vms
+from shoal.domain.compute.kinds import ResourceKind
+from shoal.reconcilers.operations import Handler, OperationWork, Outcome
+from shoal.runtime.agent import AgentError, HostAgent
+from shoal.runtime.layers import LayerError
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class ComputeWork:
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent) -> None:
+        self.db, self.clock, self.agent = db, clock, agent
+
+    # --- helpers ------------------------------------------------------------------------------------------
+    def _load(self, resource_id: str) -> models.Resource | None:
+        with self.db.read() as s:
+            return resources.find(s, ids.parse(resource_id))
+
+    def _update(self, resource_id: str, fn: Callable[[models.Resource], None]) -> None:
+        with self.db.write() as s:
+            row = resources.find(s, ids.parse(resource_id))
+            if row is not None:
+                fn(row)
+                resources.touch(row, self.clock)
+
+    def _succeed(self, resource_id: str, **internal: Any) -> None:
+        def apply(row: models.Resource) -> None:
+            row.internal = {**row.internal, **internal}
+            row.provisioning_state = "Succeeded"
+
+        self._update(resource_id, apply)
+
+    def _fail(self, resource_id: str, message: str) -> errors.AzureError:
+        def apply(row: models.Resource) -> None:
+            row.provisioning_state = "Failed"
+
+        self._update(resource_id, apply)
+        return errors.AzureError(message, status=500 if "unexpected" in message else 400, code="OperationFailed")
+
+    def _delete_row(self, resource_id: str) -> None:
+        with self.db.write() as s:
+            row = resources.find(s, ids.parse(resource_id))
+            if row is not None:
+                s.delete(row)
+
+    def guarded(self, fn: Callable[[OperationWork], Outcome]) -> Handler:
+        def run(work: OperationWork) -> Outcome:
+            try:
+                return fn(work)
+            except AgentError as exc:
+                return Outcome(True, error=self._fail(work.target_id, str(exc)))
+            except LayerError as exc:
+                self._fail(work.target_id, str(exc))
+                return Outcome(True, error=errors.InvalidParameter(
+                    f"The disk file was refused: {exc}. A disk file must be a tar archive (optionally gzip, xz or "
+                    "zstd compressed) of regular files, directories and links that stay inside its root."))
+            except errors.AzureError as exc:
+                self._fail(work.target_id, exc.message)
+                return Outcome(True, error=exc)
+            except Exception as exc:
+                log.exception("compute operation %s failed", work.kind)
+                return Outcome(True, error=self._fail(work.target_id, f"The operation failed unexpectedly: {exc}"))
+
+        return run
+
+    # --- disks and snapshots --------------------------------------------------------------------------------
+    def capture_copy(self, work: OperationWork) -> Outcome:
+        """Disk or snapshot ``Copy`` from a disk: the source's upper becomes a layer on top of its stack."""
+        digest = self._capture_disk(str(work.payload["sourceDisk"]))
+        row = self._load(work.target_id)
+        if row is None:
+            return Outcome(True)
+        layers = list(row.internal.get("layers") or []) + ([digest] if digest else [])
+        if row.type_key == sources.DISKS.lower():
+            self.agent.disk_dirs(row.internal["upper"])
+        self._succeed(work.target_id, layers=layers)
+        return Outcome(True)
+
+    def _capture_disk(self, disk_id: str) -> str | None:
+        disk = self._load(disk_id)
+        if disk is None:
+            raise errors.AzureError(f"The source disk '{disk_id}' no longer exists.", status=404, code="NotFound")
+        return self.agent.capture_disk(disk.internal["upper"])
+
+    def import_file(self, work: OperationWork) -> Outcome:
+        digest = self.agent.import_disk_file(str(work.payload["sourceUri"]))
+        row = self._load(work.target_id)
+        if row is None:
+            return Outcome(True)
+        if work.payload.get("osType"):
+            base = {"imported": digest}
+            self._succeed(work.target_id, base=base, layers=[], os=True)
+        else:
+            self._succeed(work.target_id, layers=[digest])
+        if row.type_key == sources.DISKS.lower():
+            self.agent.disk_dirs(row.internal["upper"])
+        return Outcome(True)
+
+    def delete_disk(self, work: OperationWork) -> Outcome:
+        row = self._load(work.target_id)
+        if row is not None and row.internal.get("upper"):
+            self.agent.delete_disk(row.internal["upper"])
+        self._delete_row(work.target_id)
+        return Outcome(True)
+
+    def delete_plain(self, work: OperationWork) -> Outcome:
+        self._delete_row(work.target_id)
+        return Outcome(True)
+
+    # --- images --------------------------------------------------------------------------------------------
+    def build_image(self, work: OperationWork) -> Outcome:
+        """Finish an image whose sources need work: attached disks to capture, disk files to import."""
+        row = self._load(work.target_id)
+        if row is None:
+            return Outcome(True)
+        internal = dict(row.internal)
+        os_import = work.payload.get("osImport")
+        if os_import:
+            digest = self.agent.import_disk_file(os_import["sourceUri"])
+            internal.update({"base": {"imported": digest}, "os": []})
+        data = dict(internal.get("data") or {})
+        for lun, imp in (work.payload.get("dataImports") or {}).items():
+            data[lun] = [self.agent.import_disk_file(imp["sourceUri"])]
+        for disk_id in work.payload.get("captureDisks") or []:
+            captured = self._capture_disk(disk_id)
+            if captured:
+                digest = captured
+                disk = self._load(disk_id)
+                if disk is not None and disk.internal.get("os"):
+                    internal["os"] = [*list(internal.get("os") or []), digest]
+                else:
+                    for lun, stack in data.items():
+                        if disk is not None and stack == list(disk.internal.get("layers") or []):
+                            data[lun] = [*stack, digest]
+        internal["data"] = data
+        self._succeed(work.target_id, **internal)
+        return Outcome(True)
+
+    def capture_vm(self, work: OperationWork) -> Outcome:
+        """An image from a generalized VM: its OS and data disks' uppers become layers."""
+        vm = self._load(str(work.payload["sourceVm"]))
+        if vm is None:
+            raise errors.AzureError("The source VM no longer exists.", status=404, code="NotFound")
+        os_disk = self._load(vm.internal["osDisk"])
+        if os_disk is None:
+            raise errors.AzureError("The source VM's OS disk no longer exists.", status=404, code="NotFound")
+        os_digest = self.agent.capture_disk(os_disk.internal["upper"])
+        data: dict[str, list[str]] = {}
+        for lun, disk_id in (vm.internal.get("dataDisks") or {}).items():
+            disk = self._load(disk_id)
+            if disk is None:
+                continue
+            digest = self.agent.capture_disk(disk.internal["upper"])
+            data[str(lun)] = list(disk.internal.get("layers") or []) + ([digest] if digest else [])
+        lineage = ct.derive(os_disk.internal.get("lineage"), method=ct.METHOD_VM_CAPTURE, sourceVm=vm.id)
+        self._succeed(work.target_id, base=os_disk.internal.get("base"),
+                      os=list(os_disk.internal.get("layers") or []) + ([os_digest] if os_digest else []),
+                      data=data, lineage=lineage, osType=os_disk.properties.get("osType", "Linux"))
+
+        def wire(row: models.Resource) -> None:
+            profile = dict(row.properties.get("storageProfile") or {})
+            profile["dataDisks"] = [{"lun": int(lun), "caching": "None", "storageAccountType": "Standard_LRS"}
+                                    for lun in sorted(data, key=int)]
+            row.properties = {**row.properties, "storageProfile": profile}
+
+        self._update(work.target_id, wire)
+        return Outcome(True)
+
+    # --- gallery versions -----------------------------------------------------------------------------------
+    def replicate(self, work: OperationWork) -> Outcome:
+        row = self._load(work.target_id)
+        if row is None:
+            return Outcome(True)
+        digests = sorted(ct.image_layers(row.internal))
+        uid = row.internal["uniqueId"]
+        for region, rep in (row.internal.get("replicas") or {}).items():
+            for n in range(int(rep["ready"]), int(rep["target"])):
+                self.agent.prepare_replica(region, f"{uid}-{n}", digests)
+
+                def progress(r: models.Resource, region: str = region, n: int = n) -> None:
+                    reps = {k: dict(v) for k, v in r.internal["replicas"].items()}
+                    reps[region]["ready"] = n + 1
+                    r.internal = {**r.internal, "replicas": reps}
+
+                self._update(work.target_id, progress)
+        self._succeed(work.target_id)
+        return Outcome(True)
+
+    def delete_version(self, work: OperationWork) -> Outcome:
+        row = self._load(work.target_id)
+        if row is not None and row.internal.get("uniqueId"):
+            self.agent.delete_replicas(row.internal["uniqueId"])
+        self._delete_row(work.target_id)
+        return Outcome(True)
+
+    # --- virtual machines -----------------------------------------------------------------------------------
+    def machine_of(self, vm: models.Resource) -> dict[str, Any]:
+        def disk(disk_id: str) -> dict[str, Any]:
+            row = self._load(disk_id)
+            if row is None:
+                raise errors.AzureError(f"The disk '{disk_id}' of VM '{vm.name}' no longer exists.", status=404,
+                                        code="NotFound")
+            return {"layers": list(row.internal.get("layers") or []), "upper": row.internal["upper"],
+                    "base": row.internal.get("base")}
+
+        os_disk = disk(vm.internal["osDisk"])
+        if not os_disk["base"]:
+            raise errors.AzureError(f"The OS disk of VM '{vm.name}' has no bootable base.", status=400,
+                                    code="InvalidParameter")
+        return {"machineId": vm.internal["machineId"], "hostname": vm.internal.get("hostname", vm.name),
+                "base": os_disk["base"], "osDisk": os_disk,
+                "dataDisks": {lun: disk(d) for lun, d in (vm.internal.get("dataDisks") or {}).items()}}
+
+    def _set_power(self, vm_id: str, power: str, *, succeeded: bool = False) -> None:
+        def apply(row: models.Resource) -> None:
+            row.internal = {**row.internal, "power": power, "isolation": self.agent.isolation}
+            if succeeded:
+                row.provisioning_state = "Succeeded"
+
+        self._update(vm_id, apply)
+
+    def create_vm(self, work: OperationWork) -> Outcome:
+        vm = self._load(work.target_id)
+        if vm is None:
+            return Outcome(True)
+        self.agent.boot(self.machine_of(vm))
+        with self.db.write() as s:
+            for disk_id in [vm.internal["osDisk"], *(vm.internal.get("dataDisks") or {}).values()]:
+                disk = resources.find(s, ids.parse(disk_id))
+                if disk is not None and disk.provisioning_state != "Succeeded":
+                    disk.provisioning_state = "Succeeded"
+        self._set_power(work.target_id, vms.POWER_RUNNING, succeeded=True)
+        return Outcome(True)
+
+    def power(self, action: str) -> Callable[[OperationWork], Outcome]:
+        def handle(work: OperationWork) -> Outcome:
+            vm = self._load(work.target_id)
+            if vm is None:
+                raise errors.AzureError("The VM no longer exists.", status=404, code="NotFound")
+            machine_id = vm.internal["machineId"]
+            if action in ("powerOff", "deallocate", "restart"):
+                self.agent.halt(machine_id)
+            if action in ("start", "restart"):
+                self.agent.boot(self.machine_of(vm))
+            power = {"powerOff": vms.POWER_STOPPED, "deallocate": vms.POWER_DEALLOCATED}.get(action, vms.POWER_RUNNING)
+            self._set_power(work.target_id, power)
+            return Outcome(True)
+
+        return handle
+
+    def run_command(self, work: OperationWork) -> Outcome:
+        vm = self._load(work.target_id)
+        if vm is None:
+            raise errors.AzureError("The VM no longer exists.", status=404, code="NotFound")
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+               "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
+               **{str(k): str(v) for k, v in (work.payload.get("parameters") or {}).items()}}
+        result = self.agent.run(vm.internal["machineId"], vms.script_argv(list(work.payload.get("script") or [])),
+                                env=env, cwd="/root", timeout=5400)
+        out = _text(result.get("stdout"))
+        err = _text(result.get("stderr"))
+        code = int(result.get("exitCode", -1))
+        if result.get("timedOut"):
+            err += "\nThe script was stopped after the run-command time limit (90 minutes)."
+        return Outcome(True, result=vms.run_command_result(code, out, err))
+
+    def delete_vm(self, work: OperationWork) -> Outcome:
+        vm = self._load(work.target_id)
+        if vm is None:
+            return Outcome(True)
+        self.agent.halt(vm.internal["machineId"])
+        os_delete = ((vm.properties.get("storageProfile") or {}).get("osDisk") or {}).get("deleteOption") == "Delete"
+        data_opts = {str(d["lun"]): d.get("deleteOption") for d in
+                     (vm.properties.get("storageProfile") or {}).get("dataDisks") or []}
+        with self.db.write() as s:
+            for lun_or_os, disk_id in [("os", vm.internal["osDisk"]), *(vm.internal.get("dataDisks") or {}).items()]:
+                disk = resources.find(s, ids.parse(disk_id))
+                if disk is None:
+                    continue
+                remove = os_delete if lun_or_os == "os" else data_opts.get(lun_or_os) == "Delete"
+                if remove:
+                    self.agent.delete_disk(disk.internal["upper"])
+                    s.delete(disk)
+                else:
+                    disk.internal = {**disk.internal, "attachedTo": None}
+                    resources.touch(disk, self.clock)
+            for ext in resources.children(s, ids.parse(vm.id)):
+                s.delete(ext)
+            row = resources.find(s, ids.parse(vm.id))
+            if row is not None:
+                s.delete(row)
+        return Outcome(True)
+
+    # --- registry -------------------------------------------------------------------------------------------
+    def handlers(self, kinds: dict[str, ResourceKind]) -> dict[str, Handler]:
+        k = {name: kind for name, kind in kinds.items()}
+        table: dict[str, Callable[[OperationWork], Outcome]] = {
+            service.op_kind(k["disks"], "capture"): self.capture_copy,
+            service.op_kind(k["disks"], "import"): self.import_file,
+            service.op_kind(k["disks"], "delete"): self.delete_disk,
+            service.op_kind(k["snapshots"], "capture"): self.capture_copy,
+            service.op_kind(k["snapshots"], "import"): self.import_file,
+            service.op_kind(k["snapshots"], "delete"): self.delete_plain,
+            service.op_kind(k["images"], "build"): self.build_image,
+            service.op_kind(k["images"], "capture-vm"): self.capture_vm,
+            service.op_kind(k["images"], "delete"): self.delete_plain,
+            service.op_kind(k["galleries"], "delete"): self.delete_plain,
+            service.op_kind(k["galleries/images"], "delete"): self.delete_plain,
+            service.op_kind(k["galleries/images/versions"], "replicate"): self.replicate,
+            service.op_kind(k["galleries/images/versions"], "delete"): self.delete_version,
+            service.op_kind(k["virtualMachines"], "create"): self.create_vm,
+            service.op_kind(k["virtualMachines"], "delete"): self.delete_vm,
+            service.op_kind(k["virtualMachines"], "runCommand"): self.run_command,
+            service.op_kind(k["virtualMachines/extensions"], "delete"): self.delete_plain,
+        }
+        for action in ("start", "powerOff", "restart", "deallocate"):
+            table[service.op_kind(k["virtualMachines"], action)] = self.power(action)
+        # Actions on a VM must not mark the VM Failed when they fail (only creation does).
+        guarded = {name: self.guarded(fn) for name, fn in table.items()}
+        for action in ("start", "powerOff", "restart", "deallocate", "runCommand"):
+            guarded[service.op_kind(k["virtualMachines"], action)] = self._plain(table[
+                service.op_kind(k["virtualMachines"], action)])
+        return guarded
+
+    @staticmethod
+    def _plain(fn: Callable[[OperationWork], Outcome]) -> Handler:
+        def run(work: OperationWork) -> Outcome:
+            try:
+                return fn(work)
+            except AgentError as exc:
+                return Outcome(True, error=errors.AzureError(str(exc), status=400, code="OperationFailed"))
+
+        return run
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)

@@ -1,0 +1,84 @@
+"""Keeps machines on this host in line with the VMs that should be running, and collects unused layers.
+
+Level-triggered: each pass compares what the store says (VM power state) with what the host agent observes
+(is the machine's init alive?) and boots or tears down machines. It is also what brings VMs back after a
+host reboot or a crash of ``shoal serve``. VMs with an operation in progress are left to that operation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from shoal.core.clock import Clock
+from shoal.domain import operations
+from shoal.domain.compute import content as ct
+from shoal.domain.compute import sources, vms
+from shoal.reconcilers.compute import ComputeWork
+from shoal.runtime.agent import HostAgent
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+
+GC_EVERY = 300.0  # seconds between layer garbage collections
+GC_GRACE = 600.0  # a layer younger than this is never collected (it may belong to a capture in progress)
+
+
+class MachineReconciler:
+    name = "machines"
+
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, work: ComputeWork,
+                 other_machines: Callable[[], set[str]] = set) -> None:
+        self.db, self.clock, self.agent, self.work = db, clock, agent, work
+        self.other_machines = other_machines  # machine ids owned by something else (pool nodes)
+        self._adopted = False
+        self._last_gc = 0.0
+
+    def run_once(self) -> bool:
+        if not self._adopted:
+            self.agent.adopt()
+            self._adopted = True
+        with self.db.read() as s:
+            busy = {op.target_id.lower() for op in s.scalars(select(models.Operation).where(
+                models.Operation.status == operations.IN_PROGRESS))}
+            rows = list(s.scalars(select(models.Resource).where(models.Resource.type_key == sources.VMS.lower())))
+        wanted: set[str] = set()
+        for vm in rows:
+            machine_id = vm.internal.get("machineId")
+            if not machine_id:
+                continue
+            if vm.id.lower() in busy or vm.provisioning_state == "Creating":
+                wanted.add(machine_id)
+                continue
+            if vm.internal.get("power") == vms.POWER_RUNNING and vm.provisioning_state == "Succeeded":
+                wanted.add(machine_id)
+                if self.agent.status(machine_id) != "running":
+                    log.info("booting VM %s again (its machine was not running)", vm.id)
+                    try:
+                        self.agent.boot(self.work.machine_of(vm))
+                    except Exception:
+                        log.exception("could not boot VM %s", vm.id)
+        for machine_id in set(self.agent.machines.list()) - wanted - self.other_machines():
+            log.info("tearing down machine %s: no VM or node owns it", machine_id)
+            self.agent.halt(machine_id)
+        if time.monotonic() - self._last_gc > GC_EVERY:
+            self._last_gc = time.monotonic()
+            self.collect_garbage()
+        return False
+
+    def collect_garbage(self) -> list[str]:
+        """Mark and sweep: every layer a resource references is kept, so are young ones."""
+        with self.db.read() as s:
+            referenced: set[str] = set()
+            for row in s.scalars(select(models.Resource).where(models.Resource.type_key.like("microsoft.compute/%"))):
+                referenced |= ct.image_layers(row.internal)
+        young = {d for d in self.agent.layers.digests()
+                 if time.time() - self.agent.layers.blob(d).stat().st_mtime < GC_GRACE}
+        removed = self.agent.gc_layers(referenced | young)
+        if removed:
+            log.info("garbage-collected %d unreferenced layers", len(removed))
+        return removed

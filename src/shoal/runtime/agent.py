@@ -1,0 +1,169 @@
+"""The host agent: the one boundary between reconcilers and the machines, layers and bases of a host.
+
+Every method takes and returns plain data (str, int, lists, dicts) so that, when Shoal scales out, the same
+calls can be sent to an agent on another machine. In the embedded default it is called directly.
+
+Paths under the store directory:
+  disks/<upper-id>/{upper,work}   a managed disk's writable layer (outlives machines)
+  replicas/<region>/<version>-<n>  ready-to-mount copies of a gallery version's layers
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from shoal.runtime.layers import LayerStore
+from shoal.runtime.machines import DiskMount, MachineSpec, detect_runtime
+from shoal.runtime.marketplace import BaseProvider, Catalog
+
+log = logging.getLogger(__name__)
+
+
+class AgentError(Exception):
+    """Work the agent could not do; the message says what went wrong and what to try."""
+
+
+class HostAgent:
+    def __init__(self, store_dir: Path, catalog: Catalog, *, runtime: str | None = None,
+                 download_root: str | None = None) -> None:
+        self.store_dir = store_dir
+        store_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = catalog
+        self.layers = LayerStore(store_dir / "layers")
+        self.bases = BaseProvider(store_dir, self.layers)
+        self.machines = detect_runtime(store_dir, prefer=runtime)
+        # URLs under this prefix are Shoal's own downloads; they are read from the store directly.
+        self.download_root = download_root
+
+    @property
+    def isolation(self) -> str:
+        return self.machines.isolation
+
+    # --- disks ----------------------------------------------------------------------------------------
+    def disk_dirs(self, upper_id: str) -> tuple[Path, Path]:
+        root = self.store_dir / "disks" / upper_id
+        upper, work = root / "upper", root / "work"
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        return upper, work
+
+    def delete_disk(self, upper_id: str) -> None:
+        shutil.rmtree(self.store_dir / "disks" / upper_id, ignore_errors=True)
+
+    def capture_disk(self, upper_id: str) -> str | None:
+        """The disk's writable layer as a new immutable layer (None when nothing was written)."""
+        upper, _ = self.disk_dirs(upper_id)
+        if not any(upper.iterdir()):
+            return None
+        return self.layers.capture(upper).digest
+
+    def import_disk_file(self, uri: str) -> str:
+        """Import a root-filesystem or layer tarball from a path, a file:// URL or an http(s) URL."""
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            path = Path(urllib.parse.unquote(parsed.path))
+            if not path.is_file():
+                raise AgentError(f"The disk file '{uri}' does not exist or is not a file.")
+            return self.layers.import_tar(path).digest
+        if parsed.scheme in ("http", "https"):
+            tmp = Path(tempfile.mkdtemp(dir=self.store_dir))
+            try:
+                target = tmp / "download"
+                try:
+                    with urllib.request.urlopen(uri, timeout=60) as resp, open(target, "wb") as out:
+                        shutil.copyfileobj(resp, out, 1 << 20)
+                except OSError as exc:
+                    raise AgentError(f"Downloading the disk file '{uri}' failed: {exc}.") from exc
+                return self.layers.import_tar(target).digest
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        raise AgentError(f"The disk file URI scheme '{parsed.scheme}' is not supported; use a path, file:// or https.")
+
+    # --- bases and machines --------------------------------------------------------------------------------
+    def base_path(self, base: dict[str, Any]) -> str:
+        """Make a disk's base bootable (building a marketplace base on first use); the MachineSpec base value."""
+        if "imported" in base:
+            return str(self.layers.unpacked(base["imported"]))
+        image = self.catalog.find(base["publisher"], base["offer"], base["sku"], base["version"])
+        if image is None:
+            raise AgentError(f"The marketplace image {base['publisher']}:{base['offer']}:{base['sku']}:"
+                             f"{base['version']} is no longer in the catalog.")
+        return self.bases.ensure(image)
+
+    def _mount(self, disk: dict[str, Any]) -> DiskMount:
+        upper, work = self.disk_dirs(disk["upper"])
+        lower = [str(self.layers.unpacked(d)) for d in reversed(disk.get("layers") or [])]
+        return DiskMount(lower=lower, upper=str(upper), work=str(work))
+
+    def boot(self, machine: dict[str, Any]) -> dict[str, Any]:
+        """Create (or find running) a machine: {"machineId","hostname","base","osDisk","dataDisks"}."""
+        temp = self.store_dir / "temp" / machine["machineId"]
+        temp.mkdir(parents=True, exist_ok=True)
+        spec = MachineSpec(
+            machine_id=machine["machineId"], hostname=machine.get("hostname") or machine["machineId"],
+            base=self.base_path(machine["base"]), os_disk=self._mount(machine["osDisk"]),
+            data_disks={int(lun): self._mount(d) for lun, d in (machine.get("dataDisks") or {}).items()},
+            temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []],
+        )
+        return dict(self.machines.create(spec))
+
+    def halt(self, machine_id: str) -> None:
+        self.machines.destroy(machine_id)
+        shutil.rmtree(self.store_dir / "temp" / machine_id, ignore_errors=True)
+
+    def status(self, machine_id: str) -> str:
+        return self.machines.status(machine_id)
+
+    def run(self, machine_id: str, argv: list[str], *, env: dict[str, str], cwd: str = "/",
+            timeout: float | None = None) -> dict[str, Any]:
+        return dict(self.machines.run(machine_id, argv, env=env, cwd=cwd, timeout=timeout))
+
+    def adopt(self) -> dict[str, str]:
+        return dict(self.machines.adopt())
+
+    # --- gallery replicas ---------------------------------------------------------------------------------
+    def prepare_replica(self, region: str, replica_id: str, digests: list[str]) -> str:
+        """A ready-to-mount copy of an image's layers in a region (hard links where the filesystem allows)."""
+        target = self.store_dir / "replicas" / region / replica_id
+        if (target / ".ready").exists():
+            return str(target)
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for digest in digests:
+            src = self.layers.unpacked(digest)
+            _copy_tree(src, staging / digest)
+        (staging / ".ready").write_text("\n".join(digests))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+        return str(target)
+
+    def delete_replicas(self, replica_prefix: str) -> None:
+        root = self.store_dir / "replicas"
+        if not root.exists():
+            return
+        for region in root.iterdir():
+            for item in region.glob(f"{replica_prefix}*"):
+                shutil.rmtree(item, ignore_errors=True)
+
+    def gc_layers(self, referenced: set[str]) -> list[str]:
+        return self.layers.gc(referenced | self.bases.referenced_digests())
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy preserving overlay metadata (whiteout devices, opaque xattrs), hard-linking regular files."""
+    import subprocess
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["cp", "-a", "--link", str(src), str(dst)], capture_output=True, text=True)
+    if result.returncode != 0:
+        result = subprocess.run(["cp", "-a", str(src), str(dst)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise AgentError(f"Preparing a replica failed: {result.stderr.strip()}")

@@ -1,0 +1,1125 @@
+"""Machines: the isolated Linux "VMs" and Batch compute nodes that Shoal runs on one host.
+
+A machine is what a VM or a pool node looks like from the inside: its own root filesystem built from image
+layers, data disks at ``/datadisks/lun{N}``, a temporary drive, its own hostname, its own process tree with a
+pid 1, and the host's network. Two runtimes provide it behind one API (:class:`MachineRuntime`); everything
+crossing that API is plain data (str, int, lists, dicts), so the same calls can later go to a remote host agent.
+
+**NamespaceRuntime** (isolation ``"namespaces"``, needs root and overlayfs). A machine is a private mount, uts
+and pid namespace built by the small native helper (``native/shoal_machine.c``):
+
+- ``/`` is an overlay of ``[skeleton, OS-disk layers (top first)..., base]`` with the OS disk's upper directory
+  as the writable layer. The base is either an unpacked root filesystem (debootstrap, an imported tarball) or
+  the host's own root through ``hostbase``: one shared read-only overlay of ``/`` under a small tmpfs "mask" of
+  opaque directories that hides ``/tmp /var/tmp /run /root /home /work /mnt /media /srv`` and the Shoal store
+  (when it is on the root filesystem). Wrapping the host root in its own overlay also avoids the kernel's ELOOP
+  refusal when other lower layers sit on the same filesystem as ``/``. The skeleton is a per-machine lower
+  layer holding the mount points (``/proc``, ``/dev``, ``/datadisks/lunN``...) so that they never show up in
+  the OS disk's upper directory, which is what a snapshot captures.
+- **Data disks** are presented already formatted and mounted: Azure's "attach a data disk, then partition,
+  format and mount it" has no block device here. Each disk is an overlay of its layers (or of an empty layer
+  for a new, empty disk) plus its own upper directory, mounted at ``/datadisks/lun{N}`` before anything runs.
+  Files written there land in the disk's upper directory, which outlives the machine, so a disk keeps its
+  content across machines and can be snapshotted on its own.
+- The **temporary drive** (``temp_dir``) is mounted at ``/mnt``; ``/mnt/resource`` is a symlink to ``.`` in it,
+  so both conventions of Azure Linux images (``/mnt`` and ``/mnt/resource``) reach it. It is deleted with the
+  machine (unless ``destroy(..., keep_temp=True)``, e.g. for a reboot).
+- A minimal ``/dev`` (null zero full random urandom tty, a private devpts, ``/dev/shm``), a fresh ``/proc``, a
+  read-only ``/sys``, a tmpfs ``/run``, the host's ``/etc/resolv.conf`` and a per-machine ``/etc/hosts`` and
+  ``/etc/hostname``, read-only. The network is the host's (apt-get and pip work inside).
+- The machine is held alive by a tiny init (pid 1 of its pid namespace; reaps orphans) started in a session
+  of its own, so machines survive a crash (even ``kill -9``) of the server. ``machine.json`` records the init's
+  pid and start time (pid reuse cannot fool us); :meth:`NamespaceRuntime.adopt` finds them again at start-up.
+  Destroying a machine kills its init, which makes the kernel kill everything inside and drop every mount; no
+  machine mount ever exists in the server's own mount namespace.
+- Commands enter the machine through ``setns`` (uts, pid, mount) and run as pid ``N > 1`` inside it, with exactly
+  the environment given, in their own session. On timeout (or :meth:`kill`) their whole process tree is killed,
+  daemonised children included; the machine keeps running.
+
+*Isolation level*: fidelity and protection against accidents, **not a security boundary**. A command runs as
+real root on the host's kernel unless ``user`` is given (no user namespace, no capability drop, no seccomp, no
+cgroup limits; the network is shared). It cannot see the host's private directories, other machines, or the
+store, and writes never reach the host's files.
+
+**ProcessRuntime** (isolation ``"process"``: no root, no overlayfs, macOS). A machine is a set of plain
+directories: the OS disk's upper directory holds the root materialized from its layers (not possible for the
+host base: commands then see the host itself), each data disk's upper directory holds its materialized layers,
+and commands are plain subprocesses. Paths inside the machine are only mapped for the working directory
+(``/datadisks/lunN``, ``/mnt/resource`` and binds map to their directories; other paths map into the
+materialized root, or to the host for the host base); absolute paths inside commands are not rewritten.
+Deletions in a disk with layers do not become whiteouts. No hostname, no pid namespace; a timeout kills the
+command's process group only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal.runtime.native import HelperUnavailable, ensure_helper
+
+log = logging.getLogger(__name__)
+
+OUTPUT_CAP = 4 * 1024 * 1024
+"""Captured stdout/stderr are truncated to this many bytes each."""
+
+HOST_MASKED = ("tmp", "var/tmp", "run", "root", "home", "work", "mnt", "media", "srv")
+"""Host directories hidden (shown empty) in the host base."""
+
+_MACHINE_ID = re.compile(r"[a-z0-9-]{1,64}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
+_KILL_WAIT = 10.0  # seconds to wait for a machine's init to die
+
+
+# Aliases for annotations inside classes whose ``list`` method shadows the builtin.
+_Argv = list[str]
+_InitList = list[tuple[str, int, int]]
+
+
+class MachineError(RuntimeError):
+    """A machine operation failed (bad spec, machine not running, mount refused...)."""
+
+
+@dataclass(frozen=True)
+class DiskMount:
+    """One disk as the runtime mounts it."""
+
+    lower: list[str]  # unpacked layer dirs, TOP first (overlay lowerdir order); may be empty
+    upper: str  # the disk's writable dir (outlives the machine)
+    work: str  # overlay workdir on the same filesystem as upper
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    machine_id: str  # [a-z0-9-]{1,64}
+    hostname: str
+    base: str  # "host", or the path of an unpacked root filesystem (the bottom layer)
+    os_disk: DiskMount  # its lower = OS layers above the base, TOP first
+    data_disks: dict[int, DiskMount]  # lun -> disk
+    temp_dir: str  # the temporary drive: /mnt and /mnt/resource inside
+    binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, path inside, read only)
+    volatile: bool = False  # OS disk without fsync (pool nodes); VMs whose disks get captured stay durable
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
+        def disk(d: Mapping[str, Any]) -> DiskMount:
+            return DiskMount(lower=list(d["lower"]), upper=d["upper"], work=d["work"])
+
+        return cls(machine_id=data["machine_id"], hostname=data["hostname"], base=data["base"],
+                   os_disk=disk(data["os_disk"]),
+                   data_disks={int(lun): disk(d) for lun, d in data["data_disks"].items()},
+                   temp_dir=data["temp_dir"], binds=[(h, i, bool(ro)) for h, i, ro in data.get("binds", [])],
+                   volatile=bool(data.get("volatile", False)))
+
+
+class MachineRuntime(Protocol):
+    """What reconcilers call. Results are plain dicts (see :meth:`run` for the result shape)."""
+
+    isolation: str  # "namespaces" or "process"
+
+    def create(self, spec: MachineSpec) -> dict[str, Any]: ...
+    def destroy(self, machine_id: str, *, keep_temp: bool = False) -> None: ...
+    def status(self, machine_id: str) -> str: ...
+    def list(self) -> list[str]: ...
+    def adopt(self) -> dict[str, str]: ...
+    def host_path(self, machine_id: str, path: str) -> str: ...
+
+    def run(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+            user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+            timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]: ...
+
+    def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+              user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+              timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]: ...
+
+    def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None: ...
+    def kill(self, pid: int) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- shared pieces
+
+
+def _check_spec(spec: MachineSpec) -> None:
+    if not _MACHINE_ID.fullmatch(spec.machine_id):
+        raise MachineError(f"invalid machine id {spec.machine_id!r}: use 1-64 of [a-z0-9-]")
+    if not _HOSTNAME.fullmatch(spec.hostname):
+        raise MachineError(f"invalid hostname {spec.hostname!r}")
+    for lun in spec.data_disks:
+        if not 0 <= lun <= 63:
+            raise MachineError(f"invalid LUN {lun}: 0-63")
+    for _, inside, _ in spec.binds:
+        if not inside.startswith("/") or ".." in inside.split("/"):
+            raise MachineError(f"bind target {inside!r} must be an absolute path inside the machine")
+
+
+def _check_command(argv: Sequence[str], env: Mapping[str, str], cwd: str, timeout: float | None) -> None:
+    if not argv:
+        raise MachineError("empty command")
+    if not cwd.startswith("/"):
+        raise MachineError(f"cwd {cwd!r} must be an absolute path inside the machine")
+    if timeout is not None and timeout <= 0:
+        raise MachineError("timeout must be positive")
+    for key in env:
+        if not key or "=" in key:
+            raise MachineError(f"invalid environment variable name {key!r}")
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of a host process, or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()  # the command name may contain spaces
+    return fields[0].decode(), int(fields[19])
+
+
+def _alive(pid: int | None, start: int | None) -> bool:
+    if not pid or not start:
+        return False
+    st = _proc_stat(pid)
+    return st is not None and st[1] == start and st[0] not in ("Z", "X")
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_capped(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(OUTPUT_CAP)
+    except FileNotFoundError:
+        return b""
+
+
+def _result(code: int, sig: int | None, timed_out: bool, error: str | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = {"exitCode": code, "signal": sig, "timedOut": timed_out}
+    if error:
+        res["error"] = error
+    return res
+
+
+class _Records:
+    """machines/<id>/machine.json files and per-machine locks, shared by both runtimes."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.store_dir = Path(store_dir)
+        self.machines_dir = self.store_dir / "machines"
+        self.machines_dir.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def dir(self, machine_id: str) -> Path:
+        return self.machines_dir / machine_id
+
+    @contextlib.contextmanager
+    def lock(self, machine_id: str) -> Iterator[None]:
+        with self._locks_guard:
+            lock = self._locks.setdefault(machine_id, threading.Lock())
+        with lock:
+            yield
+
+    def read(self, machine_id: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self.dir(machine_id) / "machine.json").read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+        return data
+
+    def write(self, machine_id: str, record: Mapping[str, Any]) -> None:
+        _write_json(self.dir(machine_id) / "machine.json", record)
+
+    def ids(self) -> list[str]:
+        return sorted(p.name for p in self.machines_dir.iterdir() if (p / "machine.json").is_file())
+
+    def remove(self, machine_id: str, record: Mapping[str, Any] | None, *, keep_temp: bool) -> None:
+        shutil.rmtree(self.dir(machine_id), ignore_errors=True)
+        temp = record and record.get("spec", {}).get("temp_dir")
+        if temp and not keep_temp:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- host base
+
+_libc = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY = 1
+MNT_DETACH = 2
+
+
+def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    if _libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags), data.encode()):
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {fstype} on {target} ({data}): {os.strerror(err)}")
+
+
+def _umount(target: str) -> None:
+    if _libc.umount2(target.encode(), MNT_DETACH):
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def _mountinfo_unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points(under: Path | None = None) -> list[str]:
+    """Mount points of the calling process's mount namespace (optionally only those at or below ``under``)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [_mountinfo_unescape(line.split()[4]) for line in f]
+    if under is None:
+        return points
+    prefix = str(under).rstrip("/")
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+class HostBase:
+    """The host's root as a read-only base layer with private directories masked (see the module docstring).
+
+    Mounted once in the server's mount namespace (machines copy it when they are created) and re-used by later
+    servers: both mounts are named by a hash of the mask, so a different mask gets its own pair.
+    """
+
+    def __init__(self, bases_dir: Path, hide: Sequence[str] = ()) -> None:
+        root_dev = os.stat("/").st_dev
+        masked = set(HOST_MASKED)
+        for path in hide:
+            p = Path(path).resolve()
+            # Only what lowerdir=/ can show needs a mask: things on the root filesystem itself.
+            if p != Path("/") and p.exists() and os.stat(p).st_dev == root_dev:
+                masked.add(str(p.relative_to("/")))
+        self.masked = sorted(m for m in masked if (Path("/") / m).is_dir() and not (Path("/") / m).is_symlink())
+        key = hashlib.sha256("\n".join(self.masked).encode()).hexdigest()[:12]
+        self.bases_dir = bases_dir
+        self.mask = bases_dir / f"hostmask-{key}"
+        self.path = bases_dir / f"hostbase-{key}"
+        self._lock = threading.Lock()
+
+    def ensure(self) -> str:
+        """Mount the host base if needed (idempotent, safe across threads and processes); return its path."""
+        with self._lock:
+            if str(self.path) in mount_points(self.path):
+                return str(self.path)
+            self.bases_dir.mkdir(parents=True, exist_ok=True)
+            if any(c in str(self.bases_dir) for c in ",:\\"):
+                raise MachineError(f"the store path {self.bases_dir} must not contain ',', ':' or '\\'")
+            with open(self.bases_dir / ".hostbase.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                points = mount_points(self.bases_dir)
+                if str(self.path) in points:
+                    return str(self.path)
+                self.mask.mkdir(exist_ok=True)
+                self.path.mkdir(exist_ok=True)
+                # The mask must not live on the root filesystem (ELOOP with lowerdir=/), hence its own tmpfs.
+                if str(self.mask) not in points:
+                    _mount("tmpfs", str(self.mask), "tmpfs", 0, "mode=755,size=1m")
+                self._fill_mask()
+                _mount("overlay", str(self.path), "overlay", MS_RDONLY, f"lowerdir={self.mask}:/")
+        return str(self.path)
+
+    def _fill_mask(self) -> None:
+        for rel in self.masked:
+            parts = Path(rel).parts
+            for depth in range(1, len(parts) + 1):
+                sub = Path(*parts[:depth])
+                host, mine = Path("/") / sub, self.mask / sub
+                mine.mkdir(exist_ok=True)
+                st = os.stat(host)  # same owner and mode as on the host: /tmp stays 1777, /root 0700
+                os.chown(mine, st.st_uid, st.st_gid)
+                os.chmod(mine, stat.S_IMODE(st.st_mode))
+            os.setxattr(self.mask / rel, "trusted.overlay.opaque", b"y")
+
+    def unmount(self) -> None:
+        """Detach the host base (running machines keep their own reference to it)."""
+        with self._lock:
+            points = mount_points(self.bases_dir)
+            for target in (self.path, self.mask):
+                if str(target) in points:
+                    _umount(str(target))
+
+
+# ---------------------------------------------------------------------------------------------- namespaces
+
+
+@dataclass
+class _Job:
+    """A command started by spawn(), until wait() collects it."""
+
+    proc: subprocess.Popen[bytes]
+    machine_id: str
+    status_fd: int  # namespaces: read end of the helper's status pipe; process: -1
+    out: Path | None  # capture files (removed by wait) when the caller gave no path
+    err: Path | None
+    scratch: list[Path]
+    timed_out: threading.Event = field(default_factory=threading.Event)
+    timer: threading.Timer | None = None
+
+
+class NamespaceRuntime:
+    """Machines as private mount + uts + pid namespaces (see the module docstring)."""
+
+    isolation = "namespaces"
+
+    def __init__(self, store_dir: Path, *, hide: Sequence[str] = ()) -> None:
+        self.store_dir = Path(store_dir)
+        self.records = _Records(self.store_dir)
+        self.bases_dir = self.store_dir / "bases"
+        self.host_base = HostBase(self.bases_dir, [str(self.store_dir), *hide])
+        self._empty = self.bases_dir / "empty"  # the lower layer of an empty data disk
+        self._hosts_text: str | None = None
+        self._inits: dict[str, tuple[int, int]] = {}  # machine id -> (init pid, start time)
+        self._jobs: dict[int, _Job] = {}
+        self._jobs_lock = threading.Lock()
+        self._helper: str | None = None
+
+    def helper(self) -> str:
+        """The native helper's path (compiled on first use)."""
+        if self._helper is None:
+            try:
+                self._helper = str(ensure_helper(self.store_dir / "bin"))
+            except HelperUnavailable as exc:
+                raise MachineError(str(exc)) from exc
+        return self._helper
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self, spec: MachineSpec) -> dict[str, Any]:
+        """Create and start the machine (idempotent: an already running machine is returned as it is)."""
+        _check_spec(spec)
+        with self.records.lock(spec.machine_id):
+            record = self.records.read(spec.machine_id)
+            if record and _alive(record.get("initPid"), record.get("initStartTime")):
+                return self._info(record)
+            if record or self.records.dir(spec.machine_id).exists():
+                self._kill_strays(spec.machine_id)
+                self.records.remove(spec.machine_id, record, keep_temp=False)
+            base = self.host_base.ensure() if spec.base == "host" else spec.base
+            if not os.path.isdir(base):
+                raise MachineError(f"base {base!r} is not a directory")
+            mdir = self.records.dir(spec.machine_id)
+            try:
+                argv = self._prepare(spec, mdir, base)
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env={},
+                                      start_new_session=True, timeout=60)
+                if proc.returncode != 0:
+                    raise MachineError(f"machine {spec.machine_id}: {proc.stderr.decode(errors='replace').strip()}")
+                pid = int(proc.stdout)
+                st = _proc_stat(pid)
+                if st is None:
+                    raise MachineError(f"machine {spec.machine_id}: its init {pid} died right after start")
+            except BaseException:
+                self._kill_strays(spec.machine_id)
+                shutil.rmtree(mdir, ignore_errors=True)
+                raise
+            record = {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": pid,
+                      "initStartTime": st[1], "createdAt": time.time(), "spec": spec.to_dict()}
+            self.records.write(spec.machine_id, record)
+            self._inits[spec.machine_id] = (pid, st[1])
+            return self._info(record)
+
+    def _prepare(self, spec: MachineSpec, mdir: Path, base: str) -> _Argv:
+        """Make the machine's directories and return the helper's command line."""
+        skel = mdir / "skel"
+        for sub in ("root", "skel/proc", "skel/dev", "skel/sys", "skel/run", "skel/mnt", "skel/etc"):
+            (mdir / sub).mkdir(parents=True)
+        for name in ("hosts", "hostname"):
+            (skel / "etc" / name).touch()
+        (mdir / "etc").mkdir()
+        (mdir / "etc" / "hostname").write_text(spec.hostname + "\n")
+        (mdir / "etc" / "hosts").write_text(self._hosts() + f"127.0.1.1\t{spec.hostname}\n")
+        for disk in (spec.os_disk, *spec.data_disks.values()):
+            os.makedirs(disk.upper, exist_ok=True)
+            os.makedirs(disk.work, exist_ok=True)
+        if spec.volatile:
+            # A volatile overlay leaves this marker and the kernel refuses the next mount until it is gone:
+            # accepting that risk (no fsync) is exactly what "volatile" means for an ephemeral node.
+            shutil.rmtree(Path(spec.os_disk.work) / "work" / "incompat" / "volatile", ignore_errors=True)
+        os.makedirs(spec.temp_dir, exist_ok=True)
+        if not os.path.lexists(os.path.join(spec.temp_dir, "resource")):
+            os.symlink(".", os.path.join(spec.temp_dir, "resource"))
+        self._empty.mkdir(parents=True, exist_ok=True)
+
+        argv = [self.helper(), "init", "--id", spec.machine_id, "--root", str(mdir / "root"),
+                "--overlay", "/", "--lower", str(skel)]
+        argv += [a for layer in spec.os_disk.lower for a in ("--lower", layer)]
+        argv += ["--lower", base, "--upper", spec.os_disk.upper, "--work", spec.os_disk.work]
+        if spec.volatile:
+            argv.append("--volatile")
+        for lun in sorted(spec.data_disks):
+            disk = spec.data_disks[lun]
+            (skel / "datadisks" / f"lun{lun}").mkdir(parents=True)
+            argv += ["--overlay", f"/datadisks/lun{lun}"]
+            argv += [a for layer in (disk.lower or [str(self._empty)]) for a in ("--lower", layer)]
+            argv += ["--upper", disk.upper, "--work", disk.work]
+        argv += ["--bind", spec.temp_dir, "/mnt", "--tmpfs", "/run", "mode=755"]
+        if os.path.exists("/etc/resolv.conf"):
+            (skel / "etc" / "resolv.conf").touch()
+            argv += ["--robind", "/etc/resolv.conf", "/etc/resolv.conf"]
+        argv += ["--robind", str(mdir / "etc" / "hosts"), "/etc/hosts",
+                 "--robind", str(mdir / "etc" / "hostname"), "/etc/hostname"]
+        for host, inside, read_only in sorted(spec.binds, key=lambda b: b[1].count("/")):
+            if not os.path.exists(host):
+                raise MachineError(f"bind source {host} does not exist")
+            if not (inside == "/mnt" or inside.startswith(("/mnt/", "/datadisks/"))):
+                # Mount points in the skeleton keep the OS disk's upper dir clean (under /mnt and the data
+                # disks the helper creates them, in the temporary drive or the disk).
+                target = skel / inside.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if os.path.isdir(host):
+                    target.mkdir(exist_ok=True)
+                else:
+                    target.touch()
+            argv += ["--robind" if read_only else "--bind", host, inside]
+        return [*argv, "--hostname", spec.hostname, "--sysfs"]
+
+    def _hosts(self) -> str:
+        if self._hosts_text is None:
+            try:
+                text = Path("/etc/hosts").read_text()
+            except OSError:
+                text = "127.0.0.1\tlocalhost\n"
+            self._hosts_text = text if text.endswith("\n") else text + "\n"
+        return self._hosts_text
+
+    def _info(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {"machineId": record["machineId"], "isolation": self.isolation, "initPid": record["initPid"],
+                "hostname": record["spec"]["hostname"], "rootPath": f"/proc/{record['initPid']}/root"}
+
+    def destroy(self, machine_id: str, *, keep_temp: bool = False) -> None:
+        """Kill everything in the machine, drop its mounts, remove machines/<id> (never the disks' uppers)."""
+        with self.records.lock(machine_id):
+            record = self.records.read(machine_id)
+            self._inits.pop(machine_id, None)
+            if record:
+                _kill_init(record.get("initPid"), record.get("initStartTime"))
+            self._kill_strays(machine_id)
+            self.records.remove(machine_id, record, keep_temp=keep_temp)
+
+    def status(self, machine_id: str) -> str:
+        record = self.records.read(machine_id)
+        if record is None:
+            return "missing"
+        return "running" if _alive(record.get("initPid"), record.get("initStartTime")) else "stopped"
+
+    def list(self) -> list[str]:
+        return self.records.ids()
+
+    def adopt(self) -> dict[str, str]:
+        """At start-up: re-find running machines; clean up dead ones (and inits left by an interrupted create)."""
+        found: dict[str, str] = {}
+        for machine_id in self.records.ids():
+            with self.records.lock(machine_id):
+                record = self.records.read(machine_id)
+                if record and _alive(record.get("initPid"), record.get("initStartTime")):
+                    self._inits[machine_id] = (record["initPid"], record["initStartTime"])
+                    found[machine_id] = "running"
+                else:
+                    self._kill_strays(machine_id)
+                    self.records.remove(machine_id, record, keep_temp=False)
+                    found[machine_id] = "stopped"
+        known = {(pid, start) for pid, start in self._inits.values()}
+        for machine_id, pid, start in self._scan_inits():
+            if (pid, start) not in known:
+                log.warning("killing the orphaned init %d of machine %s", pid, machine_id)
+                _kill_init(pid, start)
+                if machine_id not in found:
+                    self.records.remove(machine_id, None, keep_temp=False)
+        return found
+
+    def _scan_inits(self) -> _InitList:
+        """(machine id, pid, start time) of every init of this store's machines running on the host."""
+        roots = str(self.records.machines_dir) + "/"
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if len(args) < 4 or not os.path.basename(args[0]).startswith(b"shoal-machine") or args[1] != b"init":
+                continue
+            with contextlib.suppress(ValueError, IndexError):
+                root = args[args.index(b"--root") + 1].decode()
+                st = _proc_stat(int(entry))
+                if root.startswith(roots) and root.endswith("/root") and st and st[0] not in ("Z", "X"):
+                    found.append((root[len(roots):-len("/root")], int(entry), st[1]))
+        return found
+
+    def _kill_strays(self, machine_id: str) -> None:
+        for mid, pid, start in self._scan_inits():
+            if mid == machine_id:
+                _kill_init(pid, start)
+
+    def unmount_host_base(self) -> None:
+        """Detach the host base from the server's mount namespace (tests, uninstall)."""
+        self.host_base.unmount()
+
+    def host_path(self, machine_id: str, path: str) -> str:
+        """A host path that reaches ``path`` inside the running machine (through its init's root)."""
+        pid, _ = self._init_of(machine_id)
+        return f"/proc/{pid}/root/{path.lstrip('/')}"
+
+    # ------------------------------------------------------------------ commands
+
+    def _init_of(self, machine_id: str) -> tuple[int, int]:
+        init = self._inits.get(machine_id)
+        if init is None:
+            record = self.records.read(machine_id)
+            if not record or not _alive(record.get("initPid"), record.get("initStartTime")):
+                raise MachineError(f"machine {machine_id} is not running")
+            init = self._inits[machine_id] = (record["initPid"], record["initStartTime"])
+        return init
+
+    def _join_argv(self, machine_id: str, argv: Sequence[str], cwd: str, user: str | None, stdin: str | None,
+                   stdout: str | None, stderr: str | None, timeout: float | None, status_fd: int) -> _Argv:
+        pid, start = self._init_of(machine_id)
+        args = [self.helper(), "join", "--init", f"{pid}:{start}", "--cwd", cwd, "--status-fd", str(status_fd)]
+        for opt, value in (("--user", user), ("--stdin", stdin), ("--stdout", stdout), ("--stderr", stderr)):
+            if value is not None:
+                args += [opt, value]
+        if timeout is not None:
+            args += ["--timeout", repr(float(timeout))]
+        return [*args, "--", *argv]
+
+    def run(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+            user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+            timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
+        """Run ``argv`` inside the machine and wait for it.
+
+        Returns ``{"exitCode", "signal", "timedOut"}`` (+ ``"stdout"``/``"stderr"`` bytes when captured, i.e.
+        when no host path was given; + ``"error"`` when the program could not be started: exit codes 125 for
+        a bad user or cwd, 126/127 when it cannot be executed / is not found). A signal gives exitCode 128+N.
+        """
+        _check_command(argv, env, cwd, timeout)
+        status_r, status_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                self._join_argv(machine_id, argv, cwd, user, None, stdout, stderr, timeout, status_w),
+                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                stdout=subprocess.PIPE if stdout is None else subprocess.DEVNULL,
+                stderr=subprocess.PIPE if stderr is None else subprocess.DEVNULL,
+                env=env, pass_fds=(status_w,))
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        try:
+            status, outputs = _collect(proc, status_r, stdin, timeout)
+        finally:
+            os.close(status_r)
+        result = _parse_status(machine_id, status, proc.returncode)
+        result.update(outputs)
+        return result
+
+    def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+              user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+              timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
+        """Start ``argv`` inside the machine without waiting: returns ``{"pid": host pid}`` for :meth:`wait`
+        and :meth:`kill`. Output not sent to a host path is captured in files and returned by :meth:`wait`."""
+        _check_command(argv, env, cwd, timeout)
+        self._init_of(machine_id)
+        scratch_dir = self.records.dir(machine_id) / "jobs"
+        scratch_dir.mkdir(exist_ok=True)
+        tag = uuid.uuid4().hex[:12]
+        out = None if stdout is not None else scratch_dir / f"{tag}.out"
+        err = None if stderr is not None else scratch_dir / f"{tag}.err"
+        in_path = None
+        if stdin is not None:
+            in_path = scratch_dir / f"{tag}.in"
+            in_path.write_bytes(stdin)
+        status_r, status_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                self._join_argv(machine_id, argv, cwd, user, str(in_path) if in_path else None,
+                                stdout or str(out), stderr or str(err), timeout, status_w),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                pass_fds=(status_w,), start_new_session=True)
+        except BaseException:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        scratch = [p for p in (out, err, in_path) if p is not None]
+        with self._jobs_lock:
+            self._jobs[proc.pid] = _Job(proc, machine_id, status_r, out, err, scratch)
+        return {"pid": proc.pid, "machineId": machine_id}
+
+    def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None:
+        """The result of a spawned command (as :meth:`run`), or None if it is still running after ``timeout``."""
+        with self._jobs_lock:
+            job = self._jobs.get(pid)
+        if job is None:
+            raise MachineError(f"no spawned command with pid {pid}")
+        sel = selectors.DefaultSelector()
+        sel.register(job.status_fd, selectors.EVENT_READ)
+        ready = sel.select(timeout)
+        sel.close()
+        if not ready:
+            return None
+        status = _read_all(job.status_fd)
+        job.proc.wait()
+        with self._jobs_lock:
+            if self._jobs.pop(pid, None) is None:
+                return None  # collected by a concurrent wait()
+        os.close(job.status_fd)
+        result = _parse_status(job.machine_id, status, job.proc.returncode)
+        if job.out:
+            result["stdout"] = _read_capped(job.out)
+        if job.err:
+            result["stderr"] = _read_capped(job.err)
+        for path in job.scratch:
+            path.unlink(missing_ok=True)
+        return result
+
+    def kill(self, pid: int) -> None:
+        """Kill a spawned command's whole process tree (its result then shows signal 9)."""
+        with self._jobs_lock:
+            job = self._jobs.get(pid)
+        if job is not None and job.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                job.proc.send_signal(signal.SIGTERM)  # the helper turns this into a kill of the tree
+
+
+def _kill_init(pid: int | None, start: int | None) -> None:
+    """SIGKILL a machine's init (the kernel then kills the whole pid namespace) and wait until it is gone."""
+    if not pid or not _alive(pid, start):
+        return
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if not _alive(pid, start):  # re-check now that the pidfd pins the process: no pid-reuse race
+            return
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        sel = selectors.DefaultSelector()
+        sel.register(pidfd, selectors.EVENT_READ)  # readable once the init (and its namespace) has exited
+        if not sel.select(_KILL_WAIT):
+            log.warning("machine init %d did not exit within %.0f s", pid, _KILL_WAIT)
+        sel.close()
+    finally:
+        os.close(pidfd)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _collect(proc: subprocess.Popen[bytes], status_fd: int, stdin: bytes | None,
+             timeout: float | None) -> tuple[bytes, dict[str, bytes]]:
+    """Feed stdin, capture output (capped) and the helper's status line.
+
+    Ends when the helper reports, not at end-of-file of the output pipes: background processes the command
+    left running in the machine may hold them open for ever.
+    """
+    sel = selectors.DefaultSelector()
+    outputs: dict[int, tuple[str, bytearray]] = {}
+    for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+        if pipe is not None:
+            outputs[pipe.fileno()] = (name, bytearray())
+            sel.register(pipe.fileno(), selectors.EVENT_READ)
+    sel.register(status_fd, selectors.EVENT_READ)
+    pending = memoryview(stdin or b"")
+    stdin_fd = -1
+    if proc.stdin is not None:
+        if pending:
+            stdin_fd = proc.stdin.fileno()
+            os.set_blocking(stdin_fd, False)
+            sel.register(stdin_fd, selectors.EVENT_WRITE)
+        else:
+            proc.stdin.close()
+    status = bytearray()
+    # The helper enforces the timeout itself; this is only a safety net should it hang.
+    deadline = None if timeout is None else time.monotonic() + timeout + 30
+    done = False
+    while not done:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        events = sel.select(wait)
+        if not events and deadline is not None and time.monotonic() >= deadline:
+            proc.kill()
+            deadline = None
+        for key, _ in events:
+            fd = key.fd
+            if fd == status_fd:
+                chunk = os.read(fd, 4096)
+                status += chunk
+                done = not chunk
+            elif fd == stdin_fd:
+                try:
+                    pending = pending[os.write(fd, pending[:65536]):]
+                except BlockingIOError:
+                    continue
+                except BrokenPipeError:  # the command does not read all its input: fine
+                    pending = pending[:0]
+                if not pending:
+                    sel.unregister(fd)
+                    stdin_fd = -1
+                    proc.stdin.close()  # type: ignore[union-attr]
+            else:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    sel.unregister(fd)
+                _append_capped(outputs[fd][1], chunk)
+    sel.close()
+    proc.wait()
+    if proc.stdin is not None and not proc.stdin.closed:
+        proc.stdin.close()
+    result = {}
+    for fd, (name, buf) in outputs.items():
+        os.set_blocking(fd, False)
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(fd, 65536):  # what the command wrote before it exited
+                _append_capped(buf, chunk)
+        result[name] = bytes(buf)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return bytes(status), result
+
+
+def _append_capped(buf: bytearray, chunk: bytes) -> None:
+    room = OUTPUT_CAP - len(buf)
+    if room > 0:
+        buf += chunk[:room]
+
+
+def _parse_status(machine_id: str, status: bytes, returncode: int) -> dict[str, Any]:
+    """Decode the helper's ``R <code> <signal> <timed out> <stage> <errno> <message>`` line."""
+    parts = status.decode(errors="replace").strip().split(" ", 6)
+    if len(parts) < 7 or parts[0] != "R":
+        raise MachineError(f"machine {machine_id}: the helper failed (exit status {returncode})")
+    code, sig, timed_out, stage, err = int(parts[1]), int(parts[2]), parts[3] == "1", parts[4], int(parts[5])
+    if stage in ("machine", "helper"):
+        raise MachineError(f"machine {machine_id}: {parts[6].strip()}")
+    error = f"{stage}: {os.strerror(err)}" if stage != "-" else None
+    return _result(code, sig or None, timed_out, error)
+
+
+# ---------------------------------------------------------------------------------------------- fallback
+
+Materializer = Callable[[Sequence[str], Path], None]
+"""Apply unpacked layer directories (BOTTOM first) into a plain directory."""
+
+
+def apply_layer_dirs(layers_bottom_to_top: Sequence[str], dest: Path) -> None:
+    """Minimal overlay semantics in plain directories: whiteouts (char 0/0) delete, opaque dirs replace.
+
+    The fallback's stand-in for the layer store's own ``materialize`` (which works from digests); inject that
+    one through ``ProcessRuntime(materialize=...)`` where available.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for layer in layers_bottom_to_top:
+        top = Path(layer)
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel = Path(dirpath).relative_to(top)
+            target_dir = dest / rel
+            for name in [*dirnames, *filenames]:
+                src, dst = Path(dirpath) / name, target_dir / name
+                st = os.lstat(src)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # whiteout
+                    _remove(dst)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if not dst.is_dir() or dst.is_symlink() or _is_opaque(src):
+                        _remove(dst)
+                        dst.mkdir()
+                    shutil.copystat(src, dst)
+                elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    _remove(dst)
+                    shutil.copy2(src, dst, follow_symlinks=False)
+            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+
+
+def _is_opaque(path: Path) -> bool:
+    for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
+        with contextlib.suppress(OSError):
+            if os.getxattr(path, attr, follow_symlinks=False) == b"y":
+                return True
+    return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+class ProcessRuntime:
+    """Machines as plain directories and commands as plain processes (see the module docstring)."""
+
+    isolation = "process"
+    _MARKER = "shoal-materialized"  # in a disk's work dir (unused here): its layers were applied to its upper
+
+    def __init__(self, store_dir: Path, *, materialize: Materializer | None = None) -> None:
+        self.store_dir = Path(store_dir)
+        self.records = _Records(self.store_dir)
+        self._materialize = materialize or apply_layer_dirs
+        self._specs: dict[str, MachineSpec] = {}
+        self._jobs: dict[int, _Job] = {}
+        self._jobs_lock = threading.Lock()
+
+    def create(self, spec: MachineSpec) -> dict[str, Any]:
+        _check_spec(spec)
+        with self.records.lock(spec.machine_id):
+            record = self.records.read(spec.machine_id)
+            if record is None:
+                os_layers = list(reversed(spec.os_disk.lower))
+                if spec.base != "host":
+                    os_layers.insert(0, spec.base)
+                self._prepare_disk(spec.os_disk, os_layers)
+                for disk in spec.data_disks.values():
+                    self._prepare_disk(disk, list(reversed(disk.lower)))
+                os.makedirs(spec.temp_dir, exist_ok=True)
+                self.records.dir(spec.machine_id).mkdir(parents=True, exist_ok=True)
+                record = {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": None,
+                          "createdAt": time.time(), "spec": spec.to_dict()}
+                self.records.write(spec.machine_id, record)
+            self._specs[spec.machine_id] = MachineSpec.from_dict(record["spec"])
+            return {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": None,
+                    "hostname": spec.hostname, "rootPath": spec.os_disk.upper if spec.base != "host" else "/"}
+
+    def _prepare_disk(self, disk: DiskMount, layers_bottom_to_top: Sequence[str]) -> None:
+        os.makedirs(disk.upper, exist_ok=True)
+        os.makedirs(disk.work, exist_ok=True)
+        marker = Path(disk.work) / self._MARKER
+        if layers_bottom_to_top and not marker.exists():
+            self._materialize(layers_bottom_to_top, Path(disk.upper))
+            marker.touch()
+
+    def destroy(self, machine_id: str, *, keep_temp: bool = False) -> None:
+        with self.records.lock(machine_id):
+            record = self.records.read(machine_id)
+            self._specs.pop(machine_id, None)
+            with self._jobs_lock:
+                jobs = [j for j in self._jobs.values() if j.machine_id == machine_id]
+            for job in jobs:
+                _killpg(job.proc)
+            self.records.remove(machine_id, record, keep_temp=keep_temp)
+
+    def status(self, machine_id: str) -> str:
+        return "running" if self.records.read(machine_id) else "missing"
+
+    def list(self) -> list[str]:
+        return self.records.ids()
+
+    def adopt(self) -> dict[str, str]:
+        return {machine_id: "running" for machine_id in self.records.ids()}
+
+    def _spec(self, machine_id: str) -> MachineSpec:
+        spec = self._specs.get(machine_id)
+        if spec is None:
+            record = self.records.read(machine_id)
+            if record is None:
+                raise MachineError(f"machine {machine_id} is not running")
+            spec = self._specs[machine_id] = MachineSpec.from_dict(record["spec"])
+        return spec
+
+    def host_path(self, machine_id: str, path: str) -> str:
+        """Map a path inside the machine to the directory that stands for it."""
+        spec = self._spec(machine_id)
+        inside = Path("/") / path.lstrip("/")
+        mapping = [(Path(i), Path(h)) for h, i, _ in spec.binds]
+        mapping += [(Path(f"/datadisks/lun{lun}"), Path(d.upper)) for lun, d in spec.data_disks.items()]
+        mapping += [(Path("/mnt/resource"), Path(spec.temp_dir)), (Path("/mnt"), Path(spec.temp_dir))]
+        for prefix, host in sorted(mapping, key=lambda m: -len(m[0].parts)):
+            if inside == prefix or prefix in inside.parents:
+                return str(host / inside.relative_to(prefix))
+        mine = Path(spec.os_disk.upper) / inside.relative_to("/")
+        if spec.base != "host" or mine.exists():
+            return str(mine)
+        return str(inside)
+
+    def _popen(self, machine_id: str, argv: Sequence[str], env: dict[str, str], cwd: str, user: str | None,
+               stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes] | dict[str, Any]:
+        _check_command(argv, env, cwd, None)
+        host_cwd = self.host_path(machine_id, cwd)
+        if not os.path.isdir(host_cwd):
+            return _result(125, None, False, f"cwd: {os.strerror(2)}")
+        kwargs: dict[str, Any] = {}
+        if user is not None and os.geteuid() == 0:
+            kwargs["user"] = int(user) if user.isdigit() else user
+        try:
+            return subprocess.Popen(argv, cwd=host_cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
+                                    start_new_session=True, **kwargs)
+        except (FileNotFoundError, PermissionError) as exc:
+            return _result(127 if isinstance(exc, FileNotFoundError) else 126, None, False,
+                           f"exec: {exc.strerror}")
+
+    def run(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+            user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+            timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
+        with contextlib.ExitStack() as stack:
+            out: Any = stack.enter_context(open(stdout, "wb")) if stdout else subprocess.PIPE
+            err: Any = subprocess.PIPE
+            if stderr is not None:
+                err = out if stderr == stdout else stack.enter_context(open(stderr, "wb"))
+            proc = self._popen(machine_id, argv, env, cwd, user,
+                               subprocess.DEVNULL if stdin is None else subprocess.PIPE, out, err)
+            if isinstance(proc, dict):
+                return proc
+            timed_out = False
+            try:
+                captured = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _killpg(proc)
+                captured = proc.communicate()
+        result = _returncode_result(proc.returncode, timed_out)
+        if stdout is None:
+            result["stdout"] = (captured[0] or b"")[:OUTPUT_CAP]
+        if stderr is None:
+            result["stderr"] = (captured[1] or b"")[:OUTPUT_CAP]
+        return result
+
+    def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+              user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+              timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
+        scratch_dir = self.records.dir(machine_id) / "jobs"
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:12]
+        out = None if stdout is not None else scratch_dir / f"{tag}.out"
+        err = None if stderr is not None else scratch_dir / f"{tag}.err"
+        in_path = None
+        if stdin is not None:
+            in_path = scratch_dir / f"{tag}.in"
+            in_path.write_bytes(stdin)
+        with contextlib.ExitStack() as stack:
+            fout = stack.enter_context(open(stdout or str(out), "wb"))
+            ferr = fout if stderr == stdout and stdout else stack.enter_context(open(stderr or str(err), "wb"))
+            fin = stack.enter_context(open(in_path, "rb")) if in_path else subprocess.DEVNULL
+            proc = self._popen(machine_id, argv, env, cwd, user, fin, fout, ferr)
+        if isinstance(proc, dict):
+            raise MachineError(f"machine {machine_id}: {proc['error']}")
+        job = _Job(proc, machine_id, -1, out, err, [p for p in (out, err, in_path) if p is not None])
+        if timeout is not None:
+            def expire() -> None:
+                job.timed_out.set()
+                _killpg(proc)
+
+            job.timer = threading.Timer(timeout, expire)
+            job.timer.daemon = True
+            job.timer.start()
+        with self._jobs_lock:
+            self._jobs[proc.pid] = job
+        return {"pid": proc.pid, "machineId": machine_id}
+
+    def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None:
+        with self._jobs_lock:
+            job = self._jobs.get(pid)
+        if job is None:
+            raise MachineError(f"no spawned command with pid {pid}")
+        try:
+            job.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if job.timer:
+            job.timer.cancel()
+        with self._jobs_lock:
+            if self._jobs.pop(pid, None) is None:
+                return None
+        result = _returncode_result(job.proc.returncode, job.timed_out.is_set())
+        if job.out:
+            result["stdout"] = _read_capped(job.out)
+        if job.err:
+            result["stderr"] = _read_capped(job.err)
+        for path in job.scratch:
+            path.unlink(missing_ok=True)
+        return result
+
+    def kill(self, pid: int) -> None:
+        with self._jobs_lock:
+            job = self._jobs.get(pid)
+        if job is not None:
+            _killpg(job.proc)
+
+
+def _killpg(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _returncode_result(returncode: int, timed_out: bool) -> dict[str, Any]:
+    if returncode < 0:
+        return _result(128 - returncode, -returncode, timed_out)
+    return _result(returncode, None, timed_out)
+
+
+# ---------------------------------------------------------------------------------------------- detection
+
+
+def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = ()) -> str | None:
+    """None if namespace machines work here, else why not (builds the helper, mounts the host base, and
+    creates and destroys a throw-away machine)."""
+    if sys.platform != "linux":
+        return f"namespaces need Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "namespaces and overlay mounts need root"
+    runtime = NamespaceRuntime(store_dir, hide=hide)
+    probe_id = f"shoal-probe-{os.getpid()}"
+    scratch = runtime.store_dir / "machines" / f".{probe_id}"
+    try:
+        runtime.host_base.ensure()
+        spec = MachineSpec(machine_id=probe_id, hostname="probe", base=str(scratch / "base"),
+                           os_disk=DiskMount([], str(scratch / "upper"), str(scratch / "work")),
+                           data_disks={}, temp_dir=str(scratch / "temp"))
+        (scratch / "base").mkdir(parents=True, exist_ok=True)
+        runtime.create(spec)
+        runtime.destroy(probe_id)
+    except (MachineError, OSError) as exc:
+        return str(exc)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
+
+
+def detect_runtime(store_dir: Path, *, prefer: str | None = None, hide: Sequence[str] = ()) -> MachineRuntime:
+    """The best machine runtime available here.
+
+    ``SHOAL_RUNTIME`` (``namespaces`` or ``process``) forces a choice; otherwise ``prefer="process"`` picks the
+    fallback, and by default namespaces are used when the probe succeeds. ``hide`` lists more host paths to mask
+    in the host base (e.g. the state directory, when it is on the root filesystem).
+    """
+    choice = os.environ.get("SHOAL_RUNTIME") or prefer
+    if choice not in (None, "namespaces", "process"):
+        raise ValueError(f"unknown machine runtime {choice!r} (namespaces or process)")
+    if choice == "process":
+        return ProcessRuntime(store_dir)
+    problem = probe_namespaces(Path(store_dir), hide=hide)
+    if problem is None:
+        return NamespaceRuntime(store_dir, hide=hide)
+    if choice == "namespaces":
+        raise MachineError(f"the namespaces machine runtime is not available: {problem}")
+    log.warning("machines fall back to plain processes (reduced isolation): %s", problem)
+    return ProcessRuntime(store_dir)

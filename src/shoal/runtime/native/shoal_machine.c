@@ -1,0 +1,810 @@
+/*
+ * shoal-machine: the small native helper behind Shoal's namespace machine runtime.
+ *
+ * Python 3.11 has no setns()/unshare(), and a fork of the Python interpreter costs several times more than a
+ * fork of this static binary, so everything that must happen between fork() and exec() lives here:
+ *
+ *   shoal-machine init [--id ID] --root DIR --overlay / --lower L... --upper U --work W [--volatile]
+ *                      [--overlay /datadisks/lun0 --lower L... --upper U --work W]...
+ *                      [--bind SRC DEST | --robind SRC DEST | --tmpfs DEST OPTIONS]... [--hostname NAME] [--sysfs]
+ *       Builds a machine: new mount + uts + pid namespaces, the root overlay mounted on DIR, the other mounts
+ *       (DEST is a path inside the machine), a minimal /dev, a fresh /proc, pivot_root into it. The first
+ *       process of the new pid namespace then stays as the machine's init (pid 1: reaps orphans; SIGTERM or
+ *       SIGPWR = power off: kill everything, exit). Prints the init's host pid on stdout once the machine is
+ *       ready and exits; on failure prints the reason on stderr and exits 1 (nothing is left behind: the
+ *       namespaces die with the half-built init).
+ *
+ *   shoal-machine join --init PID[:STARTTIME] [--cwd DIR] [--user NAME|UID[:GID]] [--stdin PATH]
+ *                      [--stdout PATH] [--stderr PATH] [--timeout SECONDS] [--status-fd N] -- ARGV...
+ *       Runs ARGV inside the machine whose init is PID: setns into its uts, pid and mount namespaces, fork a
+ *       shim (a child subreaper, session leader) that forks the task. The task gets exactly this process's
+ *       environment (the caller passes the clean task environment as ours), the working directory, the user,
+ *       and the files given (opened on the HOST before entering the machine). On timeout, SIGTERM, SIGINT or
+ *       SIGHUP the whole process tree of the task is killed (the shim adopts orphans, so daemonised children
+ *       cannot escape); the machine itself is untouched. When the task exits normally, background processes
+ *       it left behind keep running under the machine's init, as on a real VM.
+ *       With --status-fd the result is written there as one line:
+ *           R <exit code> <signal or 0> <timed out 0|1> <stage> <errno> <message>
+ *       where stage is "-" (the task ran), "user", "cwd" or "exec" (the task could not be started), "machine"
+ *       (no such machine) or "helper" (bad arguments, an output file that cannot be opened...).
+ *       The exit code of this process is the task's (128+signal when killed; 125 for helper errors,
+ *       126/127 when the program could not be executed).
+ *
+ *   shoal-machine version
+ *
+ * Keep this file dependency-free C11 + Linux: it is compiled on first use with `cc -O2 -static`.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HELPER_VERSION "1"
+
+/* The new mount API (fsopen/fsconfig "lowerdir+", Linux >= 6.8) lifts the one-page limit of mount(2)'s
+ * option string (about 40 layers with store paths) and needs no escaping of ',' and ':' in paths. The values
+ * below are kernel ABI; defined here so the helper builds against old C libraries too. */
+#define SH_FSOPEN_CLOEXEC 0x1u
+#define SH_FSMOUNT_CLOEXEC 0x1u
+#define SH_FSCONFIG_SET_FLAG 0
+#define SH_FSCONFIG_SET_STRING 1
+#define SH_FSCONFIG_CMD_CREATE 6
+#define SH_MOVE_MOUNT_F_EMPTY_PATH 0x4u
+#define MOUNT_OPTIONS_MAX 4000 /* leave room below the 4096-byte page */
+
+/* Overlay features that would write things into an upper dir that the layer capture (plain OCI tar) cannot
+ * represent (redirect xattrs for renamed directories, metadata-only copy-ups): always off, whatever the
+ * kernel defaults are. */
+#define OVERLAY_FIXED_OPTIONS "redirect_dir=off,metacopy=off,index=off"
+
+static int g_errfd = 2;         /* where fatal messages go (stderr, or the readiness pipe during init setup) */
+static int g_status_fd = -1;    /* join: the caller's status pipe; fatal errors are reported there too */
+static const char *g_fail_stage = "helper"; /* join: "machine" while entering the machine */
+static const char *g_prog = "shoal-machine";
+
+static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void fail(const char *fmt, ...) {
+    char buf[1024];
+    int n = snprintf(buf, sizeof buf, "%s: ", g_prog);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
+    buf[n++] = '\n';
+    if (g_status_fd >= 0) dprintf(g_status_fd, "R 125 0 0 %s 0 %.*s", g_fail_stage, n, buf);
+    if (write(g_errfd, buf, (size_t)n) < 0) { /* nothing more we can do */ }
+    _exit(125);
+}
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) fail("out of memory");
+    return p;
+}
+
+static char *joinpath(const char *root, const char *inside) {
+    size_t a = strlen(root), b = strlen(inside);
+    char *p = xcalloc(a + b + 2, 1);
+    memcpy(p, root, a);
+    if (inside[0] != '/') p[a++] = '/';
+    memcpy(p + a, inside, b);
+    return p;
+}
+
+static int mkdir_p(const char *path, mode_t mode) {
+    char buf[PATH_MAX];
+    if (strlen(path) >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
+    strcpy(buf, path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST) return -1;
+    return 0;
+}
+
+/* A mount point must exist and be of the same kind (directory or file) as what is mounted on it. Python
+ * creates them in the machine's skeleton layer; this only covers targets under other mounts (e.g. /mnt/x). */
+static void ensure_mountpoint(const char *path, int want_dir) {
+    struct stat st;
+    if (stat(path, &st) == 0) return;
+    if (want_dir) {
+        if (mkdir_p(path, 0755) < 0) fail("mkdir %s: %s", path, strerror(errno));
+        return;
+    }
+    char *parent = strdup(path);
+    if (!parent) fail("out of memory");
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = '\0';
+        if (mkdir_p(parent, 0755) < 0) fail("mkdir %s: %s", parent, strerror(errno));
+    }
+    free(parent);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) fail("create %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* ------------------------------------------------------------------------------------------------ init */
+
+enum { ACT_OVERLAY, ACT_BIND, ACT_TMPFS };
+
+struct action {
+    int kind;
+    const char *target; /* inside the machine ("/" = the root overlay) */
+    const char *source; /* bind source (host path) or tmpfs options */
+    int read_only;
+    const char **lowers; /* overlay: top first */
+    int nlower;
+    const char *upper, *work;
+    int is_volatile;
+};
+
+static int needs_new_api(const struct action *a) {
+    size_t total = 64 + strlen(OVERLAY_FIXED_OPTIONS);
+    const char *paths[2] = {a->upper, a->work};
+    for (int i = 0; i < a->nlower + 2; i++) {
+        const char *p = i < a->nlower ? a->lowers[i] : paths[i - a->nlower];
+        if (strpbrk(p, ",:\\")) return 1;
+        total += strlen(p) + 12;
+    }
+    return total > MOUNT_OPTIONS_MAX;
+}
+
+static void mount_overlay_legacy(const struct action *a, const char *where) {
+    size_t len = 128 + strlen(OVERLAY_FIXED_OPTIONS) + strlen(a->upper) + strlen(a->work);
+    for (int i = 0; i < a->nlower; i++) len += strlen(a->lowers[i]) + 1;
+    char *opts = xcalloc(len, 1);
+    strcpy(opts, "lowerdir=");
+    for (int i = 0; i < a->nlower; i++) {
+        if (i) strcat(opts, ":");
+        strcat(opts, a->lowers[i]);
+    }
+    strcat(opts, ",upperdir=");
+    strcat(opts, a->upper);
+    strcat(opts, ",workdir=");
+    strcat(opts, a->work);
+    strcat(opts, "," OVERLAY_FIXED_OPTIONS);
+    if (a->is_volatile) strcat(opts, ",volatile");
+    if (mount("overlay", where, "overlay", 0, opts) < 0)
+        fail("mount overlay on %s (%s): %s", a->target, opts, strerror(errno));
+    free(opts);
+}
+
+static void fscfg(int fsfd, unsigned cmd, const char *key, const char *value, const char *target) {
+    if (syscall(SYS_fsconfig, fsfd, cmd, key, value, 0) < 0)
+        fail("overlay on %s: fsconfig %s=%s: %s", target, key ? key : "create", value ? value : "", strerror(errno));
+}
+
+static void mount_overlay_new_api(const struct action *a, const char *where) {
+    int fsfd = (int)syscall(SYS_fsopen, "overlay", SH_FSOPEN_CLOEXEC);
+    if (fsfd < 0) fail("overlay on %s: fsopen: %s (a kernel >= 6.8 is needed for deep stacks)", a->target,
+                       strerror(errno));
+    for (int i = 0; i < a->nlower; i++) fscfg(fsfd, SH_FSCONFIG_SET_STRING, "lowerdir+", a->lowers[i], a->target);
+    fscfg(fsfd, SH_FSCONFIG_SET_STRING, "upperdir", a->upper, a->target);
+    fscfg(fsfd, SH_FSCONFIG_SET_STRING, "workdir", a->work, a->target);
+    fscfg(fsfd, SH_FSCONFIG_SET_STRING, "redirect_dir", "off", a->target);
+    fscfg(fsfd, SH_FSCONFIG_SET_STRING, "metacopy", "off", a->target);
+    fscfg(fsfd, SH_FSCONFIG_SET_STRING, "index", "off", a->target);
+    if (a->is_volatile) fscfg(fsfd, SH_FSCONFIG_SET_FLAG, "volatile", NULL, a->target);
+    fscfg(fsfd, SH_FSCONFIG_CMD_CREATE, NULL, NULL, a->target);
+    int mfd = (int)syscall(SYS_fsmount, fsfd, SH_FSMOUNT_CLOEXEC, 0);
+    if (mfd < 0) fail("overlay on %s: fsmount: %s", a->target, strerror(errno));
+    if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, where, SH_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fail("overlay on %s: move_mount: %s", a->target, strerror(errno));
+    close(mfd);
+    close(fsfd);
+}
+
+static void do_bind(const struct action *a, const char *where) {
+    struct stat st;
+    if (stat(a->source, &st) < 0) fail("bind source %s: %s", a->source, strerror(errno));
+    ensure_mountpoint(where, S_ISDIR(st.st_mode));
+    if (mount(a->source, where, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fail("bind %s on %s: %s", a->source, a->target, strerror(errno));
+    if (a->read_only &&
+        mount(NULL, where, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        fail("remount %s read-only: %s", a->target, strerror(errno));
+}
+
+static void setup_dev(const char *root) {
+    char *dev = joinpath(root, "/dev");
+    ensure_mountpoint(dev, 1);
+    if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k") < 0)
+        fail("mount /dev: %s", strerror(errno));
+    static const struct { const char *name; unsigned major, minor; } nodes[] = {
+        {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        char *path = joinpath(dev, nodes[i].name);
+        if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0) {
+            /* No CAP_MKNOD (or a nodev parent): bind the host's device node instead. */
+            char *host = joinpath("/dev", nodes[i].name);
+            ensure_mountpoint(path, 0);
+            if (mount(host, path, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", host, strerror(errno));
+            free(host);
+        }
+        free(path);
+    }
+    char *pts = joinpath(dev, "/pts"), *shm = joinpath(dev, "/shm");
+    if (mkdir(pts, 0755) < 0 || mkdir(shm, 01777) < 0) fail("mkdir in /dev: %s", strerror(errno));
+    if (mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+        fail("mount /dev/pts: %s", strerror(errno));
+    if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+        fail("mount /dev/shm: %s", strerror(errno));
+    static const char *links[][2] = {
+        {"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+    };
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        char *path = joinpath(dev, links[i][1]);
+        if (symlink(links[i][0], path) < 0) fail("symlink %s: %s", path, strerror(errno));
+        free(path);
+    }
+    free(pts);
+    free(shm);
+    free(dev);
+}
+
+static void noop_handler(int sig) { (void)sig; }
+
+/* pid 1 of the machine. The kernel drops signals that pid 1 has no handler for, so the ones we act on get a
+ * (never called) handler and are then consumed synchronously with sigwaitinfo. */
+static void __attribute__((noreturn)) init_loop(void) {
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = noop_handler;
+    int handled[] = {SIGCHLD, SIGTERM, SIGPWR};
+    for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++) sigaction(handled[i], &sa, NULL);
+    prctl(PR_SET_NAME, "shoal-init", 0, 0, 0);
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0) { /* reap every exited orphan */ }
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig == SIGTERM || sig == SIGPWR) {
+            kill(-1, SIGKILL); /* everything in the machine; exiting pid 1 would do it too, this is just faster */
+            _exit(0);
+        }
+    }
+}
+
+static int cmd_init(int argc, char **argv) {
+    struct action *acts = xcalloc((size_t)argc, sizeof *acts);
+    int nact = 0, sysfs = 0;
+    const char *root = NULL, *hostname = NULL;
+    struct action *cur = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        const char *v1 = i + 1 < argc ? argv[i + 1] : NULL, *v2 = i + 2 < argc ? argv[i + 2] : NULL;
+#define NEED1() do { if (!v1) fail("%s needs a value", opt); i += 1; } while (0)
+#define NEED2() do { if (!v1 || !v2) fail("%s needs two values", opt); i += 2; } while (0)
+        if (!strcmp(opt, "--id")) { NEED1(); }
+        else if (!strcmp(opt, "--root")) { NEED1(); root = v1; }
+        else if (!strcmp(opt, "--hostname")) { NEED1(); hostname = v1; }
+        else if (!strcmp(opt, "--sysfs")) { sysfs = 1; }
+        else if (!strcmp(opt, "--overlay")) {
+            NEED1();
+            cur = &acts[nact++];
+            cur->kind = ACT_OVERLAY;
+            cur->target = v1;
+            cur->lowers = xcalloc((size_t)argc, sizeof *cur->lowers);
+        } else if (!strcmp(opt, "--lower") || !strcmp(opt, "--upper") || !strcmp(opt, "--work")) {
+            NEED1();
+            if (!cur || cur->kind != ACT_OVERLAY) fail("%s must follow --overlay", opt);
+            if (opt[2] == 'l') cur->lowers[cur->nlower++] = v1;
+            else if (opt[2] == 'u') cur->upper = v1;
+            else cur->work = v1;
+        } else if (!strcmp(opt, "--volatile")) {
+            if (!cur || cur->kind != ACT_OVERLAY) fail("--volatile must follow --overlay");
+            cur->is_volatile = 1;
+        } else if (!strcmp(opt, "--bind") || !strcmp(opt, "--robind")) {
+            NEED2();
+            cur = &acts[nact++];
+            cur->kind = ACT_BIND;
+            cur->source = v1;
+            cur->target = v2;
+            cur->read_only = opt[2] == 'r';
+        } else if (!strcmp(opt, "--tmpfs")) {
+            NEED2();
+            cur = &acts[nact++];
+            cur->kind = ACT_TMPFS;
+            cur->target = v1;
+            cur->source = v2;
+        } else fail("init: unknown option %s", opt);
+#undef NEED1
+#undef NEED2
+    }
+    if (!root) fail("init: --root is required");
+    if (nact == 0 || acts[0].kind != ACT_OVERLAY || strcmp(acts[0].target, "/"))
+        fail("init: the first mount must be --overlay /");
+    for (int i = 0; i < nact; i++) {
+        const struct action *a = &acts[i];
+        if (a->target[0] != '/') fail("init: mount target %s is not absolute", a->target);
+        if (a->kind == ACT_OVERLAY && (!a->nlower || !a->upper || !a->work))
+            fail("init: overlay %s needs --lower, --upper and --work", a->target);
+    }
+
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+    if (unshare(CLONE_NEWPID) < 0) fail("unshare(CLONE_NEWPID): %s", strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0) fail("fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* The machine's pid 1. Errors from here on go to the parent through the pipe. */
+        close(ready[0]);
+        g_errfd = ready[1];
+        umask(022);
+        if (unshare(CLONE_NEWNS | CLONE_NEWUTS) < 0) fail("unshare(mount, uts): %s", strerror(errno));
+        /* Nothing we mount may propagate back to the host, and host mounts must not appear in here later. */
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
+        for (int i = 0; i < nact; i++) {
+            const struct action *a = &acts[i];
+            char *where = i == 0 ? strdup(root) : joinpath(root, a->target);
+            if (!where) fail("out of memory");
+            if (a->kind == ACT_OVERLAY) {
+                if (i) ensure_mountpoint(where, 1);
+                if (needs_new_api(a)) mount_overlay_new_api(a, where);
+                else mount_overlay_legacy(a, where);
+            } else if (a->kind == ACT_BIND) {
+                do_bind(a, where);
+            } else {
+                ensure_mountpoint(where, 1);
+                if (mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, a->source) < 0)
+                    fail("mount tmpfs on %s: %s", a->target, strerror(errno));
+            }
+            free(where);
+        }
+        setup_dev(root);
+        char *proc = joinpath(root, "/proc");
+        ensure_mountpoint(proc, 1);
+        if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+            fail("mount /proc: %s", strerror(errno));
+        if (sysfs) {
+            char *sys = joinpath(root, "/sys");
+            ensure_mountpoint(sys, 1);
+            /* Best effort: a read-only sysfs is a convenience (lsblk, nproc fallbacks), not a requirement. */
+            if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) { }
+        }
+        if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
+        if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
+        if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno));
+        if (umount2(".", MNT_DETACH) < 0) fail("detach the old root: %s", strerror(errno));
+        if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (devnull < 0) fail("open /dev/null: %s", strerror(errno));
+        if (write(ready[1], "ok", 2) != 2) _exit(125);
+        /* Hold nothing of the host and nothing of the caller: no pipes, no terminal. */
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        syscall(SYS_close_range, 3u, ~0u, 0u);
+        init_loop();
+    }
+    close(ready[1]);
+    char buf[1024];
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(ready[0], buf + got, sizeof buf - 1 - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got >= sizeof buf - 1) break;
+    }
+    buf[got] = '\0';
+    if (got == 2 && !memcmp(buf, "ok", 2)) {
+        printf("%d\n", (int)pid);
+        return 0;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (got == 0) fprintf(stderr, "%s: the machine's init died during setup\n", g_prog);
+    else if (fwrite(buf, 1, got, stderr) != got) { }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------------ join */
+
+struct task_result {
+    int have_status; /* the task was reaped: wstatus is valid */
+    int wstatus;
+    int err_stage;   /* 0, or one of STAGE_* when the program could not be started */
+    int err_no;
+};
+
+enum { STAGE_NONE, STAGE_USER, STAGE_CWD, STAGE_EXEC };
+static const char *stage_names[] = {"-", "user", "cwd", "exec"};
+
+/* Resolve NAME or UID[:GID] with the machine's own /etc/passwd and /etc/group (a static binary cannot use
+ * NSS modules, and the host's user database is the wrong one anyway). */
+static int resolve_user(const char *spec, uid_t *uid, gid_t *gid, gid_t *groups, int *ngroups, int maxgroups) {
+    char name[256] = "";
+    int numeric = spec[0] >= '0' && spec[0] <= '9';
+    long want_uid = -1, want_gid = -1;
+    if (numeric) {
+        char *end;
+        want_uid = strtol(spec, &end, 10);
+        if (*end == ':') want_gid = strtol(end + 1, &end, 10);
+        if (*end) return EINVAL;
+    }
+    FILE *f = fopen("/etc/passwd", "re");
+    int found = 0;
+    if (f) {
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            char *fields[7] = {0};
+            char *p = line;
+            int n = 0;
+            for (char *tok = strsep(&p, ":"); tok && n < 7; tok = strsep(&p, ":")) fields[n++] = tok;
+            if (n < 4) continue;
+            long u = strtol(fields[2], NULL, 10), g = strtol(fields[3], NULL, 10);
+            if ((numeric && u == want_uid) || (!numeric && !strcmp(fields[0], spec))) {
+                snprintf(name, sizeof name, "%s", fields[0]);
+                *uid = (uid_t)u;
+                *gid = (gid_t)(numeric && want_gid >= 0 ? want_gid : g);
+                found = 1;
+                break;
+            }
+        }
+        fclose(f);
+    }
+    if (!found) {
+        if (!numeric) return ENOENT;
+        *uid = (uid_t)want_uid;
+        *gid = (gid_t)(want_gid >= 0 ? want_gid : want_uid); /* unknown uid: its own group, never root's */
+    }
+    *ngroups = 0;
+    groups[(*ngroups)++] = *gid;
+    if (name[0] && (f = fopen("/etc/group", "re"))) {
+        char line[4096];
+        while (fgets(line, sizeof line, f) && *ngroups < maxgroups) {
+            line[strcspn(line, "\n")] = '\0';
+            char *p = line, *fields[4] = {0};
+            int n = 0;
+            for (char *tok = strsep(&p, ":"); tok && n < 4; tok = strsep(&p, ":")) fields[n++] = tok;
+            if (n < 4) continue;
+            for (char *m = strtok(fields[3], ","); m; m = strtok(NULL, ","))
+                if (!strcmp(m, name)) { groups[(*ngroups)++] = (gid_t)strtol(fields[2], NULL, 10); break; }
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
+struct join_opts {
+    const char *cwd, *user;
+    int in_fd, out_fd, err_fd;
+    char **argv;
+};
+
+static void __attribute__((noreturn)) report_child_error(int errpipe, int stage, int err) {
+    int msg[2] = {stage, err};
+    if (write(errpipe, msg, sizeof msg) < 0) { }
+    _exit(stage == STAGE_EXEC ? (err == ENOENT ? 127 : 126) : 125);
+}
+
+/* The task itself: runs in the machine's namespaces, below the shim. */
+static void __attribute__((noreturn)) task_child(const struct join_opts *o, int errpipe) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL); /* signal masks survive exec: the task must start clean */
+    if (o->in_fd >= 0) dup2(o->in_fd, 0);
+    if (o->out_fd >= 0) dup2(o->out_fd, 1);
+    if (o->err_fd >= 0) dup2(o->err_fd, 2);
+    if (o->user) {
+        uid_t uid;
+        gid_t gid, groups[64];
+        int ngroups, err = resolve_user(o->user, &uid, &gid, groups, &ngroups, 64);
+        if (err) report_child_error(errpipe, STAGE_USER, err);
+        if (setgroups((size_t)ngroups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+            report_child_error(errpipe, STAGE_USER, errno);
+    }
+    if (o->cwd && chdir(o->cwd) < 0) report_child_error(errpipe, STAGE_CWD, errno);
+    umask(022);
+    execvp(o->argv[0], o->argv);
+    report_child_error(errpipe, STAGE_EXEC, errno);
+}
+
+/* Kill every descendant of this process (a child subreaper, so orphans of the tree are re-parented to us
+ * and cannot escape) and reap them all. Returns the task's wait status if it was reaped here. */
+static void kill_tree(pid_t task, struct task_result *res) {
+    pid_t self = getpid();
+    size_t cap = 256;
+    pid_t *pids = xcalloc(cap, sizeof *pids), *ppids = xcalloc(cap, sizeof *ppids);
+    char *mark = NULL;
+    for (;;) {
+        size_t n = 0;
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+            char path[300], buf[512];
+            snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) continue;
+            ssize_t len = read(fd, buf, sizeof buf - 1);
+            close(fd);
+            if (len <= 0) continue;
+            buf[len] = '\0';
+            char *rp = strrchr(buf, ')'); /* the command name may contain spaces and parentheses */
+            if (!rp) continue;
+            char state;
+            int ppid;
+            if (sscanf(rp + 1, " %c %d", &state, &ppid) != 2) continue;
+            if (n == cap) {
+                cap *= 2;
+                pids = realloc(pids, cap * sizeof *pids);
+                ppids = realloc(ppids, cap * sizeof *ppids);
+                if (!pids || !ppids) fail("out of memory");
+            }
+            pids[n] = (pid_t)atoi(e->d_name);
+            ppids[n++] = (pid_t)ppid;
+        }
+        if (d) closedir(d);
+        free(mark);
+        mark = xcalloc(n, 1);
+        /* Transitive closure of "parent is us or marked"; the process table is small inside one machine. */
+        for (int changed = 1; changed;) {
+            changed = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (mark[i] || pids[i] == self) continue;
+                int parent_marked = ppids[i] == self;
+                for (size_t j = 0; j < n && !parent_marked; j++) parent_marked = mark[j] && pids[j] == ppids[i];
+                if (parent_marked) mark[i] = changed = 1;
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            if (mark[i]) kill(pids[i], SIGKILL);
+        int st;
+        pid_t p = waitpid(-1, &st, 0);
+        if (p < 0 && errno == ECHILD) break; /* no children left = no descendants left */
+        if (p == task) { res->have_status = 1; res->wstatus = st; }
+    }
+    free(mark);
+    free(pids);
+    free(ppids);
+}
+
+/* Between the helper (outside the machine's pid namespace) and the task: makes the task a process group and
+ * session of its own, adopts its orphans, and turns a SIGTERM from the helper into "kill the whole tree". */
+static void __attribute__((noreturn)) shim(const struct join_opts *o, int result_fd) {
+    if (setsid() < 0) { /* already a group leader: cannot happen right after fork */ }
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sfd < 0) fail("signalfd: %s", strerror(errno));
+    int errpipe[2];
+    if (pipe2(errpipe, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+    pid_t task = fork();
+    if (task < 0) fail("fork: %s", strerror(errno));
+    if (task == 0) {
+        close(errpipe[0]);
+        task_child(o, errpipe[1]);
+    }
+    close(errpipe[1]);
+    struct task_result res = {0, 0, 0, 0};
+    int msg[2];
+    ssize_t n;
+    while ((n = read(errpipe[0], msg, sizeof msg)) < 0 && errno == EINTR) { }
+    if (n == (ssize_t)sizeof msg) { res.err_stage = msg[0]; res.err_no = msg[1]; }
+    close(errpipe[0]);
+    int killing = 0;
+    while (!res.have_status) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            if (p == task) { res.have_status = 1; res.wstatus = st; }
+        if (res.have_status) break;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo == SIGTERM) {
+            killing = 1;
+            kill_tree(task, &res);
+        }
+    }
+    if (killing) kill_tree(task, &res);
+    if (write(result_fd, &res, sizeof res) < 0) { }
+    _exit(0);
+}
+
+static int open_output(const char *path) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail("open %s: %s", path, strerror(errno));
+    return fd;
+}
+
+static unsigned long long proc_starttime(int pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0) return 0;
+    buf[len] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p) return 0;
+    /* After the command: state is field 3; starttime is field 22. */
+    for (int field = 2; field < 22 && p; field++) p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void write_status(int fd, int code, int sig, int timed_out, int stage, int err) {
+    if (fd < 0) return;
+    char line[128];
+    int n = snprintf(line, sizeof line, "R %d %d %d %s %d -\n", code, sig, timed_out, stage_names[stage], err);
+    if (write(fd, line, (size_t)n) < 0) { }
+}
+
+static int cmd_join(int argc, char **argv) {
+    struct join_opts o = {NULL, NULL, -1, -1, -1, NULL};
+    const char *init = NULL, *in_path = NULL, *out_path = NULL, *err_path = NULL;
+    double timeout = -1;
+    int status_fd = -1, i;
+    for (i = 0; i < argc; i++) {
+        const char *opt = argv[i];
+        if (!strcmp(opt, "--")) { i++; break; }
+        if (i + 1 >= argc) fail("join: %s needs a value", opt);
+        const char *v = argv[++i];
+        if (!strcmp(opt, "--init")) init = v;
+        else if (!strcmp(opt, "--cwd")) o.cwd = v;
+        else if (!strcmp(opt, "--user")) o.user = v;
+        else if (!strcmp(opt, "--stdin")) in_path = v;
+        else if (!strcmp(opt, "--stdout")) out_path = v;
+        else if (!strcmp(opt, "--stderr")) err_path = v;
+        else if (!strcmp(opt, "--timeout")) timeout = strtod(v, NULL);
+        else if (!strcmp(opt, "--status-fd")) status_fd = atoi(v);
+        else fail("join: unknown option %s", opt);
+    }
+    if (status_fd >= 0 && fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0) fail("status fd %d: %s", status_fd, strerror(errno));
+    g_status_fd = status_fd;
+    /* Files are host paths: open them before entering the machine's mount namespace. */
+    if (in_path && (o.in_fd = open(in_path, O_RDONLY | O_CLOEXEC)) < 0) fail("open %s: %s", in_path, strerror(errno));
+    if (out_path) o.out_fd = open_output(out_path);
+    if (err_path) o.err_fd = out_path && !strcmp(out_path, err_path) ? dup(o.out_fd) : open_output(err_path);
+    if (i >= argc) fail("join: no command given");
+    o.argv = argv + i;
+    if (!init) fail("join: --init is required");
+    int pid = atoi(init);
+    const char *colon = strchr(init, ':');
+    unsigned long long want_start = colon ? strtoull(colon + 1, NULL, 10) : 0;
+
+    /* Open all namespace files while /proc is still the host's, then check the pid still is the init we
+     * mean (a recycled pid would have another start time). */
+    static const char *kinds[] = {"uts", "pid", "mnt"};
+    static const int flags[] = {CLONE_NEWUTS, CLONE_NEWPID, CLONE_NEWNS};
+    int nsfd[3];
+    g_fail_stage = "machine";
+    for (int k = 0; k < 3; k++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kinds[k]);
+        nsfd[k] = open(path, O_RDONLY | O_CLOEXEC);
+        if (nsfd[k] < 0) fail("machine init %d is gone: %s", pid, strerror(errno));
+    }
+    if (want_start && proc_starttime(pid) != want_start) fail("machine init %d is gone (pid reused)", pid);
+    for (int k = 0; k < 3; k++)
+        if (setns(nsfd[k], flags[k]) < 0) fail("setns %s: %s", kinds[k], strerror(errno));
+    g_fail_stage = "helper";
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    int result[2];
+    if (sfd < 0 || pipe2(result, O_CLOEXEC) < 0) fail("signalfd/pipe: %s", strerror(errno));
+    pid_t t = fork();
+    if (t < 0) fail("fork: %s", strerror(errno));
+    if (t == 0) {
+        close(result[0]);
+        close(sfd);
+        if (status_fd >= 0) close(status_fd);
+        g_status_fd = -1;
+        for (int k = 0; k < 3; k++) close(nsfd[k]);
+        shim(&o, result[1]);
+    }
+    close(result[1]);
+    if (o.in_fd >= 0) close(o.in_fd);
+    if (o.out_fd >= 0) close(o.out_fd);
+
+    struct task_result res;
+    size_t got = 0;
+    int timed_out = 0, signalled = 0;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int wait_ms = -1;
+        if (timeout >= 0 && !timed_out && !signalled) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = timeout - (double)(now.tv_sec - start.tv_sec) - (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+            if (left <= 0) {
+                timed_out = 1;
+                kill(t, SIGTERM);
+                continue;
+            }
+            wait_ms = (int)(left * 1000.0) + 1;
+        }
+        struct pollfd fds[2] = {{result[0], POLLIN, 0}, {sfd, POLLIN, 0}};
+        int r = poll(fds, 2, wait_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (fds[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si && !signalled && !timed_out) {
+                signalled = 1;
+                kill(t, SIGTERM);
+            }
+        }
+        if (fds[0].revents & (POLLIN | POLLHUP)) {
+            ssize_t n = read(result[0], (char *)&res + got, sizeof res - got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += (size_t)n;
+            if (got == sizeof res) break;
+        }
+    }
+    int tstatus = 0;
+    while (waitpid(t, &tstatus, 0) < 0 && errno == EINTR) { }
+    if (got != sizeof res || !res.have_status) {
+        /* The shim itself died (the machine was destroyed under us): report how. */
+        memset(&res, 0, sizeof res);
+        res.have_status = 1;
+        res.wstatus = WIFSIGNALED(tstatus) ? tstatus : (SIGKILL & 0x7f);
+    }
+    int code, sig = 0;
+    if (WIFSIGNALED(res.wstatus)) { sig = WTERMSIG(res.wstatus); code = 128 + sig; }
+    else code = WEXITSTATUS(res.wstatus);
+    write_status(status_fd, code, sig, timed_out, res.err_stage, res.err_no);
+    if (res.err_stage) {
+        /* Like a shell's "command not found": the message goes where the task's stderr goes. */
+        const char *what = res.err_stage == STAGE_EXEC ? o.argv[0] : res.err_stage == STAGE_CWD ? o.cwd : o.user;
+        dprintf(o.err_fd >= 0 ? o.err_fd : 2, "%s: %s %s: %s\n", g_prog, stage_names[res.err_stage], what,
+                strerror(res.err_no));
+    }
+    return code;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s init|join|version ...\n", g_prog);
+        return 2;
+    }
+    if (!strcmp(argv[1], "init")) return cmd_init(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "join")) return cmd_join(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "version")) {
+        printf("shoal-machine %s\n", HELPER_VERSION);
+        return 0;
+    }
+    fprintf(stderr, "%s: unknown command %s\n", g_prog, argv[1]);
+    return 2;
+}
