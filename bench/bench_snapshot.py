@@ -10,6 +10,7 @@ Reports medians, MB/s (of the upper's data) and the throughput ratio baseline_ti
 (target >= 0.7). Each capture goes to a fresh store, so nothing is short-circuited by the digest.
 
     .venv/bin/python bench/bench_snapshot.py [--size-mb 200] [--rounds 5] [--dir /dev/shm/...] [--keep]
+                                             [--threads -1] [--level 3]
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def baseline(upper: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def capture(upper: Path, stores: Path, index: int) -> tuple[float, int, int]:
-    store = LayerStore(stores / f"store{index}" / "layers")
+def capture(upper: Path, stores: Path, index: int, threads: int, level: int) -> tuple[float, int, int]:
+    store = LayerStore(stores / f"store{index}" / "layers", threads=threads, compression_level=level)
     start = time.perf_counter()
     info = store.capture(upper)
     elapsed = time.perf_counter() - start
@@ -137,15 +138,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--dir", type=Path, default=None, help="tmpfs scratch dir (default: a new dir in /dev/shm)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where to make the scratch dir (default /dev/shm; use a tmpfs: the root fs is slow)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir")
+    parser.add_argument("--threads", type=int, default=-1, help="zstd threads of the capture (-1 = one per CPU)")
+    parser.add_argument("--level", type=int, default=3, help="zstd level of the capture")
     args = parser.parse_args()
     if shutil.which("zstd") is None:
         print("zstd is not installed (apt-get install zstd)", file=sys.stderr)
         return 2
-    parent = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
-    work = args.dir if args.dir is not None else Path(tempfile.mkdtemp(prefix="shoal-bench-snap-", dir=parent))
-    work.mkdir(parents=True, exist_ok=True)
+    parent = args.dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir()))
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-snap-", dir=parent))
     try:
         upper = work / "upper"
         t0 = time.perf_counter()
@@ -160,7 +164,7 @@ def main() -> int:
         sizes = (0, 0)
         for r in range(args.rounds + 1):  # round 0 warms up caches and is not counted
             b = baseline(upper, work / "baseline.tar.zst")
-            c, tar_size, blob_size = capture(upper, stores, r)
+            c, tar_size, blob_size = capture(upper, stores, r, args.threads, args.level)
             shutil.rmtree(stores / f"store{r}")
             if r == 0:
                 continue
@@ -171,8 +175,10 @@ def main() -> int:
         bm, cm = statistics.median(base_times), statistics.median(cap_times)
         ratio = bm / cm
         base_size = (work / "baseline.tar.zst").stat().st_size
-        print(f"baseline (tar | zstd -T1 -3): median {bm:.3f} s  {mb / bm:.0f} MB/s  -> {base_size / 1e6:.1f} MB")
-        print(f"capture (LayerStore):         median {cm:.3f} s  {mb / cm:.0f} MB/s  -> {sizes[1] / 1e6:.1f} MB "
+        label = f"capture (LayerStore, zstd -{args.level}, threads={args.threads}):"
+        print(f"{'baseline (tar | zstd -T1 -3):':<44} median {bm:.3f} s  {mb / bm:.0f} MB/s  "
+              f"-> {base_size / 1e6:.1f} MB")
+        print(f"{label:<44} median {cm:.3f} s  {mb / cm:.0f} MB/s  -> {sizes[1] / 1e6:.1f} MB "
               f"(tar {sizes[0] / 1e6:.1f} MB) + unpacked copy")
         verdict = "OK" if ratio >= TARGET else "BELOW TARGET"
         print(f"throughput ratio baseline/capture = {ratio:.2f} (target >= {TARGET}) {verdict}")

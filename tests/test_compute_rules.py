@@ -52,8 +52,9 @@ def snapshot_ids(shoal: Shoal, group: str) -> dict[str, str]:
     out = {}
     for key, disk_id in (("os", vm.storage_profile.os_disk.managed_disk.id),
                          ("data", vm.storage_profile.data_disks[0].managed_disk.id)):
-        out[key] = compute.snapshots.begin_create_or_update(group, f"{key}-snap", Snapshot(
-            location=LOCATION, creation_data=CreationData(create_option="Copy", source_resource_id=disk_id))).result().id
+        snap = compute.snapshots.begin_create_or_update(group, f"{key}-snap", Snapshot(
+            location=LOCATION, creation_data=CreationData(create_option="Copy", source_resource_id=disk_id))).result()
+        out[key] = snap.id
     return out
 
 
@@ -163,7 +164,7 @@ def test_disk_file_with_traversal_or_devices_is_refused(shoal: Shoal, server: Sh
         member = (dev, None)
     tar = _tarball(work / "evil.tar", [_file("etc/os-release", b"ID=evil\n"), member])
     compute = shoal.compute_client()
-    error = expect_error(lambda: compute.disks.begin_create_or_update(group, f"evil-{evil}", Disk(
+    expect_error(lambda: compute.disks.begin_create_or_update(group, f"evil-{evil}", Disk(
         location=LOCATION, os_type="Linux", creation_data=CreationData(create_option="Import",
                                                                       source_uri=tar.as_uri()))).result(),
         None, "InvalidParameter", "refused")

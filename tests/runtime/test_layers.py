@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness import scratch_root
 from shoal.runtime.layers import OPAQUE_XATTR, LayerError, LayerInfo, LayerStore, tar_header
@@ -219,6 +221,43 @@ def test_capture_is_idempotent_and_deterministic_mtimes_are_content(work: Path, 
     assert store.capture(copy).digest not in (first.digest, changed.digest)  # ownership too
 
 
+def test_capture_of_a_changing_upper_is_consistent(work: Path, store: LayerStore) -> None:
+    """A VM may still be writing: files vanish, shrink, grow and appear during the walk. The layer must still be
+    well-formed and its unpacked copy must be exactly the tree its blob describes."""
+    upper = work / "upper"
+    hand_built_upper(upper)
+    churn = upper / "churn"
+    churn.mkdir()
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            d = churn / f"d{i % 7}"
+            d.mkdir(exist_ok=True)
+            (d / f"f{i}").write_bytes(os.urandom(i % 5000))
+            with open(churn / "growing", "ab") as fh:
+                fh.write(b"x" * 1000)
+            if i % 3 == 0:
+                (churn / "growing").write_bytes(b"")  # truncate while it may be being read
+            old = churn / f"d{(i + 3) % 7}"
+            if old.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        infos = [store.capture(upper) for _ in range(5)]
+    finally:
+        stop.set()
+        thread.join()
+    for info in infos:
+        assert store.verify(info.digest, unpacked=True)
+        assert blob_members(store, info.digest)  # readable tar
+    assert listing(store.root / "tmp") == []
+
+
 def test_capture_excludes_and_rejects_unrepresentable_names(work: Path, store: LayerStore) -> None:
     upper = work / "upper"
     (upper / "data").mkdir(parents=True)
@@ -244,6 +283,15 @@ def test_capture_refuses_redirect_and_metacopy_uppers(work: Path, store: LayerSt
     (upper / "moved").mkdir(parents=True)
     os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
     with pytest.raises(LayerError, match="redirect_dir"):
+        store.capture(upper)
+    os.removexattr(upper / "moved", "trusted.overlay.redirect")
+    sparse = upper / "moved" / "sparse"
+    with open(sparse, "wb") as fh:
+        fh.truncate(1 << 20)  # no blocks: what a metadata-only copy-up looks like
+    info = store.capture(upper)  # a plain sparse file is fine (its zeros are stored)
+    assert (store.unpacked(info.digest) / "moved" / "sparse").read_bytes() == bytes(1 << 20)
+    os.setxattr(sparse, "trusted.overlay.metacopy", b"")
+    with pytest.raises(LayerError, match="metacopy"):
         store.capture(upper)
     assert listing(store.root / "tmp") == []
 
@@ -485,6 +533,40 @@ def test_import_rejects_unsafe_members_and_writes_nothing_outside(work: Path, st
     # the same stream compressed is rejected the same way
     with pytest.raises(LayerError):
         store.import_tar(io.BytesIO(zstandard.ZstdCompressor().compress(raw)))
+
+
+_SEGMENTS = st.sampled_from(["a", "b", "c", ".wh.a", ".wh.b", ".wh..wh..opq", ".", "..", "", "é"])
+_MEMBERS = st.lists(st.tuples(
+    st.lists(_SEGMENTS, min_size=1, max_size=4).map("/".join),
+    st.sampled_from([tarfile.REGTYPE, tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE]),
+    st.lists(st.sampled_from(["a", "b", "c", "..", "/abs"]), min_size=1, max_size=3).map("/".join),
+    st.binary(max_size=64),
+), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=_MEMBERS)
+def test_any_archive_is_imported_canonically_or_rejected_cleanly(work: Path, members: list[tuple[str, bytes, str,
+                                                                                               bytes]]) -> None:
+    store = LayerStore(work / "fuzz" / "layers")
+    entries = []
+    for name, kind, link, data in members:
+        info, payload = member(name or "x", kind, data, link=link)
+        entries.append((info, payload))
+    raw = build_tar(entries)
+    try:
+        info = store.import_tar(io.BytesIO(raw))
+    except LayerError:
+        assert store.digests() == set()
+    else:
+        assert store.verify(info.digest, unpacked=True)
+        assert store.import_tar(store.export(info.digest), expected_digest=info.digest) == info  # fixpoint
+    assert listing(store.root / "tmp") == []
+    assert sorted(p.name for p in work.iterdir()) == ["fuzz"]  # nothing next to the store
+    assert sorted(p.name for p in (work / "fuzz").iterdir()) == ["layers"]
+    assert {p.name for p in store.root.iterdir()} <= {"blobs", "unpacked", "tmp", "lock"}
+    assert not Path("/abs").exists()
+    shutil.rmtree(work / "fuzz")
 
 
 def test_import_can_drop_special_files_instead(store: LayerStore) -> None:

@@ -31,6 +31,9 @@ The canonical tar is defined here, so that the same tree always gives the same b
 Importing a canonical tar gives back the identical tar (export/import is a fixpoint), so a digest computed on
 one host verifies on another.
 
+The store runs as root (whiteouts need mknod, the opaque marker is a trusted.* xattr, ownership is kept);
+without root, ownership is not restored and whiteouts cannot be created.
+
 Capture reads each file once and writes the tar stream and the unpacked copy from the same buffer, so the
 two always agree even if the upper is still changing (crash consistency). The tar stream is hashed and
 compressed in a worker thread (sha256 and zstd release the GIL; zstd also uses its own worker threads), so
@@ -509,6 +512,19 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+@contextlib.contextmanager
+def _open_source(source: Path | BinaryIO) -> Iterator[BinaryIO]:
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            fh = open(source, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise LayerError(f"cannot read {source}: {exc.strerror}") from exc
+        with fh:
+            yield fh
+    else:
+        yield source
+
+
 def _decompressed(raw: BinaryIO) -> BinaryIO:
     head = raw.read(6)
     stream = cast(BinaryIO, _Prefixed(head, raw))
@@ -892,8 +908,8 @@ class LayerStore:
                    skip_special: bool = False) -> LayerInfo:
         """Import a layer or root filesystem tarball (plain, gzip, xz or zstd, detected by magic bytes).
 
-        Every member is validated before anything is written, and everything is written only below a private
-        staging directory in ``tmp/`` that is removed on error: absolute paths, ``..``, parents that are links,
+        Each member is validated before it is written, and everything is written only below a private staging
+        directory in ``tmp/`` that is removed on error: absolute paths, ``..``, parents that are links,
         symlink targets climbing above the layer root, hard links to anything that is not a regular file
         earlier in the layer, device files and fifos (unless ``skip_special``, which drops them instead) and
         invalid names raise LayerError naming the member. OCI whiteouts become overlay whiteouts. The layer is
@@ -902,43 +918,34 @@ class LayerStore:
         """
         if expected_digest is not None and not _DIGEST_RE.match(expected_digest):
             raise LayerError(f"expected digest {expected_digest!r} is not a lowercase hex sha256")
-        with contextlib.ExitStack() as stack:
-            if isinstance(source, (str, os.PathLike)):
+        with _open_source(source) as raw, self._staging() as staging:
+            tree = staging / "tree"
+            tree.mkdir(mode=0o755)
+            root_fd = os.open(tree, _DIR_FLAGS)
+            try:
+                reader = _HashingReader(_decompressed(raw))
+                extractor = _Extractor(root_fd, self._owner, skip_special)
                 try:
-                    raw = cast(BinaryIO, stack.enter_context(open(source, "rb")))
-                except OSError as exc:
-                    raise LayerError(f"cannot read {source}: {exc.strerror}") from exc
-            else:
-                raw = source
-            with self._staging() as staging:
-                tree = staging / "tree"
-                tree.mkdir(mode=0o755)
-                root_fd = os.open(tree, _DIR_FLAGS)
-                try:
-                    reader = _HashingReader(_decompressed(raw))
-                    extractor = _Extractor(root_fd, self._owner, skip_special)
-                    try:
-                        with tarfile.open(fileobj=cast(BinaryIO, reader), mode="r|", bufsize=1 << 20) as tf:
-                            for m in tf:
-                                extractor.member(tf, m)
-                        reader.drain()
-                    except (tarfile.TarError, zstandard.ZstdError, lzma.LZMAError, zlib.error, EOFError,
-                            gzip.BadGzipFile) as exc:
-                        raise LayerError(f"not a valid (compressed) tar archive: {exc}") from exc
-                    extractor.finish()
-                    info = self._serialize(root_fd, None, staging / "blob.tar.zst", frozenset())
-                finally:
-                    os.close(root_fd)
-                if expected_digest is not None and expected_digest not in (info.digest, reader.sha.hexdigest()):
-                    raise LayerError(f"integrity check failed: expected {expected_digest}, the archive has "
-                                     f"{reader.sha.hexdigest()} (canonical form {info.digest})")
-                return self._publish(staging, info)
-        raise AssertionError("unreachable")
+                    with tarfile.open(fileobj=cast(BinaryIO, reader), mode="r|", bufsize=1 << 20) as tf:
+                        for m in tf:
+                            extractor.member(tf, m)
+                    reader.drain()
+                except (tarfile.TarError, zstandard.ZstdError, lzma.LZMAError, zlib.error, EOFError,
+                        gzip.BadGzipFile) as exc:
+                    raise LayerError(f"not a valid (compressed) tar archive: {exc}") from exc
+                extractor.finish()
+                info = self._serialize(root_fd, None, staging / "blob.tar.zst", frozenset())
+            finally:
+                os.close(root_fd)
+            if expected_digest is not None and expected_digest not in (info.digest, reader.sha.hexdigest()):
+                raise LayerError(f"integrity check failed: expected {expected_digest}, the archive has "
+                                 f"{reader.sha.hexdigest()} (canonical form {info.digest})")
+            return self._publish(staging, info)
 
     def _serialize(self, src: int, dst: int | None, blob: Path | None, exclude: frozenset[str]) -> LayerInfo:
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(blob, "wb", buffering=0)) if blob is not None else None
-            sink = _Sink(cast(BinaryIO, out), self.compression_level, self.threads)
+            sink = _Sink(out, self.compression_level, self.threads)
             walk = _Walk(sink, dst, exclude, self._owner)
             try:
                 walk.tree(src)

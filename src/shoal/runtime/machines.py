@@ -54,9 +54,6 @@ command's process group only.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -75,15 +72,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from shoal.runtime.native import HelperUnavailable, ensure_helper
+from shoal.runtime.layers import LayerStore
+from shoal.runtime.native import MachineError, ensure_helper, join
+from shoal.runtime.native.hostbase import HOST_MASKED, HostBase, mount_points
+from shoal.runtime.native.join import OUTPUT_CAP
+
+__all__ = ["HOST_MASKED", "OUTPUT_CAP", "DiskMount", "MachineError", "MachineRuntime", "MachineSpec",
+           "NamespaceRuntime", "ProcessRuntime", "apply_layer_dirs", "detect_runtime", "mount_points",
+           "probe_namespaces", "store_materializer"]
 
 log = logging.getLogger(__name__)
-
-OUTPUT_CAP = 4 * 1024 * 1024
-"""Captured stdout/stderr are truncated to this many bytes each."""
-
-HOST_MASKED = ("tmp", "var/tmp", "run", "root", "home", "work", "mnt", "media", "srv")
-"""Host directories hidden (shown empty) in the host base."""
 
 _MACHINE_ID = re.compile(r"[a-z0-9-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
@@ -93,10 +91,6 @@ _KILL_WAIT = 10.0  # seconds to wait for a machine's init to die
 # Aliases for annotations inside classes whose ``list`` method shadows the builtin.
 _Argv = list[str]
 _InitList = list[tuple[str, int, int]]
-
-
-class MachineError(RuntimeError):
-    """A machine operation failed (bad spec, machine not running, mount refused...)."""
 
 
 @dataclass(frozen=True)
@@ -265,119 +259,37 @@ class _Records:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------------------------- host base
-
-_libc = ctypes.CDLL(None, use_errno=True)
-MS_RDONLY = 1
-MNT_DETACH = 2
-
-
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(flags), data.encode()):
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype} on {target} ({data}): {os.strerror(err)}")
-
-
-def _umount(target: str) -> None:
-    if _libc.umount2(target.encode(), MNT_DETACH):
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
-
-
-def _mountinfo_unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mount_points(under: Path | None = None) -> list[str]:
-    """Mount points of the calling process's mount namespace (optionally only those at or below ``under``)."""
-    with open("/proc/self/mountinfo") as f:
-        points = [_mountinfo_unescape(line.split()[4]) for line in f]
-    if under is None:
-        return points
-    prefix = str(under).rstrip("/")
-    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
-
-
-class HostBase:
-    """The host's root as a read-only base layer with private directories masked (see the module docstring).
-
-    Mounted once in the server's mount namespace (machines copy it when they are created) and re-used by later
-    servers: both mounts are named by a hash of the mask, so a different mask gets its own pair.
-    """
-
-    def __init__(self, bases_dir: Path, hide: Sequence[str] = ()) -> None:
-        root_dev = os.stat("/").st_dev
-        masked = set(HOST_MASKED)
-        for path in hide:
-            p = Path(path).resolve()
-            # Only what lowerdir=/ can show needs a mask: things on the root filesystem itself.
-            if p != Path("/") and p.exists() and os.stat(p).st_dev == root_dev:
-                masked.add(str(p.relative_to("/")))
-        self.masked = sorted(m for m in masked if (Path("/") / m).is_dir() and not (Path("/") / m).is_symlink())
-        key = hashlib.sha256("\n".join(self.masked).encode()).hexdigest()[:12]
-        self.bases_dir = bases_dir
-        self.mask = bases_dir / f"hostmask-{key}"
-        self.path = bases_dir / f"hostbase-{key}"
-        self._lock = threading.Lock()
-
-    def ensure(self) -> str:
-        """Mount the host base if needed (idempotent, safe across threads and processes); return its path."""
-        with self._lock:
-            if str(self.path) in mount_points(self.path):
-                return str(self.path)
-            self.bases_dir.mkdir(parents=True, exist_ok=True)
-            if any(c in str(self.bases_dir) for c in ",:\\"):
-                raise MachineError(f"the store path {self.bases_dir} must not contain ',', ':' or '\\'")
-            with open(self.bases_dir / ".hostbase.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                points = mount_points(self.bases_dir)
-                if str(self.path) in points:
-                    return str(self.path)
-                self.mask.mkdir(exist_ok=True)
-                self.path.mkdir(exist_ok=True)
-                # The mask must not live on the root filesystem (ELOOP with lowerdir=/), hence its own tmpfs.
-                if str(self.mask) not in points:
-                    _mount("tmpfs", str(self.mask), "tmpfs", 0, "mode=755,size=1m")
-                self._fill_mask()
-                _mount("overlay", str(self.path), "overlay", MS_RDONLY, f"lowerdir={self.mask}:/")
-        return str(self.path)
-
-    def _fill_mask(self) -> None:
-        for rel in self.masked:
-            parts = Path(rel).parts
-            for depth in range(1, len(parts) + 1):
-                sub = Path(*parts[:depth])
-                host, mine = Path("/") / sub, self.mask / sub
-                mine.mkdir(exist_ok=True)
-                st = os.stat(host)  # same owner and mode as on the host: /tmp stays 1777, /root 0700
-                os.chown(mine, st.st_uid, st.st_gid)
-                os.chmod(mine, stat.S_IMODE(st.st_mode))
-            os.setxattr(self.mask / rel, "trusted.overlay.opaque", b"y")
-
-    def unmount(self) -> None:
-        """Detach the host base (running machines keep their own reference to it)."""
-        with self._lock:
-            points = mount_points(self.bases_dir)
-            for target in (self.path, self.mask):
-                if str(target) in points:
-                    _umount(str(target))
-
-
 # ---------------------------------------------------------------------------------------------- namespaces
 
 
 @dataclass
-class _Job:
-    """A command started by spawn(), until wait() collects it."""
+class _Capture:
+    """Scratch files of a spawned command: output the caller did not send to a path, and its stdin."""
 
-    proc: subprocess.Popen[bytes]
-    machine_id: str
-    status_fd: int  # namespaces: read end of the helper's status pipe; process: -1
-    out: Path | None  # capture files (removed by wait) when the caller gave no path
+    out: Path | None
     err: Path | None
-    scratch: list[Path]
-    timed_out: threading.Event = field(default_factory=threading.Event)
-    timer: threading.Timer | None = None
+    stdin: Path | None
+
+    @classmethod
+    def make(cls, directory: Path, stdout: str | None, stderr: str | None, stdin: bytes | None) -> _Capture:
+        directory.mkdir(parents=True, exist_ok=True)
+        tag = uuid.uuid4().hex[:12]
+        cap = cls(None if stdout is not None else directory / f"{tag}.out",
+                  None if stderr is not None else directory / f"{tag}.err",
+                  None if stdin is None else directory / f"{tag}.in")
+        if cap.stdin is not None and stdin is not None:
+            cap.stdin.write_bytes(stdin)
+        return cap
+
+    def harvest(self, result: dict[str, Any]) -> dict[str, Any]:
+        if self.out:
+            result["stdout"] = _read_capped(self.out)
+        if self.err:
+            result["stderr"] = _read_capped(self.err)
+        for path in (self.out, self.err, self.stdin):
+            if path is not None:
+                path.unlink(missing_ok=True)
+        return result
 
 
 class NamespaceRuntime:
@@ -393,17 +305,14 @@ class NamespaceRuntime:
         self._empty = self.bases_dir / "empty"  # the lower layer of an empty data disk
         self._hosts_text: str | None = None
         self._inits: dict[str, tuple[int, int]] = {}  # machine id -> (init pid, start time)
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, tuple[str, join.Started, _Capture]] = {}  # spawned: helper pid -> ...
         self._jobs_lock = threading.Lock()
         self._helper: str | None = None
 
     def helper(self) -> str:
         """The native helper's path (compiled on first use)."""
         if self._helper is None:
-            try:
-                self._helper = str(ensure_helper(self.store_dir / "bin"))
-            except HelperUnavailable as exc:
-                raise MachineError(str(exc)) from exc
+            self._helper = str(ensure_helper(self.store_dir / "bin"))
         return self._helper
 
     # ------------------------------------------------------------------ lifecycle
@@ -598,9 +507,9 @@ class NamespaceRuntime:
         return init
 
     def _join_argv(self, machine_id: str, argv: Sequence[str], cwd: str, user: str | None, stdin: str | None,
-                   stdout: str | None, stderr: str | None, timeout: float | None, status_fd: int) -> _Argv:
+                   stdout: str | None, stderr: str | None, timeout: float | None) -> _Argv:
         pid, start = self._init_of(machine_id)
-        args = [self.helper(), "join", "--init", f"{pid}:{start}", "--cwd", cwd, "--status-fd", str(status_fd)]
+        args = [self.helper(), "join", "--init", f"{pid}:{start}", "--cwd", cwd, "--status-fd", str(join.STATUS_FD)]
         for opt, value in (("--user", user), ("--stdin", stdin), ("--stdout", stdout), ("--stderr", stderr)):
             if value is not None:
                 args += [opt, value]
@@ -613,29 +522,21 @@ class NamespaceRuntime:
             timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
         """Run ``argv`` inside the machine and wait for it.
 
-        Returns ``{"exitCode", "signal", "timedOut"}`` (+ ``"stdout"``/``"stderr"`` bytes when captured, i.e.
-        when no host path was given; + ``"error"`` when the program could not be started: exit codes 125 for
-        a bad user or cwd, 126/127 when it cannot be executed / is not found). A signal gives exitCode 128+N.
+        ``env`` is the command's whole environment. ``stdout``/``stderr`` are host paths of files to write; when
+        None the output is captured and returned (up to 4 MiB each). Returns ``{"exitCode", "signal",
+        "timedOut"}`` (+ ``"stdout"``/``"stderr"`` bytes when captured; + ``"error"`` when the program could not
+        be started: exit code 125 for a bad user or cwd, 126/127 when it cannot be executed / is not found).
+        A command killed by signal N has exitCode 128+N. On timeout its whole process tree is killed.
         """
         _check_command(argv, env, cwd, timeout)
-        status_r, status_w = os.pipe()
+        args = self._join_argv(machine_id, argv, cwd, user, None, stdout, stderr, timeout)
+        job = join.start(args, env, feed_stdin=stdin is not None, capture_stdout=stdout is None,
+                         capture_stderr=stderr is None)
         try:
-            proc = subprocess.Popen(
-                self._join_argv(machine_id, argv, cwd, user, None, stdout, stderr, timeout, status_w),
-                stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                stdout=subprocess.PIPE if stdout is None else subprocess.DEVNULL,
-                stderr=subprocess.PIPE if stderr is None else subprocess.DEVNULL,
-                env=env, pass_fds=(status_w,))
-        except BaseException:
-            os.close(status_r)
-            raise
+            status, outputs, wait_status = join.collect(job, stdin, timeout)
         finally:
-            os.close(status_w)
-        try:
-            status, outputs = _collect(proc, status_r, stdin, timeout)
-        finally:
-            os.close(status_r)
-        result = _parse_status(machine_id, status, proc.returncode)
+            job.close()
+        result = join.decode(machine_id, status, wait_status)
         result.update(outputs)
         return result
 
@@ -643,69 +544,47 @@ class NamespaceRuntime:
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
               timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
         """Start ``argv`` inside the machine without waiting: returns ``{"pid": host pid}`` for :meth:`wait`
-        and :meth:`kill`. Output not sent to a host path is captured in files and returned by :meth:`wait`."""
+        and :meth:`kill`. Output not sent to a host path is captured in files and returned by :meth:`wait`.
+
+        The helper runs in a session of its own, so a spawned command survives the server (its result is then
+        lost with the server, the command is not)."""
         _check_command(argv, env, cwd, timeout)
         self._init_of(machine_id)
-        scratch_dir = self.records.dir(machine_id) / "jobs"
-        scratch_dir.mkdir(exist_ok=True)
-        tag = uuid.uuid4().hex[:12]
-        out = None if stdout is not None else scratch_dir / f"{tag}.out"
-        err = None if stderr is not None else scratch_dir / f"{tag}.err"
-        in_path = None
-        if stdin is not None:
-            in_path = scratch_dir / f"{tag}.in"
-            in_path.write_bytes(stdin)
-        status_r, status_w = os.pipe()
-        try:
-            proc = subprocess.Popen(
-                self._join_argv(machine_id, argv, cwd, user, str(in_path) if in_path else None,
-                                stdout or str(out), stderr or str(err), timeout, status_w),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                pass_fds=(status_w,), start_new_session=True)
-        except BaseException:
-            os.close(status_r)
-            raise
-        finally:
-            os.close(status_w)
-        scratch = [p for p in (out, err, in_path) if p is not None]
+        cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
+        args = self._join_argv(machine_id, argv, cwd, user, str(cap.stdin) if cap.stdin else None,
+                               stdout or str(cap.out), stderr or str(cap.err), timeout)
+        job = join.start(args, env, feed_stdin=False, capture_stdout=False, capture_stderr=False,
+                         new_session=True)
         with self._jobs_lock:
-            self._jobs[proc.pid] = _Job(proc, machine_id, status_r, out, err, scratch)
-        return {"pid": proc.pid, "machineId": machine_id}
+            self._jobs[job.pid] = (machine_id, job, cap)
+        return {"pid": job.pid, "machineId": machine_id}
 
     def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None:
         """The result of a spawned command (as :meth:`run`), or None if it is still running after ``timeout``."""
         with self._jobs_lock:
-            job = self._jobs.get(pid)
-        if job is None:
+            entry = self._jobs.get(pid)
+        if entry is None:
             raise MachineError(f"no spawned command with pid {pid}")
-        sel = selectors.DefaultSelector()
-        sel.register(job.status_fd, selectors.EVENT_READ)
-        ready = sel.select(timeout)
-        sel.close()
-        if not ready:
-            return None
-        status = _read_all(job.status_fd)
-        job.proc.wait()
+        machine_id, job, cap = entry
+        with selectors.DefaultSelector() as sel:
+            sel.register(job.status, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return None
         with self._jobs_lock:
             if self._jobs.pop(pid, None) is None:
                 return None  # collected by a concurrent wait()
-        os.close(job.status_fd)
-        result = _parse_status(job.machine_id, status, job.proc.returncode)
-        if job.out:
-            result["stdout"] = _read_capped(job.out)
-        if job.err:
-            result["stderr"] = _read_capped(job.err)
-        for path in job.scratch:
-            path.unlink(missing_ok=True)
-        return result
+        try:
+            status, _, wait_status = join.collect(job, None, None)
+        finally:
+            job.close()
+        return cap.harvest(join.decode(machine_id, status, wait_status))
 
     def kill(self, pid: int) -> None:
         """Kill a spawned command's whole process tree (its result then shows signal 9)."""
         with self._jobs_lock:
-            job = self._jobs.get(pid)
-        if job is not None and job.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                job.proc.send_signal(signal.SIGTERM)  # the helper turns this into a kill of the tree
+            if pid in self._jobs:  # not reaped yet, so the pid cannot have been reused
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)  # the helper turns this into a kill of the tree
 
 
 def _kill_init(pid: int | None, start: int | None) -> None:
@@ -729,103 +608,6 @@ def _kill_init(pid: int | None, start: int | None) -> None:
         os.close(pidfd)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _collect(proc: subprocess.Popen[bytes], status_fd: int, stdin: bytes | None,
-             timeout: float | None) -> tuple[bytes, dict[str, bytes]]:
-    """Feed stdin, capture output (capped) and the helper's status line.
-
-    Ends when the helper reports, not at end-of-file of the output pipes: background processes the command
-    left running in the machine may hold them open for ever.
-    """
-    sel = selectors.DefaultSelector()
-    outputs: dict[int, tuple[str, bytearray]] = {}
-    for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-        if pipe is not None:
-            outputs[pipe.fileno()] = (name, bytearray())
-            sel.register(pipe.fileno(), selectors.EVENT_READ)
-    sel.register(status_fd, selectors.EVENT_READ)
-    pending = memoryview(stdin or b"")
-    stdin_fd = -1
-    if proc.stdin is not None:
-        if pending:
-            stdin_fd = proc.stdin.fileno()
-            os.set_blocking(stdin_fd, False)
-            sel.register(stdin_fd, selectors.EVENT_WRITE)
-        else:
-            proc.stdin.close()
-    status = bytearray()
-    # The helper enforces the timeout itself; this is only a safety net should it hang.
-    deadline = None if timeout is None else time.monotonic() + timeout + 30
-    done = False
-    while not done:
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        events = sel.select(wait)
-        if not events and deadline is not None and time.monotonic() >= deadline:
-            proc.kill()
-            deadline = None
-        for key, _ in events:
-            fd = key.fd
-            if fd == status_fd:
-                chunk = os.read(fd, 4096)
-                status += chunk
-                done = not chunk
-            elif fd == stdin_fd:
-                try:
-                    pending = pending[os.write(fd, pending[:65536]):]
-                except BlockingIOError:
-                    continue
-                except BrokenPipeError:  # the command does not read all its input: fine
-                    pending = pending[:0]
-                if not pending:
-                    sel.unregister(fd)
-                    stdin_fd = -1
-                    proc.stdin.close()  # type: ignore[union-attr]
-            else:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    sel.unregister(fd)
-                _append_capped(outputs[fd][1], chunk)
-    sel.close()
-    proc.wait()
-    if proc.stdin is not None and not proc.stdin.closed:
-        proc.stdin.close()
-    result = {}
-    for fd, (name, buf) in outputs.items():
-        os.set_blocking(fd, False)
-        with contextlib.suppress(BlockingIOError, OSError):
-            while chunk := os.read(fd, 65536):  # what the command wrote before it exited
-                _append_capped(buf, chunk)
-        result[name] = bytes(buf)
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
-    return bytes(status), result
-
-
-def _append_capped(buf: bytearray, chunk: bytes) -> None:
-    room = OUTPUT_CAP - len(buf)
-    if room > 0:
-        buf += chunk[:room]
-
-
-def _parse_status(machine_id: str, status: bytes, returncode: int) -> dict[str, Any]:
-    """Decode the helper's ``R <code> <signal> <timed out> <stage> <errno> <message>`` line."""
-    parts = status.decode(errors="replace").strip().split(" ", 6)
-    if len(parts) < 7 or parts[0] != "R":
-        raise MachineError(f"machine {machine_id}: the helper failed (exit status {returncode})")
-    code, sig, timed_out, stage, err = int(parts[1]), int(parts[2]), parts[3] == "1", parts[4], int(parts[5])
-    if stage in ("machine", "helper"):
-        raise MachineError(f"machine {machine_id}: {parts[6].strip()}")
-    error = f"{stage}: {os.strerror(err)}" if stage != "-" else None
-    return _result(code, sig or None, timed_out, error)
-
-
 # ---------------------------------------------------------------------------------------------- fallback
 
 Materializer = Callable[[Sequence[str], Path], None]
@@ -835,8 +617,7 @@ Materializer = Callable[[Sequence[str], Path], None]
 def apply_layer_dirs(layers_bottom_to_top: Sequence[str], dest: Path) -> None:
     """Minimal overlay semantics in plain directories: whiteouts (char 0/0) delete, opaque dirs replace.
 
-    The fallback's stand-in for the layer store's own ``materialize`` (which works from digests); inject that
-    one through ``ProcessRuntime(materialize=...)`` where available.
+    For layer directories that are not the layer store's own (whose ``materialize`` works from digests).
     """
     dest.mkdir(parents=True, exist_ok=True)
     for layer in layers_bottom_to_top:
@@ -861,6 +642,20 @@ def apply_layer_dirs(layers_bottom_to_top: Sequence[str], dest: Path) -> None:
             dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
 
 
+def store_materializer(store_dir: Path) -> Materializer:
+    """The layer store's own ``materialize`` when every directory is one of the store's unpacked layers (the
+    usual case), :func:`apply_layer_dirs` otherwise (e.g. replicas, hand-made layers)."""
+    unpacked = Path(store_dir) / "layers" / "unpacked"
+
+    def materialize(layers_bottom_to_top: Sequence[str], dest: Path) -> None:
+        if layers_bottom_to_top and all(Path(d).parent == unpacked for d in layers_bottom_to_top):
+            LayerStore(unpacked.parent).materialize([Path(d).name for d in layers_bottom_to_top], dest)
+        else:
+            apply_layer_dirs(layers_bottom_to_top, dest)
+
+    return materialize
+
+
 def _is_opaque(path: Path) -> bool:
     for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
         with contextlib.suppress(OSError):
@@ -876,6 +671,17 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+@dataclass
+class _ProcJob:
+    """A command started by ProcessRuntime.spawn(), until wait() collects it."""
+
+    proc: subprocess.Popen[bytes]
+    machine_id: str
+    capture: _Capture
+    timed_out: threading.Event = field(default_factory=threading.Event)
+    timer: threading.Timer | None = None
+
+
 class ProcessRuntime:
     """Machines as plain directories and commands as plain processes (see the module docstring)."""
 
@@ -885,9 +691,9 @@ class ProcessRuntime:
     def __init__(self, store_dir: Path, *, materialize: Materializer | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.records = _Records(self.store_dir)
-        self._materialize = materialize or apply_layer_dirs
+        self._materialize = materialize or store_materializer(self.store_dir)
         self._specs: dict[str, MachineSpec] = {}
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, _ProcJob] = {}
         self._jobs_lock = threading.Lock()
 
     def create(self, spec: MachineSpec) -> dict[str, Any]:
@@ -1006,23 +812,16 @@ class ProcessRuntime:
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
               timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
-        scratch_dir = self.records.dir(machine_id) / "jobs"
-        scratch_dir.mkdir(parents=True, exist_ok=True)
-        tag = uuid.uuid4().hex[:12]
-        out = None if stdout is not None else scratch_dir / f"{tag}.out"
-        err = None if stderr is not None else scratch_dir / f"{tag}.err"
-        in_path = None
-        if stdin is not None:
-            in_path = scratch_dir / f"{tag}.in"
-            in_path.write_bytes(stdin)
+        cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         with contextlib.ExitStack() as stack:
-            fout = stack.enter_context(open(stdout or str(out), "wb"))
-            ferr = fout if stderr == stdout and stdout else stack.enter_context(open(stderr or str(err), "wb"))
-            fin = stack.enter_context(open(in_path, "rb")) if in_path else subprocess.DEVNULL
+            fout = stack.enter_context(open(stdout or str(cap.out), "wb"))
+            ferr = fout if stderr == stdout and stdout else stack.enter_context(open(stderr or str(cap.err), "wb"))
+            fin = stack.enter_context(open(cap.stdin, "rb")) if cap.stdin else subprocess.DEVNULL
             proc = self._popen(machine_id, argv, env, cwd, user, fin, fout, ferr)
         if isinstance(proc, dict):
+            cap.harvest({})
             raise MachineError(f"machine {machine_id}: {proc['error']}")
-        job = _Job(proc, machine_id, -1, out, err, [p for p in (out, err, in_path) if p is not None])
+        job = _ProcJob(proc, machine_id, cap)
         if timeout is not None:
             def expire() -> None:
                 job.timed_out.set()
@@ -1049,14 +848,7 @@ class ProcessRuntime:
         with self._jobs_lock:
             if self._jobs.pop(pid, None) is None:
                 return None
-        result = _returncode_result(job.proc.returncode, job.timed_out.is_set())
-        if job.out:
-            result["stdout"] = _read_capped(job.out)
-        if job.err:
-            result["stderr"] = _read_capped(job.err)
-        for path in job.scratch:
-            path.unlink(missing_ok=True)
-        return result
+        return job.capture.harvest(_returncode_result(job.proc.returncode, job.timed_out.is_set()))
 
     def kill(self, pid: int) -> None:
         with self._jobs_lock:

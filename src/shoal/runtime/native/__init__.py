@@ -7,6 +7,9 @@ C library allows it: a static binary starts faster (no dynamic loader on every t
 anything inside a machine.
 
 ``SHOAL_MACHINE_HELPER`` may name a prebuilt binary instead (packagers, hosts without a compiler).
+
+Also here, the rest of the code that talks to the kernel or to the helper: ``hostbase`` (the masked host root
+mount) and ``join`` (starting commands inside a machine).
 """
 
 from __future__ import annotations
@@ -26,7 +29,13 @@ _build_lock = threading.Lock()
 _built: dict[Path, Path] = {}
 
 
-class HelperUnavailable(RuntimeError):
+class MachineError(RuntimeError):
+    """A machine operation failed (bad spec, machine not running, mount refused...).
+
+    Public as ``shoal.runtime.machines.MachineError``; defined here so the native glue can raise it too."""
+
+
+class HelperUnavailable(MachineError):
     """The helper cannot be built here (no C compiler, or the build failed)."""
 
 

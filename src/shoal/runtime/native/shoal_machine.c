@@ -500,6 +500,10 @@ struct join_opts {
     const char *cwd, *user;
     int in_fd, out_fd, err_fd;
     char **argv;
+    /* The user, resolved by the shim before it forks the task (the task is a vfork child: no stdio there). */
+    int user_err, ngroups;
+    uid_t uid;
+    gid_t gid, groups[64];
 };
 
 static void __attribute__((noreturn)) report_child_error(int errpipe, int stage, int err) {
@@ -508,20 +512,24 @@ static void __attribute__((noreturn)) report_child_error(int errpipe, int stage,
     _exit(stage == STAGE_EXEC ? (err == ENOENT ? 127 : 126) : 125);
 }
 
-/* The task itself: runs in the machine's namespaces, below the shim. */
+/* The task itself: runs in the machine's namespaces, below the shim. It is a vfork() child (the fork of the
+ * shim's address space would be the most expensive step of a short task), so it only makes system calls:
+ * no allocation, no stdio, no return. */
 static void __attribute__((noreturn)) task_child(const struct join_opts *o, int errpipe) {
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL); /* signal masks survive exec: the task must start clean */
+    sigprocmask(SIG_SETMASK, &none, NULL); /* signal masks and ignored signals survive exec: start clean */
+    for (int sig = 1; sig < 32; sig++) {
+        struct sigaction sa;
+        if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+            signal(sig, SIG_DFL);
+    }
     if (o->in_fd >= 0) dup2(o->in_fd, 0);
     if (o->out_fd >= 0) dup2(o->out_fd, 1);
     if (o->err_fd >= 0) dup2(o->err_fd, 2);
     if (o->user) {
-        uid_t uid;
-        gid_t gid, groups[64];
-        int ngroups, err = resolve_user(o->user, &uid, &gid, groups, &ngroups, 64);
-        if (err) report_child_error(errpipe, STAGE_USER, err);
-        if (setgroups((size_t)ngroups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+        if (o->user_err) report_child_error(errpipe, STAGE_USER, o->user_err);
+        if (setgroups((size_t)o->ngroups, o->groups) < 0 || setgid(o->gid) < 0 || setuid(o->uid) < 0)
             report_child_error(errpipe, STAGE_USER, errno);
     }
     if (o->cwd && chdir(o->cwd) < 0) report_child_error(errpipe, STAGE_CWD, errno);
@@ -592,7 +600,7 @@ static void kill_tree(pid_t task, struct task_result *res) {
 
 /* Between the helper (outside the machine's pid namespace) and the task: makes the task a process group and
  * session of its own, adopts its orphans, and turns a SIGTERM from the helper into "kill the whole tree". */
-static void __attribute__((noreturn)) shim(const struct join_opts *o, int result_fd) {
+static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
     if (setsid() < 0) { /* already a group leader: cannot happen right after fork */ }
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
@@ -604,7 +612,8 @@ static void __attribute__((noreturn)) shim(const struct join_opts *o, int result
     if (sfd < 0) fail("signalfd: %s", strerror(errno));
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
-    pid_t task = fork();
+    if (o->user) o->user_err = resolve_user(o->user, &o->uid, &o->gid, o->groups, &o->ngroups, 64);
+    pid_t task = vfork();
     if (task < 0) fail("fork: %s", strerror(errno));
     if (task == 0) {
         close(errpipe[0]);
@@ -665,7 +674,9 @@ static void write_status(int fd, int code, int sig, int timed_out, int stage, in
 }
 
 static int cmd_join(int argc, char **argv) {
-    struct join_opts o = {NULL, NULL, -1, -1, -1, NULL};
+    struct join_opts o;
+    memset(&o, 0, sizeof o);
+    o.in_fd = o.out_fd = o.err_fd = -1;
     const char *init = NULL, *in_path = NULL, *out_path = NULL, *err_path = NULL;
     double timeout = -1;
     int status_fd = -1, i;
@@ -684,6 +695,9 @@ static int cmd_join(int argc, char **argv) {
         else if (!strcmp(opt, "--status-fd")) status_fd = atoi(v);
         else fail("join: unknown option %s", opt);
     }
+    /* Nothing but stdio and the status pipe may leak from the caller into the machine. */
+    if (status_fd > 3) syscall(SYS_close_range, 3u, (unsigned)status_fd - 1, 0u);
+    syscall(SYS_close_range, status_fd >= 3 ? (unsigned)status_fd + 1 : 3u, ~0u, 0u);
     if (status_fd >= 0 && fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0) fail("status fd %d: %s", status_fd, strerror(errno));
     g_status_fd = status_fd;
     /* Files are host paths: open them before entering the machine's mount namespace. */

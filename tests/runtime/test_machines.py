@@ -1,0 +1,351 @@
+"""Machines: both runtimes for what any machine must do, the namespace runtime for isolation and lifetime."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import REPO, scratch_root
+from shoal.runtime.machines import (
+    DiskMount,
+    MachineError,
+    MachineSpec,
+    NamespaceRuntime,
+    ProcessRuntime,
+    mount_points,
+    probe_namespaces,
+)
+
+PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+_ns_problem: list[str | None] = []
+
+
+def namespaces_problem() -> str | None:
+    """Why namespace machines cannot run here (probed once), or None."""
+    if not _ns_problem:
+        probe_store = Path(tempfile.mkdtemp(prefix="shoal-probe-", dir=scratch_root()))
+        try:
+            _ns_problem.append(probe_namespaces(probe_store))
+        finally:
+            NamespaceRuntime(probe_store).unmount_host_base()
+            shutil.rmtree(probe_store, ignore_errors=True)
+    return _ns_problem[0]
+
+
+@pytest.fixture
+def store() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="shoal-machines-", dir=scratch_root()))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _teardown(runtime: Any, store: Path) -> None:
+    """Leave nothing behind, even when the test failed half-way: machines, inits, mounts."""
+    for machine_id in runtime.list():
+        runtime.destroy(machine_id)
+    if isinstance(runtime, NamespaceRuntime):
+        runtime.adopt()  # also kills inits whose create() was interrupted
+        runtime.unmount_host_base()
+        assert mount_points(store) == []
+
+
+@pytest.fixture
+def ns(store: Path) -> Iterator[NamespaceRuntime]:
+    problem = namespaces_problem()
+    if problem:
+        pytest.skip(f"namespace machines unavailable here: {problem}")
+    runtime = NamespaceRuntime(store / "store")
+    yield runtime
+    _teardown(runtime, store)
+
+
+@pytest.fixture(params=["namespaces", "process"])
+def runtime(request: pytest.FixtureRequest, store: Path) -> Iterator[Any]:
+    if request.param == "namespaces":
+        problem = namespaces_problem()
+        if problem:
+            pytest.skip(f"namespace machines unavailable here: {problem}")
+        rt: Any = NamespaceRuntime(store / "store")
+    else:
+        rt = ProcessRuntime(store / "store")
+    yield rt
+    _teardown(rt, store)
+
+
+def hand_made_layer(store: Path, name: str = "tools", files: dict[str, str] | None = None) -> str:
+    """A lower layer made by hand: a directory with a file in it."""
+    layer = store / "hand-layers" / name
+    for rel, text in (files or {"opt/shoal-test/hello.txt": "hello from a layer\n"}).items():
+        (layer / rel).parent.mkdir(parents=True, exist_ok=True)
+        (layer / rel).write_text(text)
+    return str(layer)
+
+
+def disk(store: Path, name: str, layers: list[str] | None = None) -> DiskMount:
+    root = store / "disks" / name
+    return DiskMount(lower=layers or [], upper=str(root / "upper"), work=str(root / "work"))
+
+
+def spec(store: Path, machine_id: str, *, layers: list[str] | None = None, data: dict[int, DiskMount] | None = None,
+         hostname: str | None = None, base: str = "host") -> MachineSpec:
+    return MachineSpec(machine_id=machine_id, hostname=hostname or machine_id, base=base,
+                       os_disk=disk(store, f"os-{machine_id}", layers),
+                       data_disks=data if data is not None else {0: disk(store, f"data-{machine_id}")},
+                       temp_dir=str(store / "temp" / machine_id))
+
+
+def host_processes_with(marker: str) -> list[int]:
+    """Live host processes whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry))
+    return found
+
+
+# --------------------------------------------------------------------------------------- both runtimes
+
+
+def test_command_output_and_exit_code_come_back(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    result = runtime.run("m1", ["sh", "-c", "echo hi; echo oops >&2; exit 3"], env=PATH)
+    assert result == {"exitCode": 3, "signal": None, "timedOut": False, "stdout": b"hi\n", "stderr": b"oops\n"}
+
+
+def test_output_goes_to_the_host_files_given(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    out, err = store / "stdout.txt", store / "stderr.txt"
+    result = runtime.run("m1", ["sh", "-c", "echo to-out; echo to-err >&2"], env=PATH, stdout=str(out),
+                         stderr=str(err))
+    assert result == {"exitCode": 0, "signal": None, "timedOut": False}
+    assert out.read_text() == "to-out\n" and err.read_text() == "to-err\n"
+
+
+def test_software_from_an_os_layer_is_visible(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1", layers=[hand_made_layer(store)]))
+    result = runtime.run("m1", ["cat", "hello.txt"], env=PATH, cwd="/opt/shoal-test")
+    assert result["stdout"] == b"hello from a layer\n"
+
+
+def test_data_disk_writes_land_in_its_upper_and_outlive_the_machine(runtime: Any, store: Path) -> None:
+    lun0 = disk(store, "shared-data")
+    runtime.create(spec(store, "writer", data={0: lun0}))
+    result = runtime.run("writer", ["sh", "-c", "echo persisted > result.txt"], env=PATH, cwd="/datadisks/lun0")
+    assert result["exitCode"] == 0
+    assert (Path(lun0.upper) / "result.txt").read_text() == "persisted\n"
+
+    runtime.destroy("writer")
+    assert runtime.status("writer") == "missing"
+    assert (Path(lun0.upper) / "result.txt").exists()  # destroy never touches disk uppers
+
+    runtime.create(spec(store, "reader", data={0: lun0}))
+    result = runtime.run("reader", ["cat", "result.txt"], env=PATH, cwd="/datadisks/lun0")
+    assert result["stdout"] == b"persisted\n"
+
+
+def test_environment_is_exactly_what_is_given(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    env = {**PATH, "FOO": "bar baz", "EMPTY": ""}
+    result = runtime.run("m1", ["env"], env=env)
+    assert sorted(result["stdout"].decode().splitlines()) == sorted(f"{k}={v}" for k, v in env.items())
+
+
+def test_working_directory_is_honoured(runtime: Any, store: Path) -> None:
+    machine = spec(store, "m1")
+    runtime.create(machine)
+    result = runtime.run("m1", ["sh", "-c", "echo here > where.txt"], env=PATH, cwd="/mnt/resource")
+    assert result["exitCode"] == 0
+    assert (Path(machine.temp_dir) / "where.txt").read_text() == "here\n"  # the temporary drive
+
+
+def test_timeout_kills_the_whole_process_tree(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    marker = str(random.randint(100_000, 999_999))  # unique sleep durations to find the processes again
+    script = f"(sleep {marker}1 &); sleep {marker}2 & sleep {marker}3"
+    if runtime.isolation == "namespaces":
+        script = f"setsid sleep {marker}4 & " + script  # a daemon in a session of its own: still killed
+    started = time.monotonic()
+    result = runtime.run("m1", ["sh", "-c", script], env=PATH, timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert result["timedOut"] is True and result["signal"] == signal.SIGKILL and result["exitCode"] == 137
+    assert host_processes_with(f"sleep {marker}") == []
+    assert runtime.run("m1", ["true"], env=PATH)["exitCode"] == 0  # the machine itself is untouched
+
+
+def test_a_missing_program_is_reported(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    result = runtime.run("m1", ["no-such-program-here"], env=PATH)
+    assert result["exitCode"] == 127 and "No such file" in result["error"]
+
+
+def test_stdin_is_fed(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    data = os.urandom(300_000)  # more than a pipe buffer: must be written while reading the output
+    result = runtime.run("m1", ["cat"], env=PATH, stdin=data)
+    assert result["stdout"] == data
+
+
+def test_spawned_command_can_be_waited_for_and_killed(runtime: Any, store: Path) -> None:
+    runtime.create(spec(store, "m1"))
+    quick = runtime.spawn("m1", ["sh", "-c", "echo spawned; exit 4"], env=PATH)
+    slow = runtime.spawn("m1", ["sleep", "1000"], env=PATH)
+    assert runtime.wait(quick["pid"], timeout=30) == {"exitCode": 4, "signal": None, "timedOut": False,
+                                                       "stdout": b"spawned\n", "stderr": b""}
+    assert runtime.wait(slow["pid"], timeout=0.05) is None
+    runtime.kill(slow["pid"])
+    result = runtime.wait(slow["pid"], timeout=30)
+    assert result is not None and result["signal"] == signal.SIGKILL
+
+
+def test_create_is_idempotent_and_destroy_too(runtime: Any, store: Path) -> None:
+    machine = spec(store, "m1")
+    first = runtime.create(machine)
+    assert runtime.create(machine) == first
+    assert runtime.status("m1") == "running" and runtime.list() == ["m1"]
+    runtime.destroy("m1")
+    runtime.destroy("m1")
+    assert runtime.status("m1") == "missing" and runtime.list() == []
+    assert not Path(machine.temp_dir).exists()  # the temporary drive goes with the machine
+
+
+# --------------------------------------------------------------------------------------- namespaces only
+
+
+def test_machine_cannot_see_host_private_dirs_the_store_or_other_machines(ns: NamespaceRuntime, store: Path) -> None:
+    secret = f"shoal-secret-{uuid.uuid4().hex[:8]}"
+    host_files = [Path("/tmp") / secret, Path("/root") / f".{secret}"]
+    try:
+        for path in host_files:
+            path.write_text("host only")
+        ns.create(spec(store, "other"))
+        ns.run("other", ["sh", "-c", f"echo mine > /tmp/{secret}-other; echo mine > /datadisks/lun0/{secret}"],
+               env=PATH)
+        ns.create(spec(store, "m1"))
+        checks = [*map(str, host_files), f"/tmp/{secret}-other", f"/datadisks/lun0/{secret}", str(ns.store_dir),
+                  str(store), str(REPO)]
+        script = "; ".join(f"test -e {p} && echo visible: {p}" for p in checks) + "; ls -A /root /home /work /tmp"
+        result = ns.run("m1", ["sh", "-c", script + "; true"], env=PATH)
+        assert b"visible" not in result["stdout"]
+        listing = [line for line in result["stdout"].decode().splitlines() if line and not line.endswith(":")]
+        assert listing == []  # /root /home /work /tmp all empty
+    finally:
+        for path in host_files:
+            path.unlink(missing_ok=True)
+
+
+def test_deleting_system_files_inside_leaves_the_host_alone(ns: NamespaceRuntime, store: Path) -> None:
+    before = sorted(os.listdir("/usr/share/doc"))
+    machine = spec(store, "m1")
+    ns.create(machine)
+    result = ns.run("m1", ["sh", "-c", "rm -rf /usr/share/doc && test ! -e /usr/share/doc"], env=PATH)
+    assert result["exitCode"] == 0, result
+    assert sorted(os.listdir("/usr/share/doc")) == before
+    whiteout = os.lstat(Path(machine.os_disk.upper) / "usr/share/doc")  # the deletion lives in the OS disk
+    assert (whiteout.st_mode & 0o170000) == 0o020000 and whiteout.st_rdev == 0
+
+
+def test_hostname_and_pid_namespace_are_the_machines(ns: NamespaceRuntime, store: Path) -> None:
+    ns.create(spec(store, "m1", hostname="batch-node-7"))
+    result = ns.run("m1", ["sh", "-c", "hostname; cat /etc/hostname; cat /proc/1/comm; echo $$"], env=PATH)
+    lines = result["stdout"].decode().split()
+    assert lines[:3] == ["batch-node-7", "batch-node-7", "shoal-init"]
+    assert 1 < int(lines[3]) < 1000  # a small pid of the machine's own pid namespace
+    assert os.uname().nodename != "batch-node-7"
+
+
+def test_runs_as_a_user_of_the_machine(ns: NamespaceRuntime, store: Path) -> None:
+    ns.create(spec(store, "m1"))
+    assert ns.run("m1", ["id", "-u"], env=PATH, user="nobody")["stdout"] == b"65534\n"
+    assert ns.run("m1", ["id", "-u"], env=PATH, user="no-such-user")["exitCode"] == 125
+
+
+def test_layers_stack_in_order_even_beyond_the_mount_option_limit(ns: NamespaceRuntime, store: Path) -> None:
+    # 60 layers of store-like paths exceed the one-page mount(2) option string: the helper must switch to
+    # the new mount API. The top layer (first in the list) wins.
+    layers = [hand_made_layer(store, f"layer-{i:02d}-" + "x" * 60, {"etc/which": f"{i}\n", f"opt/l{i}": "x"})
+              for i in range(60)]
+    ns.create(spec(store, "m1", layers=layers))
+    result = ns.run("m1", ["sh", "-c", "cat /etc/which; ls /opt | wc -l"], env=PATH)
+    assert result["stdout"].decode().split() == ["0", "60"]
+
+
+def test_rootfs_base_and_data_disk_layers(ns: NamespaceRuntime, store: Path) -> None:
+    # A root filesystem from a directory (like an imported tarball) needs nothing from the host: the helper is
+    # static and runs outside. Here the "rootfs" borrows the host's busybox-free tools via a bind instead.
+    rootfs = hand_made_layer(store, "rootfs", {"etc/os-release": "ID=handmade\n"})
+    data_layer = hand_made_layer(store, "data-layer", {"input.csv": "a,b\n"})
+    machine = MachineSpec(machine_id="m1", hostname="m1", base=rootfs, os_disk=disk(store, "os"),
+                          data_disks={1: disk(store, "d1", [data_layer])}, temp_dir=str(store / "temp"),
+                          binds=[("/usr", "/usr", True), ("/bin", "/bin", True), ("/lib", "/lib", True),
+                                 ("/lib64", "/lib64", True)])
+    ns.create(machine)
+    result = ns.run("m1", ["sh", "-c", "cat /etc/os-release /datadisks/lun1/input.csv; touch /usr/x"], env=PATH)
+    assert result["stdout"] == b"ID=handmade\na,b\n"
+    assert result["exitCode"] != 0  # read-only bind
+
+
+def test_machine_survives_the_process_that_created_it(ns: NamespaceRuntime, store: Path) -> None:
+    machine = spec(store, "survivor")
+    creator = f"""
+import json, os, signal, sys
+from pathlib import Path
+from shoal.runtime.machines import MachineSpec, NamespaceRuntime
+info = NamespaceRuntime(Path(sys.argv[1])).create(MachineSpec.from_dict(json.loads(sys.argv[2])))
+print(json.dumps(info), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # a crash, not a clean exit
+"""
+    proc = subprocess.run([sys.executable, "-c", creator, str(ns.store_dir), json.dumps(machine.to_dict())],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    init_pid = json.loads(proc.stdout)["initPid"]
+
+    assert ns.adopt() == {"survivor": "running"}
+    result = ns.run("survivor", ["sh", "-c", "echo alive > /datadisks/lun0/alive; hostname"], env=PATH)
+    assert result["stdout"] == b"survivor\n"
+
+    ns.destroy("survivor")
+    assert ns.status("survivor") == "missing"
+    state = Path(f"/proc/{init_pid}/stat")
+    assert not state.exists() or state.read_text().split(") ")[1][0] in "ZX"  # dead (maybe not yet reaped)
+    assert mount_points(ns.store_dir / "machines") == []
+    assert not (ns.store_dir / "machines" / "survivor").exists()
+    assert (Path(machine.data_disks[0].upper) / "alive").exists()
+
+
+def test_adopt_cleans_up_machines_whose_init_died(ns: NamespaceRuntime, store: Path) -> None:
+    info = ns.create(spec(store, "m1"))
+    os.kill(info["initPid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while ns.status("m1") == "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ns.status("m1") == "stopped"
+    with pytest.raises(MachineError, match="not running"):
+        NamespaceRuntime(ns.store_dir).run("m1", ["true"], env=PATH)
+    assert ns.adopt() == {"m1": "stopped"}
+    assert ns.status("m1") == "missing" and not (ns.store_dir / "machines" / "m1").exists()
+
+
+def test_a_bad_mount_fails_create_cleanly(ns: NamespaceRuntime, store: Path) -> None:
+    broken = spec(store, "m1", layers=[str(store / "does-not-exist")])
+    with pytest.raises(MachineError, match="overlay"):
+        ns.create(broken)
+    assert ns.status("m1") == "missing" and not (ns.store_dir / "machines" / "m1").exists()
+    assert [pid for _, pid, _ in ns._scan_inits()] == []
