@@ -94,7 +94,7 @@ class ShoalServer:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "shoal", *args, "--state-dir", str(self.state_dir)]
-        if self.database_url:
+        if self.database_url and args[0] not in ("machines", "marketplace"):
             cmd += ["--database-url", self.database_url]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
 
@@ -127,5 +127,8 @@ class ShoalServer:
         return self.start()
 
     def cleanup(self) -> None:
+        """Stop the server and tear down its machines (they deliberately outlive the server process)."""
         self.stop()
+        if (self.state_dir / "store").exists():
+            self.cli("machines", "destroy", "--all", check=False)
         shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -28,7 +28,7 @@ from azure.mgmt.compute.models import (
 )
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from harness import ShoalServer, scratch_root
+from harness import ShoalServer
 from shoal.azure import Shoal
 
 LOCATION = "westus"
@@ -150,8 +150,8 @@ def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
 
 @pytest.mark.parametrize("evil", ["traversal", "absolute", "device"])
 def test_disk_file_with_traversal_or_devices_is_refused(shoal: Shoal, server: ShoalServer, group: str,
-                                                         evil: str) -> None:
-    work = Path(scratch_root()) / f"evil-{uuid.uuid4().hex}"
+                                                         evil: str, tmp_path: Path) -> None:
+    work = tmp_path / f"evil-{uuid.uuid4().hex}"
     work.mkdir()
     victim = work / "outside.txt"
     if evil == "traversal":
@@ -172,9 +172,8 @@ def test_disk_file_with_traversal_or_devices_is_refused(shoal: Shoal, server: Sh
     assert compute.disks.get(group, f"evil-{evil}").provisioning_state == "Failed"
 
 
-def test_import_rootfs_tarball_snapshot_and_image(shoal: Shoal, group: str) -> None:
-    work = Path(scratch_root()) / f"rootfs-{uuid.uuid4().hex}"
-    work.mkdir()
+def test_import_rootfs_tarball_snapshot_and_image(shoal: Shoal, group: str, tmp_path: Path) -> None:
+    work = tmp_path
     tar = _tarball(work / "rootfs.tar", [_file("etc/os-release", b"ID=imported\nVERSION_ID=1\n"),
                                           _file("opt/app/README", b"imported application\n")])
     compute = shoal.compute_client()

@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from shoal.cli.banner import ConnectionInfo
 from shoal.cli.marketplace import app as marketplace_app
 from shoal.config import DEFAULT_REGIONS, Settings, default_state_dir
 
+if TYPE_CHECKING:
+    from shoal.runtime.machines import MachineRuntime
+
 app = typer.Typer(help="Shoal: Azure Batch custom-image pools on your own machine.", no_args_is_help=True,
                   add_completion=False)
 principal_app = typer.Typer(help="Manage service principals (applications that sign in with a secret).",
@@ -25,6 +28,9 @@ role_app = typer.Typer(help="Manage role assignments (Owner, Contributor, Reader
                        no_args_is_help=True)
 app.add_typer(principal_app, name="principal")
 app.add_typer(marketplace_app, name="marketplace")
+machines_app = typer.Typer(help="Inspect and tear down machines on this host (VMs and pool nodes).",
+                           no_args_is_help=True)
+app.add_typer(machines_app, name="machines")
 app.add_typer(role_app, name="role-assignment")
 
 console = Console()
@@ -278,6 +284,85 @@ def role_delete(name: Annotated[str, typer.Argument(help="Role assignment name (
         s.delete(ra)
     svc.db.dispose()
     console.print(f"Deleted role assignment {name}.")
+
+
+def _host_runtime(state_dir: Path, store_dir: Path | None) -> MachineRuntime:
+    from shoal.runtime.machines import detect_runtime
+
+    state = state_dir.expanduser().resolve()
+    return detect_runtime((store_dir or state / "store").expanduser().resolve(), hide=[str(state)])
+
+
+StoreDir = Annotated[Path | None, typer.Option("--store-dir", help="Store directory (default <state-dir>/store).",
+                                               envvar="SHOAL_STORE_DIR")]
+
+
+@machines_app.command("list")
+def machines_list(state_dir: StateDir = default_state_dir(), store_dir: StoreDir = None) -> None:
+    """Machines recorded on this host and whether they run."""
+    rt = _host_runtime(state_dir, store_dir)
+    table = Table("machine", "status", title=f"isolation: {rt.isolation}")
+    for machine_id in sorted(rt.list()):
+        table.add_row(machine_id, rt.status(machine_id))
+    console.print(table)
+
+
+@machines_app.command("destroy")
+def machines_destroy(
+    ids: Annotated[list[str] | None, typer.Argument(help="Machine ids (see `shoal machines list`).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Destroy every machine of this store.")] = False,
+    state_dir: StateDir = default_state_dir(), store_dir: StoreDir = None,
+) -> None:
+    """Stop machines and remove their mounts (disks keep their data). Use after stopping `shoal serve`."""
+    rt = _host_runtime(state_dir, store_dir)
+    targets = rt.list() if all_ else (ids or [])
+    for machine_id in targets:
+        rt.destroy(machine_id)
+    console.print(f"Destroyed {len(targets)} machine(s).")
+
+
+layers_app = typer.Typer(help="The layer store: list layers, collect unreferenced ones.", no_args_is_help=True)
+app.add_typer(layers_app, name="layers")
+
+
+@layers_app.command("list")
+def layers_list(state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None,
+                store_dir: StoreDir = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Layers in the store and whether a resource references them."""
+    from shoal import services
+    from shoal.reconcilers.machines import referenced_layers
+    from shoal.runtime.layers import LayerStore
+
+    settings = _settings(state_dir, database_url, store_dir_override=store_dir)
+    svc = services.build(settings)
+    referenced = referenced_layers(svc.db)
+    svc.db.dispose()
+    store = LayerStore(settings.store_dir / "layers")
+    rows = [{"digest": d, "referenced": d in referenced} for d in sorted(store.digests())]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("digest", "referenced")
+    for r in rows:
+        table.add_row(str(r["digest"]), "yes" if r["referenced"] else "no")
+    console.print(table)
+
+
+@layers_app.command("gc")
+def layers_gc(state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None,
+              store_dir: StoreDir = None,
+              grace: Annotated[float, typer.Option(help="Keep layers younger than this many seconds.")] = 600.0,
+              ) -> None:
+    """Delete layers no disk, snapshot, image, gallery version or base references (mark and sweep)."""
+    from shoal import services
+    from shoal.reconcilers.machines import collect_garbage
+
+    settings = _settings(state_dir, database_url, store_dir_override=store_dir)
+    svc = services.build(settings, with_runtime=True)
+    assert svc.agent is not None
+    removed = collect_garbage(svc.db, svc.agent, grace)
+    svc.db.dispose()
+    print(json.dumps({"removed": removed}))
 
 
 if __name__ == "__main__":

@@ -71,14 +71,24 @@ class MachineReconciler:
         return False
 
     def collect_garbage(self) -> list[str]:
-        """Mark and sweep: every layer a resource references is kept, so are young ones."""
-        with self.db.read() as s:
-            referenced: set[str] = set()
-            for row in s.scalars(select(models.Resource).where(models.Resource.type_key.like("microsoft.compute/%"))):
-                referenced |= ct.image_layers(row.internal)
-        young = {d for d in self.agent.layers.digests()
-                 if time.time() - self.agent.layers.blob(d).stat().st_mtime < GC_GRACE}
-        removed = self.agent.gc_layers(referenced | young)
-        if removed:
-            log.info("garbage-collected %d unreferenced layers", len(removed))
-        return removed
+        return collect_garbage(self.db, self.agent, GC_GRACE)
+
+
+def referenced_layers(db: Database) -> set[str]:
+    """Every layer digest some disk, snapshot, image or gallery version references (the mark phase)."""
+    with db.read() as s:
+        referenced: set[str] = set()
+        for row in s.scalars(select(models.Resource).where(models.Resource.type_key.like("microsoft.compute/%"))):
+            referenced |= ct.image_layers(row.internal)
+    return referenced
+
+
+def collect_garbage(db: Database, agent: HostAgent, grace: float) -> list[str]:
+    """Mark and sweep: referenced layers stay, and so do layers younger than ``grace`` seconds (a capture
+    that has produced a layer but not yet recorded it must not lose it)."""
+    referenced = referenced_layers(db)
+    young = {d for d in agent.layers.digests() if time.time() - agent.layers.blob(d).stat().st_mtime < grace}
+    removed = agent.gc_layers(referenced | young)
+    if removed:
+        log.info("garbage-collected %d unreferenced layers", len(removed))
+    return removed

@@ -32,13 +32,14 @@ class AgentError(Exception):
 
 class HostAgent:
     def __init__(self, store_dir: Path, catalog: Catalog, *, runtime: str | None = None,
-                 download_root: str | None = None) -> None:
+                 download_root: str | None = None, hide: tuple[str, ...] = ()) -> None:
         self.store_dir = store_dir
         store_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = catalog
         self.layers = LayerStore(store_dir / "layers")
         self.bases = BaseProvider(store_dir, self.layers)
-        self.machines = detect_runtime(store_dir, prefer=runtime)
+        # ``hide``: host paths machines must not see through the host-root base (e.g. the state directory).
+        self.machines = detect_runtime(store_dir, prefer=runtime, hide=hide)
         # URLs under this prefix are Shoal's own downloads; they are read from the store directly.
         self.download_root = download_root
 

@@ -12,10 +12,11 @@ and pid namespace built by the small native helper (``native/shoal_machine.c``):
   as the writable layer. The base is either an unpacked root filesystem (debootstrap, an imported tarball) or
   the host's own root through ``hostbase``: one shared read-only overlay of ``/`` under a small tmpfs "mask" of
   opaque directories that hides ``/tmp /var/tmp /run /root /home /work /mnt /media /srv`` and the Shoal store
-  (when it is on the root filesystem). Wrapping the host root in its own overlay also avoids the kernel's ELOOP
-  refusal when other lower layers sit on the same filesystem as ``/``. The skeleton is a per-machine lower
-  layer holding the mount points (``/proc``, ``/dev``, ``/datadisks/lunN``...) so that they never show up in
-  the OS disk's upper directory, which is what a snapshot captures.
+  (when it is on the root filesystem), mounted once per host under ``/run/shoal`` (see ``native/hostbase.py``;
+  wrapping the host root in its own overlay also avoids the kernel's ELOOP refusal when other lower layers sit
+  on the same filesystem as ``/``). The skeleton is a per-machine lower layer holding the mount points
+  (``/proc``, ``/dev``, ``/datadisks/lunN``...) so that they never show up in the OS disk's upper directory,
+  which is what a snapshot captures.
 - **Data disks** are presented already formatted and mounted: Azure's "attach a data disk, then partition,
   format and mount it" has no block device here. Each disk is an overlay of its layers (or of an empty layer
   for a new, empty disk) plus its own upper directory, mounted at ``/datadisks/lun{N}`` before anything runs.
@@ -297,12 +298,11 @@ class NamespaceRuntime:
 
     isolation = "namespaces"
 
-    def __init__(self, store_dir: Path, *, hide: Sequence[str] = ()) -> None:
+    def __init__(self, store_dir: Path, *, hide: Sequence[str] = (), host_base_dir: Path | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.records = _Records(self.store_dir)
-        self.bases_dir = self.store_dir / "bases"
-        self.host_base = HostBase(self.bases_dir, [str(self.store_dir), *hide])
-        self._empty = self.bases_dir / "empty"  # the lower layer of an empty data disk
+        self.host_base = HostBase(host_base_dir, [str(self.store_dir), *hide])
+        self._empty = self.store_dir / "bases" / "empty"  # the lower layer of an empty data disk
         self._hosts_text: str | None = None
         self._inits: dict[str, tuple[int, int]] = {}  # machine id -> (init pid, start time)
         self._jobs: dict[int, tuple[str, join.Started, _Capture]] = {}  # spawned: helper pid -> ...
@@ -426,7 +426,8 @@ class NamespaceRuntime:
             self._inits.pop(machine_id, None)
             if record:
                 _kill_init(record.get("initPid"), record.get("initStartTime"))
-            self._kill_strays(machine_id)
+            elif self.records.dir(machine_id).exists():
+                self._kill_strays(machine_id)  # a create() that was interrupted before it wrote the record
             self.records.remove(machine_id, record, keep_temp=keep_temp)
 
     def status(self, machine_id: str) -> str:
@@ -439,7 +440,9 @@ class NamespaceRuntime:
         return self.records.ids()
 
     def adopt(self) -> dict[str, str]:
-        """At start-up: re-find running machines; clean up dead ones (and inits left by an interrupted create)."""
+        """At start-up (before creating machines): re-find running machines; clean up dead ones, and the inits
+        and directories left by an interrupted create. Returns ``{machine id: "running" | "stopped"}``; stopped
+        ones are gone afterwards (their disks' uppers are kept)."""
         found: dict[str, str] = {}
         for machine_id in self.records.ids():
             with self.records.lock(machine_id):
@@ -456,8 +459,9 @@ class NamespaceRuntime:
             if (pid, start) not in known:
                 log.warning("killing the orphaned init %d of machine %s", pid, machine_id)
                 _kill_init(pid, start)
-                if machine_id not in found:
-                    self.records.remove(machine_id, None, keep_temp=False)
+        for path in self.records.machines_dir.iterdir():
+            if path.name not in found and not path.name.startswith("."):
+                shutil.rmtree(path, ignore_errors=True)  # a create() interrupted before it wrote machine.json
         return found
 
     def _scan_inits(self) -> _InitList:
@@ -487,7 +491,8 @@ class NamespaceRuntime:
                 _kill_init(pid, start)
 
     def unmount_host_base(self) -> None:
-        """Detach the host base from the server's mount namespace (tests, uninstall)."""
+        """Detach the host base (uninstall, tests with a private ``host_base_dir``). It is shared by every store
+        on the host that masks the same directories; running machines are not affected."""
         self.host_base.unmount()
 
     def host_path(self, machine_id: str, path: str) -> str:
@@ -534,8 +539,9 @@ class NamespaceRuntime:
                          capture_stderr=stderr is None)
         try:
             status, outputs, wait_status = join.collect(job, stdin, timeout)
-        finally:
-            job.close()
+        except BaseException:
+            join.abort(job)
+            raise
         result = join.decode(machine_id, status, wait_status)
         result.update(outputs)
         return result
@@ -639,7 +645,6 @@ def apply_layer_dirs(layers_bottom_to_top: Sequence[str], dest: Path) -> None:
                 elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                     _remove(dst)
                     shutil.copy2(src, dst, follow_symlinks=False)
-            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
 
 
 def store_materializer(store_dir: Path) -> Materializer:
@@ -871,14 +876,14 @@ def _returncode_result(returncode: int, timed_out: bool) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- detection
 
 
-def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = ()) -> str | None:
+def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = (), host_base_dir: Path | None = None) -> str | None:
     """None if namespace machines work here, else why not (builds the helper, mounts the host base, and
     creates and destroys a throw-away machine)."""
     if sys.platform != "linux":
         return f"namespaces need Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "namespaces and overlay mounts need root"
-    runtime = NamespaceRuntime(store_dir, hide=hide)
+    runtime = NamespaceRuntime(store_dir, hide=hide, host_base_dir=host_base_dir)
     probe_id = f"shoal-probe-{os.getpid()}"
     scratch = runtime.store_dir / "machines" / f".{probe_id}"
     try:
@@ -896,21 +901,23 @@ def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = ()) -> str | None
     return None
 
 
-def detect_runtime(store_dir: Path, *, prefer: str | None = None, hide: Sequence[str] = ()) -> MachineRuntime:
+def detect_runtime(store_dir: Path, *, prefer: str | None = None, hide: Sequence[str] = (),
+                   host_base_dir: Path | None = None) -> MachineRuntime:
     """The best machine runtime available here.
 
     ``SHOAL_RUNTIME`` (``namespaces`` or ``process``) forces a choice; otherwise ``prefer="process"`` picks the
     fallback, and by default namespaces are used when the probe succeeds. ``hide`` lists more host paths to mask
-    in the host base (e.g. the state directory, when it is on the root filesystem).
+    in the host base (e.g. the state directory, when it is on the root filesystem); ``host_base_dir`` moves the
+    host base's mounts from ``/run/shoal`` (or ``SHOAL_HOSTBASE_DIR``).
     """
     choice = os.environ.get("SHOAL_RUNTIME") or prefer
     if choice not in (None, "namespaces", "process"):
         raise ValueError(f"unknown machine runtime {choice!r} (namespaces or process)")
     if choice == "process":
         return ProcessRuntime(store_dir)
-    problem = probe_namespaces(Path(store_dir), hide=hide)
+    problem = probe_namespaces(Path(store_dir), hide=hide, host_base_dir=host_base_dir)
     if problem is None:
-        return NamespaceRuntime(store_dir, hide=hide)
+        return NamespaceRuntime(store_dir, hide=hide, host_base_dir=host_base_dir)
     if choice == "namespaces":
         raise MachineError(f"the namespaces machine runtime is not available: {problem}")
     log.warning("machines fall back to plain processes (reduced isolation): %s", problem)

@@ -103,6 +103,18 @@ def _from_image(ctx: ComputeContext, s: Session, cd: dict[str, Any]) -> dict[str
     return {"base": None, "layers": stack, "os": False, "lineage": lineage}
 
 
+def _inherit_from_source(s: Session, props: dict[str, Any]) -> None:
+    """A copy takes its source's size and OS type unless the request names them."""
+    src_id = (props.get("creationData") or {}).get("sourceResourceId")
+    if str((props.get("creationData") or {}).get("createOption", "")).lower() != "copy" or not src_id:
+        return
+    src = sources.resolve(s, src_id, "creationData.sourceResourceId", (sources.DISKS, sources.SNAPSHOTS))
+    if props.get("diskSizeGB") is None and src.row.properties.get("diskSizeGB"):
+        props["diskSizeGB"] = src.row.properties["diskSizeGB"]
+    if props.get("osType") is None and src.row.properties.get("osType"):
+        props["osType"] = src.row.properties["osType"]
+
+
 def _common_properties(body: ArmBody, internal: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"creationData": props["creationData"]}
     for key in ("diskSizeGB", "osType", "hyperVGeneration", "encryptionSettingsCollection", "networkAccessPolicy",
@@ -126,6 +138,7 @@ class DiskKind:
         require_location(ctx, body)
         props = dict(body.properties)
         internal, work, payload = plan_from_creation_data(ctx, s, props, snapshot=False)
+        _inherit_from_source(s, props)
         if _size(props, required=False) is None:
             props["diskSizeGB"] = 30 if internal.get("os") or internal.get("base") else 4
         internal.update({"upper": str(uuid.uuid4()), "attachedTo": None, "uniqueId": str(uuid.uuid4())})
@@ -179,17 +192,9 @@ class SnapshotKind:
         require_location(ctx, body)
         props = dict(body.properties)
         internal, work, payload = plan_from_creation_data(ctx, s, props, snapshot=True)
-        source_size = None
-        if payload.get("sourceDisk") or (props["creationData"].get("sourceResourceId")):
-            src_id = props["creationData"].get("sourceResourceId")
-            if src_id:
-                src = sources.resolve(s, src_id, "creationData.sourceResourceId", (sources.DISKS, sources.SNAPSHOTS))
-                source_size = src.row.properties.get("diskSizeGB")
-                props.setdefault("osType", src.row.properties.get("osType"))
-                if props.get("osType") is None:
-                    props.pop("osType")
+        _inherit_from_source(s, props)
         if _size(props, required=False) is None:
-            props["diskSizeGB"] = source_size or 30
+            props["diskSizeGB"] = 30
         internal["uniqueId"] = str(uuid.uuid4())
         props.setdefault("incremental", False)
         return PutPlan(_common_properties(body, internal, props), internal, work, payload,

@@ -11,8 +11,11 @@ Two kernel facts shape this:
   lower (ELOOP, "overlapping lowerdir path"). Machines therefore never use ``/`` directly: they stack their
   layers on ``hostbase``, a separate superblock. The mask is on its own tmpfs for the same reason.
 
-Both are mounted once, in the server's mount namespace, and survive server restarts (a new server finds
-them). Machines copy the mount when they are created and keep using it even if it is later detached.
+Both are mounted once per host (in the server's mount namespace), named by a hash of the mask, and re-used by
+every store and every later server. They live outside the store on purpose (default ``/run/shoal``, or
+``SHOAL_HOSTBASE_DIR``): an ``rm -rf`` of a state directory must never walk into a view of the whole host
+root, nor empty the mask under running machines. Machines copy the mount when they are created and keep
+using it even if it is later detached.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from shoal.runtime.native import MachineError
 
 HOST_MASKED = ("tmp", "var/tmp", "run", "root", "home", "work", "mnt", "media", "srv")
 """Host directories hidden (shown empty) in the host base."""
+
+DEFAULT_DIR = "/run/shoal"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY = 1
@@ -59,11 +64,16 @@ def mount_points(under: Path | None = None) -> list[str]:
     return [p for p in points if p == prefix or p.startswith(prefix + "/")]
 
 
+def default_dir() -> Path:
+    return Path(os.environ.get("SHOAL_HOSTBASE_DIR") or DEFAULT_DIR)
+
+
 class HostBase:
-    """The ``hostbase`` mount of one store. Both mounts are named by a hash of the mask, so a different mask
+    """The ``hostbase`` mount for one mask. Both mounts are named by a hash of the mask, so a different mask
     (another ``hide`` list) gets its own pair instead of changing a lower layer under running machines."""
 
-    def __init__(self, bases_dir: Path, hide: Sequence[str] = ()) -> None:
+    def __init__(self, bases_dir: Path | None = None, hide: Sequence[str] = ()) -> None:
+        bases_dir = bases_dir or default_dir()
         root_dev = os.stat("/").st_dev
         masked = set(HOST_MASKED)
         for path in hide:
@@ -71,7 +81,10 @@ class HostBase:
             # Only what lowerdir=/ can show needs a mask: things on the root filesystem itself.
             if p != Path("/") and p.exists() and os.stat(p).st_dev == root_dev:
                 masked.add(str(p.relative_to("/")))
-        self.masked = sorted(m for m in masked if (Path("/") / m).is_dir() and not (Path("/") / m).is_symlink())
+        present = {m for m in masked if (Path("/") / m).is_dir() and not (Path("/") / m).is_symlink()}
+        # Inside an already masked directory a path is hidden anyway; masking it again would even leave its
+        # name visible in the (otherwise empty) masked parent.
+        self.masked = sorted(m for m in present if not any(str(a) in present for a in Path(m).parents))
         key = hashlib.sha256("\n".join(self.masked).encode()).hexdigest()[:12]
         self.bases_dir = bases_dir
         self.mask = bases_dir / f"hostmask-{key}"
@@ -81,26 +94,37 @@ class HostBase:
     def ensure(self) -> str:
         """Mount the host base if needed (idempotent, safe across threads and processes); return its path."""
         with self._lock:
-            if str(self.path) in mount_points(self.path):
+            points = mount_points(self.bases_dir)
+            if str(self.path) in points and self._mask_intact():
                 return str(self.path)
             if any(c in str(self.bases_dir) for c in ",:\\"):
-                raise MachineError(f"the store path {self.bases_dir} must not contain ',', ':' or '\\'")
+                raise MachineError(f"the host base path {self.bases_dir} must not contain ',', ':' or '\\'")
             self.bases_dir.mkdir(parents=True, exist_ok=True)
             with open(self.bases_dir / ".hostbase.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)  # another server process may be doing the same right now
                 points = mount_points(self.bases_dir)
-                if str(self.path) in points:
+                if str(self.path) in points and self._mask_intact():
                     return str(self.path)
-                self.mask.mkdir(exist_ok=True)
-                self.path.mkdir(exist_ok=True)
                 try:
-                    if str(self.mask) not in points:
-                        mount("tmpfs", str(self.mask), "tmpfs", 0, "mode=755,size=1m")
+                    # A damaged mask (someone emptied it) must not go on hiding nothing: mount a fresh pair.
+                    # Running machines keep the one they have.
+                    for target in (self.path, self.mask):
+                        if str(target) in points:
+                            umount(str(target))
+                    self.mask.mkdir(exist_ok=True)
+                    self.path.mkdir(exist_ok=True)
+                    mount("tmpfs", str(self.mask), "tmpfs", 0, "mode=755,size=1m")
                     self._fill_mask()
                     mount("overlay", str(self.path), "overlay", MS_RDONLY, f"lowerdir={self.mask}:/")
                 except OSError as exc:
                     raise MachineError(f"cannot mount the host base: {exc}") from exc
         return str(self.path)
+
+    def _mask_intact(self) -> bool:
+        try:
+            return all(os.getxattr(self.mask / rel, "trusted.overlay.opaque") == b"y" for rel in self.masked)
+        except OSError:
+            return False
 
     def _fill_mask(self) -> None:
         for rel in self.masked:

@@ -154,6 +154,15 @@ def collect(job: Started, stdin: bytes | None, timeout: float | None) -> tuple[b
     return bytes(status), result, wait_status
 
 
+def abort(job: Started) -> None:
+    """The caller gave up (an exception while waiting): kill the command's tree and reap the helper."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(job.pid, signal.SIGTERM)  # the helper turns this into a kill of the whole tree
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(job.pid, 0)
+    job.close()
+
+
 def _append_capped(buf: bytearray, chunk: bytes) -> None:
     room = OUTPUT_CAP - len(buf)
     if room > 0:

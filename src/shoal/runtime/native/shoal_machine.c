@@ -19,7 +19,8 @@
  *       Runs ARGV inside the machine whose init is PID: setns into its uts, pid and mount namespaces, fork a
  *       shim (a child subreaper, session leader) that forks the task. The task gets exactly this process's
  *       environment (the caller passes the clean task environment as ours), the working directory, the user,
- *       and the files given (opened on the HOST before entering the machine). On timeout, SIGTERM, SIGINT or
+ *       and the files given (opened on the HOST before entering the machine); every other inherited file
+ *       descriptor is closed. On timeout, SIGTERM, SIGINT or
  *       SIGHUP the whole process tree of the task is killed (the shim adopts orphans, so daemonised children
  *       cannot escape); the machine itself is untouched. When the task exits normally, background processes
  *       it left behind keep running under the machine's init, as on a real VM.
@@ -27,8 +28,8 @@
  *           R <exit code> <signal or 0> <timed out 0|1> <stage> <errno> <message>
  *       where stage is "-" (the task ran), "user", "cwd" or "exec" (the task could not be started), "machine"
  *       (no such machine) or "helper" (bad arguments, an output file that cannot be opened...).
- *       The exit code of this process is the task's (128+signal when killed; 125 for helper errors,
- *       126/127 when the program could not be executed).
+ *       The exit code of this process is the task's (128+signal when killed; 125 for helper errors and a bad
+ *       user or cwd, 126/127 when the program could not be executed / found).
  *
  *   shoal-machine version
  *
@@ -49,7 +50,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -246,6 +246,9 @@ static void setup_dev(const char *root) {
             ensure_mountpoint(path, 0);
             if (mount(host, path, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", host, strerror(errno));
             free(host);
+        } else if (chmod(path, 0666) < 0) {
+            /* The umask trimmed the mode: unprivileged users (apt's _apt) must be able to write /dev/null. */
+            fail("chmod %s: %s", path, strerror(errno));
         }
         free(path);
     }
@@ -403,6 +406,7 @@ static int cmd_init(int argc, char **argv) {
         dup2(devnull, 0);
         dup2(devnull, 1);
         dup2(devnull, 2);
+        close(ready[1]); /* explicitly: the caller waits for this end-of-file, close_range needs Linux 5.9 */
         syscall(SYS_close_range, 3u, ~0u, 0u);
         init_loop();
     }
@@ -674,6 +678,13 @@ static void write_status(int fd, int code, int sig, int timed_out, int stage, in
 }
 
 static int cmd_join(int argc, char **argv) {
+    /* A kill request may come at any time, even before the task exists: hold it until we can act on it. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stop_signals, NULL);
     struct join_opts o;
     memset(&o, 0, sizeof o);
     o.in_fd = o.out_fd = o.err_fd = -1;
@@ -698,12 +709,16 @@ static int cmd_join(int argc, char **argv) {
     /* Nothing but stdio and the status pipe may leak from the caller into the machine. */
     if (status_fd > 3) syscall(SYS_close_range, 3u, (unsigned)status_fd - 1, 0u);
     syscall(SYS_close_range, status_fd >= 3 ? (unsigned)status_fd + 1 : 3u, ~0u, 0u);
-    if (status_fd >= 0 && fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0) fail("status fd %d: %s", status_fd, strerror(errno));
+    if (status_fd >= 0 && fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0)
+        fail("status fd %d: %s", status_fd, strerror(errno));
     g_status_fd = status_fd;
     /* Files are host paths: open them before entering the machine's mount namespace. */
-    if (in_path && (o.in_fd = open(in_path, O_RDONLY | O_CLOEXEC)) < 0) fail("open %s: %s", in_path, strerror(errno));
+    if (in_path && (o.in_fd = open(in_path, O_RDONLY | O_CLOEXEC)) < 0)
+        fail("open %s: %s", in_path, strerror(errno));
     if (out_path) o.out_fd = open_output(out_path);
-    if (err_path) o.err_fd = out_path && !strcmp(out_path, err_path) ? dup(o.out_fd) : open_output(err_path);
+    if (err_path) /* the same file for both (2>&1): one open file description, so the writes interleave */
+        o.err_fd = out_path && !strcmp(out_path, err_path) ? fcntl(o.out_fd, F_DUPFD_CLOEXEC, 3)
+                                                            : open_output(err_path);
     if (i >= argc) fail("join: no command given");
     o.argv = argv + i;
     if (!init) fail("join: --init is required");
@@ -728,13 +743,7 @@ static int cmd_join(int argc, char **argv) {
         if (setns(nsfd[k], flags[k]) < 0) fail("setns %s: %s", kinds[k], strerror(errno));
     g_fail_stage = "helper";
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    int sfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
     int result[2];
     if (sfd < 0 || pipe2(result, O_CLOEXEC) < 0) fail("signalfd/pipe: %s", strerror(errno));
     pid_t t = fork();
