@@ -28,6 +28,7 @@ from azure.mgmt.compute.models import (
     ImageOSDisk,
     ImageReference,
     ImageStorageProfile,
+    ManagedDiskParameters,
     OSProfile,
     RunCommandInput,
     Snapshot,
@@ -184,3 +185,33 @@ def test_empty_disk_and_disk_copy(shoal: Shoal, group: str) -> None:
     compute.disks.begin_delete(group, "blank-copy").result()
     with pytest.raises(ResourceNotFoundError):
         compute.disks.get(group, "blank-copy")
+
+
+def test_disk_download_url_round_trips_through_import(shoal: Shoal, group: str) -> None:
+    import io
+    import tarfile
+
+    import requests
+    from azure.mgmt.compute.models import GrantAccessData
+
+    compute = shoal.compute_client()
+    vm = compute.virtual_machines.begin_create_or_update(group, "exporter", vm_model(
+        HOST, [DataDisk(lun=0, create_option="Empty", disk_size_gb=4)])).result()
+    run(compute, group, "exporter", "mkdir -p /datadisks/lun0/results && echo exported > /datadisks/lun0/results/a.txt")
+    disk_name = vm.storage_profile.data_disks[0].name
+    access = compute.disks.begin_grant_access(group, disk_name, GrantAccessData(access="Read",
+                                                                               duration_in_seconds=600)).result()
+    assert access.access_sas.startswith(shoal.authority + "/downloads/")
+    assert compute.disks.get(group, disk_name).disk_state == "ActiveSAS"
+    body = requests.get(access.access_sas, verify=shoal.ca_bundle, timeout=60).content
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        member = tar.extractfile("./results/a.txt")
+        assert member is not None and member.read() == b"exported\n"
+    copy = compute.disks.begin_create_or_update(group, "reimported", Disk(
+        location=LOCATION, creation_data=CreationData(create_option="Import", source_uri=access.access_sas))).result()
+    assert copy.provisioning_state == "Succeeded"
+    compute.disks.begin_revoke_access(group, disk_name).result()
+    assert requests.get(access.access_sas, verify=shoal.ca_bundle, timeout=60).status_code == 404
+    compute.virtual_machines.begin_create_or_update(group, "reader", vm_model(
+        HOST, [DataDisk(lun=0, create_option="Attach", managed_disk=ManagedDiskParameters(id=copy.id))])).result()
+    assert "exported" in run(compute, group, "reader", "cat /datadisks/lun0/results/a.txt")

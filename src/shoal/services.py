@@ -78,8 +78,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         write_credentials(settings, dev)
     tokens = TokenService(settings.base_url, keys, clock)
     catalog = Catalog.load(settings.catalog_file)
-    agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),))
-             if with_runtime else None)
+    agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
+                       download_root=settings.base_url) if with_runtime else None)
     operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown={})}
     if agent is not None:
         work = ComputeWork(db, clock, agent)

@@ -126,6 +126,32 @@ class ComputeWork:
         self._delete_row(work.target_id)
         return Outcome(True)
 
+    def grant_access(self, work: OperationWork) -> Outcome:
+        """beginGetAccess: export the disk (or snapshot) as a downloadable disk file behind a secret URL."""
+        row = self._load(work.target_id)
+        if row is None:
+            raise errors.AzureError("The disk no longer exists.", status=404, code="NotFound")
+        token = str(work.payload["token"])
+        self.agent.export_disk(token, row.internal.get("base"), list(row.internal.get("layers") or []),
+                               row.internal.get("upper"))
+
+        def record(r: models.Resource) -> None:
+            r.internal = {**r.internal, "access": {"token": token}}
+
+        self._update(work.target_id, record)
+        return Outcome(True, result={"accessSAS": f"{work.payload['baseUrl']}/downloads/{token}/disk.tar"})
+
+    def revoke_access(self, work: OperationWork) -> Outcome:
+        row = self._load(work.target_id)
+        if row is not None and row.internal.get("access"):
+            self.agent.revoke_export(row.internal["access"]["token"])
+
+            def clear(r: models.Resource) -> None:
+                r.internal = {k: v for k, v in r.internal.items() if k != "access"}
+
+            self._update(work.target_id, clear)
+        return Outcome(True)
+
     # --- images --------------------------------------------------------------------------------------------
     def build_image(self, work: OperationWork) -> Outcome:
         """Finish an image whose sources need work: attached disks to capture, disk files to import."""
@@ -334,11 +360,17 @@ class ComputeWork:
         }
         for action in ("start", "powerOff", "restart", "deallocate"):
             table[service.op_kind(k["virtualMachines"], action)] = self.power(action)
-        # Actions on a VM must not mark the VM Failed when they fail (only creation does).
+        for collection in ("disks", "snapshots"):
+            table[service.op_kind(k[collection], "beginGetAccess")] = self.grant_access
+            table[service.op_kind(k[collection], "endGetAccess")] = self.revoke_access
+        # Actions must not mark their resource Failed when they fail (only creation does).
         guarded = {name: self.guarded(fn) for name, fn in table.items()}
-        for action in ("start", "powerOff", "restart", "deallocate", "runCommand"):
-            guarded[service.op_kind(k["virtualMachines"], action)] = self._plain(table[
-                service.op_kind(k["virtualMachines"], action)])
+        actions = [service.op_kind(k["virtualMachines"], a) for a in
+                   ("start", "powerOff", "restart", "deallocate", "runCommand")]
+        actions += [service.op_kind(k[c], a) for c in ("disks", "snapshots")
+                    for a in ("beginGetAccess", "endGetAccess")]
+        for name in actions:
+            guarded[name] = self._plain(table[name])
         return guarded
 
     @staticmethod

@@ -68,6 +68,9 @@ class HostAgent:
     def import_disk_file(self, uri: str) -> str:
         """Import a root-filesystem or layer tarball from a path, a file:// URL or an http(s) URL."""
         parsed = urllib.parse.urlparse(uri)
+        own = self._own_download(uri)
+        if own is not None:
+            return self.layers.import_tar(own).digest
         if parsed.scheme in ("", "file"):
             path = Path(urllib.parse.unquote(parsed.path))
             if not path.is_file():
@@ -86,6 +89,61 @@ class HostAgent:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         raise AgentError(f"The disk file URI scheme '{parsed.scheme}' is not supported; use a path, file:// or https.")
+
+    def export_disk(self, token: str, base: dict[str, Any] | None, layers: list[str], upper_id: str | None) -> str:
+        """Write a disk file (a tar of the disk's merged content, unsaved writes included) for download.
+
+        A base built from a root filesystem (debootstrap, an operator tarball, an imported disk file) is part
+        of the file, so importing it gives a bootable disk again; the host-root base is not exported.
+        """
+        stack = list(layers)
+        if upper_id is not None:
+            captured = self.capture_disk(upper_id)
+            if captured:
+                stack.append(captured)
+        if base:
+            if "imported" in base:
+                stack.insert(0, base["imported"])
+            else:
+                image = self.catalog.find(base["publisher"], base["offer"], base["sku"], base["version"])
+                digest = self.bases.base_digest(image) if image is not None else None
+                if digest:
+                    stack.insert(0, digest)
+        exports = self.store_dir / "exports"
+        exports.mkdir(parents=True, exist_ok=True)
+        target = exports / f"{token}.tar"
+        tree = Path(tempfile.mkdtemp(dir=exports))
+        try:
+            self.layers.materialize(stack, tree / "root")
+            (tree / "root").mkdir(exist_ok=True)
+            partial = target.with_suffix(".partial")
+            import subprocess
+
+            done = subprocess.run(["tar", "-C", str(tree / "root"), "--numeric-owner", "-cf", str(partial), "."],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise AgentError(f"Writing the disk file failed: {done.stderr.strip()}")
+            os.replace(partial, target)
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+        return str(target)
+
+    def _own_download(self, uri: str) -> Path | None:
+        """A URL this Shoal handed out (beginGetAccess) is read from the store, not fetched over HTTPS."""
+        if not self.download_root or not uri.startswith(self.download_root.rstrip("/") + "/downloads/"):
+            return None
+        token = uri[len(self.download_root.rstrip("/") + "/downloads/"):].split("/", 1)[0]
+        path = self.export_path(token)
+        if path is None:
+            raise AgentError(f"The download link '{uri}' is unknown or has been revoked.")
+        return path
+
+    def revoke_export(self, token: str) -> None:
+        (self.store_dir / "exports" / f"{token}.tar").unlink(missing_ok=True)
+
+    def export_path(self, token: str) -> Path | None:
+        path = self.store_dir / "exports" / f"{token}.tar"
+        return path if path.is_file() else None
 
     # --- bases and machines --------------------------------------------------------------------------------
     def base_path(self, base: dict[str, Any]) -> str:

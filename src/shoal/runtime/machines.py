@@ -48,8 +48,9 @@ host base: commands then see the host itself), each data disk's upper directory 
 and commands are plain subprocesses. Paths inside the machine are only mapped for the working directory
 (``/datadisks/lunN``, ``/mnt/resource`` and binds map to their directories; other paths map into the
 materialized root, or to the host for the host base); absolute paths inside commands are not rewritten.
-Deletions in a disk with layers do not become whiteouts. No hostname, no pid namespace; a timeout kills the
-command's process group only.
+Commands get ``SHOAL_MACHINE_ROOT``, ``SHOAL_TEMP_DIR`` and ``SHOAL_DATADISK_LUN<N>`` with the host directories
+that stand for the machine's root, temporary drive and data disks. Deletions in a disk with layers do not become
+whiteouts. No hostname, no pid namespace; a timeout kills the command's process group only.
 """
 
 from __future__ import annotations
@@ -776,6 +777,10 @@ class ProcessRuntime:
                stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes] | dict[str, Any]:
         _check_command(argv, env, cwd, None)
         host_cwd = self.host_path(machine_id, cwd)
+        # Absolute machine paths are not rewritten here, so tell commands where the machine's places are.
+        spec = self._spec(machine_id)
+        env = {**env, "SHOAL_MACHINE_ROOT": self.host_path(machine_id, "/"), "SHOAL_TEMP_DIR": spec.temp_dir,
+               **{f"SHOAL_DATADISK_LUN{lun}": d.upper for lun, d in spec.data_disks.items()}}
         if not os.path.isdir(host_cwd):
             return _result(125, None, False, f"cwd: {os.strerror(2)}")
         kwargs: dict[str, Any] = {}

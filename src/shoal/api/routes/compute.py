@@ -15,7 +15,7 @@ from shoal.core import errors, ids
 from shoal.core.ids import ResourceId
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import resource_groups, resources
-from shoal.domain.compute import galleries, service, vms
+from shoal.domain.compute import disks, galleries, service, vms
 from shoal.domain.compute.kinds import ArmBody, ResourceKind
 from shoal.domain.compute.registry import KINDS
 from shoal.store import models
@@ -240,6 +240,57 @@ async def _vm_action(request: Request, subscription_id: str, action: str) -> Res
     return Response(status_code=202, headers=headers)
 
 
+def _register_access(collection: str) -> None:
+    """``beginGetAccess`` / ``endGetAccess`` on disks and snapshots: a download URL served by Shoal."""
+    kind = KINDS[collection]
+
+    async def begin(request: Request, subscription_id: str, group: str, name: str) -> Response:
+        return await _access(request, subscription_id, "beginGetAccess")
+
+    async def end(request: Request, subscription_id: str, group: str, name: str) -> Response:
+        return await _access(request, subscription_id, "endGetAccess")
+
+    async def _access(request: Request, subscription_id: str, action: str) -> Response:
+        caller = arm_caller(request)
+        version = arm.api_version(request)
+        rid = ids.parse(request.url.path.rsplit("/", 1)[0])
+        body = await arm.read_json(request, required=False) if action == "beginGetAccess" else None
+        svc = services(request)
+
+        def work() -> dict[str, str]:
+            with svc.db.write() as s:
+                authorize(s, caller, subscription_id, f"{kind.type}/{action}/action", str(rid))
+                row = resources.get(s, rid, expected_type=kind.type)
+                payload = disks.access_request(row, action, body, svc.settings.base_url)
+                from shoal.domain import operations
+
+                op = operations.start(s, svc.clock, subscription_id=subscription_id, location=row.location or "",
+                                      namespace="Microsoft.Compute", kind=service.op_kind(kind, action),
+                                      target_id=str(rid), payload=payload)
+                return _status_headers(svc.settings.base_url, op, version.text, with_location=True)
+
+        headers = await in_thread(work)
+        svc.nudge("operations")
+        return Response(status_code=202, headers=headers)
+
+    item = RG + f"/{collection}/{{name}}"
+    router.add_api_route(item + "/beginGetAccess", begin, methods=["POST"], include_in_schema=False)
+    router.add_api_route(item + "/endGetAccess", end, methods=["POST"], include_in_schema=False)
+
+
+@router.get("/downloads/{token}/{filename}")
+async def download(request: Request, token: str, filename: str) -> Response:
+    """A disk file handed out by beginGetAccess; the secret token in the URL is the credential (like a SAS)."""
+    from fastapi.responses import FileResponse
+
+    agent = services(request).agent
+    path = agent.export_path(token) if agent is not None and len(token) >= 32 else None
+    if path is None:
+        raise errors.AzureError("The download link is unknown or has been revoked (endGetAccess).", status=404,
+                                code="BlobNotFound")
+    return FileResponse(path, media_type="application/x-tar", filename=filename)
+
+
 def _register_action(action: str) -> None:
     async def endpoint(request: Request, subscription_id: str, group: str, vm: str) -> Response:
         return await _vm_action(request, subscription_id, action)
@@ -251,3 +302,5 @@ for _action in ("start", "powerOff", "restart", "deallocate", "runCommand"):
     _register_action(_action)
 for _collection, _kind in KINDS.items():
     _register(_collection, _kind)
+for _collection in ("disks", "snapshots"):
+    _register_access(_collection)

@@ -31,7 +31,7 @@ async def _load(request: Request, subscription_id: str, operation_id: str) -> mo
 
 
 # Work that ends with no resource to show: the Location monitor then answers an empty 200.
-NO_RESULT_BODY = {"delete", "start", "powerOff", "restart", "deallocate"}
+NO_RESULT_BODY = {"delete", "start", "powerOff", "restart", "deallocate", "endGetAccess"}
 
 
 def _result_response(request: Request, op: models.Operation) -> Response:

@@ -219,3 +219,16 @@ class SnapshotKind:
 
     def plan_delete(self, ctx: ComputeContext, s: Session, row: models.Resource) -> str | None:
         return "delete"
+
+
+def access_request(row: models.Resource, action: str, body: dict[str, Any] | None, base_url: str) -> dict[str, Any]:
+    """Validate beginGetAccess/endGetAccess; returns the operation payload."""
+    if action == "endGetAccess":
+        return {}
+    body = body or {}
+    if str(body.get("access", "")).lower() not in ("read",):
+        raise invalid("'access' must be 'Read' (Shoal disks can be downloaded, not uploaded).", "access")
+    import secrets
+
+    return {"token": secrets.token_urlsafe(32), "baseUrl": base_url,
+            "durationInSeconds": int(body.get("durationInSeconds") or 3600)}
