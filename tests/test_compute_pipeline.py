@@ -39,6 +39,7 @@ from azure.mgmt.compute.models import (
 )
 from azure.mgmt.resource.resources.models import ResourceGroup
 
+from harness import ShoalServer
 from shoal.azure import Shoal
 
 DEBIAN = ImageReference(publisher="debian", offer="debian-12", sku="12", version="latest")
@@ -215,3 +216,39 @@ def test_disk_download_url_round_trips_through_import(shoal: Shoal, group: str) 
     compute.virtual_machines.begin_create_or_update(group, "reader", vm_model(
         HOST, [DataDisk(lun=0, create_option="Attach", managed_disk=ManagedDiskParameters(id=copy.id))])).result()
     assert "exported" in run(compute, group, "reader", "cat /datadisks/lun0/results/a.txt")
+
+
+def test_extensions_from_image_disks_and_versions_from_a_vm_keep_lineage(shoal: Shoal, server: ShoalServer,
+                                                                         group: str) -> None:
+    import json
+
+    from azure.mgmt.compute.models import GalleryArtifactVersionFullSource as Source
+    from azure.mgmt.compute.models import VirtualMachineExtension, VirtualMachineExtensionProperties
+
+    compute = shoal.compute_client()
+    vm = compute.virtual_machines.begin_create_or_update(group, "withext", vm_model(HOST)).result()
+    ext = compute.virtual_machine_extensions.begin_create_or_update(group, "withext", "custom", VirtualMachineExtension(
+        location=LOCATION, properties=VirtualMachineExtensionProperties(
+            publisher="Microsoft.Azure.Extensions", type="CustomScript", type_handler_version="2.1",
+            settings={"commandToExecute": "true"}))).result()
+    assert ext.properties.provisioning_state == "Succeeded"
+    assert [e.name for e in compute.virtual_machine_extensions.list(group, "withext").value] == ["custom"]
+    compute.virtual_machines.begin_deallocate(group, "withext").result()
+    compute.virtual_machines.generalize(group, "withext")
+    compute.galleries.begin_create_or_update(group, "gal2", Gallery(location=LOCATION)).result()
+    compute.gallery_images.begin_create_or_update(group, "gal2", "def", GalleryImage(
+        location=LOCATION, os_type="Linux", os_state="Generalized",
+        identifier=GalleryImageIdentifier(publisher="me", offer="ext", sku="host"))).result()
+    version = compute.gallery_image_versions.begin_create_or_update(group, "gal2", "def", "1.0.0", GalleryImageVersion(
+        location=LOCATION, storage_profile=GalleryImageVersionStorageProfile(source=Source(id=vm.id)))).result()
+    assert version.provisioning_state == "Succeeded"
+    lineage = json.loads(server.cli("lineage", version.id).stdout)["lineage"]
+    assert lineage["extensions"] == ["Microsoft.Azure.Extensions.CustomScript"]
+    assert lineage["sourceVm"].lower() == vm.id.lower() and lineage["method"] == "vm-capture"
+    assert lineage["baseImage"]["publisher"] == "shoal"
+
+    disk = compute.disks.begin_create_or_update(group, "from-version", Disk(location=LOCATION, creation_data=(
+        CreationData(create_option="FromImage", gallery_image_reference={"id": version.id})))).result()
+    assert disk.provisioning_state == "Succeeded"
+    disk_lineage = json.loads(server.cli("lineage", disk.id).stdout)["lineage"]
+    assert disk_lineage["sourceImage"].lower() == version.id.lower()

@@ -321,6 +321,27 @@ def machines_destroy(
     console.print(f"Destroyed {len(targets)} machine(s).")
 
 
+@app.command()
+def lineage(resource_id: Annotated[str, typer.Argument(help="ARM id of a disk, snapshot, image or gallery version.")],
+            state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None) -> None:
+    """Where an image (or disk, snapshot, gallery version) came from: base image, sources, flags (JSON)."""
+    from shoal import services
+    from shoal.core import errors, ids
+    from shoal.domain import resources
+
+    svc = services.build(_settings(state_dir, database_url))
+    try:
+        with svc.db.read() as s:
+            row = resources.get(s, ids.parse(resource_id))
+            out = {"id": row.id, "lineage": row.internal.get("lineage"), "base": row.internal.get("base")}
+    except errors.AzureError as exc:
+        console.print(f"[red]{exc.code}: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        svc.db.dispose()
+    print(json.dumps(out, indent=2))
+
+
 layers_app = typer.Typer(help="The layer store: list layers, collect unreferenced ones.", no_args_is_help=True)
 app.add_typer(layers_app, name="layers")
 

@@ -181,9 +181,9 @@ class ComputeWork:
         self._succeed(work.target_id, **internal)
         return Outcome(True)
 
-    def capture_vm(self, work: OperationWork) -> Outcome:
-        """An image from a generalized VM: its OS and data disks' uppers become layers."""
-        vm = self._load(str(work.payload["sourceVm"]))
+    def capture_vm_content(self, vm_id: str) -> dict[str, Any]:
+        """Capture a stopped VM's OS and data disks: their uppers become layers on top of their stacks."""
+        vm = self._load(vm_id)
         if vm is None:
             raise errors.AzureError("The source VM no longer exists.", status=404, code="NotFound")
         os_disk = self._load(vm.internal["osDisk"])
@@ -197,15 +197,20 @@ class ComputeWork:
                 continue
             digest = self.agent.capture_disk(disk.internal["upper"])
             data[str(lun)] = list(disk.internal.get("layers") or []) + ([digest] if digest else [])
-        lineage = ct.derive(os_disk.internal.get("lineage"), method=ct.METHOD_VM_CAPTURE, sourceVm=vm.id)
-        self._succeed(work.target_id, base=os_disk.internal.get("base"),
-                      os=list(os_disk.internal.get("layers") or []) + ([os_digest] if os_digest else []),
-                      data=data, lineage=lineage, osType=os_disk.properties.get("osType", "Linux"))
+        return {"base": os_disk.internal.get("base"),
+                "os": list(os_disk.internal.get("layers") or []) + ([os_digest] if os_digest else []),
+                "data": data, "osType": os_disk.properties.get("osType", "Linux"),
+                "lineage": ct.derive(os_disk.internal.get("lineage"), method=ct.METHOD_VM_CAPTURE, sourceVm=vm.id)}
+
+    def capture_vm(self, work: OperationWork) -> Outcome:
+        """An image from a generalized VM."""
+        content = self.capture_vm_content(str(work.payload["sourceVm"]))
+        self._succeed(work.target_id, **content)
 
         def wire(row: models.Resource) -> None:
             profile = dict(row.properties.get("storageProfile") or {})
             profile["dataDisks"] = [{"lun": int(lun), "caching": "None", "storageAccountType": "Standard_LRS"}
-                                    for lun in sorted(data, key=int)]
+                                    for lun in sorted(content["data"], key=int)]
             row.properties = {**row.properties, "storageProfile": profile}
 
         self._update(work.target_id, wire)
@@ -216,6 +221,15 @@ class ComputeWork:
         row = self._load(work.target_id)
         if row is None:
             return Outcome(True)
+        if row.internal.get("captureVm"):
+            content = self.capture_vm_content(row.internal["captureVm"])
+
+            def captured(r: models.Resource) -> None:
+                r.internal = {**{k: v for k, v in r.internal.items() if k != "captureVm"}, **content}
+
+            self._update(work.target_id, captured)
+            row = self._load(work.target_id)
+            assert row is not None
         digests = sorted(ct.image_layers(row.internal))
         uid = row.internal["uniqueId"]
         for region, rep in (row.internal.get("replicas") or {}).items():

@@ -169,9 +169,14 @@ class GalleryImageVersionKind:
             src = sources.resolve(s, ref_id(src_ref, "storageProfile.source.id"), "storageProfile.source.id",
                                   (sources.IMAGES, sources.GALLERY_VERSIONS, sources.VMS))
             if src.type.lower() == sources.VMS.lower():
-                raise invalid("Creating a gallery version directly from a VM is not supported by Shoal yet: capture a "
-                              "managed image from the generalized VM, or use its disk snapshots.",
-                              "storageProfile.source.id")
+                if src.row.internal.get("power") == "running":
+                    raise errors.AzureError(
+                        f"The source VM '{src.rid}' is running. Stop or deallocate it (and generalize it for a "
+                        "generalized image) before creating an image version from it.", status=409,
+                        code="OperationNotAllowed")
+                # Its disks are captured by the reconciler, before replication.
+                return {"captureVm": str(src.rid), "osType": "Linux", "base": None, "os": [], "data": {},
+                        "lineage": None, "osSize": 30}
             img = sources.image_content_of(src)
             field = "sourceImage"
             img["lineage"] = ct.derive(img["lineage"], **{field: str(src.rid)})
