@@ -17,9 +17,12 @@ from shoal.core.clock import Clock
 from shoal.domain import identity, resource_groups
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
-from shoal.reconcilers.base import Runner
+from shoal.reconcilers.base import Reconciler, Runner
+from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
+from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
+from shoal.reconcilers.pools import PoolAllocator
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.marketplace import Catalog
@@ -80,12 +83,32 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     catalog = Catalog.load(settings.catalog_file)
     agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
                        download_root=settings.base_url) if with_runtime else None)
-    operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown={})}
+    teardown = agent_teardown(agent) if agent is not None else {}
+    operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown)}
+    operation_handlers.update(BatchOperations(db, clock).handlers())
+    loops: list[Reconciler] = []
+    allocator = None
     if agent is not None:
         work = ComputeWork(db, clock, agent)
         operation_handlers.update(work.handlers(KINDS))
-    runner = Runner([OperationReconciler(db, clock, operation_handlers)], settings.reconcile_interval)
+        allocator = PoolAllocator(db, clock, agent, settings.base_url)
+        loops.append(allocator)
+        loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
+    loops.insert(0, OperationReconciler(db, clock, operation_handlers))
+    runner = Runner(loops, settings.reconcile_interval)
+    if allocator is not None:
+        allocator.nudge = lambda: runner.nudge("pools")
     return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
+
+
+def node_machines(db: Database) -> set[str]:
+    """Machines that belong to pool nodes (the VM reconciler must leave them alone)."""
+    from sqlalchemy import select
+
+    from shoal.store import models
+
+    with db.read() as s:
+        return set(s.scalars(select(models.Node.machine_id)))
 
 
 def agent_teardown(agent: HostAgent) -> dict[str, ResourceTeardown]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import signal
@@ -90,6 +91,14 @@ def serve(
                          regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()),
                          store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
                          catalog_file=catalog, runtime=runtime)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the life of the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        console.print(f"[red]Another `shoal serve` is already using {settings.state_dir}. Stop it first, or use "
+                      "another --state-dir.[/red]")
+        raise typer.Exit(1) from None
     svc = services.build(settings, with_runtime=True)
     if cert is None or key is None:
         tls = ensure_tls(settings.tls_dir)

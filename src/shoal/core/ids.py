@@ -25,7 +25,7 @@ KEYWORDS: dict[str, str] = {
         "virtualMachines", "extensions", "disks", "snapshots", "images", "galleries",
         "batchAccounts", "pools", "accountOperationResults", "asyncoperations",
         "instanceView", "runCommand", "powerOff", "beginGetAccess", "endGetAccess", "generalize", "restart",
-        "deallocate", "start",
+        "deallocate", "start", "listKeys", "regenerateKeys", "stopResize", "disableAutoScale",
     )
 }
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,20 @@ class Reconciler(Protocol):
     def run_once(self) -> bool:
         """One pass. Returns True when there may be more work right away."""
         ...
+
+
+def release_claims(db: Database, model: Any) -> None:
+    """Drop every claim on ``model`` rows (used at start-up, see :meth:`Runner.start`).
+
+    Claims carry an expiry so that a crashed worker's rows are taken over eventually. Shoal runs one server per
+    database today (``shoal serve`` holds a lock on its state directory), so at start-up no other live worker
+    can hold a claim and a crash is resumed at once instead of after the claim expires. Several replicas on one
+    PostgreSQL will need heartbeats per replica instead.
+    """
+    from sqlalchemy import update
+
+    with db.write() as s:
+        s.execute(update(model).where(model.lock_token.is_not(None)).values(lock_token=None, lock_expires_at=None))
 
 
 class Runner:
@@ -35,6 +52,10 @@ class Runner:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        for r in self.reconcilers:
+            release = getattr(r, "release_claims", None)
+            if callable(release):
+                release()
         for r in self.reconcilers:
             t = threading.Thread(target=self._loop, args=(r,), name=f"reconciler-{r.name}", daemon=True)
             t.start()

@@ -18,6 +18,7 @@ from sqlalchemy import or_, select
 from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.domain import operations
+from shoal.reconcilers.base import release_claims
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -67,6 +68,9 @@ class OperationReconciler:
             work = [OperationWork(op.id, op.kind, op.target_id, op.subscription_id, dict(op.payload))
                     for op in rows]
         return token, work
+
+    def release_claims(self) -> None:
+        release_claims(self.db, models.Operation)
 
     def run_once(self) -> bool:
         token, work = self._claim()

@@ -170,19 +170,29 @@ class HostAgent:
             base=self.base_path(machine["base"]), os_disk=self._mount(machine["osDisk"]),
             data_disks={int(lun): self._mount(d) for lun, d in (machine.get("dataDisks") or {}).items()},
             temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []],
+            volatile=bool(machine.get("volatile")),
         )
         return dict(self.machines.create(spec))
 
-    def halt(self, machine_id: str) -> None:
-        self.machines.destroy(machine_id)
-        shutil.rmtree(self.store_dir / "temp" / machine_id, ignore_errors=True)
+    def halt(self, machine_id: str, *, keep_temp: bool = False) -> None:
+        """Stop a machine; its disks stay. ``keep_temp`` keeps the temporary drive (a reboot, not a removal)."""
+        self.machines.destroy(machine_id, keep_temp=keep_temp)
+        if not keep_temp:
+            shutil.rmtree(self.store_dir / "temp" / machine_id, ignore_errors=True)
 
     def status(self, machine_id: str) -> str:
         return self.machines.status(machine_id)
 
     def run(self, machine_id: str, argv: list[str], *, env: dict[str, str], cwd: str = "/",
-            timeout: float | None = None) -> dict[str, Any]:
-        return dict(self.machines.run(machine_id, argv, env=env, cwd=cwd, timeout=timeout))
+            timeout: float | None = None, user: str | None = None, stdout: str | None = None,
+            stderr: str | None = None) -> dict[str, Any]:
+        """Run a command inside a machine and wait; ``stdout``/``stderr`` are host paths of output files."""
+        return dict(self.machines.run(machine_id, argv, env=env, cwd=cwd, timeout=timeout, user=user, stdout=stdout,
+                                      stderr=stderr))
+
+    def temp_dir(self, machine_id: str) -> Path:
+        """The host directory behind the machine's temporary drive (/mnt inside)."""
+        return self.store_dir / "temp" / machine_id
 
     def adopt(self) -> dict[str, str]:
         return dict(self.machines.adopt())

@@ -159,3 +159,58 @@ class Operation(Versioned, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lock_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
     lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Pool(Versioned, Base):
+    """A Batch pool in its canonical form; both planes render it through converters."""
+
+    __tablename__ = "pools"
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)  # <account key>/<pool id lower>
+    account_key: Mapped[str] = mapped_column(String(512), index=True)
+    pool_id: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the pool's nodes are made from (base, layers, data disks), resolved from its image.
+    content: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    state_transition_time: Mapped[datetime]
+    allocation_state: Mapped[str] = mapped_column(String(16), default="resizing")
+    allocation_state_transition_time: Mapped[datetime]
+    target_dedicated: Mapped[int] = mapped_column(Integer, default=0)
+    target_low_priority: Mapped[int] = mapped_column(Integer, default=0)
+    resize_timeout_s: Mapped[int] = mapped_column(Integer, default=900)
+    deallocation_option: Mapped[str] = mapped_column(String(32), default="requeue")
+    resize_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    resize_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    autoscale: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    etag: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_modified: Mapped[datetime]
+    lock_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Node(Versioned, Base):
+    """A compute node of a pool: a machine on a host, with its Batch state."""
+
+    __tablename__ = "nodes"
+    key: Mapped[str] = mapped_column(String(700), primary_key=True)  # <pool key>/<node id>
+    pool_key: Mapped[str] = mapped_column(String(600), index=True)
+    node_id: Mapped[str] = mapped_column(String(80))
+    machine_id: Mapped[str] = mapped_column(String(64), unique=True)
+    is_dedicated: Mapped[bool] = mapped_column(default=True)
+    state: Mapped[str] = mapped_column(String(24), default="creating", index=True)
+    scheduling_state: Mapped[str] = mapped_column(String(16), default="enabled")
+    state_transition_time: Mapped[datetime]
+    allocation_time: Mapped[datetime]
+    last_boot_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    ip_address: Mapped[str] = mapped_column(String(45))
+    # Work the reconciler must do: "", "remove", "reboot", "reimage" (with the option chosen).
+    pending: Mapped[str] = mapped_column(String(24), default="")
+    pending_option: Mapped[str] = mapped_column(String(24), default="")
+    start_task_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    endpoints: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    total_tasks_run: Mapped[int] = mapped_column(Integer, default=0)
+    total_tasks_succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    running_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    running_slots: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,151 @@
+"""Batch data plane: compute nodes (list, get, reboot, reimage, scheduling, files, remote login settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from shoal.api import files
+from shoal.api.batch.common import BatchRequest, accepted, authenticate, page, read_body
+from shoal.api.batch.pools import _filter_select, pool_url
+from shoal.api.deps import in_thread
+from shoal.core import timefmt
+from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import pools
+from shoal.schemas import batch as wire
+from shoal.store import models
+
+router = APIRouter(prefix="/batch/{account}/pools/{pool_id}/nodes")
+READ = "Microsoft.Batch/batchAccounts/pools/read"
+WRITE = "Microsoft.Batch/batchAccounts/pools/write"
+
+
+def render(br: BatchRequest, pool: models.Pool, node: models.Node) -> dict[str, Any]:
+    isolation = br.svc.agent.isolation if br.svc.agent is not None else "unknown"
+    return wire.data_plane_node(node, pool, f"{pool_url(br, pool.pool_id)}/nodes/{node.node_id}",
+                                timefmt.format_timestamp, isolation)
+
+
+@router.get("")
+async def list_nodes(request: Request, account: str, pool_id: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> list[dict[str, Any]]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.get(s, br.account.key, pool_id)
+            return [render(br, pool, n) for n in node_rules.list_nodes(s, pool.key)]
+
+    items = _filter_select(request, await in_thread(work))
+    return page(request, items, f"{br.account_url}/$metadata#nodes")
+
+
+@router.get("/{node_id}")
+async def get_node(request: Request, account: str, pool_id: str, node_id: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> dict[str, Any]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.get(s, br.account.key, pool_id)
+            return render(br, pool, node_rules.get(s, pool, node_id))
+
+    body = await in_thread(work)
+    if request.query_params.get("$select"):
+        body = _filter_select(request, [body])[0]
+    return JSONResponse(body)
+
+
+async def _node_action(request: Request, account: str, pool_id: str, node_id: str, action: str) -> Response:
+    br = authenticate(request, account)
+    body = await read_body(request, required=False)
+
+    def work() -> None:
+        with br.svc.db.write() as s:
+            br.authorize(s, WRITE)
+            pool = pools.get(s, br.account.key, pool_id, for_update=True)
+            node = node_rules.get(s, pool, node_id)
+            if action == "reboot":
+                node_rules.request(node, br.svc.clock, "reboot", body.get("nodeRebootOption"))
+            elif action == "reimage":
+                node_rules.request(node, br.svc.clock, "reimage", body.get("nodeReimageOption"))
+            elif action == "disablescheduling":
+                node_rules.disable_scheduling(node, br.svc.clock, body.get("nodeDisableSchedulingOption"))
+            else:
+                node_rules.enable_scheduling(node, br.svc.clock)
+
+    await in_thread(work)
+    br.svc.nudge("pools")
+    url = f"{pool_url(br, pool_id)}/nodes/{node_id}/{action}"
+    if action in ("reboot", "reimage"):
+        return accepted(url)
+    return Response(status_code=200, headers={"DataServiceId": url})
+
+
+def _register(action: str) -> None:
+    async def endpoint(request: Request, account: str, pool_id: str, node_id: str) -> Response:
+        return await _node_action(request, account, pool_id, node_id, action)
+
+    router.add_api_route(f"/{{node_id}}/{action}", endpoint, methods=["POST"], include_in_schema=False)
+
+
+for _action in ("reboot", "reimage", "disablescheduling", "enablescheduling"):
+    _register(_action)
+
+
+@router.get("/{node_id}/remoteloginsettings")
+async def remote_login(request: Request, account: str, pool_id: str, node_id: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> dict[str, Any]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.get(s, br.account.key, pool_id)
+            node = node_rules.get(s, pool, node_id)
+            return {"remoteLoginIPAddress": node.ip_address, "remoteLoginPort": 22}
+
+    return JSONResponse(await in_thread(work))
+
+
+def _node_root(br: BatchRequest, pool_id: str, node_id: str) -> tuple[Any, str]:
+    with br.svc.db.read() as s:
+        pool = pools.get(s, br.account.key, pool_id)
+        node = node_rules.get(s, pool, node_id)
+    assert br.svc.agent is not None
+    root = br.svc.agent.temp_dir(node.machine_id) / "batch" / "tasks"
+    return root, f"{pool_url(br, pool_id)}/nodes/{node_id}/files"
+
+
+@router.get("/{node_id}/files")
+async def list_files(request: Request, account: str, pool_id: str, node_id: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> list[dict[str, Any]]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+        root, url = _node_root(br, pool_id, node_id)
+        recursive = (request.query_params.get("recursive") or "").lower() == "true"
+        return files.listing(root, url, recursive=recursive)
+
+    items = _filter_select(request, await in_thread(work))
+    return page(request, items, f"{br.account_url}/$metadata#files")
+
+
+@router.api_route("/{node_id}/files/{file_path:path}", methods=["GET", "HEAD", "DELETE"])
+async def node_file(request: Request, account: str, pool_id: str, node_id: str, file_path: str) -> Response:
+    br = authenticate(request, account)
+
+    def work() -> Response:
+        with br.svc.db.read() as s:
+            br.authorize(s, WRITE if request.method == "DELETE" else READ)
+        root, url = _node_root(br, pool_id, node_id)
+        path = files.resolve(root, file_path)
+        if request.method == "DELETE":
+            files.delete(path, recursive=(request.query_params.get("recursive") or "").lower() == "true")
+            return Response(status_code=200)
+        return files.read(path, f"{url}/{file_path}", head=request.method == "HEAD",
+                          ocp_range=request.headers.get("ocp-range"))
+
+    return await in_thread(work)

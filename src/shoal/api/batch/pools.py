@@ -1,0 +1,278 @@
+"""Batch data plane: pools (add, get, list, exists, patch, updateproperties, delete, resize, stopresize,
+removenodes), supported images and node counts. Paths are relative to ``/batch/{account}``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from shoal.api.batch.common import BatchRequest, accepted, authenticate, created, entity_headers, page, read_body
+from shoal.api.deps import in_thread
+from shoal.core import errors, timefmt
+from shoal.domain.batch import pools, service
+from shoal.runtime import marketplace
+from shoal.schemas import batch as wire
+from shoal.store import models
+
+router = APIRouter(prefix="/batch/{account}")
+READ, WRITE, DELETE = ("Microsoft.Batch/batchAccounts/pools/read", "Microsoft.Batch/batchAccounts/pools/write",
+                       "Microsoft.Batch/batchAccounts/pools/delete")
+
+
+def _duration(seconds: int) -> str:
+    return timefmt.format_duration(timedelta(seconds=seconds))
+
+
+def pool_url(br: BatchRequest, pool_id: str) -> str:
+    return f"{br.account_url}/pools/{pool_id}"
+
+
+def render(br: BatchRequest, s: Any, pool: models.Pool) -> dict[str, Any]:
+    counts = pools.node_counts(s, [pool.key])[pool.key]
+    body = wire.data_plane_pool(pool, counts, pool_url(br, pool.pool_id), timefmt.format_timestamp, _duration)
+    body["odata.metadata"] = f"{br.account_url}/$metadata#pools/@Element"
+    return body
+
+
+def _check_custom_image_auth(br: BatchRequest, spec: dict[str, Any]) -> None:
+    """Custom-image pools need Entra ID on the data plane (Shared Key is refused, as Azure documents)."""
+    ref = (spec.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
+    image_id = str(ref.get("virtualMachineImageId") or "")
+    if image_id and br.shared_key:
+        raise errors.AzureError(
+            "Pools from custom images (managed images or Azure Compute Gallery images) require Microsoft Entra ID "
+            "authentication; Shared Key is refused. Sign in with a service principal (az batch account login "
+            "without --shared-key-auth, or a TokenCredential in BatchClient).", status=403,
+            code="AuthenticationFailed", values={"AuthenticationErrorDetail": "Microsoft Entra ID required"})
+    if image_id and "/providers/microsoft.compute/images/" in image_id.lower() and \
+            not br.version.data_plane_accepts_managed_image():
+        raise errors.AzureError(
+            f"A managed image ('{image_id}') can back a pool only with api-version 2019-08-01.10.0 or older; this "
+            f"request uses {br.version.text}. Publish the image to an Azure Compute Gallery and use the image "
+            "version (or definition) id, or create the pool through the management plane.", status=400,
+            code="InvalidPropertyValue", values={"PropertyName": "virtualMachineImageId", "PropertyValue": image_id})
+
+
+@router.post("/pools")
+async def add_pool(request: Request, account: str) -> Response:
+    br = authenticate(request, account)
+    body = await read_body(request)
+    ctx = br.svc.compute_context()
+
+    def work() -> tuple[str, str, Any]:
+        with br.svc.db.write() as s:
+            br.authorize(s, WRITE)
+            if not body.get("id"):
+                raise pools.missing("id")
+            if body.get("enableAutoScale") and ("targetDedicatedNodes" in body or "targetLowPriorityNodes" in body):
+                raise pools.bad_value("targetDedicatedNodes", body.get("targetDedicatedNodes"),
+                                      "must not be given when enableAutoScale is true")
+            spec = wire.spec_from_data_plane(body)
+            _check_custom_image_auth(br, spec)
+            scale = pools.scale_from_body(body)
+            if body.get("enableAutoScale"):
+                scale.auto_scale = {"enabled": True, "formula": body.get("autoScaleFormula"),
+                                    "interval": body.get("autoScaleEvaluationInterval", "PT15M")}
+            pool = service.create_pool(ctx, s, br.account, str(body["id"]), spec, scale,
+                                       service.Plane("data", br.version))
+            return pool.pool_id, pool.etag, pool.last_modified
+
+    pool_id, etag, modified = await in_thread(work)
+    br.svc.nudge("pools")
+    return created(pool_url(br, pool_id), etag, modified)
+
+
+@router.get("/pools")
+async def list_pools(request: Request, account: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> list[dict[str, Any]]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            return [render(br, s, p) for p in pools.list_pools(s, br.account.key)]
+
+    items = await in_thread(work)
+    items = _filter_select(request, items)
+    return page(request, items, f"{br.account_url}/$metadata#pools")
+
+
+def _filter_select(request: Request, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from shoal.core import odata
+
+    flt = request.query_params.get("$filter")
+    if flt:
+        try:
+            pred = odata.parse_filter(flt)
+        except odata.ODataError as exc:
+            raise errors.AzureError(f"The $filter clause is invalid: {exc}", status=400,
+                                    code="InvalidQueryParameterValue",
+                                    values={"QueryParameterName": "$filter", "QueryParameterValue": flt}) from exc
+        items = [i for i in items if pred(i)]
+    sel = request.query_params.get("$select")
+    if sel:
+        fields = odata.parse_select(sel)
+        items = [odata.apply_select(i, fields) for i in items]
+    return items
+
+
+@router.get("/pools/{pool_id}")
+async def get_pool(request: Request, account: str, pool_id: str) -> Response:
+    br = authenticate(request, account)
+
+    def work() -> tuple[dict[str, Any], str, Any]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.get(s, br.account.key, pool_id)
+            return render(br, s, pool), pool.etag, pool.last_modified
+
+    body, etag, modified = await in_thread(work)
+    status = _conditional_status(request, etag, modified)
+    if status is not None:
+        return Response(status_code=status, headers=entity_headers(etag, modified))
+    body = _filter_select(request, [body])[0] if request.query_params.get("$select") else body
+    return JSONResponse(body, headers=entity_headers(etag, modified))
+
+
+def _conditional_status(request: Request, etag: str, modified: Any) -> int | None:
+    from shoal.core import batch_conditions
+
+    return batch_conditions.check(request.method, etag, modified, request.headers)
+
+
+@router.head("/pools/{pool_id}")
+async def pool_exists(request: Request, account: str, pool_id: str) -> Response:
+    br = authenticate(request, account)
+
+    def work() -> tuple[str, Any] | None:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.find(s, br.account.key, pool_id)
+            return (pool.etag, pool.last_modified) if pool else None
+
+    found = await in_thread(work)
+    if found is None:
+        return Response(status_code=404)
+    return Response(status_code=200, headers=entity_headers(*found))
+
+
+async def _mutate(request: Request, account: str, pool_id: str, action: str, body: dict[str, Any] | None) -> Response:
+    br = authenticate(request, account)
+    ctx = br.svc.compute_context()
+
+    def work() -> tuple[str, Any]:
+        with br.svc.db.write() as s:
+            br.authorize(s, DELETE if action == "delete" else WRITE)
+            pool = pools.get(s, br.account.key, pool_id, for_update=True)
+            status = _conditional_status(request, pool.etag, pool.last_modified)
+            if status == 412:
+                raise errors.AzureError("A condition in the request (If-Match, If-None-Match, If-Modified-Since or "
+                                        "If-Unmodified-Since) is not met.", status=412, code="ConditionNotMet")
+            b = body or {}
+            if action == "patch":
+                service.update_pool(ctx, pool, wire.spec_from_data_plane(b), replace=False)
+            elif action == "updateproperties":
+                service.update_pool(ctx, pool, {k: b.get(k) for k in ("startTask", "metadata",
+                                                                       "applicationPackageReferences",
+                                                                       "certificateReferences",
+                                                                       "targetNodeCommunicationMode") if k in b},
+                                    replace=True)
+            elif action == "resize":
+                pools.resize(pool, ctx.clock, pools.scale_from_body({
+                    "targetDedicatedNodes": b.get("targetDedicatedNodes", pool.target_dedicated),
+                    "targetLowPriorityNodes": b.get("targetLowPriorityNodes", pool.target_low_priority),
+                    "resizeTimeout": b.get("resizeTimeout"),
+                    "nodeDeallocationOption": b.get("nodeDeallocationOption")}))
+            elif action == "stopresize":
+                pools.stop_resize(pool, ctx.clock)
+            elif action == "removenodes":
+                node_list = b.get("nodeList")
+                if not isinstance(node_list, list):
+                    raise pools.missing("nodeList")
+                pools.remove_nodes(s, pool, ctx.clock, [str(n) for n in node_list],
+                                   pools.parse_timeout(b.get("resizeTimeout")),
+                                   pools.parse_deallocation(b.get("nodeDeallocationOption")))
+            elif action == "delete":
+                pools.begin_delete(pool, ctx.clock)
+            return pool.etag, pool.last_modified
+
+    etag, modified = await in_thread(work)
+    br.svc.nudge("pools")
+    url = pool_url(br, pool_id)
+    if action == "patch":
+        return Response(status_code=200, headers=entity_headers(etag, modified, url))
+    if action == "updateproperties":
+        return Response(status_code=204, headers=entity_headers(etag, modified, url))
+    return accepted(url, etag, modified)
+
+
+@router.patch("/pools/{pool_id}")
+async def patch_pool(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "patch", await read_body(request))
+
+
+@router.post("/pools/{pool_id}/updateproperties")
+async def update_properties(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "updateproperties", await read_body(request))
+
+
+@router.delete("/pools/{pool_id}")
+async def delete_pool(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "delete", None)
+
+
+@router.post("/pools/{pool_id}/resize")
+async def resize_pool(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "resize", await read_body(request))
+
+
+@router.post("/pools/{pool_id}/stopresize")
+async def stop_resize(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "stopresize", None)
+
+
+@router.post("/pools/{pool_id}/removenodes")
+async def remove_nodes(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "removenodes", await read_body(request))
+
+
+@router.get("/supportedimages")
+async def supported_images(request: Request, account: str) -> JSONResponse:
+    br = authenticate(request, account)
+    items = marketplace.supported_images(br.svc.catalog.images())
+    return page(request, _filter_select(request, items), f"{br.account_url}/$metadata#supportedimages")
+
+
+@router.get("/nodecounts")
+async def node_counts(request: Request, account: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            out = []
+            for pool in pools.list_pools(s, br.account.key):
+                counts = {kind: {"creating": 0, "idle": 0, "offline": 0, "preempted": 0, "rebooting": 0,
+                                 "reimaging": 0, "running": 0, "starting": 0, "startTaskFailed": 0,
+                                 "leavingPool": 0, "unknown": 0, "unusable": 0, "waitingForStartTask": 0,
+                                 "deallocated": 0, "deallocating": 0, "upgradingOS": 0, "total": 0}
+                          for kind in ("dedicated", "lowPriority")}
+                for node in s.scalars(select(models.Node).where(models.Node.pool_key == pool.key)):
+                    bucket = counts["dedicated" if node.is_dedicated else "lowPriority"]
+                    state = _COUNT_NAMES.get(node.state, node.state)
+                    if node.pending == "remove":
+                        state = "leavingPool"
+                    bucket[state] = bucket.get(state, 0) + 1
+                    bucket["total"] += 1
+                out.append({"poolId": pool.pool_id, **counts})
+            return out
+
+    return page(request, await in_thread(work), f"{br.account_url}/$metadata#poolnodecounts")
+
+
+_COUNT_NAMES = {"starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool",
+                "waitingforstarttask": "waitingForStartTask", "upgradingos": "upgradingOS"}

@@ -1,0 +1,329 @@
+"""The pool allocation reconciler: drives each pool's nodes toward its targets, and each node through its
+lifecycle (creating -> starting -> [waitingforstarttask] -> idle, reboot, reimage, removal).
+
+One pass per pool: claim the pool with a lock token, decide (pure, ``domain.batch.allocation``), write the
+intent (new node rows, removals), act on the host outside any transaction, write the results back. A crash
+at any point leaves rows that the next pass (after a restart) continues from: nodes still ``creating`` are
+booted (booting is idempotent), nodes marked for removal are removed, start tasks are run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from shoal.core import ids
+from shoal.core.clock import Clock
+from shoal.core.timefmt import format_timestamp
+from shoal.domain import resources
+from shoal.domain.batch import allocation, pools
+from shoal.domain.batch import nodes as node_rules
+from shoal.reconcilers.base import release_claims
+from shoal.runtime.agent import HostAgent
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+LOCK_TTL = timedelta(seconds=120)
+
+
+class PoolAllocator:
+    name = "pools"
+
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4) -> None:
+        self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
+        self._start_tasks = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
+        self._in_flight: set[str] = set()  # node keys whose start task runs in this process
+        self._lock = threading.Lock()
+        self.nudge: Any = None  # set by the runner owner: wakes this loop when a start task ends
+
+    # --- the pass ----------------------------------------------------------------------------------------------
+    def release_claims(self) -> None:
+        release_claims(self.db, models.Pool)
+
+    def run_once(self) -> bool:
+        with self.db.read() as s:
+            keys = set(s.scalars(select(models.Pool.key).where(or_(
+                models.Pool.state == "deleting", models.Pool.allocation_state != pools.STEADY))))
+            keys |= set(s.scalars(select(models.Node.pool_key).where(or_(
+                models.Node.pending != "", models.Node.state.in_(node_rules.TRANSITIONAL))).distinct()))
+        more = False
+        for key in sorted(keys):
+            try:
+                more = self.reconcile(key) or more
+            except Exception:
+                log.exception("pool %s: reconcile pass failed", key)
+        return more
+
+    def _claim(self, key: str) -> str | None:
+        token = str(uuid.uuid4())
+        now = self.clock.now()
+        with self.db.write() as s:
+            pool = s.get(models.Pool, key)
+            if pool is None or (pool.lock_token and pool.lock_expires_at and pool.lock_expires_at > now):
+                return None
+            pool.lock_token, pool.lock_expires_at = token, now + LOCK_TTL
+        return token
+
+    def _release(self, key: str, token: str) -> None:
+        with self.db.write() as s:
+            pool = s.get(models.Pool, key)
+            if pool is not None and pool.lock_token == token:
+                pool.lock_token, pool.lock_expires_at = None, None
+
+    def reconcile(self, key: str) -> bool:
+        """One pass over a pool; True when it changed something (so another pass should follow at once)."""
+        token = self._claim(key)
+        if token is None:
+            return False
+        try:
+            return self._reconcile(key, token)
+        finally:
+            self._release(key, token)
+
+    def _reconcile(self, key: str, token: str) -> bool:
+        # 1. load and decide
+        with self.db.read() as s:
+            pool = s.get(models.Pool, key)
+            if pool is None:
+                return False
+            node_rows = node_rules.list_nodes(s, key)
+            blocked = self._image_problem(s, pool)
+            account = self._account(s, pool)
+        view = allocation.PoolView(pool.state, pool.allocation_state, pool.target_dedicated, pool.target_low_priority,
+                                   pool.resize_started_at, timedelta(seconds=pool.resize_timeout_s))
+        decision = allocation.decide(view, [allocation.NodeView(n.key, n.is_dedicated, n.state, n.pending,
+                                                                n.running_tasks) for n in node_rows],
+                                     self.clock.now(), blocked=blocked)
+        # 2. record intent: new node rows, nodes leaving
+        changed = bool(decision.create_dedicated or decision.create_low_priority or decision.remove)
+        if changed:
+            self._record(pool, decision)
+        # 3. act: boot new nodes, remove leaving ones, reboot/reimage, start tasks
+        with self.db.read() as s:
+            node_rows = node_rules.list_nodes(s, key)
+        self._remove([n for n in node_rows if n.pending == "remove"], pool)
+        self._boot([n for n in node_rows if n.state == "creating"], pool)
+        for n in node_rows:
+            if n.pending in ("reboot", "reimage"):
+                self._restart(n, pool, reimage=n.pending == "reimage")
+        with self.db.read() as s:
+            starting = [n for n in node_rules.list_nodes(s, key) if n.state in ("starting", "waitingforstarttask")]
+        for n in starting:
+            self._start_task(n, pool, account)
+        # 4. settle
+        with self.db.write() as s:
+            fresh = s.get(models.Pool, key)
+            if fresh is None or fresh.lock_token != token:
+                return changed
+            if fresh.state == "deleting" and not node_rules.list_nodes(s, key):
+                s.delete(fresh)
+                return changed
+            if decision.settle and fresh.allocation_state != pools.STEADY and not any(
+                    n.pending == "remove" for n in node_rules.list_nodes(s, key)):
+                fresh.resize_errors = decision.errors
+                pools.set_allocation(fresh, self.clock, pools.STEADY)
+                pools.touch(fresh, self.clock)
+        return changed or bool(node_rows and any(n.pending == "remove" for n in node_rows))
+
+    # --- intent ------------------------------------------------------------------------------------------------
+    def _record(self, pool: models.Pool, decision: allocation.Decision) -> None:
+        now = self.clock.now()
+        with self.db.write() as s:
+            existing = {n.key: n for n in node_rules.list_nodes(s, pool.key)}
+            for key in decision.remove:
+                node = existing.get(key)
+                if node is not None and node.pending != "remove":
+                    node.pending, node.pending_option = "remove", pool.deallocation_option
+            count = len(existing)
+            for i in range(decision.create_dedicated + decision.create_low_priority):
+                node_id = pools.new_node_id(self.clock)
+                n = count + i + 1
+                s.add(models.Node(
+                    key=f"{pool.key}/{node_id}", pool_key=pool.key, node_id=node_id,
+                    machine_id=f"node-{uuid.uuid4().hex[:16]}", is_dedicated=i < decision.create_dedicated,
+                    state="creating", scheduling_state="enabled", state_transition_time=now, allocation_time=now,
+                    ip_address=f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}", pending="", pending_option="",
+                    errors=[], endpoints=[], total_tasks_run=0, total_tasks_succeeded=0, running_tasks=0,
+                    running_slots=0))
+
+    # --- acting on the host --------------------------------------------------------------------------------------
+    def _boot(self, rows: list[models.Node], pool: models.Pool) -> None:
+        results: dict[str, list[dict[str, Any]]] = {}
+        for n in rows:
+            try:
+                self.agent.boot(node_rules.machine_spec(pool, n))
+                self._prepare_dirs(n)
+                results[n.key] = []
+            except Exception as exc:  # a node that cannot boot is unusable, with the reason
+                log.warning("node %s could not be provisioned: %s", n.node_id, exc)
+                results[n.key] = [{"code": "NodeProvisioningFailed", "message": f"The node could not be started: "
+                                   f"{exc}", "errorDetails": []}]
+        if not results:
+            return
+        now = self.clock.now()
+        with self.db.write() as s:
+            for key, errs in results.items():
+                node = s.get(models.Node, key)
+                if node is None or node.state != "creating":
+                    continue
+                node.errors = errs
+                node.last_boot_time = now
+                node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
+
+    def _prepare_dirs(self, node: models.Node) -> None:
+        root = self.agent.temp_dir(node.machine_id) / "batch" / "tasks"
+        for sub in ("shared", "startup", "workitems", "applications", "fsmounts"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / "shared", 0o1777)
+
+    def _remove(self, rows: list[models.Node], pool: models.Pool) -> None:
+        for n in rows:
+            self.agent.halt(n.machine_id)
+            for upper in node_rules.disk_uppers(pool, n):
+                self.agent.delete_disk(upper)
+        if rows:
+            with self.db.write() as s:
+                for n in rows:
+                    node = s.get(models.Node, n.key)
+                    if node is not None:
+                        s.delete(node)
+
+    def _restart(self, n: models.Node, pool: models.Pool, *, reimage: bool) -> None:
+        self.agent.halt(n.machine_id, keep_temp=not reimage)
+        if reimage:
+            for upper in node_rules.disk_uppers(pool, n):
+                self.agent.delete_disk(upper)
+        errs: list[dict[str, Any]] = []
+        problem = None
+        with self.db.read() as s:
+            problem = self._image_problem(s, pool) if reimage else None
+        if problem is not None:
+            reason = problem["values"][0]["value"]
+            errs = [{"code": "ImageNotFound", "message": f"The node could not be reimaged: {reason}",
+                     "errorDetails": []}]
+        else:
+            try:
+                self.agent.boot(node_rules.machine_spec(pool, n))
+                self._prepare_dirs(n)
+            except Exception as exc:
+                errs = [{"code": "NodeProvisioningFailed", "message": f"The node could not be restarted: {exc}",
+                         "errorDetails": []}]
+        with self.db.write() as s:
+            node = s.get(models.Node, n.key)
+            if node is None:
+                return
+            node.pending, node.pending_option = "", ""
+            node.errors = errs
+            node.last_boot_time = self.clock.now()
+            node.start_task_info = None
+            node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
+
+    def _start_task(self, n: models.Node, pool: models.Pool, account: tuple[str, str]) -> None:
+        start = pool.spec.get("startTask")
+        if not start:
+            with self.db.write() as s:
+                node = s.get(models.Node, n.key)
+                if node is not None and node.state == "starting":
+                    node_rules.set_state(node, self.clock, "idle")
+            return
+        with self._lock:
+            if n.key in self._in_flight:
+                return
+            self._in_flight.add(n.key)
+        wait = start.get("waitForSuccess", True) is not False
+        with self.db.write() as s:
+            node = s.get(models.Node, n.key)
+            if node is None:
+                return
+            node.start_task_info = {"state": "running", "startTime": format_timestamp(self.clock.now()),
+                                    "retryCount": 0}
+            node_rules.set_state(node, self.clock, "waitingforstarttask" if wait else "idle")
+        self._start_tasks.submit(self._run_start_task, n.key, n.machine_id, n.node_id, n.is_dedicated, pool, account,
+                                 start, wait)
+
+    def _run_start_task(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
+                        account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
+        try:
+            self._start_task_body(key, machine_id, node_id, dedicated, pool, account, start, wait)
+        except Exception:
+            log.exception("start task on %s failed", node_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
+            if callable(self.nudge):
+                self.nudge()
+
+    def _start_task_body(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
+                         account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
+        root = self.agent.temp_dir(machine_id) / "batch" / "tasks" / "startup"
+        (root / "wd").mkdir(parents=True, exist_ok=True)
+        node_stub = models.Node(node_id=node_id, is_dedicated=dedicated)
+        env = node_rules.base_environment(account[0], account[1], pool, node_stub)
+        env.update({"AZ_BATCH_TASK_DIR": f"{node_rules.NODE_ROOT}/startup",
+                    "AZ_BATCH_TASK_WORKING_DIR": f"{node_rules.NODE_ROOT}/startup/wd",
+                    "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+        for item in start.get("environmentSettings") or []:
+            env[str(item.get("name"))] = str(item.get("value", ""))
+        auto = ((start.get("userIdentity") or {}).get("autoUser") or {})
+        admin = str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
+        env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin" if admin else "PoolNonAdmin"
+        user = None if admin else "65534"
+        if not admin:
+            for path in (root, root / "wd"):
+                os.chown(path, 65534, 65534)
+        retries = int(start.get("maxTaskRetryCount", 0) or 0)
+        attempt = 0
+        result: dict[str, Any] = {}
+        failure: dict[str, Any] | None = None
+        started = format_timestamp(self.clock.now())
+        while True:
+            try:
+                argv = node_rules.command_argv(str(start["commandLine"]))
+                result = self.agent.run(machine_id, argv, env=env, cwd=f"{node_rules.NODE_ROOT}/startup/wd",
+                                        user=user, stdout=str(root / "stdout.txt"), stderr=str(root / "stderr.txt"))
+            except Exception as exc:
+                result = {"exitCode": -1, "error": str(exc)}
+            code = int(result.get("exitCode", -1))
+            if code == 0:
+                failure = None
+                break
+            failure = {"category": "usererror", "code": "CommandProgramNotFound" if code == 127 else "FailureExitCode",
+                       "message": "The task process exited with an unexpected exit code" if code != 127 else
+                       "The specified command program is not found", "details": [
+                           {"name": "Message", "value": str(result.get("error") or f"exit code {code}")}]}
+            if retries != -1 and attempt >= retries:
+                break
+            attempt += 1
+        info = {"state": "completed", "startTime": started, "endTime": format_timestamp(self.clock.now()),
+                "exitCode": int(result.get("exitCode", -1)), "retryCount": attempt,
+                "result": "success" if failure is None else "failure"}
+        if failure:
+            info["failureInfo"] = failure
+        with self.db.write() as s:
+            node = s.get(models.Node, key)
+            if node is None or node.state not in ("waitingforstarttask", "idle", "running", "offline"):
+                return
+            node.start_task_info = info
+            if node.state == "waitingforstarttask":
+                node_rules.set_state(node, self.clock, "idle" if failure is None else "starttaskfailed")
+
+    # --- lookups -------------------------------------------------------------------------------------------------
+    def _account(self, s: Any, pool: models.Pool) -> tuple[str, str]:
+        row = s.get(models.Resource, pool.account_key)
+        name = row.name if row is not None else pool.account_key.rsplit("/", 1)[-1]
+        return name, f"{self.base_url}/batch/{name}"
+
+    def _image_problem(self, s: Any, pool: models.Pool) -> dict[str, Any] | None:
+        """The image a pool grows from must still exist (and the sources it names)."""
+        for rid in pool.content.get("requires") or []:
+            if resources.find(s, ids.parse(rid)) is None:
+                return allocation.allocation_failed(f"The image resource '{rid}' used by the pool no longer exists.")
+        return None

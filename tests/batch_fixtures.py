@@ -1,0 +1,89 @@
+"""Shared set-up for Batch tests: a prepared image (software + data disk) and a Batch account."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from azure.mgmt.compute.models import (
+    CreationData,
+    DataDisk,
+    Gallery,
+    GalleryArtifactVersionFullSource,
+    GalleryImage,
+    GalleryImageIdentifier,
+    GalleryImageVersion,
+    GalleryImageVersionPublishingProfile,
+    GalleryImageVersionStorageProfile,
+    HardwareProfile,
+    Image,
+    ImageDataDisk,
+    ImageOSDisk,
+    ImageReference,
+    ImageStorageProfile,
+    RunCommandInput,
+    Snapshot,
+    StorageProfile,
+    SubResource,
+    TargetRegion,
+    VirtualMachine,
+)
+from azure.mgmt.resource.resources.models import ResourceGroup
+
+from shoal.azure import Shoal
+
+LOCATION = "westus"
+HOST = ImageReference(publisher="shoal", offer="host", sku="host", version="latest")
+NODE_AGENT = "batch.node.debian 12"
+
+
+@dataclass
+class PreparedImage:
+    group: str
+    image_id: str
+    version_id: str
+    definition_id: str
+
+
+def prepare_image(shoal: Shoal) -> PreparedImage:
+    """The seed's preparation path on the host base: install 'software', write data, snapshot, image, gallery."""
+    group = f"batchimg-{uuid.uuid4().hex[:6]}"
+    shoal.resource_client().resource_groups.create_or_update(group, ResourceGroup(location=LOCATION))
+    compute = shoal.compute_client()
+    vm = compute.virtual_machines.begin_create_or_update(group, "prep", VirtualMachine(
+        location=LOCATION, hardware_profile=HardwareProfile(vm_size="Standard_D2s_v3"),
+        storage_profile=StorageProfile(image_reference=HOST, data_disks=[
+            DataDisk(lun=0, create_option="Empty", disk_size_gb=4)]))).result()
+    result = compute.virtual_machines.begin_run_command(group, "prep", RunCommandInput(
+        command_id="RunShellScript", script=[
+            "mkdir -p /opt/shoal-app && printf '#!/bin/sh\\necho shoal-app-1.0 \"$@\"\\n' > /opt/shoal-app/run",
+            "chmod +x /opt/shoal-app/run", "echo reference-data > /datadisks/lun0/reference.txt"])).result()
+    assert result.value[1].code == "ComponentStatus/ExitCode/0", result.value[0].message
+    snaps = {}
+    for key, disk_id in (("os", vm.storage_profile.os_disk.managed_disk.id),
+                         ("data", vm.storage_profile.data_disks[0].managed_disk.id)):
+        snaps[key] = compute.snapshots.begin_create_or_update(group, f"{key}-snap", Snapshot(
+            location=LOCATION, creation_data=CreationData(create_option="Copy", source_resource_id=disk_id))).result()
+    image = compute.images.begin_create_or_update(group, "img", Image(location=LOCATION, storage_profile=(
+        ImageStorageProfile(
+            os_disk=ImageOSDisk(os_type="Linux", os_state="Generalized", snapshot=SubResource(id=snaps["os"].id)),
+            data_disks=[ImageDataDisk(lun=0, snapshot=SubResource(id=snaps["data"].id))])))).result()
+    compute.galleries.begin_create_or_update(group, "gal", Gallery(location=LOCATION)).result()
+    definition = compute.gallery_images.begin_create_or_update(group, "gal", "def", GalleryImage(
+        location=LOCATION, os_type="Linux", os_state="Generalized",
+        identifier=GalleryImageIdentifier(publisher="me", offer="app", sku="host"))).result()
+    version = compute.gallery_image_versions.begin_create_or_update(group, "gal", "def", "1.0.0", GalleryImageVersion(
+        location=LOCATION, publishing_profile=GalleryImageVersionPublishingProfile(
+            target_regions=[TargetRegion(name=LOCATION, regional_replica_count=1)]),
+        storage_profile=GalleryImageVersionStorageProfile(source=GalleryArtifactVersionFullSource(id=image.id)))
+    ).result()
+    return PreparedImage(group, image.id, version.id, definition.id)
+
+
+def create_account(shoal: Shoal, group: str, name: str | None = None, **props: Any) -> Any:
+    from azure.mgmt.batch.models import BatchAccountCreateParameters
+
+    name = name or f"acct{uuid.uuid4().hex[:10]}"
+    return shoal.batch_mgmt_client().batch_account.begin_create(group, name, BatchAccountCreateParameters(
+        location=LOCATION, **props)).result()
