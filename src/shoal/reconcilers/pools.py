@@ -116,8 +116,11 @@ class PoolAllocator:
                 self._restart(n, pool, reimage=n.pending == "reimage")
         with self.db.read() as s:
             starting = [n for n in node_rules.list_nodes(s, key) if n.state in ("starting", "waitingforstarttask")]
-        for n in starting:
-            self._start_task(n, pool, account)
+        if starting and not pool.spec.get("startTask"):
+            self._ready([n.key for n in starting])
+        else:
+            for n in starting:
+                self._start_task(n, pool, account)
         # 4. settle
         with self.db.write() as s:
             fresh = s.get(models.Pool, key)
@@ -226,13 +229,18 @@ class PoolAllocator:
             node.start_task_info = None
             node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
 
+    def _ready(self, keys: list[str]) -> None:
+        """Nodes without a start task are idle as soon as they have booted (one transaction for all)."""
+        with self.db.write() as s:
+            for key in keys:
+                node = s.get(models.Node, key)
+                if node is not None and node.state == "starting":
+                    node_rules.set_state(node, self.clock, "idle")
+
     def _start_task(self, n: models.Node, pool: models.Pool, account: tuple[str, str]) -> None:
         start = pool.spec.get("startTask")
         if not start:
-            with self.db.write() as s:
-                node = s.get(models.Node, n.key)
-                if node is not None and node.state == "starting":
-                    node_rules.set_state(node, self.clock, "idle")
+            self._ready([n.key])
             return
         with self._lock:
             if n.key in self._in_flight:
