@@ -20,6 +20,7 @@ from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.base import Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
+from shoal.reconcilers.faults import FaultSource
 from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.pools import PoolAllocator
@@ -91,7 +92,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     if agent is not None:
         work = ComputeWork(db, clock, agent)
         operation_handlers.update(work.handlers(KINDS))
-        allocator = PoolAllocator(db, clock, agent, settings.base_url)
+        allocator = PoolAllocator(db, clock, agent, settings.base_url,
+                                  faults=FaultSource(settings.state_dir / "faults.json"))
         loops.append(allocator)
         loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers))

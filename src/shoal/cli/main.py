@@ -351,6 +351,31 @@ def lineage(resource_id: Annotated[str, typer.Argument(help="ARM id of a disk, s
     print(json.dumps(out, indent=2))
 
 
+faults_app = typer.Typer(help="Operator-only fault injection for node provisioning (tests, drills).",
+                         no_args_is_help=True)
+app.add_typer(faults_app, name="faults")
+
+
+@faults_app.command("set")
+def faults_set(
+    node_delay: Annotated[float, typer.Option(help="Seconds each node takes to provision.")] = 0.0,
+    node_failure: Annotated[bool, typer.Option(help="Make node provisioning fail (nodes become unusable).")] = False,
+    state_dir: StateDir = default_state_dir(),
+) -> None:
+    """Slow down or fail node provisioning of the Shoal using this state directory (takes effect at once)."""
+    from shoal.reconcilers.faults import Faults, write
+
+    write(state_dir.expanduser() / "faults.json", Faults(node_delay, node_failure))
+    console.print(f"Faults set: node provisioning delay {node_delay} s, failure {node_failure}.")
+
+
+@faults_app.command("clear")
+def faults_clear(state_dir: StateDir = default_state_dir()) -> None:
+    """Remove every injected fault."""
+    (state_dir.expanduser() / "faults.json").unlink(missing_ok=True)
+    console.print("Faults cleared.")
+
+
 layers_app = typer.Typer(help="The layer store: list layers, collect unreferenced ones.", no_args_is_help=True)
 app.add_typer(layers_app, name="layers")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,9 +24,10 @@ from shoal.core import ids
 from shoal.core.clock import Clock
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import resources
-from shoal.domain.batch import allocation, pools
+from shoal.domain.batch import allocation, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.reconcilers.base import release_claims
+from shoal.reconcilers.faults import Faults, FaultSource
 from shoal.runtime.agent import HostAgent
 from shoal.store import models
 from shoal.store.db import Database
@@ -37,8 +39,10 @@ LOCK_TTL = timedelta(seconds=120)
 class PoolAllocator:
     name = "pools"
 
-    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4) -> None:
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4,
+                 faults: FaultSource | None = None) -> None:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
+        self.faults = faults
         self._start_tasks = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
         self._in_flight: set[str] = set()  # node keys whose start task runs in this process
         self._lock = threading.Lock()
@@ -97,11 +101,13 @@ class PoolAllocator:
             node_rows = node_rules.list_nodes(s, key)
             blocked = self._image_problem(s, pool)
             account = self._account(s, pool)
+            capacity = self._capacity(s, pool)
         view = allocation.PoolView(pool.state, pool.allocation_state, pool.target_dedicated, pool.target_low_priority,
                                    pool.resize_started_at, timedelta(seconds=pool.resize_timeout_s))
         decision = allocation.decide(view, [allocation.NodeView(n.key, n.is_dedicated, n.state, n.pending,
                                                                 n.running_tasks) for n in node_rows],
-                                     self.clock.now(), blocked=blocked)
+                                     self.clock.now(), blocked=blocked, capacity=capacity,
+                                     max_batch=1 if self._slow() else 1000)
         # 2. record intent: new node rows, nodes leaving
         changed = bool(decision.create_dedicated or decision.create_low_priority or decision.remove)
         if changed:
@@ -134,7 +140,9 @@ class PoolAllocator:
                 fresh.resize_errors = decision.errors
                 pools.set_allocation(fresh, self.clock, pools.STEADY)
                 pools.touch(fresh, self.clock)
-        return changed or bool(node_rows and any(n.pending == "remove" for n in node_rows))
+        with self.db.read() as s:
+            pending = any(n.state == "creating" or n.pending == "remove" for n in node_rules.list_nodes(s, key))
+        return changed or pending
 
     # --- intent ------------------------------------------------------------------------------------------------
     def _record(self, pool: models.Pool, decision: allocation.Decision) -> None:
@@ -160,8 +168,13 @@ class PoolAllocator:
     # --- acting on the host --------------------------------------------------------------------------------------
     def _boot(self, rows: list[models.Node], pool: models.Pool) -> None:
         results: dict[str, list[dict[str, Any]]] = {}
+        faults = self.faults.current() if self.faults is not None else Faults()
         for n in rows:
             try:
+                if faults.node_provision_delay:
+                    time.sleep(faults.node_provision_delay)
+                if faults.node_provision_failure:
+                    raise RuntimeError("provisioning failed (operator fault injection)")
                 self.agent.boot(node_rules.machine_spec(pool, n))
                 self._prepare_dirs(n)
                 results[n.key] = []
@@ -328,6 +341,26 @@ class PoolAllocator:
         row = s.get(models.Resource, pool.account_key)
         name = row.name if row is not None else pool.account_key.rsplit("/", 1)[-1]
         return name, f"{self.base_url}/batch/{name}"
+
+    def _slow(self) -> bool:
+        """Injected slow provisioning: allocate one node per pass, so stop-resize and timeouts can cut in."""
+        return self.faults is not None and self.faults.current().node_provision_delay > 0
+
+    def _capacity(self, s: Any, pool: models.Pool) -> tuple[int, int] | None:
+        """More nodes the account's dedicated / low-priority core quotas allow for this pool (None: no quota)."""
+        account = s.get(models.Resource, pool.account_key)
+        if account is None or account.properties.get("dedicatedCoreQuota") is None:
+            return None
+        cores = vmsizes.lookup(pool.spec.get("vmSize")).cores
+        used_d = used_l = 0
+        for other in pools.list_pools(s, pool.account_key):
+            per_node = vmsizes.SIZES.get(str(other.spec.get("vmSize", "")).lower())
+            d, low = pools.node_counts(s, [other.key])[other.key]
+            used_d += d * (per_node.cores if per_node else 0)
+            used_l += low * (per_node.cores if per_node else 0)
+        quota_d = int(account.properties["dedicatedCoreQuota"])
+        quota_l = int(account.properties.get("lowPriorityCoreQuota") or 0)
+        return max(0, (quota_d - used_d) // cores), max(0, (quota_l - used_l) // cores)
 
     def _image_problem(self, s: Any, pool: models.Pool) -> dict[str, Any] | None:
         """The image a pool grows from must still exist (and the sources it names)."""

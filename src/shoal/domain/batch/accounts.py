@@ -18,7 +18,7 @@ from shoal.store import models
 
 TYPE = "Microsoft.Batch/batchAccounts"
 _NAME = re.compile(r"^[a-z0-9]{3,24}$")
-DEFAULT_QUOTAS = {"dedicatedCoreQuota": 500, "lowPriorityCoreQuota": 500, "poolQuota": 100,
+DEFAULT_QUOTAS = {"dedicatedCoreQuota": 20000, "lowPriorityCoreQuota": 20000, "poolQuota": 100,
                   "activeJobAndJobScheduleQuota": 300}
 AUTH_MODES = ("SharedKey", "AAD", "TaskAuthenticationToken")
 

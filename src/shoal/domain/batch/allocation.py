@@ -48,8 +48,9 @@ _REMOVAL_ORDER = {"unusable": 0, "starttaskfailed": 0, "offline": 1, "creating":
 
 
 def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: int = 1000,
-           blocked: dict[str, Any] | None = None) -> Decision:
-    """``blocked``: a resize error that forbids growing (for example the image is gone), or None."""
+           blocked: dict[str, Any] | None = None, capacity: tuple[int, int] | None = None) -> Decision:
+    """``blocked``: a resize error that forbids growing (for example the image is gone), or None.
+    ``capacity``: how many more (dedicated, low-priority) nodes the account's core quotas allow, or None."""
     d = Decision()
     if pool.state == "deleting":
         d.remove = [n.key for n in nodes if n.pending != "remove"]
@@ -80,8 +81,16 @@ def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: i
                              {"name": "DesiredDedicatedNodes", "value": str(pool.target_dedicated)},
                              {"name": "CurrentDedicatedNodes", "value": str(len(dedicated))}]})
         return d
-    d.create_dedicated = max(0, min(deficit_d, max_batch))
-    d.create_low_priority = max(0, min(deficit_l, max_batch - d.create_dedicated))
+    if capacity is not None and ((deficit_d > 0 and capacity[0] <= 0) or (deficit_l > 0 and capacity[1] <= 0)):
+        d.settle = not leaving
+        kind = "dedicated" if deficit_d > 0 and capacity[0] <= 0 else "low-priority"
+        d.errors.append({"code": "AccountCoreQuotaReached", "message": f"The specified account has reached its "
+                         f"{kind} core quota: the pool could not grow to its target. Raise the quota or use fewer or "
+                         "smaller nodes.", "values": []})
+        return d
+    limit_d, limit_l = capacity if capacity is not None else (max_batch, max_batch)
+    d.create_dedicated = max(0, min(deficit_d, max_batch, limit_d))
+    d.create_low_priority = max(0, min(deficit_l, max_batch - d.create_dedicated, limit_l))
     for group, deficit in ((dedicated, deficit_d), (low, deficit_l)):
         if deficit < 0:
             ranked = sorted(group, key=lambda n: (_REMOVAL_ORDER.get(n.state, 5), n.running_tasks, n.key))

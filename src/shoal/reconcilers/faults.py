@@ -1,0 +1,46 @@
+"""Operator-only fault injection for node provisioning (never reachable through the Azure APIs).
+
+Lets tests and operators see how Shoal behaves when provisioning is slow or fails, without waiting for real
+failures: ``<state-dir>/faults.json`` holds ``{"nodeProvisionDelaySeconds": 0.5, "nodeProvisionFailure": false}``
+and is re-read when it changes. Manage it with ``shoal faults set|show|clear``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Faults:
+    node_provision_delay: float = 0.0
+    node_provision_failure: bool = False
+
+
+class FaultSource:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: float | None = None
+        self._faults = Faults()
+
+    def current(self) -> Faults:
+        try:
+            stamp = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._stamp, self._faults = None, Faults()
+            return self._faults
+        if stamp != self._stamp:
+            try:
+                data = json.loads(self.path.read_text() or "{}")
+            except ValueError:
+                data = {}
+            self._faults = Faults(float(data.get("nodeProvisionDelaySeconds", 0) or 0),
+                                  bool(data.get("nodeProvisionFailure", False)))
+            self._stamp = stamp
+        return self._faults
+
+
+def write(path: Path, faults: Faults) -> None:
+    path.write_text(json.dumps({"nodeProvisionDelaySeconds": faults.node_provision_delay,
+                                "nodeProvisionFailure": faults.node_provision_failure}, indent=2))

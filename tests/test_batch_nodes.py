@@ -1,0 +1,121 @@
+"""Node operations, node files, stop-resize, core quotas and user-subscription accounts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from azure.batch import models as bm
+from azure.batch.models._models import (  # not exported by azure-batch 15.1
+    BatchNodeDisableSchedulingOptions,
+    BatchNodeReimageOptions,
+)
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from batch_fixtures import NODE_AGENT, PreparedImage, create_account, prepare_image
+from harness import ShoalServer
+from shoal.azure import Shoal
+
+
+@pytest.fixture(scope="module")
+def image(shoal: Shoal) -> PreparedImage:
+    return prepare_image(shoal)
+
+
+@pytest.fixture(scope="module")
+def client(shoal: Shoal, image: PreparedImage) -> Any:
+    account = create_account(shoal, image.group)
+    return shoal.batch_client(account.account_endpoint)
+
+
+def wait_for(fn: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_pool(client: Any, image: PreparedImage, pool_id: str, nodes: int, **kw: Any) -> None:
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id=pool_id, vm_size=kw.pop("vm_size", "standard_d2s_v3"), target_dedicated_nodes=nodes,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
+            node_agent_sku_id=NODE_AGENT), **kw))
+
+
+def test_scheduling_reimage_and_node_files(client: Any, image: PreparedImage) -> None:
+    make_pool(client, image, "ops", 1, start_task=bm.BatchStartTask(
+        command_line="/bin/sh -c 'echo started > $AZ_BATCH_NODE_SHARED_DIR/marker; echo out'",
+        user_identity=bm.UserIdentity(auto_user=bm.AutoUserSpecification(elevation_level="admin"))))
+    node = wait_for(lambda: next((n for n in client.list_nodes("ops") if n.state == "idle"), None), "idle")
+    client.disable_node_scheduling("ops", node.id, BatchNodeDisableSchedulingOptions(
+        node_disable_scheduling_option="requeue"))
+    assert client.get_node("ops", node.id).scheduling_state == "disabled"
+    assert client.get_node("ops", node.id).state == "offline"
+    client.enable_node_scheduling("ops", node.id)
+    assert client.get_node("ops", node.id).state == "idle"
+
+    names = {f.name for f in client.list_node_files("ops", node.id, recursive=True)}
+    assert {"shared/marker", "startup/stdout.txt", "startup/stderr.txt"} <= names
+    client.get_node_file_properties("ops", node.id, "shared/marker")  # HEAD answers 200
+    assert b"".join(client.download_node_file("ops", node.id, "shared/marker")) == b"started\n"
+    with pytest.raises(HttpResponseError) as info:
+        b"".join(client.download_node_file("ops", node.id, "../../../../etc/passwd"))
+    assert info.value.status_code in (400, 404)
+    client.delete_node_file("ops", node.id, "shared/marker")
+    with pytest.raises(ResourceNotFoundError):
+        b"".join(client.download_node_file("ops", node.id, "shared/marker"))
+
+    client.begin_reimage_node("ops", node.id, BatchNodeReimageOptions(node_reimage_option="requeue"),
+                              polling_interval=1).result()
+    wait_for(lambda: client.get_node("ops", node.id).state == "idle", "reimaged node idle")
+    # The start task ran again on the fresh node.
+    assert b"".join(client.download_node_file("ops", node.id, "shared/marker")) == b"started\n"
+
+
+def test_stop_resize_keeps_the_nodes_so_far(server: ShoalServer, client: Any, image: PreparedImage) -> None:
+    server.cli("faults", "set", "--node-delay", "0.3")
+    try:
+        make_pool(client, image, "stopper", 30)
+        wait_for(lambda: len(list(client.list_nodes("stopper"))) >= 2 and client.get_pool(
+            "stopper").current_dedicated_nodes >= 2, "a few nodes")
+        client.begin_stop_pool_resize("stopper", polling_interval=1).result()
+    finally:
+        server.cli("faults", "clear")
+    pool = client.get_pool("stopper")
+    assert pool.allocation_state == "steady"
+    assert 0 < pool.current_dedicated_nodes < 30
+    assert [e.code for e in pool.resize_errors] == ["ResizeStopped"]
+    # A new resize continues from there.
+    client.begin_resize_pool("stopper", bm.BatchPoolResizeOptions(target_dedicated_nodes=3), polling_interval=1
+                             ).result()
+    assert client.get_pool("stopper").current_dedicated_nodes == 3
+
+
+def test_core_quota_limits_growth(client: Any, image: PreparedImage) -> None:
+    # 20000 dedicated cores by default: 166 nodes of 120 cores fit, 200 do not.
+    make_pool(client, image, "huge", 200, vm_size="Standard_HB120rs_v3")
+    pool = wait_for(lambda: (p := client.get_pool("huge")).allocation_state == "steady" and p, "steady")
+    assert pool.current_dedicated_nodes == 166
+    assert [e.code for e in pool.resize_errors] == ["AccountCoreQuotaReached"]
+    client.begin_delete_pool("huge", polling_interval=1).result()
+
+
+def test_user_subscription_accounts_refuse_shared_key(shoal: Shoal, image: PreparedImage) -> None:
+    from azure.mgmt.batch.models import KeyVaultReference
+
+    account = create_account(shoal, image.group, pool_allocation_mode="UserSubscription",
+                             key_vault_reference=KeyVaultReference(
+                                 id=f"/subscriptions/{shoal.subscription_id}/resourceGroups/{image.group}/providers/"
+                                    "Microsoft.KeyVault/vaults/kv1", url="https://kv1.vault.azure.net/"))
+    assert account.pool_allocation_mode == "UserSubscription"
+    with pytest.raises(HttpResponseError) as info:
+        shoal.batch_mgmt_client().batch_account.get_keys(image.group, account.name)
+    assert info.value.status_code == 409
+    # Entra ID works.
+    assert list(shoal.batch_client(account.account_endpoint).list_pools()) == []
