@@ -119,3 +119,34 @@ def test_user_subscription_accounts_refuse_shared_key(shoal: Shoal, image: Prepa
     assert info.value.status_code == 409
     # Entra ID works.
     assert list(shoal.batch_client(account.account_endpoint).list_pools()) == []
+
+
+def test_resize_timeout_keeps_the_nodes_allocated_so_far(server: ShoalServer, client: Any,
+                                                         image: PreparedImage) -> None:
+    server.cli("faults", "set", "--node-delay", "0.5")
+    try:
+        make_pool(client, image, "slow", 20)
+        wait_for(lambda: client.get_pool("slow").current_dedicated_nodes >= 2, "a few nodes")
+        # 16 minutes later (the default resize timeout is 15): the resize ends with what it has.
+        server.cli("faults", "set", "--node-delay", "0.5", "--clock-offset", str(16 * 60))
+        pool = wait_for(lambda: (p := client.get_pool("slow")).allocation_state == "steady" and p, "timeout")
+    finally:
+        server.cli("faults", "clear")
+    assert 2 <= pool.current_dedicated_nodes < 20
+    assert [e.code for e in pool.resize_errors] == ["AllocationTimedOut"]
+    kept = pool.current_dedicated_nodes
+    client.begin_resize_pool("slow", bm.BatchPoolResizeOptions(target_dedicated_nodes=kept + 2),
+                             polling_interval=1).result()
+    assert client.get_pool("slow").current_dedicated_nodes == kept + 2
+
+
+def test_failed_provisioning_makes_nodes_unusable(server: ShoalServer, client: Any, image: PreparedImage) -> None:
+    server.cli("faults", "set", "--node-failure")
+    try:
+        make_pool(client, image, "broken", 2)
+        nodes = wait_for(lambda: (ns := list(client.list_nodes("broken"))) and all(
+            n.state == "unusable" for n in ns) and ns, "unusable nodes")
+    finally:
+        server.cli("faults", "clear")
+    assert nodes[0].errors[0].code == "NodeProvisioningFailed"
+    assert "fault injection" in nodes[0].errors[0].message

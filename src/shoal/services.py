@@ -20,7 +20,7 @@ from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.base import Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
-from shoal.reconcilers.faults import FaultSource
+from shoal.reconcilers.faults import FaultClock, FaultSource
 from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.pools import PoolAllocator
@@ -60,7 +60,8 @@ class Services:
 
 def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool = False) -> Services:
     """Open (and migrate) the state, bootstrap the dev identity, prepare the reconcilers."""
-    clock = clock or Clock()
+    faults = FaultSource(settings.state_dir / "faults.json")
+    clock = clock or FaultClock(faults)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_url)
     db.migrate()
@@ -92,8 +93,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     if agent is not None:
         work = ComputeWork(db, clock, agent)
         operation_handlers.update(work.handlers(KINDS))
-        allocator = PoolAllocator(db, clock, agent, settings.base_url,
-                                  faults=FaultSource(settings.state_dir / "faults.json"))
+        allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults)
         loops.append(allocator)
         loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers))

@@ -360,13 +360,15 @@ app.add_typer(faults_app, name="faults")
 def faults_set(
     node_delay: Annotated[float, typer.Option(help="Seconds each node takes to provision.")] = 0.0,
     node_failure: Annotated[bool, typer.Option(help="Make node provisioning fail (nodes become unusable).")] = False,
+    clock_offset: Annotated[float, typer.Option(help="Move the server's clock forward by this many seconds.")] = 0.0,
     state_dir: StateDir = default_state_dir(),
 ) -> None:
-    """Slow down or fail node provisioning of the Shoal using this state directory (takes effect at once)."""
+    """Slow down or fail node provisioning, or move the clock, of the Shoal using this state directory."""
     from shoal.reconcilers.faults import Faults, write
 
-    write(state_dir.expanduser() / "faults.json", Faults(node_delay, node_failure))
-    console.print(f"Faults set: node provisioning delay {node_delay} s, failure {node_failure}.")
+    write(state_dir.expanduser() / "faults.json", Faults(node_delay, node_failure, clock_offset))
+    console.print(f"Faults set: node provisioning delay {node_delay} s, failure {node_failure}, clock offset "
+                  f"{clock_offset} s.")
 
 
 @faults_app.command("clear")

@@ -1,21 +1,26 @@
 """Operator-only fault injection for node provisioning (never reachable through the Azure APIs).
 
 Lets tests and operators see how Shoal behaves when provisioning is slow or fails, without waiting for real
-failures: ``<state-dir>/faults.json`` holds ``{"nodeProvisionDelaySeconds": 0.5, "nodeProvisionFailure": false}``
-and is re-read when it changes. Manage it with ``shoal faults set|show|clear``.
+failures: ``<state-dir>/faults.json`` holds ``{"nodeProvisionDelaySeconds": 0.5, "nodeProvisionFailure": false,
+"clockOffsetSeconds": 0}`` and is re-read when it changes. ``clockOffsetSeconds`` moves the server's clock
+forward (resize timeouts, autoscale intervals) without waiting. Manage it with ``shoal faults set|clear``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from shoal.core.clock import Clock
 
 
 @dataclass(frozen=True)
 class Faults:
     node_provision_delay: float = 0.0
     node_provision_failure: bool = False
+    clock_offset: float = 0.0
 
 
 class FaultSource:
@@ -36,11 +41,23 @@ class FaultSource:
             except ValueError:
                 data = {}
             self._faults = Faults(float(data.get("nodeProvisionDelaySeconds", 0) or 0),
-                                  bool(data.get("nodeProvisionFailure", False)))
+                                  bool(data.get("nodeProvisionFailure", False)),
+                                  float(data.get("clockOffsetSeconds", 0) or 0))
             self._stamp = stamp
         return self._faults
 
 
 def write(path: Path, faults: Faults) -> None:
     path.write_text(json.dumps({"nodeProvisionDelaySeconds": faults.node_provision_delay,
-                                "nodeProvisionFailure": faults.node_provision_failure}, indent=2))
+                                "nodeProvisionFailure": faults.node_provision_failure,
+                                "clockOffsetSeconds": faults.clock_offset}, indent=2))
+
+
+class FaultClock(Clock):
+    """The server's clock, moved forward by the operator's ``clockOffsetSeconds`` (zero unless injected)."""
+
+    def __init__(self, source: FaultSource) -> None:
+        self.source = source
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(seconds=self.source.current().clock_offset)
