@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from shoal.api import arm
 from shoal.api.deps import arm_caller, authorize, in_thread, services
+from shoal.api.routes.operations import result_response
 from shoal.core import errors, ids, timefmt
 from shoal.domain import operations, resources
 from shoal.domain.batch import accounts, pools, service
@@ -88,22 +89,7 @@ async def account_operation(request: Request, subscription_id: str, location: st
             return operations.get(s, subscription_id, operation_id)
 
     op = await in_thread(work)
-    if op.status == operations.IN_PROGRESS:
-        return Response(status_code=202, headers={"Location": str(request.url), "Retry-After": "1"})
-    if op.status == operations.FAILED and op.error:
-        from shoal.api.errors import arm_error_body
-
-        err = errors.AzureError(op.error["message"], code=op.error["code"], status=op.error.get("status", 500))
-        return JSONResponse(arm_error_body(err), status_code=err.status)
-    result = op.payload.get("result")
-    if op.kind == "batchAccounts.create":
-        def fresh() -> dict[str, Any] | None:
-            with svc.db.read() as s:
-                row = resources.find(s, ids.parse(op.target_id))
-                return accounts.render(row) if row is not None else None
-
-        result = await in_thread(fresh) or result
-    return JSONResponse(result) if result is not None else Response(status_code=200)
+    return await in_thread(lambda: result_response(request, op))
 
 
 @router.get(ACCT)

@@ -34,7 +34,7 @@ async def _load(request: Request, subscription_id: str, operation_id: str) -> mo
 NO_RESULT_BODY = {"delete", "start", "powerOff", "restart", "deallocate", "endGetAccess"}
 
 
-def _result_response(request: Request, op: models.Operation) -> Response:
+def result_response(request: Request, op: models.Operation) -> Response:
     """Location-style polling: 202 while running, then the final result (or the error).
 
     For a PUT the final result is the resource itself (az reads it from this URL, not from a final GET);
@@ -72,7 +72,7 @@ def _resource_body(request: Request, type_: str, target_id: str) -> dict[str, An
 @router.get("/subscriptions/{subscription_id}/operationResults/{operation_id}")
 async def resource_group_operation_result(request: Request, subscription_id: str, operation_id: str) -> Response:
     op = await _load(request, subscription_id, operation_id)
-    return await in_thread(lambda: _result_response(request, op))
+    return await in_thread(lambda: result_response(request, op))
 
 
 @router.get("/subscriptions/{subscription_id}/providers/{namespace}/locations/{location}/operations/{operation_id}")
@@ -88,4 +88,4 @@ async def operation_status(request: Request, subscription_id: str, namespace: st
 async def operation_result(request: Request, subscription_id: str, namespace: str, location: str,
                            operation_id: str) -> Response:
     op = await _load(request, subscription_id, operation_id)
-    return await in_thread(lambda: _result_response(request, op))
+    return await in_thread(lambda: result_response(request, op))
