@@ -25,6 +25,7 @@ from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.pools import PoolAllocator
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
+from shoal.reconcilers.scheduler import TaskScheduler
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.marketplace import Catalog
 from shoal.store.db import Database
@@ -56,6 +57,13 @@ class Services:
 
     def nudge(self, name: str | None = None) -> None:
         self.runner.nudge(name)
+
+    def kill_task(self, task_key: str) -> None:
+        """Kill a running task attempt (terminate/delete); its end arrives through the scheduler as usual."""
+        for loop in self.runner.reconcilers:
+            kill = getattr(loop, "kill", None)
+            if loop.name == "tasks" and callable(kill):
+                kill(task_key)
 
 
 def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool = False) -> Services:
@@ -95,11 +103,14 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         operation_handlers.update(work.handlers(KINDS))
         allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults)
         loops.append(allocator)
+        scheduler = TaskScheduler(db, clock, agent, settings.base_url)
+        loops.append(scheduler)
         loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers))
     runner = Runner(loops, settings.reconcile_interval)
     if allocator is not None:
-        allocator.nudge = lambda: runner.nudge("pools")
+        allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
+        scheduler.nudge = lambda: runner.nudge("tasks")
     return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from shoal import __version__
 from shoal.api import errors
+from shoal.api.batch import jobs as batch_jobs
 from shoal.api.batch import nodes as batch_nodes
 from shoal.api.batch import pools as batch_pools
 from shoal.api.middleware import RequestContextMiddleware
@@ -46,8 +47,8 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
     errors.install(app)
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
-    for module in (health, metadata, graph, batch_pools, batch_nodes, operations, vm_images, compute, batch_mgmt,
-                   subscriptions, resource_groups, resources, authorization, identity):
+    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, vm_images, compute,
+                   batch_mgmt, subscriptions, resource_groups, resources, authorization, identity):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

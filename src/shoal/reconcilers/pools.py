@@ -124,6 +124,8 @@ class PoolAllocator:
             starting = [n for n in node_rules.list_nodes(s, key) if n.state in ("starting", "waitingforstarttask")]
         if starting and not pool.spec.get("startTask"):
             self._ready([n.key for n in starting])
+            if callable(self.nudge):
+                self.nudge()
         else:
             for n in starting:
                 self._start_task(n, pool, account)
@@ -335,6 +337,8 @@ class PoolAllocator:
             node.start_task_info = info
             if node.state == "waitingforstarttask":
                 node_rules.set_state(node, self.clock, "idle" if failure is None else "starttaskfailed")
+                if failure is None:
+                    node.errors = []
 
     # --- lookups -------------------------------------------------------------------------------------------------
     def _account(self, s: Any, pool: models.Pool) -> tuple[str, str]:

@@ -214,3 +214,48 @@ class Node(Versioned, Base):
     total_tasks_succeeded: Mapped[int] = mapped_column(Integer, default=0)
     running_tasks: Mapped[int] = mapped_column(Integer, default=0)
     running_slots: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Job(Versioned, Base):
+    """A Batch job: where its tasks run (pool), with what priority and constraints."""
+
+    __tablename__ = "jobs"
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)  # <account key>/<job id lower>
+    account_key: Mapped[str] = mapped_column(String(512), index=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    pool_id: Mapped[str] = mapped_column(String(64), index=True)  # lower-cased
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    previous_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state_transition_time: Mapped[datetime]
+    previous_state_transition_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    execution_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    etag: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_modified: Mapped[datetime]
+
+
+class Task(Versioned, Base):
+    """A task of a job; ``seq`` orders tasks first-in first-out within a priority."""
+
+    __tablename__ = "tasks"
+    key: Mapped[str] = mapped_column(String(700), primary_key=True)  # <job key>/<task id lower>
+    job_key: Mapped[str] = mapped_column(String(600), index=True)
+    task_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    previous_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state_transition_time: Mapped[datetime]
+    previous_state_transition_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    execution_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    node_key: Mapped[str | None] = mapped_column(String(700), nullable=True, index=True)
+    node_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The attempt now running: its id (so a task never runs twice at once) and host process.
+    attempt: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    etag: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_modified: Mapped[datetime]

@@ -1,0 +1,179 @@
+"""Task rules: creation (one or a collection), states, dependencies, retries, rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shoal.core import errors, etags, timefmt
+from shoal.core.clock import Clock
+from shoal.domain.batch.pools import bad_value, missing
+from shoal.store import models
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_COLLECTION = 100
+MAX_COLLECTION_BYTES = 1024 * 1024
+SPEC_FIELDS = ("displayName", "commandLine", "resourceFiles", "outputFiles", "environmentSettings", "affinityInfo",
+               "constraints", "requiredSlots", "userIdentity", "dependsOn", "exitConditions", "containerSettings",
+               "multiInstanceSettings", "applicationPackageReferences", "authenticationTokenSettings")
+_TRANSITIONS = {
+    "active": {"preparing", "running", "completed"},
+    "preparing": {"running", "active", "completed"},
+    "running": {"completed", "active"},
+    "completed": {"active"},
+}
+
+
+def task_key(job_key: str, task_id: str) -> str:
+    return f"{job_key}/{task_id.lower()}"
+
+
+def set_state(task: models.Task, clock: Clock, state: str) -> None:
+    """The one place a task's state changes (active -> preparing -> running -> completed, and back on retry)."""
+    if state == task.state:
+        return
+    if state not in _TRANSITIONS[task.state]:
+        raise errors.AzureError(f"The task is {task.state}; it cannot become {state}.", status=409,
+                                code="TaskStateConflict")
+    now = clock.now()
+    task.previous_state, task.previous_state_transition_time = task.state, task.state_transition_time
+    task.state, task.state_transition_time = state, now
+
+
+def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
+    task_id = str(body.get("id") or "")
+    if not task_id:
+        raise missing("id")
+    if not _ID.match(task_id):
+        raise bad_value("id", task_id, "1-64 letters, digits, hyphens and underscores")
+    if not body.get("commandLine"):
+        raise missing("commandLine")
+    spec = {k: body[k] for k in SPEC_FIELDS if k in body}
+    slots = spec.get("requiredSlots", 1)
+    if not isinstance(slots, int) or slots < 1:
+        raise bad_value("requiredSlots", slots, "a positive integer")
+    if spec.get("dependsOn") and not job.spec.get("usesTaskDependencies"):
+        raise errors.AzureError("The job does not allow task dependencies: create it with usesTaskDependencies.",
+                                status=409, code="TaskDependenciesNotSpecifiedOnJob")
+    constraints = spec.get("constraints") or {}
+    if "maxWallClockTime" in constraints:
+        try:
+            timefmt.parse_duration(str(constraints["maxWallClockTime"]))
+        except timefmt.TimeFormatError as exc:
+            raise bad_value("constraints.maxWallClockTime", constraints["maxWallClockTime"], str(exc)) from exc
+    return spec
+
+
+def check_job_accepts_tasks(job: models.Job) -> None:
+    if job.state in ("completed", "terminating"):
+        raise errors.AzureError("The specified job is already in a completed state.", status=409,
+                                code="JobCompleted")
+    if job.state == "deleting":
+        raise errors.AzureError("The specified job is being deleted.", status=409, code="JobBeingDeleted")
+
+
+def next_seq(s: Session) -> int:
+    return int(s.scalar(select(func.coalesce(func.max(models.Task.seq), 0))) or 0) + 1
+
+
+def new_task(job: models.Job, clock: Clock, body: dict[str, Any], spec: dict[str, Any], seq: int) -> models.Task:
+    now = clock.now()
+    return models.Task(key=task_key(job.key, str(body["id"])), job_key=job.key, task_id=str(body["id"]), seq=seq,
+                       spec=spec, slots=int(spec.get("requiredSlots", 1)), state="active", state_transition_time=now,
+                       execution_info={"retryCount": 0, "requeueCount": 0}, etag=etags.new_etag(), created_at=now,
+                       last_modified=now)
+
+
+def add(s: Session, clock: Clock, job: models.Job, body: dict[str, Any]) -> models.Task:
+    check_job_accepts_tasks(job)
+    spec = validate(job, body)
+    if s.get(models.Task, task_key(job.key, str(body["id"]))) is not None:
+        raise errors.AzureError("The specified task already exists.", status=409, code="TaskExists")
+    task = new_task(job, clock, body, spec, next_seq(s))
+    s.add(task)
+    return task
+
+
+def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, items: Any) -> list[dict[str, Any]]:
+    """``addtaskcollection``: per-task results; the whole request fails only when it is too large."""
+    if not isinstance(items, list):
+        raise missing("value")
+    if len(items) > MAX_COLLECTION or raw_size >= MAX_COLLECTION_BYTES:
+        raise errors.AzureError(f"The collection has {len(items)} tasks and {raw_size} bytes: at most "
+                                f"{MAX_COLLECTION} tasks and less than 1 MB are allowed per request.", status=413,
+                                code="RequestBodyTooLarge")
+    check_job_accepts_tasks(job)
+    ids = [str(i.get("id", "")).lower() for i in items if isinstance(i, dict)]
+    existing = set(s.scalars(select(models.Task.task_id).where(
+        models.Task.job_key == job.key, func.lower(models.Task.task_id).in_(ids)))) if ids else set()
+    existing = {e.lower() for e in existing}
+    seq = next_seq(s)
+    results: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in items:
+        task_id = str(item.get("id", "")) if isinstance(item, dict) else ""
+        try:
+            if not isinstance(item, dict):
+                raise missing("value[]")
+            spec = validate(job, item)
+            if task_id.lower() in existing or task_id.lower() in seen:
+                raise errors.AzureError("The specified task already exists.", status=409, code="TaskExists")
+        except errors.AzureError as exc:
+            results.append({"status": "clienterror", "taskId": task_id, "error": {
+                "code": exc.code, "message": {"lang": "en-US", "value": exc.message},
+                "values": [{"key": k, "value": v} for k, v in exc.values.items()]}})
+            continue
+        seen.add(task_id.lower())
+        task = new_task(job, clock, item, spec, seq)
+        seq += 1
+        s.add(task)
+        results.append({"status": "success", "taskId": task_id, "eTag": task.etag,
+                        "lastModified": timefmt.format_timestamp(task.last_modified)})
+    return results
+
+
+def body_size(body: dict[str, Any]) -> int:
+    return len(json.dumps(body, separators=(",", ":")).encode())
+
+
+def get(s: Session, job: models.Job, task_id: str) -> models.Task:
+    task = s.get(models.Task, task_key(job.key, task_id))
+    if task is None:
+        raise errors.AzureError("The specified task does not exist.", status=404, code="TaskNotFound")
+    return task
+
+
+def list_tasks(s: Session, job: models.Job) -> list[models.Task]:
+    return list(s.scalars(select(models.Task).where(models.Task.job_key == job.key).order_by(models.Task.seq)))
+
+
+def dependency_ids(spec: dict[str, Any]) -> tuple[list[str], list[tuple[int, int]]]:
+    deps = spec.get("dependsOn") or {}
+    ranges = [(int(r["start"]), int(r["end"])) for r in deps.get("taskIdRanges") or []]
+    return [str(t) for t in deps.get("taskIds") or []], ranges
+
+
+def render(task: models.Task, url: str) -> dict[str, Any]:
+    fmt = timefmt.format_timestamp
+    constraints = {"maxWallClockTime": timefmt.INFINITE_DURATION_TEXT, "retentionTime": "P7D",
+                   "maxTaskRetryCount": 0, **(task.spec.get("constraints") or {})}
+    body: dict[str, Any] = {
+        "id": task.task_id, "url": url, "eTag": task.etag, "lastModified": fmt(task.last_modified),
+        "creationTime": fmt(task.created_at), "state": task.state,
+        "stateTransitionTime": fmt(task.state_transition_time),
+        "requiredSlots": task.slots, "constraints": constraints,
+        "executionInfo": task.execution_info,
+        "userIdentity": task.spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
+        **{k: v for k, v in task.spec.items() if k not in ("constraints", "userIdentity", "requiredSlots")},
+    }
+    if task.previous_state:
+        body["previousState"] = task.previous_state
+        body["previousStateTransitionTime"] = fmt(task.previous_state_transition_time) \
+            if task.previous_state_transition_time else None
+    if task.node_info:
+        body["nodeInfo"] = task.node_info
+    return body

@@ -1,0 +1,392 @@
+"""The task scheduler: assigns active tasks to free slots on the nodes of their job's pool, runs them inside
+the nodes' machines, records results, retries, requeues, and drives job state changes.
+
+Work is batched: one transaction assigns many tasks, one transaction records many completions, so throughput
+is bounded by process creation rather than by the database. Each attempt has an id; a task is assigned only
+while it has no attempt, so it never runs twice at once. A task's command runs under a tiny shell wrapper that
+writes its exit code next to its output: after a crash of the server, a finished attempt is recognised from
+that file, a live one is watched again, and a vanished one is requeued.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from shoal.core import etags, timefmt
+from shoal.core.clock import Clock
+from shoal.domain.batch import jobs as job_rules
+from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import pools, tasks
+from shoal.runtime.agent import HostAgent
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+EXIT_FILE = ".shoal-exit"
+# Runs the task's argv (not through a shell's parser) and records its exit code for crash recovery.
+WRAPPER = ["/bin/sh", "-c", '"$@"; code=$?; echo $code > "$AZ_BATCH_TASK_DIR/' + EXIT_FILE + '"; exit $code', "sh"]
+SCHEDULABLE_NODE_STATES = ("idle", "running")
+
+
+@dataclass
+class Finished:
+    task_key: str
+    attempt: str
+    exit_code: int | None
+    timed_out: bool = False
+    error: str | None = None
+    lost: bool = False  # the attempt vanished (machine gone): requeue
+
+
+class TaskScheduler:
+    name = "tasks"
+
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256) -> None:
+        self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
+        self._waiters = ThreadPoolExecutor(workers, thread_name_prefix="task-wait")
+        self._done: queue.Queue[Finished] = queue.Queue()
+        self._running: dict[str, tuple[str, int]] = {}  # task key -> (attempt, pid)
+        self._lock = threading.Lock()
+        self._recovered = False
+        self.nudge: Any = None
+
+    def release_claims(self) -> None:
+        """Nothing is claimed by row locks here: attempts are recovered on the first pass instead."""
+
+    # --- the pass ----------------------------------------------------------------------------------------------
+    def run_once(self) -> bool:
+        if not self._recovered:
+            self._recover()
+            self._recovered = True
+        finished = self._record_finished()
+        self._job_transitions()
+        started = self._schedule()
+        return bool(finished or started)
+
+    # --- assignment ----------------------------------------------------------------------------------------------
+    def _schedule(self, limit: int = 2000) -> int:
+        launches: list[dict[str, Any]] = []
+        with self.db.write() as s:
+            active_pools = {p.key: p for p in s.scalars(select(models.Pool).where(models.Pool.state == "active"))}
+            if not active_pools:
+                return 0
+            jobs = {j.key: j for j in s.scalars(select(models.Job).where(models.Job.state == "active"))}
+            if not jobs:
+                return 0
+            candidates = list(s.scalars(select(models.Task).where(
+                models.Task.state == "active", models.Task.attempt.is_(None),
+                models.Task.job_key.in_(list(jobs))).order_by(models.Task.seq).limit(limit)))
+            if not candidates:
+                return 0
+            candidates.sort(key=lambda t: (-jobs[t.job_key].priority, t.seq))
+            nodes_by_pool: dict[str, list[models.Node]] = {}
+            for node in s.scalars(select(models.Node).where(
+                    models.Node.state.in_(SCHEDULABLE_NODE_STATES), models.Node.scheduling_state == "enabled",
+                    models.Node.pending == "")):
+                nodes_by_pool.setdefault(node.pool_key, []).append(node)
+            done_ok = self._dependency_index(s, candidates)
+            for task in candidates:
+                job = jobs[task.job_key]
+                pool = active_pools.get(pools.pool_key(job.account_key, job.pool_id))
+                if pool is None or not self._dependencies_met(task, done_ok):
+                    continue
+                per_node = int(pool.spec.get("taskSlotsPerNode", 1))
+                free = [n for n in nodes_by_pool.get(pool.key, []) if n.running_slots + task.slots <= per_node]
+                if not free:
+                    continue
+                pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
+                node = (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
+                attempt = str(uuid.uuid4())
+                task.attempt, task.node_key = attempt, node.key
+                tasks.set_state(task, self.clock, "preparing")
+                node.running_slots += task.slots
+                node.running_tasks += 1
+                if node.state == "idle":
+                    node_rules.set_state(node, self.clock, "running")
+                task_dir = f"{node_rules.NODE_ROOT}/workitems/{job.job_id}/job-1/{task.task_id}"
+                account_name = job.account_key.rsplit("/", 1)[-1]
+                account_url = f"{self.base_url}/batch/{account_name}"
+                task.node_info = {"affinityId": f"TVM:{node.node_id}", "poolId": pool.pool_id, "nodeId": node.node_id,
+                                  "nodeUrl": f"{account_url}/pools/{pool.pool_id}/nodes/{node.node_id}",
+                                  "taskRootDirectory": f"workitems/{job.job_id}/job-1/{task.task_id}",
+                                  "taskRootDirectoryUrl": f"{account_url}/pools/{pool.pool_id}/nodes/{node.node_id}/"
+                                                          f"files/workitems/{job.job_id}/job-1/{task.task_id}"}
+                env = node_rules.base_environment(account_name, account_url, pool, node)
+                env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": task.task_id,
+                            "AZ_BATCH_TASK_DIR": task_dir, "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
+                            "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+                for item in job.spec.get("commonEnvironmentSettings") or []:
+                    env[str(item.get("name"))] = str(item.get("value", ""))
+                for item in task.spec.get("environmentSettings") or []:
+                    env[str(item.get("name"))] = str(item.get("value", ""))
+                auto = ((task.spec.get("userIdentity") or {}).get("autoUser") or {})
+                admin = str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
+                if admin:
+                    env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin"
+                limit_text = (task.spec.get("constraints") or {}).get("maxWallClockTime") or \
+                    (job.spec.get("constraints") or {}).get("maxWallClockTime")
+                timeout = timefmt.parse_duration(str(limit_text)).total_seconds() if limit_text else None
+                launches.append({"key": task.key, "attempt": attempt, "machine": node.machine_id,
+                                 "task_dir": task_dir, "env": env, "admin": admin, "timeout": timeout,
+                                 "command": str(task.spec.get("commandLine", ""))})
+        for launch in launches:
+            self._launch(launch)
+        return len(launches)
+
+    def _dependency_index(self, s: Any, candidates: list[models.Task]) -> dict[str, set[str]]:
+        """For jobs with dependent tasks: ids of tasks completed successfully, per job."""
+        wanted = {t.job_key for t in candidates if t.spec.get("dependsOn")}
+        out: dict[str, set[str]] = {}
+        for job_key in wanted:
+            rows = s.execute(select(models.Task.task_id, models.Task.execution_info).where(
+                models.Task.job_key == job_key, models.Task.state == "completed")).all()
+            out[job_key] = {tid.lower() for tid, info in rows if (info or {}).get("result") == "success"}
+        return out
+
+    @staticmethod
+    def _dependencies_met(task: models.Task, done_ok: dict[str, set[str]]) -> bool:
+        ids, ranges = tasks.dependency_ids(task.spec)
+        if not ids and not ranges:
+            return True
+        done = done_ok.get(task.job_key, set())
+        if any(i.lower() not in done for i in ids):
+            return False
+        return all(str(n) in done for start, end in ranges for n in range(start, end + 1))
+
+    # --- running -------------------------------------------------------------------------------------------------
+    def _launch(self, launch: dict[str, Any]) -> None:
+        host_dir = self.agent.temp_dir(launch["machine"]) / Path(launch["task_dir"]).relative_to("/mnt")
+        try:
+            (host_dir / "wd").mkdir(parents=True, exist_ok=True)
+            (host_dir / EXIT_FILE).unlink(missing_ok=True)
+            user = None
+            if not launch["admin"]:
+                user = "65534"
+                for path in (host_dir, host_dir / "wd"):
+                    os.chown(path, 65534, 65534)
+            argv = [*WRAPPER, *node_rules.command_argv(launch["command"])]
+            started = self.agent.machines.spawn(
+                launch["machine"], argv, env=launch["env"], cwd=f"{launch['task_dir']}/wd", user=user,
+                stdout=str(host_dir / "stdout.txt"), stderr=str(host_dir / "stderr.txt"), timeout=launch["timeout"])
+        except Exception as exc:
+            self._done.put(Finished(launch["key"], launch["attempt"], None, error=str(exc)))
+            return
+        pid = int(started["pid"])
+        with self._lock:
+            self._running[launch["key"]] = (launch["attempt"], pid)
+        with self.db.write() as s:
+            task = s.get(models.Task, launch["key"])
+            if task is not None and task.attempt == launch["attempt"] and task.state == "preparing":
+                task.pid = pid
+                tasks.set_state(task, self.clock, "running")
+                task.execution_info = {**task.execution_info, "startTime": timefmt.format_timestamp(self.clock.now())}
+        self._waiters.submit(self._wait, launch["key"], launch["attempt"], pid)
+
+    def _wait(self, key: str, attempt: str, pid: int) -> None:
+        try:
+            result = self.agent.machines.wait(pid) or {}
+            self._done.put(Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")),
+                                    result.get("error")))
+        except Exception as exc:
+            self._done.put(Finished(key, attempt, None, error=str(exc)))
+        with self._lock:
+            self._running.pop(key, None)
+        if callable(self.nudge):
+            self.nudge()
+
+    # --- results -------------------------------------------------------------------------------------------------
+    def _record_finished(self) -> int:
+        batch: list[Finished] = []
+        while True:
+            try:
+                batch.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if not batch:
+            return 0
+        now = self.clock.now()
+        with self.db.write() as s:
+            for item in batch:
+                task = s.get(models.Task, item.task_key)
+                if task is None or task.attempt != item.attempt:
+                    continue
+                node = s.get(models.Node, task.node_key) if task.node_key else None
+                if node is not None:
+                    node.running_slots = max(0, node.running_slots - task.slots)
+                    node.running_tasks = max(0, node.running_tasks - 1)
+                    node.total_tasks_run += 1
+                    if item.exit_code == 0 and not item.timed_out:
+                        node.total_tasks_succeeded += 1
+                    if node.running_tasks == 0 and node.state == "running":
+                        node_rules.set_state(node, self.clock, "idle")
+                self._complete(s, task, item, now)
+        return len(batch)
+
+    def _complete(self, s: Any, task: models.Task, item: Finished, now: Any) -> None:
+        info = dict(task.execution_info)
+        task.attempt, task.pid = None, None
+        if item.lost:
+            info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
+            info["lastRequeueTime"] = timefmt.format_timestamp(now)
+            task.execution_info = info
+            task.node_key = None
+            tasks.set_state(task, self.clock, "active")
+            return
+        info["endTime"] = timefmt.format_timestamp(now)
+        failure: dict[str, Any] | None = None
+        if item.timed_out:
+            failure = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
+                       "message": "The task was terminated because it exceeded its maximum wall clock time.",
+                       "details": []}
+        elif item.exit_code is None:
+            failure = {"category": "servererror" if item.error else "usererror", "code": "TaskEnded",
+                       "message": item.error or "The task process ended without an exit code.", "details": []}
+        elif item.exit_code != 0:
+            failure = {"category": "usererror", "code": "FailureExitCode",
+                       "message": "The task process exited with an unexpected exit code",
+                       "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+        if item.exit_code is not None:
+            info["exitCode"] = item.exit_code
+        retries = int((task.spec.get("constraints") or {}).get("maxTaskRetryCount", 0) or 0)
+        if failure is not None and not item.timed_out and (retries == -1 or int(info.get("retryCount", 0)) < retries):
+            info["retryCount"] = int(info.get("retryCount", 0)) + 1
+            info["lastRetryTime"] = timefmt.format_timestamp(now)
+            info["failureInfo"] = failure
+            info["result"] = "failure"
+            task.execution_info = info
+            task.node_key = None
+            tasks.set_state(task, self.clock, "active")
+            return
+        info["result"] = "success" if failure is None else "failure"
+        if failure is None:
+            info.pop("failureInfo", None)
+        else:
+            info["failureInfo"] = failure
+        task.execution_info = info
+        tasks.set_state(task, self.clock, "completed")
+        task.etag = etags.new_etag()
+        task.last_modified = now
+        self._maybe_complete_job(s, task.job_key)
+
+    def _maybe_complete_job(self, s: Any, job_key: str) -> None:
+        job = s.get(models.Job, job_key)
+        if job is None or job.state != "active" or job.spec.get("onAllTasksComplete") != "terminatejob":
+            return
+        s.flush()
+        open_tasks = s.scalar(select(models.Task.key).where(models.Task.job_key == job_key,
+                                                            models.Task.state != "completed").limit(1))
+        if open_tasks is None:
+            job.execution_info = {**job.execution_info, "terminateReason": "AllTasksComplete"}
+            job_rules.set_state(job, self.clock, "terminating")
+            job_rules.set_state(job, self.clock, "completed")
+            job_rules.touch(job, self.clock)
+
+    # --- job state changes ---------------------------------------------------------------------------------------
+    def _job_transitions(self) -> None:
+        with self.db.read() as s:
+            moving = list(s.scalars(select(models.Job).where(models.Job.state.in_(
+                ("terminating", "deleting", "disabling", "enabling")))))
+        for job in moving:
+            self._drive_job(job.key)
+
+    def _drive_job(self, job_key: str) -> None:
+        with self.db.read() as s:
+            job = s.get(models.Job, job_key)
+            if job is None:
+                return
+            running = list(s.scalars(select(models.Task).where(models.Task.job_key == job_key,
+                                                               models.Task.attempt.is_not(None))))
+        option = str(job.execution_info.get("disableTasks", "requeue"))
+        kill = job.state in ("terminating", "deleting") or (job.state == "disabling" and option != "wait")
+        if kill:
+            for task in running:
+                self.kill(task.key)
+        if running and (kill or job.state == "disabling"):
+            return  # wait for the attempts to end (their results arrive through the queue)
+        with self.db.write() as s:
+            job = s.get(models.Job, job_key)
+            if job is None:
+                return
+            if job.state == "deleting":
+                for task in tasks.list_tasks(s, job):
+                    s.delete(task)
+                s.delete(job)
+            elif job.state == "terminating":
+                now = self.clock.now()
+                for task in tasks.list_tasks(s, job):
+                    if task.state != "completed":
+                        tasks.set_state(task, self.clock, "completed")
+                        task.execution_info = {**task.execution_info, "endTime": timefmt.format_timestamp(now)}
+                job_rules.set_state(job, self.clock, "completed")
+                job_rules.touch(job, self.clock)
+            elif job.state == "disabling":
+                job_rules.set_state(job, self.clock, "disabled")
+            elif job.state == "enabling":
+                job_rules.set_state(job, self.clock, "active")
+
+    def kill(self, task_key: str) -> None:
+        with self._lock:
+            entry = self._running.get(task_key)
+        if entry is not None:
+            try:
+                self.agent.machines.kill(entry[1])
+            except Exception:
+                log.exception("could not kill task %s", task_key)
+
+    # --- recovery after a restart --------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        with self.db.read() as s:
+            stuck = [(t.key, t.attempt, t.pid, t.node_key, t.node_info, t.job_key) for t in s.scalars(
+                select(models.Task).where(models.Task.attempt.is_not(None)))]
+            machines = {n.key: n.machine_id for n in s.scalars(select(models.Node))}
+        for key, attempt, pid, node_key, node_info, _job_key in stuck:
+            assert attempt is not None
+            machine = machines.get(node_key or "")
+            exit_file = None
+            if machine and node_info:
+                root = self.agent.temp_dir(machine) / "batch" / "tasks"
+                exit_file = root / node_info["taskRootDirectory"] / EXIT_FILE
+            if exit_file is not None and exit_file.exists():
+                code = _read_int(exit_file)
+                self._done.put(Finished(key, attempt, code))
+            elif pid and machine and _alive(pid) and self.agent.status(machine) == "running":
+                self._waiters.submit(self._poll_exit_file, key, attempt, pid, exit_file)
+            else:
+                self._done.put(Finished(key, attempt, None, lost=True))
+
+    def _poll_exit_file(self, key: str, attempt: str, pid: int, exit_file: Path | None) -> None:
+        import time
+
+        while _alive(pid):
+            time.sleep(0.2)
+        code = _read_int(exit_file) if exit_file is not None and exit_file.exists() else None
+        self._done.put(Finished(key, attempt, code, lost=code is None))
+        if callable(self.nudge):
+            self.nudge()
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
