@@ -123,3 +123,20 @@ def test_bad_task_requests(env: tuple[Any, PreparedImage]) -> None:
         client.create_task(job_id, bm.BatchTaskCreateOptions(
             id="dep", command_line="true", depends_on=bm.BatchTaskDependencies(task_ids=["x"])))
     assert info.value.error.code == "TaskDependenciesNotSpecifiedOnJob"
+
+
+def test_removing_a_busy_node_requeues_its_task(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client)
+    client.create_task(job_id, bm.BatchTaskCreateOptions(
+        id="long", command_line="/bin/sh -c 'echo $AZ_BATCH_NODE_ID; sleep 3'"))
+    first = wait_for(lambda: (t := client.get_task(job_id, "long")).state == "running" and t, "running")
+    wait_for(lambda: client.get_pool("work").allocation_state == "steady", "steady pool")
+    client.begin_remove_nodes("work", bm.BatchNodeRemoveOptions(node_ids=[first.node_info.node_id],
+                                                                node_deallocation_option="requeue"),
+                              polling_interval=1).result()
+    done = wait_for(lambda: (t := client.get_task(job_id, "long")).state == "completed" and t, "rerun")
+    assert done.execution_info.requeue_count == 1 and done.execution_info.exit_code == 0
+    assert done.node_info.node_id != first.node_info.node_id
+    # Put the pool back to four nodes for the other tests.
+    client.begin_resize_pool("work", bm.BatchPoolResizeOptions(target_dedicated_nodes=4), polling_interval=1).result()

@@ -26,6 +26,7 @@ from shoal.core.timefmt import format_timestamp
 from shoal.domain import resources
 from shoal.domain.batch import allocation, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import tasks as tasks_rules
 from shoal.reconcilers.base import release_claims
 from shoal.reconcilers.faults import Faults, FaultSource
 from shoal.runtime.agent import HostAgent
@@ -202,7 +203,44 @@ class PoolAllocator:
             (root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(root / "shared", 0o1777)
 
+    def _release_tasks(self, node_keys: list[str], option: str) -> list[str]:
+        """Take running tasks off nodes that are leaving or restarting, per the deallocation option.
+
+        ``requeue``/``retaineddata`` put them back in the queue, ``terminate`` ends them as failed, and
+        ``taskcompletion`` leaves them running (the node waits). Clearing the attempt makes the scheduler ignore
+        the killed process's exit. Returns the nodes that may go now.
+        """
+        ready = []
+        now = self.clock.now()
+        with self.db.write() as s:
+            for key in node_keys:
+                running = list(s.scalars(select(models.Task).where(models.Task.node_key == key,
+                                                                   models.Task.attempt.is_not(None))))
+                if running and option == "taskcompletion":
+                    continue
+                for task in running:
+                    info = dict(task.execution_info)
+                    task.attempt, task.pid = None, None
+                    if option == "terminate":
+                        info.update({"result": "failure", "endTime": format_timestamp(now), "failureInfo": {
+                            "category": "usererror", "code": "TaskEnded",
+                            "message": "The task was terminated because its node left the pool or restarted."}})
+                        task.execution_info = info
+                        tasks_rules.set_state(task, self.clock, "completed")
+                    else:
+                        info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
+                        info["lastRequeueTime"] = format_timestamp(now)
+                        task.execution_info = info
+                        task.node_key = None
+                        tasks_rules.set_state(task, self.clock, "active")
+                node = s.get(models.Node, key)
+                if node is not None:
+                    node.running_tasks = node.running_slots = 0
+                ready.append(key)
+        return ready
+
     def _remove(self, rows: list[models.Node], pool: models.Pool) -> None:
+        rows = [n for n in rows if self._release_tasks([n.key], n.pending_option or pool.deallocation_option)]
         for n in rows:
             self.agent.halt(n.machine_id)
             for upper in node_rules.disk_uppers(pool, n):
@@ -215,6 +253,8 @@ class PoolAllocator:
                         s.delete(node)
 
     def _restart(self, n: models.Node, pool: models.Pool, *, reimage: bool) -> None:
+        if not self._release_tasks([n.key], n.pending_option or "requeue"):
+            return  # taskcompletion: restart once its tasks have finished
         self.agent.halt(n.machine_id, keep_temp=not reimage)
         if reimage:
             for upper in node_rules.disk_uppers(pool, n):

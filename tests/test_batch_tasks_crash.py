@@ -1,0 +1,64 @@
+"""kill -9 the server while 200 tasks are running and queued; after a restart every task ends completed
+exactly once, with its output intact."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from azure.batch import models as bm
+
+from batch_fixtures import NODE_AGENT, create_account, prepare_image
+from harness import ShoalServer, fresh_postgres_url
+from shoal.azure import Shoal
+
+
+@pytest.fixture
+def own_server(database_url: str | None) -> Iterator[ShoalServer]:
+    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
+    srv = ShoalServer(url).start()
+    yield srv
+    srv.cleanup()
+
+
+def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer) -> None:
+    shoal = Shoal.from_env_json(own_server.env)
+    image = prepare_image(shoal)
+    account = create_account(shoal, image.group)
+    client = shoal.batch_client(account.account_endpoint)
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="crashpool", vm_size="standard_d2s_v3", target_dedicated_nodes=4, task_slots_per_node=8,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
+            node_agent_sku_id=NODE_AGENT)))
+    client.create_job(bm.BatchJobCreateOptions(id="crashjob", pool_info=bm.BatchPoolInfo(pool_id="crashpool")))
+    client.create_tasks("crashjob", [bm.BatchTaskCreateOptions(
+        id=f"t{i}", command_line="/bin/sh -c 'echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/runs; "
+                                 "sleep 0.4; echo done-$AZ_BATCH_TASK_ID'") for i in range(200)])
+    deadline = time.monotonic() + 120
+    while client.get_job_task_counts("crashjob").task_counts.running < 8:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    own_server.kill()
+    own_server.start()
+    shoal = Shoal.from_env_json(own_server.env)
+    client = shoal.batch_client(account.account_endpoint)
+    deadline = time.monotonic() + 300
+    while True:
+        counts = client.get_job_task_counts("crashjob").task_counts
+        if counts.completed == 200:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.5)
+    assert counts.succeeded == 200
+    runs: Counter[str] = Counter()
+    for node in client.list_nodes("crashpool"):
+        data = b"".join(client.download_node_file("crashpool", node.id, "shared/runs")).decode()
+        runs.update(data.split())
+    assert set(runs) == {f"t{i}" for i in range(200)}
+    assert max(runs.values()) == 1, [t for t, n in runs.items() if n > 1]
+    for i in (0, 100, 199):
+        out = b"".join(client.download_task_file("crashjob", f"t{i}", "stdout.txt")).decode()
+        assert out.strip() == f"done-t{i}"
