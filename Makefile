@@ -5,7 +5,7 @@ AZVENV := .venv-az
 PY := $(VENV)/bin/python
 STATE_DIR ?= $(HOME)/.shoal
 
-.PHONY: run test lint typecheck unit venv az clean bench
+.PHONY: run test lint typecheck unit venv az clean bench quickstart
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ typecheck: venv
 ## Lint, type-check and run every test (the az CLI is installed into .venv-az for the CLI tests).
 test: venv az lint typecheck
 	SHOAL_REQUIRE_AZ=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+## The seed's whole workflow against the Shoal started by `make run` (in another terminal).
+quickstart: venv
+	$(PY) -m pip install --quiet -e '.[clients]'
+	$(VENV)/bin/shoal quickstart --state-dir $(STATE_DIR) $(QUICKSTART_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AZVENV) .pytest_cache .mypy_cache .ruff_cache

@@ -351,6 +351,24 @@ def lineage(resource_id: Annotated[str, typer.Argument(help="ARM id of a disk, s
     print(json.dumps(out, indent=2))
 
 
+@app.command()
+def quickstart(
+    state_dir: StateDir = default_state_dir(),
+    keep: Annotated[bool, typer.Option(help="Keep what the quickstart created.")] = False,
+    tasks: Annotated[int, typer.Option(help="Tasks in the job.")] = 100,
+    nodes: Annotated[int, typer.Option(help="Nodes in the pool.")] = 4,
+) -> None:
+    """Walk through the whole workflow against a running `shoal serve`: VM, image, gallery, pool, tasks."""
+    from shoal.cli import quickstart as qs
+
+    try:
+        qs.run(state_dir, keep=keep, tasks=tasks, nodes=nodes, console=console)
+    except ImportError as exc:
+        console.print(f"[red]The quickstart uses the official Azure SDKs: {exc}. Run `make quickstart`, or "
+                      "`pip install -e '.[clients]'`.[/red]")
+        raise typer.Exit(1) from exc
+
+
 faults_app = typer.Typer(help="Operator-only fault injection for node provisioning (tests, drills).",
                          no_args_is_help=True)
 app.add_typer(faults_app, name="faults")

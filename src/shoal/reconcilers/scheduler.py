@@ -3,9 +3,9 @@ the nodes' machines, records results, retries, requeues, and drives job state ch
 
 Work is batched: one transaction assigns many tasks, one transaction records many completions, so throughput
 is bounded by process creation rather than by the database. Each attempt has an id; a task is assigned only
-while it has no attempt, so it never runs twice at once. A task's command runs under a tiny shell wrapper that
-writes its exit code next to its output: after a crash of the server, a finished attempt is recognised from
-that file, a live one is watched again, and a vanished one is requeued.
+while it has no attempt, so it never runs twice at once. The machine helper that runs a task also writes its
+final status next to its output: after a crash of the server, a finished attempt is recognised from that file,
+a live one is watched again, and a vanished one is requeued.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import pools, tasks
 from shoal.runtime.agent import HostAgent
+from shoal.runtime.machines import read_exit_file
 from shoal.store import models
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
+# The machine helper writes the attempt's final status here too, so it survives a crash of the server.
 EXIT_FILE = ".shoal-exit"
-# Runs the task's argv (not through a shell's parser) and records its exit code for crash recovery.
-WRAPPER = ["/bin/sh", "-c", '"$@"; code=$?; echo $code > "$AZ_BATCH_TASK_DIR/' + EXIT_FILE + '"; exit $code', "sh"]
 SCHEDULABLE_NODE_STATES = ("idle", "running")
 
 
@@ -80,20 +80,31 @@ class TaskScheduler:
             active_pools = {p.key: p for p in s.scalars(select(models.Pool).where(models.Pool.state == "active"))}
             if not active_pools:
                 return 0
-            jobs = {j.key: j for j in s.scalars(select(models.Job).where(models.Job.state == "active"))}
-            if not jobs:
-                return 0
-            candidates = list(s.scalars(select(models.Task).where(
-                models.Task.state == "active", models.Task.attempt.is_(None),
-                models.Task.job_key.in_(list(jobs))).order_by(models.Task.seq).limit(limit)))
-            if not candidates:
-                return 0
-            candidates.sort(key=lambda t: (-jobs[t.job_key].priority, t.seq))
             nodes_by_pool: dict[str, list[models.Node]] = {}
             for node in s.scalars(select(models.Node).where(
                     models.Node.state.in_(SCHEDULABLE_NODE_STATES), models.Node.scheduling_state == "enabled",
                     models.Node.pending == "")):
                 nodes_by_pool.setdefault(node.pool_key, []).append(node)
+            # Only jobs whose pool exists and has usable nodes: tasks waiting for a pool that is not there
+            # (Azure accepts such jobs) must not crowd out tasks that can run.
+            jobs = {j.key: j for j in s.scalars(select(models.Job).where(models.Job.state == "active"))
+                    if pools.pool_key(j.account_key, j.pool_id) in nodes_by_pool}
+            if not jobs:
+                return 0
+            # Load only about as many tasks as there are free slots (more when dependencies may hold some back).
+            free_slots = sum(max(0, int(active_pools[k].spec.get("taskSlotsPerNode", 1)) - n.running_slots)
+                             for k, nodes in nodes_by_pool.items() if k in active_pools for n in nodes)
+            if free_slots <= 0:
+                return 0
+            candidates = []
+            for job in sorted(jobs.values(), key=lambda j: -j.priority):
+                window = limit if job.spec.get("usesTaskDependencies") else min(limit, 2 * free_slots)
+                candidates += list(s.scalars(select(models.Task).where(
+                    models.Task.job_key == job.key, models.Task.state == "active", models.Task.attempt.is_(None)
+                ).order_by(models.Task.seq).limit(window)))
+            if not candidates:
+                return 0
+            candidates.sort(key=lambda t: (-jobs[t.job_key].priority, t.seq))
             done_ok = self._dependency_index(s, candidates)
             for task in candidates:
                 job = jobs[task.job_key]
@@ -139,8 +150,18 @@ class TaskScheduler:
                 launches.append({"key": task.key, "attempt": attempt, "machine": node.machine_id,
                                  "task_dir": task_dir, "env": env, "admin": admin, "timeout": timeout,
                                  "command": str(task.spec.get("commandLine", ""))})
-        for launch in launches:
-            self._launch(launch)
+        started = [(launch, pid) for launch in launches if (pid := self._launch(launch)) is not None]
+        if started:
+            now = timefmt.format_timestamp(self.clock.now())
+            with self.db.write() as s:  # one transaction for the whole batch
+                for launch, pid in started:
+                    row = s.get(models.Task, launch["key"])
+                    if row is not None and row.attempt == launch["attempt"] and row.state == "preparing":
+                        row.pid = pid
+                        tasks.set_state(row, self.clock, "running")
+                        row.execution_info = {**row.execution_info, "startTime": now}
+            for launch, pid in started:
+                self._waiters.submit(self._wait, launch["key"], launch["attempt"], pid)
         return len(launches)
 
     def _dependency_index(self, s: Any, candidates: list[models.Task]) -> dict[str, set[str]]:
@@ -164,7 +185,7 @@ class TaskScheduler:
         return all(str(n) in done for start, end in ranges for n in range(start, end + 1))
 
     # --- running -------------------------------------------------------------------------------------------------
-    def _launch(self, launch: dict[str, Any]) -> None:
+    def _launch(self, launch: dict[str, Any]) -> int | None:
         host_dir = self.agent.temp_dir(launch["machine"]) / Path(launch["task_dir"]).relative_to("/mnt")
         try:
             (host_dir / "wd").mkdir(parents=True, exist_ok=True)
@@ -174,23 +195,18 @@ class TaskScheduler:
                 user = "65534"
                 for path in (host_dir, host_dir / "wd"):
                     os.chown(path, 65534, 65534)
-            argv = [*WRAPPER, *node_rules.command_argv(launch["command"])]
+            argv = node_rules.command_argv(launch["command"])
             started = self.agent.machines.spawn(
                 launch["machine"], argv, env=launch["env"], cwd=f"{launch['task_dir']}/wd", user=user,
-                stdout=str(host_dir / "stdout.txt"), stderr=str(host_dir / "stderr.txt"), timeout=launch["timeout"])
+                stdout=str(host_dir / "stdout.txt"), stderr=str(host_dir / "stderr.txt"), timeout=launch["timeout"],
+                exit_file=str(host_dir / EXIT_FILE))
         except Exception as exc:
             self._done.put(Finished(launch["key"], launch["attempt"], None, error=str(exc)))
-            return
+            return None
         pid = int(started["pid"])
         with self._lock:
             self._running[launch["key"]] = (launch["attempt"], pid)
-        with self.db.write() as s:
-            task = s.get(models.Task, launch["key"])
-            if task is not None and task.attempt == launch["attempt"] and task.state == "preparing":
-                task.pid = pid
-                tasks.set_state(task, self.clock, "running")
-                task.execution_info = {**task.execution_info, "startTime": timefmt.format_timestamp(self.clock.now())}
-        self._waiters.submit(self._wait, launch["key"], launch["attempt"], pid)
+        return pid
 
     def _wait(self, key: str, attempt: str, pid: int) -> None:
         try:
@@ -356,11 +372,13 @@ class TaskScheduler:
             if machine and node_info:
                 root = self.agent.temp_dir(machine) / "batch" / "tasks"
                 exit_file = root / node_info["taskRootDirectory"] / EXIT_FILE
-            if exit_file is not None and exit_file.exists():
-                code = _read_int(exit_file)
-                self._done.put(Finished(key, attempt, code))
-            elif pid and machine and _alive(pid) and self.agent.status(machine) == "running":
-                self._waiters.submit(self._poll_exit_file, key, attempt, pid, exit_file)
+            status = read_exit_file(exit_file) if exit_file is not None else None
+            # The pid may not have been recorded yet when the server died: find the helper by its exit file.
+            live = _helper_for(exit_file, pid) if exit_file is not None and status is None else None
+            if status is not None:
+                self._done.put(Finished(key, attempt, status["exitCode"], bool(status["timedOut"])))
+            elif live is not None and machine and self.agent.status(machine) == "running":
+                self._waiters.submit(self._poll_exit_file, key, attempt, live, exit_file)
             else:
                 self._done.put(Finished(key, attempt, None, lost=True))
 
@@ -369,17 +387,28 @@ class TaskScheduler:
 
         while _alive(pid):
             time.sleep(0.2)
-        code = _read_int(exit_file) if exit_file is not None and exit_file.exists() else None
-        self._done.put(Finished(key, attempt, code, lost=code is None))
+        status = read_exit_file(exit_file) if exit_file is not None else None
+        if status is None:
+            self._done.put(Finished(key, attempt, None, lost=True))
+        else:
+            self._done.put(Finished(key, attempt, status["exitCode"], bool(status["timedOut"])))
         if callable(self.nudge):
             self.nudge()
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+def _helper_for(exit_file: Path, pid: int | None) -> int | None:
+    """The pid of the live helper process writing ``exit_file`` (its command line names the file)."""
+    needle = str(exit_file).encode()
+    candidates = [pid] if pid else []
+    candidates += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    for candidate in candidates:
+        try:
+            argv = Path(f"/proc/{candidate}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"join" in argv and needle in argv:
+            return candidate
+    return None
 
 
 def _alive(pid: int) -> bool:

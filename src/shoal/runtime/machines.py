@@ -148,7 +148,8 @@ class MachineRuntime(Protocol):
 
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
-              timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]: ...
+              timeout: float | None = None, stdin: bytes | None = None,
+              exit_file: str | None = None) -> dict[str, Any]: ...
 
     def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None: ...
     def kill(self, pid: int) -> None: ...
@@ -513,10 +514,12 @@ class NamespaceRuntime:
         return init
 
     def _join_argv(self, machine_id: str, argv: Sequence[str], cwd: str, user: str | None, stdin: str | None,
-                   stdout: str | None, stderr: str | None, timeout: float | None) -> _Argv:
+                   stdout: str | None, stderr: str | None, timeout: float | None,
+                   exit_file: str | None = None) -> _Argv:
         pid, start = self._init_of(machine_id)
         args = [self.helper(), "join", "--init", f"{pid}:{start}", "--cwd", cwd, "--status-fd", str(join.STATUS_FD)]
-        for opt, value in (("--user", user), ("--stdin", stdin), ("--stdout", stdout), ("--stderr", stderr)):
+        for opt, value in (("--user", user), ("--stdin", stdin), ("--stdout", stdout), ("--stderr", stderr),
+                           ("--exit-file", exit_file)):
             if value is not None:
                 args += [opt, value]
         if timeout is not None:
@@ -549,17 +552,19 @@ class NamespaceRuntime:
 
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
-              timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
+              timeout: float | None = None, stdin: bytes | None = None,
+              exit_file: str | None = None) -> dict[str, Any]:
         """Start ``argv`` inside the machine without waiting: returns ``{"pid": host pid}`` for :meth:`wait`
         and :meth:`kill`. Output not sent to a host path is captured in files and returned by :meth:`wait`.
 
-        The helper runs in a session of its own, so a spawned command survives the server (its result is then
-        lost with the server, the command is not)."""
+        The helper runs in a session of its own, so a spawned command survives the server. Its result is then
+        lost with the server unless ``exit_file`` (a host path) is given: the helper also writes the final
+        status line there (``R <exit code> <signal> <timed out> ...``, see :func:`read_exit_file`)."""
         _check_command(argv, env, cwd, timeout)
         self._init_of(machine_id)
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         args = self._join_argv(machine_id, argv, cwd, user, str(cap.stdin) if cap.stdin else None,
-                               stdout or str(cap.out), stderr or str(cap.err), timeout)
+                               stdout or str(cap.out), stderr or str(cap.err), timeout, exit_file)
         job = join.start(args, env, feed_stdin=False, capture_stdout=False, capture_stderr=False,
                          new_session=True)
         with self._jobs_lock:
@@ -821,7 +826,9 @@ class ProcessRuntime:
 
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
-              timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
+              timeout: float | None = None, stdin: bytes | None = None,
+              exit_file: str | None = None) -> dict[str, Any]:
+        # exit_file: not supported here (processes die with the server in this runtime anyway).
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         with contextlib.ExitStack() as stack:
             fout = stack.enter_context(open(stdout or str(cap.out), "wb"))
@@ -927,3 +934,17 @@ def detect_runtime(store_dir: Path, *, prefer: str | None = None, hide: Sequence
         raise MachineError(f"the namespaces machine runtime is not available: {problem}")
     log.warning("machines fall back to plain processes (reduced isolation): %s", problem)
     return ProcessRuntime(store_dir)
+
+
+def read_exit_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The status a helper wrote with ``--exit-file``: {"exitCode", "signal", "timedOut"}, or None if absent."""
+    try:
+        parts = Path(path).read_text().split()
+    except OSError:
+        return None
+    if len(parts) < 4 or parts[0] != "R":
+        return None
+    try:
+        return {"exitCode": int(parts[1]), "signal": int(parts[2]) or None, "timedOut": parts[3] == "1"}
+    except ValueError:
+        return None

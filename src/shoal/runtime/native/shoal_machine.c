@@ -688,7 +688,8 @@ static int cmd_join(int argc, char **argv) {
     struct join_opts o;
     memset(&o, 0, sizeof o);
     o.in_fd = o.out_fd = o.err_fd = -1;
-    const char *init = NULL, *in_path = NULL, *out_path = NULL, *err_path = NULL;
+    const char *init = NULL, *in_path = NULL, *out_path = NULL, *err_path = NULL, *exit_path = NULL;
+    int exit_fd = -1;
     double timeout = -1;
     int status_fd = -1, i;
     for (i = 0; i < argc; i++) {
@@ -704,6 +705,7 @@ static int cmd_join(int argc, char **argv) {
         else if (!strcmp(opt, "--stderr")) err_path = v;
         else if (!strcmp(opt, "--timeout")) timeout = strtod(v, NULL);
         else if (!strcmp(opt, "--status-fd")) status_fd = atoi(v);
+        else if (!strcmp(opt, "--exit-file")) exit_path = v;
         else fail("join: unknown option %s", opt);
     }
     /* Nothing but stdio and the status pipe may leak from the caller into the machine. */
@@ -716,6 +718,9 @@ static int cmd_join(int argc, char **argv) {
     if (in_path && (o.in_fd = open(in_path, O_RDONLY | O_CLOEXEC)) < 0)
         fail("open %s: %s", in_path, strerror(errno));
     if (out_path) o.out_fd = open_output(out_path);
+    /* The exit status is also written here, so a caller that went away (a crashed server) can read it. */
+    if (exit_path && (exit_fd = open(exit_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+        fail("open %s: %s", exit_path, strerror(errno));
     if (err_path) /* the same file for both (2>&1): one open file description, so the writes interleave */
         o.err_fd = out_path && !strcmp(out_path, err_path) ? fcntl(o.out_fd, F_DUPFD_CLOEXEC, 3)
                                                             : open_output(err_path);
@@ -807,6 +812,12 @@ static int cmd_join(int argc, char **argv) {
     int code, sig = 0;
     if (WIFSIGNALED(res.wstatus)) { sig = WTERMSIG(res.wstatus); code = 128 + sig; }
     else code = WEXITSTATUS(res.wstatus);
+    /* The exit file first: if the caller is gone, writing to its status pipe raises SIGPIPE. */
+    if (exit_fd >= 0) {
+        write_status(exit_fd, code, sig, timed_out, res.err_stage, res.err_no);
+        close(exit_fd);
+    }
+    signal(SIGPIPE, SIG_IGN);
     write_status(status_fd, code, sig, timed_out, res.err_stage, res.err_no);
     if (res.err_stage) {
         /* Like a shell's "command not found": the message goes where the task's stderr goes. */
