@@ -39,6 +39,8 @@ def database_url(backend: str) -> str | None:
 def server(database_url: str | None) -> Iterator[ShoalServer]:
     srv = ShoalServer(database_url).start()
     yield srv
+    if os.environ.get("SHOAL_TEST_LOGS"):  # show what the server logged (debugging a failing run)
+        print(srv.log.read_text()[-20000:])
     srv.cleanup()
 
 
@@ -100,3 +102,19 @@ def scratch(tmp_path: Path) -> Path:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"shoal scratch: {scratch_root()}", f"postgres: {'yes' if POSTGRES_URL else 'no (sqlite only)'}",
             f"az: {az_executable() or 'missing'}"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """When a test that used a server fails, attach the server's thread stacks and log tail to the report."""
+    report = yield
+    if report.when == "call" and report.failed and "server" in getattr(item, "fixturenames", ()):
+        srv = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+        if isinstance(srv, ShoalServer) and srv.proc is not None:
+            import signal
+            import time
+
+            srv.proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack into the log
+            time.sleep(0.5)
+            report.sections.append(("shoal serve log (tail)", srv.log.read_text()[-15000:]))
+    return report

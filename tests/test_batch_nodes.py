@@ -48,7 +48,7 @@ def make_pool(client: Any, image: PreparedImage, pool_id: str, nodes: int, **kw:
             node_agent_sku_id=NODE_AGENT), **kw))
 
 
-def test_scheduling_reimage_and_node_files(client: Any, image: PreparedImage) -> None:
+def test_scheduling_reimage_and_node_files(server: ShoalServer, client: Any, image: PreparedImage) -> None:
     make_pool(client, image, "ops", 1, start_task=bm.BatchStartTask(
         command_line="/bin/sh -c 'echo started > $AZ_BATCH_NODE_SHARED_DIR/marker; echo out'",
         user_identity=bm.UserIdentity(auto_user=bm.AutoUserSpecification(elevation_level="admin"))))
@@ -97,7 +97,7 @@ def test_stop_resize_keeps_the_nodes_so_far(server: ShoalServer, client: Any, im
     assert client.get_pool("stopper").current_dedicated_nodes == 3
 
 
-def test_core_quota_limits_growth(client: Any, image: PreparedImage) -> None:
+def test_core_quota_limits_growth(server: ShoalServer, client: Any, image: PreparedImage) -> None:
     # 20000 dedicated cores by default: 166 nodes of 120 cores fit, 200 do not.
     make_pool(client, image, "huge", 200, vm_size="Standard_HB120rs_v3")
     pool = wait_for(lambda: (p := client.get_pool("huge")).allocation_state == "steady" and p, "steady")

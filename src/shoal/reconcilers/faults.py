@@ -9,6 +9,7 @@ forward (resize timeouts, autoscale intervals) without waiting. Manage it with `
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,8 +29,15 @@ class FaultSource:
         self.path = path
         self._stamp: float | None = None
         self._faults = Faults()
+        self._checked = -1.0
 
-    def current(self) -> Faults:
+    def current(self, *, fresh: bool = False) -> Faults:
+        """The faults in force. The clock reads this very often, so unless ``fresh`` the file is looked at
+        at most every 0.2 s; decisions about provisioning ask for a fresh look."""
+        now = time.monotonic()
+        if not fresh and now - self._checked < 0.2:
+            return self._faults
+        self._checked = now
         try:
             stamp = self.path.stat().st_mtime
         except FileNotFoundError:

@@ -171,7 +171,7 @@ class PoolAllocator:
     # --- acting on the host --------------------------------------------------------------------------------------
     def _boot(self, rows: list[models.Node], pool: models.Pool) -> None:
         results: dict[str, list[dict[str, Any]]] = {}
-        faults = self.faults.current() if self.faults is not None else Faults()
+        faults = self.faults.current(fresh=True) if self.faults is not None else Faults()
         for n in rows:
             try:
                 if faults.node_provision_delay:
@@ -388,7 +388,7 @@ class PoolAllocator:
 
     def _slow(self) -> bool:
         """Injected slow provisioning: allocate one node per pass, so stop-resize and timeouts can cut in."""
-        return self.faults is not None and self.faults.current().node_provision_delay > 0
+        return self.faults is not None and self.faults.current(fresh=True).node_provision_delay > 0
 
     def _capacity(self, s: Any, pool: models.Pool) -> tuple[int, int] | None:
         """More nodes the account's dedicated / low-priority core quotas allow for this pool (None: no quota)."""

@@ -247,6 +247,8 @@ class Task(Versioned, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     slots: Mapped[int] = mapped_column(Integer, default=1)
     state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    # "success" / "failure" once completed (also in execution_info; a column so counts need no JSON).
+    result: Mapped[str | None] = mapped_column(String(16), nullable=True)
     previous_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     state_transition_time: Mapped[datetime]
     previous_state_transition_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -234,11 +234,11 @@ async def _task_change(request: Request, account: str, job_id: str, task_id: str
                     task.spec = {**task.spec, "constraints": body["constraints"]}
             elif action == "terminate" and task.state != "completed":
                 if task.attempt is None:
-                    task_rules.set_state(task, clock, "completed")
                     task.execution_info = {**task.execution_info, "result": "failure",
                                            "endTime": timefmt.format_timestamp(clock.now()),
                                            "failureInfo": {"category": "usererror", "code": "TaskEnded",
                                                            "message": "Task Was Ended by User Request"}}
+                    task_rules.set_state(task, clock, "completed")
                 else:
                     task.spec = {**task.spec, "constraints": {**(task.spec.get("constraints") or {}),
                                                               "maxTaskRetryCount": 0}}

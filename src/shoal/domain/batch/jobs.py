@@ -142,20 +142,17 @@ def terminate(job: models.Job, clock: Clock, reason: str | None) -> None:
 
 
 def task_counts(s: Session, job: models.Job) -> dict[str, Any]:
-    rows = s.execute(select(models.Task.state, func.count(), func.sum(models.Task.slots)).where(
-        models.Task.job_key == job.key).group_by(models.Task.state)).all()
+    rows = s.execute(select(models.Task.state, models.Task.result, func.count(), func.sum(models.Task.slots)).where(
+        models.Task.job_key == job.key).group_by(models.Task.state, models.Task.result)).all()
     counts = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
     slots = dict(counts)
-    for state, n, used in rows:
-        bucket = "running" if state in ("preparing", "running") else state
-        counts[bucket] = counts.get(bucket, 0) + n
-        slots[bucket] = slots.get(bucket, 0) + int(used or 0)
-    done = s.execute(select(models.Task.execution_info).where(models.Task.job_key == job.key,
-                                                             models.Task.state == "completed")).scalars()
-    for info in done:
-        key = "succeeded" if (info or {}).get("result") == "success" else "failed"
-        counts[key] += 1
-        slots[key] += 1
+    for state, result, n, used in rows:
+        buckets = ["running" if state in ("preparing", "running") else state]
+        if state == "completed":
+            buckets.append("succeeded" if result == "success" else "failed")
+        for bucket in buckets:
+            counts[bucket] = counts.get(bucket, 0) + n
+            slots[bucket] = slots.get(bucket, 0) + int(used or 0)
     return {"taskCounts": counts, "taskSlotCounts": slots}
 
 

@@ -42,6 +42,8 @@ def set_state(task: models.Task, clock: Clock, state: str) -> None:
     now = clock.now()
     task.previous_state, task.previous_state_transition_time = task.state, task.state_transition_time
     task.state, task.state_transition_time = state, now
+    # Set the execution info's result before completing a task: counts read this column.
+    task.result = (task.execution_info or {}).get("result") if state == "completed" else None
 
 
 def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("slots", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False, index=True),
+        sa.Column("result", sa.String(16), nullable=True),
         sa.Column("previous_state", sa.String(16), nullable=True),
         sa.Column("state_transition_time", ts, nullable=False),
         sa.Column("previous_state_transition_time", ts, nullable=True),
