@@ -94,7 +94,7 @@ class ShoalServer:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "shoal", *args, "--state-dir", str(self.state_dir)]
-        if self.database_url and args[0] not in ("machines", "marketplace"):
+        if self.database_url and args[0] not in ("machines", "marketplace", "faults"):
             cmd += ["--database-url", self.database_url]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, env={**os.environ, "COLUMNS": "250"})
 
