@@ -44,6 +44,15 @@ def server(database_url: str | None) -> Iterator[ShoalServer]:
     srv.cleanup()
 
 
+@pytest.fixture
+def own_server(database_url: str | None) -> Iterator[ShoalServer]:
+    """A server of the test's own, on a fresh database, that it may stop, kill and restart."""
+    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
+    srv = ShoalServer(url).start()
+    yield srv
+    srv.cleanup()
+
+
 @pytest.fixture(scope="session")
 def shoal(server: ShoalServer) -> Shoal:
     return Shoal.from_env_json(server.env)

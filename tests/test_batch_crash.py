@@ -4,22 +4,12 @@ no machine is leaked (the machines on the host are exactly the pool's nodes)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 from azure.batch import models as bm
 
 from batch_fixtures import NODE_AGENT, create_account, prepare_image
-from harness import ShoalServer, fresh_postgres_url
+from harness import ShoalServer
 from shoal.azure import Shoal
-
-
-@pytest.fixture
-def own_server(database_url: str | None) -> Iterator[ShoalServer]:
-    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
-    srv = ShoalServer(url).start()
-    yield srv
-    srv.cleanup()
 
 
 def test_kill_during_resize_then_restart_reaches_target_without_leaks(own_server: ShoalServer) -> None:

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 
-import pytest
 from azure.batch import models as bm
 
 from batch_fixtures import NODE_AGENT, create_account, prepare_image
-from harness import ShoalServer, fresh_postgres_url
+from harness import ShoalServer
 from shoal.azure import Shoal
-
-
-@pytest.fixture
-def own_server(database_url: str | None) -> Iterator[ShoalServer]:
-    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
-    srv = ShoalServer(url).start()
-    yield srv
-    srv.cleanup()
 
 
 def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer) -> None:

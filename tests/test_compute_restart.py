@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from azure.mgmt.compute.models import (
     CreationData,
     DataDisk,
@@ -24,19 +22,13 @@ from azure.mgmt.compute.models import (
 )
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from harness import ShoalServer, fresh_postgres_url
+from harness import ShoalServer
 from shoal.azure import Shoal
 
 LOCATION = "westus"
 HOST = ImageReference(publisher="shoal", offer="host", sku="host", version="latest")
 
 
-@pytest.fixture
-def own_server(database_url: str | None) -> Iterator[ShoalServer]:
-    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
-    srv = ShoalServer(url).start()
-    yield srv
-    srv.cleanup()
 
 
 def run(compute: object, group: str, vm: str, script: str) -> str:

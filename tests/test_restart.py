@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 from azure.mgmt.resource.resources.models import ResourceGroup
 
@@ -16,15 +14,6 @@ from shoal.azure import Shoal
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
 
-@pytest.fixture
-def own_server(database_url: str | None) -> Iterator[ShoalServer]:
-    """A server this test may stop and kill (the session server is shared)."""
-    from harness import fresh_postgres_url
-
-    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
-    srv = ShoalServer(url).start()
-    yield srv
-    srv.cleanup()
 
 
 def test_everything_is_still_there_after_restart_and_kill(own_server: ShoalServer) -> None:

@@ -97,3 +97,12 @@ def delete(path: Path, *, recursive: bool) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def handle(method: str, root: Path, url: str, file_path: str, *, recursive: bool, ocp_range: str | None) -> Response:
+    """GET / HEAD / DELETE of one file below ``root`` (node files and task files answer the same way)."""
+    path = resolve(root, file_path)
+    if method == "DELETE":
+        delete(path, recursive=recursive)
+        return Response(status_code=200)
+    return read(path, f"{url}/{file_path}", head=method == "HEAD", ocp_range=ocp_range)

@@ -328,11 +328,7 @@ async def task_file(request: Request, account: str, job_id: str, task_id: str, f
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
         root, url = _task_root(br, job_id, task_id)
-        path = files.resolve(root, file_path)
-        if request.method == "DELETE":
-            files.delete(path, recursive=(request.query_params.get("recursive") or "").lower() == "true")
-            return Response(status_code=200)
-        return files.read(path, f"{url}/{file_path}", head=request.method == "HEAD",
-                          ocp_range=request.headers.get("ocp-range"))
+        return files.handle(request.method, root, url, file_path, ocp_range=request.headers.get("ocp-range"),
+                            recursive=(request.query_params.get("recursive") or "").lower() == "true")
 
     return await in_thread(work)
