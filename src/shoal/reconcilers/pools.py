@@ -178,7 +178,7 @@ class PoolAllocator:
                     time.sleep(faults.node_provision_delay)
                 if faults.node_provision_failure:
                     raise RuntimeError("provisioning failed (operator fault injection)")
-                self.agent.boot(node_rules.machine_spec(pool, n))
+                self._boot_once_more_on_failure(pool, n)
                 self._prepare_dirs(n)
                 results[n.key] = []
             except Exception as exc:  # a node that cannot boot is unusable, with the reason
@@ -196,6 +196,16 @@ class PoolAllocator:
                 node.errors = errs
                 node.last_boot_time = now
                 node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
+
+    def _boot_once_more_on_failure(self, pool: models.Pool, node: models.Node) -> None:
+        """Boot a node's machine; if that fails (say, a half-made machine left by a crash), tear down what is
+        there and try once more before calling the node unusable."""
+        try:
+            self.agent.boot(node_rules.machine_spec(pool, node))
+        except Exception:
+            log.info("node %s: boot failed, retrying after a clean-up", node.node_id, exc_info=True)
+            self.agent.halt(node.machine_id)
+            self.agent.boot(node_rules.machine_spec(pool, node))
 
     def _prepare_dirs(self, node: models.Node) -> None:
         root = self.agent.temp_dir(node.machine_id) / "batch" / "tasks"
