@@ -49,7 +49,8 @@ def listing(root: Path, base_url: str, *, recursive: bool, prefix: str = "") -> 
     out = []
     walker = sorted(root.rglob("*")) if recursive else sorted(root.iterdir())
     for path in walker:
-        if path.is_symlink():
+        # Shoal's own bookkeeping (a task attempt's exit-status file) is not part of what users see.
+        if path.is_symlink() or any(part.startswith(".shoal") for part in path.relative_to(root).parts):
             continue
         name = prefix + path.relative_to(root).as_posix()
         out.append({"name": name, "url": f"{base_url}/{name}", "isDirectory": path.is_dir(),

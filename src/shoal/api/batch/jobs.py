@@ -315,7 +315,7 @@ async def list_task_files(request: Request, account: str, job_id: str, task_id: 
             br.authorize(s, READ)
         root, url = _task_root(br, job_id, task_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        return [f for f in files.listing(root, url, recursive=recursive) if not f["name"].startswith(".shoal")]
+        return files.listing(root, url, recursive=recursive)
 
     return page(request, _filter_select(request, await in_thread(work)), f"{br.account_url}/$metadata#files")
 
