@@ -56,8 +56,10 @@ def store() -> Iterator[Path]:
 
 def namespace_runtime(store: Path) -> NamespaceRuntime:
     # A private host base (the default is shared by the whole host under /run/shoal) so that the test can
-    # unmount it and prove that nothing is left.
-    return NamespaceRuntime(store / "store", host_base_dir=store / "hostbase")
+    # unmount it and prove that nothing is left. The project checkout is hidden the way an operator hides any
+    # extra host path (the server hides its state directory the same way): wherever CI clones it, it may lie
+    # outside the directories masked by default.
+    return NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase")
 
 
 def _teardown(runtime: Any, store: Path) -> None:
@@ -340,7 +342,7 @@ def test_machine_cannot_see_host_private_dirs_the_store_or_other_machines(ns: Na
                env=PATH)
         ns.create(spec(store, "m1"))
         checks = [*map(str, host_files), f"/tmp/{secret}-other", f"/datadisks/lun0/{secret}", str(ns.store_dir),
-                  str(store), str(REPO)]
+                  str(store), str(REPO / "pyproject.toml")]
         script = "; ".join(f"test -e {p} && echo visible: {p}" for p in checks) + "; ls -A /root /home /work /tmp"
         result = ns.run("m1", ["sh", "-c", script + "; true"], env=PATH)
         assert b"visible" not in result["stdout"]
@@ -409,13 +411,13 @@ def test_machine_survives_the_process_that_created_it(ns: NamespaceRuntime, stor
 import json, os, signal, sys
 from pathlib import Path
 from shoal.runtime.machines import MachineSpec, NamespaceRuntime
-runtime = NamespaceRuntime(Path(sys.argv[1]), host_base_dir=Path(sys.argv[3]))
+runtime = NamespaceRuntime(Path(sys.argv[1]), hide=[sys.argv[4]], host_base_dir=Path(sys.argv[3]))
 info = runtime.create(MachineSpec.from_dict(json.loads(sys.argv[2])))
 print(json.dumps(info), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # a crash, not a clean exit
 """
     proc = subprocess.run([sys.executable, "-c", creator, str(ns.store_dir), json.dumps(machine.to_dict()),
-                           str(ns.host_base.bases_dir)], capture_output=True, text=True, timeout=120)
+                           str(ns.host_base.bases_dir), str(REPO)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     init_pid = json.loads(proc.stdout)["initPid"]
 
