@@ -140,3 +140,88 @@ def test_removing_a_busy_node_requeues_its_task(env: tuple[Any, PreparedImage]) 
     assert done.node_info.node_id != first.node_info.node_id
     # Put the pool back to four nodes for the other tests.
     client.begin_resize_pool("work", bm.BatchPoolResizeOptions(target_dedicated_nodes=4), polling_interval=1).result()
+
+
+def test_exit_conditions_drive_dependents_and_the_job(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client, uses_task_dependencies=True, task_failure_mode="performexitoptionsjobaction")
+    tolerated = bm.ExitConditions(exit_codes=[bm.ExitCodeMapping(code=3, exit_options=bm.ExitOptions(
+        dependency_action="satisfy", job_action="none"))])
+    blocking = bm.ExitConditions(exit_code_ranges=[bm.ExitCodeRangeMapping(start=4, end=9, exit_options=bm.ExitOptions(
+        dependency_action="block", job_action="none"))])
+    client.create_tasks(job_id, [
+        bm.BatchTaskCreateOptions(id="tolerated", command_line="/bin/sh -c 'exit 3'", exit_conditions=tolerated),
+        bm.BatchTaskCreateOptions(id="blocking", command_line="/bin/sh -c 'exit 5'", exit_conditions=blocking),
+        bm.BatchTaskCreateOptions(id="runs", command_line="/bin/echo ran",
+                                  depends_on=bm.BatchTaskDependencies(task_ids=["tolerated"])),
+        bm.BatchTaskCreateOptions(id="waits", command_line="/bin/echo never",
+                                  depends_on=bm.BatchTaskDependencies(task_ids=["blocking"]))])
+    wait_for(lambda: client.get_task(job_id, "runs").state == "completed", "dependent of a tolerated failure")
+    assert client.get_task(job_id, "tolerated").execution_info.failure_info.code == "FailureExitCode"
+    assert client.get_task(job_id, "blocking").state == "completed"
+    assert client.get_task(job_id, "waits").state == "active"  # blocked for good
+    assert client.get_job(job_id).state == "active"  # jobAction none everywhere so far
+    # Without exit conditions a failure terminates a job that performs exit-option job actions.
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="fatal", command_line="/bin/sh -c 'exit 1'"))
+    job = wait_for(lambda: (j := client.get_job(job_id)).state == "completed" and j, "job terminated")
+    assert job.execution_info.termination_reason == "TaskFailed"
+    assert client.get_task(job_id, "waits").state == "completed"
+
+
+def test_job_actions_need_a_job_that_performs_them(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client)
+    with pytest.raises(HttpResponseError) as info:
+        client.create_task(job_id, bm.BatchTaskCreateOptions(
+            id="t", command_line="true", exit_conditions=bm.ExitConditions(
+                default=bm.ExitOptions(job_action="terminate"))))
+    assert info.value.status_code == 400 and info.value.error.code == "InvalidPropertyValue"
+    with pytest.raises(HttpResponseError) as info:
+        client.create_task(job_id, bm.BatchTaskCreateOptions(
+            id="t", command_line="true", exit_conditions=bm.ExitConditions(
+                default=bm.ExitOptions(dependency_action="maybe"))))
+    assert info.value.status_code == 400 and info.value.error.code == "InvalidPropertyValue"
+
+
+def test_a_job_action_can_disable_the_job(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client, task_failure_mode="performexitoptionsjobaction")
+    client.create_task(job_id, bm.BatchTaskCreateOptions(
+        id="t", command_line="/bin/sh -c 'exit 2'", exit_conditions=bm.ExitConditions(
+            default=bm.ExitOptions(job_action="disable"))))
+    wait_for(lambda: client.get_job(job_id).state == "disabled", "job disabled by the task's exit options")
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="later", command_line="true"))
+    time.sleep(1)
+    assert client.get_task(job_id, "later").state == "active"  # a disabled job schedules nothing
+    client.begin_enable_job(job_id, polling_interval=1).result()
+    wait_for(lambda: client.get_task(job_id, "later").state == "completed", "task after enable")
+
+
+def test_affinity_prefers_the_named_node(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client)
+    nodes = sorted(n.id for n in client.list_nodes("work"))
+    target = client.get_node("work", nodes[-1])
+    client.create_tasks(job_id, [bm.BatchTaskCreateOptions(
+        id=f"a{i}", command_line="/bin/true", affinity_info=bm.BatchAffinityInfo(affinity_id=target.affinity_id))
+        for i in range(3)])
+    wait_for(lambda: all_done(client, job_id), "tasks")
+    assert {client.get_task(job_id, f"a{i}").node_info.node_id for i in range(3)} == {target.id}
+
+
+def test_disabling_a_job_requeues_its_running_tasks(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client)
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="long", command_line="sleep 30"))
+    wait_for(lambda: client.get_task(job_id, "long").state == "running", "running")
+    client.begin_disable_job(job_id, bm.BatchJobDisableOptions(disable_tasks="requeue"), polling_interval=1).result()
+    wait_for(lambda: client.get_job(job_id).state == "disabled", "disabled")
+    task = client.get_task(job_id, "long")
+    assert task.state == "active" and task.execution_info.requeue_count == 1
+    assert task.execution_info.retry_count == 0 and task.execution_info.failure_info is None
+    # The node's slot was given back: nothing of this job runs anywhere.
+    assert not any((n.running_tasks_count or 0) for n in client.list_nodes("work"))
+    client.begin_enable_job(job_id, polling_interval=1).result()
+    wait_for(lambda: client.get_task(job_id, "long").state == "running", "running again")
+    client.terminate_task(job_id, "long")
+    wait_for(lambda: client.get_task(job_id, "long").state == "completed", "terminated")

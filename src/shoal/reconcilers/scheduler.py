@@ -24,9 +24,9 @@ from sqlalchemy import select
 
 from shoal.core import etags, timefmt
 from shoal.core.clock import Clock
+from shoal.domain.batch import exits, pools, tasks
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
-from shoal.domain.batch import pools, tasks
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.machines import read_exit_file
 from shoal.store import models
@@ -117,6 +117,9 @@ class TaskScheduler:
                     continue
                 pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
                 node = (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
+                # affinityInfo is a hint: the named node when it has room, any other node otherwise.
+                affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "")
+                node = next((n for n in free if f"TVM:{n.node_id}".lower() == affinity.lower()), node)
                 attempt = str(uuid.uuid4())
                 task.attempt, task.node_key = attempt, node.key
                 tasks.set_state(task, self.clock, "preparing")
@@ -165,13 +168,13 @@ class TaskScheduler:
         return len(launches)
 
     def _dependency_index(self, s: Any, candidates: list[models.Task]) -> dict[str, set[str]]:
-        """For jobs with dependent tasks: ids of tasks completed successfully, per job."""
+        """For jobs with dependent tasks: ids of completed tasks whose exit options satisfy dependents, per job."""
         wanted = {t.job_key for t in candidates if t.spec.get("dependsOn")}
         out: dict[str, set[str]] = {}
         for job_key in wanted:
-            rows = s.execute(select(models.Task.task_id, models.Task.execution_info).where(
+            rows = s.execute(select(models.Task.task_id, models.Task.spec, models.Task.execution_info).where(
                 models.Task.job_key == job_key, models.Task.state == "completed")).all()
-            out[job_key] = {tid.lower() for tid, info in rows if (info or {}).get("result") == "success"}
+            out[job_key] = {tid.lower() for tid, spec, info in rows if exits.satisfies_dependents(spec, info or {})}
         return out
 
     @staticmethod
@@ -216,7 +219,8 @@ class TaskScheduler:
         except Exception as exc:
             self._done.put(Finished(key, attempt, None, error=str(exc)))
         with self._lock:
-            self._running.pop(key, None)
+            if self._running.get(key, (None, 0))[0] == attempt:
+                self._running.pop(key, None)
         if callable(self.nudge):
             self.nudge()
 
@@ -273,7 +277,7 @@ class TaskScheduler:
                        "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
         if item.exit_code is not None:
             info["exitCode"] = item.exit_code
-        retries = int((task.spec.get("constraints") or {}).get("maxTaskRetryCount", 0) or 0)
+        retries = self._max_retries(s, task)
         if failure is not None and not item.timed_out and (retries == -1 or int(info.get("retryCount", 0)) < retries):
             info["retryCount"] = int(info.get("retryCount", 0)) + 1
             info["lastRetryTime"] = timefmt.format_timestamp(now)
@@ -292,7 +296,29 @@ class TaskScheduler:
         tasks.set_state(task, self.clock, "completed")
         task.etag = etags.new_etag()
         task.last_modified = now
+        self._job_action(s, task)
         self._maybe_complete_job(s, task.job_key)
+
+    @staticmethod
+    def _max_retries(s: Any, task: models.Task) -> int:
+        """The task's own ``maxTaskRetryCount``, else its job's (-1: retry without limit)."""
+        own = (task.spec.get("constraints") or {}).get("maxTaskRetryCount")
+        if own is None:
+            job = s.get(models.Job, task.job_key)
+            own = ((job.spec.get("constraints") or {}) if job is not None else {}).get("maxTaskRetryCount")
+        return int(own or 0)
+
+    def _job_action(self, s: Any, task: models.Task) -> None:
+        """What the completed task's exit options ask of its job (only jobs that perform exit-option actions)."""
+        job = s.get(models.Job, task.job_key)
+        if job is None or job.state != "active":
+            return
+        action = exits.job_action(task.spec, job.spec, task.execution_info)
+        if action == "terminate":
+            job_rules.terminate(job, self.clock, "TaskFailed")
+        elif action == "disable":
+            job_rules.disable(job, self.clock, "requeue")
+            job_rules.touch(job, self.clock)
 
     def _maybe_complete_job(self, s: Any, job_key: str) -> None:
         job = s.get(models.Job, job_key)
@@ -323,11 +349,13 @@ class TaskScheduler:
             running = list(s.scalars(select(models.Task).where(models.Task.job_key == job_key,
                                                                models.Task.attempt.is_not(None))))
         option = str(job.execution_info.get("disableTasks", "requeue"))
-        kill = job.state in ("terminating", "deleting") or (job.state == "disabling" and option != "wait")
-        if kill:
+        if job.state == "disabling" and option != "wait" and running:
+            self._take_off([t.key for t in running], option)
+            running = []
+        if job.state in ("terminating", "deleting"):
             for task in running:
                 self.kill(task.key)
-        if running and (kill or job.state == "disabling"):
+        if running and job.state in ("terminating", "deleting", "disabling"):
             return  # wait for the attempts to end (their results arrive through the queue)
         with self.db.write() as s:
             job = s.get(models.Job, job_key)
@@ -349,6 +377,39 @@ class TaskScheduler:
                 job_rules.set_state(job, self.clock, "disabled")
             elif job.state == "enabling":
                 job_rules.set_state(job, self.clock, "active")
+
+    def _take_off(self, task_keys: list[str], option: str) -> None:
+        """End running attempts of a job being disabled: ``requeue`` puts the tasks back in the queue,
+        ``terminate`` completes them as failed. The attempt is cleared first, so the killed process's exit is
+        ignored when it arrives."""
+        now = self.clock.now()
+        with self.db.write() as s:
+            for key in task_keys:
+                task = s.get(models.Task, key)
+                if task is None or task.attempt is None:
+                    continue
+                node = s.get(models.Node, task.node_key) if task.node_key else None
+                if node is not None:
+                    node.running_slots = max(0, node.running_slots - task.slots)
+                    node.running_tasks = max(0, node.running_tasks - 1)
+                    if node.running_tasks == 0 and node.state == "running":
+                        node_rules.set_state(node, self.clock, "idle")
+                info = dict(task.execution_info)
+                task.attempt, task.pid = None, None
+                if option == "terminate":
+                    info.update({"result": "failure", "endTime": timefmt.format_timestamp(now), "failureInfo": {
+                        "category": "usererror", "code": "TaskEnded",
+                        "message": "The task was terminated because its job was disabled.", "details": []}})
+                    task.execution_info = info
+                    tasks.set_state(task, self.clock, "completed")
+                else:
+                    info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
+                    info["lastRequeueTime"] = timefmt.format_timestamp(now)
+                    task.execution_info = info
+                    task.node_key = None
+                    tasks.set_state(task, self.clock, "active")
+        for key in task_keys:
+            self.kill(key)
 
     def kill(self, task_key: str) -> None:
         with self._lock:

@@ -91,12 +91,7 @@ async def _job_change(request: Request, account: str, job_id: str, action: str) 
             elif action == "terminate":
                 job_rules.terminate(job, clock, body.get("terminateReason"))
             elif action == "disable":
-                option = str(body.get("disableTasks", "")).lower()
-                if option not in ("requeue", "terminate", "wait"):
-                    raise errors.AzureError("disableTasks must be requeue, terminate or wait.", status=400,
-                                            code="InvalidPropertyValue", values={"PropertyName": "disableTasks"})
-                job_rules.set_state(job, clock, "disabling")
-                job.execution_info = {**job.execution_info, "disableTasks": option}
+                job_rules.disable(job, clock, str(body.get("disableTasks", "")).lower())
             elif action == "enable":
                 job_rules.set_state(job, clock, "enabling")
             job_rules.touch(job, clock)

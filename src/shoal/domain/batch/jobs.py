@@ -141,6 +141,15 @@ def terminate(job: models.Job, clock: Clock, reason: str | None) -> None:
     touch(job, clock)
 
 
+def disable(job: models.Job, clock: Clock, option: str) -> None:
+    """``disable`` with ``disableTasks`` requeue (running tasks go back to the queue), terminate or wait."""
+    if option not in ("requeue", "terminate", "wait"):
+        raise errors.AzureError("disableTasks must be requeue, terminate or wait.", status=400,
+                                code="InvalidPropertyValue", values={"PropertyName": "disableTasks"})
+    set_state(job, clock, "disabling")
+    job.execution_info = {**job.execution_info, "disableTasks": option}
+
+
 def task_counts(s: Session, job: models.Job) -> dict[str, Any]:
     rows = s.execute(select(models.Task.state, models.Task.result, func.count(), func.sum(models.Task.slots)).where(
         models.Task.job_key == job.key).group_by(models.Task.state, models.Task.result)).all()

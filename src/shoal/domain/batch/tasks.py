@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
+from shoal.domain.batch import exits
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
@@ -61,6 +62,10 @@ def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
     if spec.get("dependsOn") and not job.spec.get("usesTaskDependencies"):
         raise errors.AzureError("The job does not allow task dependencies: create it with usesTaskDependencies.",
                                 status=409, code="TaskDependenciesNotSpecifiedOnJob")
+    affinity = spec.get("affinityInfo")
+    if affinity is not None and (not isinstance(affinity, dict) or not affinity.get("affinityId")):
+        raise missing("affinityInfo.affinityId")
+    exits.validate(spec, job.spec)
     constraints = spec.get("constraints") or {}
     if "maxWallClockTime" in constraints:
         try:
