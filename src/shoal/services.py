@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from shoal.auth.tokens import TokenService
 from shoal.config import Settings
 from shoal.core.clock import Clock
-from shoal.domain import identity, resource_groups
+from shoal.domain import containers, identity, resource_groups
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.base import Reconciler, Runner
@@ -27,7 +27,9 @@ from shoal.reconcilers.pools import PoolAllocator
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
 from shoal.reconcilers.scheduler import TaskScheduler
 from shoal.runtime.agent import HostAgent
+from shoal.runtime.blobs import BlobStore
 from shoal.runtime.marketplace import Catalog
+from shoal.runtime.transfers import Transfers
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,19 @@ class Services:
     runner: Runner
     catalog: Catalog
     agent: HostAgent | None = None
+    _container_key: bytes | None = None
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Blobs of Shoal-served containers (task output files, resource files)."""
+        return BlobStore(self.settings.state_dir / "containers")
+
+    def container_key(self) -> bytes:
+        """The key that signs container URLs (read once; created on first use)."""
+        if self._container_key is None:
+            with self.db.write() as s:
+                self._container_key = containers.signing_key(s)
+        return self._container_key
 
     def compute_context(self) -> ComputeContext:
         return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url)
@@ -103,7 +118,10 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         operation_handlers.update(work.handlers(KINDS))
         allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults)
         loops.append(allocator)
-        scheduler = TaskScheduler(db, clock, agent, settings.base_url)
+        transfers = Transfers(settings.base_url, BlobStore(settings.state_dir / "containers"),
+                              lambda: _container_key(db), own_download=agent.own_download,
+                              ca_bundle=settings.tls_dir / "ca.pem")
+        scheduler = TaskScheduler(db, clock, agent, settings.base_url, transfers=transfers)
         loops.append(scheduler)
         loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers))
@@ -112,6 +130,11 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
         scheduler.nudge = lambda: runner.nudge("tasks")
     return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
+
+
+def _container_key(db: Database) -> bytes:
+    with db.write() as s:
+        return containers.signing_key(s)
 
 
 def node_machines(db: Database) -> set[str]:

@@ -17,6 +17,7 @@ from shoal.api.routes import (
     authorization,
     batch_mgmt,
     compute,
+    containers,
     graph,
     health,
     identity,
@@ -52,7 +53,7 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
     for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, vm_images, compute,
-                   batch_mgmt, subscriptions, resource_groups, resources, authorization, identity):
+                   batch_mgmt, subscriptions, resource_groups, resources, authorization, containers, identity):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

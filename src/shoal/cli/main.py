@@ -369,6 +369,40 @@ def quickstart(
         raise typer.Exit(1) from exc
 
 
+container_app = typer.Typer(help="Shoal-served blob containers (task output files, resource files).",
+                             no_args_is_help=True)
+app.add_typer(container_app, name="container")
+
+
+@container_app.command("url")
+def container_url(
+    name: Annotated[str, typer.Argument(help="Container name (3-63 lowercase letters, digits, hyphens).")],
+    state_dir: StateDir = default_state_dir(),
+    database_url: DatabaseUrl = None,
+    create: Annotated[bool, typer.Option("--create", help="Create the container if it does not exist.")] = False,
+) -> None:
+    """Print the container's signed URL (use it as an outputFiles containerUrl or a storageContainerUrl)."""
+    from shoal import services
+    from shoal.core import errors
+    from shoal.domain import containers
+
+    saved_path = state_dir.expanduser() / "server.json"
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
+    svc = services.build(_settings(state_dir, database_url, public_url=saved.get("authorityHost")))
+    try:
+        containers.check_name(name)
+    except errors.AzureError as exc:
+        Console(stderr=True).print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    if create:
+        svc.blobs.create_container(name)
+    elif not svc.blobs.container_dir(name).is_dir():
+        Console(stderr=True).print(f"[yellow]The container '{name}' does not exist yet: add --create, or create "
+                                   "it with PUT <url>&restype=container.[/yellow]")
+    print(containers.url(svc.settings.base_url, name, svc.container_key()))
+    svc.db.dispose()
+
+
 faults_app = typer.Typer(help="Operator-only fault injection for node provisioning (tests, drills).",
                          no_args_is_help=True)
 app.add_typer(faults_app, name="faults")

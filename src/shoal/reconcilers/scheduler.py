@@ -24,11 +24,12 @@ from sqlalchemy import select
 
 from shoal.core import etags, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, pools, tasks
+from shoal.domain.batch import exits, pools, taskfiles, tasks
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.machines import read_exit_file
+from shoal.runtime.transfers import TransferError, Transfers
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -46,13 +47,18 @@ class Finished:
     timed_out: bool = False
     error: str | None = None
     lost: bool = False  # the attempt vanished (machine gone): requeue
+    # A resource file that could not be downloaded (the command never ran) or an output file that could not be
+    # uploaded: the task's failureInfo. Neither is retried (as in Azure).
+    failure: dict[str, Any] | None = None
 
 
 class TaskScheduler:
     name = "tasks"
 
-    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256) -> None:
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256,
+                 transfers: Transfers | None = None) -> None:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
+        self.transfers = transfers
         self._waiters = ThreadPoolExecutor(workers, thread_name_prefix="task-wait")
         self._done: queue.Queue[Finished] = queue.Queue()
         self._running: dict[str, tuple[str, int]] = {}  # task key -> (attempt, pid)
@@ -152,19 +158,28 @@ class TaskScheduler:
                 timeout = timefmt.parse_duration(str(limit_text)).total_seconds() if limit_text else None
                 launches.append({"key": task.key, "attempt": attempt, "machine": node.machine_id,
                                  "task_dir": task_dir, "env": env, "admin": admin, "timeout": timeout,
-                                 "command": str(task.spec.get("commandLine", ""))})
-        started = [(launch, pid) for launch in launches if (pid := self._launch(launch)) is not None]
-        if started:
+                                 "command": str(task.spec.get("commandLine", "")),
+                                 "resources": task.spec.get("resourceFiles") or [],
+                                 "outputs": task.spec.get("outputFiles") or []})
+        # Tasks with files to move run their whole attempt on a waiter thread (downloads must not hold up the
+        # loop); the others are spawned right here, in one batch.
+        slow = [launch for launch in launches if launch["resources"] or launch["outputs"]]
+        started = [(launch, pid) for launch in launches
+                   if not (launch["resources"] or launch["outputs"]) and (pid := self._launch(launch)) is not None]
+        if started or slow:
             now = timefmt.format_timestamp(self.clock.now())
             with self.db.write() as s:  # one transaction for the whole batch
-                for launch, pid in started:
+                for launch, pid in [*started, *[(launch, None) for launch in slow]]:
                     row = s.get(models.Task, launch["key"])
                     if row is not None and row.attempt == launch["attempt"] and row.state == "preparing":
                         row.pid = pid
+                        # Running includes downloading resource files (startTime is when that began).
                         tasks.set_state(row, self.clock, "running")
                         row.execution_info = {**row.execution_info, "startTime": now}
             for launch, pid in started:
                 self._waiters.submit(self._wait, launch["key"], launch["attempt"], pid)
+            for launch in slow:
+                self._waiters.submit(self._run_with_files, launch)
         return len(launches)
 
     def _dependency_index(self, s: Any, candidates: list[models.Task]) -> dict[str, set[str]]:
@@ -210,6 +225,77 @@ class TaskScheduler:
         with self._lock:
             self._running[launch["key"]] = (launch["attempt"], pid)
         return pid
+
+    def _host_dir(self, machine: str, task_dir: str) -> Path:
+        return self.agent.temp_dir(machine) / Path(task_dir).relative_to("/mnt")
+
+    def _run_with_files(self, launch: dict[str, Any]) -> None:
+        """One attempt of a task with resource or output files: download, run, wait, upload, report."""
+        key, attempt = launch["key"], launch["attempt"]
+        try:
+            wd = self._host_dir(launch["machine"], launch["task_dir"]) / "wd"
+            wd.mkdir(parents=True, exist_ok=True)
+            owner = None if launch["admin"] else (65534, 65534)
+            try:
+                assert self.transfers is not None, "task file transfers are not configured"
+                for resource in launch["resources"]:
+                    self.transfers.download(resource, wd, owner)
+            except TransferError as exc:
+                self._finish(Finished(key, attempt, None, failure=exc.failure_info()))
+                return
+            pid = self._launch(launch)
+            if pid is None:
+                return  # _launch reported the failure
+            result = self.agent.machines.wait(pid) or {}
+            with self._lock:
+                if self._running.get(key, (None, 0))[0] == attempt:
+                    self._running.pop(key, None)
+            item = Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
+            self._finish(self._upload_outputs(item, launch["machine"], launch["task_dir"], launch["outputs"],
+                                              launch["env"]))
+        except Exception as exc:
+            log.exception("task %s failed to run", key)
+            self._finish(Finished(key, attempt, None, error=str(exc)))
+
+    def _upload_outputs(self, item: Finished, machine: str, task_dir: str, outputs: list[dict[str, Any]],
+                        env: dict[str, str]) -> Finished:
+        """Upload the output files the attempt's outcome asks for; a failed upload fails the task."""
+        if not outputs or self.transfers is None:
+            return item
+        failed = item.exit_code != 0 or item.timed_out or item.error is not None
+        host_task = self._host_dir(machine, task_dir)
+        host_root = self.agent.temp_dir(machine) / "batch" / "tasks"
+        lines: list[str] = []
+
+        def to_host(path: str) -> Path | None:
+            root = node_rules.NODE_ROOT
+            return self.agent.temp_dir(machine) / Path(path).relative_to("/mnt") \
+                if path == root or path.startswith(root + "/") else None
+
+        failure = None
+        for output in outputs:
+            if not taskfiles.wants_upload(output, item.exit_code, failed):
+                continue
+            try:
+                self.transfers.upload(output, env, to_host, host_root, lines.append)
+            except TransferError as exc:
+                lines.append(f"ERROR {exc.code}: {exc.message}")
+                failure = failure or exc.failure_info()
+        try:
+            (host_task / "fileuploadout.txt").write_text("".join(f"{line}\n" for line in lines
+                                                                 if not line.startswith("ERROR")))
+            (host_task / "fileuploaderr.txt").write_text("".join(f"{line}\n" for line in lines
+                                                                 if line.startswith("ERROR")))
+        except OSError:
+            log.warning("could not write the upload log of %s", item.task_key)
+        if failure is not None:
+            item.failure = failure
+        return item
+
+    def _finish(self, item: Finished) -> None:
+        self._done.put(item)
+        if callable(self.nudge):
+            self.nudge()
 
     def _wait(self, key: str, attempt: str, pid: int) -> None:
         try:
@@ -264,7 +350,9 @@ class TaskScheduler:
             return
         info["endTime"] = timefmt.format_timestamp(now)
         failure: dict[str, Any] | None = None
-        if item.timed_out:
+        if item.failure is not None:
+            failure = item.failure  # a file transfer failed: not retried
+        elif item.timed_out:
             failure = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
                        "message": "The task was terminated because it exceeded its maximum wall clock time.",
                        "details": []}
@@ -277,8 +365,11 @@ class TaskScheduler:
                        "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
         if item.exit_code is not None:
             info["exitCode"] = item.exit_code
+        else:
+            info.pop("exitCode", None)
         retries = self._max_retries(s, task)
-        if failure is not None and not item.timed_out and (retries == -1 or int(info.get("retryCount", 0)) < retries):
+        if failure is not None and not item.timed_out and item.failure is None and \
+                (retries == -1 or int(info.get("retryCount", 0)) < retries):
             info["retryCount"] = int(info.get("retryCount", 0)) + 1
             info["lastRetryTime"] = timefmt.format_timestamp(now)
             info["failureInfo"] = failure

@@ -68,7 +68,7 @@ class HostAgent:
     def import_disk_file(self, uri: str) -> str:
         """Import a root-filesystem or layer tarball from a path, a file:// URL or an http(s) URL."""
         parsed = urllib.parse.urlparse(uri)
-        own = self._own_download(uri)
+        own = self.own_download(uri)
         if own is not None:
             return self.layers.import_tar(own).digest
         if parsed.scheme in ("", "file"):
@@ -128,7 +128,7 @@ class HostAgent:
             shutil.rmtree(tree, ignore_errors=True)
         return str(target)
 
-    def _own_download(self, uri: str) -> Path | None:
+    def own_download(self, uri: str) -> Path | None:
         """A URL this Shoal handed out (beginGetAccess) is read from the store, not fetched over HTTPS."""
         if not self.download_root or not uri.startswith(self.download_root.rstrip("/") + "/downloads/"):
             return None

@@ -85,7 +85,8 @@ def _kind(failure: dict[str, Any]) -> str | None:
 
 # failureInfo codes of tasks that could not start (resource files) and of output files that could not be uploaded.
 PRE_PROCESSING_CODES = frozenset({"BlobNotFound", "BlobAccessDenied", "BlobDownloadTimedOut", "BlobDownloadMiscError",
-                                  "ResourceFileCreateFailed", "ResourceFileWriteFailed", "DiskFull"})
+                                  "ResourceFileCreateFailed", "ResourceFileWriteFailed", "DiskFull",
+                                  "ResourceContainerAccessDenied", "ResourceContainerListMiscError"})
 FILE_UPLOAD_CODES = frozenset({"FileUploadContainerNotFound", "FileUploadMiscError"})
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits
+from shoal.domain.batch import exits, taskfiles
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
@@ -66,6 +66,8 @@ def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
     if affinity is not None and (not isinstance(affinity, dict) or not affinity.get("affinityId")):
         raise missing("affinityInfo.affinityId")
     exits.validate(spec, job.spec)
+    taskfiles.validate_resource_files(spec.get("resourceFiles"), "resourceFiles")
+    taskfiles.validate_output_files(spec.get("outputFiles"), "outputFiles")
     constraints = spec.get("constraints") or {}
     if "maxWallClockTime" in constraints:
         try:
