@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
 from azure.batch import models as bm
 
@@ -13,7 +14,7 @@ from harness import ShoalServer
 from shoal.azure import Shoal
 
 
-def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer) -> None:
+def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer, tmp_path: Path) -> None:
     shoal = Shoal.from_env_json(own_server.env)
     image = prepare_image(shoal)
     account = create_account(shoal, image.group)
@@ -26,7 +27,12 @@ def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer) -> 
     client.create_job(bm.BatchJobCreateOptions(id="crashjob", pool_info=bm.BatchPoolInfo(pool_id="crashpool")))
     client.create_tasks("crashjob", [bm.BatchTaskCreateOptions(
         id=f"t{i}", command_line="/bin/sh -c 'echo $AZ_BATCH_TASK_ID >> $AZ_BATCH_NODE_SHARED_DIR/runs; "
-                                 "sleep 0.4; echo done-$AZ_BATCH_TASK_ID'") for i in range(200)])
+                                 "sleep 0.4; echo done-$AZ_BATCH_TASK_ID'",
+        # Output files of attempts that end while the server is down are uploaded after the restart.
+        output_files=[bm.OutputFile(file_pattern="../stdout.txt", destination=bm.OutputFileDestination(
+            container=bm.OutputFileBlobContainerDestination(container_url=tmp_path.as_uri(), path=f"t{i}.txt")),
+            upload_options=bm.OutputFileUploadConfiguration(upload_condition="tasksuccess"))])
+        for i in range(200)])
     deadline = time.monotonic() + 120
     while client.get_job_task_counts("crashjob").task_counts.running < 8:
         assert time.monotonic() < deadline
@@ -54,3 +60,5 @@ def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer) -> 
     for i in (0, 100, 199):
         out = b"".join(client.download_task_file("crashjob", f"t{i}", "stdout.txt")).decode()
         assert out.strip() == f"done-t{i}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"t{i}.txt" for i in range(200))
+    assert all((tmp_path / f"t{i}.txt").read_text() == f"done-t{i}\n" for i in range(200))

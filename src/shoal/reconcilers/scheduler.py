@@ -514,10 +514,11 @@ class TaskScheduler:
     # --- recovery after a restart --------------------------------------------------------------------------------
     def _recover(self) -> None:
         with self.db.read() as s:
-            stuck = [(t.key, t.attempt, t.pid, t.node_key, t.node_info, t.job_key) for t in s.scalars(
+            stuck = [(t.key, t.attempt, t.pid, t.node_key, t.node_info, t.spec.get("outputFiles") or [],
+                      _recovered_env(s, t)) for t in s.scalars(
                 select(models.Task).where(models.Task.attempt.is_not(None)))]
             machines = {n.key: n.machine_id for n in s.scalars(select(models.Node))}
-        for key, attempt, pid, node_key, node_info, _job_key in stuck:
+        for key, attempt, pid, node_key, node_info, outputs, env in stuck:
             assert attempt is not None
             machine = machines.get(node_key or "")
             exit_file = None
@@ -527,25 +528,49 @@ class TaskScheduler:
             status = read_exit_file(exit_file) if exit_file is not None else None
             # The pid may not have been recorded yet when the server died: find the helper by its exit file.
             live = _helper_for(exit_file, pid) if exit_file is not None and status is None else None
+            # Output files of an attempt that ended while the server was down are uploaded now.
+            after = (machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}", outputs, env) \
+                if machine and node_info and outputs else None
             if status is not None:
-                self._done.put(Finished(key, attempt, status["exitCode"], bool(status["timedOut"])))
+                item = Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
+                if after is None:
+                    self._done.put(item)
+                else:
+                    self._waiters.submit(self._upload_and_finish, item, after)
             elif live is not None and machine and self.agent.status(machine) == "running":
-                self._waiters.submit(self._poll_exit_file, key, attempt, live, exit_file)
+                self._waiters.submit(self._poll_exit_file, key, attempt, live, exit_file, after)
             else:
                 self._done.put(Finished(key, attempt, None, lost=True))
 
-    def _poll_exit_file(self, key: str, attempt: str, pid: int, exit_file: Path | None) -> None:
+    def _upload_and_finish(self, item: Finished, after: tuple[str, str, list[dict[str, Any]], dict[str, str]]) -> None:
+        self._finish(self._upload_outputs(item, *after))
+
+    def _poll_exit_file(self, key: str, attempt: str, pid: int, exit_file: Path | None,
+                        after: tuple[str, str, list[dict[str, Any]], dict[str, str]] | None) -> None:
         import time
 
         while _alive(pid):
             time.sleep(0.2)
         status = read_exit_file(exit_file) if exit_file is not None else None
         if status is None:
-            self._done.put(Finished(key, attempt, None, lost=True))
-        else:
-            self._done.put(Finished(key, attempt, status["exitCode"], bool(status["timedOut"])))
-        if callable(self.nudge):
-            self.nudge()
+            self._finish(Finished(key, attempt, None, lost=True))
+            return
+        item = Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
+        self._finish(self._upload_outputs(item, *after) if after is not None else item)
+
+
+def _recovered_env(s: Any, task: models.Task) -> dict[str, str]:
+    """Enough of an attempt's environment to expand its output file patterns after a restart."""
+    if not task.spec.get("outputFiles") or not task.node_info:
+        return {}
+    task_dir = f"{node_rules.NODE_ROOT}/{task.node_info['taskRootDirectory']}"
+    job = s.get(models.Job, task.job_key)
+    env = {"AZ_BATCH_TASK_DIR": task_dir, "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
+           "AZ_BATCH_TASK_ID": task.task_id, "AZ_BATCH_JOB_ID": job.job_id if job is not None else ""}
+    for item in [*((job.spec.get("commonEnvironmentSettings") or []) if job is not None else []),
+                 *(task.spec.get("environmentSettings") or [])]:
+        env[str(item.get("name"))] = str(item.get("value", ""))
+    return env
 
 
 def _helper_for(exit_file: Path, pid: int | None) -> int | None:
