@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from azure.batch import models as bm
 from azure.mgmt.compute.models import (
     CreationData,
     DataDisk,
@@ -87,3 +90,33 @@ def create_account(shoal: Shoal, group: str, name: str | None = None, **props: A
     name = name or f"acct{uuid.uuid4().hex[:10]}"
     return shoal.batch_mgmt_client().batch_account.begin_create(group, name, BatchAccountCreateParameters(
         location=LOCATION, **props)).result()
+
+
+def work_pool(shoal: Shoal) -> tuple[Any, PreparedImage]:
+    """A Batch client and a pool 'work' of four idle nodes (4 slots each) from a prepared image."""
+    image = prepare_image(shoal)
+    account = create_account(shoal, image.group)
+    client = shoal.batch_client(account.account_endpoint)
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="work", vm_size="standard_d2s_v3", target_dedicated_nodes=4, task_slots_per_node=4,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
+            node_agent_sku_id=NODE_AGENT)))
+    wait_for(lambda: len([n for n in client.list_nodes("work") if n.state == "idle"]) == 4, "idle nodes")
+    return client, image
+
+
+def wait_for(fn: Callable[[], Any], what: str, timeout: float = 300) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def new_job(client: Any, **kw: Any) -> str:
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    client.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id="work"), **kw))
+    return job_id

@@ -15,11 +15,14 @@ import requests
 from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError
 
-from batch_fixtures import PreparedImage
+from batch_fixtures import PreparedImage, new_job, wait_for, work_pool
 from harness import ShoalServer
-from test_batch_tasks import env, new_job, wait_for  # noqa: F401 - the module's pool is shared
+from shoal.azure import Shoal
 
-pytestmark = pytest.mark.usefixtures("env")
+
+@pytest.fixture(scope="module")
+def env(shoal: Shoal) -> tuple[Any, PreparedImage]:
+    return work_pool(shoal)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -12,38 +11,13 @@ import pytest
 from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from batch_fixtures import NODE_AGENT, PreparedImage, create_account, prepare_image
+from batch_fixtures import PreparedImage, new_job, wait_for, work_pool
 from shoal.azure import Shoal
 
 
 @pytest.fixture(scope="module")
 def env(shoal: Shoal) -> tuple[Any, PreparedImage]:
-    image = prepare_image(shoal)
-    account = create_account(shoal, image.group)
-    client = shoal.batch_client(account.account_endpoint)
-    client.create_pool(bm.BatchPoolCreateOptions(
-        id="work", vm_size="standard_d2s_v3", target_dedicated_nodes=4, task_slots_per_node=4,
-        virtual_machine_configuration=bm.VirtualMachineConfiguration(
-            image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
-            node_agent_sku_id=NODE_AGENT)))
-    wait_for(lambda: len([n for n in client.list_nodes("work") if n.state == "idle"]) == 4, "idle nodes")
-    return client, image
-
-
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 300) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def new_job(client: Any, **kw: Any) -> str:
-    job_id = f"job-{uuid.uuid4().hex[:8]}"
-    client.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id="work"), **kw))
-    return job_id
+    return work_pool(shoal)
 
 
 def all_done(client: Any, job_id: str) -> bool:
@@ -225,3 +199,81 @@ def test_disabling_a_job_requeues_its_running_tasks(env: tuple[Any, PreparedImag
     wait_for(lambda: client.get_task(job_id, "long").state == "running", "running again")
     client.terminate_task(job_id, "long")
     wait_for(lambda: client.get_task(job_id, "long").state == "completed", "terminated")
+
+
+def test_job_preparation_runs_once_per_node_and_release_when_the_job_ends(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = f"prep-{uuid.uuid4().hex[:6]}"
+    marker = "$AZ_BATCH_NODE_SHARED_DIR/" + job_id
+    client.create_job(bm.BatchJobCreateOptions(
+        id=job_id, pool_info=bm.BatchPoolInfo(pool_id="work"), all_tasks_complete_mode="terminatejob",
+        job_preparation_task=bm.BatchJobPreparationTask(
+            command_line=f"/bin/sh -c 'echo $AZ_BATCH_TASK_ID >> {marker}-prep; sleep 0.5; echo ok > ready'"),
+        job_release_task=bm.BatchJobReleaseTask(
+            command_line=f"/bin/sh -c 'echo $AZ_BATCH_TASK_ID >> {marker}-release'")))
+    with pytest.raises(HttpResponseError) as info:
+        client.create_task(job_id, bm.BatchTaskCreateOptions(id="jobpreparation", command_line="true"))
+    assert info.value.error.code == "TaskIdSameAsJobPreparationTask"
+    client.create_tasks(job_id, [bm.BatchTaskCreateOptions(
+        id=f"p{i}", command_line="/bin/sh -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/ready'") for i in range(12)])
+    wait_for(lambda: client.get_job(job_id).state == "completed", "job completed after its release tasks")
+    used = {client.get_task(job_id, f"p{i}").node_info.node_id for i in range(12)}
+    assert all(client.get_task(job_id, f"p{i}").execution_info.exit_code == 0 for i in range(12))
+    statuses = list(client.list_job_preparation_and_release_task_status(job_id))
+    assert {s.node_id for s in statuses} == used
+    for status in statuses:
+        prep, rel = status.job_preparation_task_execution_info, status.job_release_task_execution_info
+        assert prep.state == "completed" and prep.exit_code == 0 and prep.result == "success"
+        assert prep.task_root_directory == f"workitems/{job_id}/job-1/jobpreparation"
+        assert rel is not None and rel.state == "completed" and rel.exit_code == 0
+        runs = b"".join(client.download_node_file("work", status.node_id, f"shared/{job_id}-prep")).decode()
+        assert runs.split() == ["jobpreparation"]  # once per node, however many tasks ran there
+        released = b"".join(client.download_node_file("work", status.node_id, f"shared/{job_id}-release"))
+        assert released.decode().split() == ["jobrelease"]
+
+
+def test_a_failed_preparation_keeps_the_jobs_tasks_off_the_node(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client, job_preparation_task=bm.BatchJobPreparationTask(command_line="/bin/sh -c 'exit 7'"))
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="blocked", command_line="/bin/true"))
+    wait_for(lambda: len(list(client.list_job_preparation_and_release_task_status(job_id))) == 4,
+             "the preparation task tried on every node")
+    statuses = list(client.list_job_preparation_and_release_task_status(job_id))
+    assert all(s.job_preparation_task_execution_info.exit_code == 7 for s in statuses)
+    assert all(s.job_preparation_task_execution_info.failure_info.code == "FailureExitCode" for s in statuses)
+    time.sleep(1)
+    task = client.get_task(job_id, "blocked")
+    assert task.state == "active" and task.execution_info.exit_code is None
+    plain = new_job(client)
+    with pytest.raises(ResourceExistsError) as info:
+        list(client.list_job_preparation_and_release_task_status(plain))
+    assert info.value.error.code == "JobPreparationTaskNotSpecified"
+    with pytest.raises(HttpResponseError) as info:
+        new_job(client, job_release_task=bm.BatchJobReleaseTask(command_line="true"))
+    assert info.value.status_code == 400
+
+
+def test_task_directories_go_after_their_retention_time(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client)
+    client.create_tasks(job_id, [
+        bm.BatchTaskCreateOptions(id="brief", command_line="/bin/echo brief", constraints=bm.BatchTaskConstraints(
+            retention_time=timedelta(seconds=1))),
+        bm.BatchTaskCreateOptions(id="kept", command_line="/bin/echo kept")])
+    wait_for(lambda: all_done(client, job_id), "tasks")
+
+    def cleaned() -> bool:
+        try:
+            list(client.list_task_files(job_id, "brief"))
+        except ResourceExistsError as exc:
+            return exc.error.code == "TaskFilesCleanedup"
+        return False
+
+    wait_for(cleaned, "the brief task's files cleaned up", timeout=60)
+    brief = client.get_task(job_id, "brief")
+    assert brief.node_info.node_id and brief.execution_info.exit_code == 0  # the record stays
+    node_files = [f.name for f in client.list_node_files("work", brief.node_info.node_id, recursive=True)]
+    assert not any(f"workitems/{job_id}/job-1/brief" in name for name in node_files)
+    with pytest.raises(ResourceExistsError):  # a streamed download: the status is what the SDK reports
+        b"".join(client.download_task_file(job_id, "brief", "stdout.txt"))
+    assert b"".join(client.download_task_file(job_id, "kept", "stdout.txt")) == b"kept\n"

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shutil
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from sqlalchemy import select
 
 from shoal.core import etags, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, pools, taskfiles, tasks
+from shoal.domain.batch import exits, jobtasks, pools, taskfiles, tasks
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.runtime.agent import HostAgent
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 # The machine helper writes the attempt's final status here too, so it survives a crash of the server.
 EXIT_FILE = ".shoal-exit"
 SCHEDULABLE_NODE_STATES = ("idle", "running")
+SWEEP_INTERVAL = 2.0  # seconds between looks for task directories past their retention time
 
 
 @dataclass
@@ -64,6 +67,9 @@ class TaskScheduler:
         self._running: dict[str, tuple[str, int]] = {}  # task key -> (attempt, pid)
         self._lock = threading.Lock()
         self._recovered = False
+        self._next_sweep = 0.0
+        self._prep_locks: dict[str, threading.Lock] = {}
+        self._releasing: set[str] = set()
         self.nudge: Any = None
 
     def release_claims(self) -> None:
@@ -77,7 +83,32 @@ class TaskScheduler:
         finished = self._record_finished()
         self._job_transitions()
         started = self._schedule()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+            self._sweep_task_dirs()
         return bool(finished or started)
+
+    # --- task directories past their retention time ------------------------------------------------------------
+    def _sweep_task_dirs(self, limit: int = 500) -> None:
+        """Delete the node directories of completed tasks whose retentionTime has passed. The task keeps its
+        nodeInfo; its files answer ``TaskFilesCleanedup`` from then on."""
+        with self.db.read() as s:
+            expired = [(t.key, t.node_key, (t.node_info or {}).get("taskRootDirectory")) for t in s.scalars(
+                select(models.Task).where(models.Task.files_expire_at <= self.clock.now())
+                .order_by(models.Task.files_expire_at).limit(limit))]
+            machines = {n.key: n.machine_id for n in s.scalars(select(models.Node).where(
+                models.Node.key.in_({k for _, k, _ in expired if k})))} if expired else {}
+        for _key, node_key, root in expired:
+            machine = machines.get(node_key or "")
+            if machine and root:
+                shutil.rmtree(self.agent.temp_dir(machine) / "batch" / "tasks" / root, ignore_errors=True)
+        if expired:
+            with self.db.write() as s:
+                for key, _node, _root in expired:
+                    task = s.get(models.Task, key)
+                    if task is not None and task.state == "completed":
+                        task.files_expire_at = None
+                        task.node_key = None
 
     # --- assignment ----------------------------------------------------------------------------------------------
     def _schedule(self, limit: int = 2000) -> int:
@@ -112,13 +143,15 @@ class TaskScheduler:
                 return 0
             candidates.sort(key=lambda t: (-jobs[t.job_key].priority, t.seq))
             done_ok = self._dependency_index(s, candidates)
+            prepared = self._preparation_index(s, [j for j in jobs.values() if jobtasks.preparation(j.spec)])
             for task in candidates:
                 job = jobs[task.job_key]
                 pool = active_pools.get(pools.pool_key(job.account_key, job.pool_id))
                 if pool is None or not self._dependencies_met(task, done_ok):
                     continue
                 per_node = int(pool.spec.get("taskSlotsPerNode", 1))
-                free = [n for n in nodes_by_pool.get(pool.key, []) if n.running_slots + task.slots <= per_node]
+                free = [n for n in nodes_by_pool.get(pool.key, []) if n.running_slots + task.slots <= per_node
+                        and jobtasks.usable(job.spec, prepared.get((job.key, n.key))) is not False]
                 if not free:
                     continue
                 pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
@@ -145,6 +178,11 @@ class TaskScheduler:
                 env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": task.task_id,
                             "AZ_BATCH_TASK_DIR": task_dir, "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
                             "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+                prep = jobtasks.preparation(job.spec)
+                if prep is not None:
+                    prep_dir = f"{node_rules.NODE_ROOT}/workitems/{job.job_id}/job-1/" \
+                               f"{jobtasks.task_id(prep, jobtasks.PREPARATION_ID)}"
+                    env.update({"AZ_BATCH_JOB_PREP_DIR": prep_dir, "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{prep_dir}/wd"})
                 for item in job.spec.get("commonEnvironmentSettings") or []:
                     env[str(item.get("name"))] = str(item.get("value", ""))
                 for item in task.spec.get("environmentSettings") or []:
@@ -160,16 +198,21 @@ class TaskScheduler:
                                  "task_dir": task_dir, "env": env, "admin": admin, "timeout": timeout,
                                  "command": str(task.spec.get("commandLine", "")),
                                  "resources": task.spec.get("resourceFiles") or [],
-                                 "outputs": task.spec.get("outputFiles") or []})
-        # Tasks with files to move run their whole attempt on a waiter thread (downloads must not hold up the
-        # loop); the others are spawned right here, in one batch.
-        slow = [launch for launch in launches if launch["resources"] or launch["outputs"]]
+                                 "outputs": task.spec.get("outputFiles") or [],
+                                 # The job's preparation task must run on the node first: the task stays
+                                 # preparing until it has.
+                                 "prepare": _special_launch(job, prep, jobtasks.PREPARATION_ID, pool, node, account_url)
+                                 if prep is not None and jobtasks.usable(job.spec, prepared.get((job.key, node.key)))
+                                 is None else None})
+        # Tasks with files to move or a preparation to wait for run their whole attempt on a waiter thread (it
+        # must not hold up the loop); the others are spawned right here, in one batch.
+        slow = [launch for launch in launches if launch["resources"] or launch["outputs"] or launch["prepare"]]
         started = [(launch, pid) for launch in launches
-                   if not (launch["resources"] or launch["outputs"]) and (pid := self._launch(launch)) is not None]
+                   if launch not in slow and (pid := self._launch(launch)) is not None]
         if started or slow:
             now = timefmt.format_timestamp(self.clock.now())
             with self.db.write() as s:  # one transaction for the whole batch
-                for launch, pid in [*started, *[(launch, None) for launch in slow]]:
+                for launch, pid in [*started, *[(launch, None) for launch in slow if not launch["prepare"]]]:
                     row = s.get(models.Task, launch["key"])
                     if row is not None and row.attempt == launch["attempt"] and row.state == "preparing":
                         row.pid = pid
@@ -181,6 +224,15 @@ class TaskScheduler:
             for launch in slow:
                 self._waiters.submit(self._run_with_files, launch)
         return len(launches)
+
+    @staticmethod
+    def _preparation_index(s: Any, prep_jobs: list[models.Job]) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """Preparation task runs of these jobs, by (job, node); absent: not run on that node yet."""
+        if not prep_jobs:
+            return {}
+        rows = s.scalars(select(models.JobNodeTask).where(
+            models.JobNodeTask.job_key.in_([j.key for j in prep_jobs])))
+        return {(r.job_key, r.node_key): r.preparation for r in rows}
 
     def _dependency_index(self, s: Any, candidates: list[models.Task]) -> dict[str, set[str]]:
         """For jobs with dependent tasks: ids of completed tasks whose exit options satisfy dependents, per job."""
@@ -233,6 +285,10 @@ class TaskScheduler:
         """One attempt of a task with resource or output files: download, run, wait, upload, report."""
         key, attempt = launch["key"], launch["attempt"]
         try:
+            if launch["prepare"] is not None and not self._prepared(launch):
+                # The node may not run this job's tasks (its preparation failed): back to the queue.
+                self._finish(Finished(key, attempt, None, lost=True))
+                return
             wd = self._host_dir(launch["machine"], launch["task_dir"]) / "wd"
             wd.mkdir(parents=True, exist_ok=True)
             owner = None if launch["admin"] else (65534, 65534)
@@ -256,6 +312,141 @@ class TaskScheduler:
         except Exception as exc:
             log.exception("task %s failed to run", key)
             self._finish(Finished(key, attempt, None, error=str(exc)))
+
+    # --- job preparation and release tasks ---------------------------------------------------------------------
+    def _prepared(self, launch: dict[str, Any]) -> bool:
+        """Run the job's preparation task on the launch's node unless it ran already (once per job and node,
+        whatever the number of tasks waiting for it); then mark the task running. Whether the node may run it."""
+        prep = launch["prepare"]
+        lock_key = f"{prep['job_key']}|{prep['node_key']}"
+        with self._lock:
+            lock = self._prep_locks.setdefault(lock_key, threading.Lock())
+        with lock:
+            with self.db.read() as s:
+                row = s.get(models.JobNodeTask, lock_key)
+                info = row.preparation if row is not None else None
+                job = s.get(models.Job, prep["job_key"])
+                job_spec = job.spec if job is not None else {}
+            if jobtasks.usable(job_spec, info) is None:
+                info = self._run_job_task(lock_key, prep, "preparation")
+        ok = jobtasks.usable(job_spec, info) is True
+        if ok:
+            now = timefmt.format_timestamp(self.clock.now())
+            with self.db.write() as s:
+                task = s.get(models.Task, launch["key"])
+                if task is None or task.attempt != launch["attempt"]:
+                    return False
+                tasks.set_state(task, self.clock, "running")
+                task.execution_info = {**task.execution_info, "startTime": now}
+        return ok
+
+    def _run_job_task(self, row_key: str, launch: dict[str, Any], kind: str) -> dict[str, Any]:
+        """Run a preparation or release task to its end, recording its execution info as it goes."""
+        spec = launch["spec"]
+        started = timefmt.format_timestamp(self.clock.now())
+        base = {"startTime": started, "state": "running", "taskRootDirectory": launch["root"],
+                "taskRootDirectoryUrl": launch["root_url"]}
+        if kind == "preparation":
+            base["retryCount"] = 0
+        self._save_job_task(row_key, launch, kind, base)
+        retries = int((spec.get("constraints") or {}).get("maxTaskRetryCount", 0) or 0) if kind == "preparation" else 0
+        attempt = 0
+        while True:
+            info = dict(base)
+            result = self._run_special(launch, kind)
+            info.update(result)
+            info["state"] = "completed"
+            info["endTime"] = timefmt.format_timestamp(self.clock.now())
+            failed = info.get("result") != "success"
+            if failed and "failureInfo" not in result and (retries == -1 or attempt < retries):
+                attempt += 1
+                base = {**base, "retryCount": attempt, "lastRetryTime": info["endTime"]}
+                continue
+            self._save_job_task(row_key, launch, kind, info)
+            return info
+
+    def _run_special(self, launch: dict[str, Any], kind: str) -> dict[str, Any]:
+        spec, machine, task_dir = launch["spec"], launch["machine"], launch["task_dir"]
+        host = self._host_dir(machine, task_dir)
+        admin = str(((spec.get("userIdentity") or {}).get("autoUser") or {}).get("elevationLevel", "")).lower() \
+            == "admin"
+        try:
+            (host / "wd").mkdir(parents=True, exist_ok=True)
+            (host / EXIT_FILE).unlink(missing_ok=True)
+            if not admin:
+                for path in (host, host / "wd"):
+                    os.chown(path, 65534, 65534)
+            if self.transfers is not None:
+                for resource in spec.get("resourceFiles") or []:
+                    self.transfers.download(resource, host / "wd", None if admin else (65534, 65534))
+            started = self.agent.machines.spawn(
+                machine, node_rules.command_argv(str(spec.get("commandLine", ""))), env=launch["env"],
+                cwd=f"{task_dir}/wd", user=None if admin else "65534", stdout=str(host / "stdout.txt"),
+                stderr=str(host / "stderr.txt"), timeout=jobtasks.timeout(spec, is_release=kind == "release"),
+                exit_file=str(host / EXIT_FILE))
+            result = self.agent.machines.wait(int(started["pid"])) or {}
+        except TransferError as exc:
+            return {"result": "failure", "failureInfo": exc.failure_info()}
+        except Exception as exc:
+            return {"result": "failure", "failureInfo": {"category": "servererror", "code": "TaskEnded",
+                                                         "message": str(exc), "details": []}}
+        out: dict[str, Any] = {"result": "success" if result.get("exitCode") == 0 else "failure"}
+        if result.get("exitCode") is not None:
+            out["exitCode"] = result["exitCode"]
+        if result.get("timedOut"):
+            out["failureInfo"] = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
+                                  "message": "The task exceeded its maximum wall clock time.", "details": []}
+        elif out["result"] == "failure":
+            out["failureInfo"] = {"category": "usererror", "code": "FailureExitCode",
+                                  "message": "The task process exited with an unexpected exit code",
+                                  "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+        return out
+
+    def _save_job_task(self, row_key: str, launch: dict[str, Any], kind: str, info: dict[str, Any]) -> None:
+        with self.db.write() as s:
+            row = s.get(models.JobNodeTask, row_key)
+            if row is None:
+                row = models.JobNodeTask(key=row_key, job_key=launch["job_key"], node_key=launch["node_key"],
+                                         pool_id=launch["pool_id"], node_id=launch["node_id"],
+                                         node_url=launch["node_url"])
+                s.add(row)
+            setattr(row, kind, info)
+
+    def _releases_pending(self, job: models.Job) -> bool:
+        """Start the job's release task on every node that ran its preparation; True while any still runs."""
+        rel = jobtasks.release(job.spec)
+        if rel is None:
+            return False
+        launches: list[tuple[str, dict[str, Any]]] = []
+        with self.db.read() as s:
+            for row in s.scalars(select(models.JobNodeTask).where(models.JobNodeTask.job_key == job.key)):
+                if not row.preparation or (row.release or {}).get("state") == "completed":
+                    continue
+                node = s.get(models.Node, row.node_key)
+                pool = s.get(models.Pool, node.pool_key) if node is not None else None
+                if node is None or pool is None or self.agent.status(node.machine_id) != "running":
+                    continue  # the node is gone: nothing to release there
+                account_url = f"{self.base_url}/batch/{job.account_key.rsplit('/', 1)[-1]}"
+                launches.append((row.key, _special_launch(job, rel, jobtasks.RELEASE_ID, pool, node, account_url)))
+        for row_key, launch in launches:
+            with self._lock:
+                if row_key in self._releasing:
+                    continue
+                self._releasing.add(row_key)
+            self._waiters.submit(self._release, row_key, launch)
+        return bool(launches)
+
+    def _release(self, row_key: str, launch: dict[str, Any]) -> None:
+        # The key stays in ``_releasing`` once the run is recorded: a pass that read the rows before it ended
+        # must not start it again.
+        try:
+            self._run_job_task(row_key, launch, "release")
+        except Exception:
+            log.exception("the job release task %s failed to run", row_key)
+            with self._lock:
+                self._releasing.discard(row_key)
+        if callable(self.nudge):
+            self.nudge()
 
     def _upload_outputs(self, item: Finished, machine: str, task_dir: str, outputs: list[dict[str, Any]],
                         env: dict[str, str]) -> Finished:
@@ -387,6 +578,8 @@ class TaskScheduler:
         tasks.set_state(task, self.clock, "completed")
         task.etag = etags.new_etag()
         task.last_modified = now
+        if task.node_key is not None:
+            task.files_expire_at = now + tasks.retention(task.spec)
         self._job_action(s, task)
         self._maybe_complete_job(s, task.job_key)
 
@@ -421,7 +614,8 @@ class TaskScheduler:
         if open_tasks is None:
             job.execution_info = {**job.execution_info, "terminateReason": "AllTasksComplete"}
             job_rules.set_state(job, self.clock, "terminating")
-            job_rules.set_state(job, self.clock, "completed")
+            if jobtasks.release(job.spec) is None:  # else the job completes once its release tasks have run
+                job_rules.set_state(job, self.clock, "completed")
             job_rules.touch(job, self.clock)
 
     # --- job state changes ---------------------------------------------------------------------------------------
@@ -448,13 +642,27 @@ class TaskScheduler:
                 self.kill(task.key)
         if running and job.state in ("terminating", "deleting", "disabling"):
             return  # wait for the attempts to end (their results arrive through the queue)
+        if job.state in ("terminating", "deleting") and self._releases_pending(job):
+            return  # the job's release tasks run on its nodes first
+        leftovers: list[Path] = []
         with self.db.write() as s:
             job = s.get(models.Job, job_key)
             if job is None:
                 return
             if job.state == "deleting":
+                node_keys = set()
                 for task in tasks.list_tasks(s, job):
+                    node_keys.add(task.node_key)
                     s.delete(task)
+                for row in s.scalars(select(models.JobNodeTask).where(models.JobNodeTask.job_key == job.key)):
+                    node_keys.add(row.node_key)
+                    s.delete(row)
+                # A deleted job's directories go from every node it ran on (as in Azure).
+                for key in node_keys - {None}:
+                    node = s.get(models.Node, key)
+                    if node is not None:
+                        leftovers.append(self.agent.temp_dir(node.machine_id) / "batch" / "tasks" / "workitems"
+                                         / job.job_id)
                 s.delete(job)
             elif job.state == "terminating":
                 now = self.clock.now()
@@ -468,6 +676,8 @@ class TaskScheduler:
                 job_rules.set_state(job, self.clock, "disabled")
             elif job.state == "enabling":
                 job_rules.set_state(job, self.clock, "active")
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
     def _take_off(self, task_keys: list[str], option: str) -> None:
         """End running attempts of a job being disabled: ``requeue`` puts the tasks back in the queue,
@@ -513,6 +723,13 @@ class TaskScheduler:
 
     # --- recovery after a restart --------------------------------------------------------------------------------
     def _recover(self) -> None:
+        with self.db.write() as s:
+            # Preparation and release runs cut short by the restart run again.
+            for row in s.scalars(select(models.JobNodeTask)):
+                if (row.preparation or {}).get("state") == "running":
+                    row.preparation = None
+                if (row.release or {}).get("state") == "running":
+                    row.release = None
         with self.db.read() as s:
             stuck = [(t.key, t.attempt, t.pid, t.node_key, t.node_info, t.spec.get("outputFiles") or [],
                       _recovered_env(s, t)) for t in s.scalars(
@@ -547,8 +764,6 @@ class TaskScheduler:
 
     def _poll_exit_file(self, key: str, attempt: str, pid: int, exit_file: Path | None,
                         after: tuple[str, str, list[dict[str, Any]], dict[str, str]] | None) -> None:
-        import time
-
         while _alive(pid):
             time.sleep(0.2)
         status = read_exit_file(exit_file) if exit_file is not None else None
@@ -557,6 +772,27 @@ class TaskScheduler:
             return
         item = Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
         self._finish(self._upload_outputs(item, *after) if after is not None else item)
+
+
+def _special_launch(job: models.Job, spec: dict[str, Any], default_id: str, pool: models.Pool, node: models.Node,
+                    account_url: str) -> dict[str, Any]:
+    """How to run a job preparation or release task on a node (plain data, usable outside the session)."""
+    tid = jobtasks.task_id(spec, default_id)
+    root = f"workitems/{job.job_id}/job-1/{tid}"
+    task_dir = f"{node_rules.NODE_ROOT}/{root}"
+    node_url = f"{account_url}/pools/{pool.pool_id}/nodes/{node.node_id}"
+    env = node_rules.base_environment(account_url.rsplit("/", 1)[-1], account_url, pool, node)
+    env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": tid, "AZ_BATCH_TASK_DIR": task_dir,
+                "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+    if default_id == jobtasks.RELEASE_ID and (prep := jobtasks.preparation(job.spec)) is not None:
+        prep_dir = f"{node_rules.NODE_ROOT}/workitems/{job.job_id}/job-1/" \
+                   f"{jobtasks.task_id(prep, jobtasks.PREPARATION_ID)}"
+        env.update({"AZ_BATCH_JOB_PREP_DIR": prep_dir, "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{prep_dir}/wd"})
+    for item in [*(job.spec.get("commonEnvironmentSettings") or []), *(spec.get("environmentSettings") or [])]:
+        env[str(item.get("name"))] = str(item.get("value", ""))
+    return {"spec": spec, "job_key": job.key, "node_key": node.key, "pool_id": pool.pool_id, "node_id": node.node_id,
+            "node_url": node_url, "machine": node.machine_id, "task_dir": task_dir, "root": root,
+            "root_url": f"{node_url}/files/{root}", "env": env}
 
 
 def _recovered_env(s: Any, task: models.Task) -> dict[str, str]:

@@ -258,6 +258,22 @@ class Task(Versioned, Base):
     # The attempt now running: its id (so a task never runs twice at once) and host process.
     attempt: Mapped[str | None] = mapped_column(String(36), nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the completed task's directory on its node may be deleted (constraints.retentionTime).
+    files_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     etag: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_modified: Mapped[datetime]
+
+
+class JobNodeTask(Base):
+    """The job preparation and release task runs of one job on one node (their execution info, wire-shaped)."""
+
+    __tablename__ = "job_node_tasks"
+    key: Mapped[str] = mapped_column(String(1400), primary_key=True)  # <job key>|<node key>
+    job_key: Mapped[str] = mapped_column(String(600), index=True)
+    node_key: Mapped[str] = mapped_column(String(700))
+    pool_id: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str] = mapped_column(String(128))
+    node_url: Mapped[str] = mapped_column(String(1024))
+    preparation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    release: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -13,6 +13,7 @@ from shoal.api.batch.pools import _filter_select
 from shoal.api.deps import in_thread
 from shoal.core import errors, timefmt
 from shoal.domain.batch import jobs as job_rules
+from shoal.domain.batch import jobtasks
 from shoal.domain.batch import tasks as task_rules
 from shoal.store import models
 
@@ -141,6 +142,20 @@ async def task_counts(request: Request, account: str, job_id: str) -> JSONRespon
             return job_rules.task_counts(s, job_rules.get(s, br.account.key, job_id))
 
     return JSONResponse(await in_thread(work))
+
+
+@router.get("/{job_id}/jobpreparationandreleasetaskstatus")
+async def preparation_and_release_status(request: Request, account: str, job_id: str) -> JSONResponse:
+    br = authenticate(request, account)
+
+    def work() -> list[dict[str, Any]]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            job = job_rules.get(s, br.account.key, job_id)
+            return jobtasks.status_list(s, job)
+
+    return page(request, _filter_select(request, await in_thread(work)),
+                f"{br.account_url}/$metadata#jobpreparationandreleasetaskstatuslist")
 
 
 # --- tasks -----------------------------------------------------------------------------------------------------
@@ -294,6 +309,10 @@ def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[Any, str]:
         job = job_rules.get(s, br.account.key, job_id)
         task = task_rules.get(s, job, task_id)
         node = s.get(models.Node, task.node_key) if task.node_key else None
+    if node is None and task.node_info and task.state == "completed" and task.files_expire_at is None \
+            and task.execution_info.get("endTime"):
+        raise errors.AzureError("The files of the specified task are cleaned up (its retentionTime has passed).",
+                                status=409, code="TaskFilesCleanedup")
     if node is None or not task.node_info or br.svc.agent is None:
         raise errors.AzureError("The task has not run on a node yet, so it has no files.", status=404,
                                 code="TaskFileNotFound" if node is None else "FileNotFound")

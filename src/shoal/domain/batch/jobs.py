@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
+from shoal.domain.batch import jobtasks
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
@@ -72,6 +73,7 @@ def validate(spec: dict[str, Any]) -> None:
             timefmt.parse_duration(str(constraints["maxWallClockTime"]))
         except timefmt.TimeFormatError as exc:
             raise bad_value("constraints.maxWallClockTime", constraints["maxWallClockTime"], str(exc)) from exc
+    jobtasks.validate(spec)
 
 
 def create(s: Session, clock: Clock, account_key: str, body: dict[str, Any]) -> models.Job:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, taskfiles
+from shoal.domain.batch import exits, jobtasks, taskfiles
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
@@ -55,6 +56,7 @@ def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
         raise bad_value("id", task_id, "1-64 letters, digits, hyphens and underscores")
     if not body.get("commandLine"):
         raise missing("commandLine")
+    jobtasks.check_task_id(job.spec, task_id)
     spec = {k: body[k] for k in SPEC_FIELDS if k in body}
     slots = spec.get("requiredSlots", 1)
     if not isinstance(slots, int) or slots < 1:
@@ -69,12 +71,22 @@ def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
     taskfiles.validate_resource_files(spec.get("resourceFiles"), "resourceFiles")
     taskfiles.validate_output_files(spec.get("outputFiles"), "outputFiles")
     constraints = spec.get("constraints") or {}
-    if "maxWallClockTime" in constraints:
-        try:
-            timefmt.parse_duration(str(constraints["maxWallClockTime"]))
-        except timefmt.TimeFormatError as exc:
-            raise bad_value("constraints.maxWallClockTime", constraints["maxWallClockTime"], str(exc)) from exc
+    for name in ("maxWallClockTime", "retentionTime"):
+        if name in constraints:
+            try:
+                timefmt.parse_duration(str(constraints[name]))
+            except timefmt.TimeFormatError as exc:
+                raise bad_value(f"constraints.{name}", constraints[name], str(exc)) from exc
     return spec
+
+
+DEFAULT_RETENTION = timedelta(days=7)
+
+
+def retention(spec: dict[str, Any]) -> timedelta:
+    """How long a completed task's directory stays on its node (constraints.retentionTime, 7 days by default)."""
+    text = (spec.get("constraints") or {}).get("retentionTime")
+    return timefmt.parse_duration(str(text)) if text else DEFAULT_RETENTION
 
 
 def check_job_accepts_tasks(job: models.Job) -> None:
