@@ -212,6 +212,8 @@ class TaskScheduler:
         if started or slow:
             now = timefmt.format_timestamp(self.clock.now())
             with self.db.write() as s:  # one transaction for the whole batch
+                held = s.scalars(select(models.Task).where(  # noqa: F841 - keeps them in the identity map
+                    models.Task.key.in_([launch["key"] for launch in launches]))).all()
                 for launch, pid in [*started, *[(launch, None) for launch in slow if not launch["prepare"]]]:
                     row = s.get(models.Task, launch["key"])
                     if row is not None and row.attempt == launch["attempt"] and row.state == "preparing":
@@ -512,7 +514,8 @@ class TaskScheduler:
         if not batch:
             return 0
         now = self.clock.now()
-        with self.db.write() as s:
+        with self.db.write() as s, s.no_autoflush:
+            held = _preload(s, [item.task_key for item in batch])  # noqa: F841 - keeps the rows in the identity map
             for item in batch:
                 task = s.get(models.Task, item.task_key)
                 if task is None or task.attempt != item.attempt:
@@ -772,6 +775,16 @@ class TaskScheduler:
             return
         item = Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
         self._finish(self._upload_outputs(item, *after) if after is not None else item)
+
+
+def _preload(s: Any, task_keys: list[str]) -> list[Any]:
+    """Load these tasks, their nodes and jobs in three queries: ``s.get`` then finds them without a query each.
+    The caller keeps the returned rows referenced (the session's identity map holds them only weakly)."""
+    tasks_ = list(s.scalars(select(models.Task).where(models.Task.key.in_(task_keys))))
+    node_keys = {t.node_key for t in tasks_ if t.node_key}
+    nodes = list(s.scalars(select(models.Node).where(models.Node.key.in_(node_keys)))) if node_keys else []
+    jobs = list(s.scalars(select(models.Job).where(models.Job.key.in_({t.job_key for t in tasks_}))))
+    return [*tasks_, *nodes, *jobs]
 
 
 def _special_launch(job: models.Job, spec: dict[str, Any], default_id: str, pool: models.Pool, node: models.Node,
