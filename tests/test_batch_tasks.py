@@ -277,3 +277,13 @@ def test_task_directories_go_after_their_retention_time(env: tuple[Any, Prepared
     with pytest.raises(ResourceExistsError):  # a streamed download: the status is what the SDK reports
         b"".join(client.download_task_file(job_id, "brief", "stdout.txt"))
     assert b"".join(client.download_task_file(job_id, "kept", "stdout.txt")) == b"kept\n"
+
+
+def test_a_job_past_its_wall_clock_time_is_terminated(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client, constraints=bm.BatchJobConstraints(max_wall_clock_time=timedelta(seconds=2)))
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="long", command_line="sleep 60"))
+    job = wait_for(lambda: (j := client.get_job(job_id)).state == "completed" and j, "job terminated")
+    assert job.execution_info.termination_reason == "MaxWallClockTimeExpiry"
+    task = client.get_task(job_id, "long")
+    assert task.state == "completed"

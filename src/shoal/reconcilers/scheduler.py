@@ -86,7 +86,23 @@ class TaskScheduler:
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + SWEEP_INTERVAL
             self._sweep_task_dirs()
+            self._expire_jobs()
         return bool(finished or started)
+
+    def _expire_jobs(self) -> None:
+        """Terminate jobs that ran longer than their constraints.maxWallClockTime (measured from creation)."""
+        now = self.clock.now()
+        with self.db.write() as s:
+            for job in s.scalars(select(models.Job).where(models.Job.state.in_(("active", "disabled")))):
+                text = (job.spec.get("constraints") or {}).get("maxWallClockTime")
+                if not text:
+                    continue
+                try:
+                    expired = job.created_at + timefmt.parse_duration(str(text)) <= now
+                except OverflowError:  # "unlimited" (the wire's maximum duration)
+                    expired = False
+                if expired:
+                    job_rules.terminate(job, self.clock, "MaxWallClockTimeExpiry")
 
     # --- task directories past their retention time ------------------------------------------------------------
     def _sweep_task_dirs(self, limit: int = 500) -> None:
@@ -191,8 +207,7 @@ class TaskScheduler:
                 admin = str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
                 if admin:
                     env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin"
-                limit_text = (task.spec.get("constraints") or {}).get("maxWallClockTime") or \
-                    (job.spec.get("constraints") or {}).get("maxWallClockTime")
+                limit_text = (task.spec.get("constraints") or {}).get("maxWallClockTime")
                 timeout = timefmt.parse_duration(str(limit_text)).total_seconds() if limit_text else None
                 launches.append({"key": task.key, "attempt": attempt, "machine": node.machine_id,
                                  "task_dir": task_dir, "env": env, "admin": admin, "timeout": timeout,
