@@ -39,7 +39,8 @@ test: venv az lint typecheck
 
 ## The seed's whole workflow against the Shoal started by `make run` (in another terminal).
 quickstart: venv
-	$(PY) -m pip install --quiet -e '.[clients]'
+	@$(PY) -c 'import azure.batch, azure.identity, azure.mgmt.batch, azure.mgmt.compute, azure.mgmt.resource, requests' \
+		2>/dev/null || $(PY) -m pip install --quiet -e '.[clients]'
 	$(VENV)/bin/shoal quickstart --state-dir $(STATE_DIR) $(QUICKSTART_ARGS)
 
 clean:

@@ -109,7 +109,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
                        download_root=settings.base_url) if with_runtime else None)
     teardown = agent_teardown(agent) if agent is not None else {}
-    operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, teardown)}
+    operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, clock, teardown)}
     operation_handlers.update(BatchOperations(db, clock).handlers())
     loops: list[Reconciler] = []
     allocator = None

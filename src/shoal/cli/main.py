@@ -367,6 +367,9 @@ def quickstart(
         console.print(f"[red]The quickstart uses the official Azure SDKs: {exc}. Run `make quickstart`, or "
                       "`pip install -e '.[clients]'`.[/red]")
         raise typer.Exit(1) from exc
+    except qs.QuickstartError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 container_app = typer.Typer(help="Shoal-served blob containers (task output files, resource files).",

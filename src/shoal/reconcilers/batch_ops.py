@@ -1,12 +1,11 @@
-"""Long-running Batch management operations: account and pool deletion wait for the pools to be gone."""
+"""Long-running Batch management operations: account and pool deletion wait for the pools to be gone (and
+account deletion takes the account's jobs and tasks with it)."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from shoal.core import ids
 from shoal.core.clock import Clock
-from shoal.domain.batch import pools
+from shoal.domain.batch import accounts
 from shoal.reconcilers.operations import Handler, OperationWork, Outcome
 from shoal.store import models
 from shoal.store.db import Database
@@ -24,10 +23,7 @@ class BatchOperations:
     def delete_account(self, work: OperationWork) -> Outcome:
         key = ids.key(work.target_id)
         with self.db.write() as s:
-            remaining = list(s.scalars(select(models.Pool).where(models.Pool.account_key == key)))
-            for pool in remaining:
-                pools.begin_delete(pool, self.clock)
-            if remaining:
+            if not accounts.release(s, self.clock, key):
                 return Outcome(False)
             row = s.get(models.Resource, key)
             if row is not None:

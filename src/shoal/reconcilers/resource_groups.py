@@ -1,4 +1,5 @@
-"""Deletes a resource group's resources, role assignments and finally the group itself."""
+"""Deletes a resource group's resources, role assignments and finally the group itself (Batch accounts are
+emptied first: their pools, with the nodes' machines, then their jobs and tasks)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 from sqlalchemy import select
 
 from shoal.core import ids
+from shoal.core.clock import Clock
 from shoal.domain import authorization
+from shoal.domain.batch import accounts
 from shoal.reconcilers.operations import OperationWork, Outcome
 from shoal.store import models
 from shoal.store.db import Database
@@ -19,12 +22,18 @@ ResourceTeardown = Callable[[dict[str, Any]], None]
 
 
 class ResourceGroupDeleter:
-    def __init__(self, db: Database, teardown: dict[str, ResourceTeardown]) -> None:
-        self.db = db
+    def __init__(self, db: Database, clock: Clock, teardown: dict[str, ResourceTeardown]) -> None:
+        self.db, self.clock = db, clock
         self.teardown = teardown
 
     def __call__(self, work: OperationWork) -> Outcome:
         group_key = ids.key(work.target_id)
+        with self.db.write() as s:
+            batch_accounts = list(s.scalars(select(models.Resource.key).where(
+                models.Resource.group_key == group_key, models.Resource.type_key == accounts.TYPE.lower())))
+            # Every account, not only up to the first with pools left: their pools are deleted in parallel.
+            if not all([accounts.release(s, self.clock, key) for key in batch_accounts]):
+                return Outcome(False)
         with self.db.read() as s:
             resources = [(r.key, r.internal, r.type_key) for r in s.scalars(
                 select(models.Resource).where(models.Resource.group_key == group_key))]

@@ -7,13 +7,14 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shoal.core import errors, ids
 from shoal.core.clock import Clock
 from shoal.core.ids import ResourceId
 from shoal.domain import operations, resource_groups, resources
+from shoal.domain.batch import pools
 from shoal.store import models
 
 TYPE = "Microsoft.Batch/batchAccounts"
@@ -143,6 +144,24 @@ def begin_delete(s: Session, clock: Clock, rid: ResourceId) -> models.Operation 
     row.provisioning_state = "Deleting"
     return operations.start(s, clock, subscription_id=rid.subscription, location=row.location or "",
                             namespace="Microsoft.Batch", kind="batchAccounts.delete", target_id=str(rid))
+
+
+def release(s: Session, clock: Clock, key: str) -> bool:
+    """Empty an account being deleted (by itself or with its resource group): start deleting its pools (the
+    allocator removes their nodes, then the pools) and, once no pool is left, delete its jobs with their tasks
+    and job preparation/release records. True when only the account's resource row is left; idempotent, so
+    callers call it again until then."""
+    remaining = list(s.scalars(select(models.Pool).where(models.Pool.account_key == key)))
+    for pool in remaining:
+        pools.begin_delete(pool, clock)
+    if remaining:
+        return False
+    unsynced = {"synchronize_session": False}
+    jobs = select(models.Job.key).where(models.Job.account_key == key)
+    s.execute(delete(models.Task).where(models.Task.job_key.in_(jobs)), execution_options=unsynced)
+    s.execute(delete(models.JobNodeTask).where(models.JobNodeTask.job_key.in_(jobs)), execution_options=unsynced)
+    s.execute(delete(models.Job).where(models.Job.account_key == key), execution_options=unsynced)
+    return True
 
 
 def account_key(account_id: str) -> str:
