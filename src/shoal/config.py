@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.domain.batch.image_rules import ImageLimits
+
 DEFAULT_REGIONS = ("westus", "eastus")
 REGION_DISPLAY_NAMES = {
     "westus": "West US", "eastus": "East US", "westeurope": "West Europe", "northeurope": "North Europe",
@@ -37,6 +39,8 @@ class Settings:
     store_dir_override: Path | None = None
     # Operator file extending the marketplace catalog (JSON or TOML).
     catalog_file: Path | None = None
+    # Node limits of pools from custom images (per image lineage, and for VM-capture / disk-file images).
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
     # Force a machine runtime ("namespaces" or "process"); None = detect.
     runtime: str | None = None
 

@@ -60,7 +60,8 @@ class Services:
         return self._container_key
 
     def compute_context(self) -> ComputeContext:
-        return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url)
+        return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url,
+                              self.settings.image_limits)
 
     @property
     def tenant_id(self) -> str:

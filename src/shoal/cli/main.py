@@ -17,6 +17,7 @@ from rich.table import Table
 from shoal.cli.banner import ConnectionInfo
 from shoal.cli.marketplace import app as marketplace_app
 from shoal.config import DEFAULT_REGIONS, Settings, default_state_dir
+from shoal.domain.batch.image_rules import ImageLimits
 
 if TYPE_CHECKING:
     from shoal.runtime.machines import MachineRuntime
@@ -75,6 +76,15 @@ def serve(
                                                  "catalog.", envvar="SHOAL_MARKETPLACE_CATALOG")] = None,
     runtime: Annotated[str | None, typer.Option(help="Machine runtime: 'namespaces' or 'process' (default: "
                                                 "detect).", envvar="SHOAL_RUNTIME")] = None,
+    image_dedicated_limit: Annotated[int, typer.Option(
+        help="Dedicated nodes all pools of one custom-image lineage may hold in a subscription.",
+        envvar="SHOAL_IMAGE_DEDICATED_LIMIT")] = ImageLimits.dedicated,
+    image_low_priority_limit: Annotated[int, typer.Option(
+        help="Low-priority nodes all pools of one custom-image lineage may hold in a subscription.",
+        envvar="SHOAL_IMAGE_LOW_PRIORITY_LIMIT")] = ImageLimits.low_priority,
+    captured_image_limit: Annotated[int, typer.Option(
+        help="Dedicated nodes of a pool whose image was captured from a VM or made from a disk file.",
+        envvar="SHOAL_CAPTURED_IMAGE_LIMIT")] = ImageLimits.captured,
 ) -> None:
     """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane."""
     import uvicorn
@@ -90,7 +100,9 @@ def serve(
     settings = _settings(state_dir, database_url, host=host, port=port, cert=cert, key=key, public_url=public_url,
                          regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()),
                          store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
-                         catalog_file=catalog, runtime=runtime)
+                         catalog_file=catalog, runtime=runtime,
+                         image_limits=ImageLimits(image_dedicated_limit, image_low_priority_limit,
+                                                  captured_image_limit))
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the life of the process)
     try:

@@ -77,7 +77,7 @@ async def add_pool(request: Request, account: str) -> Response:
                 scale.auto_scale = {"enabled": True, "formula": body.get("autoScaleFormula"),
                                     "interval": body.get("autoScaleEvaluationInterval", "PT15M")}
             pool = service.create_pool(ctx, s, br.account, str(body["id"]), spec, scale,
-                                       service.Plane("data", br.version))
+                                       service.Plane("data", br.version, br.caller))
             return pool.pool_id, pool.etag, pool.last_modified
 
     pool_id, etag, modified = await in_thread(work)
@@ -180,7 +180,7 @@ async def _mutate(request: Request, account: str, pool_id: str, action: str, bod
                                                                        "targetNodeCommunicationMode") if k in b},
                                     replace=True)
             elif action == "resize":
-                pools.resize(pool, ctx.clock, pools.scale_from_body({
+                service.resize_pool(ctx, s, pool, pools.scale_from_body({
                     "targetDedicatedNodes": b.get("targetDedicatedNodes", pool.target_dedicated),
                     "targetLowPriorityNodes": b.get("targetLowPriorityNodes", pool.target_low_priority),
                     "resizeTimeout": b.get("resizeTimeout"),

@@ -245,10 +245,10 @@ async def put_pool(request: Request, subscription_id: str, group: str, account: 
             service.check_conditions(existing, request.headers.get("if-match"), request.headers.get("if-none-match"))
             if existing is None:
                 pool = service.create_pool(ctx, s, acct, pool_id, wire.spec_from_arm(props), _arm_scale(props),
-                                           service.Plane("arm", version))
+                                           service.Plane("arm", version, caller))
             else:
                 pool = pools.get(s, acct.key, pool_id, for_update=True)
-                _arm_update(ctx, pool, props)
+                _arm_update(ctx, s, pool, props)
             s.flush()
             return render_pool(s, pool, acct.id), pool.etag
 
@@ -257,7 +257,7 @@ async def put_pool(request: Request, subscription_id: str, group: str, account: 
     return JSONResponse(out, headers={"ETag": f'W/"{etag}"'})
 
 
-def _arm_update(ctx: Any, pool: models.Pool, props: dict[str, Any]) -> None:
+def _arm_update(ctx: Any, s: Any, pool: models.Pool, props: dict[str, Any]) -> None:
     spec = wire.spec_from_arm(props)
     service.update_pool(ctx, pool, spec, replace=False)
     if "scaleSettings" in props:
@@ -267,7 +267,7 @@ def _arm_update(ctx: Any, pool: models.Pool, props: dict[str, Any]) -> None:
         elif (scale.target_dedicated, scale.target_low_priority) != (pool.target_dedicated,
                                                                      pool.target_low_priority):
             pool.autoscale = {}
-            pools.resize(pool, ctx.clock, scale)
+            service.resize_pool(ctx, s, pool, scale)
 
 
 @router.patch(POOL)
@@ -285,7 +285,7 @@ async def patch_pool(request: Request, subscription_id: str, group: str, account
             acct = _get_account(s, rid)
             pool = pools.get(s, acct.key, pool_id, for_update=True)
             service.check_conditions(pool, request.headers.get("if-match"), None)
-            _arm_update(ctx, pool, dict((body or {}).get("properties") or {}))
+            _arm_update(ctx, s, pool, dict((body or {}).get("properties") or {}))
             s.flush()
             return render_pool(s, pool, acct.id), pool.etag
 

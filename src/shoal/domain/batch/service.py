@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags
 from shoal.core.apiversion import ApiVersion
-from shoal.domain.batch import images, pools
+from shoal.domain.batch import image_rules, images, pools
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.store import models
 
@@ -23,6 +23,7 @@ class Plane:
 
     name: str  # "arm" | "data"
     version: ApiVersion
+    caller: Any = None  # the Entra ID principal (None for Shared Key)
 
 
 def account_quota(account: models.Resource, name: str) -> int:
@@ -34,8 +35,32 @@ def create_pool(ctx: ComputeContext, s: Session, account: models.Resource, pool_
     pools.validate_spec(spec)
     ref = spec["virtualMachineConfiguration"]["imageReference"]
     content = images.resolve(ctx, s, ref)
+    image_rules.check_image(s, ctx.catalog, account, spec, content, plane.caller,
+                            mode=str(account.properties.get("poolAllocationMode") or "BatchService"))
+    key = pools.pool_key(account.key, pool_id)
+    image_rules.check_node_limits(s, ctx.limits or image_rules.ImageLimits(), account.key, key, spec, content,
+                                  scale.target_dedicated, scale.target_low_priority, _nat_capacity(spec))
     return pools.create(s, ctx.clock, account.key, pool_id, spec, scale, content,
                         account_quota(account, "poolQuota"))
+
+
+def resize_pool(ctx: ComputeContext, s: Session, pool: models.Pool, scale: pools.Scale) -> None:
+    """A manual resize, within the node limits of the pool's image lineage."""
+    image_rules.check_node_limits(s, ctx.limits or image_rules.ImageLimits(), pool.account_key, pool.key, pool.spec,
+                                  pool.content or {}, scale.target_dedicated, scale.target_low_priority,
+                                  _nat_capacity(pool.spec))
+    pools.resize(pool, ctx.clock, scale)
+
+
+def _nat_capacity(spec: dict[str, Any]) -> int | None:
+    import importlib
+
+    try:  # TODO(natpools): a plain import once inbound NAT pools land
+        natpools: Any = importlib.import_module("shoal.domain.batch.natpools")
+    except ImportError:  # pragma: no cover
+        return None
+    capacity: int | None = natpools.node_capacity(spec)
+    return capacity
 
 
 def update_pool(ctx: ComputeContext, pool: models.Pool, changes: dict[str, Any], *, replace: bool) -> None:

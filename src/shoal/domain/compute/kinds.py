@@ -33,6 +33,7 @@ class ComputeContext:
     regions: tuple[str, ...]
     catalog: Any  # shoal.runtime.marketplace.Catalog (data only)
     base_url: str
+    limits: Any = None  # shoal.domain.batch.image_rules.ImageLimits (None: the defaults)
 
 
 @dataclass
