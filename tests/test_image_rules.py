@@ -268,3 +268,15 @@ def test_an_image_of_another_subscription_is_refused() -> None:
         image_rules.same_subscription_and_region(account, {"location": "westus"}, image)  # type: ignore[arg-type]
     assert info.value.status == 400 and "22222222-2222-2222-2222-222222222222" in info.value.message
     assert "11111111-1111-1111-1111-111111111111" in info.value.message
+
+
+def test_data_plane_managed_images_need_api_version_2019_08_01(world: dict[str, Any]) -> None:
+    image = world["images"]["plain"]
+    error = refused(data_client(world), pool("p-managed", image))
+    assert error.status_code == 400 and error.error.code == "InvalidPropertyValue"
+    assert "2019-08-01.10.0" in error.error.message and "Gallery" in error.error.message
+    old = world["shoal"].batch_client(world["west"].account_endpoint, api_version="2019-08-01.10.0")
+    old.create_pool(pool("p-managed-old", image))
+    assert old.get_pool("p-managed-old").virtual_machine_configuration.image_reference.virtual_machine_image_id \
+        .lower() == image.lower()
+    old.begin_delete_pool("p-managed-old", polling_interval=1).result()
