@@ -9,14 +9,18 @@ booted (booting is idempotent), nodes marked for removal are removed, start task
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import or_, select
 
@@ -24,7 +28,7 @@ from shoal.core import ids
 from shoal.core.clock import Clock
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import resources
-from shoal.domain.batch import allocation, pools, vmsizes
+from shoal.domain.batch import allocation, natpools, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
 from shoal.reconcilers.base import release_claims
@@ -150,6 +154,7 @@ class PoolAllocator:
     # --- intent ------------------------------------------------------------------------------------------------
     def _record(self, pool: models.Pool, decision: allocation.Decision) -> None:
         now = self.clock.now()
+        address = self._public_address  # resolved once, outside the transaction
         with self.db.write() as s:
             existing = {n.key: n for n in node_rules.list_nodes(s, pool.key)}
             for key in decision.remove:
@@ -157,6 +162,8 @@ class PoolAllocator:
                 if node is not None and node.pending != "remove":
                     node.pending, node.pending_option = "remove", pool.deallocation_option
             count = len(existing)
+            # Each node keeps the NAT port index it is given here for life; a removed node's index is free again.
+            used = {i for i in (natpools.node_index(n.endpoints or []) for n in existing.values()) if i is not None}
             for i in range(decision.create_dedicated + decision.create_low_priority):
                 node_id = pools.new_node_id(self.clock)
                 n = count + i + 1
@@ -165,7 +172,8 @@ class PoolAllocator:
                     machine_id=f"node-{uuid.uuid4().hex[:16]}", is_dedicated=i < decision.create_dedicated,
                     state="creating", scheduling_state="enabled", state_transition_time=now, allocation_time=now,
                     ip_address=f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}", pending="", pending_option="",
-                    errors=[], endpoints=[], total_tasks_run=0, total_tasks_succeeded=0, running_tasks=0,
+                    errors=[], endpoints=natpools.assign(pool.spec, used, *address),
+                    total_tasks_run=0, total_tasks_succeeded=0, running_tasks=0,
                     running_slots=0))
 
     # --- acting on the host --------------------------------------------------------------------------------------
@@ -395,6 +403,19 @@ class PoolAllocator:
         row = s.get(models.Resource, pool.account_key)
         name = row.name if row is not None else pool.account_key.rsplit("/", 1)[-1]
         return name, f"{self.base_url}/batch/{name}"
+
+    @cached_property
+    def _public_address(self) -> tuple[str, str]:
+        """(IP address, name) nodes' inbound endpoints report: the host clients reach Shoal at."""
+        host = urlsplit(self.base_url).hostname or "127.0.0.1"
+        try:
+            return str(ipaddress.ip_address(host)), host
+        except ValueError:
+            pass
+        try:
+            return socket.gethostbyname(host), host
+        except OSError:
+            return "127.0.0.1", host
 
     def _slow(self) -> bool:
         """Injected slow provisioning: allocate one node per pass, so stop-resize and timeouts can cut in."""

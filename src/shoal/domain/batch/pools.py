@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, ids, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import vmsizes
+from shoal.domain.batch import natpools, vmsizes
 from shoal.store import models
 
 _POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -106,6 +106,7 @@ def validate_spec(spec: dict[str, Any]) -> vmsizes.VmSize:
     start = spec.get("startTask")
     if start is not None and not (isinstance(start, dict) and start.get("commandLine")):
         raise missing("startTask.commandLine")
+    natpools.validate(spec)
     return size
 
 
