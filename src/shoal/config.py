@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.domain.batch.image_rules import ImageLimits
+from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
 DEFAULT_REGIONS = ("westus", "eastus")
 REGION_DISPLAY_NAMES = {
@@ -41,6 +42,8 @@ class Settings:
     catalog_file: Path | None = None
     # Node limits of pools from custom images (per image lineage, and for VM-capture / disk-file images).
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    # Total Regional vCPUs of each subscription: VMs and the nodes of UserSubscription-mode Batch pools.
+    subscription_core_quota: int = DEFAULT_CORE_QUOTA
     # Force a machine runtime ("namespaces" or "process"); None = detect.
     runtime: str | None = None
 

@@ -61,7 +61,7 @@ class Services:
 
     def compute_context(self) -> ComputeContext:
         return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url,
-                              self.settings.image_limits)
+                              self.settings.image_limits, self.settings.subscription_core_quota)
 
     @property
     def tenant_id(self) -> str:
@@ -117,7 +117,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     if agent is not None:
         work = ComputeWork(db, clock, agent)
         operation_handlers.update(work.handlers(KINDS))
-        allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults)
+        allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults,
+                                  core_quota=settings.subscription_core_quota)
         loops.append(allocator)
         transfers = Transfers(settings.base_url, BlobStore(settings.state_dir / "containers"),
                               lambda: _container_key(db), own_download=agent.own_download,

@@ -26,6 +26,7 @@ from shoal.api.routes import (
     resource_groups,
     resources,
     subscriptions,
+    usages,
     vm_images,
 )
 from shoal.services import Services
@@ -52,8 +53,9 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
     errors.install(app)
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
-    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, vm_images, compute,
-                   batch_mgmt, subscriptions, resource_groups, resources, authorization, containers, identity):
+    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, usages, vm_images,
+                   compute, batch_mgmt, subscriptions, resource_groups, resources, authorization, containers,
+                   identity):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -18,6 +18,7 @@ from shoal.cli.banner import ConnectionInfo
 from shoal.cli.marketplace import app as marketplace_app
 from shoal.config import DEFAULT_REGIONS, Settings, default_state_dir
 from shoal.domain.batch.image_rules import ImageLimits
+from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
 if TYPE_CHECKING:
     from shoal.runtime.machines import MachineRuntime
@@ -85,6 +86,9 @@ def serve(
     captured_image_limit: Annotated[int, typer.Option(
         help="Dedicated nodes of a pool whose image was captured from a VM or made from a disk file.",
         envvar="SHOAL_CAPTURED_IMAGE_LIMIT")] = ImageLimits.captured,
+    subscription_core_quota: Annotated[int, typer.Option(
+        help="Total Regional vCPUs of a subscription: its VMs and the nodes of UserSubscription-mode pools.",
+        envvar="SHOAL_SUBSCRIPTION_CORE_QUOTA")] = DEFAULT_CORE_QUOTA,
 ) -> None:
     """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane."""
     import uvicorn
@@ -102,7 +106,8 @@ def serve(
                          store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
                          catalog_file=catalog, runtime=runtime,
                          image_limits=ImageLimits(image_dedicated_limit, image_low_priority_limit,
-                                                  captured_image_limit))
+                                                  captured_image_limit),
+                         subscription_core_quota=subscription_core_quota)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the life of the process)
     try:

@@ -31,6 +31,7 @@ from shoal.domain import resources
 from shoal.domain.batch import allocation, natpools, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
+from shoal.domain.compute import usage
 from shoal.reconcilers.base import release_claims
 from shoal.reconcilers.faults import Faults, FaultSource
 from shoal.runtime.agent import HostAgent
@@ -45,9 +46,10 @@ class PoolAllocator:
     name = "pools"
 
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4,
-                 faults: FaultSource | None = None) -> None:
+                 faults: FaultSource | None = None, core_quota: int = usage.DEFAULT_CORE_QUOTA) -> None:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
         self.faults = faults
+        self.core_quota = core_quota  # the subscriptions' regional vCPU quota (UserSubscription pools)
         self._start_tasks = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
         self._in_flight: set[str] = set()  # node keys whose start task runs in this process
         self._lock = threading.Lock()
@@ -112,6 +114,7 @@ class PoolAllocator:
         decision = allocation.decide(view, [allocation.NodeView(n.key, n.is_dedicated, n.state, n.pending,
                                                                 n.running_tasks) for n in node_rows],
                                      self.clock.now(), blocked=blocked, capacity=capacity,
+                                     quota_scope="subscription" if self._user_subscription(s, pool) else "account",
                                      max_batch=1 if self._slow() else 1000)
         # 2. record intent: new node rows, nodes leaving
         changed = bool(decision.create_dedicated or decision.create_low_priority or decision.remove)
@@ -422,8 +425,18 @@ class PoolAllocator:
         return self.faults is not None and self.faults.current(fresh=True).node_provision_delay > 0
 
     def _capacity(self, s: Any, pool: models.Pool) -> tuple[int, int] | None:
-        """More nodes the account's dedicated / low-priority core quotas allow for this pool (None: no quota)."""
+        """More nodes the core quotas allow for this pool (None: no quota): the account's dedicated and
+        low-priority quotas, or, for UserSubscription accounts, the subscription's regional vCPU quota, which
+        VMs and the nodes of other UserSubscription pools share."""
         account = s.get(models.Resource, pool.account_key)
+        if account is not None and account.properties.get("poolAllocationMode") == "UserSubscription":
+            cores = vmsizes.lookup(pool.spec.get("vmSize")).cores
+            used = usage.regional(s, account.subscription_id, account.location or "", exclude_pool=pool.key).cores
+            have_d, have_l = pools.node_counts(s, [pool.key])[pool.key]
+            room = max(0, (self.core_quota - used - (have_d + have_l) * cores) // cores)
+            for_dedicated = min(room, max(0, pool.target_dedicated - have_d))  # one quota for both kinds
+            return for_dedicated, room - for_dedicated
+
         if account is None or account.properties.get("dedicatedCoreQuota") is None:
             return None
         cores = vmsizes.lookup(pool.spec.get("vmSize")).cores
@@ -436,6 +449,11 @@ class PoolAllocator:
         quota_d = int(account.properties["dedicatedCoreQuota"])
         quota_l = int(account.properties.get("lowPriorityCoreQuota") or 0)
         return max(0, (quota_d - used_d) // cores), max(0, (quota_l - used_l) // cores)
+
+    @staticmethod
+    def _user_subscription(s: Any, pool: models.Pool) -> bool:
+        account = s.get(models.Resource, pool.account_key)
+        return account is not None and account.properties.get("poolAllocationMode") == "UserSubscription"
 
     def _image_problem(self, s: Any, pool: models.Pool) -> dict[str, Any] | None:
         """The image a pool grows from must still exist (and the sources it names)."""

@@ -48,9 +48,11 @@ _REMOVAL_ORDER = {"unusable": 0, "starttaskfailed": 0, "offline": 1, "creating":
 
 
 def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: int = 1000,
-           blocked: dict[str, Any] | None = None, capacity: tuple[int, int] | None = None) -> Decision:
+           blocked: dict[str, Any] | None = None, capacity: tuple[int, int] | None = None,
+           quota_scope: str = "account") -> Decision:
     """``blocked``: a resize error that forbids growing (for example the image is gone), or None.
-    ``capacity``: how many more (dedicated, low-priority) nodes the account's core quotas allow, or None."""
+    ``capacity``: how many more (dedicated, low-priority) nodes the core quotas allow, or None; ``quota_scope``
+    says whose quotas: the Batch account's, or (UserSubscription accounts) the subscription's."""
     d = Decision()
     if pool.state == "deleting":
         d.remove = [n.key for n in nodes if n.pending != "remove"]
@@ -84,6 +86,12 @@ def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: i
     if capacity is not None and ((deficit_d > 0 and capacity[0] <= 0) or (deficit_l > 0 and capacity[1] <= 0)):
         d.settle = not leaving
         kind = "dedicated" if deficit_d > 0 and capacity[0] <= 0 else "low-priority"
+        if quota_scope == "subscription":
+            d.errors.append({"code": "SubscriptionCoreQuotaReached", "message": "The subscription has reached its "
+                             "regional vCPU quota (Total Regional vCPUs), which its VMs and the nodes of "
+                             "UserSubscription pools share: the pool could not grow to its target. Free cores in "
+                             "the region or raise the quota.", "values": []})
+            return d
         d.errors.append({"code": "AccountCoreQuotaReached", "message": f"The specified account has reached its "
                          f"{kind} core quota: the pool could not grow to its target. Raise the quota or use fewer or "
                          "smaller nodes.", "values": []})

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, ids, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import natpools, vmsizes
+from shoal.domain.batch import managed, natpools, vmsizes
 from shoal.store import models
 
 _POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -181,6 +181,7 @@ def create(s: Session, clock: Clock, account_key: str, pool_id: str, spec: dict[
         resize_errors=[], autoscale=scale.auto_scale or {}, etag=etags.new_etag(), created_at=now,
         last_modified=now)
     s.add(pool)
+    managed.on_create(s, clock, pool)
     return pool
 
 
@@ -199,6 +200,7 @@ def resize(pool: models.Pool, clock: Clock, scale: Scale) -> None:
     pool.resize_errors = []
     set_allocation(pool, clock, RESIZING)
     touch(pool, clock)
+    managed.on_resize(clock, pool)
 
 
 def stop_resize(pool: models.Pool, clock: Clock) -> None:
@@ -242,6 +244,7 @@ def begin_delete(pool: models.Pool, clock: Clock) -> None:
         pool.state = "deleting"
         pool.state_transition_time = clock.now()
         touch(pool, clock)
+        managed.on_delete(pool)
 
 
 def new_node_id(clock: Clock) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags
 from shoal.core.apiversion import ApiVersion
-from shoal.domain.batch import image_rules, images, pools
+from shoal.domain.batch import image_rules, images, natpools, pools
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.store import models
 
@@ -53,14 +53,7 @@ def resize_pool(ctx: ComputeContext, s: Session, pool: models.Pool, scale: pools
 
 
 def _nat_capacity(spec: dict[str, Any]) -> int | None:
-    import importlib
-
-    try:  # TODO(natpools): a plain import once inbound NAT pools land
-        natpools: Any = importlib.import_module("shoal.domain.batch.natpools")
-    except ImportError:  # pragma: no cover
-        return None
-    capacity: int | None = natpools.node_capacity(spec)
-    return capacity
+    return natpools.node_capacity(spec)
 
 
 def update_pool(ctx: ComputeContext, pool: models.Pool, changes: dict[str, Any], *, replace: bool) -> None:

@@ -34,6 +34,7 @@ class ComputeContext:
     catalog: Any  # shoal.runtime.marketplace.Catalog (data only)
     base_url: str
     limits: Any = None  # shoal.domain.batch.image_rules.ImageLimits (None: the defaults)
+    core_quota: int = 10_000  # the subscription's Total Regional vCPUs (see shoal.domain.compute.usage)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from shoal.core.ids import ResourceId
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import resources
 from shoal.domain.compute import content as ct
-from shoal.domain.compute import marketplace, sources
+from shoal.domain.compute import marketplace, sources, usage
 from shoal.domain.compute.kinds import ArmBody, ComputeContext, PutPlan, invalid, ref_id, require_location
 from shoal.store import models
 
@@ -73,6 +73,7 @@ class VirtualMachineKind:
         size = (p.get("hardwareProfile") or {}).get("vmSize")
         if not size:
             raise invalid("Required parameter 'hardwareProfile.vmSize' is missing (null).", "hardwareProfile.vmSize")
+        usage.check_room(s, rid.subscription, location, size, ctx.core_quota)
         storage = p.get("storageProfile") or {}
         os_disk_in = dict(storage.get("osDisk") or {})
         vm_id = str(uuid.uuid4())
@@ -126,7 +127,7 @@ class VirtualMachineKind:
                 self._check_attachable(disk, f"{where}.managedDisk.id")
                 disk.row.internal = {**disk.row.internal, "attachedTo": str(rid)}
                 disk_id = str(disk.rid)
-                size = disk.row.properties.get("diskSizeGB")
+                disk_size = disk.row.properties.get("diskSizeGB")
                 name = disk.rid.name
             elif option in ("empty", "fromimage"):
                 if option == "empty" and not isinstance(dd.get("diskSizeGB"), int):
@@ -139,9 +140,9 @@ class VirtualMachineKind:
                     layers = list(stack)
                 name = dd.get("name") or f"{rid.name}_disk{lun + 2}_{uuid.uuid4().hex}"
                 disk_rid = ResourceId(rid.subscription, group, "Microsoft.Compute", ("disks",), (name,))
-                size = int(dd.get("diskSizeGB") or 4)
+                disk_size = int(dd.get("diskSizeGB") or 4)
                 resources.create_row(s, ctx.clock, disk_rid, location=location, properties={
-                    "diskSizeGB": size, "hyperVGeneration": "V1", "creationData": {"createOption": dd.get(
+                    "diskSizeGB": disk_size, "hyperVGeneration": "V1", "creationData": {"createOption": dd.get(
                         "createOption", "Empty")}, "encryption": {"type": "EncryptionAtRestWithPlatformKey"},
                     "networkAccessPolicy": "AllowAll"}, internal={
                     "base": None, "layers": layers, "os": False, "lineage": ct.new_lineage(None),
@@ -153,7 +154,7 @@ class VirtualMachineKind:
                               "FromImage.", f"{where}.createOption")
             attached[str(lun)] = disk_id
             data_out.append({"lun": lun, "name": name, "createOption": dd.get("createOption", "Empty"),
-                             "caching": dd.get("caching", "None"), "diskSizeGB": size,
+                             "caching": dd.get("caching", "None"), "diskSizeGB": disk_size,
                              "managedDisk": {"id": disk_id, "storageAccountType": "Standard_LRS"},
                              "deleteOption": dd.get("deleteOption", "Detach"), "toBeDetached": False})
         os_disk_out = {"osType": image_content.get("osType", "Linux"), "name": ids.parse(os_disk_id).name,
