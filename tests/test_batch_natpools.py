@@ -164,3 +164,19 @@ def test_management_plane_refuses_a_reserved_backend_port(shoal: Shoal, setup: t
     assert (nat_pool.name, nat_pool.protocol, nat_pool.backend_port) == ("ssh", "TCP", 22)
     assert nat_pool.network_security_group_rules[0].access == "Allow"
     mgmt.pool.begin_delete(group, account.name, "mgmtnat").result()
+
+
+def test_nat_port_ranges_cap_the_pool_size(setup: tuple[Any, Any, str]) -> None:
+    _, client, _ = setup
+    # Every node needs a frontend port in every range: 40 ports leave room for 40 nodes.
+    with pytest.raises(HttpResponseError) as info:
+        client.create_pool(pool_with("natcap", nat("ssh", 22, 30000, 30039), nat("web", 80, 31000, 31999), nodes=41))
+    assert info.value.status_code == 400 and "room for 40 nodes" in info.value.error.message
+    assert "natcap" not in [p.id for p in client.list_pools()]
+    client.create_pool(pool_with("natcap", nat("ssh", 22, 30000, 30039), nodes=0))
+    with pytest.raises(HttpResponseError) as info:
+        client.begin_resize_pool("natcap", bm.BatchPoolResizeOptions(target_dedicated_nodes=30,
+                                                                     target_low_priority_nodes=11),
+                                 polling_interval=1).result()
+    assert info.value.status_code == 400 and "room for 40 nodes" in info.value.error.message
+    client.begin_delete_pool("natcap", polling_interval=1).result()

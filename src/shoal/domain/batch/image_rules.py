@@ -140,7 +140,12 @@ def lineage_keys(content: dict[str, Any]) -> set[str]:
 def check_node_limits(s: Session, limits: ImageLimits, account_key: str, pool_key: str, spec: dict[str, Any],
                       content: dict[str, Any], dedicated: int, low_priority: int,
                       nat_capacity: int | None = None) -> None:
-    """Refuse targets that would take an image lineage past its node limits (see the module docstring)."""
+    """Refuse targets that would take an image lineage past its node limits (see the module docstring), or
+    the pool past what its inbound NAT pools' port ranges can give each node."""
+    if nat_capacity is not None and dedicated + low_priority > nat_capacity:
+        raise _bad("targetDedicatedNodes", str(dedicated + low_priority),
+                   f"The pool's inbound NAT pools leave room for {nat_capacity} nodes (each node needs a frontend "
+                   "port in every NAT pool's range). Widen the frontend port ranges or ask for fewer nodes.")
     if content.get("marketplace"):
         return
     method = (content.get("lineage") or {}).get("method")
@@ -150,10 +155,6 @@ def check_node_limits(s: Session, limits: ImageLimits, account_key: str, pool_ke
                    f"The pool's image '{content.get('imageId')}' was {how}; such images back pools of at most "
                    f"{limits.captured} dedicated nodes. For larger pools, make the image from snapshots of the VM's "
                    "OS and data disks (a managed image or gallery version from snapshots).")
-    if nat_capacity is not None and dedicated + low_priority > nat_capacity:
-        raise _bad("targetDedicatedNodes", str(dedicated + low_priority),
-                   f"The pool's inbound NAT pools leave room for {nat_capacity} nodes (each node needs a frontend "
-                   "port in every NAT pool's range). Widen the frontend port ranges or ask for fewer nodes.")
     keys = lineage_keys(content)
     if not keys:
         return
