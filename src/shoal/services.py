@@ -17,6 +17,7 @@ from shoal.core.clock import Clock
 from shoal.domain import containers, identity, resource_groups
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
+from shoal.reconcilers.autoscaler import AutoScaler
 from shoal.reconcilers.base import Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
@@ -125,12 +126,15 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
                               ca_bundle=settings.tls_dir / "ca.pem")
         scheduler = TaskScheduler(db, clock, agent, settings.base_url, transfers=transfers)
         loops.append(scheduler)
+        scaler = AutoScaler(db, clock, agent, limits=settings.image_limits)
+        loops.append(scaler)
         loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers))
     runner = Runner(loops, settings.reconcile_interval)
     if allocator is not None:
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
         scheduler.nudge = lambda: runner.nudge("tasks")
+        scaler.nudge = lambda: runner.nudge("pools")  # a new target: allocate now
     return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
 
 

@@ -438,6 +438,12 @@ class NamespaceRuntime:
             return "missing"
         return "running" if _alive(record.get("initPid"), record.get("initStartTime")) else "stopped"
 
+    def init_pid(self, machine_id: str) -> int | None:
+        """The host pid of the machine's init (its pid namespace identifies the machine's processes)."""
+        record = self.records.read(machine_id)
+        pid = record.get("initPid") if record else None
+        return int(pid) if pid and _alive(pid, record.get("initStartTime") if record else None) else None
+
     def list(self) -> list[str]:
         return self.records.ids()
 

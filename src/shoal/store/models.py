@@ -278,3 +278,14 @@ class JobNodeTask(Base):
     node_url: Mapped[str] = mapped_column(String(1024))
     preparation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     release: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class PoolSample(Base):
+    """One sample of a pool's metrics (task counts, node usage) for its autoscale formula."""
+
+    __tablename__ = "pool_samples"
+    __table_args__ = (Index("ix_pool_samples_pool_time", "pool_key", "taken_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pool_key: Mapped[str] = mapped_column(String(700))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

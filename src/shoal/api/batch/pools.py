@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from shoal.api.batch.common import BatchRequest, accepted, authenticate, created, entity_headers, page, read_body
 from shoal.api.deps import in_thread
 from shoal.core import errors, timefmt
-from shoal.domain.batch import pools, service
+from shoal.domain.batch import autoscaling, pools, service
 from shoal.runtime import marketplace
 from shoal.schemas import batch as wire
 from shoal.store import models
@@ -74,8 +74,8 @@ async def add_pool(request: Request, account: str) -> Response:
             _check_custom_image_auth(br, spec)
             scale = pools.scale_from_body(body)
             if body.get("enableAutoScale"):
-                scale.auto_scale = {"enabled": True, "formula": body.get("autoScaleFormula"),
-                                    "interval": body.get("autoScaleEvaluationInterval", "PT15M")}
+                scale.auto_scale = autoscaling.settings(body.get("autoScaleFormula"),
+                                                        body.get("autoScaleEvaluationInterval"))
             pool = service.create_pool(ctx, s, br.account, str(body["id"]), spec, scale,
                                        service.Plane("data", br.version, br.caller))
             return pool.pool_id, pool.etag, pool.last_modified
@@ -187,6 +187,10 @@ async def _mutate(request: Request, account: str, pool_id: str, action: str, bod
                     "nodeDeallocationOption": b.get("nodeDeallocationOption")}))
             elif action == "stopresize":
                 pools.stop_resize(pool, ctx.clock)
+            elif action == "enableautoscale":
+                autoscaling.enable(pool, ctx.clock, b.get("autoScaleFormula"), b.get("autoScaleEvaluationInterval"))
+            elif action == "disableautoscale":
+                autoscaling.disable(pool, ctx.clock)
             elif action == "removenodes":
                 node_list = b.get("nodeList")
                 if not isinstance(node_list, list):
@@ -205,6 +209,8 @@ async def _mutate(request: Request, account: str, pool_id: str, action: str, bod
         return Response(status_code=200, headers=entity_headers(etag, modified, url))
     if action == "updateproperties":
         return Response(status_code=204, headers=entity_headers(etag, modified, url))
+    if action in ("enableautoscale", "disableautoscale"):
+        return Response(status_code=200, headers=entity_headers(etag, modified, url))
     return accepted(url, etag, modified)
 
 
@@ -236,6 +242,38 @@ async def stop_resize(request: Request, account: str, pool_id: str) -> Response:
 @router.post("/pools/{pool_id}/removenodes")
 async def remove_nodes(request: Request, account: str, pool_id: str) -> Response:
     return await _mutate(request, account, pool_id, "removenodes", await read_body(request))
+
+
+@router.post("/pools/{pool_id}/enableautoscale")
+async def enable_autoscale(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "enableautoscale", await read_body(request))
+
+
+@router.post("/pools/{pool_id}/disableautoscale")
+async def disable_autoscale(request: Request, account: str, pool_id: str) -> Response:
+    return await _mutate(request, account, pool_id, "disableautoscale", None)
+
+
+@router.post("/pools/{pool_id}/evaluateautoscale")
+async def evaluate_autoscale(request: Request, account: str, pool_id: str) -> JSONResponse:
+    """Run a formula against the pool's live metrics without applying it."""
+    br = authenticate(request, account)
+    body = await read_body(request)
+
+    def work() -> dict[str, Any]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.get(s, br.account.key, pool_id)
+            autoscaling.require_enabled(pool)
+            formula = body.get("autoScaleFormula")
+            if not formula or not isinstance(formula, str):
+                raise pools.missing("autoScaleFormula")
+            now = br.svc.clock.now()
+            run, _ = autoscaling.run(formula, autoscaling.load_metrics(s, pool, now), pool, now)
+            return run
+
+    run = await in_thread(work)
+    return JSONResponse(run, headers={"DataServiceId": f"{pool_url(br, pool_id)}/evaluateautoscale"})
 
 
 @router.get("/supportedimages")

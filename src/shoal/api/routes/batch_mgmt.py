@@ -12,7 +12,7 @@ from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.api.routes.operations import result_response
 from shoal.core import errors, ids, timefmt
 from shoal.domain import operations, resources
-from shoal.domain.batch import accounts, pools, service
+from shoal.domain.batch import accounts, autoscaling, pools, service
 from shoal.schemas import batch as wire
 from shoal.store import models
 
@@ -220,8 +220,7 @@ def _arm_scale(props: dict[str, Any]) -> pools.Scale:
     if fixed and auto:
         raise pools.bad_value("scaleSettings", "both", "use fixedScale or autoScale, not both")
     if auto:
-        return pools.Scale(auto_scale={"enabled": True, "formula": auto.get("formula"),
-                                       "interval": auto.get("evaluationInterval", "PT15M")})
+        return pools.Scale(auto_scale=autoscaling.settings(auto.get("formula"), auto.get("evaluationInterval")))
     return pools.scale_from_body(fixed or {})
 
 

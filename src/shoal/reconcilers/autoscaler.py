@@ -1,0 +1,157 @@
+"""Autoscale: samples the metrics of every autoscale pool every 30 s (of the service clock) and, at each pool's
+evaluation interval, runs its formula and applies the result through the resize path.
+
+Task metrics come from the store (tasks of the active jobs that target the pool). Node metrics come from the
+pool's machines (:mod:`shoal.runtime.usage`): CPU, memory and disk I/O of the processes in each node; per-node
+network counters and local disk usage are not measured (0), as documented in the README. Samples older than
+the history window are dropped. Everything is in the store, so a restart loses nothing but the CPU deltas of
+the sample in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from shoal.core import errors
+from shoal.core.clock import Clock
+from shoal.domain.batch import autoscaling, image_rules, natpools, pools, vmsizes
+from shoal.runtime import usage
+from shoal.runtime.agent import HostAgent
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class AutoScaler:
+    name = "autoscale"
+
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, *,
+                 limits: image_rules.ImageLimits | None = None) -> None:
+        self.db, self.clock, self.agent = db, clock, agent
+        self.limits = limits or image_rules.ImageLimits()
+        self._last_sample: datetime | None = None
+        self._previous: dict[str, dict[int, usage.ProcessUsage]] = {}  # machine -> pid -> counters
+        self.nudge: Any = None
+
+    def release_claims(self) -> None:
+        """Nothing is claimed: a pass reads and writes each pool in one short transaction."""
+
+    def run_once(self) -> bool:
+        now = self.clock.now()
+        with self.db.read() as s:
+            keys = list(s.scalars(select(models.Pool.key).where(models.Pool.state == "active")))
+            enabled = [k for k in keys if (p := s.get(models.Pool, k)) is not None and p.autoscale.get("enabled")]
+        if not enabled:
+            self._last_sample = None
+            return False
+        if self._last_sample is None or now - self._last_sample >= autoscaling.SAMPLE_PERIOD:
+            self._sample(enabled, now)
+            self._last_sample = now
+        changed = False
+        for key in enabled:
+            changed |= self._evaluate(key, now)
+        return changed
+
+    # --- sampling ------------------------------------------------------------------------------------------
+    def _sample(self, pool_keys: list[str], now: datetime) -> None:
+        with self.db.read() as s:
+            plan = []
+            for key in pool_keys:
+                pool = s.get(models.Pool, key)
+                if pool is None:
+                    continue
+                nodes = list(s.scalars(select(models.Node).where(models.Node.pool_key == key)))
+                last = s.scalar(select(func.max(models.PoolSample.taken_at)).where(
+                    models.PoolSample.pool_key == key))
+                plan.append((pool, [n.machine_id for n in nodes], _task_counts(s, pool, last)))
+        inits = {m: pid for _, machines, _ in plan for m in machines
+                 if (pid := getattr(self.agent.machines, "init_pid", lambda _m: None)(m))}
+        seen = usage.scan(inits) if inits else {}
+        rows = []
+        for pool, machines, tasks in plan:
+            data: dict[str, float] = dict(tasks)
+            data.update(self._node_metrics(pool, machines, seen))
+            rows.append(models.PoolSample(pool_key=pool.key, taken_at=now, data=data))
+        self._previous = {m: procs for m, procs in seen.items()}
+        with self.db.write() as s:
+            s.add_all(rows)
+            s.execute(delete(models.PoolSample).where(models.PoolSample.taken_at < now - autoscaling.HISTORY))
+
+    def _node_metrics(self, pool: models.Pool, machines: list[str],
+                      seen: dict[str, dict[int, usage.ProcessUsage]]) -> dict[str, float]:
+        period = autoscaling.SAMPLE_PERIOD.total_seconds()
+        cores = vmsizes.SIZES.get(str(pool.spec.get("vmSize", "")).lower())
+        per_node_cores = cores.cores if cores else 1
+        cpu = []
+        memory = read_b = write_b = read_ops = write_ops = 0.0
+        for machine in machines:
+            now_procs, before = seen.get(machine, {}), self._previous.get(machine, {})
+            ticks = sum(max(0, p.cpu_ticks - (before[pid].cpu_ticks if pid in before else 0))
+                        for pid, p in now_procs.items())
+            cpu.append(min(100.0, 100.0 * ticks / usage.TICKS / period / per_node_cores))
+            memory += sum(p.rss_bytes for p in now_procs.values())
+            for pid, p in now_procs.items():
+                old = before.get(pid, usage.ProcessUsage())
+                read_b += max(0, p.read_bytes - old.read_bytes)
+                write_b += max(0, p.write_bytes - old.write_bytes)
+                read_ops += max(0, p.read_ops - old.read_ops)
+                write_ops += max(0, p.write_ops - old.write_ops)
+        count = len(machines)
+        return {"CPUPercent": sum(cpu) / count if count else 0.0, "WallClockSeconds": count * period,
+                "MemoryBytes": memory / count if count else 0.0, "DiskBytes": 0.0, "DiskReadBytes": read_b,
+                "DiskWriteBytes": write_b, "DiskReadOps": read_ops, "DiskWriteOps": write_ops,
+                "NetworkInBytes": 0.0, "NetworkOutBytes": 0.0, "SampleNodeCount": float(count)}
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+    def _evaluate(self, key: str, now: datetime) -> bool:
+        with self.db.write() as s:
+            pool = s.get(models.Pool, key)
+            if pool is None or not autoscaling.due(pool, now):
+                return False
+            metrics = autoscaling.load_metrics(s, pool, now)
+            run, result = autoscaling.run(str(pool.autoscale.get("formula") or ""), metrics, pool, now)
+            if result is not None:
+                try:
+                    image_rules.check_node_limits(s, self.limits, pool.account_key, pool.key, pool.spec,
+                                                  pool.content or {}, result.target_dedicated,
+                                                  result.target_low_priority, natpools.node_capacity(pool.spec))
+                    autoscaling.apply(pool, self.clock, result)
+                except errors.AzureError as exc:
+                    run = {**run, "error": {"code": exc.code, "message": exc.message, "values": [
+                        {"name": k, "value": v} for k, v in exc.values.items()]}}
+            pool.autoscale = {**pool.autoscale, "run": run}
+            autoscaling.schedule_next(pool, now)
+            pools.touch(pool, self.clock)
+        if callable(self.nudge):
+            self.nudge()
+        return True
+
+
+def _task_counts(s: Any, pool: models.Pool, since: datetime | None) -> dict[str, float]:
+    """Task metrics of the active jobs that run on the pool; finished tasks are those since the last sample."""
+    jobs = list(s.scalars(select(models.Job.key).where(models.Job.account_key == pool.account_key,
+                                                       models.Job.pool_id == pool.pool_id.lower(),
+                                                       models.Job.state == "active")))
+    counts = {"ActiveTasks": 0.0, "RunningTasks": 0.0, "PendingTasks": 0.0, "SucceededTasks": 0.0,
+              "FailedTasks": 0.0}
+    if not jobs:
+        return counts
+    for state, n in s.execute(select(models.Task.state, func.count()).where(
+            models.Task.job_key.in_(jobs), models.Task.state != "completed").group_by(models.Task.state)).all():
+        if state == "active":
+            counts["ActiveTasks"] += n
+        else:
+            counts["RunningTasks"] += n
+    counts["PendingTasks"] = counts["ActiveTasks"] + counts["RunningTasks"]
+    finished = select(models.Task.result, func.count()).where(models.Task.job_key.in_(jobs),
+                                                              models.Task.state == "completed")
+    if since is not None:
+        finished = finished.where(models.Task.state_transition_time > since)
+    for result, n in s.execute(finished.group_by(models.Task.result)).all():
+        counts["SucceededTasks" if result == "success" else "FailedTasks"] += n
+    return counts
