@@ -15,7 +15,7 @@ from shoal.core import errors, ids
 from shoal.core.clock import Clock
 from shoal.domain import resources
 from shoal.domain.compute import content as ct
-from shoal.domain.compute import service, sources, vms
+from shoal.domain.compute import galleries, service, sources, vms
 from shoal.domain.compute.kinds import ResourceKind
 from shoal.reconcilers.operations import Handler, OperationWork, Outcome
 from shoal.runtime.agent import AgentError, HostAgent
@@ -230,11 +230,11 @@ class ComputeWork:
             self._update(work.target_id, captured)
             row = self._load(work.target_id)
             assert row is not None
-        digests = sorted(ct.image_layers(row.internal))
+        os_stack, data_stacks = list(row.internal.get("os") or []), dict(row.internal.get("data") or {})
         uid = row.internal["uniqueId"]
         for region, rep in (row.internal.get("replicas") or {}).items():
             for n in range(int(rep["ready"]), int(rep["target"])):
-                self.agent.prepare_replica(region, f"{uid}-{n}", digests)
+                self.agent.prepare_replica(region, galleries.replica_id(uid, n), os_stack, data_stacks)
 
                 def progress(r: models.Resource, region: str = region, n: int = n) -> None:
                     reps = {k: dict(v) for k, v in r.internal["replicas"].items()}

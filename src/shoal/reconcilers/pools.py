@@ -5,6 +5,11 @@ One pass per pool: claim the pool with a lock token, decide (pure, ``domain.batc
 intent (new node rows, removals), act on the host outside any transaction, write the results back. A crash
 at any point leaves rows that the next pass (after a restart) continues from: nodes still ``creating`` are
 booted (booting is idempotent), nodes marked for removal are removed, start tasks are run again.
+
+Nodes of a pool from a gallery version are provisioned from the version's replicas in the pool's region,
+spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks
+(``runtime/replicas.py``). With fewer than one replica per ``SHOAL_NODES_PER_REPLICA`` (300) target nodes the
+resize still reaches its target but reports an ``InsufficientReplicas`` warning among its resize errors.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from shoal.domain import resources
 from shoal.domain.batch import allocation, natpools, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
-from shoal.domain.compute import usage
+from shoal.domain.compute import galleries, usage
 from shoal.reconcilers.base import release_claims
 from shoal.reconcilers.faults import Faults, FaultSource
 from shoal.runtime.agent import HostAgent
@@ -50,6 +55,7 @@ class PoolAllocator:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
         self.faults = faults
         self.core_quota = core_quota  # the subscriptions' regional vCPU quota (UserSubscription pools)
+        self.nodes_per_replica = nodes_per_replica()
         self._start_tasks = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
         self._in_flight: set[str] = set()  # node keys whose start task runs in this process
         self._lock = threading.Lock()
@@ -109,13 +115,15 @@ class PoolAllocator:
             blocked = self._image_problem(s, pool)
             account = self._account(s, pool)
             capacity = self._capacity(s, pool)
+            replicas = self._replicas(s, pool)
         view = allocation.PoolView(pool.state, pool.allocation_state, pool.target_dedicated, pool.target_low_priority,
                                    pool.resize_started_at, timedelta(seconds=pool.resize_timeout_s))
         decision = allocation.decide(view, [allocation.NodeView(n.key, n.is_dedicated, n.state, n.pending,
                                                                 n.running_tasks) for n in node_rows],
                                      self.clock.now(), blocked=blocked, capacity=capacity,
                                      quota_scope="subscription" if self._user_subscription(s, pool) else "account",
-                                     max_batch=1 if self._slow() else 1000)
+                                     max_batch=1 if self._slow() else 1000, replicas=replicas,
+                                     nodes_per_replica=self.nodes_per_replica)
         # 2. record intent: new node rows, nodes leaving
         changed = bool(decision.create_dedicated or decision.create_low_priority or decision.remove)
         if changed:
@@ -124,10 +132,11 @@ class PoolAllocator:
         with self.db.read() as s:
             node_rows = node_rules.list_nodes(s, key)
         self._remove([n for n in node_rows if n.pending == "remove"], pool)
-        self._boot([n for n in node_rows if n.state == "creating"], pool)
+        sources = self._sources(node_rows, replicas)
+        self._boot([n for n in node_rows if n.state == "creating"], pool, sources)
         for n in node_rows:
             if n.pending in ("reboot", "reimage"):
-                self._restart(n, pool, reimage=n.pending == "reimage")
+                self._restart(n, pool, reimage=n.pending == "reimage", sources=sources)
         with self.db.read() as s:
             starting = [n for n in node_rules.list_nodes(s, key) if n.state in ("starting", "waitingforstarttask")]
         if starting and not pool.spec.get("startTask"):
@@ -180,7 +189,8 @@ class PoolAllocator:
                     running_slots=0))
 
     # --- acting on the host --------------------------------------------------------------------------------------
-    def _boot(self, rows: list[models.Node], pool: models.Pool) -> None:
+    def _boot(self, rows: list[models.Node], pool: models.Pool,
+              sources: dict[str, dict[str, str]] | None = None) -> None:
         results: dict[str, list[dict[str, Any]]] = {}
         faults = self.faults.current(fresh=True) if self.faults is not None else Faults()
         for n in rows:
@@ -189,7 +199,7 @@ class PoolAllocator:
                     time.sleep(faults.node_provision_delay)
                 if faults.node_provision_failure:
                     raise RuntimeError("provisioning failed (operator fault injection)")
-                self._boot_once_more_on_failure(pool, n)
+                self._boot_once_more_on_failure(pool, n, (sources or {}).get(n.machine_id))
                 self._prepare_dirs(n)
                 results[n.key] = []
             except Exception as exc:  # a node that cannot boot is unusable, with the reason
@@ -208,15 +218,24 @@ class PoolAllocator:
                 node.last_boot_time = now
                 node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
 
-    def _boot_once_more_on_failure(self, pool: models.Pool, node: models.Node) -> None:
+    def _boot_once_more_on_failure(self, pool: models.Pool, node: models.Node,
+                                   replica: dict[str, str] | None = None) -> None:
         """Boot a node's machine; if that fails (say, a half-made machine left by a crash), tear down what is
         there and try once more before calling the node unusable."""
         try:
-            self.agent.boot(node_rules.machine_spec(pool, node))
+            self.agent.boot(self._machine(pool, node, replica))
         except Exception:
             log.info("node %s: boot failed, retrying after a clean-up", node.node_id, exc_info=True)
             self.agent.halt(node.machine_id)
-            self.agent.boot(node_rules.machine_spec(pool, node))
+            self.agent.boot(self._machine(pool, node, replica))
+
+    @staticmethod
+    def _machine(pool: models.Pool, node: models.Node, replica: dict[str, str] | None) -> dict[str, Any]:
+        """What the host agent boots for a node, with the gallery replica it is provisioned from (if any)."""
+        machine = node_rules.machine_spec(pool, node)
+        if replica is not None:
+            machine["replica"] = replica
+        return machine
 
     def _prepare_dirs(self, node: models.Node) -> None:
         root = self.agent.temp_dir(node.machine_id) / "batch" / "tasks"
@@ -273,7 +292,8 @@ class PoolAllocator:
                     if node is not None:
                         s.delete(node)
 
-    def _restart(self, n: models.Node, pool: models.Pool, *, reimage: bool) -> None:
+    def _restart(self, n: models.Node, pool: models.Pool, *, reimage: bool,
+                 sources: dict[str, dict[str, str]] | None = None) -> None:
         if not self._release_tasks([n.key], n.pending_option or "requeue"):
             return  # taskcompletion: restart once its tasks have finished
         self.agent.halt(n.machine_id, keep_temp=not reimage)
@@ -290,7 +310,7 @@ class PoolAllocator:
                      "errorDetails": []}]
         else:
             try:
-                self.agent.boot(node_rules.machine_spec(pool, n))
+                self.agent.boot(self._machine(pool, n, (sources or {}).get(n.machine_id)))
                 self._prepare_dirs(n)
             except Exception as exc:
                 errs = [{"code": "NodeProvisioningFailed", "message": f"The node could not be restarted: {exc}",
@@ -420,6 +440,29 @@ class PoolAllocator:
         except OSError:
             return "127.0.0.1", host
 
+    def _replicas(self, s: Any, pool: models.Pool) -> allocation.ReplicaView | None:
+        """The ready replicas, in the pool's region, of the gallery version the pool's nodes come from (None
+        for a pool from a managed image or a marketplace image)."""
+        resolved = pool.content.get("resolvedId")
+        if not resolved or pool.content.get("replicas") is None:
+            return None
+        version = resources.find(s, ids.parse(resolved))
+        account = s.get(models.Resource, pool.account_key)
+        if version is None or account is None:
+            return None
+        region = galleries.region_key(account.location or "")
+        return allocation.ReplicaView(region, tuple(galleries.ready_replicas(version.internal, region)))
+
+    @staticmethod
+    def _sources(rows: list[models.Node], replicas: allocation.ReplicaView | None) -> dict[str, dict[str, str]]:
+        """machine id -> the replica ({"region","id"}) each node is provisioned from, spread over the pool's nodes
+        oldest first (so new nodes continue the round robin)."""
+        if replicas is None or not replicas.ids:
+            return {}
+        ordered = sorted(rows, key=lambda n: (n.allocation_time, n.key))
+        spread = allocation.spread([n.machine_id for n in ordered], replicas.ids)
+        return {machine_id: {"region": replicas.region, "id": rid} for machine_id, rid in spread.items()}
+
     def _slow(self) -> bool:
         """Injected slow provisioning: allocate one node per pass, so stop-resize and timeouts can cut in."""
         return self.faults is not None and self.faults.current(fresh=True).node_provision_delay > 0
@@ -461,3 +504,14 @@ class PoolAllocator:
             if resources.find(s, ids.parse(rid)) is None:
                 return allocation.allocation_failed(f"The image resource '{rid}' used by the pool no longer exists.")
         return None
+
+
+def nodes_per_replica() -> int:
+    """Target nodes one gallery replica should serve before a resize warns: ``SHOAL_NODES_PER_REPLICA`` (a small
+    value lets tests see the warning without hundreds of nodes), by default Azure's 300."""
+    try:
+        return max(1, int(os.environ.get("SHOAL_NODES_PER_REPLICA") or allocation.NODES_PER_REPLICA))
+    except ValueError:
+        log.warning("SHOAL_NODES_PER_REPLICA=%r is not a number: using %d", os.environ["SHOAL_NODES_PER_REPLICA"],
+                    allocation.NODES_PER_REPLICA)
+        return allocation.NODES_PER_REPLICA

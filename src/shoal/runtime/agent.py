@@ -5,7 +5,7 @@ calls can be sent to an agent on another machine. In the embedded default it is 
 
 Paths under the store directory:
   disks/<upper-id>/{upper,work}   a managed disk's writable layer (outlives machines)
-  replicas/<region>/<version>-<n>  ready-to-mount copies of a gallery version's layers
+  replicas/<region>/<version>-<n>  ready-to-mount (flattened) copies of a gallery version's disks (replicas.py)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import DiskMount, MachineSpec, detect_runtime
 from shoal.runtime.marketplace import BaseProvider, Catalog
+from shoal.runtime.replicas import ReplicaError, ReplicaStore
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class HostAgent:
         self.catalog = catalog
         self.layers = LayerStore(store_dir / "layers")
         self.bases = BaseProvider(store_dir, self.layers)
+        self.replicas = ReplicaStore(store_dir / "replicas", self.layers)
         # ``hide``: host paths machines must not see through the host-root base (e.g. the state directory).
         self.machines = detect_runtime(store_dir, prefer=runtime, hide=hide)
         # URLs under this prefix are Shoal's own downloads; they are read from the store directly.
@@ -156,19 +158,41 @@ class HostAgent:
                              f"{base['version']} is no longer in the catalog.")
         return self.bases.ensure(image)
 
-    def _mount(self, disk: dict[str, Any]) -> DiskMount:
+    def _mount(self, disk: dict[str, Any], prepared: str | None = None) -> DiskMount:
+        """``prepared``: the disk's layers already flattened into one lower (a gallery replica's disk)."""
         upper, work = self.disk_dirs(disk["upper"])
+        if prepared is not None:
+            return DiskMount(lower=[prepared], upper=str(upper), work=str(work))
         lower = [str(self.layers.unpacked(d)) for d in reversed(disk.get("layers") or [])]
         return DiskMount(lower=lower, upper=str(upper), work=str(work))
 
+    def _replica_disks(self, machine: dict[str, Any]) -> dict[str, Any]:
+        """The prepared lowers of the machine's gallery replica (``machine["replica"]``: {"region","id"}), or
+        an empty dict: then the machine mounts the layer store's layers, which hold the same content."""
+        replica = machine.get("replica")
+        if not replica:
+            return {}
+        data = {str(lun): d.get("layers") or [] for lun, d in (machine.get("dataDisks") or {}).items()}
+        try:
+            found = self.replicas.disks(replica["region"], replica["id"], machine["osDisk"].get("layers") or [],
+                                        data)
+        except (ReplicaError, OSError) as exc:
+            log.warning("replica %s/%s not usable, mounting the image's layers: %s", replica["region"],
+                        replica["id"], exc)
+            return {}
+        return found or {}
+
     def boot(self, machine: dict[str, Any]) -> dict[str, Any]:
-        """Create (or find running) a machine: {"machineId","hostname","base","osDisk","dataDisks"}."""
+        """Create (or find running) a machine: {"machineId","hostname","base","osDisk","dataDisks"}, and
+        "replica" ({"region","id"}) for a pool node provisioned from a gallery version's replica."""
         temp = self.store_dir / "temp" / machine["machineId"]
         temp.mkdir(parents=True, exist_ok=True)
+        replica = self._replica_disks(machine)
         spec = MachineSpec(
             machine_id=machine["machineId"], hostname=machine.get("hostname") or machine["machineId"],
-            base=self.base_path(machine["base"]), os_disk=self._mount(machine["osDisk"]),
-            data_disks={int(lun): self._mount(d) for lun, d in (machine.get("dataDisks") or {}).items()},
+            base=self.base_path(machine["base"]), os_disk=self._mount(machine["osDisk"], replica.get("os")),
+            data_disks={int(lun): self._mount(d, (replica.get("data") or {}).get(str(lun)))
+                        for lun, d in (machine.get("dataDisks") or {}).items()},
             temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []],
             volatile=bool(machine.get("volatile")),
         )
@@ -198,41 +222,18 @@ class HostAgent:
         return dict(self.machines.adopt())
 
     # --- gallery replicas ---------------------------------------------------------------------------------
-    def prepare_replica(self, region: str, replica_id: str, digests: list[str]) -> str:
-        """A ready-to-mount copy of an image's layers in a region (hard links where the filesystem allows)."""
-        target = self.store_dir / "replicas" / region / replica_id
-        if (target / ".ready").exists():
-            return str(target)
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for digest in digests:
-            src = self.layers.unpacked(digest)
-            _copy_tree(src, staging / digest)
-        (staging / ".ready").write_text("\n".join(digests))
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-        return str(target)
+    def prepare_replica(self, region: str, replica_id: str, os_stack: list[str],
+                        data_stacks: dict[str, list[str]]) -> str:
+        """A ready-to-mount copy of an image in a region: each disk's layers (bottom first) flattened into one
+        lower directory, hard-linked from the layer store (see ``replicas.py``)."""
+        try:
+            return str(self.replicas.prepare(region, replica_id, os_stack, data_stacks))
+        except ReplicaError as exc:
+            raise AgentError(str(exc)) from exc
 
     def delete_replicas(self, replica_prefix: str) -> None:
-        root = self.store_dir / "replicas"
-        if not root.exists():
-            return
-        for region in root.iterdir():
-            for item in region.glob(f"{replica_prefix}*"):
-                shutil.rmtree(item, ignore_errors=True)
+        self.replicas.delete(replica_prefix)
 
     def gc_layers(self, referenced: set[str]) -> list[str]:
         return self.layers.gc(referenced | self.bases.referenced_digests())
 
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy preserving overlay metadata (whiteout devices, opaque xattrs), hard-linking regular files."""
-    import subprocess
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["cp", "-a", "--link", str(src), str(dst)], capture_output=True, text=True)
-    if result.returncode != 0:
-        result = subprocess.run(["cp", "-a", str(src), str(dst)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise AgentError(f"Preparing a replica failed: {result.stderr.strip()}")

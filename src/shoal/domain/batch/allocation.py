@@ -6,12 +6,17 @@ transaction, and writes back. Deciding is a pure function so the rules are unit-
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 RESIZE_FAILED_MESSAGE = ("There was an error encountered while performing the last resize on the pool. Please try "
                          "resizing the pool again.")
+NODES_PER_REPLICA = 300
+"""Azure's guidance for pools from Compute Gallery images: at least one replica per 300 nodes."""
+INSUFFICIENT_REPLICAS = "InsufficientReplicas"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,14 @@ class NodeView:
     running_tasks: int = 0
 
 
+@dataclass(frozen=True)
+class ReplicaView:
+    """The replicas, in the pool's region, of the gallery version a pool's nodes come from."""
+
+    region: str
+    ids: tuple[str, ...]  # the ready ones
+
+
 @dataclass
 class Decision:
     create_dedicated: int = 0
@@ -49,10 +62,24 @@ _REMOVAL_ORDER = {"unusable": 0, "starttaskfailed": 0, "offline": 1, "creating":
 
 def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: int = 1000,
            blocked: dict[str, Any] | None = None, capacity: tuple[int, int] | None = None,
-           quota_scope: str = "account") -> Decision:
+           quota_scope: str = "account", replicas: ReplicaView | None = None,
+           nodes_per_replica: int = NODES_PER_REPLICA) -> Decision:
     """``blocked``: a resize error that forbids growing (for example the image is gone), or None.
     ``capacity``: how many more (dedicated, low-priority) nodes the core quotas allow, or None; ``quota_scope``
-    says whose quotas: the Batch account's, or (UserSubscription accounts) the subscription's."""
+    says whose quotas: the Batch account's, or (UserSubscription accounts) the subscription's.
+    ``replicas``: for a pool from a gallery version, its replicas in the pool's region; a resize that ends with
+    fewer than one replica per ``nodes_per_replica`` target nodes also reports :func:`replica_warning`."""
+    d = _decide(pool, nodes, now, max_batch=max_batch, blocked=blocked, capacity=capacity,
+                quota_scope=quota_scope)
+    if d.settle and replicas is not None:
+        warning = replica_warning(pool.target_dedicated + pool.target_low_priority, replicas, nodes_per_replica)
+        if warning is not None:
+            d.errors.append(warning)
+    return d
+
+
+def _decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: int,
+            blocked: dict[str, Any] | None, capacity: tuple[int, int] | None, quota_scope: str) -> Decision:
     d = Decision()
     if pool.state == "deleting":
         d.remove = [n.key for n in nodes if n.pending != "remove"]
@@ -111,3 +138,31 @@ def allocation_failed(reason: str) -> dict[str, Any]:
     """The resize error Azure reports when the pool's image (or its source) no longer exists."""
     return {"code": "AllocationFailed", "message": RESIZE_FAILED_MESSAGE, "values": [{"name": "Reason",
                                                                                         "value": reason}]}
+
+
+def replica_warning(target_nodes: int, replicas: ReplicaView, nodes_per_replica: int = NODES_PER_REPLICA
+                    ) -> dict[str, Any] | None:
+    """The warning a resize reports when a gallery version has fewer than one replica in the pool's region per
+    ``nodes_per_replica`` target nodes (None when there are enough). It is not a failure: the nodes are
+    provisioned from the replicas there are, only more of them share each replica."""
+    needed = math.ceil(target_nodes / max(1, nodes_per_replica))
+    have = len(replicas.ids)
+    if have >= needed:
+        return None
+    return {"code": INSUFFICIENT_REPLICAS,
+            "message": f"The pool reached its target, but its gallery image version has {have} replica(s) in "
+                       f"region '{replicas.region}' for {target_nodes} target nodes. Use at least one replica per "
+                       f"{nodes_per_replica} nodes: raise the version's regionalReplicaCount in "
+                       f"'{replicas.region}' to {needed} or more.",
+            "values": [{"name": "Region", "value": replicas.region},
+                       {"name": "ReplicaCount", "value": str(have)},
+                       {"name": "TargetNodes", "value": str(target_nodes)},
+                       {"name": "RecommendedReplicaCount", "value": str(needed)}]}
+
+
+def spread(machine_ids: Sequence[str], replica_ids: Sequence[str]) -> dict[str, str]:
+    """Which replica each node is provisioned from: round robin over the pool's nodes in their order (oldest
+    first), so that every replica serves as many nodes as the others (empty when there is no replica)."""
+    if not replica_ids:
+        return {}
+    return {machine_id: replica_ids[i % len(replica_ids)] for i, machine_id in enumerate(machine_ids)}

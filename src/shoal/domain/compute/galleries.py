@@ -1,7 +1,9 @@
 """Azure Compute Gallery: galleries, image definitions and replicated image versions.
 
 A version's replicas are real: per target region the reconciler prepares ``regionalReplicaCount``
-ready-to-mount copies of the image, and the version reports progress until all are ready.
+ready-to-mount copies of the image (each disk's layers flattened into one lower directory, see
+``runtime/replicas.py``), and the version reports progress until all are ready. Pools from the version
+provision their nodes from the replicas in the pool's region, spread across them.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def _target_regions(ctx: ComputeContext, profile: dict[str, Any], default_region
     regions = profile.get("targetRegions") or [{"name": default_region}]
     out: list[dict[str, Any]] = []
     for i, r in enumerate(regions):
-        name = str(r.get("name", "")).replace(" ", "").lower() if isinstance(r, dict) else ""
+        name = region_key(str(r.get("name", ""))) if isinstance(r, dict) else ""
         if name not in ctx.regions:
             raise invalid(f"publishingProfile.targetRegions[{i}].name '{name}' is not a region of this cloud "
                           f"({', '.join(ctx.regions)}).", f"publishingProfile.targetRegions[{i}].name")
@@ -223,6 +225,25 @@ class GalleryImageVersionKind:
 
     def plan_delete(self, ctx: ComputeContext, s: Session, row: models.Resource) -> str | None:
         return "delete"
+
+
+def region_key(name: str) -> str:
+    """Regions as replicas are keyed: "West US" -> "westus"."""
+    return name.replace(" ", "").lower()
+
+
+def replica_id(unique_id: str, n: int) -> str:
+    """The host name of a version's n-th replica in a region (the same ids in every region)."""
+    return f"{unique_id}-{n}"
+
+
+def ready_replicas(internal: dict[str, Any], region: str) -> list[str]:
+    """Ids of a version's replicas that are ready in ``region`` (none for other images)."""
+    rep = (internal.get("replicas") or {}).get(region_key(region)) or {}
+    unique_id = internal.get("uniqueId")
+    if not unique_id:
+        return []
+    return [replica_id(unique_id, n) for n in range(int(rep.get("ready", 0)))]
 
 
 def replication_status(row: models.Resource) -> dict[str, Any]:
