@@ -174,6 +174,31 @@ def test_nodes_are_spread_over_the_replicas_and_see_the_image(world: dict[str, A
     client.begin_delete_pool("two-replicas", polling_interval=1).result()
 
 
+def test_nodes_keep_their_replica_when_the_version_is_deleted(world: dict[str, Any]) -> None:
+    shoal, image, client = world["shoal"], world["image"], world["client"]
+    compute = shoal.compute_client()
+    compute.gallery_image_versions.begin_create_or_update(image.group, "gal", "def", "3.0.0", GalleryImageVersion(
+        location=LOCATION, publishing_profile=GalleryImageVersionPublishingProfile(
+            target_regions=[TargetRegion(name=LOCATION, regional_replica_count=1)]),
+        storage_profile=GalleryImageVersionStorageProfile(source=GalleryArtifactVersionFullSource(
+            id=image.image_id)))).result()
+    version = compute.gallery_image_versions.get(image.group, "gal", "def", "3.0.0")
+    create_pool(world, "orphaned", version.id, 1)
+    steady_with_idle_nodes(client, "orphaned", 1)
+    compute.gallery_image_versions.begin_delete(image.group, "gal", "def", "3.0.0").result()
+    # The node still sees the image's software and data disk: its replica is retired, not removed.
+    job = "orphaned-job"
+    client.create_job(bm.BatchJobCreateOptions(id=job, pool_info=bm.BatchPoolInfo(pool_id="orphaned")))
+    client.create_task(job, bm.BatchTaskCreateOptions(
+        id="uses-image", command_line="/bin/sh -c '/opt/shoal-app/run still; cat /datadisks/lun0/reference.txt'"))
+    done = wait_for(lambda: (t := client.get_task(job, "uses-image")).state == "completed" and t, "task completes")
+    out = b"".join(client.download_task_file(job, "uses-image", "stdout.txt")).decode()
+    assert done.execution_info.exit_code == 0, out
+    assert "shoal-app-1.0 still" in out and "reference-data" in out
+    client.begin_delete_job(job, polling_interval=1).result()
+    client.begin_delete_pool("orphaned", polling_interval=1).result()
+
+
 def test_a_managed_image_pool_has_no_replicas_and_no_warning(world: dict[str, Any]) -> None:
     image: PreparedImage = world["image"]
     mgmt = world["shoal"].batch_mgmt_client()

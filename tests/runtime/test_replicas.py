@@ -131,9 +131,20 @@ def test_replicas_are_prepared_once_and_give_their_disks_to_matching_machines_on
     assert replicas.disks("westus", "v-0", [data_digest], {}) is None  # other content: the layer store's layers
     assert replicas.disks("eastus", "v-0", [os_digest], {}) is None  # no replica there
 
-    replicas.delete("v-")
+    # Deleting the version retires a replica that running machines mount, until they are gone.
+    mounted = {str(path / "os")}
+    replicas.delete("v-", mounted)
     assert not path.exists()
     assert replicas.disks("westus", "v-0", [os_digest], {"0": [data_digest]}) is None
+    [retired] = list(path.parent.glob(".retired.*"))
+    assert (retired / "os" / "opt" / "app" / "run").read_text() == "app"
+    replicas.sweep({str(retired / "os")})
+    assert retired.exists()
+    replicas.sweep(set())
+    assert not retired.exists()
+    replicas.prepare("westus", "w-0", [os_digest], {})
+    replicas.delete("w-")  # nothing mounts it: removed at once
+    assert not list(path.parent.iterdir())
 
 
 def test_a_replica_made_before_flattening_is_flattened_on_first_use(work: Path) -> None:

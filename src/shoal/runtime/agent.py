@@ -232,8 +232,24 @@ class HostAgent:
             raise AgentError(str(exc)) from exc
 
     def delete_replicas(self, replica_prefix: str) -> None:
-        self.replicas.delete(replica_prefix)
+        """Remove a version's replicas; those running nodes mount are retired until the nodes are gone."""
+        self.replicas.delete(replica_prefix, self._mounted_lowers())
+
+    def _mounted_lowers(self) -> set[str]:
+        """The lower directories of every machine on this host (from the records the runtime keeps)."""
+        records: Any = getattr(self.machines, "records", None)
+        lowers: set[str] = set()
+        for machine_id in self.machines.list():
+            record = records.read(machine_id) if records is not None else None
+            if not record or "spec" not in record:
+                continue
+            spec = MachineSpec.from_dict(record["spec"])
+            for disk in (spec.os_disk, *spec.data_disks.values()):
+                lowers.update(disk.lower)
+        return lowers
 
     def gc_layers(self, referenced: set[str]) -> list[str]:
+        """Collect unreferenced layers, and retired replicas no machine mounts any more."""
+        self.replicas.sweep(self._mounted_lowers())
         return self.layers.gc(referenced | self.bases.referenced_digests())
 

@@ -239,8 +239,10 @@ class ReplicaStore:
             return None
         return manifest
 
-    def delete(self, replica_prefix: str) -> None:
-        """Remove every replica (in every region) whose id starts with ``replica_prefix``."""
+    def delete(self, replica_prefix: str, in_use: set[str] | frozenset[str] = frozenset()) -> None:
+        """Remove every replica (in every region) whose id starts with ``replica_prefix``. One that a running
+        machine mounts (a path of ``in_use``) is retired instead: renamed, so no new node uses it, and removed
+        by :meth:`sweep` once no machine mounts it (nodes that exist keep working when their image goes)."""
         if not self.root.exists():
             return
         with self._lock:
@@ -248,8 +250,28 @@ class ReplicaStore:
                 # ".<id>.*": staging and replaced copies a crash left behind
                 for item in [*region.glob(f"{replica_prefix}*"), *region.glob(f".{replica_prefix}*")]:
                     self._manifests.pop(item, None)
-                    shutil.rmtree(item, ignore_errors=True)
+                    if _used(item, in_use):
+                        os.rename(item, region / f".retired.{item.name}.{secrets.token_hex(4)}")
+                    else:
+                        shutil.rmtree(item, ignore_errors=True)
 
+    def sweep(self, in_use: set[str] | frozenset[str]) -> list[str]:
+        """Remove retired replicas that no running machine mounts any more; returns their names."""
+        removed: list[str] = []
+        if not self.root.exists():
+            return removed
+        with self._lock:
+            for region in self.root.iterdir():
+                for item in region.glob(".retired.*"):
+                    if not _used(item, in_use):
+                        shutil.rmtree(item, ignore_errors=True)
+                        removed.append(item.name)
+        return removed
+
+
+def _used(replica: Path, in_use: set[str] | frozenset[str]) -> bool:
+    prefix = str(replica) + "/"
+    return any(path.startswith(prefix) for path in in_use)
 
 def _copy_tree(src: Path, dst: Path) -> None:
     """Copy preserving overlay metadata (whiteout devices, opaque xattrs), hard-linking regular files."""
