@@ -182,8 +182,9 @@ def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: 
 
         def pool_failed() -> None:
             pool = batch.get_pool("pool")
-            if pool.resize_errors:
-                raise QuickstartError(f"The pool did not resize: {[e.message for e in pool.resize_errors]}")
+            errors = [e for e in pool.resize_errors or [] if e.code != "InsufficientReplicas"]  # a warning only
+            if errors:
+                raise QuickstartError(f"The pool did not resize: {[e.message for e in errors]}")
             bad = [f"{n.id} is {getattr(n.state, 'value', n.state)}"
                    + "".join(f" ({e.message})" for e in n.errors or [])
                    for n in batch.list_nodes("pool") if n.state in ("unusable", "starttaskfailed")]
