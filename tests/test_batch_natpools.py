@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +10,7 @@ from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from batch_fixtures import LOCATION, NODE_AGENT, create_account
+from batch_fixtures import LOCATION, NODE_AGENT, create_account, wait_for
 from shoal.azure import Shoal
 
 PATH = "networkConfiguration.endpointConfiguration.inboundNATPools"
@@ -28,14 +26,6 @@ def setup(shoal: Shoal) -> tuple[Any, Any, str]:
     return account, shoal.batch_client(account.account_endpoint), group
 
 
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def nat(name: str, backend: int, start: int, end: int, **kw: Any) -> bm.BatchInboundNatPool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ from azure.batch.models._models import (  # not exported by azure-batch 15.1
 )
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from batch_fixtures import NODE_AGENT, PreparedImage, create_account, prepare_image
+from batch_fixtures import NODE_AGENT, PreparedImage, create_account, prepare_image, wait_for
 from harness import ShoalServer
 from shoal.azure import Shoal
 
@@ -30,14 +28,6 @@ def client(shoal: Shoal, image: PreparedImage) -> Any:
     return shoal.batch_client(account.account_endpoint)
 
 
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def make_pool(client: Any, image: PreparedImage, pool_id: str, nodes: int, **kw: Any) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +12,7 @@ from azure.batch.models._models import BatchNodeRebootOptions  # not exported by
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-from batch_fixtures import LOCATION, NODE_AGENT, PreparedImage, create_account, prepare_image
+from batch_fixtures import LOCATION, NODE_AGENT, PreparedImage, create_account, prepare_image, wait_for
 from harness import ShoalServer
 from shoal.azure import Shoal
 
@@ -29,14 +27,6 @@ def account(shoal: Shoal, image: PreparedImage) -> Any:
     return create_account(shoal, image.group)
 
 
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def arm(server: ShoalServer, shoal: Shoal, method: str, path: str, **kw: Any) -> requests.Response:

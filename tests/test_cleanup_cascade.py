@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import sqlalchemy
@@ -14,19 +11,9 @@ from azure.batch import models as bm
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from batch_fixtures import LOCATION, NODE_AGENT, create_account, prepare_image
+from batch_fixtures import LOCATION, NODE_AGENT, create_account, prepare_image, wait_for
 from harness import ShoalServer
 from shoal.azure import Shoal
-
-
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def machines(server: ShoalServer) -> list[str]:
