@@ -268,11 +268,7 @@ class PoolAllocator:
                         task.execution_info = info
                         tasks_rules.set_state(task, self.clock, "completed")
                     else:
-                        info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
-                        info["lastRequeueTime"] = format_timestamp(now)
-                        task.execution_info = info
-                        task.node_key = None
-                        tasks_rules.set_state(task, self.clock, "active")
+                        tasks_rules.requeue(task, self.clock)
                 node = s.get(models.Node, key)
                 if node is not None:
                     node.running_tasks = node.running_slots = 0

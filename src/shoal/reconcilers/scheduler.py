@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # The machine helper writes the attempt's final status here too, so it survives a crash of the server.
 EXIT_FILE = ".shoal-exit"
 SCHEDULABLE_NODE_STATES = ("idle", "running")
+NOBODY = 65534  # the unprivileged user non-admin tasks run as
 SWEEP_INTERVAL = 2.0  # seconds between looks for task directories past their retention time
 
 
@@ -272,25 +273,33 @@ class TaskScheduler:
         return all(str(n) in done for start, end in ranges for n in range(start, end + 1))
 
     # --- running -------------------------------------------------------------------------------------------------
+    def _prepare_dir(self, machine: str, task_dir: str, admin: bool) -> Path:
+        """The task directory on the host, with its working directory, ready for a new attempt."""
+        host_dir = self._host_dir(machine, task_dir)
+        (host_dir / "wd").mkdir(parents=True, exist_ok=True)
+        (host_dir / EXIT_FILE).unlink(missing_ok=True)
+        if not admin:
+            for path in (host_dir, host_dir / "wd"):
+                os.chown(path, NOBODY, NOBODY)
+        return host_dir
+
+    def _spawn(self, machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
+               timeout: float | None) -> int:
+        """Start a command in a node's machine: cwd the task's wd, output and final status in its directory."""
+        host_dir = self._prepare_dir(machine, task_dir, admin)
+        started = self.agent.machines.spawn(
+            machine, node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
+            user=None if admin else str(NOBODY), stdout=str(host_dir / "stdout.txt"),
+            stderr=str(host_dir / "stderr.txt"), timeout=timeout, exit_file=str(host_dir / EXIT_FILE))
+        return int(started["pid"])
+
     def _launch(self, launch: dict[str, Any]) -> int | None:
-        host_dir = self.agent.temp_dir(launch["machine"]) / Path(launch["task_dir"]).relative_to("/mnt")
         try:
-            (host_dir / "wd").mkdir(parents=True, exist_ok=True)
-            (host_dir / EXIT_FILE).unlink(missing_ok=True)
-            user = None
-            if not launch["admin"]:
-                user = "65534"
-                for path in (host_dir, host_dir / "wd"):
-                    os.chown(path, 65534, 65534)
-            argv = node_rules.command_argv(launch["command"])
-            started = self.agent.machines.spawn(
-                launch["machine"], argv, env=launch["env"], cwd=f"{launch['task_dir']}/wd", user=user,
-                stdout=str(host_dir / "stdout.txt"), stderr=str(host_dir / "stderr.txt"), timeout=launch["timeout"],
-                exit_file=str(host_dir / EXIT_FILE))
+            pid = self._spawn(launch["machine"], launch["task_dir"], launch["command"], launch["env"],
+                              launch["admin"], launch["timeout"])
         except Exception as exc:
             self._done.put(Finished(launch["key"], launch["attempt"], None, error=str(exc)))
             return None
-        pid = int(started["pid"])
         with self._lock:
             self._running[launch["key"]] = (launch["attempt"], pid)
         return pid
@@ -308,7 +317,7 @@ class TaskScheduler:
                 return
             wd = self._host_dir(launch["machine"], launch["task_dir"]) / "wd"
             wd.mkdir(parents=True, exist_ok=True)
-            owner = None if launch["admin"] else (65534, 65534)
+            owner = None if launch["admin"] else (NOBODY, NOBODY)
             try:
                 assert self.transfers is not None, "task file transfers are not configured"
                 for resource in launch["resources"]:
@@ -319,11 +328,7 @@ class TaskScheduler:
             pid = self._launch(launch)
             if pid is None:
                 return  # _launch reported the failure
-            result = self.agent.machines.wait(pid) or {}
-            with self._lock:
-                if self._running.get(key, (None, 0))[0] == attempt:
-                    self._running.pop(key, None)
-            item = Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
+            item = self._await(key, attempt, pid)
             self._finish(self._upload_outputs(item, launch["machine"], launch["task_dir"], launch["outputs"],
                                               launch["env"]))
         except Exception as exc:
@@ -384,39 +389,27 @@ class TaskScheduler:
 
     def _run_special(self, launch: dict[str, Any], kind: str) -> dict[str, Any]:
         spec, machine, task_dir = launch["spec"], launch["machine"], launch["task_dir"]
-        host = self._host_dir(machine, task_dir)
         admin = str(((spec.get("userIdentity") or {}).get("autoUser") or {}).get("elevationLevel", "")).lower() \
             == "admin"
         try:
-            (host / "wd").mkdir(parents=True, exist_ok=True)
-            (host / EXIT_FILE).unlink(missing_ok=True)
-            if not admin:
-                for path in (host, host / "wd"):
-                    os.chown(path, 65534, 65534)
+            wd = self._prepare_dir(machine, task_dir, admin) / "wd"
             if self.transfers is not None:
                 for resource in spec.get("resourceFiles") or []:
-                    self.transfers.download(resource, host / "wd", None if admin else (65534, 65534))
-            started = self.agent.machines.spawn(
-                machine, node_rules.command_argv(str(spec.get("commandLine", ""))), env=launch["env"],
-                cwd=f"{task_dir}/wd", user=None if admin else "65534", stdout=str(host / "stdout.txt"),
-                stderr=str(host / "stderr.txt"), timeout=jobtasks.timeout(spec, is_release=kind == "release"),
-                exit_file=str(host / EXIT_FILE))
-            result = self.agent.machines.wait(int(started["pid"])) or {}
+                    self.transfers.download(resource, wd, None if admin else (NOBODY, NOBODY))
+            pid = self._spawn(machine, task_dir, str(spec.get("commandLine", "")), launch["env"], admin,
+                              jobtasks.timeout(spec, is_release=kind == "release"))
+            result = self.agent.machines.wait(pid) or {}
         except TransferError as exc:
             return {"result": "failure", "failureInfo": exc.failure_info()}
         except Exception as exc:
             return {"result": "failure", "failureInfo": {"category": "servererror", "code": "TaskEnded",
                                                          "message": str(exc), "details": []}}
-        out: dict[str, Any] = {"result": "success" if result.get("exitCode") == 0 else "failure"}
+        failure = tasks.run_failure(result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
+        out: dict[str, Any] = {"result": "success" if failure is None else "failure"}
         if result.get("exitCode") is not None:
             out["exitCode"] = result["exitCode"]
-        if result.get("timedOut"):
-            out["failureInfo"] = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
-                                  "message": "The task exceeded its maximum wall clock time.", "details": []}
-        elif out["result"] == "failure":
-            out["failureInfo"] = {"category": "usererror", "code": "FailureExitCode",
-                                  "message": "The task process exited with an unexpected exit code",
-                                  "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+        if failure is not None:
+            out["failureInfo"] = failure
         return out
 
     def _save_job_task(self, row_key: str, launch: dict[str, Any], kind: str, info: dict[str, Any]) -> None:
@@ -505,18 +498,20 @@ class TaskScheduler:
         if callable(self.nudge):
             self.nudge()
 
-    def _wait(self, key: str, attempt: str, pid: int) -> None:
+    def _await(self, key: str, attempt: str, pid: int) -> Finished:
+        """Wait for an attempt's process to end; it is no longer killable then."""
         try:
             result = self.agent.machines.wait(pid) or {}
-            self._done.put(Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")),
-                                    result.get("error")))
+            item = Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
         except Exception as exc:
-            self._done.put(Finished(key, attempt, None, error=str(exc)))
+            item = Finished(key, attempt, None, error=str(exc))
         with self._lock:
             if self._running.get(key, (None, 0))[0] == attempt:
                 self._running.pop(key, None)
-        if callable(self.nudge):
-            self.nudge()
+        return item
+
+    def _wait(self, key: str, attempt: str, pid: int) -> None:
+        self._finish(self._await(key, attempt, pid))
 
     # --- results -------------------------------------------------------------------------------------------------
     def _record_finished(self) -> int:
@@ -537,41 +532,22 @@ class TaskScheduler:
                     continue
                 node = s.get(models.Node, task.node_key) if task.node_key else None
                 if node is not None:
-                    node.running_slots = max(0, node.running_slots - task.slots)
-                    node.running_tasks = max(0, node.running_tasks - 1)
+                    tasks.free_slot(node, task, self.clock)
                     node.total_tasks_run += 1
                     if item.exit_code == 0 and not item.timed_out:
                         node.total_tasks_succeeded += 1
-                    if node.running_tasks == 0 and node.state == "running":
-                        node_rules.set_state(node, self.clock, "idle")
                 self._complete(s, task, item, now)
         return len(batch)
 
     def _complete(self, s: Any, task: models.Task, item: Finished, now: Any) -> None:
+        if item.lost:
+            tasks.requeue(task, self.clock)
+            return
         info = dict(task.execution_info)
         task.attempt, task.pid = None, None
-        if item.lost:
-            info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
-            info["lastRequeueTime"] = timefmt.format_timestamp(now)
-            task.execution_info = info
-            task.node_key = None
-            tasks.set_state(task, self.clock, "active")
-            return
         info["endTime"] = timefmt.format_timestamp(now)
-        failure: dict[str, Any] | None = None
-        if item.failure is not None:
-            failure = item.failure  # a file transfer failed: not retried
-        elif item.timed_out:
-            failure = {"category": "usererror", "code": "MaxWallClockTimeExpiry",
-                       "message": "The task was terminated because it exceeded its maximum wall clock time.",
-                       "details": []}
-        elif item.exit_code is None:
-            failure = {"category": "servererror" if item.error else "usererror", "code": "TaskEnded",
-                       "message": item.error or "The task process ended without an exit code.", "details": []}
-        elif item.exit_code != 0:
-            failure = {"category": "usererror", "code": "FailureExitCode",
-                       "message": "The task process exited with an unexpected exit code",
-                       "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+        # A file transfer that failed is not retried; otherwise the process's end decides.
+        failure = item.failure or tasks.run_failure(item.exit_code, item.timed_out, item.error)
         if item.exit_code is not None:
             info["exitCode"] = item.exit_code
         else:
@@ -709,24 +685,17 @@ class TaskScheduler:
                     continue
                 node = s.get(models.Node, task.node_key) if task.node_key else None
                 if node is not None:
-                    node.running_slots = max(0, node.running_slots - task.slots)
-                    node.running_tasks = max(0, node.running_tasks - 1)
-                    if node.running_tasks == 0 and node.state == "running":
-                        node_rules.set_state(node, self.clock, "idle")
-                info = dict(task.execution_info)
+                    tasks.free_slot(node, task, self.clock)
+                if option != "terminate":
+                    tasks.requeue(task, self.clock)
+                    continue
                 task.attempt, task.pid = None, None
-                if option == "terminate":
-                    info.update({"result": "failure", "endTime": timefmt.format_timestamp(now), "failureInfo": {
-                        "category": "usererror", "code": "TaskEnded",
-                        "message": "The task was terminated because its job was disabled.", "details": []}})
-                    task.execution_info = info
-                    tasks.set_state(task, self.clock, "completed")
-                else:
-                    info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
-                    info["lastRequeueTime"] = timefmt.format_timestamp(now)
-                    task.execution_info = info
-                    task.node_key = None
-                    tasks.set_state(task, self.clock, "active")
+                task.execution_info = {**task.execution_info, "result": "failure",
+                                       "endTime": timefmt.format_timestamp(now), "failureInfo": {
+                                           "category": "usererror", "code": "TaskEnded",
+                                           "message": "The task was terminated because its job was disabled.",
+                                           "details": []}}
+                tasks.set_state(task, self.clock, "completed")
         for key in task_keys:
             self.kill(key)
 

@@ -264,13 +264,7 @@ async def evaluate_autoscale(request: Request, account: str, pool_id: str) -> JS
         with br.svc.db.read() as s:
             br.authorize(s, READ)
             pool = pools.get(s, br.account.key, pool_id)
-            autoscaling.require_enabled(pool)
-            formula = body.get("autoScaleFormula")
-            if not formula or not isinstance(formula, str):
-                raise pools.missing("autoScaleFormula")
-            now = br.svc.clock.now()
-            run, _ = autoscaling.run(formula, autoscaling.load_metrics(s, pool, now), pool, now)
-            return run
+            return autoscaling.evaluate_only(s, pool, body.get("autoScaleFormula"), br.svc.clock.now())
 
     run = await in_thread(work)
     return JSONResponse(run, headers={"DataServiceId": f"{pool_url(br, pool_id)}/evaluateautoscale"})

@@ -75,10 +75,15 @@ def disable(pool: models.Pool, clock: Clock) -> None:
     pools.touch(pool, clock)
 
 
-def require_enabled(pool: models.Pool) -> None:
+def evaluate_only(s: Session, pool: models.Pool, formula: Any, now: datetime) -> dict[str, Any]:
+    """``evaluateautoscale``: a formula run against the pool's live metrics, nothing applied."""
     if not pool.autoscale.get("enabled"):
         raise errors.AzureError("Autoscale is not enabled on the pool: enable it first (enableautoscale).",
                                 status=409, code="AutoScaleNotEnabled")
+    if not formula or not isinstance(formula, str):
+        raise pools.missing("autoScaleFormula")
+    result, _ = run(formula, load_metrics(s, pool, now), pool, now)
+    return result
 
 
 def run(formula: str, metrics: autoscale.Metrics, pool: models.Pool, now: datetime
@@ -113,12 +118,7 @@ def apply(pool: models.Pool, clock: Clock, result: autoscale.Evaluation) -> None
     option = result.node_deallocation_option or pool.deallocation_option
     scale = pools.Scale(targets[0], targets[1], timedelta(seconds=pool.resize_timeout_s),
                         pools.parse_deallocation(option))
-    saved = pool.autoscale
-    pool.autoscale = {}  # pools.resize refuses autoscale pools: this resize is the autoscale's own
-    try:
-        pools.resize(pool, clock, scale)
-    finally:
-        pool.autoscale = saved
+    pools.resize(pool, clock, scale, by_autoscale=True)
 
 
 def _values(exc: autoscale.FormulaError) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, object_session
 from shoal.core import ids
 from shoal.core.clock import Clock
 from shoal.core.ids import ResourceId
-from shoal.domain import resources
+from shoal.domain import resource_groups, resources
 from shoal.store import models
 
 SCALE_SETS = ("virtualMachineScaleSets",)
@@ -37,15 +37,11 @@ def on_create(s: Session, clock: Clock, pool: models.Pool) -> None:
     account = _account(s, pool)
     if account is None:
         return
-    name = group_name(account, pool.pool_id)
-    group_key = ids.key(ids.resource_group_id(account.subscription_id, name))
-    now = clock.now()
-    if s.get(models.ResourceGroup, group_key) is None:
-        s.add(models.ResourceGroup(
-            key=group_key, subscription_id=account.subscription_id, name=name, location=account.location or "",
-            tags={"BatchAccountName": account.name, "BatchPoolName": pool.pool_id},
-            managed_by=f"{account.id}/pools/{pool.pool_id}", provisioning_state="Succeeded", created_at=now,
-            changed_at=now))
+    location = account.location or ""
+    resource_groups.create_or_update(
+        s, clock, account.subscription_id, group_name(account, pool.pool_id),
+        resource_groups.GroupSpec(location, {"BatchAccountName": account.name, "BatchPoolName": pool.pool_id},
+                                  f"{account.id}/pools/{pool.pool_id}"), (location,))
     rid = _scale_set(account, pool.pool_id)
     if resources.find(s, rid) is None:
         resources.create_row(s, clock, rid, location=account.location, provisioning_state="Succeeded",

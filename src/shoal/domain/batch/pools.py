@@ -185,8 +185,9 @@ def create(s: Session, clock: Clock, account_key: str, pool_id: str, spec: dict[
     return pool
 
 
-def resize(pool: models.Pool, clock: Clock, scale: Scale) -> None:
-    if pool.autoscale.get("enabled"):
+def resize(pool: models.Pool, clock: Clock, scale: Scale, *, by_autoscale: bool = False) -> None:
+    """New targets; ``by_autoscale`` for the pool's own formula (manual resizes of autoscale pools are refused)."""
+    if pool.autoscale.get("enabled") and not by_autoscale:
         raise errors.AzureError("The pool has automatic scaling enabled: disable it before resizing manually.",
                                 status=409, code="PoolAutoScaleEnabled")
     if pool.allocation_state != STEADY:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
 from shoal.domain.batch import exits, jobtasks, taskfiles
+from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
@@ -46,6 +47,40 @@ def set_state(task: models.Task, clock: Clock, state: str) -> None:
     task.state, task.state_transition_time = state, now
     # Set the execution info's result before completing a task: counts read this column.
     task.result = (task.execution_info or {}).get("result") if state == "completed" else None
+
+
+def requeue(task: models.Task, clock: Clock) -> None:
+    """Put a task whose attempt was taken off its node back in the queue (not a retry: requeueCount counts it)."""
+    info = dict(task.execution_info)
+    info["requeueCount"] = int(info.get("requeueCount", 0)) + 1
+    info["lastRequeueTime"] = timefmt.format_timestamp(clock.now())
+    task.execution_info = info
+    task.attempt, task.pid, task.node_key = None, None, None
+    set_state(task, clock, "active")
+
+
+def free_slot(node: models.Node, task: models.Task, clock: Clock) -> None:
+    """Give the task's slots back to its node (idle again when nothing else runs there)."""
+    node.running_slots = max(0, node.running_slots - task.slots)
+    node.running_tasks = max(0, node.running_tasks - 1)
+    if node.running_tasks == 0 and node.state == "running":
+        node_rules.set_state(node, clock, "idle")
+
+
+def run_failure(exit_code: int | None, timed_out: bool, error: str | None = None) -> dict[str, Any] | None:
+    """The failureInfo of a process that ended this way (None when it succeeded)."""
+    if timed_out:
+        return {"category": "usererror", "code": "MaxWallClockTimeExpiry",
+                "message": "The task was terminated because it exceeded its maximum wall clock time.",
+                "details": []}
+    if exit_code is None:
+        return {"category": "servererror" if error else "usererror", "code": "TaskEnded",
+                "message": error or "The task process ended without an exit code.", "details": []}
+    if exit_code != 0:
+        return {"category": "usererror", "code": "FailureExitCode",
+                "message": "The task process exited with an unexpected exit code",
+                "details": [{"name": "AdditionalErrorCode", "value": "FailureExitCode"}]}
+    return None
 
 
 def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
