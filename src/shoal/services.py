@@ -133,6 +133,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     runner = Runner(loops, settings.reconcile_interval)
     if allocator is not None:
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
+        allocator.nudge_tasks = lambda: runner.nudge("tasks")  # nodes that came up while a pass goes on
         scheduler.nudge = lambda: runner.nudge("tasks")
         scaler.nudge = lambda: runner.nudge("pools")  # a new target: allocate now
     return Services(settings, db, clock, tokens, dev, runner, catalog, agent)

@@ -66,6 +66,8 @@ def _teardown(runtime: Any, store: Path) -> None:
     """Leave nothing behind, even when the test failed half-way: machines, inits, mounts."""
     for machine_id in runtime.list():
         runtime.destroy(machine_id)
+    for key in runtime.provisioners():
+        runtime.stop_provisioner(key)
     if isinstance(runtime, NamespaceRuntime):
         runtime.adopt()  # also kills inits whose create() was interrupted
         runtime.unmount_host_base()
@@ -453,3 +455,50 @@ def test_a_bad_mount_fails_create_cleanly(ns: NamespaceRuntime, store: Path) -> 
         ns.create(broken)
     assert ns.status("m1") == "missing" and not (ns.store_dir / "machines" / "m1").exists()
     assert [pid for _, pid, _ in ns._scan_inits()] == []
+
+
+# --- resident provisioners (the nodes of a gallery replica are built by one) ---------------------------------
+
+def provisioner_pid(ns: NamespaceRuntime, key: str) -> int:
+    return int(ns.start_provisioner(key)._proc.pid)
+
+
+def test_a_provisioner_builds_the_same_machine_a_launched_helper_builds(ns: NamespaceRuntime, store: Path) -> None:
+    layer = hand_made_layer(store)
+    ns.create(spec(store, "launched", layers=[layer]))
+    ns.create(spec(store, "built", layers=[layer]), provisioner="replica-a")
+    server = provisioner_pid(ns, "replica-a")
+    ns.create(spec(store, "built2", layers=[layer]), provisioner="replica-a")
+    assert provisioner_pid(ns, "replica-a") == server  # one resident process builds them all
+    script = "hostname; cat /proc/1/comm; echo $$; cat /opt/shoal-test/hello.txt; ls /datadisks; ls -d /mnt/resource"
+    seen = {m: ns.run(m, ["sh", "-c", script], env=PATH)["stdout"].decode().split() for m in ("launched", "built")}
+    assert seen["built"][0] == "built" and seen["launched"][0] == "launched"
+    assert seen["built"][1:2] == seen["launched"][1:2] == ["shoal-init"]
+    assert seen["built"][3:] == seen["launched"][3:] == ["hello", "from", "a", "layer", "lun0", "/mnt/resource"]
+    assert 1 < int(seen["built"][2]) < 1000
+    # The init shows the command line a launched one has: a restarted server finds it by that.
+    assert sorted(m for m, _, _ in ns._scan_inits()) == ["built", "built2", "launched"]
+    with open(f"/proc/{ns.init_pid('built')}/cmdline", "rb") as f:
+        args = [a for a in f.read().split(b"\0") if a]
+    assert args[1:4] == [b"init", b"--id", b"built"] and args[-1].endswith(b"/machines/built/root")
+
+
+def test_machines_outlive_their_provisioner_and_a_new_one_takes_over(ns: NamespaceRuntime, store: Path) -> None:
+    ns.create(spec(store, "m1"), provisioner="replica-a")
+    os.kill(provisioner_pid(ns, "replica-a"), signal.SIGKILL)  # it crashed (or the server did)
+    assert ns.run("m1", ["hostname"], env=PATH)["stdout"] == b"m1\n"
+    assert namespace_runtime(store).adopt() == {"m1": "running"}  # a restarted server finds the machine
+    ns.create(spec(store, "m2"), provisioner="replica-a")  # a fresh provisioner, nothing else to do
+    assert ns.run("m2", ["hostname"], env=PATH)["stdout"] == b"m2\n"
+    ns.stop_provisioner("replica-a")
+    assert ns.provisioners() == [] and ns.status("m1") == ns.status("m2") == "running"
+
+
+def test_a_failed_build_through_a_provisioner_leaves_nothing_and_the_next_one_works(ns: NamespaceRuntime,
+                                                                                   store: Path) -> None:
+    with pytest.raises(MachineError, match="overlay"):
+        ns.create(spec(store, "m1", layers=[str(store / "does-not-exist")]), provisioner="replica-a")
+    assert ns.status("m1") == "missing" and not (ns.store_dir / "machines" / "m1").exists()
+    assert ns._scan_inits() == []
+    ns.create(spec(store, "m2"), provisioner="replica-a")
+    assert ns.run("m2", ["hostname"], env=PATH)["stdout"] == b"m2\n"

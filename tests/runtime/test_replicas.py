@@ -127,7 +127,7 @@ def test_replicas_are_prepared_once_and_give_their_disks_to_matching_machines_on
         replicas.prepare("westus", "v-0", [data_digest], {})  # never replaced under running nodes
 
     disks = replicas.disks("westus", "v-0", [os_digest], {"0": [data_digest], "1": []})
-    assert disks == {"os": str(path / "os"), "data": {"0": str(path / "lun0")}}
+    assert disks == {"os": str(path / "os"), "data": {"0": str(path / "lun0")}, "replica": str(path)}
     assert replicas.disks("westus", "v-0", [data_digest], {}) is None  # other content: the layer store's layers
     assert replicas.disks("eastus", "v-0", [os_digest], {}) is None  # no replica there
 

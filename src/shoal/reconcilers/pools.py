@@ -45,6 +45,8 @@ from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
 LOCK_TTL = timedelta(seconds=120)
+PROVISIONING_WORKERS = 8
+BOOT_FLUSH_INTERVAL = 0.1  # seconds: booted nodes are written (and usable) in batches at least this often
 
 
 class PoolAllocator:
@@ -57,9 +59,12 @@ class PoolAllocator:
         self.core_quota = core_quota  # the subscriptions' regional vCPU quota (UserSubscription pools)
         self.nodes_per_replica = nodes_per_replica()
         self._start_tasks = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
+        # Provisioning streams of one pass (one per image source); more sources than workers take turns.
+        self._provisioners = ThreadPoolExecutor(PROVISIONING_WORKERS, thread_name_prefix="provision")
         self._in_flight: set[str] = set()  # node keys whose start task runs in this process
         self._lock = threading.Lock()
         self.nudge: Any = None  # set by the runner owner: wakes this loop when a start task ends
+        self.nudge_tasks: Any = None  # set by the runner owner: wakes the scheduler
 
     # --- the pass ----------------------------------------------------------------------------------------------
     def release_claims(self) -> None:
@@ -154,7 +159,10 @@ class PoolAllocator:
             if fresh.state == "deleting" and not node_rules.list_nodes(s, key):
                 s.delete(fresh)
                 return changed
-            if decision.settle and fresh.allocation_state != pools.STEADY and not any(
+            # A resize is over when its last nodes have booted (in this pass), unless it changed meanwhile.
+            unchanged = (fresh.allocation_state, fresh.target_dedicated, fresh.target_low_priority) == (
+                pool.allocation_state, pool.target_dedicated, pool.target_low_priority)
+            if decision.complete and unchanged and fresh.allocation_state != pools.STEADY and not any(
                     n.pending == "remove" for n in node_rules.list_nodes(s, key)):
                 fresh.resize_errors = decision.errors
                 pools.set_allocation(fresh, self.clock, pools.STEADY)
@@ -191,32 +199,76 @@ class PoolAllocator:
     # --- acting on the host --------------------------------------------------------------------------------------
     def _boot(self, rows: list[models.Node], pool: models.Pool,
               sources: dict[str, dict[str, str]] | None = None) -> None:
-        results: dict[str, list[dict[str, Any]]] = {}
+        """Boot new nodes: one provisioning stream per image source, the streams side by side.
+
+        A managed image (or a marketplace image) is one source; a gallery version has one per ready replica in
+        the pool's region, each an independent ready-to-mount copy (as Azure spreads a pool's deployments over
+        a version's replicas). Nodes of one source boot one after another."""
+        if not rows:
+            return
+        sources = sources or {}
         faults = self.faults.current(fresh=True) if self.faults is not None else Faults()
+        streams: dict[str, list[models.Node]] = {}
         for n in rows:
-            try:
-                if faults.node_provision_delay:
-                    time.sleep(faults.node_provision_delay)
-                if faults.node_provision_failure:
-                    raise RuntimeError("provisioning failed (operator fault injection)")
-                self._boot_once_more_on_failure(pool, n, (sources or {}).get(n.machine_id))
-                self._prepare_dirs(n)
-                results[n.key] = []
-            except Exception as exc:  # a node that cannot boot is unusable, with the reason
-                log.warning("node %s could not be provisioned: %s", n.node_id, exc)
-                results[n.key] = [{"code": "NodeProvisioningFailed", "message": f"The node could not be started: "
-                                   f"{exc}", "errorDetails": []}]
+            streams.setdefault((sources.get(n.machine_id) or {}).get("id", ""), []).append(n)
+        ready = not pool.spec.get("startTask")
+        results: dict[str, list[dict[str, Any]]] = {}  # booted, not yet written
+        lock = threading.Lock()
+        flushed = [time.monotonic()]
+
+        def provision(stream: list[models.Node]) -> None:
+            for n in stream:
+                errs = self._boot_node(pool, n, sources.get(n.machine_id), faults)
+                with lock:
+                    results[n.key] = errs
+                    if time.monotonic() - flushed[0] < BOOT_FLUSH_INTERVAL:
+                        continue
+                    batch = dict(results)
+                    results.clear()
+                    flushed[0] = time.monotonic()
+                self._booted(batch, ready=ready)  # nodes come up as they boot, not when the whole pass ends
+                if ready and callable(self.nudge_tasks):
+                    self.nudge_tasks()  # new idle nodes: the scheduler may use them now
+
+        if len(streams) == 1:
+            provision(rows)
+        else:
+            for done in [self._provisioners.submit(provision, stream) for stream in streams.values()]:
+                done.result()
+        self._booted(results, ready=not pool.spec.get("startTask"))
+
+    def _booted(self, results: dict[str, list[dict[str, Any]]], *, ready: bool) -> None:
+        """Record booted nodes (node key -> boot errors): ``starting``, or ``unusable`` with the errors; with
+        ``ready`` (the pool has no start task) a node that booted is ``idle`` at once."""
         if not results:
             return
         now = self.clock.now()
         with self.db.write() as s:
-            for key, errs in results.items():
-                node = s.get(models.Node, key)
-                if node is None or node.state != "creating":
+            for node in s.scalars(select(models.Node).where(models.Node.key.in_(list(results)))):
+                if node.state != "creating":
                     continue
+                errs = results[node.key]
                 node.errors = errs
                 node.last_boot_time = now
                 node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
+                if ready and not errs:
+                    node_rules.set_state(node, self.clock, "idle")
+
+    def _boot_node(self, pool: models.Pool, n: models.Node, replica: dict[str, str] | None,
+                   faults: Faults) -> list[dict[str, Any]]:
+        """Boot one node's machine: its errors ([] when it is up)."""
+        try:
+            if faults.node_provision_delay:
+                time.sleep(faults.node_provision_delay)
+            if faults.node_provision_failure:
+                raise RuntimeError("provisioning failed (operator fault injection)")
+            self._boot_once_more_on_failure(pool, n, replica)
+            self._prepare_dirs(n)
+            return []
+        except Exception as exc:  # a node that cannot boot is unusable, with the reason
+            log.warning("node %s could not be provisioned: %s", n.node_id, exc)
+            return [{"code": "NodeProvisioningFailed", "message": f"The node could not be started: {exc}",
+                     "errorDetails": []}]
 
     def _boot_once_more_on_failure(self, pool: models.Pool, node: models.Node,
                                    replica: dict[str, str] | None = None) -> None:
@@ -324,9 +376,8 @@ class PoolAllocator:
     def _ready(self, keys: list[str]) -> None:
         """Nodes without a start task are idle as soon as they have booted (one transaction for all)."""
         with self.db.write() as s:
-            for key in keys:
-                node = s.get(models.Node, key)
-                if node is not None and node.state == "starting":
+            for node in s.scalars(select(models.Node).where(models.Node.key.in_(keys))):
+                if node.state == "starting":
                     node_rules.set_state(node, self.clock, "idle")
 
     def _start_task(self, n: models.Node, pool: models.Pool, account: tuple[str, str]) -> None:

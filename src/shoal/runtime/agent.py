@@ -5,7 +5,8 @@ calls can be sent to an agent on another machine. In the embedded default it is 
 
 Paths under the store directory:
   disks/<upper-id>/{upper,work}   a managed disk's writable layer (outlives machines)
-  replicas/<region>/<version>-<n>  ready-to-mount (flattened) copies of a gallery version's disks (replicas.py)
+  replicas/<region>/<version>-<n>  ready-to-mount (flattened) copies of a gallery version's disks (replicas.py),
+                                  each with a resident provisioner that builds the nodes booted from it
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ class HostAgent:
             temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []],
             volatile=bool(machine.get("volatile")),
         )
-        return dict(self.machines.create(spec))
+        # A node from a replica is built by the replica's resident provisioner (one stream per replica).
+        return dict(self.machines.create(spec, provisioner=replica.get("replica")))
 
     def halt(self, machine_id: str, *, keep_temp: bool = False) -> None:
         """Stop a machine; its disks stay. ``keep_temp`` keeps the temporary drive (a reboot, not a removal)."""
@@ -227,12 +229,18 @@ class HostAgent:
         """A ready-to-mount copy of an image in a region: each disk's layers (bottom first) flattened into one
         lower directory, hard-linked from the layer store (see ``replicas.py``)."""
         try:
-            return str(self.replicas.prepare(region, replica_id, os_stack, data_stacks))
+            path = str(self.replicas.prepare(region, replica_id, os_stack, data_stacks))
         except ReplicaError as exc:
             raise AgentError(str(exc)) from exc
+        self.machines.start_provisioner(path)  # ready to build nodes from it before a pool asks
+        return path
 
     def delete_replicas(self, replica_prefix: str) -> None:
-        """Remove a version's replicas; those running nodes mount are retired until the nodes are gone."""
+        """Remove a version's replicas (and stop their provisioners); those running nodes mount are retired
+        until the nodes are gone."""
+        for key in self.machines.provisioners():
+            if Path(key).name.startswith(replica_prefix):
+                self.machines.stop_provisioner(key)
         self.replicas.delete(replica_prefix, self._mounted_lowers())
 
     def _mounted_lowers(self) -> set[str]:

@@ -78,6 +78,7 @@ from shoal.runtime.layers import LayerStore
 from shoal.runtime.native import MachineError, ensure_helper, join
 from shoal.runtime.native.hostbase import HOST_MASKED, HostBase, mount_points
 from shoal.runtime.native.join import OUTPUT_CAP
+from shoal.runtime.native.provisioner import Provisioner, ProvisionerGone
 
 __all__ = ["HOST_MASKED", "OUTPUT_CAP", "DiskMount", "MachineError", "MachineRuntime", "MachineSpec",
            "NamespaceRuntime", "ProcessRuntime", "apply_layer_dirs", "detect_runtime", "mount_points",
@@ -135,7 +136,10 @@ class MachineRuntime(Protocol):
 
     isolation: str  # "namespaces" or "process"
 
-    def create(self, spec: MachineSpec) -> dict[str, Any]: ...
+    def create(self, spec: MachineSpec, *, provisioner: str | None = None) -> dict[str, Any]: ...
+    def start_provisioner(self, key: str) -> Any: ...
+    def stop_provisioner(self, key: str) -> None: ...
+    def provisioners(self) -> list[str]: ...
     def destroy(self, machine_id: str, *, keep_temp: bool = False) -> None: ...
     def status(self, machine_id: str) -> str: ...
     def list(self) -> list[str]: ...
@@ -310,6 +314,8 @@ class NamespaceRuntime:
         self._jobs: dict[int, tuple[str, join.Started, _Capture]] = {}  # spawned: helper pid -> ...
         self._jobs_lock = threading.Lock()
         self._helper: str | None = None
+        self._provisioners: dict[str, Provisioner] = {}  # key (a gallery replica) -> its resident provisioner
+        self._provisioners_lock = threading.Lock()
 
     def helper(self) -> str:
         """The native helper's path (compiled on first use)."""
@@ -319,8 +325,11 @@ class NamespaceRuntime:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def create(self, spec: MachineSpec) -> dict[str, Any]:
-        """Create and start the machine (idempotent: an already running machine is returned as it is)."""
+    def create(self, spec: MachineSpec, *, provisioner: str | None = None) -> dict[str, Any]:
+        """Create and start the machine (idempotent: an already running machine is returned as it is).
+
+        ``provisioner``: build it through the resident provisioner kept under that key (started if it is not
+        running, see :meth:`start_provisioner`) instead of launching the helper."""
         _check_spec(spec)
         with self.records.lock(spec.machine_id):
             record = self.records.read(spec.machine_id)
@@ -335,11 +344,7 @@ class NamespaceRuntime:
             mdir = self.records.dir(spec.machine_id)
             try:
                 argv = self._prepare(spec, mdir, base)
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env={},
-                                      start_new_session=True, timeout=60)
-                if proc.returncode != 0:
-                    raise MachineError(f"machine {spec.machine_id}: {proc.stderr.decode(errors='replace').strip()}")
-                pid = int(proc.stdout)
+                pid = self._build(spec.machine_id, argv, provisioner)
                 st = _proc_stat(pid)
                 if st is None:
                     raise MachineError(f"machine {spec.machine_id}: its init {pid} died right after start")
@@ -352,6 +357,39 @@ class NamespaceRuntime:
             self.records.write(spec.machine_id, record)
             self._inits[spec.machine_id] = (pid, st[1])
             return self._info(record)
+
+    def _build(self, machine_id: str, argv: _Argv, provisioner: str | None) -> int:
+        """Run ``shoal-machine init`` (launched, or through a resident provisioner): the machine's init pid."""
+        if provisioner is not None:
+            try:
+                return self.start_provisioner(provisioner).init(argv[2:])
+            except ProvisionerGone:  # it ended since its last build (nothing was started): a new one
+                self.stop_provisioner(provisioner)
+                return self.start_provisioner(provisioner).init(argv[2:])
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env={}, start_new_session=True,
+                              timeout=60)
+        if proc.returncode != 0:
+            raise MachineError(f"machine {machine_id}: {proc.stderr.decode(errors='replace').strip()}")
+        return int(proc.stdout)
+
+    def start_provisioner(self, key: str) -> Provisioner:
+        """The resident provisioner kept under ``key`` (a gallery replica), started if it is not running."""
+        with self._provisioners_lock:
+            found = self._provisioners.get(key)
+            if found is None or not found.alive:
+                found = self._provisioners[key] = Provisioner(self.helper())
+            return found
+
+    def stop_provisioner(self, key: str) -> None:
+        """Stop the provisioner kept under ``key`` (if any); machines it built keep running."""
+        with self._provisioners_lock:
+            found = self._provisioners.pop(key, None)
+        if found is not None:
+            found.stop()
+
+    def provisioners(self) -> list[str]:
+        with self._provisioners_lock:
+            return list(self._provisioners)
 
     def _prepare(self, spec: MachineSpec, mdir: Path, base: str) -> _Argv:
         """Make the machine's directories and return the helper's command line."""
@@ -713,7 +751,7 @@ class ProcessRuntime:
         self._jobs: dict[int, _ProcJob] = {}
         self._jobs_lock = threading.Lock()
 
-    def create(self, spec: MachineSpec) -> dict[str, Any]:
+    def create(self, spec: MachineSpec, *, provisioner: str | None = None) -> dict[str, Any]:
         _check_spec(spec)
         with self.records.lock(spec.machine_id):
             record = self.records.read(spec.machine_id)
@@ -732,6 +770,16 @@ class ProcessRuntime:
             self._specs[spec.machine_id] = MachineSpec.from_dict(record["spec"])
             return {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": None,
                     "hostname": spec.hostname, "rootPath": spec.os_disk.upper if spec.base != "host" else "/"}
+
+    # No provisioners: a machine here is a set of directories, made in place.
+    def start_provisioner(self, key: str) -> None:
+        return None
+
+    def stop_provisioner(self, key: str) -> None:
+        return None
+
+    def provisioners(self) -> list[str]:
+        return []
 
     def _prepare_disk(self, disk: DiskMount, layers_bottom_to_top: Sequence[str]) -> None:
         os.makedirs(disk.upper, exist_ok=True)

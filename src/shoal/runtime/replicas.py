@@ -208,7 +208,7 @@ class ReplicaStore:
     def disks(self, region: str, replica_id: str, os_stack: Sequence[str],
               data_stacks: Mapping[str, Sequence[str]] | None) -> dict[str, Any] | None:
         """The ready-to-mount lowers of a replica for a machine with these layer stacks:
-        ``{"os": path, "data": {lun: path}}``, or None when the replica is gone, not flattened or holds other
+        ``{"os": path, "data": {lun: path}, "replica": the replica's directory}``, or None when the replica is gone, not flattened or holds other
         content (the caller then mounts the layer store's layers).
 
         A replica prepared before replicas were flattened is flattened here, once, on its first use."""
@@ -228,7 +228,8 @@ class ReplicaStore:
         if not (target / "os").is_dir():  # deleted under us (its version is being deleted)
             self._manifests.pop(target, None)
             return None
-        return {"os": str(target / "os"), "data": {lun: str(target / f"lun{lun}") for lun in data}}
+        return {"os": str(target / "os"), "data": {lun: str(target / f"lun{lun}") for lun in data},
+                "replica": str(target)}
 
     def _read(self, target: Path) -> dict[str, Any] | None:
         try:

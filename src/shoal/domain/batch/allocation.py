@@ -52,6 +52,7 @@ class Decision:
     create_low_priority: int = 0
     remove: list[str] = field(default_factory=list)  # node keys to take out of the pool (shrink)
     settle: bool = False  # the resize is over: go steady
+    complete: bool = False  # the resize is over once the nodes this decision creates exist (or settle)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -71,7 +72,8 @@ def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: i
     fewer than one replica per ``nodes_per_replica`` target nodes also reports :func:`replica_warning`."""
     d = _decide(pool, nodes, now, max_batch=max_batch, blocked=blocked, capacity=capacity,
                 quota_scope=quota_scope)
-    if d.settle and replicas is not None:
+    d.complete = d.complete or d.settle
+    if d.complete and replicas is not None:
         warning = replica_warning(pool.target_dedicated + pool.target_low_priority, replicas, nodes_per_replica)
         if warning is not None:
             d.errors.append(warning)
@@ -131,6 +133,8 @@ def _decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: 
             ranked = sorted(group, key=lambda n: (_REMOVAL_ORDER.get(n.state, 5), n.running_tasks, n.key))
             d.remove.extend(n.key for n in ranked[:-deficit])
     d.settle = deficit_d <= 0 and deficit_l <= 0 and not leaving and not d.remove
+    d.complete = not leaving and not d.remove and d.create_dedicated == max(0, deficit_d) and \
+        d.create_low_priority == max(0, deficit_l)
     return d
 
 

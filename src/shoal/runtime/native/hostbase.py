@@ -94,8 +94,8 @@ class HostBase:
     def ensure(self) -> str:
         """Mount the host base if needed (idempotent, safe across threads and processes); return its path."""
         with self._lock:
-            points = mount_points(self.bases_dir)
-            if str(self.path) in points and self._mask_intact():
+            # Every machine start asks: a mount-point test is two stats, reading the mount table is not.
+            if os.path.ismount(self.path) and os.path.ismount(self.mask) and self._mask_intact():
                 return str(self.path)
             if any(c in str(self.bases_dir) for c in ",:\\"):
                 raise MachineError(f"the host base path {self.bases_dir} must not contain ',', ':' or '\\'")

@@ -31,6 +31,18 @@
  *       The exit code of this process is the task's (128+signal when killed; 125 for helper errors and a bad
  *       user or cwd, 126/127 when the program could not be executed / found).
  *
+ *   shoal-machine serve [TITLE-SPACE]
+ *       A resident provisioner: builds machines on request, so that the caller pays a message instead of a
+ *       process launch per machine. Requests arrive on stdin, one after another, each a 4-byte little-endian
+ *       length and that many bytes: the arguments of `init`, each ending in a NUL byte. For each request a
+ *       child of this process (a new session) does what `shoal-machine init` does with them; the reply on
+ *       stdout is its exit status (one byte), a 4-byte little-endian length and what it printed (the init's
+ *       pid, or the reason it failed). Ends when stdin closes; the machines it built live on without it.
+ *       A restarted server finds machines (and the strays of interrupted builds) by their init's command line,
+ *       `shoal-machine init --id ID --root ROOT`: the child rewrites its own (forked) command line to read so,
+ *       which needs room, hence TITLE-SPACE (an argument of blanks, say 2 KiB); without room the child
+ *       executes the helper as `init` instead (slower: a third of a build is that exec).
+ *
  *   shoal-machine version
  *
  * Keep this file dependency-free C11 + Linux: it is compiled on first use with `cc -O2 -static`.
@@ -45,6 +57,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +72,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HELPER_VERSION "1"
+#define HELPER_VERSION "2"
 
 /* The new mount API (fsopen/fsconfig "lowerdir+", Linux >= 6.8) lifts the one-page limit of mount(2)'s
  * option string (about 40 layers with store paths) and needs no escaping of ',' and ':' in paths. The values
@@ -828,13 +841,139 @@ static int cmd_join(int argc, char **argv) {
     return code;
 }
 
+/* ----------------------------------------------------------------------------------------------- serve */
+
+static int read_full(int fd, void *buf, size_t len) {
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (char *)buf + got, len - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, (const char *)buf + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static void put_le32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* The bytes of our own command line (argv[0] up to the end of the last argument): /proc/PID/cmdline shows
+ * whatever they hold. */
+static char *g_title = NULL;
+static size_t g_title_len = 0;
+
+/* Make this process's command line read `SELF init --id ID --root ROOT`, as a launched `init` would (the
+ * rest of the area NUL). Returns -1 when it does not fit. */
+static int set_init_title(const char *self, int argc, char **argv) {
+    const char *id = "", *root = NULL;
+    for (int i = 0; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], "--id")) id = argv[i + 1];
+        else if (!strcmp(argv[i], "--root")) root = argv[i + 1];
+    }
+    if (!root || !g_title) return -1;
+    const char *parts[] = {self, "init", "--id", id, "--root", root};
+    size_t need = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) need += strlen(parts[i]) + 1;
+    if (need > g_title_len) return -1;
+    char *at = g_title;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        size_t n = strlen(parts[i]) + 1;
+        memmove(at, parts[i], n);
+        at += n;
+    }
+    memset(at, 0, g_title_len - need);
+    return 0;
+}
+
+static int cmd_serve(const char *self) {
+    signal(SIGPIPE, SIG_IGN);
+    for (;;) {
+        unsigned char head[4];
+        if (read_full(0, head, 4) < 0) return 0; /* the caller is gone */
+        uint32_t len = (uint32_t)head[0] | (uint32_t)head[1] << 8 | (uint32_t)head[2] << 16 | (uint32_t)head[3] << 24;
+        if (len > (64u << 20)) fail("serve: request of %u bytes", len);
+        char *req = malloc((size_t)len + 1);
+        if (!req) fail("out of memory");
+        if (read_full(0, req, len) < 0) return 0;
+        req[len] = '\0';
+        int argc = 0;
+        for (uint32_t i = 0; i < len; i++) argc += req[i] == '\0';
+        /* argv of `init`, so that the machine's init looks exactly like one a launched helper started (a
+         * restarted server finds machines, and the strays of interrupted builds, by that command line). */
+        char **args = xcalloc((size_t)argc + 3, sizeof *args);
+        args[0] = (char *)self;
+        args[1] = "init";
+        for (uint32_t i = 0, start = 0, k = 2; i < len; i++)
+            if (req[i] == '\0') { args[k++] = req + start; start = i + 1; }
+        int out[2];
+        if (pipe2(out, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+        pid_t child = fork();
+        if (child < 0) fail("fork: %s", strerror(errno));
+        if (child == 0) {
+            /* As a launched `init`: a session of its own, stdout and stderr to the reply, no stdin. A fork and
+             * exec of this small static binary, not of the caller's (much larger) process. */
+            setsid();
+            int devnull = open("/dev/null", O_RDONLY);
+            if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out[1], 1) < 0 || dup2(out[1], 2) < 0) _exit(125);
+            if (devnull > 2) close(devnull);
+            /* Without an exec (a third of the cost of a build) when our command line has room to read as a
+             * launched init's; otherwise run the helper afresh. */
+            if (set_init_title(self, argc, args + 2) == 0) _exit(cmd_init(argc, args + 2) == 0 && fflush(stdout) == 0 ? 0 : 1);
+            execv("/proc/self/exe", args);
+            fail("serve: exec %s: %s", self, strerror(errno));
+        }
+        close(out[1]);
+        char *text = NULL;
+        size_t used = 0, cap = 0;
+        for (;;) {
+            if (used + 4096 > cap) {
+                cap = cap ? cap * 2 : 8192;
+                char *grown = realloc(text, cap);
+                if (!grown) fail("out of memory");
+                text = grown;
+            }
+            ssize_t n = read(out[0], text + used, cap - used);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            used += (size_t)n;
+        }
+        close(out[0]);
+        int status = 0;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR) { }
+        unsigned char reply[5];
+        reply[0] = (unsigned char)(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        put_le32(reply + 1, (uint32_t)used);
+        if (write_full(1, reply, sizeof reply) < 0 || write_full(1, text, used) < 0) return 0;
+        free(text);
+        free(args);
+        free(req);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s init|join|version ...\n", g_prog);
+        fprintf(stderr, "usage: %s init|join|serve|version ...\n", g_prog);
         return 2;
     }
     if (!strcmp(argv[1], "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(argv[1], "join")) return cmd_join(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "serve")) {
+        g_title = argv[0];
+        g_title_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+        return cmd_serve(argv[0]);
+    }
     if (!strcmp(argv[1], "version")) {
         printf("shoal-machine %s\n", HELPER_VERSION);
         return 0;
