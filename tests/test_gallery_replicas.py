@@ -59,9 +59,13 @@ def test_the_warning_comes_with_the_end_of_a_resize_only() -> None:
     nodes = [allocation.NodeView(f"n{i}", True, "idle", "") for i in range(3)]
     one = allocation.ReplicaView("westus", ("v-0",))
     done = allocation.decide(pool, nodes, now, replicas=one, nodes_per_replica=2)
-    assert done.settle and [e["code"] for e in done.errors] == ["InsufficientReplicas"]
-    growing = allocation.decide(pool, nodes[:1], now, replicas=one, nodes_per_replica=2)
-    assert not growing.settle and growing.create_dedicated == 2 and not growing.errors
+    assert done.settle and done.complete and [e["code"] for e in done.errors] == ["InsufficientReplicas"]
+    # The pass that creates the last nodes completes the resize (it settles once they have booted).
+    last = allocation.decide(pool, nodes[:1], now, replicas=one, nodes_per_replica=2)
+    assert not last.settle and last.complete and last.create_dedicated == 2
+    assert [e["code"] for e in last.errors] == ["InsufficientReplicas"]
+    growing = allocation.decide(pool, nodes[:1], now, replicas=one, nodes_per_replica=2, max_batch=1)
+    assert not growing.complete and growing.create_dedicated == 1 and not growing.errors
     assert not allocation.decide(pool, nodes, now, nodes_per_replica=2).errors  # not a gallery pool
 
 
@@ -126,6 +130,22 @@ def replicas_in_use(server: ShoalServer) -> Counter[str]:
     return used
 
 
+def provisioners(server: ShoalServer) -> int:
+    """The server's resident provisioners (``shoal-machine serve`` children of the server process)."""
+    assert server.proc is not None
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == server.proc.pid and len(args) > 1 and Path(args[0].decode()).name.startswith("shoal-machine") \
+                and args[1] == b"serve":
+            count += 1
+    return count
+
+
 def test_a_resize_beyond_one_replica_per_threshold_warns_but_reaches_its_target(world: dict[str, Any]) -> None:
     client, image = world["client"], world["image"]
     create_pool(world, "few-replicas", image.version_id, 3)  # 1 replica for 3 nodes: 2 are recommended
@@ -174,18 +194,22 @@ def test_nodes_are_spread_over_the_replicas_and_see_the_image(world: dict[str, A
     client.begin_delete_pool("two-replicas", polling_interval=1).result()
 
 
-def test_nodes_keep_their_replica_when_the_version_is_deleted(world: dict[str, Any]) -> None:
+def test_nodes_keep_their_replica_when_the_version_is_deleted(world: dict[str, Any],
+                                                              replica_server: ShoalServer) -> None:
     shoal, image, client = world["shoal"], world["image"], world["client"]
     compute = shoal.compute_client()
+    before = provisioners(replica_server)
     compute.gallery_image_versions.begin_create_or_update(image.group, "gal", "def", "3.0.0", GalleryImageVersion(
         location=LOCATION, publishing_profile=GalleryImageVersionPublishingProfile(
             target_regions=[TargetRegion(name=LOCATION, regional_replica_count=1)]),
         storage_profile=GalleryImageVersionStorageProfile(source=GalleryArtifactVersionFullSource(
             id=image.image_id)))).result()
     version = compute.gallery_image_versions.get(image.group, "gal", "def", "3.0.0")
+    assert provisioners(replica_server) == before + 1  # a replica comes with its provisioner, ready
     create_pool(world, "orphaned", version.id, 1)
     steady_with_idle_nodes(client, "orphaned", 1)
     compute.gallery_image_versions.begin_delete(image.group, "gal", "def", "3.0.0").result()
+    assert provisioners(replica_server) == before  # and goes with it; the node it built runs on
     # The node still sees the image's software and data disk: its replica is retired, not removed.
     job = "orphaned-job"
     client.create_job(bm.BatchJobCreateOptions(id=job, pool_info=bm.BatchPoolInfo(pool_id="orphaned")))

@@ -7,9 +7,13 @@ at any point leaves rows that the next pass (after a restart) continues from: no
 booted (booting is idempotent), nodes marked for removal are removed, start tasks are run again.
 
 Nodes of a pool from a gallery version are provisioned from the version's replicas in the pool's region,
-spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks
-(``runtime/replicas.py``). With fewer than one replica per ``SHOAL_NODES_PER_REPLICA`` (300) target nodes the
-resize still reaches its target but reports an ``InsufficientReplicas`` warning among its resize errors.
+spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks with a
+resident provisioner of its own (``runtime/replicas.py``), so each replica is a provisioning stream and the
+streams run side by side. A managed (or marketplace) image is a single source: its nodes boot one after
+another. Booted nodes are written in batches as they come up (``idle`` at once without a start task), and
+the pass that boots a resize's last nodes also ends the resize. With fewer than one replica per
+``SHOAL_NODES_PER_REPLICA`` (300) target nodes the resize still reaches its target but reports an
+``InsufficientReplicas`` warning among its resize errors.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +52,14 @@ log = logging.getLogger(__name__)
 LOCK_TTL = timedelta(seconds=120)
 PROVISIONING_WORKERS = 8
 BOOT_FLUSH_INTERVAL = 0.1  # seconds: booted nodes are written (and usable) in batches at least this often
+
+
+@dataclass(frozen=True)
+class Booted:
+    """A node's boot: its errors ([] when it is up) and when it ended."""
+
+    errors: list[dict[str, Any]]
+    at: datetime
 
 
 class PoolAllocator:
@@ -212,7 +225,7 @@ class PoolAllocator:
         for n in rows:
             streams.setdefault((sources.get(n.machine_id) or {}).get("id", ""), []).append(n)
         ready = not pool.spec.get("startTask")
-        results: dict[str, list[dict[str, Any]]] = {}  # booted, not yet written
+        results: dict[str, Booted] = {}  # booted, not yet written
         lock = threading.Lock()
         flushed = [time.monotonic()]
 
@@ -220,7 +233,7 @@ class PoolAllocator:
             for n in stream:
                 errs = self._boot_node(pool, n, sources.get(n.machine_id), faults)
                 with lock:
-                    results[n.key] = errs
+                    results[n.key] = Booted(errs, self.clock.now())
                     if time.monotonic() - flushed[0] < BOOT_FLUSH_INTERVAL:
                         continue
                     batch = dict(results)
@@ -237,22 +250,21 @@ class PoolAllocator:
                 done.result()
         self._booted(results, ready=not pool.spec.get("startTask"))
 
-    def _booted(self, results: dict[str, list[dict[str, Any]]], *, ready: bool) -> None:
-        """Record booted nodes (node key -> boot errors): ``starting``, or ``unusable`` with the errors; with
-        ``ready`` (the pool has no start task) a node that booted is ``idle`` at once."""
+    def _booted(self, results: dict[str, Booted], *, ready: bool) -> None:
+        """Record booted nodes: ``starting``, or ``unusable`` with the errors; with ``ready`` (the pool has no
+        start task) a node that booted is ``idle`` at once. State times are when each node booted."""
         if not results:
             return
-        now = self.clock.now()
         with self.db.write() as s:
             for node in s.scalars(select(models.Node).where(models.Node.key.in_(list(results)))):
                 if node.state != "creating":
                     continue
-                errs = results[node.key]
-                node.errors = errs
-                node.last_boot_time = now
-                node_rules.set_state(node, self.clock, "unusable" if errs else "starting")
-                if ready and not errs:
-                    node_rules.set_state(node, self.clock, "idle")
+                booted = results[node.key]
+                node.errors = booted.errors
+                node.last_boot_time = booted.at
+                node_rules.set_state(node, self.clock, "unusable" if booted.errors else "starting", booted.at)
+                if ready and not booted.errors:
+                    node_rules.set_state(node, self.clock, "idle", booted.at)
 
     def _boot_node(self, pool: models.Pool, n: models.Node, replica: dict[str, str] | None,
                    faults: Faults) -> list[dict[str, Any]]:

@@ -14,9 +14,9 @@ and pid namespace built by the small native helper (``native/shoal_machine.c``):
   opaque directories that hides ``/tmp /var/tmp /run /root /home /work /mnt /media /srv`` and the Shoal store
   (when it is on the root filesystem), mounted once per host under ``/run/shoal`` (see ``native/hostbase.py``;
   wrapping the host root in its own overlay also avoids the kernel's ELOOP refusal when other lower layers sit
-  on the same filesystem as ``/``). The skeleton is a per-machine lower layer holding the mount points
-  (``/proc``, ``/dev``, ``/datadisks/lunN``...) so that they never show up in the OS disk's upper directory,
-  which is what a snapshot captures.
+  on the same filesystem as ``/``). The skeleton is a read-only lower layer (one per machine shape, shared)
+  holding the mount points (``/proc``, ``/dev``, ``/datadisks/lunN``...) so that they never show up in the OS
+  disk's upper directory, which is what a snapshot captures.
 - **Data disks** are presented already formatted and mounted: Azure's "attach a data disk, then partition,
   format and mount it" has no block device here. Each disk is an overlay of its layers (or of an empty layer
   for a new, empty disk) plus its own upper directory, mounted at ``/datadisks/lun{N}`` before anything runs.
@@ -56,6 +56,7 @@ whiteouts. No hostname, no pid namespace; a timeout kills the command's process 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -66,6 +67,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -315,6 +317,7 @@ class NamespaceRuntime:
         self._jobs_lock = threading.Lock()
         self._helper: str | None = None
         self._provisioners: dict[str, Provisioner] = {}  # key (a gallery replica) -> its resident provisioner
+        self._skeletons: set[str] = set()  # shapes whose skeleton exists
         self._provisioners_lock = threading.Lock()
 
     def helper(self) -> str:
@@ -393,12 +396,9 @@ class NamespaceRuntime:
 
     def _prepare(self, spec: MachineSpec, mdir: Path, base: str) -> _Argv:
         """Make the machine's directories and return the helper's command line."""
-        skel = mdir / "skel"
-        for sub in ("root", "skel/proc", "skel/dev", "skel/sys", "skel/run", "skel/mnt", "skel/etc"):
-            (mdir / sub).mkdir(parents=True)
-        for name in ("hosts", "hostname"):
-            (skel / "etc" / name).touch()
-        (mdir / "etc").mkdir()
+        skel = self._skeleton(spec)
+        os.makedirs(mdir / "root")
+        os.mkdir(mdir / "etc")
         (mdir / "etc" / "hostname").write_text(spec.hostname + "\n")
         (mdir / "etc" / "hosts").write_text(self._hosts() + f"127.0.1.1\t{spec.hostname}\n")
         for disk in (spec.os_disk, *spec.data_disks.values()):
@@ -414,37 +414,56 @@ class NamespaceRuntime:
         self._empty.mkdir(parents=True, exist_ok=True)
 
         argv = [self.helper(), "init", "--id", spec.machine_id, "--root", str(mdir / "root"),
-                "--overlay", "/", "--lower", str(skel)]
+                "--overlay", "/", "--lower", skel]
         argv += [a for layer in spec.os_disk.lower for a in ("--lower", layer)]
         argv += ["--lower", base, "--upper", spec.os_disk.upper, "--work", spec.os_disk.work]
         if spec.volatile:
             argv.append("--volatile")
         for lun in sorted(spec.data_disks):
             disk = spec.data_disks[lun]
-            (skel / "datadisks" / f"lun{lun}").mkdir(parents=True)
             argv += ["--overlay", f"/datadisks/lun{lun}"]
             argv += [a for layer in (disk.lower or [str(self._empty)]) for a in ("--lower", layer)]
             argv += ["--upper", disk.upper, "--work", disk.work]
         argv += ["--bind", spec.temp_dir, "/mnt", "--tmpfs", "/run", "mode=755"]
         if os.path.exists("/etc/resolv.conf"):
-            (skel / "etc" / "resolv.conf").touch()
             argv += ["--robind", "/etc/resolv.conf", "/etc/resolv.conf"]
         argv += ["--robind", str(mdir / "etc" / "hosts"), "/etc/hosts",
                  "--robind", str(mdir / "etc" / "hostname"), "/etc/hostname"]
         for host, inside, read_only in sorted(spec.binds, key=lambda b: b[1].count("/")):
-            if not os.path.exists(host):
-                raise MachineError(f"bind source {host} does not exist")
-            if not (inside == "/mnt" or inside.startswith(("/mnt/", "/datadisks/"))):
-                # Mount points in the skeleton keep the OS disk's upper dir clean (under /mnt and the data
-                # disks the helper creates them, in the temporary drive or the disk).
-                target = skel / inside.lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if os.path.isdir(host):
-                    target.mkdir(exist_ok=True)
-                else:
-                    target.touch()
             argv += ["--robind" if read_only else "--bind", host, inside]
         return [*argv, "--hostname", spec.hostname, "--sysfs"]
+
+    def _skeleton(self, spec: MachineSpec) -> str:
+        """The skeleton lower layer of a machine: its mount points (``/proc``, ``/dev``, ``/datadisks/lunN``,
+        bind targets...), so that they never show up in the OS disk's upper directory. It is read-only, so all
+        machines of one shape share one, made on first use under ``skeletons/``."""
+        dirs = ["proc", "dev", "sys", "run", "mnt", "etc", *(f"datadisks/lun{lun}" for lun in spec.data_disks)]
+        files = ["etc/hosts", "etc/hostname"] + (["etc/resolv.conf"] if os.path.exists("/etc/resolv.conf") else [])
+        for host, inside, _ in spec.binds:
+            if not os.path.exists(host):
+                raise MachineError(f"bind source {host} does not exist")
+            # Under /mnt and the data disks the helper makes the mount points (in the temporary drive or disk).
+            if not (inside == "/mnt" or inside.startswith(("/mnt/", "/datadisks/"))):
+                (dirs if os.path.isdir(host) else files).append(inside.strip("/"))
+        shape = json.dumps([sorted(set(dirs)), sorted(set(files))])
+        path = self.store_dir / "skeletons" / hashlib.sha256(shape.encode()).hexdigest()[:16]
+        if shape in self._skeletons or path.is_dir():
+            self._skeletons.add(shape)
+            return str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".skel-", dir=path.parent))
+        for rel in dirs:
+            (staging / rel).mkdir(parents=True, exist_ok=True)
+        for rel in files:
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).touch()
+        os.chmod(staging, 0o755)
+        try:
+            os.rename(staging, path)
+        except OSError:  # made by another thread or process meanwhile: the same content
+            shutil.rmtree(staging, ignore_errors=True)
+        self._skeletons.add(shape)
+        return str(path)
 
     def _hosts(self) -> str:
         if self._hosts_text is None:

@@ -17,7 +17,9 @@ flattened tree therefore shows, over any base, what the whole stack shows.
 
 A node from a replica mounts one lower per disk whatever the depth of the image (a node from a managed image
 mounts every layer of every disk): its overlay mounts and every path lookup inside it do less work, and a
-deep image (one layer per generation of updates) never reaches the kernel's limits on lower layers.
+deep image (one layer per generation of updates) never reaches the kernel's limits on lower layers. The host
+agent also keeps a resident provisioner for each replica (``native/provisioner.py``): the nodes booted from
+a replica are built by it, one stream per replica, side by side with the other replicas' streams.
 
 Without root (no whiteouts, no ``trusted.*`` xattrs) a replica holds plain per-layer copies (``"flat":
 false``) and nodes keep mounting the layer store's layers.
@@ -208,8 +210,8 @@ class ReplicaStore:
     def disks(self, region: str, replica_id: str, os_stack: Sequence[str],
               data_stacks: Mapping[str, Sequence[str]] | None) -> dict[str, Any] | None:
         """The ready-to-mount lowers of a replica for a machine with these layer stacks:
-        ``{"os": path, "data": {lun: path}, "replica": the replica's directory}``, or None when the replica is gone, not flattened or holds other
-        content (the caller then mounts the layer store's layers).
+        ``{"os": path, "data": {lun: path}, "replica": the replica's directory}``, or None when the replica is
+        gone, not flattened or holds other content (the caller then mounts the layer store's layers).
 
         A replica prepared before replicas were flattened is flattened here, once, on its first use."""
         target = self.path(region, replica_id)

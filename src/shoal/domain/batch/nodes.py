@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -29,15 +30,15 @@ _TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-def set_state(node: models.Node, clock: Clock, state: str) -> None:
-    """The one place a node's state changes."""
+def set_state(node: models.Node, clock: Clock, state: str, at: datetime | None = None) -> None:
+    """The one place a node's state changes (``at``: when it did, if that was before now)."""
     if state == node.state:
         return
     if state not in _TRANSITIONS.get(node.state, set()):
         raise errors.AzureError(f"Node {node.node_id} cannot go from {node.state} to {state}.", status=409,
                                 code="NodeStateConflict")
     node.state = state
-    node.state_transition_time = clock.now()
+    node.state_transition_time = at or clock.now()
 
 
 def get(s: Session, pool: models.Pool, node_id: str) -> models.Node:

@@ -35,8 +35,9 @@ class Provisioner:
     def __init__(self, helper: str) -> None:
         self._lock = threading.Lock()
         # The blank argument is room for each build to show as `shoal-machine init --id ... --root ...`.
-        self._proc = subprocess.Popen([helper, "serve", " " * TITLE_SPACE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, env={}, start_new_session=True, bufsize=0)
+        self._proc = subprocess.Popen([helper, "serve", " " * TITLE_SPACE], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={},
+                                      start_new_session=True, bufsize=0)
 
     @property
     def alive(self) -> bool:

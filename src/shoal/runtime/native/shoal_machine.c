@@ -930,7 +930,8 @@ static int cmd_serve(const char *self) {
             if (devnull > 2) close(devnull);
             /* Without an exec (a third of the cost of a build) when our command line has room to read as a
              * launched init's; otherwise run the helper afresh. */
-            if (set_init_title(self, argc, args + 2) == 0) _exit(cmd_init(argc, args + 2) == 0 && fflush(stdout) == 0 ? 0 : 1);
+            if (set_init_title(self, argc, args + 2) == 0)
+                _exit(cmd_init(argc, args + 2) == 0 && fflush(stdout) == 0 ? 0 : 1);
             execv("/proc/self/exe", args);
             fail("serve: exec %s: %s", self, strerror(errno));
         }
