@@ -72,7 +72,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -119,7 +119,12 @@ class MachineSpec:
     volatile: bool = False  # OS disk without fsync (pool nodes); VMs whose disks get captured stay durable
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        def disk(d: DiskMount) -> dict[str, Any]:
+            return {"lower": list(d.lower), "upper": d.upper, "work": d.work}
+
+        return {"machine_id": self.machine_id, "hostname": self.hostname, "base": self.base,
+                "os_disk": disk(self.os_disk), "data_disks": {lun: disk(d) for lun, d in self.data_disks.items()},
+                "temp_dir": self.temp_dir, "binds": [tuple(b) for b in self.binds], "volatile": self.volatile}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
@@ -209,7 +214,7 @@ def _alive(pid: int | None, start: int | None) -> bool:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(data))  # no indent: that would take json's pure-Python encoder
     os.replace(tmp, path)
 
 
