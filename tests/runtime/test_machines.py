@@ -481,6 +481,22 @@ def test_a_provisioner_builds_the_same_machine_a_launched_helper_builds(ns: Name
     with open(f"/proc/{ns.init_pid('built')}/cmdline", "rb") as f:
         args = [a for a in f.read().split(b"\0") if a]
     assert args[1:4] == [b"init", b"--id", b"built"] and args[-1].endswith(b"/machines/built/root")
+    # The inits are the provisioner's children while it runs: those that end leave no zombies behind.
+    ns.destroy("built")
+    ns.destroy("built2")
+    assert children_of(server) == []
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def test_machines_outlive_their_provisioner_and_a_new_one_takes_over(ns: NamespaceRuntime, store: Path) -> None:

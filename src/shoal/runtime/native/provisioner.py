@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from shoal.runtime.native import MachineError
 
-TITLE_SPACE = 2048  # bytes (see `shoal-machine serve`)
+TITLE_SPACE = 8192  # bytes (see `shoal-machine serve`)
 REPLY_TIMEOUT = 60.0  # seconds one machine may take to come up (as for a launched helper)
 
 

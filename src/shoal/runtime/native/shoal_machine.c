@@ -34,14 +34,13 @@
  *   shoal-machine serve [TITLE-SPACE]
  *       A resident provisioner: builds machines on request, so that the caller pays a message instead of a
  *       process launch per machine. Requests arrive on stdin, one after another, each a 4-byte little-endian
- *       length and that many bytes: the arguments of `init`, each ending in a NUL byte. For each request a
- *       child of this process (a new session) does what `shoal-machine init` does with them; the reply on
- *       stdout is its exit status (one byte), a 4-byte little-endian length and what it printed (the init's
- *       pid, or the reason it failed). Ends when stdin closes; the machines it built live on without it.
- *       A restarted server finds machines (and the strays of interrupted builds) by their init's command line,
- *       `shoal-machine init --id ID --root ROOT`: the child rewrites its own (forked) command line to read so,
- *       which needs room, hence TITLE-SPACE (an argument of blanks, say 2 KiB); without room the child
- *       executes the helper as `init` instead (slower: a third of a build is that exec).
+ *       length and that many bytes: the arguments of `init`, each ending in a NUL byte. For each request the
+ *       machine's init is forked from this process directly (no intermediate process, no exec) and builds
+ *       the machine as `init` does; the reply on stdout is a status byte (0 = ready), a 4-byte little-endian
+ *       length and the init's pid, or the reason it failed. Ends when stdin closes; the machines it built live
+ *       on without it. A restarted server finds machines (and the strays of interrupted builds) by their
+ *       init's command line, `shoal-machine init --id ID --root ROOT`: each init rewrites its own (forked)
+ *       command line to read so, which needs room, hence TITLE-SPACE (an argument of blanks, say 8 KiB).
  *
  *   shoal-machine version
  *
@@ -310,7 +309,14 @@ static void __attribute__((noreturn)) init_loop(void) {
     }
 }
 
-static int cmd_init(int argc, char **argv) {
+/* What `init` builds: its arguments, parsed and checked. */
+struct init_spec {
+    struct action *acts;
+    int nact, sysfs;
+    const char *root, *hostname;
+};
+
+static void parse_init(int argc, char **argv, struct init_spec *sp) {
     struct action *acts = xcalloc((size_t)argc, sizeof *acts);
     int nact = 0, sysfs = 0;
     const char *root = NULL, *hostname = NULL;
@@ -366,84 +372,111 @@ static int cmd_init(int argc, char **argv) {
             fail("init: overlay %s needs --lower, --upper and --work", a->target);
     }
 
+    sp->acts = acts;
+    sp->nact = nact;
+    sp->sysfs = sysfs;
+    sp->root = root;
+    sp->hostname = hostname;
+}
+
+/* The machine's pid 1 (the first process of a new pid namespace): builds the machine, says "ok" on ready_w
+ * (errors go there too), then stays as its init. */
+static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, int ready_w) {
+    const struct action *acts = sp->acts;
+    int nact = sp->nact, sysfs = sp->sysfs;
+    const char *root = sp->root, *hostname = sp->hostname;
+    g_errfd = ready_w;
+    umask(022);
+    if (unshare(CLONE_NEWNS | CLONE_NEWUTS) < 0) fail("unshare(mount, uts): %s", strerror(errno));
+    /* Nothing we mount may propagate back to the host, and host mounts must not appear in here later. */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
+    for (int i = 0; i < nact; i++) {
+        const struct action *a = &acts[i];
+        char *where = i == 0 ? strdup(root) : joinpath(root, a->target);
+        if (!where) fail("out of memory");
+        if (a->kind == ACT_OVERLAY) {
+            if (i) ensure_mountpoint(where, 1);
+            if (needs_new_api(a)) mount_overlay_new_api(a, where);
+            else mount_overlay_legacy(a, where);
+        } else if (a->kind == ACT_BIND) {
+            do_bind(a, where);
+        } else {
+            ensure_mountpoint(where, 1);
+            if (mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, a->source) < 0)
+                fail("mount tmpfs on %s: %s", a->target, strerror(errno));
+        }
+        free(where);
+    }
+    setup_dev(root);
+    char *proc = joinpath(root, "/proc");
+    ensure_mountpoint(proc, 1);
+    if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        fail("mount /proc: %s", strerror(errno));
+    if (sysfs) {
+        char *sys = joinpath(root, "/sys");
+        ensure_mountpoint(sys, 1);
+        /* Best effort: a read-only sysfs is a convenience (lsblk, nproc fallbacks), not a requirement. */
+        if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) { }
+    }
+    if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
+    if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
+    if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno));
+    if (umount2(".", MNT_DETACH) < 0) fail("detach the old root: %s", strerror(errno));
+    if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) fail("open /dev/null: %s", strerror(errno));
+    if (write(ready_w, "ok", 2) != 2) _exit(125);
+    /* Hold nothing of the host and nothing of the caller: no pipes, no terminal. */
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    close(ready_w); /* explicitly: the caller waits for this end-of-file, close_range needs Linux 5.9 */
+    syscall(SYS_close_range, 3u, ~0u, 0u);
+    init_loop();
+}
+
+/* Wait for the init `pid` to say it is ready on ready_r. Returns 0, or 1 with the reason in msg (the init is
+ * then killed and gone). */
+static int await_ready(pid_t pid, int ready_r, char *msg, size_t cap) {
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = read(ready_r, msg + got, cap - 1 - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += (size_t)n;
+        if (got >= cap - 1) break;
+    }
+    msg[got] = '\0';
+    close(ready_r);
+    if (got == 2 && !memcmp(msg, "ok", 2)) return 0;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) { }
+    if (got == 0) snprintf(msg, cap, "%s: the machine's init died during setup\n", g_prog);
+    return 1;
+}
+
+static int cmd_init(int argc, char **argv) {
+    struct init_spec sp;
+    parse_init(argc, argv, &sp);
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
     if (unshare(CLONE_NEWPID) < 0) fail("unshare(CLONE_NEWPID): %s", strerror(errno));
     pid_t pid = fork();
     if (pid < 0) fail("fork: %s", strerror(errno));
     if (pid == 0) {
-        /* The machine's pid 1. Errors from here on go to the parent through the pipe. */
         close(ready[0]);
-        g_errfd = ready[1];
-        umask(022);
-        if (unshare(CLONE_NEWNS | CLONE_NEWUTS) < 0) fail("unshare(mount, uts): %s", strerror(errno));
-        /* Nothing we mount may propagate back to the host, and host mounts must not appear in here later. */
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
-        for (int i = 0; i < nact; i++) {
-            const struct action *a = &acts[i];
-            char *where = i == 0 ? strdup(root) : joinpath(root, a->target);
-            if (!where) fail("out of memory");
-            if (a->kind == ACT_OVERLAY) {
-                if (i) ensure_mountpoint(where, 1);
-                if (needs_new_api(a)) mount_overlay_new_api(a, where);
-                else mount_overlay_legacy(a, where);
-            } else if (a->kind == ACT_BIND) {
-                do_bind(a, where);
-            } else {
-                ensure_mountpoint(where, 1);
-                if (mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, a->source) < 0)
-                    fail("mount tmpfs on %s: %s", a->target, strerror(errno));
-            }
-            free(where);
-        }
-        setup_dev(root);
-        char *proc = joinpath(root, "/proc");
-        ensure_mountpoint(proc, 1);
-        if (mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-            fail("mount /proc: %s", strerror(errno));
-        if (sysfs) {
-            char *sys = joinpath(root, "/sys");
-            ensure_mountpoint(sys, 1);
-            /* Best effort: a read-only sysfs is a convenience (lsblk, nproc fallbacks), not a requirement. */
-            if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) { }
-        }
-        if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
-        if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
-        if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno));
-        if (umount2(".", MNT_DETACH) < 0) fail("detach the old root: %s", strerror(errno));
-        if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
-        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull < 0) fail("open /dev/null: %s", strerror(errno));
-        if (write(ready[1], "ok", 2) != 2) _exit(125);
-        /* Hold nothing of the host and nothing of the caller: no pipes, no terminal. */
-        dup2(devnull, 0);
-        dup2(devnull, 1);
-        dup2(devnull, 2);
-        close(ready[1]); /* explicitly: the caller waits for this end-of-file, close_range needs Linux 5.9 */
-        syscall(SYS_close_range, 3u, ~0u, 0u);
-        init_loop();
+        init_machine(&sp, ready[1]);
     }
     close(ready[1]);
-    char buf[1024];
-    size_t got = 0;
-    for (;;) {
-        ssize_t n = read(ready[0], buf + got, sizeof buf - 1 - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-        if (got >= sizeof buf - 1) break;
-    }
-    buf[got] = '\0';
-    if (got == 2 && !memcmp(buf, "ok", 2)) {
+    char msg[1024];
+    if (await_ready(pid, ready[0], msg, sizeof msg) == 0) {
         printf("%d\n", (int)pid);
         return 0;
     }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    if (got == 0) fprintf(stderr, "%s: the machine's init died during setup\n", g_prog);
-    else if (fwrite(buf, 1, got, stderr) != got) { }
+    fputs(msg, stderr);
     return 1;
 }
+
 
 /* ------------------------------------------------------------------------------------------------ join */
 
@@ -899,6 +932,12 @@ static int set_init_title(const char *self, int argc, char **argv) {
 
 static int cmd_serve(const char *self) {
     signal(SIGPIPE, SIG_IGN);
+    /* The inits we build stay our children until we end: let the kernel reap those that die. */
+    signal(SIGCHLD, SIG_IGN);
+    /* unshare(CLONE_NEWPID) makes only our next child a new namespace's init, and cannot be repeated while
+     * our children's namespace differs from ours: after each build we set it back to our own. */
+    int own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (own_pid_ns < 0) fail("serve: open /proc/self/ns/pid: %s", strerror(errno));
     for (;;) {
         unsigned char head[4];
         if (read_full(0, head, 4) < 0) return 0; /* the caller is gone */
@@ -910,54 +949,50 @@ static int cmd_serve(const char *self) {
         req[len] = '\0';
         int argc = 0;
         for (uint32_t i = 0; i < len; i++) argc += req[i] == '\0';
-        /* argv of `init`, so that the machine's init looks exactly like one a launched helper started (a
-         * restarted server finds machines, and the strays of interrupted builds, by that command line). */
-        char **args = xcalloc((size_t)argc + 3, sizeof *args);
-        args[0] = (char *)self;
-        args[1] = "init";
-        for (uint32_t i = 0, start = 0, k = 2; i < len; i++)
+        char **args = xcalloc((size_t)argc + 1, sizeof *args);
+        for (uint32_t i = 0, start = 0, k = 0; i < len; i++)
             if (req[i] == '\0') { args[k++] = req + start; start = i + 1; }
-        int out[2];
-        if (pipe2(out, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
-        pid_t child = fork();
-        if (child < 0) fail("fork: %s", strerror(errno));
-        if (child == 0) {
-            /* As a launched `init`: a session of its own, stdout and stderr to the reply, no stdin. A fork and
-             * exec of this small static binary, not of the caller's (much larger) process. */
-            setsid();
-            int devnull = open("/dev/null", O_RDONLY);
-            if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out[1], 1) < 0 || dup2(out[1], 2) < 0) _exit(125);
-            if (devnull > 2) close(devnull);
-            /* Without an exec (a third of the cost of a build) when our command line has room to read as a
-             * launched init's; otherwise run the helper afresh. */
-            if (set_init_title(self, argc, args + 2) == 0)
-                _exit(cmd_init(argc, args + 2) == 0 && fflush(stdout) == 0 ? 0 : 1);
-            execv("/proc/self/exe", args);
-            fail("serve: exec %s: %s", self, strerror(errno));
-        }
-        close(out[1]);
-        char *text = NULL;
-        size_t used = 0, cap = 0;
-        for (;;) {
-            if (used + 4096 > cap) {
-                cap = cap ? cap * 2 : 8192;
-                char *grown = realloc(text, cap);
-                if (!grown) fail("out of memory");
-                text = grown;
+        char msg[1024];
+        int code = 1, ready[2];
+        if (pipe2(ready, O_CLOEXEC) < 0) {
+            snprintf(msg, sizeof msg, "%s: pipe: %s\n", g_prog, strerror(errno));
+        } else if (unshare(CLONE_NEWPID) < 0) {
+            snprintf(msg, sizeof msg, "%s: unshare(CLONE_NEWPID): %s\n", g_prog, strerror(errno));
+            close(ready[0]);
+            close(ready[1]);
+        } else {
+            pid_t pid = fork();
+            if (pid == 0) {
+                /* The machine's init, straight from here: no intermediate process, no exec. Like a launched
+                 * `init`: a session of its own, and a command line reading `shoal-machine init --id ID
+                 * --root ROOT` (a restarted server finds machines, and the strays of interrupted builds, by
+                 * it). Errors go to the ready pipe. */
+                close(ready[0]);
+                g_errfd = ready[1];
+                signal(SIGCHLD, SIG_DFL);
+                signal(SIGPIPE, SIG_DFL);
+                setsid();
+                if (set_init_title(self, argc, args) < 0)
+                    fail("serve: no room in the command line for the machine's (start with TITLE-SPACE)");
+                struct init_spec sp;
+                parse_init(argc, args, &sp);
+                init_machine(&sp, ready[1]);
             }
-            ssize_t n = read(out[0], text + used, cap - used);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) break;
-            used += (size_t)n;
+            int saved = errno;
+            if (setns(own_pid_ns, CLONE_NEWPID) < 0) fail("serve: setns(own pid namespace): %s", strerror(errno));
+            close(ready[1]);
+            if (pid < 0) {
+                snprintf(msg, sizeof msg, "%s: fork: %s\n", g_prog, strerror(saved));
+                close(ready[0]);
+            } else if ((code = await_ready(pid, ready[0], msg, sizeof msg)) == 0) {
+                snprintf(msg, sizeof msg, "%d\n", (int)pid);
+            }
         }
-        close(out[0]);
-        int status = 0;
-        while (waitpid(child, &status, 0) < 0 && errno == EINTR) { }
+        size_t used = strlen(msg);
         unsigned char reply[5];
-        reply[0] = (unsigned char)(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        reply[0] = (unsigned char)code;
         put_le32(reply + 1, (uint32_t)used);
-        if (write_full(1, reply, sizeof reply) < 0 || write_full(1, text, used) < 0) return 0;
-        free(text);
+        if (write_full(1, reply, sizeof reply) < 0 || write_full(1, msg, used) < 0) return 0;
         free(args);
         free(req);
     }
