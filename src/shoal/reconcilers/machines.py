@@ -2,7 +2,8 @@
 
 Level-triggered: each pass compares what the store says (VM power state) with what the host agent observes
 (is the machine's init alive?) and boots or tears down machines. It is also what brings VMs back after a
-host reboot or a crash of ``shoal serve``. VMs with an operation in progress are left to that operation.
+host reboot or a crash of ``shoal serve`` (once the server has adopted the machines still running). VMs with
+an operation in progress are left to that operation.
 """
 
 from __future__ import annotations
@@ -35,13 +36,11 @@ class MachineReconciler:
                  other_machines: Callable[[], set[str]] = set) -> None:
         self.db, self.clock, self.agent, self.work = db, clock, agent, work
         self.other_machines = other_machines  # machine ids owned by something else (pool nodes)
-        self._adopted = False
         self._last_gc = 0.0
 
     def run_once(self) -> bool:
-        if not self._adopted:
-            self.agent.adopt()
-            self._adopted = True
+        # The host's machines were adopted before any reconciler started (``api/app.py``): adopting again here
+        # would race with the allocator's boots (an init not yet recorded looks like a stray).
         with self.db.read() as s:
             busy = {op.target_id.lower() for op in s.scalars(select(models.Operation).where(
                 models.Operation.status == operations.IN_PROGRESS))}

@@ -229,6 +229,11 @@ class PoolAllocator:
         lock = threading.Lock()
         flushed = [time.monotonic()]
 
+        def flush(batch: dict[str, Booted]) -> None:
+            self._booted(batch, ready=ready)
+            if batch and ready and callable(self.nudge_tasks):
+                self.nudge_tasks()  # new idle nodes: the scheduler may use them now
+
         def provision(stream: list[models.Node]) -> None:
             for n in stream:
                 errs = self._boot_node(pool, n, sources.get(n.machine_id), faults)
@@ -239,16 +244,14 @@ class PoolAllocator:
                     batch = dict(results)
                     results.clear()
                     flushed[0] = time.monotonic()
-                self._booted(batch, ready=ready)  # nodes come up as they boot, not when the whole pass ends
-                if ready and callable(self.nudge_tasks):
-                    self.nudge_tasks()  # new idle nodes: the scheduler may use them now
+                flush(batch)  # nodes come up as they boot, not when the whole pass ends
 
         if len(streams) == 1:
             provision(rows)
         else:
             for done in [self._provisioners.submit(provision, stream) for stream in streams.values()]:
                 done.result()
-        self._booted(results, ready=not pool.spec.get("startTask"))
+        flush(results)
 
     def _booted(self, results: dict[str, Booted], *, ready: bool) -> None:
         """Record booted nodes: ``starting``, or ``unusable`` with the errors; with ``ready`` (the pool has no

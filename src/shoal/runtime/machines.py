@@ -370,10 +370,13 @@ class NamespaceRuntime:
         """Run ``shoal-machine init`` (launched, or through a resident provisioner): the machine's init pid."""
         if provisioner is not None:
             try:
-                return self.start_provisioner(provisioner).init(argv[2:])
-            except ProvisionerGone:  # it ended since its last build (nothing was started): a new one
-                self.stop_provisioner(provisioner)
-                return self.start_provisioner(provisioner).init(argv[2:])
+                try:
+                    return self.start_provisioner(provisioner).init(argv[2:])
+                except ProvisionerGone:  # it ended since its last build (nothing was started): a new one
+                    self.stop_provisioner(provisioner)
+                    return self.start_provisioner(provisioner).init(argv[2:])
+            except MachineError as exc:
+                raise MachineError(f"machine {machine_id}: {exc}") from exc
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, env={}, start_new_session=True,
                               timeout=60)
         if proc.returncode != 0:
@@ -384,7 +387,10 @@ class NamespaceRuntime:
         """The resident provisioner kept under ``key`` (a gallery replica), started if it is not running."""
         with self._provisioners_lock:
             found = self._provisioners.get(key)
-            if found is None or not found.alive:
+            if found is not None and not found.alive:
+                found.stop()  # reap it
+                found = None
+            if found is None:
                 found = self._provisioners[key] = Provisioner(self.helper())
             return found
 

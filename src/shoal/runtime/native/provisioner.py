@@ -50,7 +50,9 @@ class Provisioner:
             stdin, stdout = self._proc.stdin, self._proc.stdout
             assert stdin is not None and stdout is not None
             try:
-                stdin.write(struct.pack("<I", len(payload)) + payload)
+                view = memoryview(struct.pack("<I", len(payload)) + payload)
+                while view:
+                    view = view[stdin.write(view) or 0:]
             except (BrokenPipeError, ValueError) as exc:
                 raise ProvisionerGone("the machine provisioner is not running") from exc
             try:
