@@ -331,6 +331,7 @@ class ComputeWork:
         os_delete = ((vm.properties.get("storageProfile") or {}).get("osDisk") or {}).get("deleteOption") == "Delete"
         data_opts = {str(d["lun"]): d.get("deleteOption") for d in
                      (vm.properties.get("storageProfile") or {}).get("dataDisks") or []}
+        removed: list[str] = []  # the deleted disks' writable layers, removed from the host once committed
         with self.db.write() as s:
             for lun_or_os, disk_id in [("os", vm.internal["osDisk"]), *(vm.internal.get("dataDisks") or {}).items()]:
                 disk = resources.find(s, ids.parse(disk_id))
@@ -338,7 +339,7 @@ class ComputeWork:
                     continue
                 remove = os_delete if lun_or_os == "os" else data_opts.get(lun_or_os) == "Delete"
                 if remove:
-                    self.agent.delete_disk(disk.internal["upper"])
+                    removed.append(disk.internal["upper"])
                     s.delete(disk)
                 else:
                     disk.internal = {**disk.internal, "attachedTo": None}
@@ -348,6 +349,8 @@ class ComputeWork:
             row = resources.find(s, ids.parse(vm.id))
             if row is not None:
                 s.delete(row)
+        for upper in removed:
+            self.agent.delete_disk(upper)
         return Outcome(True)
 
     # --- registry -------------------------------------------------------------------------------------------

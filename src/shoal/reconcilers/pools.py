@@ -73,7 +73,7 @@ class PoolAllocator:
         self.nodes_per_replica = nodes_per_replica()
         self._start_tasks = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
         # Provisioning streams of one pass (one per image source); more sources than workers take turns.
-        self._provisioners = ThreadPoolExecutor(PROVISIONING_WORKERS, thread_name_prefix="provision")
+        self._streams = ThreadPoolExecutor(PROVISIONING_WORKERS, thread_name_prefix="provision")
         self._in_flight: set[str] = set()  # node keys whose start task runs in this process
         self._lock = threading.Lock()
         self.nudge: Any = None  # set by the runner owner: wakes this loop when a start task ends
@@ -227,7 +227,7 @@ class PoolAllocator:
         ready = not pool.spec.get("startTask")
         results: dict[str, Booted] = {}  # booted, not yet written
         lock = threading.Lock()
-        flushed = [time.monotonic()]
+        flushed = time.monotonic()
 
         def flush(batch: dict[str, Booted]) -> None:
             self._booted(batch, ready=ready)
@@ -235,21 +235,22 @@ class PoolAllocator:
                 self.nudge_tasks()  # new idle nodes: the scheduler may use them now
 
         def provision(stream: list[models.Node]) -> None:
+            nonlocal flushed
             for n in stream:
                 errs = self._boot_node(pool, n, sources.get(n.machine_id), faults)
                 with lock:
                     results[n.key] = Booted(errs, self.clock.now())
-                    if time.monotonic() - flushed[0] < BOOT_FLUSH_INTERVAL:
+                    if time.monotonic() - flushed < BOOT_FLUSH_INTERVAL:
                         continue
                     batch = dict(results)
                     results.clear()
-                    flushed[0] = time.monotonic()
+                    flushed = time.monotonic()
                 flush(batch)  # nodes come up as they boot, not when the whole pass ends
 
         if len(streams) == 1:
             provision(rows)
         else:
-            for done in [self._provisioners.submit(provision, stream) for stream in streams.values()]:
+            for done in [self._streams.submit(provision, stream) for stream in streams.values()]:
                 done.result()
         flush(results)
 

@@ -238,9 +238,8 @@ class HostAgent:
     def delete_replicas(self, replica_prefix: str) -> None:
         """Remove a version's replicas (and stop their provisioners); those running nodes mount are retired
         until the nodes are gone."""
-        for key in self.machines.provisioners():
-            if Path(key).name.startswith(replica_prefix):
-                self.machines.stop_provisioner(key)
+        for path in self.replicas.of_version(replica_prefix):
+            self.machines.stop_provisioner(str(path))
         self.replicas.delete(replica_prefix, self._mounted_lowers())
 
     def _mounted_lowers(self) -> set[str]:

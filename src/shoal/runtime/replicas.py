@@ -251,12 +251,19 @@ class ReplicaStore:
         with self._lock:
             for region in self.root.iterdir():
                 # ".<id>.*": staging and replaced copies a crash left behind
-                for item in [*region.glob(f"{replica_prefix}*"), *region.glob(f".{replica_prefix}*")]:
+                for item in [*self.of_version(replica_prefix, region), *region.glob(f".{replica_prefix}*")]:
                     self._manifests.pop(item, None)
                     if _used(item, in_use):
                         os.rename(item, region / f".retired.{item.name}.{secrets.token_hex(4)}")
                     else:
                         shutil.rmtree(item, ignore_errors=True)
+
+    def of_version(self, replica_prefix: str, region: Path | None = None) -> list[Path]:
+        """The replicas (in one region directory, or in all) whose id starts with ``replica_prefix``."""
+        if region is None:
+            return [p for r in (self.root.iterdir() if self.root.exists() else []) for p in self.of_version(
+                replica_prefix, r)]
+        return sorted(region.glob(f"{replica_prefix}*"))
 
     def sweep(self, in_use: set[str] | frozenset[str]) -> list[str]:
         """Remove retired replicas that no running machine mounts any more; returns their names."""

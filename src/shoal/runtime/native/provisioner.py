@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import struct
 import subprocess
 import threading
@@ -85,7 +86,7 @@ class Provisioner:
 
     def _kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, 9)
+            os.killpg(self._proc.pid, signal.SIGKILL)
         self._proc.wait()
 
     def stop(self) -> None:
