@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -34,6 +35,12 @@ def scratch_root() -> Path:
     return root
 
 
+def node_address_space() -> str:
+    """A private /14 for one test server's machines: servers of one host must not share an address space
+    (the second is refused), so each picks its own (10.64.0.0/14 .. 10.248.0.0/14)."""
+    return f"10.{4 * random.randint(16, 62)}.0.0/14"
+
+
 def fresh_postgres_url(admin_url: str) -> str:
     """Create an empty database next to ``admin_url`` and return its URL."""
     import psycopg
@@ -46,12 +53,17 @@ def fresh_postgres_url(admin_url: str) -> str:
     return f"{base}/{name}"
 
 
+class AddressSpaceTaken(RuntimeError):
+    """Another server of this host has the node address space this one picked."""
+
+
 class ShoalServer:
     def __init__(self, database_url: str | None = None, extra_args: list[str] | None = None) -> None:
         self.state_dir = Path(tempfile.mkdtemp(prefix="shoal-", dir=scratch_root()))
         self.port = free_port()
         self.database_url = database_url
         self.extra_args = extra_args or []
+        self.space = node_address_space()
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, Any] = {}
         self.log = self.state_dir / "server.log"
@@ -71,7 +83,17 @@ class ShoalServer:
         return args
 
     def start(self, timeout: float = 60) -> ShoalServer:
+        for _ in range(5):
+            try:
+                return self._start(timeout)
+            except AddressSpaceTaken:
+                self.space = node_address_space()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> ShoalServer:
         args = [*self._args("serve"), "--port", str(self.port), "--log-level", "warning", *self.extra_args]
+        if "--node-address-space" not in self.extra_args:
+            args += ["--node-address-space", self.space]
         env = {**os.environ, "COLUMNS": "200"}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -79,7 +101,11 @@ class ShoalServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"shoal serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
+                log = self.log.read_text()
+                if "uses the node address space" in log:
+                    self.log.write_text("")
+                    raise AddressSpaceTaken(log)
+                raise RuntimeError(f"shoal serve exited with {self.proc.returncode}:\n{log}")
             try:
                 if Path(self.ca).exists() and requests.get(f"{self.base_url}/healthz", verify=self.ca,
                                                            timeout=2).status_code == 200:

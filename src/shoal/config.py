@@ -44,8 +44,15 @@ class Settings:
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     # Total Regional vCPUs of each subscription: VMs and the nodes of UserSubscription-mode Batch pools.
     subscription_core_quota: int = DEFAULT_CORE_QUOTA
-    # Force a machine runtime ("namespaces" or "process"); None = detect.
+    # Force a machine runtime ("namespaces" or "process"); None = namespaces.
     runtime: str | None = None
+    # How machines are isolated (namespaces runtime): see runtime/sandbox.py and `shoal doctor`.
+    node_network: str = "isolated"  # or "host": machines share the host's network
+    node_address_space: str = "10.224.0.0/12"
+    user_namespaces: bool = True
+    cgroups: bool = True
+    # Set at start when machines have networks of their own: where they reach Shoal (their gateway).
+    node_gateway: str | None = None
 
     @property
     def store_dir(self) -> Path:
@@ -58,6 +65,11 @@ class Settings:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"https://{host}:{self.port}"
+
+    @property
+    def node_base_url(self) -> str:
+        """The https origin machines use (their gateway when they have networks of their own)."""
+        return f"https://{self.node_gateway}:{self.port}" if self.node_gateway else self.base_url
 
     @property
     def db_url(self) -> str:

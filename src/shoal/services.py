@@ -30,6 +30,7 @@ from shoal.reconcilers.scheduler import TaskScheduler
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.blobs import BlobStore
 from shoal.runtime.marketplace import Catalog
+from shoal.runtime.sandbox import SandboxOptions
 from shoal.runtime.transfers import Transfers
 from shoal.store.db import Database
 
@@ -109,22 +110,28 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     tokens = TokenService(settings.base_url, keys, clock)
     catalog = Catalog.load(settings.catalog_file)
     agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
-                       download_root=settings.base_url) if with_runtime else None)
+                       download_root=settings.base_url, sandbox_options=sandbox_options(settings))
+             if with_runtime else None)
+    if agent is not None:
+        settings.node_gateway = agent.gateway
     teardown = agent_teardown(agent) if agent is not None else {}
     operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, clock, teardown)}
     operation_handlers.update(BatchOperations(db, clock).handlers())
     loops: list[Reconciler] = []
     allocator = None
     if agent is not None:
-        work = ComputeWork(db, clock, agent)
+        work = ComputeWork(db, clock, agent, settings.node_address_space)
         operation_handlers.update(work.handlers(KINDS))
         allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults,
-                                  core_quota=settings.subscription_core_quota)
+                                  core_quota=settings.subscription_core_quota,
+                                  address_space=settings.node_address_space)
+        allocator.node_base_url = settings.node_base_url
         loops.append(allocator)
         transfers = Transfers(settings.base_url, BlobStore(settings.state_dir / "containers"),
                               lambda: _container_key(db), own_download=agent.own_download,
                               ca_bundle=settings.tls_dir / "ca.pem")
         scheduler = TaskScheduler(db, clock, agent, settings.base_url, transfers=transfers)
+        scheduler.node_base_url = settings.node_base_url
         loops.append(scheduler)
         scaler = AutoScaler(db, clock, agent, limits=settings.image_limits)
         loops.append(scaler)
@@ -137,6 +144,12 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         scheduler.nudge = lambda: runner.nudge("tasks")
         scaler.nudge = lambda: runner.nudge("pools")  # a new target: allocate now
     return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
+
+
+def sandbox_options(settings: Settings) -> SandboxOptions:
+    return SandboxOptions(user_namespaces=settings.user_namespaces, network=settings.node_network,
+                          address_space=settings.node_address_space, api_ports=(settings.port,),
+                          cgroups=settings.cgroups)
 
 
 def _container_key(db: Database) -> bytes:

@@ -39,9 +39,18 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def ensure_tls(directory: Path, extra_hosts: tuple[str, ...] = ()) -> TlsFiles:
-    """Create ``ca.pem``, ``server.pem`` and ``server-key.pem`` in ``directory`` unless they exist."""
+    """Create ``ca.pem``, ``server.pem`` and ``server-key.pem`` in ``directory`` unless they exist. The CA is
+    never replaced; the server certificate is issued again (by the same CA) when it lacks one of
+    ``extra_hosts`` (e.g. the gateway address machines reach Shoal at)."""
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
+    ca_key_file = directory / "ca-key.pem"
     if files.ca_cert.exists() and files.cert.exists() and files.key.exists():
+        if _has_hosts(files.cert, extra_hosts) or not ca_key_file.exists():
+            return files
+        ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+        _issue_server(files, ca_key, ca_cert, extra_hosts)
         return files
     now = datetime.now(UTC) - timedelta(minutes=5)
 
@@ -62,18 +71,39 @@ def ensure_tls(directory: Path, extra_hosts: tuple[str, ...] = ()) -> TlsFiles:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    directory.mkdir(parents=True, exist_ok=True)
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(ca_key_file, _key_pem(ca_key))
+    _issue_server(files, ca_key, ca_cert, extra_hosts)
+    return files
 
+
+def _has_hosts(cert_file: Path, hosts: tuple[str, ...]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    have = {str(v) for v in sans.get_values_for_type(x509.IPAddress)} | set(sans.get_values_for_type(x509.DNSName))
+    return all(str(ipaddress.ip_address(h)) in have if _is_ip(h) else h in have for h in hosts)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _issue_server(files: TlsFiles, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+                  extra_hosts: tuple[str, ...]) -> None:
+    now = datetime.now(UTC) - timedelta(minutes=5)
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     for host in extra_hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
+        sans.append(x509.IPAddress(ipaddress.ip_address(host)) if _is_ip(host) else x509.DNSName(host))
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now).not_valid_after(now + timedelta(days=825))
@@ -87,10 +117,7 @@ def ensure_tls(directory: Path, extra_hosts: tuple[str, ...] = ()) -> TlsFiles:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(directory / "ca-key.pem", _key_pem(ca_key))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
-                           + ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_private(files.key, _key_pem(key))
-    return files
+    tmp = files.cert.with_name(files.cert.name + ".tmp")
+    tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, files.cert)

@@ -6,7 +6,9 @@ import dataclasses
 import fcntl
 import json
 import logging
+import os
 import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -75,8 +77,20 @@ def serve(
                                                    envvar="SHOAL_STORE_DIR")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Operator file (JSON/TOML) extending the marketplace "
                                                  "catalog.", envvar="SHOAL_MARKETPLACE_CATALOG")] = None,
-    runtime: Annotated[str | None, typer.Option(help="Machine runtime: 'namespaces' or 'process' (default: "
-                                                "detect).", envvar="SHOAL_RUNTIME")] = None,
+    runtime: Annotated[str | None, typer.Option(help="Machine runtime: 'namespaces' (default) or 'process' (no "
+                                                "isolation at all: for hosts without namespaces).",
+                                                envvar="SHOAL_RUNTIME")] = None,
+    node_network: Annotated[str, typer.Option(help="Machines' networks: 'isolated' (each its own namespace, address "
+                                              "and firewall) or 'host' (they share the host's network).",
+                                              envvar="SHOAL_NODE_NETWORK")] = "isolated",
+    node_address_space: Annotated[str, typer.Option(help="Private addresses of machines (a /20 per pool).",
+                                                    envvar="SHOAL_NODE_ADDRESS_SPACE")] = "10.224.0.0/12",
+    user_namespaces: Annotated[bool, typer.Option(
+        "--user-namespaces/--no-user-namespaces", help="Run each machine in a user namespace of its own, with a "
+        "seccomp filter and a cut capability set (without: a task's root is the host's root).",
+        envvar="SHOAL_USER_NAMESPACES")] = True,
+    cgroups: Annotated[bool, typer.Option("--cgroups/--no-cgroups", help="Limit each machine to its VM size's "
+                                          "cores, memory and processes.", envvar="SHOAL_CGROUPS")] = True,
     image_dedicated_limit: Annotated[int, typer.Option(
         help="Dedicated nodes all pools of one custom-image lineage may hold in a subscription.",
         envvar="SHOAL_IMAGE_DEDICATED_LIMIT")] = ImageLimits.dedicated,
@@ -96,6 +110,7 @@ def serve(
     from shoal import services
     from shoal.api.app import create_app
     from shoal.auth.tls import ensure_tls
+    from shoal.runtime.agent import AgentError
 
     if (cert is None) != (key is None):
         console.print("[red]--cert and --key must be given together.[/red]")
@@ -104,7 +119,8 @@ def serve(
     settings = _settings(state_dir, database_url, host=host, port=port, cert=cert, key=key, public_url=public_url,
                          regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()),
                          store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
-                         catalog_file=catalog, runtime=runtime,
+                         catalog_file=catalog, runtime=runtime, node_network=node_network,
+                         node_address_space=node_address_space, user_namespaces=user_namespaces, cgroups=cgroups,
                          image_limits=ImageLimits(image_dedicated_limit, image_low_priority_limit,
                                                   captured_image_limit),
                          subscription_core_quota=subscription_core_quota)
@@ -116,15 +132,22 @@ def serve(
         console.print(f"[red]Another `shoal serve` is already using {settings.state_dir}. Stop it first, or use "
                       "another --state-dir.[/red]")
         raise typer.Exit(1) from None
-    svc = services.build(settings, with_runtime=True)
+    if node_network not in ("isolated", "host"):
+        console.print(f"[red]--node-network must be 'isolated' or 'host', not {node_network!r}.[/red]")
+        raise typer.Exit(2)
+    try:
+        svc = services.build(settings, with_runtime=True)
+    except AgentError as exc:
+        console.print(f"[red]Shoal cannot run machines here as asked: {exc}[/red]")
+        raise typer.Exit(1) from None
     if cert is None or key is None:
-        tls = ensure_tls(settings.tls_dir)
+        tls = ensure_tls(settings.tls_dir, (settings.node_gateway,) if settings.node_gateway else ())
         cert_file, key_file, ca_bundle = tls.cert, tls.key, tls.ca_cert
     else:
         cert_file, key_file, ca_bundle = cert, key, cert
     info = _connection_info(settings, ca_bundle, svc.identity)
     if svc.agent is not None:
-        info = dataclasses.replace(info, isolation=svc.agent.isolation)
+        info = dataclasses.replace(info, isolation=svc.agent.isolation_level)
     info.save(settings.state_dir / "server.json")
     info.render(console, "Shoal is starting")
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
@@ -135,12 +158,60 @@ def serve(
     # was installed before it. A no-op handler makes a clean shutdown exit with status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    try:
+        # Machines with networks of their own reach Shoal at their gateway: it listens there too.
+        sockets = [_listen(h, port) for h in dict.fromkeys([host, settings.node_gateway])
+                   if h and not (h == settings.node_gateway and host in ("0.0.0.0", ""))]
+    except OSError as exc:
+        console.print(f"[red]Shoal could not listen on port {port}: {exc.strerror}. Is another process using the "
+                      "port? Choose another with --port.[/red]")
+        raise typer.Exit(1) from None
+    server.run(sockets=sockets)
     svc.db.dispose()
     if not server.started:
         console.print(f"[red]Shoal could not start on {host}:{port}. Is another process using the port? "
                       "Choose another with --port.[/red]")
         raise typer.Exit(1)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+@app.command()
+def doctor(
+    node_network: Annotated[str, typer.Option(help="As for `shoal serve`.")] = "isolated",
+    node_address_space: Annotated[str, typer.Option(help="As for `shoal serve`.")] = "10.224.0.0/12",
+    user_namespaces: Annotated[bool, typer.Option("--user-namespaces/--no-user-namespaces")] = True,
+    cgroups: Annotated[bool, typer.Option("--cgroups/--no-cgroups")] = True,
+) -> None:
+    """Check what this host offers to isolate machines, as `shoal serve` would need it."""
+    from shoal.runtime.sandbox import SandboxOptions, checks
+
+    options = SandboxOptions(user_namespaces=user_namespaces, network=node_network,
+                             address_space=node_address_space, cgroups=cgroups)
+    results = checks(options)
+    out = Console(soft_wrap=True)
+    for check in results:
+        mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+        hint = "" if check.ok else f"  (to run without it: {check.flag})"
+        out.print(f"{mark} {check.name}: {check.detail}{hint}")
+    failed = [c for c in results if not c.ok]
+    if failed:
+        out.print(f"[red]{len(failed)} check(s) failed:[/red] `shoal serve` refuses to start with these options.")
+        raise typer.Exit(1)
+    out.print("All checks passed: machines are hardened (user namespaces, seccomp, capabilities"
+              + (", own networks" if node_network == "isolated" else ", host network")
+              + (", cgroup limits" if cgroups else "") + ")." if user_namespaces else "All checks passed.")
 
 
 @app.command()
@@ -316,7 +387,10 @@ def _host_runtime(state_dir: Path, store_dir: Path | None) -> MachineRuntime:
     from shoal.runtime.machines import detect_runtime
 
     state = state_dir.expanduser().resolve()
-    return detect_runtime((store_dir or state / "store").expanduser().resolve(), hide=[str(state)])
+    # Inspecting and tearing down needs no throw-away machine; without root only process machines can exist.
+    prefer = None if os.geteuid() == 0 else "process"
+    return detect_runtime((store_dir or state / "store").expanduser().resolve(), hide=[str(state)], prefer=prefer,
+                          probe=False)
 
 
 StoreDir = Annotated[Path | None, typer.Option("--store-dir", help="Store directory (default <state-dir>/store).",

@@ -11,9 +11,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import select
+
 from shoal.core import errors, ids
 from shoal.core.clock import Clock
-from shoal.domain import resources
+from shoal.domain import network, resources
+from shoal.domain.batch import vmsizes
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import galleries, service, sources, vms
 from shoal.domain.compute.kinds import ResourceKind
@@ -27,8 +30,10 @@ log = logging.getLogger(__name__)
 
 
 class ComputeWork:
-    def __init__(self, db: Database, clock: Clock, agent: HostAgent) -> None:
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent,
+                 address_space: str = network.DEFAULT_SPACE) -> None:
         self.db, self.clock, self.agent = db, clock, agent
+        self.address_space = address_space  # VMs get their addresses on its default subnet
 
     # --- helpers ------------------------------------------------------------------------------------------
     def _load(self, resource_id: str) -> models.Resource | None:
@@ -268,7 +273,26 @@ class ComputeWork:
                                     code="InvalidParameter")
         return {"machineId": vm.internal["machineId"], "hostname": vm.internal.get("hostname", vm.name),
                 "base": os_disk["base"], "osDisk": os_disk,
-                "dataDisks": {lun: disk(d) for lun, d in (vm.internal.get("dataDisks") or {}).items()}}
+                "dataDisks": {lun: disk(d) for lun, d in (vm.internal.get("dataDisks") or {}).items()},
+                "network": network.machine_network(self._address(vm), network.vm_subnet(self.address_space),
+                                                   self.address_space),
+                "limits": vmsizes.machine_limits(str((vm.properties.get("hardwareProfile") or {}).get("vmSize")))}
+
+    def _address(self, vm: models.Resource) -> str:
+        """The VM's private address on the default subnet (given on its first boot, kept for its life)."""
+        found = vm.internal.get("ipAddress")
+        if found:
+            return str(found)
+        with self.db.write() as s:
+            row = resources.find(s, ids.parse(vm.id))
+            if row is None:
+                raise errors.AzureError("The VM no longer exists.", status=404, code="NotFound")
+            if not row.internal.get("ipAddress"):
+                used = [r.internal.get("ipAddress") for r in s.scalars(
+                    select(models.Resource).where(models.Resource.type_key == sources.VMS.lower()))]
+                address = network.allocate_addresses(network.vm_subnet(self.address_space), used, 1)[0]
+                row.internal = {**row.internal, "ipAddress": address}
+            return str(row.internal["ipAddress"])
 
     def _set_power(self, vm_id: str, power: str, *, succeeded: bool = False) -> None:
         def apply(row: models.Resource) -> None:

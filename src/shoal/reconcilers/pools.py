@@ -37,7 +37,7 @@ from sqlalchemy import or_, select
 from shoal.core import ids
 from shoal.core.clock import Clock
 from shoal.core.timefmt import format_timestamp
-from shoal.domain import resources
+from shoal.domain import network, resources
 from shoal.domain.batch import allocation, natpools, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
@@ -66,8 +66,11 @@ class PoolAllocator:
     name = "pools"
 
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4,
-                 faults: FaultSource | None = None, core_quota: int = usage.DEFAULT_CORE_QUOTA) -> None:
+                 faults: FaultSource | None = None, core_quota: int = usage.DEFAULT_CORE_QUOTA,
+                 address_space: str = network.DEFAULT_SPACE) -> None:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
+        self.address_space = address_space  # where pools get their subnets and nodes their addresses
+        self.node_base_url = base_url  # Shoal's origin as nodes reach it (their gateway, with networks of their own)
         self.faults = faults
         self.core_quota = core_quota  # the subscriptions' regional vCPU quota (UserSubscription pools)
         self.nodes_per_replica = nodes_per_replica()
@@ -145,7 +148,7 @@ class PoolAllocator:
         # 2. record intent: new node rows, nodes leaving
         changed = bool(decision.create_dedicated or decision.create_low_priority or decision.remove)
         if changed:
-            self._record(pool, decision)
+            pool.subnet = self._record(pool, decision)  # (this copy is detached: nothing is written through it)
         # 3. act: boot new nodes, remove leaving ones, reboot/reimage, start tasks
         with self.db.read() as s:
             node_rows = node_rules.list_nodes(s, key)
@@ -185,7 +188,8 @@ class PoolAllocator:
         return changed or pending
 
     # --- intent ------------------------------------------------------------------------------------------------
-    def _record(self, pool: models.Pool, decision: allocation.Decision) -> None:
+    def _record(self, pool: models.Pool, decision: allocation.Decision) -> str | None:
+        """New node rows and nodes leaving; returns the pool's subnet."""
         now = self.clock.now()
         address = self._public_address  # resolved once, outside the transaction
         with self.db.write() as s:
@@ -194,20 +198,31 @@ class PoolAllocator:
                 node = existing.get(key)
                 if node is not None and node.pending != "remove":
                     node.pending, node.pending_option = "remove", pool.deallocation_option
-            count = len(existing)
             # Each node keeps the NAT port index it is given here for life; a removed node's index is free again.
             used = {i for i in (natpools.node_index(n.endpoints or []) for n in existing.values()) if i is not None}
-            for i in range(decision.create_dedicated + decision.create_low_priority):
+            creating = decision.create_dedicated + decision.create_low_priority
+            addresses = self._addresses(s, pool.key, [n.ip_address for n in existing.values()], creating)
+            for i in range(creating):
                 node_id = pools.new_node_id(self.clock)
-                n = count + i + 1
                 s.add(models.Node(
                     key=f"{pool.key}/{node_id}", pool_key=pool.key, node_id=node_id,
                     machine_id=f"node-{uuid.uuid4().hex[:16]}", is_dedicated=i < decision.create_dedicated,
                     state="creating", scheduling_state="enabled", state_transition_time=now, allocation_time=now,
-                    ip_address=f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}", pending="", pending_option="",
+                    ip_address=addresses[i], pending="", pending_option="",
                     errors=[], endpoints=natpools.assign(pool.spec, used, *address),
                     total_tasks_run=0, total_tasks_succeeded=0, running_tasks=0,
                     running_slots=0))
+            row = s.get(models.Pool, pool.key)
+            return row.subnet if row is not None else None
+
+    def _addresses(self, s: Any, pool_key: str, used: list[str], count: int) -> list[str]:
+        """``count`` free addresses on the pool's subnet (which the pool gets with its first nodes)."""
+        if not count:
+            return []
+        row = s.get(models.Pool, pool_key)
+        if row.subnet is None:
+            row.subnet = network.allocate_subnet(self.address_space, s.scalars(select(models.Pool.subnet)))
+        return network.allocate_addresses(row.subnet, used, count)
 
     # --- acting on the host --------------------------------------------------------------------------------------
     def _boot(self, rows: list[models.Node], pool: models.Pool,
@@ -297,19 +312,18 @@ class PoolAllocator:
             self.agent.halt(node.machine_id)
             self.agent.boot(self._machine(pool, node, replica))
 
-    @staticmethod
-    def _machine(pool: models.Pool, node: models.Node, replica: dict[str, str] | None) -> dict[str, Any]:
+    def _machine(self, pool: models.Pool, node: models.Node, replica: dict[str, str] | None) -> dict[str, Any]:
         """What the host agent boots for a node, with the gallery replica it is provisioned from (if any)."""
-        machine = node_rules.machine_spec(pool, node)
+        machine = node_rules.machine_spec(pool, node, self.address_space)
         if replica is not None:
             machine["replica"] = replica
         return machine
 
     def _prepare_dirs(self, node: models.Node) -> None:
-        root = self.agent.temp_dir(node.machine_id) / "batch" / "tasks"
-        for sub in ("shared", "startup", "workitems", "applications", "fsmounts"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(root / "shared", 0o1777)
+        root = node_rules.NODE_ROOT
+        self.agent.make_dirs(node.machine_id, [f"{root}/{sub}" for sub in ("startup", "workitems", "applications",
+                                                                            "fsmounts")])
+        self.agent.make_dirs(node.machine_id, [f"{root}/shared"], mode=0o1777)
 
     def _release_tasks(self, node_keys: list[str], option: str) -> list[str]:
         """Take running tasks off nodes that are leaving or restarting, per the deallocation option.
@@ -430,8 +444,8 @@ class PoolAllocator:
 
     def _start_task_body(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
                          account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
-        root = self.agent.temp_dir(machine_id) / "batch" / "tasks" / "startup"
-        (root / "wd").mkdir(parents=True, exist_ok=True)
+        root = f"{node_rules.NODE_ROOT}/startup"
+        self.agent.make_dirs(machine_id, [root])
         node_stub = models.Node(node_id=node_id, is_dedicated=dedicated)
         env = node_rules.base_environment(account[0], account[1], pool, node_stub)
         env.update({"AZ_BATCH_TASK_DIR": f"{node_rules.NODE_ROOT}/startup",
@@ -442,10 +456,8 @@ class PoolAllocator:
         auto = ((start.get("userIdentity") or {}).get("autoUser") or {})
         admin = str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
         env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin" if admin else "PoolNonAdmin"
-        user = None if admin else "65534"
-        if not admin:
-            for path in (root, root / "wd"):
-                os.chown(path, 65534, 65534)
+        user = None if admin else str(node_rules.NOBODY)
+        self.agent.make_dirs(machine_id, [root, f"{root}/wd"], inside_uid=0 if admin else node_rules.NOBODY)
         retries = int(start.get("maxTaskRetryCount", 0) or 0)
         attempt = 0
         result: dict[str, Any] = {}
@@ -455,7 +467,7 @@ class PoolAllocator:
             try:
                 argv = node_rules.command_argv(str(start["commandLine"]))
                 result = self.agent.run(machine_id, argv, env=env, cwd=f"{node_rules.NODE_ROOT}/startup/wd",
-                                        user=user, stdout=str(root / "stdout.txt"), stderr=str(root / "stderr.txt"))
+                                        user=user, stdout=f"{root}/stdout.txt", stderr=f"{root}/stderr.txt")
             except Exception as exc:
                 result = {"exitCode": -1, "error": str(exc)}
             code = int(result.get("exitCode", -1))
@@ -488,7 +500,7 @@ class PoolAllocator:
     def _account(self, s: Any, pool: models.Pool) -> tuple[str, str]:
         row = s.get(models.Resource, pool.account_key)
         name = row.name if row is not None else pool.account_key.rsplit("/", 1)[-1]
-        return name, f"{self.base_url}/batch/{name}"
+        return name, f"{self.node_base_url}/batch/{name}"  # (for the start task's environment)
 
     @cached_property
     def _public_address(self) -> tuple[str, str]:

@@ -10,10 +10,10 @@ a live one is watched again, and a vanished one is requeued.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 import uuid
@@ -36,10 +36,8 @@ from shoal.store import models
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
-# The machine helper writes the attempt's final status here too, so it survives a crash of the server.
-EXIT_FILE = ".shoal-exit"
 SCHEDULABLE_NODE_STATES = ("idle", "running")
-NOBODY = 65534  # the unprivileged user non-admin tasks run as
+NOBODY = node_rules.NOBODY
 SWEEP_INTERVAL = 2.0  # seconds between looks for task directories past their retention time
 
 
@@ -62,6 +60,7 @@ class TaskScheduler:
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256,
                  transfers: Transfers | None = None) -> None:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
+        self.node_base_url = base_url  # Shoal's origin as nodes reach it (their gateway, with networks of their own)
         self.transfers = transfers
         self._waiters = ThreadPoolExecutor(workers, thread_name_prefix="task-wait")
         self._done: queue.Queue[Finished] = queue.Queue()
@@ -118,7 +117,8 @@ class TaskScheduler:
         for _key, node_key, root in expired:
             machine = machines.get(node_key or "")
             if machine and root:
-                shutil.rmtree(self.agent.temp_dir(machine) / "batch" / "tasks" / root, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    self.agent.remove_path(machine, f"{node_rules.NODE_ROOT}/{root}")
         if expired:
             with self.db.write() as s:
                 for key, _node, _root in expired:
@@ -191,7 +191,7 @@ class TaskScheduler:
                                   "taskRootDirectory": f"workitems/{job.job_id}/job-1/{task.task_id}",
                                   "taskRootDirectoryUrl": f"{account_url}/pools/{pool.pool_id}/nodes/{node.node_id}/"
                                                           f"files/workitems/{job.job_id}/job-1/{task.task_id}"}
-                env = node_rules.base_environment(account_name, account_url, pool, node)
+                env = node_rules.base_environment(account_name, self._for_nodes(account_url), pool, node)
                 env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": task.task_id,
                             "AZ_BATCH_TASK_DIR": task_dir, "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd",
                             "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
@@ -217,7 +217,8 @@ class TaskScheduler:
                                  "outputs": task.spec.get("outputFiles") or [],
                                  # The job's preparation task must run on the node first: the task stays
                                  # preparing until it has.
-                                 "prepare": _special_launch(job, prep, jobtasks.PREPARATION_ID, pool, node, account_url)
+                                 "prepare": _special_launch(job, prep, jobtasks.PREPARATION_ID, pool, node, account_url,
+                                                            self._for_nodes(account_url))
                                  if prep is not None and jobtasks.usable(job.spec, prepared.get((job.key, node.key)))
                                  is None else None})
         # Tasks with files to move or a preparation to wait for run their whole attempt on a waiter thread (it
@@ -272,25 +273,27 @@ class TaskScheduler:
             return False
         return all(str(n) in done for start, end in ranges for n in range(start, end + 1))
 
+    def _for_nodes(self, url: str) -> str:
+        """A URL of this Shoal as the nodes reach it."""
+        return self.node_base_url + url[len(self.base_url):] if url.startswith(self.base_url) else url
+
     # --- running -------------------------------------------------------------------------------------------------
-    def _prepare_dir(self, machine: str, task_dir: str, admin: bool) -> Path:
-        """The task directory on the host, with its working directory, ready for a new attempt."""
-        host_dir = self._host_dir(machine, task_dir)
-        (host_dir / "wd").mkdir(parents=True, exist_ok=True)
-        (host_dir / EXIT_FILE).unlink(missing_ok=True)
-        if not admin:
-            for path in (host_dir, host_dir / "wd"):
-                os.chown(path, NOBODY, NOBODY)
-        return host_dir
+    def _prepare_dir(self, machine: str, task_dir: str, admin: bool) -> None:
+        """The task directory in the node, with its working directory, ready for a new attempt (owned by the
+        task's user; the parents by the node's root)."""
+        self.agent.make_dirs(machine, [str(Path(task_dir).parent)])
+        self.agent.make_dirs(machine, [task_dir, f"{task_dir}/wd"], inside_uid=0 if admin else NOBODY)
+        Path(self.agent.exit_file(machine, task_dir)).unlink(missing_ok=True)
 
     def _spawn(self, machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
                timeout: float | None) -> int:
-        """Start a command in a node's machine: cwd the task's wd, output and final status in its directory."""
-        host_dir = self._prepare_dir(machine, task_dir, admin)
+        """Start a command in a node's machine: cwd the task's wd, output in its directory, the final status
+        where the agent keeps it."""
+        self._prepare_dir(machine, task_dir, admin)
         started = self.agent.machines.spawn(
             machine, node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
-            user=None if admin else str(NOBODY), stdout=str(host_dir / "stdout.txt"),
-            stderr=str(host_dir / "stderr.txt"), timeout=timeout, exit_file=str(host_dir / EXIT_FILE))
+            user=None if admin else str(NOBODY), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
+            timeout=timeout, exit_file=self.agent.exit_file(machine, task_dir))
         return int(started["pid"])
 
     def _launch(self, launch: dict[str, Any]) -> int | None:
@@ -315,9 +318,9 @@ class TaskScheduler:
                 # The node may not run this job's tasks (its preparation failed): back to the queue.
                 self._finish(Finished(key, attempt, None, lost=True))
                 return
+            self._prepare_dir(launch["machine"], launch["task_dir"], launch["admin"])
             wd = self._host_dir(launch["machine"], launch["task_dir"]) / "wd"
-            wd.mkdir(parents=True, exist_ok=True)
-            owner = None if launch["admin"] else (NOBODY, NOBODY)
+            owner = self.agent.owner(launch["machine"], 0 if launch["admin"] else NOBODY)
             try:
                 assert self.transfers is not None, "task file transfers are not configured"
                 for resource in launch["resources"]:
@@ -392,10 +395,11 @@ class TaskScheduler:
         admin = str(((spec.get("userIdentity") or {}).get("autoUser") or {}).get("elevationLevel", "")).lower() \
             == "admin"
         try:
-            wd = self._prepare_dir(machine, task_dir, admin) / "wd"
+            self._prepare_dir(machine, task_dir, admin)
+            wd = self._host_dir(machine, task_dir) / "wd"
             if self.transfers is not None:
                 for resource in spec.get("resourceFiles") or []:
-                    self.transfers.download(resource, wd, None if admin else (NOBODY, NOBODY))
+                    self.transfers.download(resource, wd, self.agent.owner(machine, 0 if admin else NOBODY))
             pid = self._spawn(machine, task_dir, str(spec.get("commandLine", "")), launch["env"], admin,
                               jobtasks.timeout(spec, is_release=kind == "release"))
             result = self.agent.machines.wait(pid) or {}
@@ -437,7 +441,8 @@ class TaskScheduler:
                 if node is None or pool is None or self.agent.status(node.machine_id) != "running":
                     continue  # the node is gone: nothing to release there
                 account_url = f"{self.base_url}/batch/{job.account_key.rsplit('/', 1)[-1]}"
-                launches.append((row.key, _special_launch(job, rel, jobtasks.RELEASE_ID, pool, node, account_url)))
+                launches.append((row.key, _special_launch(job, rel, jobtasks.RELEASE_ID, pool, node, account_url,
+                                                          self._for_nodes(account_url))))
         for row_key, launch in launches:
             with self._lock:
                 if row_key in self._releasing:
@@ -464,7 +469,6 @@ class TaskScheduler:
         if not outputs or self.transfers is None:
             return item
         failed = item.exit_code != 0 or item.timed_out or item.error is not None
-        host_task = self._host_dir(machine, task_dir)
         host_root = self.agent.temp_dir(machine) / "batch" / "tasks"
         lines: list[str] = []
 
@@ -483,10 +487,10 @@ class TaskScheduler:
                 lines.append(f"ERROR {exc.code}: {exc.message}")
                 failure = failure or exc.failure_info()
         try:
-            (host_task / "fileuploadout.txt").write_text("".join(f"{line}\n" for line in lines
-                                                                 if not line.startswith("ERROR")))
-            (host_task / "fileuploaderr.txt").write_text("".join(f"{line}\n" for line in lines
-                                                                 if line.startswith("ERROR")))
+            self.agent.write_file(machine, f"{task_dir}/fileuploadout.txt", "".join(
+                f"{line}\n" for line in lines if not line.startswith("ERROR")).encode())
+            self.agent.write_file(machine, f"{task_dir}/fileuploaderr.txt", "".join(
+                f"{line}\n" for line in lines if line.startswith("ERROR")).encode())
         except OSError:
             log.warning("could not write the upload log of %s", item.task_key)
         if failure is not None:
@@ -638,7 +642,7 @@ class TaskScheduler:
             return  # wait for the attempts to end (their results arrive through the queue)
         if job.state in ("terminating", "deleting") and self._releases_pending(job):
             return  # the job's release tasks run on its nodes first
-        leftovers: list[Path] = []
+        leftovers: list[tuple[str, str]] = []
         with self.db.write() as s:
             job = s.get(models.Job, job_key)
             if job is None:
@@ -655,8 +659,7 @@ class TaskScheduler:
                 for key in node_keys - {None}:
                     node = s.get(models.Node, key)
                     if node is not None:
-                        leftovers.append(self.agent.temp_dir(node.machine_id) / "batch" / "tasks" / "workitems"
-                                         / job.job_id)
+                        leftovers.append((node.machine_id, f"{node_rules.NODE_ROOT}/workitems/{job.job_id}"))
                 s.delete(job)
             elif job.state == "terminating":
                 now = self.clock.now()
@@ -670,8 +673,9 @@ class TaskScheduler:
                 job_rules.set_state(job, self.clock, "disabled")
             elif job.state == "enabling":
                 job_rules.set_state(job, self.clock, "active")
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+        for machine, path in leftovers:
+            with contextlib.suppress(OSError):
+                self.agent.remove_path(machine, path)
 
     def _take_off(self, task_keys: list[str], option: str) -> None:
         """End running attempts of a job being disabled: ``requeue`` puts the tasks back in the queue,
@@ -727,8 +731,8 @@ class TaskScheduler:
             machine = machines.get(node_key or "")
             exit_file = None
             if machine and node_info:
-                root = self.agent.temp_dir(machine) / "batch" / "tasks"
-                exit_file = root / node_info["taskRootDirectory"] / EXIT_FILE
+                exit_file = Path(self.agent.exit_file(
+                    machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}"))
             status = read_exit_file(exit_file) if exit_file is not None else None
             # The pid may not have been recorded yet when the server died: find the helper by its exit file.
             live = _helper_for(exit_file, pid) if exit_file is not None and status is None else None
@@ -772,13 +776,13 @@ def _preload(s: Any, task_keys: list[str]) -> list[Any]:
 
 
 def _special_launch(job: models.Job, spec: dict[str, Any], default_id: str, pool: models.Pool, node: models.Node,
-                    account_url: str) -> dict[str, Any]:
+                    account_url: str, node_account_url: str) -> dict[str, Any]:
     """How to run a job preparation or release task on a node (plain data, usable outside the session)."""
     tid = jobtasks.task_id(spec, default_id)
     root = f"workitems/{job.job_id}/job-1/{tid}"
     task_dir = f"{node_rules.NODE_ROOT}/{root}"
     node_url = f"{account_url}/pools/{pool.pool_id}/nodes/{node.node_id}"
-    env = node_rules.base_environment(account_url.rsplit("/", 1)[-1], account_url, pool, node)
+    env = node_rules.base_environment(account_url.rsplit("/", 1)[-1], node_account_url, pool, node)
     env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": tid, "AZ_BATCH_TASK_DIR": task_dir,
                 "AZ_BATCH_TASK_WORKING_DIR": f"{task_dir}/wd", "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
     if default_id == jobtasks.RELEASE_ID and (prep := jobtasks.preparation(job.spec)) is not None:

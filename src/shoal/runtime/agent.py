@@ -11,6 +11,7 @@ Paths under the store directory:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -20,10 +21,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shoal.runtime import idranges, safepath, sandbox
 from shoal.runtime.layers import LayerStore
-from shoal.runtime.machines import DiskMount, MachineSpec, detect_runtime
+from shoal.runtime.machines import DiskMount, Hardening, MachineError, MachineSpec, NamespaceRuntime, detect_runtime
 from shoal.runtime.marketplace import BaseProvider, Catalog
 from shoal.runtime.replicas import ReplicaError, ReplicaStore
+from shoal.runtime.sandbox import SandboxOptions, SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +37,46 @@ class AgentError(Exception):
 
 class HostAgent:
     def __init__(self, store_dir: Path, catalog: Catalog, *, runtime: str | None = None,
-                 download_root: str | None = None, hide: tuple[str, ...] = ()) -> None:
+                 download_root: str | None = None, hide: tuple[str, ...] = (),
+                 sandbox_options: SandboxOptions | None = None) -> None:
         self.store_dir = store_dir
         store_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = catalog
         self.layers = LayerStore(store_dir / "layers")
         self.bases = BaseProvider(store_dir, self.layers)
         self.replicas = ReplicaStore(store_dir / "replicas", self.layers)
+        self.sandbox = sandbox_options or SandboxOptions()
+        hardening = None
+        if (os.environ.get("SHOAL_RUNTIME") or runtime) != "process":
+            try:
+                built = sandbox.build(self.sandbox)
+            except SandboxUnavailable as exc:
+                raise AgentError(str(exc)) from exc
+            hardening = Hardening(built.user_namespaces, built.network, built.cgroups)
         # ``hide``: host paths machines must not see through the host-root base (e.g. the state directory).
-        self.machines = detect_runtime(store_dir, prefer=runtime, hide=hide)
+        try:
+            self.machines = detect_runtime(store_dir, prefer=runtime, hide=hide, hardening=hardening)
+        except MachineError as exc:
+            raise AgentError(str(exc)) from exc
         # URLs under this prefix are Shoal's own downloads; they are read from the store directly.
         self.download_root = download_root
 
     @property
     def isolation(self) -> str:
         return self.machines.isolation
+
+    @property
+    def isolation_level(self) -> str:
+        """What is printed at start and shown on nodes: the runtime and, for namespaces, its hardening."""
+        if isinstance(self.machines, NamespaceRuntime):
+            return f"namespaces ({self.machines.hardening.level})"
+        return "process (no isolation: commands run as an unprivileged host user, without namespaces)"
+
+    @property
+    def gateway(self) -> str | None:
+        """Where machines reach the host (and Shoal's API), when they have networks of their own."""
+        net = self.machines.hardening.network if isinstance(self.machines, NamespaceRuntime) else None
+        return net.gateway if net is not None else None
 
     # --- disks ----------------------------------------------------------------------------------------
     def disk_dirs(self, upper_id: str) -> tuple[Path, Path]:
@@ -62,11 +90,12 @@ class HostAgent:
         shutil.rmtree(self.store_dir / "disks" / upper_id, ignore_errors=True)
 
     def capture_disk(self, upper_id: str) -> str | None:
-        """The disk's writable layer as a new immutable layer (None when nothing was written)."""
+        """The disk's writable layer as a new immutable layer (None when nothing was written). Files owned by
+        the id range of the machine that wrote them are recorded with the image's own ids."""
         upper, _ = self.disk_dirs(upper_id)
         if not any(upper.iterdir()):
             return None
-        return self.layers.capture(upper).digest
+        return self.layers.capture(upper, id_shift=idranges.recorded_base(upper) or 0).digest
 
     def import_disk_file(self, uri: str) -> str:
         """Import a root-filesystem or layer tarball from a path, a file:// URL or an http(s) URL."""
@@ -195,7 +224,7 @@ class HostAgent:
             data_disks={int(lun): self._mount(d, (replica.get("data") or {}).get(str(lun)))
                         for lun, d in (machine.get("dataDisks") or {}).items()},
             temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []],
-            volatile=bool(machine.get("volatile")),
+            volatile=bool(machine.get("volatile")), network=machine.get("network"), limits=machine.get("limits"),
         )
         # A node from a replica is built by the replica's resident provisioner (one stream per replica).
         return dict(self.machines.create(spec, provisioner=replica.get("replica")))
@@ -219,6 +248,36 @@ class HostAgent:
     def temp_dir(self, machine_id: str) -> Path:
         """The host directory behind the machine's temporary drive (/mnt inside)."""
         return self.store_dir / "temp" / machine_id
+
+    # --- files on a machine's temporary drive ---------------------------------------------------------------
+    def owner(self, machine_id: str, inside_uid: int = 0) -> tuple[int, int]:
+        """The host uid/gid of a user inside a machine (its range, or the id itself without a user namespace)."""
+        ids = self.machines.id_range(machine_id) if isinstance(self.machines, NamespaceRuntime) else None
+        host = ids.host(inside_uid) if ids is not None else inside_uid
+        return host, host
+
+    def make_dirs(self, machine_id: str, paths: list[str], *, inside_uid: int = 0, mode: int = 0o755) -> None:
+        """``mkdir -p`` of paths under the machine's /mnt (paths inside it), owned by a user of the machine.
+        Nothing is followed that the machine could have made a link."""
+        root = self.temp_dir(machine_id)
+        owner = self.owner(machine_id, inside_uid)
+        for path in paths:
+            safepath.makedirs_beneath(root, _under_mnt(path), owner, mode, own_existing=True)
+
+    def remove_path(self, machine_id: str, path: str) -> None:
+        """Remove a file or tree under the machine's /mnt, without following links."""
+        safepath.remove_beneath(self.temp_dir(machine_id), _under_mnt(path))
+
+    def write_file(self, machine_id: str, path: str, data: bytes, *, inside_uid: int = 0) -> None:
+        """Write a file under the machine's /mnt (e.g. an upload log), as a user of the machine."""
+        safepath.write_beneath(self.temp_dir(machine_id), _under_mnt(path), data, self.owner(machine_id, inside_uid))
+
+    def exit_file(self, machine_id: str, key: str) -> str:
+        """Where the final status of a command is kept (out of the machine's reach: it is written with the
+        host's rights)."""
+        directory = self.store_dir / "machines" / machine_id / "exits"
+        directory.mkdir(parents=True, exist_ok=True)
+        return str(directory / hashlib.sha256(key.encode()).hexdigest()[:32])
 
     def adopt(self) -> dict[str, str]:
         return dict(self.machines.adopt())
@@ -260,3 +319,10 @@ class HostAgent:
         self.replicas.sweep(self._mounted_lowers())
         return self.layers.gc(referenced | self.bases.referenced_digests())
 
+
+
+def _under_mnt(path: str) -> str:
+    """A path inside a machine under its temporary drive, relative to that drive."""
+    if path != "/mnt" and not path.startswith("/mnt/"):
+        raise AgentError(f"{path} is not on the machine's temporary drive (/mnt)")
+    return path[len("/mnt"):].lstrip("/")

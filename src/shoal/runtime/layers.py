@@ -246,8 +246,17 @@ class _Walk:
     dst_root: int | None
     exclude: frozenset[str]
     owner: bool                      # chown the copies (only root can)
+    shift: int = 0                   # host ids of a machine's range: base..base+65535 are recorded as 0..65535
     entries: int = 0
     links: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def _ids(self, st: os.stat_result) -> tuple[int, int]:
+        """The ids a layer records: a machine's range mapped back to the image's own ids (others as they are)."""
+        if not self.shift:
+            return st.st_uid, st.st_gid
+        top = self.shift + 65536
+        return (st.st_uid - self.shift if self.shift <= st.st_uid < top else st.st_uid,
+                st.st_gid - self.shift if self.shift <= st.st_gid < top else st.st_gid)
 
     def tree(self, src_root: int) -> None:
         opaque = self._opaque(src_root, ".")
@@ -342,7 +351,7 @@ class _Walk:
             opaque = self._opaque(fd, rel)
             mtime = st.st_mtime_ns // 1_000_000_000
             self.entries += 1
-            self.sink.add(tar_header(rel.encode() + b"/", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, 0,
+            self.sink.add(tar_header(rel.encode() + b"/", stat.S_IMODE(st.st_mode), *self._ids(st), 0,
                                      mtime, b"5"))
             if dfd is not None:
                 os.mkdir(name, 0o700, dir_fd=dfd)
@@ -352,7 +361,7 @@ class _Walk:
             self._dir(fd, cfd, rel + "/", opaque, depth + 1)
             if cfd is not None:  # after the contents: creating them changes the directory's mtime
                 if self.owner:
-                    os.fchown(cfd, st.st_uid, st.st_gid)
+                    os.fchown(cfd, *self._ids(st))
                 os.fchmod(cfd, stat.S_IMODE(st.st_mode))
                 os.utime(cfd, ns=(mtime * 1_000_000_000, mtime * 1_000_000_000))
         finally:
@@ -383,7 +392,7 @@ class _Walk:
                 first = self.links.get(key)
                 if first is not None:
                     self.entries += 1
-                    self.sink.add(tar_header(rel.encode(), mode, st.st_uid, st.st_gid, 0, mtime, b"1",
+                    self.sink.add(tar_header(rel.encode(), mode, *self._ids(st), 0, mtime, b"1",
                                              first.encode()))
                     if dfd is not None and self.dst_root is not None:
                         os.link(first, name, src_dir_fd=self.dst_root, dst_dir_fd=dfd, follow_symlinks=False)
@@ -395,7 +404,7 @@ class _Walk:
                         raise LayerError(f"file {rel!r} is a metadata-only copy-up (overlay metacopy): its data "
                                          "is in a lower layer; mount overlays with metacopy=off")
             self.entries += 1
-            self.sink.add(tar_header(rel.encode(), mode, st.st_uid, st.st_gid, size, mtime, b"0"))
+            self.sink.add(tar_header(rel.encode(), mode, *self._ids(st), size, mtime, b"0"))
             ofd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dfd) if dfd is not None else -1
             try:
                 left = size
@@ -411,7 +420,7 @@ class _Walk:
                     self.sink.add(_ZEROS[: 512 - size % 512])
                 if ofd >= 0:
                     if self.owner:
-                        os.fchown(ofd, st.st_uid, st.st_gid)
+                        os.fchown(ofd, *self._ids(st))
                     os.fchmod(ofd, mode)
                     os.utime(ofd, ns=(mtime * 1_000_000_000, mtime * 1_000_000_000))
             finally:
@@ -440,11 +449,11 @@ class _Walk:
             raise LayerError(f"symlink {rel!r} has a target longer than {_MAX_PATH} bytes")
         mtime = st.st_mtime_ns // 1_000_000_000
         self.entries += 1
-        self.sink.add(tar_header(rel.encode(), 0o777, st.st_uid, st.st_gid, 0, mtime, b"2", encoded))
+        self.sink.add(tar_header(rel.encode(), 0o777, *self._ids(st), 0, mtime, b"2", encoded))
         if dfd is not None:
             os.symlink(target, name, dir_fd=dfd)
             if self.owner:
-                os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+                os.chown(name, *self._ids(st), dir_fd=dfd, follow_symlinks=False)
             os.utime(name, ns=(mtime * 1_000_000_000, mtime * 1_000_000_000), dir_fd=dfd, follow_symlinks=False)
 
     def _other(self, sfd: int, dfd: int | None, name: str, rel: str) -> None:
@@ -875,12 +884,15 @@ class LayerStore:
 
     # ---- creating layers --------------------------------------------------------------------------------------
 
-    def capture(self, upper: Path, *, exclude: Sequence[str] = ("tmp", "run", "var/tmp")) -> LayerInfo:
+    def capture(self, upper: Path, *, exclude: Sequence[str] = ("tmp", "run", "var/tmp"),
+                id_shift: int = 0) -> LayerInfo:
         """Turn an overlay upper dir into a layer (see the module docstring for the conversion rules).
 
-        ``exclude``: paths relative to ``upper`` left out with everything below them. Idempotent by digest.
+        ``exclude``: paths relative to ``upper`` left out with everything below them. ``id_shift``: the upper
+        belongs to a machine whose ids start there on the host (a user namespace); they are recorded as the
+        image's own (0-based) ids. Idempotent by digest.
         """
-        return self._from_tree(Path(upper), frozenset(p.strip("/") for p in exclude if p.strip("/")))
+        return self._from_tree(Path(upper), frozenset(p.strip("/") for p in exclude if p.strip("/")), id_shift)
 
     def import_dir(self, tree: Path) -> LayerInfo:
         """A plain directory tree (e.g. debootstrap output) as a layer. The tree is copied, not consumed.
@@ -890,14 +902,14 @@ class LayerStore:
         """
         return self._from_tree(Path(tree), frozenset())
 
-    def _from_tree(self, tree: Path, exclude: frozenset[str]) -> LayerInfo:
+    def _from_tree(self, tree: Path, exclude: frozenset[str], id_shift: int = 0) -> LayerInfo:
         src = os.open(tree, _DIR_FLAGS)
         try:
             with self._staging() as staging:
                 (staging / "tree").mkdir(mode=0o755)
                 dst = os.open(staging / "tree", _DIR_FLAGS)
                 try:
-                    info = self._serialize(src, dst, staging / "blob.tar.zst", exclude)
+                    info = self._serialize(src, dst, staging / "blob.tar.zst", exclude, id_shift)
                 finally:
                     os.close(dst)
                 return self._publish(staging, info)
@@ -942,11 +954,12 @@ class LayerStore:
                                  f"{reader.sha.hexdigest()} (canonical form {info.digest})")
             return self._publish(staging, info)
 
-    def _serialize(self, src: int, dst: int | None, blob: Path | None, exclude: frozenset[str]) -> LayerInfo:
+    def _serialize(self, src: int, dst: int | None, blob: Path | None, exclude: frozenset[str],
+                   id_shift: int = 0) -> LayerInfo:
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(blob, "wb", buffering=0)) if blob is not None else None
             sink = _Sink(out, self.compression_level, self.threads)
-            walk = _Walk(sink, dst, exclude, self._owner)
+            walk = _Walk(sink, dst, exclude, self._owner, id_shift)
             try:
                 walk.tree(src)
                 digest = sink.finish()

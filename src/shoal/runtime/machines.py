@@ -76,13 +76,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from shoal.runtime import idranges
+from shoal.runtime.cgroups import CgroupError, Cgroups, Limits, remove_cgroups
+from shoal.runtime.idranges import IdRange, IdRangeError, IdRanges
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.native import MachineError, ensure_helper, join
 from shoal.runtime.native.hostbase import HOST_MASKED, HostBase, mount_points
 from shoal.runtime.native.join import OUTPUT_CAP
 from shoal.runtime.native.provisioner import Provisioner, ProvisionerGone
+from shoal.runtime.nodenet import NodeNetwork
 
-__all__ = ["HOST_MASKED", "OUTPUT_CAP", "DiskMount", "MachineError", "MachineRuntime", "MachineSpec",
+__all__ = ["HOST_MASKED", "OUTPUT_CAP", "DiskMount", "Hardening", "MachineError", "MachineRuntime", "MachineSpec",
            "NamespaceRuntime", "ProcessRuntime", "apply_layer_dirs", "detect_runtime", "mount_points",
            "probe_namespaces", "store_materializer"]
 
@@ -117,6 +121,10 @@ class MachineSpec:
     temp_dir: str  # the temporary drive: /mnt and /mnt/resource inside
     binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, path inside, read only)
     volatile: bool = False  # OS disk without fsync (pool nodes); VMs whose disks get captured stay durable
+    # Its own network (hardened hosts): {"address": "10.224.16.4", "prefix": 20, "gateway": "10.224.0.1"}.
+    network: dict[str, Any] | None = None
+    # Its VM size: {"cores": 2, "memoryBytes": ..., "pids": ...} (cgroup limits on hardened hosts).
+    limits: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def disk(d: DiskMount) -> dict[str, Any]:
@@ -124,7 +132,8 @@ class MachineSpec:
 
         return {"machine_id": self.machine_id, "hostname": self.hostname, "base": self.base,
                 "os_disk": disk(self.os_disk), "data_disks": {lun: disk(d) for lun, d in self.data_disks.items()},
-                "temp_dir": self.temp_dir, "binds": [tuple(b) for b in self.binds], "volatile": self.volatile}
+                "temp_dir": self.temp_dir, "binds": [tuple(b) for b in self.binds], "volatile": self.volatile,
+                "network": self.network, "limits": self.limits}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MachineSpec:
@@ -135,7 +144,27 @@ class MachineSpec:
                    os_disk=disk(data["os_disk"]),
                    data_disks={int(lun): disk(d) for lun, d in data["data_disks"].items()},
                    temp_dir=data["temp_dir"], binds=[(h, i, bool(ro)) for h, i, ro in data.get("binds", [])],
-                   volatile=bool(data.get("volatile", False)))
+                   volatile=bool(data.get("volatile", False)), network=data.get("network"),
+                   limits=data.get("limits"))
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """What makes a namespace machine a security boundary (see the module docstring, "Hardened machines").
+
+    Each piece is chosen by the operator; ``shoal serve`` refuses to start without one it was asked for."""
+
+    user_namespaces: bool = False
+    network: NodeNetwork | None = None  # None: machines share the host's network
+    cgroups: Cgroups | None = None  # None: no per-machine limits
+
+    @property
+    def level(self) -> str:
+        """How the isolation level is printed."""
+        parts = ["user namespaces" if self.user_namespaces else "no user namespaces",
+                 f"own network ({self.network.space})" if self.network else "host network",
+                 f"cgroup {self.cgroups.version} limits" if self.cgroups else "no cgroup limits"]
+        return ", ".join(parts)
 
 
 class MachineRuntime(Protocol):
@@ -311,13 +340,17 @@ class NamespaceRuntime:
 
     isolation = "namespaces"
 
-    def __init__(self, store_dir: Path, *, hide: Sequence[str] = (), host_base_dir: Path | None = None) -> None:
+    def __init__(self, store_dir: Path, *, hide: Sequence[str] = (), host_base_dir: Path | None = None,
+                 hardening: Hardening | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.records = _Records(self.store_dir)
+        self.hardening = hardening or Hardening()
+        self.ids = IdRanges(self.store_dir / "idranges") if self.hardening.user_namespaces else None
         self.host_base = HostBase(host_base_dir, [str(self.store_dir), *hide])
         self._empty = self.store_dir / "bases" / "empty"  # the lower layer of an empty data disk
         self._hosts_text: str | None = None
         self._inits: dict[str, tuple[int, int]] = {}  # machine id -> (init pid, start time)
+        self._joins: dict[str, list[str]] = {}  # machine id -> extra `join` arguments (its cgroups)
         self._jobs: dict[int, tuple[str, join.Started, _Capture]] = {}  # spawned: helper pid -> ...
         self._jobs_lock = threading.Lock()
         self._helper: str | None = None
@@ -350,8 +383,12 @@ class NamespaceRuntime:
             if not os.path.isdir(base):
                 raise MachineError(f"base {base!r} is not a directory")
             mdir = self.records.dir(spec.machine_id)
+            ids: IdRange | None = None
+            cgroups: list[str] = []
             try:
-                argv = self._prepare(spec, mdir, base)
+                ids = self._id_range(spec)
+                cgroups = self._cgroups_of(spec)
+                argv = self._prepare(spec, mdir, base, ids, cgroups)
                 pid = self._build(spec.machine_id, argv, provisioner)
                 st = _proc_stat(pid)
                 if st is None:
@@ -359,12 +396,54 @@ class NamespaceRuntime:
             except BaseException:
                 self._kill_strays(spec.machine_id)
                 shutil.rmtree(mdir, ignore_errors=True)
+                self._release(spec.machine_id, ids.base if ids else None, cgroups)
                 raise
             record = {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": pid,
-                      "initStartTime": st[1], "createdAt": time.time(), "spec": spec.to_dict()}
+                      "initStartTime": st[1], "createdAt": time.time(), "spec": spec.to_dict(),
+                      "idBase": ids.base if ids else None, "cgroups": cgroups}
             self.records.write(spec.machine_id, record)
             self._inits[spec.machine_id] = (pid, st[1])
+            self._joins[spec.machine_id] = _join_extra(record)
             return self._info(record)
+
+    # ------------------------------------------------------------------ hardening
+
+    def _id_range(self, spec: MachineSpec) -> IdRange | None:
+        """The machine's host id range (its disks' current owner when that range is free)."""
+        if self.ids is None:
+            return None
+        try:
+            return self.ids.allocate(spec.machine_id, prefer=idranges.recorded_base(Path(spec.os_disk.upper)))
+        except IdRangeError as exc:
+            raise MachineError(f"machine {spec.machine_id}: {exc}") from exc
+
+    def _cgroups_of(self, spec: MachineSpec) -> list[str]:
+        cg = self.hardening.cgroups
+        if cg is None or not spec.limits:
+            return []
+        try:
+            return cg.create(spec.machine_id, Limits.from_dict(spec.limits))
+        except CgroupError as exc:
+            raise MachineError(str(exc)) from exc
+
+    def _release(self, machine_id: str, id_base: int | None, cgroups: Sequence[str]) -> None:
+        """Give back what a machine held on the host beyond its processes: its id range, its cgroups."""
+        if self.ids is not None and id_base is not None:
+            self.ids.release(id_base, machine_id)
+        if cgroups:
+            remove_cgroups(cgroups)
+
+    def id_range(self, machine_id: str) -> IdRange | None:
+        """The host ids of a running machine's users (None: it runs with the host's ids)."""
+        record = self.records.read(machine_id)
+        base = record.get("idBase") if record else None
+        return IdRange(int(base)) if base else None
+
+    def usage(self, machine_id: str) -> dict[str, float] | None:
+        """CPU seconds and memory bytes used, from the machine's cgroup (None without one)."""
+        cg = self.hardening.cgroups
+        found = cg.usage(machine_id) if cg is not None else None
+        return {"cpuSeconds": found.cpu_seconds, "memoryBytes": found.memory_bytes} if found else None
 
     def _build(self, machine_id: str, argv: _Argv, provisioner: str | None) -> int:
         """Run ``shoal-machine init`` (launched, or through a resident provisioner): the machine's init pid."""
@@ -405,7 +484,7 @@ class NamespaceRuntime:
         with self._provisioners_lock:
             return list(self._provisioners)
 
-    def _prepare(self, spec: MachineSpec, mdir: Path, base: str) -> _Argv:
+    def _prepare(self, spec: MachineSpec, mdir: Path, base: str, ids: IdRange | None, cgroups: list[str]) -> _Argv:
         """Make the machine's directories and return the helper's command line."""
         skel = self._skeleton(spec)
         os.makedirs(mdir / "root")
@@ -423,11 +502,18 @@ class NamespaceRuntime:
         if not os.path.lexists(os.path.join(spec.temp_dir, "resource")):
             os.symlink(".", os.path.join(spec.temp_dir, "resource"))
         self._empty.mkdir(parents=True, exist_ok=True)
+        # What the machine writes belongs to its id range: its disks' uppers and its temporary drive.
+        for directory in (spec.os_disk.upper, *(d.upper for d in spec.data_disks.values()), spec.temp_dir):
+            idranges.own(Path(directory), ids)
 
         argv = [self.helper(), "init", "--id", spec.machine_id, "--root", str(mdir / "root"),
                 "--overlay", "/", "--lower", skel]
         argv += [a for layer in spec.os_disk.lower for a in ("--lower", layer)]
-        argv += ["--lower", base, "--upper", spec.os_disk.upper, "--work", spec.os_disk.work]
+        if ids is not None and spec.base == "host":
+            argv += ["--lower-host", str(self.host_base.mask)]  # id-mapped per machine (see the helper)
+        else:
+            argv += ["--lower", base]
+        argv += ["--upper", spec.os_disk.upper, "--work", spec.os_disk.work]
         if spec.volatile:
             argv.append("--volatile")
         for lun in sorted(spec.data_disks):
@@ -442,7 +528,18 @@ class NamespaceRuntime:
                  "--robind", str(mdir / "etc" / "hostname"), "/etc/hostname"]
         for host, inside, read_only in sorted(spec.binds, key=lambda b: b[1].count("/")):
             argv += ["--robind" if read_only else "--bind", host, inside]
-        return [*argv, "--hostname", spec.hostname, "--sysfs"]
+        argv += ["--hostname", spec.hostname, "--sysfs"]
+        if ids is not None:
+            argv += ["--userns", f"{ids.base}:{ids.size}"]
+        net = self.hardening.network
+        if net is not None and spec.network:
+            argv += ["--net", net.veth(spec.machine_id), f"{spec.network['address']}/{spec.network['prefix']}",
+                     str(spec.network.get("gateway") or net.gateway)]
+        elif net is not None:
+            argv.append("--netns")  # no address given: a network of its own all the same, with loopback only
+        for directory in cgroups:
+            argv += ["--cgroup", directory]
+        return argv
 
     def _skeleton(self, spec: MachineSpec) -> str:
         """The skeleton lower layer of a machine: its mount points (``/proc``, ``/dev``, ``/datadisks/lunN``,
@@ -494,11 +591,13 @@ class NamespaceRuntime:
         with self.records.lock(machine_id):
             record = self.records.read(machine_id)
             self._inits.pop(machine_id, None)
+            self._joins.pop(machine_id, None)
             if record:
                 _kill_init(record.get("initPid"), record.get("initStartTime"))
             elif self.records.dir(machine_id).exists():
                 self._kill_strays(machine_id)  # a create() that was interrupted before it wrote the record
             self.records.remove(machine_id, record, keep_temp=keep_temp)
+            self._release(machine_id, (record or {}).get("idBase"), (record or {}).get("cgroups") or [])
 
     def status(self, machine_id: str) -> str:
         record = self.records.read(machine_id)
@@ -525,10 +624,12 @@ class NamespaceRuntime:
                 record = self.records.read(machine_id)
                 if record and _alive(record.get("initPid"), record.get("initStartTime")):
                     self._inits[machine_id] = (record["initPid"], record["initStartTime"])
+                    self._joins[machine_id] = _join_extra(record)
                     found[machine_id] = "running"
                 else:
                     self._kill_strays(machine_id)
                     self.records.remove(machine_id, record, keep_temp=False)
+                    self._release(machine_id, (record or {}).get("idBase"), (record or {}).get("cgroups") or [])
                     found[machine_id] = "stopped"
         known = {(pid, start) for pid, start in self._inits.values()}
         for machine_id, pid, start in self._scan_inits():
@@ -538,6 +639,11 @@ class NamespaceRuntime:
         for path in self.records.machines_dir.iterdir():
             if path.name not in found and not path.name.startswith("."):
                 shutil.rmtree(path, ignore_errors=True)  # a create() interrupted before it wrote machine.json
+        running = {m for m, state in found.items() if state == "running"}
+        if self.ids is not None:
+            self.ids.retain_only(running)
+        if self.hardening.cgroups is not None:
+            self.hardening.cgroups.sweep(running)
         return found
 
     def _scan_inits(self) -> _InitList:
@@ -585,15 +691,18 @@ class NamespaceRuntime:
             if not record or not _alive(record.get("initPid"), record.get("initStartTime")):
                 raise MachineError(f"machine {machine_id} is not running")
             init = self._inits[machine_id] = (record["initPid"], record["initStartTime"])
+            self._joins[machine_id] = _join_extra(record)
         return init
 
-    def _join_argv(self, machine_id: str, argv: Sequence[str], cwd: str, user: str | None, stdin: str | None,
-                   stdout: str | None, stderr: str | None, timeout: float | None,
+    def _join_argv(self, machine_id: str, argv: Sequence[str], cwd: str, user: str | None,
+                   files: Sequence[tuple[str, str | None]], timeout: float | None,
                    exit_file: str | None = None) -> _Argv:
+        """``files``: (helper option, path) pairs; ``--stdin``/``--stdout``/``--stderr`` take host paths (Shoal's
+        scratch files), ``--in-stdin``/``--in-stdout``/``--in-stderr`` paths inside the machine."""
         pid, start = self._init_of(machine_id)
-        args = [self.helper(), "join", "--init", f"{pid}:{start}", "--cwd", cwd, "--status-fd", str(join.STATUS_FD)]
-        for opt, value in (("--user", user), ("--stdin", stdin), ("--stdout", stdout), ("--stderr", stderr),
-                           ("--exit-file", exit_file)):
+        args = [self.helper(), "join", "--init", f"{pid}:{start}", "--cwd", cwd, "--status-fd", str(join.STATUS_FD),
+                *self._joins.get(machine_id, ())]
+        for opt, value in (("--user", user), *files, ("--exit-file", exit_file)):
             if value is not None:
                 args += [opt, value]
         if timeout is not None:
@@ -605,14 +714,16 @@ class NamespaceRuntime:
             timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
         """Run ``argv`` inside the machine and wait for it.
 
-        ``env`` is the command's whole environment. ``stdout``/``stderr`` are host paths of files to write; when
-        None the output is captured and returned (up to 4 MiB each). Returns ``{"exitCode", "signal",
+        ``env`` is the command's whole environment. ``stdout``/``stderr`` are paths inside the machine of files to
+        write (opened there, with the machine root's rights); when None the output is captured and returned (up
+        to 4 MiB each). Returns ``{"exitCode", "signal",
         "timedOut"}`` (+ ``"stdout"``/``"stderr"`` bytes when captured; + ``"error"`` when the program could not
         be started: exit code 125 for a bad user or cwd, 126/127 when it cannot be executed / is not found).
         A command killed by signal N has exitCode 128+N. On timeout its whole process tree is killed.
         """
         _check_command(argv, env, cwd, timeout)
-        args = self._join_argv(machine_id, argv, cwd, user, None, stdout, stderr, timeout)
+        args = self._join_argv(machine_id, argv, cwd, user, [("--in-stdout", stdout), ("--in-stderr", stderr)],
+                               timeout)
         job = join.start(args, env, feed_stdin=stdin is not None, capture_stdout=stdout is None,
                          capture_stderr=stderr is None)
         try:
@@ -629,16 +740,20 @@ class NamespaceRuntime:
               timeout: float | None = None, stdin: bytes | None = None,
               exit_file: str | None = None) -> dict[str, Any]:
         """Start ``argv`` inside the machine without waiting: returns ``{"pid": host pid}`` for :meth:`wait`
-        and :meth:`kill`. Output not sent to a host path is captured in files and returned by :meth:`wait`.
+        and :meth:`kill`. Output not sent to a file (a path inside the machine) is captured in scratch files and
+        returned by :meth:`wait`.
 
         The helper runs in a session of its own, so a spawned command survives the server. Its result is then
-        lost with the server unless ``exit_file`` (a host path) is given: the helper also writes the final
+        lost with the server unless ``exit_file`` (a host path, where the machine cannot reach) is given: the
+        helper also writes the final
         status line there (``R <exit code> <signal> <timed out> ...``, see :func:`read_exit_file`)."""
         _check_command(argv, env, cwd, timeout)
         self._init_of(machine_id)
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
-        args = self._join_argv(machine_id, argv, cwd, user, str(cap.stdin) if cap.stdin else None,
-                               stdout or str(cap.out), stderr or str(cap.err), timeout, exit_file)
+        files = [("--stdin", str(cap.stdin) if cap.stdin else None),
+                 ("--in-stdout", stdout) if stdout else ("--stdout", str(cap.out)),
+                 ("--in-stderr", stderr) if stderr else ("--stderr", str(cap.err))]
+        args = self._join_argv(machine_id, argv, cwd, user, files, timeout, exit_file)
         job = join.start(args, env, feed_stdin=False, capture_stdout=False, capture_stderr=False,
                          new_session=True)
         with self._jobs_lock:
@@ -671,6 +786,11 @@ class NamespaceRuntime:
             if pid in self._jobs:  # not reaped yet, so the pid cannot have been reused
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)  # the helper turns this into a kill of the tree
+
+
+def _join_extra(record: Mapping[str, Any]) -> list[str]:
+    """What ``join`` needs besides the init: the machine's cgroups (its commands join them)."""
+    return [a for d in record.get("cgroups") or [] for a in ("--cgroup", d)]
 
 
 def _kill_init(pid: int | None, start: int | None) -> None:
@@ -886,10 +1006,11 @@ class ProcessRuntime:
             user: str | None = None, stdout: str | None = None, stderr: str | None = None,
             timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
-            out: Any = stack.enter_context(open(stdout, "wb")) if stdout else subprocess.PIPE
+            out: Any = stack.enter_context(open(self.host_path(machine_id, stdout), "wb")) if stdout \
+                else subprocess.PIPE
             err: Any = subprocess.PIPE
             if stderr is not None:
-                err = out if stderr == stdout else stack.enter_context(open(stderr, "wb"))
+                err = out if stderr == stdout else stack.enter_context(open(self.host_path(machine_id, stderr), "wb"))
             proc = self._popen(machine_id, argv, env, cwd, user,
                                subprocess.DEVNULL if stdin is None else subprocess.PIPE, out, err)
             if isinstance(proc, dict):
@@ -915,8 +1036,9 @@ class ProcessRuntime:
         # exit_file: not supported here (processes die with the server in this runtime anyway).
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         with contextlib.ExitStack() as stack:
-            fout = stack.enter_context(open(stdout or str(cap.out), "wb"))
-            ferr = fout if stderr == stdout and stdout else stack.enter_context(open(stderr or str(cap.err), "wb"))
+            fout = stack.enter_context(open(self.host_path(machine_id, stdout) if stdout else str(cap.out), "wb"))
+            ferr = fout if stderr == stdout and stdout else stack.enter_context(
+                open(self.host_path(machine_id, stderr) if stderr else str(cap.err), "wb"))
             fin = stack.enter_context(open(cap.stdin, "rb")) if cap.stdin else subprocess.DEVNULL
             proc = self._popen(machine_id, argv, env, cwd, user, fin, fout, ferr)
         if isinstance(proc, dict):
@@ -972,21 +1094,23 @@ def _returncode_result(returncode: int, timed_out: bool) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- detection
 
 
-def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = (), host_base_dir: Path | None = None) -> str | None:
+def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = (), host_base_dir: Path | None = None,
+                     hardening: Hardening | None = None) -> str | None:
     """None if namespace machines work here, else why not (builds the helper, mounts the host base, and
-    creates and destroys a throw-away machine)."""
+    creates and destroys a throw-away machine, hardened as asked)."""
     if sys.platform != "linux":
         return f"namespaces need Linux (this is {sys.platform})"
     if os.geteuid() != 0:
         return "namespaces and overlay mounts need root"
-    runtime = NamespaceRuntime(store_dir, hide=hide, host_base_dir=host_base_dir)
+    runtime = NamespaceRuntime(store_dir, hide=hide, host_base_dir=host_base_dir, hardening=hardening)
     probe_id = f"shoal-probe-{os.getpid()}"
     scratch = runtime.store_dir / "machines" / f".{probe_id}"
     try:
         runtime.host_base.ensure()
         spec = MachineSpec(machine_id=probe_id, hostname="probe", base=str(scratch / "base"),
                            os_disk=DiskMount([], str(scratch / "upper"), str(scratch / "work")),
-                           data_disks={}, temp_dir=str(scratch / "temp"))
+                           data_disks={}, temp_dir=str(scratch / "temp"),
+                           limits={"cores": 1, "memoryBytes": 256 << 20, "pids": 64})
         (scratch / "base").mkdir(parents=True, exist_ok=True)
         runtime.create(spec)
         runtime.destroy(probe_id)
@@ -998,26 +1122,27 @@ def probe_namespaces(store_dir: Path, *, hide: Sequence[str] = (), host_base_dir
 
 
 def detect_runtime(store_dir: Path, *, prefer: str | None = None, hide: Sequence[str] = (),
-                   host_base_dir: Path | None = None) -> MachineRuntime:
-    """The best machine runtime available here.
+                   host_base_dir: Path | None = None, hardening: Hardening | None = None,
+                   probe: bool = True) -> MachineRuntime:
+    """The machine runtime asked for: namespaces (with ``hardening``) unless ``prefer="process"`` or
+    ``SHOAL_RUNTIME=process``. It never falls back silently: when the namespaces runtime does not work here,
+    MachineError says why (the operator may then choose the process runtime, which isolates nothing).
 
-    ``SHOAL_RUNTIME`` (``namespaces`` or ``process``) forces a choice; otherwise ``prefer="process"`` picks the
-    fallback, and by default namespaces are used when the probe succeeds. ``hide`` lists more host paths to mask
-    in the host base (e.g. the state directory, when it is on the root filesystem); ``host_base_dir`` moves the
-    host base's mounts from ``/run/shoal`` (or ``SHOAL_HOSTBASE_DIR``).
+    ``hide`` lists more host paths to mask in the host base (e.g. the state directory, when it is on the root
+    filesystem); ``host_base_dir`` moves the host base's mounts from ``/run/shoal`` (or ``SHOAL_HOSTBASE_DIR``).
+    ``probe=False`` skips the throw-away machine (tools that only inspect or tear down machines).
     """
     choice = os.environ.get("SHOAL_RUNTIME") or prefer
     if choice not in (None, "namespaces", "process"):
         raise ValueError(f"unknown machine runtime {choice!r} (namespaces or process)")
     if choice == "process":
         return ProcessRuntime(store_dir)
-    problem = probe_namespaces(Path(store_dir), hide=hide, host_base_dir=host_base_dir)
+    problem = probe_namespaces(Path(store_dir), hide=hide, host_base_dir=host_base_dir,
+                               hardening=hardening) if probe else None
     if problem is None:
-        return NamespaceRuntime(store_dir, hide=hide, host_base_dir=host_base_dir)
-    if choice == "namespaces":
-        raise MachineError(f"the namespaces machine runtime is not available: {problem}")
-    log.warning("machines fall back to plain processes (reduced isolation): %s", problem)
-    return ProcessRuntime(store_dir)
+        return NamespaceRuntime(store_dir, hide=hide, host_base_dir=host_base_dir, hardening=hardening)
+    raise MachineError(f"the namespaces machine runtime does not work here: {problem}. Machines without any "
+                       "isolation are available with --runtime process (see `shoal doctor`).")
 
 
 def read_exit_file(path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -182,6 +182,8 @@ class Pool(Versioned, Base):
     resize_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     resize_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
     autoscale: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The pool's private subnet in the server's node address space (given when its first nodes are made).
+    subnet: Mapped[str | None] = mapped_column(String(18), nullable=True, unique=True, index=True)
     etag: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_modified: Mapped[datetime]

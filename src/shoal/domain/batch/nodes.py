@@ -11,9 +11,12 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors
 from shoal.core.clock import Clock
+from shoal.domain import network
+from shoal.domain.batch import vmsizes
 from shoal.store import models
 
 NODE_ROOT = "/mnt/batch/tasks"
+NOBODY = 65534  # the unprivileged user (inside the node) that non-admin tasks run as
 TRANSITIONAL = ("creating", "starting", "rebooting", "reimaging", "waitingforstarttask")
 _TRANSITIONS: dict[str, set[str]] = {
     "creating": {"starting", "unusable", "leavingpool"},
@@ -77,17 +80,22 @@ def enable_scheduling(node: models.Node, clock: Clock) -> None:
         set_state(node, clock, "idle")
 
 
-def machine_spec(pool: models.Pool, node: models.Node) -> dict[str, Any]:
-    """What the host agent boots for a node: the pool image's layers, one upper per disk, volatile."""
+def machine_spec(pool: models.Pool, node: models.Node, space: str = network.DEFAULT_SPACE) -> dict[str, Any]:
+    """What the host agent boots for a node: the pool image's layers, one upper per disk, volatile; its address
+    on the pool's subnet and the cores and memory of the pool's VM size."""
     content = pool.content
     data: dict[str, Any] = {lun: {"layers": list(stack), "upper": f"{node.machine_id}-lun{lun}"}
                             for lun, stack in (content.get("data") or {}).items()}
     for disk in (pool.spec.get("virtualMachineConfiguration") or {}).get("dataDisks") or []:
         lun = str(disk.get("lun"))
         data.setdefault(lun, {"layers": [], "upper": f"{node.machine_id}-lun{lun}"})
-    return {"machineId": node.machine_id, "hostname": node.machine_id, "base": content.get("base"),
-            "osDisk": {"layers": list(content.get("os") or []), "upper": f"{node.machine_id}-os"},
-            "dataDisks": data, "volatile": True}
+    spec: dict[str, Any] = {"machineId": node.machine_id, "hostname": node.machine_id, "base": content.get("base"),
+                            "osDisk": {"layers": list(content.get("os") or []), "upper": f"{node.machine_id}-os"},
+                            "dataDisks": data, "volatile": True,
+                            "limits": vmsizes.machine_limits(str(pool.spec.get("vmSize") or ""))}
+    if pool.subnet and node.ip_address:
+        spec["network"] = network.machine_network(node.ip_address, pool.subnet, space)
+    return spec
 
 
 def disk_uppers(pool: models.Pool, node: models.Node) -> list[str]:

@@ -30,6 +30,14 @@ _SIZES = [
     VmSize("Standard_NC6s_v3", 6, 114688), VmSize("Standard_HB120rs_v3", 120, 458752),
 ]
 SIZES = {s.name.lower(): s for s in _SIZES}
+DEFAULT_LIMITS = VmSize("default", 2, 8192)  # machines whose size is unknown (kept from older records)
+
+
+def machine_limits(name: str | None) -> dict[str, int]:
+    """The cgroup limits of a machine of this size: its cores, its memory, and a process count that stops a
+    fork bomb long before the host's own limit."""
+    size = SIZES.get((name or "").lower()) or DEFAULT_LIMITS
+    return {"cores": size.cores, "memoryBytes": size.memory_mb << 20, "pids": 4096 + 1024 * size.cores}
 
 
 def lookup(name: str | None, *, target: str = "vmSize") -> VmSize:

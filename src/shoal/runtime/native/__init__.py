@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 SOURCE_NAME = "shoal_machine.c"
+HEADERS = ("seccomp_profile.h",)  # included by the source; part of the helper's identity
 _build_lock = threading.Lock()
 _built: dict[Path, Path] = {}
 
@@ -43,8 +44,15 @@ def source() -> bytes:
     return resources.files(__name__).joinpath(SOURCE_NAME).read_bytes()
 
 
+def headers() -> dict[str, bytes]:
+    return {name: resources.files(__name__).joinpath(name).read_bytes() for name in HEADERS}
+
+
 def helper_name() -> str:
-    return "shoal-machine-" + hashlib.sha256(source()).hexdigest()[:16]
+    digest = hashlib.sha256(source())
+    for name, text in sorted(headers().items()):
+        digest.update(name.encode() + b"\0" + text)
+    return "shoal-machine-" + digest.hexdigest()[:16]
 
 
 def _compiler() -> str | None:
@@ -92,6 +100,8 @@ def _compile(target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
         src = Path(tmp) / SOURCE_NAME
         src.write_bytes(source())
+        for name, text in headers().items():
+            (Path(tmp) / name).write_bytes(text)
         out = Path(tmp) / "shoal-machine"
         errors = []
         for extra in (["-static"], []):  # static first; some C libraries ship no static archive

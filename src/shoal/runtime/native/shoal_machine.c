@@ -4,23 +4,49 @@
  * Python 3.11 has no setns()/unshare(), and a fork of the Python interpreter costs several times more than a
  * fork of this static binary, so everything that must happen between fork() and exec() lives here:
  *
- *   shoal-machine init [--id ID] --root DIR --overlay / --lower L... --upper U --work W [--volatile]
- *                      [--overlay /datadisks/lun0 --lower L... --upper U --work W]...
+ *   shoal-machine init [--id ID] --root DIR --overlay / --lower L... [--lower-host MASK] --upper U --work W
+ *                      [--volatile] [--overlay /datadisks/lun0 --lower L... --upper U --work W]...
  *                      [--bind SRC DEST | --robind SRC DEST | --tmpfs DEST OPTIONS]... [--hostname NAME] [--sysfs]
+ *                      [--userns BASE:COUNT] [--net VETH ADDRESS/PREFIX GATEWAY] [--cgroup DIR]...
  *       Builds a machine: new mount + uts + pid namespaces, the root overlay mounted on DIR, the other mounts
  *       (DEST is a path inside the machine), a minimal /dev, a fresh /proc, pivot_root into it. The first
  *       process of the new pid namespace then stays as the machine's init (pid 1: reaps orphans; SIGTERM or
  *       SIGPWR = power off: kill everything, exit). Prints the init's host pid on stdout once the machine is
  *       ready and exits; on failure prints the reason on stderr and exits 1 (nothing is left behind: the
  *       namespaces die with the half-built init).
+ *       Hardening (a node that holds hostile code, see "the sandbox" below):
+ *         --userns BASE:COUNT  a user namespace of its own: root inside is host uid BASE (ids 0..COUNT-1 map
+ *                              to BASE..). Every lower layer is mounted id-mapped (files of host root show as
+ *                              the machine's root); upper dirs hold the range's ids as they are. The mounts
+ *                              are made outside, then the init enters the user namespace and unshares its
+ *                              mount, uts, ipc and cgroup namespaces there, so the machine's root may mount,
+ *                              set its hostname and so on in its own namespaces while every mount Shoal made
+ *                              is locked (it cannot be unmounted to uncover what lies beneath). /proc and
+ *                              /sys are masked as a container runtime masks them. The capability bounding
+ *                              set is cut to a container runtime's default set plus CAP_SYS_ADMIN and
+ *                              CAP_NET_ADMIN (meaningful only in the machine's own namespaces).
+ *         --lower-host MASK    the bottom layer is the host's root, masked by MASK (opaque directories), as
+ *                              a read-only overlay of the id-mapped MASK and / made for this machine.
+ *         --net VETH A/P GW    a network namespace of its own (owned by its user namespace), joined to the
+ *                              host by a routed veth pair: VETH on the host (proxy ARP, strict reverse-path
+ *                              filter: the machine cannot use another source address, a /32 route to A),
+ *                              eth0 inside with A/P and a default route through GW.
+ *         --netns              a network namespace of its own with only its loopback (no --net address)
+ *         --cgroup DIR         join this cgroup (a directory of a v1 controller or of the v2 hierarchy),
+ *                              then a cgroup namespace of its own.
  *
  *   shoal-machine join --init PID[:STARTTIME] [--cwd DIR] [--user NAME|UID[:GID]] [--stdin PATH]
- *                      [--stdout PATH] [--stderr PATH] [--timeout SECONDS] [--status-fd N] -- ARGV...
+ *                      [--stdout PATH] [--stderr PATH] [--in-stdin PATH] [--in-stdout PATH] [--in-stderr PATH]
+ *                      [--cgroup DIR]... [--timeout SECONDS] [--status-fd N] [--exit-file PATH] -- ARGV...
  *       Runs ARGV inside the machine whose init is PID: setns into its uts, pid and mount namespaces, fork a
  *       shim (a child subreaper, session leader) that forks the task. The task gets exactly this process's
  *       environment (the caller passes the clean task environment as ours), the working directory, the user,
- *       and the files given (opened on the HOST before entering the machine); every other inherited file
- *       descriptor is closed. On timeout, SIGTERM, SIGINT or
+ *       and the files given: --stdin/--stdout/--stderr are host paths (Shoal's own scratch files, opened before
+ *       entering the machine), --in-* are paths inside the machine, opened there with the machine root's
+ *       rights; every other inherited file descriptor is closed. When the machine has a user namespace the
+ *       command runs in it, with the machine's sandbox: the cut capability bounding set, the seccomp profile
+ *       (seccomp_profile.h), no_new_privs for a user other than root; /proc and /dev are made sound first
+ *       (whatever an earlier command mounted over them is detached). On timeout, SIGTERM, SIGINT or
  *       SIGHUP the whole process tree of the task is killed (the shim adopts orphans, so daemonised children
  *       cannot escape); the machine itself is untouched. When the task exits normally, background processes
  *       it left behind keep running under the machine's init, as on a real VM.
@@ -44,7 +70,8 @@
  *
  *   shoal-machine version
  *
- * Keep this file dependency-free C11 + Linux: it is compiled on first use with `cc -O2 -static`.
+ * Keep this file (and seccomp_profile.h beside it) dependency-free C11 + Linux: it is compiled on first use
+ * with `cc -O2 -static`.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -70,8 +97,20 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/seccomp.h>
+#include <linux/veth.h>
+#include <net/if.h>
+#include <sys/socket.h>
 
-#define HELPER_VERSION "2"
+#include "seccomp_profile.h"
+
+#define HELPER_VERSION "3"
 
 /* The new mount API (fsopen/fsconfig "lowerdir+", Linux >= 6.8) lifts the one-page limit of mount(2)'s
  * option string (about 40 layers with store paths) and needs no escaping of ',' and ':' in paths. The values
@@ -93,6 +132,8 @@ static int g_errfd = 2;         /* where fatal messages go (stderr, or the readi
 static int g_status_fd = -1;    /* join: the caller's status pipe; fatal errors are reported there too */
 static const char *g_fail_stage = "helper"; /* join: "machine" while entering the machine */
 static const char *g_prog = "shoal-machine";
+static int g_shim_result_fd = -1; /* join's shim: where a fatal error is reported as the task's result */
+static long g_owner = -1;       /* init with a user namespace: the host uid/gid of the machine's root */
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
@@ -106,6 +147,10 @@ static void fail(const char *fmt, ...) {
     buf[n++] = '\n';
     if (g_status_fd >= 0) dprintf(g_status_fd, "R 125 0 0 %s 0 %.*s", g_fail_stage, n, buf);
     if (write(g_errfd, buf, (size_t)n) < 0) { /* nothing more we can do */ }
+    if (g_shim_result_fd >= 0) { /* a struct task_result: reaped, exit status 125, stage "helper" */
+        int res[4] = {1, 125 << 8, 4, 0};
+        if (write(g_shim_result_fd, res, sizeof res) < 0) { }
+    }
     _exit(125);
 }
 
@@ -145,6 +190,7 @@ static void ensure_mountpoint(const char *path, int want_dir) {
     if (stat(path, &st) == 0) return;
     if (want_dir) {
         if (mkdir_p(path, 0755) < 0) fail("mkdir %s: %s", path, strerror(errno));
+        if (g_owner >= 0 && chown(path, (uid_t)g_owner, (gid_t)g_owner) < 0) fail("chown %s: %s", path, strerror(errno));
         return;
     }
     char *parent = strdup(path);
@@ -160,6 +206,348 @@ static void ensure_mountpoint(const char *path, int want_dir) {
     close(fd);
 }
 
+static void write_text(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) fail("open %s: %s", path, strerror(errno));
+    ssize_t n = write(fd, text, strlen(text));
+    if (n != (ssize_t)strlen(text)) fail("write %s: %s", path, n < 0 ? strerror(errno) : "short write");
+    close(fd);
+}
+
+/* Join the cgroups given (host paths of cgroup directories): the calling process moves, its children follow. */
+static void join_cgroups(const char **dirs, int n) {
+    for (int i = 0; i < n; i++) {
+        char *procs = joinpath(dirs[i], "cgroup.procs");
+        write_text(procs, "0\n");
+        free(procs);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- the sandbox */
+
+/* Capabilities a hardened machine keeps in its bounding set: a container runtime's default set, plus
+ * CAP_SYS_ADMIN and CAP_NET_ADMIN, which count only in the machine's own user namespace (mount, unshare,
+ * network setup inside the node). Everything else goes: CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_DAC_READ_SEARCH,
+ * CAP_SYS_TIME, CAP_SYS_BOOT, CAP_MAC_*, ... */
+static const int KEEP_CAPS[] = {
+    0 /* CHOWN */, 1 /* DAC_OVERRIDE */, 3 /* FOWNER */, 4 /* FSETID */, 5 /* KILL */, 6 /* SETGID */,
+    7 /* SETUID */, 8 /* SETPCAP */, 10 /* NET_BIND_SERVICE */, 12 /* NET_ADMIN */, 13 /* NET_RAW */,
+    18 /* SYS_CHROOT */, 21 /* SYS_ADMIN */, 27 /* MKNOD */, 29 /* AUDIT_WRITE */, 31 /* SETFCAP */,
+};
+
+static void drop_bounding_set(void) {
+    for (int cap = 0; cap < 64; cap++) {
+        int keep = 0;
+        for (size_t i = 0; i < sizeof KEEP_CAPS / sizeof *KEEP_CAPS; i++) keep |= KEEP_CAPS[i] == cap;
+        if (!keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            fail("drop capability %d: %s", cap, strerror(errno));
+    }
+}
+
+#if defined(__x86_64__)
+#define SH_AUDIT_ARCH AUDIT_ARCH_X86_64
+#define SH_X32_BIT 0x40000000u
+#elif defined(__aarch64__)
+#define SH_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#ifdef SH_AUDIT_ARCH
+#define N_DENIED (sizeof SECCOMP_DENIED / sizeof *SECCOMP_DENIED)
+/* arch check (3) + nr load (1) + x32 check (2) + 2 per denied call + allow (1) */
+static struct sock_filter g_filter[7 + 2 * N_DENIED];
+
+static unsigned short build_filter(void) {
+    struct sock_filter *f = g_filter;
+    const unsigned deny = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
+    *f++ = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    *f++ = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SH_AUDIT_ARCH, 1, 0);
+    *f++ = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
+    *f++ = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
+#ifdef SH_X32_BIT
+    *f++ = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, SH_X32_BIT, 0, 1);
+    *f++ = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA));
+#endif
+    for (size_t i = 0; i < N_DENIED; i++) {
+        *f++ = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)SECCOMP_DENIED[i].nr, 0, 1);
+        *f++ = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, deny);
+    }
+    *f++ = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    return (unsigned short)(f - g_filter);
+}
+
+/* Install the profile on the calling thread (needs CAP_SYS_ADMIN in its user namespace or no_new_privs).
+ * Only system calls: it runs in a vfork child. Returns 0 or an errno. */
+static int install_seccomp(unsigned short len) {
+    struct sock_fprog prog = {len, g_filter};
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0 ? errno : 0;
+}
+#else
+static unsigned short build_filter(void) { return 0; }
+static int install_seccomp(unsigned short len) { (void)len; return ENOSYS; }
+#endif
+
+/* A command must find a working /proc and /dev whatever an earlier one mounted over them. Shoal's own mounts
+ * are locked (made outside the machine's user namespace), so detaching the top mount succeeds exactly as
+ * long as something a command mounted covers them. */
+static void sound_mounts(void) {
+    static const char *points[] = {"/proc", "/dev", "/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                   "/dev/urandom", "/dev/tty"};
+    for (size_t i = 0; i < sizeof points / sizeof *points; i++)
+        for (int n = 0; n < 64 && umount2(points[i], MNT_DETACH) == 0; n++) { }
+}
+
+/* --------------------------------------------------------------------------- user and network namespaces */
+
+/* A machine's new user and/or network namespace, held by file descriptors. A short-lived child unshares them
+ * (a process cannot map its user namespace to host ids it does not hold); we write its id maps from outside,
+ * keep references to its namespaces, and let it go. The network namespace is made after the user namespace,
+ * in the same call, so the machine's user namespace owns it: its root holds CAP_NET_ADMIN there only. */
+static void make_namespaces(long uid_base, long uid_count, int with_net, int *userns_fd, int *netns_fd) {
+    int flags = (uid_count > 0 ? CLONE_NEWUSER : 0) | (with_net ? CLONE_NEWNET : 0);
+    *userns_fd = *netns_fd = -1;
+    if (!flags) return;
+    int up[2], down[2];
+    if (pipe2(up, O_CLOEXEC) < 0 || pipe2(down, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
+    pid_t child = fork();
+    if (child < 0) fail("fork: %s", strerror(errno));
+    if (child == 0) {
+        close(up[0]);
+        close(down[1]);
+        /* Our pid as the host's /proc knows it (we may be in the machine's pid namespace already). */
+        char self[32] = "";
+        if (readlink("/proc/self", self, sizeof self - 1) < 0) _exit(1);
+        int host_pid = atoi(self);
+        int err = unshare(flags) < 0 ? errno : 0;
+        if (write(up[1], &err, sizeof err) < 0 || write(up[1], &host_pid, sizeof host_pid) < 0) _exit(1);
+        char b;
+        while (read(down[0], &b, 1) < 0 && errno == EINTR) { } /* until our parent has what it needs */
+        _exit(0);
+    }
+    close(up[1]);
+    close(down[0]);
+    int err = -1, host_pid = 0;
+    if (read(up[0], &err, sizeof err) != (ssize_t)sizeof err || err != 0 ||
+        read(up[0], &host_pid, sizeof host_pid) != (ssize_t)sizeof host_pid || host_pid <= 0)
+        fail("unshare(%s%s): %s", uid_count > 0 ? "user " : "", with_net ? "net" : "",
+             err > 0 ? strerror(err) : "the child died");
+    char path[64], map[64];
+    if (uid_count > 0) {
+        snprintf(map, sizeof map, "0 %ld %ld\n", uid_base, uid_count);
+        snprintf(path, sizeof path, "/proc/%d/uid_map", host_pid);
+        write_text(path, map);
+        snprintf(path, sizeof path, "/proc/%d/gid_map", host_pid);
+        write_text(path, map);
+        snprintf(path, sizeof path, "/proc/%d/ns/user", host_pid);
+        if ((*userns_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) fail("open %s: %s", path, strerror(errno));
+    }
+    if (with_net) {
+        snprintf(path, sizeof path, "/proc/%d/ns/net", host_pid);
+        if ((*netns_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) fail("open %s: %s", path, strerror(errno));
+    }
+    close(down[1]);
+    close(up[0]);
+    while (waitpid(child, NULL, 0) < 0 && errno == EINTR) { }
+}
+
+/* Become the machine's root: enter its user namespace as uid 0 / gid 0 there (the host's BASE). */
+static void enter_userns(int userns_fd) {
+    if (setns(userns_fd, CLONE_NEWUSER) < 0) fail("setns user: %s", strerror(errno));
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        fail("become the machine's root: %s", strerror(errno));
+}
+
+#define SH_OPEN_TREE_CLONE 1u
+#define SH_AT_EMPTY_PATH 0x1000
+#define SH_MOUNT_ATTR_IDMAP 0x00100000ull
+#define SH_FSCONFIG_SET_FD 5
+struct sh_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+
+/* A detached, id-mapped clone of the mount at `path`: files of host uid/gid N show as the user namespace's N. */
+static int idmapped_tree(const char *path, int userns_fd) {
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, SH_OPEN_TREE_CLONE | O_CLOEXEC);
+    if (fd < 0) fail("open_tree %s: %s", path, strerror(errno));
+    struct sh_mount_attr attr = {SH_MOUNT_ATTR_IDMAP, 0, 0, (uint64_t)userns_fd};
+    if (syscall(SYS_mount_setattr, fd, "", SH_AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+        fail("id-mapped mount of %s: %s (its file system must support id-mapped mounts)", path, strerror(errno));
+    return fd;
+}
+
+/* ---------------------------------------------------------------------------------------------- netlink */
+
+struct nlreq {
+    union {
+        struct nlmsghdr h;
+        char raw[1024];
+    };
+};
+
+static struct rtattr *nl_put(struct nlreq *r, unsigned short type, const void *data, size_t len) {
+    if (NLMSG_ALIGN(r->h.nlmsg_len) + RTA_SPACE(len) > sizeof r->raw) fail("netlink request too long");
+    struct rtattr *rta = (struct rtattr *)(r->raw + NLMSG_ALIGN(r->h.nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = (unsigned short)RTA_LENGTH(len);
+    if (len) memcpy(r->raw + NLMSG_ALIGN(r->h.nlmsg_len) + RTA_LENGTH(0), data, len);
+    r->h.nlmsg_len = NLMSG_ALIGN(r->h.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    return rta;
+}
+
+static void nl_end(struct nlreq *r, struct rtattr *nest) {
+    nest->rta_len = (unsigned short)(r->raw + r->h.nlmsg_len - (char *)nest);
+}
+
+static void *nl_start(struct nlreq *r, unsigned short type, unsigned short flags, const void *head, size_t len) {
+    memset(r, 0, sizeof *r);
+    r->h.nlmsg_len = (unsigned)NLMSG_LENGTH(len);
+    r->h.nlmsg_type = type;
+    r->h.nlmsg_flags = (unsigned short)(NLM_F_REQUEST | NLM_F_ACK | flags);
+    memcpy(r->raw + NLMSG_LENGTH(0), head, len);
+    return NLMSG_DATA(&r->h);
+}
+
+/* Send one request and read its acknowledgement: 0, or the errno the kernel answered. */
+static int nl_talk(int fd, struct nlreq *r) {
+    static unsigned seq;
+    r->h.nlmsg_seq = ++seq;
+    if (send(fd, &r->h, r->h.nlmsg_len, 0) < 0) return errno;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return errno;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n))
+            if (h->nlmsg_seq == seq && h->nlmsg_type == NLMSG_ERROR)
+                return -((struct nlmsgerr *)NLMSG_DATA(h))->error;
+    }
+}
+
+static int nl_open(void) {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) fail("netlink socket: %s", strerror(errno));
+    return fd;
+}
+
+static void link_up(int fd, int index, const char *name) {
+    struct nlreq r;
+    struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC, .ifi_index = index, .ifi_flags = IFF_UP, .ifi_change = IFF_UP};
+    nl_start(&r, RTM_NEWLINK, 0, &ifi, sizeof ifi);
+    int err = nl_talk(fd, &r);
+    if (err) fail("set %s up: %s", name, strerror(err));
+}
+
+static void add_route(int fd, struct in_addr dst, int dst_len, const struct in_addr *gateway, int oif,
+                      int scope, int onlink) {
+    struct nlreq r;
+    struct rtmsg rt = {.rtm_family = AF_INET, .rtm_dst_len = (unsigned char)dst_len, .rtm_table = RT_TABLE_MAIN,
+                       .rtm_protocol = RTPROT_BOOT, .rtm_scope = (unsigned char)scope, .rtm_type = RTN_UNICAST,
+                       .rtm_flags = onlink ? RTNH_F_ONLINK : 0};
+    nl_start(&r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &rt, sizeof rt);
+    if (dst_len) nl_put(&r, RTA_DST, &dst, sizeof dst);
+    if (gateway) nl_put(&r, RTA_GATEWAY, gateway, sizeof *gateway);
+    nl_put(&r, RTA_OIF, &oif, sizeof oif);
+    int err = nl_talk(fd, &r);
+    if (err) fail("add route: %s", strerror(err));
+}
+
+struct netspec {
+    const char *veth;      /* the host's end */
+    struct in_addr address, gateway;
+    int prefix;
+};
+
+static void parse_net(const char *veth, const char *cidr, const char *gateway, struct netspec *n) {
+    char addr[64];
+    const char *slash = strchr(cidr, '/');
+    if (strlen(veth) >= IFNAMSIZ || !veth[0]) fail("--net: bad interface name %s", veth);
+    if (!slash || (size_t)(slash - cidr) >= sizeof addr) fail("--net: %s is not ADDRESS/PREFIX", cidr);
+    memcpy(addr, cidr, (size_t)(slash - cidr));
+    addr[slash - cidr] = '\0';
+    n->veth = veth;
+    n->prefix = atoi(slash + 1);
+    if (inet_pton(AF_INET, addr, &n->address) != 1 || n->prefix < 1 || n->prefix > 32)
+        fail("--net: %s is not ADDRESS/PREFIX", cidr);
+    if (inet_pton(AF_INET, gateway, &n->gateway) != 1) fail("--net: bad gateway %s", gateway);
+}
+
+static void write_sysctl(const char *fmt, const char *ifname, const char *value, int required) {
+    char path[128];
+    snprintf(path, sizeof path, fmt, ifname);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && !required) return;
+    if (fd < 0 || write(fd, value, strlen(value)) < 0) fail("write %s: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* The host's end (in the host's network namespace): a veth pair whose other end is eth0 in the machine's
+ * namespace; proxy ARP answers for the gateway and the pool's other nodes, a strict reverse-path filter drops
+ * whatever the machine sends from an address that is not its own (its root may change its addresses), and a
+ * /32 route brings the machine's traffic back. */
+static void plug_veth(const struct netspec *n, int netns_fd) {
+    int fd = nl_open();
+    for (int attempt = 0;; attempt++) {
+        struct nlreq r;
+        struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
+        nl_start(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
+        nl_put(&r, IFLA_IFNAME, n->veth, strlen(n->veth) + 1);
+        struct rtattr *info = nl_put(&r, IFLA_LINKINFO, NULL, 0);
+        nl_put(&r, IFLA_INFO_KIND, "veth", 5);
+        struct rtattr *data = nl_put(&r, IFLA_INFO_DATA, NULL, 0);
+        struct ifinfomsg peer_head = {.ifi_family = AF_UNSPEC};
+        struct rtattr *peer = nl_put(&r, VETH_INFO_PEER, &peer_head, sizeof peer_head);
+        nl_put(&r, IFLA_IFNAME, "eth0", 5);
+        unsigned nsfd = (unsigned)netns_fd;
+        nl_put(&r, IFLA_NET_NS_FD, &nsfd, sizeof nsfd);
+        nl_end(&r, peer);
+        nl_end(&r, data);
+        nl_end(&r, info);
+        int err = nl_talk(fd, &r);
+        if (err == EEXIST && attempt == 0) {
+            /* Left by an earlier incarnation of this machine whose namespace is still being torn down. */
+            struct ifinfomsg del = {.ifi_family = AF_UNSPEC};
+            nl_start(&r, RTM_DELLINK, 0, &del, sizeof del);
+            nl_put(&r, IFLA_IFNAME, n->veth, strlen(n->veth) + 1);
+            nl_talk(fd, &r);
+            continue;
+        }
+        if (err) fail("create veth %s: %s", n->veth, strerror(err));
+        break;
+    }
+    int index = (int)if_nametoindex(n->veth);
+    if (!index) fail("veth %s: %s", n->veth, strerror(errno));
+    write_sysctl("/proc/sys/net/ipv4/conf/%s/proxy_arp", n->veth, "1", 1);
+    write_sysctl("/proc/sys/net/ipv4/conf/%s/rp_filter", n->veth, "1", 1);
+    write_sysctl("/proc/sys/net/ipv6/conf/%s/disable_ipv6", n->veth, "1", 0);
+    link_up(fd, index, n->veth);
+    add_route(fd, n->address, 32, NULL, index, RT_SCOPE_LINK, 0);
+    close(fd);
+}
+
+static void configure_loopback(void) {
+    int fd = nl_open();
+    link_up(fd, 1, "lo");
+    close(fd);
+}
+
+/* The machine's end (inside its network namespace, as its root): lo and eth0 up, the address, the default
+ * route through the gateway (on-link: the host's end answers ARP for it). */
+static void configure_inside(const struct netspec *n) {
+    int fd = nl_open();
+    link_up(fd, 1, "lo");
+    int index = (int)if_nametoindex("eth0");
+    if (!index) fail("eth0: %s", strerror(errno));
+    struct nlreq r;
+    struct ifaddrmsg ifa = {.ifa_family = AF_INET, .ifa_prefixlen = (unsigned char)n->prefix,
+                            .ifa_scope = RT_SCOPE_UNIVERSE, .ifa_index = (unsigned)index};
+    nl_start(&r, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &ifa, sizeof ifa);
+    nl_put(&r, IFA_LOCAL, &n->address, sizeof n->address);
+    nl_put(&r, IFA_ADDRESS, &n->address, sizeof n->address);
+    int err = nl_talk(fd, &r);
+    if (err) fail("address on eth0: %s", strerror(err));
+    link_up(fd, index, "eth0");
+    struct in_addr any = {0};
+    add_route(fd, any, 0, &n->gateway, index, RT_SCOPE_UNIVERSE, 1);
+    close(fd);
+}
+
 /* ------------------------------------------------------------------------------------------------ init */
 
 enum { ACT_OVERLAY, ACT_BIND, ACT_TMPFS };
@@ -172,6 +560,7 @@ struct action {
     const char **lowers; /* overlay: top first */
     int nlower;
     const char *upper, *work;
+    const char *host_mask; /* --lower-host: the bottom layer is the masked host root (userns machines) */
     int is_volatile;
 };
 
@@ -211,24 +600,72 @@ static void fscfg(int fsfd, unsigned cmd, const char *key, const char *value, co
         fail("overlay on %s: fsconfig %s=%s: %s", target, key ? key : "create", value ? value : "", strerror(errno));
 }
 
-static void mount_overlay_new_api(const struct action *a, const char *where) {
+/* A lower layer given as a detached mount (an id-mapped clone, or the machine's own host-root overlay). */
+static void fscfg_lower_fd(int fsfd, int fd, const char *target) {
+    if (syscall(SYS_fsconfig, fsfd, SH_FSCONFIG_SET_FD, "lowerdir+", NULL, fd) == 0) return;
+    char path[64]; /* kernels whose overlayfs takes lower layers by path only */
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    fscfg(fsfd, SH_FSCONFIG_SET_STRING, "lowerdir+", path, target);
+}
+
+static int overlay_open(const char *target) {
     int fsfd = (int)syscall(SYS_fsopen, "overlay", SH_FSOPEN_CLOEXEC);
-    if (fsfd < 0) fail("overlay on %s: fsopen: %s (a kernel >= 6.8 is needed for deep stacks)", a->target,
-                       strerror(errno));
-    for (int i = 0; i < a->nlower; i++) fscfg(fsfd, SH_FSCONFIG_SET_STRING, "lowerdir+", a->lowers[i], a->target);
+    if (fsfd < 0) fail("overlay on %s: fsopen: %s (a kernel >= 6.8 is needed)", target, strerror(errno));
+    return fsfd;
+}
+
+static int overlay_create(int fsfd, const char *target, unsigned attrs) {
+    fscfg(fsfd, SH_FSCONFIG_CMD_CREATE, NULL, NULL, target);
+    int mfd = (int)syscall(SYS_fsmount, fsfd, SH_FSMOUNT_CLOEXEC, attrs);
+    if (mfd < 0) fail("overlay on %s: fsmount: %s", target, strerror(errno));
+    close(fsfd);
+    return mfd;
+}
+
+/* The masked host root for one machine: a read-only overlay of the id-mapped mask and the id-mapped `/`
+ * (overlayfs itself cannot be id-mapped, so the shared host base of machines without a user namespace cannot
+ * serve here). Returns the detached mount. */
+static int host_root_layer(const char *mask, int userns_fd) {
+    int fsfd = overlay_open("/ (host base)");
+    int mask_fd = idmapped_tree(mask, userns_fd), root_fd = idmapped_tree("/", userns_fd);
+    fscfg_lower_fd(fsfd, mask_fd, "/ (host base)");
+    fscfg_lower_fd(fsfd, root_fd, "/ (host base)");
+    int mfd = overlay_create(fsfd, "/ (host base)", 0x1 /* MOUNT_ATTR_RDONLY */);
+    close(mask_fd);
+    close(root_fd);
+    return mfd;
+}
+
+/* userns_fd >= 0: every lower layer is mounted through an id-mapped clone (the upper is not: what the
+ * machine writes keeps its host ids, those of the machine's range). */
+static void mount_overlay_new_api(const struct action *a, const char *where, int userns_fd) {
+    int fsfd = overlay_open(a->target);
+    int *fds = xcalloc((size_t)a->nlower + 1, sizeof *fds), nfds = 0;
+    for (int i = 0; i < a->nlower; i++) {
+        if (userns_fd < 0) {
+            fscfg(fsfd, SH_FSCONFIG_SET_STRING, "lowerdir+", a->lowers[i], a->target);
+            continue;
+        }
+        fds[nfds] = idmapped_tree(a->lowers[i], userns_fd);
+        fscfg_lower_fd(fsfd, fds[nfds++], a->target);
+    }
+    if (a->host_mask) {
+        if (userns_fd < 0) fail("--lower-host needs --userns");
+        fds[nfds] = host_root_layer(a->host_mask, userns_fd);
+        fscfg_lower_fd(fsfd, fds[nfds++], a->target);
+    }
     fscfg(fsfd, SH_FSCONFIG_SET_STRING, "upperdir", a->upper, a->target);
     fscfg(fsfd, SH_FSCONFIG_SET_STRING, "workdir", a->work, a->target);
     fscfg(fsfd, SH_FSCONFIG_SET_STRING, "redirect_dir", "off", a->target);
     fscfg(fsfd, SH_FSCONFIG_SET_STRING, "metacopy", "off", a->target);
     fscfg(fsfd, SH_FSCONFIG_SET_STRING, "index", "off", a->target);
     if (a->is_volatile) fscfg(fsfd, SH_FSCONFIG_SET_FLAG, "volatile", NULL, a->target);
-    fscfg(fsfd, SH_FSCONFIG_CMD_CREATE, NULL, NULL, a->target);
-    int mfd = (int)syscall(SYS_fsmount, fsfd, SH_FSMOUNT_CLOEXEC, 0);
-    if (mfd < 0) fail("overlay on %s: fsmount: %s", a->target, strerror(errno));
+    int mfd = overlay_create(fsfd, a->target, 0);
     if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, where, SH_MOVE_MOUNT_F_EMPTY_PATH) < 0)
         fail("overlay on %s: move_mount: %s", a->target, strerror(errno));
     close(mfd);
-    close(fsfd);
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    free(fds);
 }
 
 static void do_bind(const struct action *a, const char *where) {
@@ -242,17 +679,29 @@ static void do_bind(const struct action *a, const char *where) {
         fail("remount %s read-only: %s", a->target, strerror(errno));
 }
 
+/* tmpfs options, owned by the machine's root when it has a user namespace. */
+static char *tmpfs_options(const char *base) {
+    char *opts = xcalloc(strlen(base) + 64, 1);
+    if (g_owner >= 0) sprintf(opts, "%s%suid=%ld,gid=%ld", base, base[0] ? "," : "", g_owner, g_owner);
+    else strcpy(opts, base);
+    return opts;
+}
+
 static void setup_dev(const char *root) {
     char *dev = joinpath(root, "/dev");
     ensure_mountpoint(dev, 1);
-    if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k") < 0)
+    char *dev_opts = tmpfs_options("mode=755,size=65536k");
+    if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, dev_opts) < 0)
         fail("mount /dev: %s", strerror(errno));
+    free(dev_opts);
     static const struct { const char *name; unsigned major, minor; } nodes[] = {
         {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
     };
     for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
         char *path = joinpath(dev, nodes[i].name);
-        if (mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0) {
+        /* With a user namespace, the host's device nodes are bound: a mount point cannot be deleted or
+         * replaced by the machine's root (it owns /dev), so /dev/null stays /dev/null for every task. */
+        if (g_owner >= 0 || mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0) {
             /* No CAP_MKNOD (or a nodev parent): bind the host's device node instead. */
             char *host = joinpath("/dev", nodes[i].name);
             ensure_mountpoint(path, 0);
@@ -266,10 +715,14 @@ static void setup_dev(const char *root) {
     }
     char *pts = joinpath(dev, "/pts"), *shm = joinpath(dev, "/shm");
     if (mkdir(pts, 0755) < 0 || mkdir(shm, 01777) < 0) fail("mkdir in /dev: %s", strerror(errno));
-    if (mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+    char pts_opts[128];
+    snprintf(pts_opts, sizeof pts_opts, "newinstance,ptmxmode=0666,mode=0620,gid=%ld", g_owner >= 0 ? g_owner + 5 : 5);
+    if (mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, pts_opts) < 0)
         fail("mount /dev/pts: %s", strerror(errno));
-    if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+    char *shm_opts = tmpfs_options("mode=1777");
+    if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, shm_opts) < 0)
         fail("mount /dev/shm: %s", strerror(errno));
+    free(shm_opts);
     static const char *links[][2] = {
         {"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
         {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
@@ -314,10 +767,18 @@ struct init_spec {
     struct action *acts;
     int nact, sysfs;
     const char *root, *hostname;
+    long uid_base, uid_count;     /* --userns; count 0: no user namespace */
+    int with_net;                 /* --net given */
+    int own_netns;                /* --net or --netns: a network namespace of its own */
+    struct netspec net;
+    const char **cgroups;
+    int ncgroups;
 };
 
 static void parse_init(int argc, char **argv, struct init_spec *sp) {
     struct action *acts = xcalloc((size_t)argc, sizeof *acts);
+    memset(sp, 0, sizeof *sp);
+    sp->cgroups = xcalloc((size_t)argc, sizeof *sp->cgroups);
     int nact = 0, sysfs = 0;
     const char *root = NULL, *hostname = NULL;
     struct action *cur = NULL;
@@ -330,6 +791,26 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
         else if (!strcmp(opt, "--root")) { NEED1(); root = v1; }
         else if (!strcmp(opt, "--hostname")) { NEED1(); hostname = v1; }
         else if (!strcmp(opt, "--sysfs")) { sysfs = 1; }
+        else if (!strcmp(opt, "--userns")) {
+            NEED1();
+            char *end;
+            sp->uid_base = strtol(v1, &end, 10);
+            sp->uid_count = *end == ':' ? strtol(end + 1, &end, 10) : 0;
+            if (*end || sp->uid_base <= 0 || sp->uid_count <= 0 || sp->uid_count > 1L << 24)
+                fail("--userns %s: want BASE:COUNT", v1);
+        } else if (!strcmp(opt, "--net")) {
+            if (i + 3 >= argc) fail("--net needs VETH ADDRESS/PREFIX GATEWAY");
+            parse_net(argv[i + 1], argv[i + 2], argv[i + 3], &sp->net);
+            sp->with_net = sp->own_netns = 1;
+            i += 3;
+        } else if (!strcmp(opt, "--netns")) {
+            sp->own_netns = 1;
+        } else if (!strcmp(opt, "--cgroup")) { NEED1(); sp->cgroups[sp->ncgroups++] = v1; }
+        else if (!strcmp(opt, "--lower-host")) {
+            NEED1();
+            if (!cur || cur->kind != ACT_OVERLAY) fail("%s must follow --overlay", opt);
+            cur->host_mask = v1;
+        }
         else if (!strcmp(opt, "--overlay")) {
             NEED1();
             cur = &acts[nact++];
@@ -379,31 +860,83 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
     sp->hostname = hostname;
 }
 
+/* Mount `what` (a host file or directory) over `path` inside the machine, read-only, if `path` exists. */
+static void mask_path(const char *root, const char *path, const char *what) {
+    char *where = joinpath(root, path);
+    struct stat st;
+    if (stat(where, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            if (mount("tmpfs", where, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") < 0)
+                fail("mask %s: %s", path, strerror(errno));
+        } else if (mount(what, where, NULL, MS_BIND, NULL) < 0) {
+            fail("mask %s: %s", path, strerror(errno));
+        }
+    }
+    free(where);
+}
+
+static void read_only_path(const char *root, const char *path) {
+    char *where = joinpath(root, path);
+    struct stat st;
+    if (stat(where, &st) == 0 &&
+        (mount(where, where, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+         mount(NULL, where, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0))
+        fail("make %s read-only: %s", path, strerror(errno));
+    free(where);
+}
+
+/* What a container runtime hides of /proc and /sys: host-wide kernel state that a node has no business
+ * reading (kcore, keys, timer lists) or triggering (sysrq), and read-only views of the kernel's tunables. Made
+ * before the machine enters its user namespace, so these mounts are locked there. */
+static void mask_kernel_files(const char *root) {
+    static const char *masked[] = {"/proc/kcore", "/proc/keys", "/proc/sysrq-trigger", "/proc/timer_list",
+                                   "/proc/latency_stats", "/proc/sched_debug", "/proc/acpi", "/proc/scsi",
+                                   "/sys/firmware"};
+    for (size_t i = 0; i < sizeof masked / sizeof *masked; i++) mask_path(root, masked[i], "/dev/null");
+    static const char *read_only[] = {"/proc/sys", "/proc/irq", "/proc/bus", "/proc/fs", "/proc/asound"};
+    for (size_t i = 0; i < sizeof read_only / sizeof *read_only; i++) read_only_path(root, read_only[i]);
+}
+
 /* The machine's pid 1 (the first process of a new pid namespace): builds the machine, says "ok" on ready_w
  * (errors go there too), then stays as its init. */
 static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, int ready_w) {
     const struct action *acts = sp->acts;
     int nact = sp->nact, sysfs = sp->sysfs;
     const char *root = sp->root, *hostname = sp->hostname;
+    int hardened = sp->uid_count > 0;
     g_errfd = ready_w;
+    g_owner = hardened ? sp->uid_base : -1;
     umask(022);
-    if (unshare(CLONE_NEWNS | CLONE_NEWUTS) < 0) fail("unshare(mount, uts): %s", strerror(errno));
+    /* First, while we still see the host's /sys and /proc: the cgroups, the namespaces, the host's end of
+     * the network. */
+    join_cgroups(sp->cgroups, sp->ncgroups);
+    int userns_fd, netns_fd;
+    make_namespaces(sp->uid_base, sp->uid_count, sp->own_netns, &userns_fd, &netns_fd);
+    if (sp->with_net) plug_veth(&sp->net, netns_fd);
+    /* Without a user namespace the machine's mount and uts namespaces are made here and the machine's root is
+     * the host's root. With one, these first namespaces only hold Shoal's mounts; the machine's own are made
+     * once inside its user namespace (below). */
+    if (unshare(CLONE_NEWNS | (hardened ? 0 : CLONE_NEWUTS)) < 0) fail("unshare(mount, uts): %s", strerror(errno));
     /* Nothing we mount may propagate back to the host, and host mounts must not appear in here later. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
+    /* sysfs shows the network namespace of whoever mounts it: the machine's own. */
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0) fail("setns net: %s", strerror(errno));
     for (int i = 0; i < nact; i++) {
         const struct action *a = &acts[i];
         char *where = i == 0 ? strdup(root) : joinpath(root, a->target);
         if (!where) fail("out of memory");
         if (a->kind == ACT_OVERLAY) {
             if (i) ensure_mountpoint(where, 1);
-            if (needs_new_api(a)) mount_overlay_new_api(a, where);
+            if (hardened || a->host_mask || needs_new_api(a)) mount_overlay_new_api(a, where, userns_fd);
             else mount_overlay_legacy(a, where);
         } else if (a->kind == ACT_BIND) {
             do_bind(a, where);
         } else {
             ensure_mountpoint(where, 1);
-            if (mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, a->source) < 0)
+            char *opts = tmpfs_options(a->source);
+            if (mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
                 fail("mount tmpfs on %s: %s", a->target, strerror(errno));
+            free(opts);
         }
         free(where);
     }
@@ -418,11 +951,31 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
         /* Best effort: a read-only sysfs is a convenience (lsblk, nproc fallbacks), not a requirement. */
         if (mount("sysfs", sys, "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) { }
     }
-    if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
+    if (hardened) mask_kernel_files(root);
+    if (!hardened && hostname && sethostname(hostname, strlen(hostname)) < 0)
+        fail("sethostname: %s", strerror(errno));
     if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno));
     if (umount2(".", MNT_DETACH) < 0) fail("detach the old root: %s", strerror(errno));
     if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
+    if (hardened) {
+        /* Become the machine's root, in namespaces of its own that it may change. Copying the mount
+         * namespace into the user namespace locks every mount made above. The pid namespace stays the one we
+         * are pid 1 of (owned by the host): nothing inside can signal or trace this init. */
+        enter_userns(userns_fd);
+        if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (sp->ncgroups ? CLONE_NEWCGROUP : 0)) < 0)
+            fail("unshare(mount, uts, ipc, cgroup) in the user namespace: %s", strerror(errno));
+        if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
+        if (sp->with_net) configure_inside(&sp->net);
+        else if (sp->own_netns) configure_loopback();
+        drop_bounding_set();
+        close(userns_fd);
+    } else if (sp->with_net) {
+        configure_inside(&sp->net);
+    } else if (sp->own_netns) {
+        configure_loopback();
+    }
+    if (netns_fd >= 0) close(netns_fd);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0) fail("open /dev/null: %s", strerror(errno));
     if (write(ready_w, "ok", 2) != 2) _exit(125);
@@ -487,8 +1040,8 @@ struct task_result {
     int err_no;
 };
 
-enum { STAGE_NONE, STAGE_USER, STAGE_CWD, STAGE_EXEC };
-static const char *stage_names[] = {"-", "user", "cwd", "exec"};
+enum { STAGE_NONE, STAGE_USER, STAGE_CWD, STAGE_EXEC, STAGE_HELPER };
+static const char *stage_names[] = {"-", "user", "cwd", "exec", "helper"};
 
 /* Resolve NAME or UID[:GID] with the machine's own /etc/passwd and /etc/group (a static binary cannot use
  * NSS modules, and the host's user database is the wrong one anyway). */
@@ -549,6 +1102,9 @@ static int resolve_user(const char *spec, uid_t *uid, gid_t *gid, gid_t *groups,
 struct join_opts {
     const char *cwd, *user;
     int in_fd, out_fd, err_fd;
+    const char *in_path_inside, *out_path_inside, *err_path_inside; /* opened inside the machine */
+    int userns_fd;       /* the machine's user namespace when it is not ours: the command runs sandboxed */
+    unsigned short filter_len;
     char **argv;
     /* The user, resolved by the shim before it forks the task (the task is a vfork child: no stdio there). */
     int user_err, ngroups;
@@ -577,6 +1133,14 @@ static void __attribute__((noreturn)) task_child(const struct join_opts *o, int 
     if (o->in_fd >= 0) dup2(o->in_fd, 0);
     if (o->out_fd >= 0) dup2(o->out_fd, 1);
     if (o->err_fd >= 0) dup2(o->err_fd, 2);
+    if (o->userns_fd >= 0) {
+        /* The sandbox: seccomp while we still hold CAP_SYS_ADMIN in the machine's user namespace (no
+         * no_new_privs needed for root's commands), no_new_privs for anyone else (sudo stays a plain program). */
+        int err = install_seccomp(o->filter_len);
+        if (err) report_child_error(errpipe, STAGE_USER, err);
+        if (o->user && o->uid != 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            report_child_error(errpipe, STAGE_USER, errno);
+    }
     if (o->user) {
         if (o->user_err) report_child_error(errpipe, STAGE_USER, o->user_err);
         if (setgroups((size_t)o->ngroups, o->groups) < 0 || setgid(o->gid) < 0 || setuid(o->uid) < 0)
@@ -650,7 +1214,26 @@ static void kill_tree(pid_t task, struct task_result *res) {
 
 /* Between the helper (outside the machine's pid namespace) and the task: makes the task a process group and
  * session of its own, adopts its orphans, and turns a SIGTERM from the helper into "kill the whole tree". */
+static int open_inside(const char *path, int output) {
+    int fd = output ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail("open %s in the machine: %s", path, strerror(errno));
+    return fd;
+}
+
 static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
+    g_shim_result_fd = result_fd;
+    if (o->userns_fd >= 0) {
+        enter_userns(o->userns_fd);
+        close(o->userns_fd);
+        sound_mounts();
+        drop_bounding_set();
+    }
+    /* Files inside the machine are opened with the rights of the machine's root, never the host's. */
+    if (o->in_path_inside) o->in_fd = open_inside(o->in_path_inside, 0);
+    if (o->out_path_inside) o->out_fd = open_inside(o->out_path_inside, 1);
+    if (o->err_path_inside)
+        o->err_fd = o->out_path_inside && !strcmp(o->out_path_inside, o->err_path_inside)
+                        ? fcntl(o->out_fd, F_DUPFD_CLOEXEC, 3) : open_inside(o->err_path_inside, 1);
     if (setsid() < 0) { /* already a group leader: cannot happen right after fork */ }
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
@@ -733,9 +1316,10 @@ static int cmd_join(int argc, char **argv) {
     sigprocmask(SIG_BLOCK, &stop_signals, NULL);
     struct join_opts o;
     memset(&o, 0, sizeof o);
-    o.in_fd = o.out_fd = o.err_fd = -1;
+    o.in_fd = o.out_fd = o.err_fd = o.userns_fd = -1;
     const char *init = NULL, *in_path = NULL, *out_path = NULL, *err_path = NULL, *exit_path = NULL;
-    int exit_fd = -1;
+    const char **cgroups = xcalloc((size_t)argc, sizeof *cgroups);
+    int exit_fd = -1, ncgroups = 0;
     double timeout = -1;
     int status_fd = -1, i;
     for (i = 0; i < argc; i++) {
@@ -752,6 +1336,10 @@ static int cmd_join(int argc, char **argv) {
         else if (!strcmp(opt, "--timeout")) timeout = strtod(v, NULL);
         else if (!strcmp(opt, "--status-fd")) status_fd = atoi(v);
         else if (!strcmp(opt, "--exit-file")) exit_path = v;
+        else if (!strcmp(opt, "--in-stdin")) o.in_path_inside = v;
+        else if (!strcmp(opt, "--in-stdout")) o.out_path_inside = v;
+        else if (!strcmp(opt, "--in-stderr")) o.err_path_inside = v;
+        else if (!strcmp(opt, "--cgroup")) cgroups[ncgroups++] = v;
         else fail("join: unknown option %s", opt);
     }
     /* Nothing but stdio and the status pipe may leak from the caller into the machine. */
@@ -778,20 +1366,35 @@ static int cmd_join(int argc, char **argv) {
     unsigned long long want_start = colon ? strtoull(colon + 1, NULL, 10) : 0;
 
     /* Open all namespace files while /proc is still the host's, then check the pid still is the init we
-     * mean (a recycled pid would have another start time). */
-    static const char *kinds[] = {"uts", "pid", "mnt"};
-    static const int flags[] = {CLONE_NEWUTS, CLONE_NEWPID, CLONE_NEWNS};
-    int nsfd[3];
+     * mean (a recycled pid would have another start time). Only the namespaces that differ from ours are
+     * entered: a machine without a user or network namespace of its own shares the host's. The user namespace
+     * comes last, in the shim: entering it gives up the host's rights, which entering the others needs. */
+    static const char *kinds[] = {"cgroup", "ipc", "uts", "net", "pid", "mnt", "user"};
+    static const int flags[] = {CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWNET, CLONE_NEWPID,
+                                CLONE_NEWNS, CLONE_NEWUSER};
+    enum { NKINDS = sizeof kinds / sizeof *kinds };
+    int nsfd[NKINDS];
     g_fail_stage = "machine";
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < NKINDS; k++) {
         char path[64];
+        struct stat theirs, ours;
         snprintf(path, sizeof path, "/proc/%d/ns/%s", pid, kinds[k]);
         nsfd[k] = open(path, O_RDONLY | O_CLOEXEC);
         if (nsfd[k] < 0) fail("machine init %d is gone: %s", pid, strerror(errno));
+        snprintf(path, sizeof path, "/proc/self/ns/%s", kinds[k]);
+        if (fstat(nsfd[k], &theirs) == 0 && stat(path, &ours) == 0 && theirs.st_ino == ours.st_ino &&
+            theirs.st_dev == ours.st_dev && flags[k] != CLONE_NEWNS && flags[k] != CLONE_NEWPID) {
+            close(nsfd[k]);
+            nsfd[k] = -1;
+        }
     }
     if (want_start && proc_starttime(pid) != want_start) fail("machine init %d is gone (pid reused)", pid);
-    for (int k = 0; k < 3; k++)
-        if (setns(nsfd[k], flags[k]) < 0) fail("setns %s: %s", kinds[k], strerror(errno));
+    /* The machine's cgroups while we still see the host's /sys (the command and its children follow us). */
+    join_cgroups(cgroups, ncgroups);
+    for (int k = 0; k < NKINDS - 1; k++)
+        if (nsfd[k] >= 0 && setns(nsfd[k], flags[k]) < 0) fail("setns %s: %s", kinds[k], strerror(errno));
+    o.userns_fd = nsfd[NKINDS - 1];
+    if (o.userns_fd >= 0) o.filter_len = build_filter();
     g_fail_stage = "helper";
 
     int sfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
@@ -804,12 +1407,14 @@ static int cmd_join(int argc, char **argv) {
         close(sfd);
         if (status_fd >= 0) close(status_fd);
         g_status_fd = -1;
-        for (int k = 0; k < 3; k++) close(nsfd[k]);
+        for (int k = 0; k < NKINDS - 1; k++)
+            if (nsfd[k] >= 0) close(nsfd[k]);
         shim(&o, result[1]);
     }
     close(result[1]);
     if (o.in_fd >= 0) close(o.in_fd);
     if (o.out_fd >= 0) close(o.out_fd);
+    if (o.userns_fd >= 0) close(o.userns_fd);
 
     struct task_result res;
     size_t got = 0;
@@ -867,7 +1472,8 @@ static int cmd_join(int argc, char **argv) {
     write_status(status_fd, code, sig, timed_out, res.err_stage, res.err_no);
     if (res.err_stage) {
         /* Like a shell's "command not found": the message goes where the task's stderr goes. */
-        const char *what = res.err_stage == STAGE_EXEC ? o.argv[0] : res.err_stage == STAGE_CWD ? o.cwd : o.user;
+        const char *what = res.err_stage == STAGE_EXEC ? o.argv[0] : res.err_stage == STAGE_CWD ? o.cwd
+                         : res.err_stage == STAGE_USER ? o.user : "the machine's sandbox";
         dprintf(o.err_fd >= 0 ? o.err_fd : 2, "%s: %s %s: %s\n", g_prog, stage_names[res.err_stage], what,
                 strerror(res.err_no));
     }

@@ -1,0 +1,69 @@
+"""Private addresses of machines: a subnet per pool, one default subnet for VMs, an address per machine.
+
+Shoal's server owns an address space (``--node-address-space``, default ``10.224.0.0/12``) cut into ``/20``
+subnets. The first subnet is the default network of VMs (until virtual networks exist) and holds the gateway
+(its first address); every pool gets one of the others for its life, so its nodes reach each other and
+nothing else of the space. Within a subnet, addresses are handed out as Azure does: the first four and the
+last one are reserved, so the first machine is ``.4``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from shoal.core import errors
+
+DEFAULT_SPACE = "10.224.0.0/12"
+SUBNET_PREFIX = 20
+RESERVED_LOW = 4  # Azure reserves x.x.x.0-3 of every subnet (network, gateway, DNS)
+
+
+def _space(space: str) -> ipaddress.IPv4Network:
+    net = ipaddress.ip_network(space)
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > SUBNET_PREFIX:
+        raise ValueError(f"the node address space {space} must be an IPv4 network of /{SUBNET_PREFIX} or larger")
+    return net
+
+
+def vm_subnet(space: str) -> str:
+    return str(next(_space(space).subnets(new_prefix=SUBNET_PREFIX)))
+
+
+def gateway(space: str) -> str:
+    return str(_space(space).network_address + 1)
+
+
+def allocate_subnet(space: str, used: Iterable[str | None]) -> str:
+    """The first pool subnet of the space that no pool holds."""
+    taken = {u for u in used if u}
+    for subnet in list(_space(space).subnets(new_prefix=SUBNET_PREFIX))[1:]:
+        if str(subnet) not in taken:
+            return str(subnet)
+    raise errors.AzureError(f"No private subnet is left for another pool in this Shoal's node address space "
+                            f"{space}: delete a pool, or give the server a larger --node-address-space.",
+                            status=409, code="SubnetsExhausted")
+
+
+def allocate_addresses(subnet: str, used: Iterable[str | None], count: int) -> list[str]:
+    """``count`` free machine addresses of the subnet, lowest first."""
+    net = ipaddress.ip_network(subnet)
+    taken = {u for u in used if u}
+    out: list[str] = []
+    first = int(net.network_address) + RESERVED_LOW
+    last = int(net.broadcast_address) - 1
+    for value in range(first, last + 1):
+        if len(out) == count:
+            break
+        address = str(ipaddress.IPv4Address(value))
+        if address not in taken:
+            out.append(address)
+    if len(out) < count:
+        raise errors.AzureError(f"The subnet {subnet} has no free address left for {count} more machines.",
+                                status=409, code="SubnetIsFull")
+    return out
+
+
+def machine_network(address: str, subnet: str, space: str) -> dict[str, str | int]:
+    """What the host agent wires for a machine."""
+    return {"address": address, "prefix": ipaddress.ip_network(subnet).prefixlen, "gateway": gateway(space)}

@@ -1,0 +1,237 @@
+"""The host's side of isolated machine networks (``--node-network isolated``, the default).
+
+Every machine has a network namespace of its own, joined to the host by a routed veth pair (the native
+helper plugs it: ``--net``). There is no bridge between machines, because a Linux bridge holds at most 1,024
+ports and a host must hold 2,500 nodes; instead the host routes:
+
+- each machine has an address in the Shoal server's **address space** (``--node-address-space``, default
+  ``10.224.0.0/12``), on the subnet of its pool (a ``/20`` each) or on the default subnet of VMs (the first
+  one); a ``/32`` route leads to its veth;
+- the **gateway** is the first address of the space, held by the host (on the ``shoal0`` device). Machines
+  route everything through it (on-link: the host's end of each veth answers ARP for it, and for the other
+  machines of the subnet, by proxy ARP). Shoal's API listens there too, so nodes reach Shoal's endpoints at
+  their gateway, as Azure's endpoints are reachable from a VM;
+- a strict reverse-path filter on each host-side veth drops packets whose source is not the machine's own
+  address (its root holds ``CAP_NET_ADMIN`` in its namespace and may change its addresses);
+- an nftables table per address space: machines of one subnet reach each other, other subnets of the space
+  are unreachable, from the machines the host answers only the API port and ping at the gateway (its loopback
+  services and its other addresses are not reachable), and traffic leaving the space is masqueraded so that
+  ``apt-get`` and ``pip`` work inside; inbound NAT endpoints are forwarded to their node (``nat_endpoints``).
+
+One Shoal server owns an address space on a host: ``up()`` takes a lock on it, and a second server asking for
+the same space is refused with a message naming the flag that picks another.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import ipaddress
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPACE = "10.224.0.0/12"
+SUBNET_PREFIX = 20
+GATEWAY_DEVICE = "shoal0"
+LOCK_DIR = Path("/run/shoal")
+
+
+class NetworkError(Exception):
+    """The host's network cannot be set up as asked (the message says what is missing and what to do)."""
+
+
+def veth_name(space: str, machine_id: str) -> str:
+    """The host-side interface of a machine (15 characters at most, unique per space and machine)."""
+    return "sh" + hashlib.sha256(f"{space}|{machine_id}".encode()).hexdigest()[:12]
+
+
+def gateway_of(space: str) -> str:
+    return str(ipaddress.ip_network(space).network_address + 1)
+
+
+def subnets(space: str) -> list[ipaddress.IPv4Network]:
+    net = ipaddress.ip_network(space)
+    if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > SUBNET_PREFIX:
+        raise NetworkError(f"the node address space {space} must be an IPv4 network of /{SUBNET_PREFIX} or larger")
+    return list(net.subnets(new_prefix=SUBNET_PREFIX))
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True)
+
+
+def check_tools() -> str | None:
+    """None when this host can give machines networks of their own, else what is missing."""
+    if shutil.which("nft") is None:
+        return "nftables (the `nft` command) is not installed: apt-get install nftables"
+    if shutil.which("ip") is None:
+        return "iproute2 (the `ip` command) is not installed: apt-get install iproute2"
+    probe = _run(["nft", "list", "tables"])
+    if probe.returncode != 0:
+        return f"nftables does not work here: {probe.stderr.strip()}"
+    if not os.access("/proc/sys/net/ipv4/ip_forward", os.W_OK):
+        return "cannot enable IPv4 forwarding (/proc/sys/net/ipv4/ip_forward is not writable)"
+    return None
+
+
+def _overlaps_host_routes(net: ipaddress.IPv4Network, gateway: str) -> str | None:
+    shown = _run(["ip", "-4", "route", "show", "table", "all"])
+    for line in shown.stdout.splitlines():
+        words = line.split()
+        if not words or words[0] in ("local", "broadcast", "multicast", "unreachable"):
+            continue
+        dest = words[0] if words[0] != "default" else "0.0.0.0/0"
+        try:
+            route = ipaddress.ip_network(dest, strict=False)
+        except ValueError:
+            continue
+        if route.prefixlen == 0 or not isinstance(route, ipaddress.IPv4Network):
+            continue
+        if route.overlaps(net) and not (route.prefixlen == 32 and route.subnet_of(net)) \
+                and str(route.network_address) != gateway:
+            return line
+    return None
+
+
+class NodeNetwork:
+    """The host side of one address space."""
+
+    def __init__(self, space: str, api_ports: Iterable[int]) -> None:
+        self.subnets = subnets(space)
+        self.net = ipaddress.IPv4Network(space)
+        self.space = str(self.net)
+        self.gateway = gateway_of(self.space)
+        self.api_ports = sorted(set(api_ports))
+        self.table = "shoal_" + hashlib.sha256(self.space.encode()).hexdigest()[:10]
+        self._lock_file: IO[str] | None = None
+        self._nat: dict[int, tuple[str, int]] = {}
+        self._nat_lock = threading.Lock()
+
+    def veth(self, machine_id: str) -> str:
+        return veth_name(self.space, machine_id)
+
+    # ------------------------------------------------------------------ set-up
+
+    def up(self) -> None:
+        """Claim the space on this host and install the gateway, forwarding and the nftables table."""
+        problem = check_tools()
+        if problem:
+            raise NetworkError(problem)
+        self._claim()
+        clash = _overlaps_host_routes(self.net, self.gateway)
+        if clash:
+            raise NetworkError(f"the node address space {self.space} overlaps a route of this host ({clash}); "
+                               "choose another with --node-address-space")
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write("1")
+        self._gateway_device()
+        self._load_table()
+
+    def _claim(self) -> None:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        path = LOCK_DIR / f"net-{self.table}.lock"
+        lock = open(path, "w")  # noqa: SIM115 (held for the life of the process)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise NetworkError(f"another Shoal server on this host uses the node address space {self.space}; "
+                               "give this one another with --node-address-space") from None
+        self._lock_file = lock
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _gateway_device(self) -> None:
+        show = _run(["ip", "link", "show", GATEWAY_DEVICE])
+        if show.returncode != 0:
+            # A bridge without ports holds the address (the dummy driver is not everywhere).
+            made = _run(["ip", "link", "add", GATEWAY_DEVICE, "type", "dummy"])
+            if made.returncode != 0:
+                made = _run(["ip", "link", "add", GATEWAY_DEVICE, "type", "bridge"])
+            if made.returncode != 0 and "File exists" not in made.stderr:
+                raise NetworkError(f"cannot create the gateway device {GATEWAY_DEVICE}: {made.stderr.strip()}")
+        _run(["ip", "link", "set", GATEWAY_DEVICE, "up"])
+        added = _run(["ip", "addr", "add", f"{self.gateway}/32", "dev", GATEWAY_DEVICE])
+        if added.returncode != 0 and "File exists" not in added.stderr and "already assigned" not in added.stderr:
+            raise NetworkError(f"cannot give {GATEWAY_DEVICE} the gateway address {self.gateway}: "
+                               f"{added.stderr.strip()}")
+
+    def ruleset(self) -> str:
+        s, g = self.space, self.gateway
+        pairs = ", ".join(f"{n} . {n}" for n in self.subnets)
+        ports = ", ".join(str(p) for p in self.api_ports) or "0"
+        return f"""table inet {self.table} {{
+  set same_subnet {{ type ipv4_addr . ipv4_addr; flags interval; elements = {{ {pairs} }} }}
+  map nat_endpoints {{ type inet_service : ipv4_addr . inet_service; }}
+  chain input {{ type filter hook input priority filter; policy accept;
+    ip saddr {s} ct state established,related accept
+    ip saddr {s} ip daddr {g} tcp dport {{ {ports} }} accept
+    ip saddr {s} ip daddr {g} icmp type echo-request accept
+    ip saddr {s} drop
+  }}
+  chain forward {{ type filter hook forward priority filter; policy accept;
+    ip saddr {s} ip daddr {s} ip saddr . ip daddr @same_subnet accept
+    ip saddr {s} ip daddr {s} drop
+    ip daddr {s} ct state established,related accept
+    ip daddr {s} ct status dnat accept
+    ip daddr {s} drop
+  }}
+  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
+    fib daddr type local dnat ip to tcp dport map @nat_endpoints
+  }}
+  chain output {{ type nat hook output priority -100; policy accept;
+    fib daddr type local dnat ip to tcp dport map @nat_endpoints
+  }}
+  chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {s} ip daddr != {s} masquerade
+    ip daddr {s} ct status dnat snat ip to {g}
+  }}
+}}
+"""
+
+    def _load_table(self) -> None:
+        # Replace the table atomically (one transaction): no moment without the rules.
+        script = f"table inet {self.table} {{}}\ndelete table inet {self.table}\n{self.ruleset()}"
+        done = _run(["nft", "-f", "-"], stdin=script)
+        if done.returncode != 0:
+            raise NetworkError(f"cannot load the nftables rules for {self.space}: {done.stderr.strip()}")
+        self._nat.clear()
+
+    # ------------------------------------------------------------------ inbound NAT
+
+    def nat_endpoints(self, wanted: dict[int, tuple[str, int]]) -> None:
+        """Make the host's TCP frontend ports forward to (node address, backend port) exactly as given."""
+        with self._nat_lock:
+            remove = [p for p in self._nat if p not in wanted or self._nat[p] != wanted[p]]
+            add = {p: t for p, t in wanted.items() if self._nat.get(p) != t}
+            if not remove and not add:
+                return
+            lines = []
+            if remove:
+                lines.append(f"delete element inet {self.table} nat_endpoints {{ {', '.join(map(str, remove))} }}")
+            if add:
+                items = ", ".join(f"{p} : {a} . {b}" for p, (a, b) in sorted(add.items()))
+                lines.append(f"add element inet {self.table} nat_endpoints {{ {items} }}")
+            done = _run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            if done.returncode != 0:
+                raise NetworkError(f"cannot update the inbound NAT endpoints: {done.stderr.strip()}")
+            for p in remove:
+                self._nat.pop(p, None)
+            self._nat.update(add)
+
+    def down(self) -> None:
+        """Remove this space's table and gateway address (uninstall, tests)."""
+        _run(["nft", "delete", "table", "inet", self.table])
+        _run(["ip", "addr", "del", f"{self.gateway}/32", "dev", GATEWAY_DEVICE])
+        self.release()
