@@ -158,13 +158,14 @@ def test_command_output_and_exit_code_come_back(runtime: Any, store: Path) -> No
     assert result == {"exitCode": 3, "signal": None, "timedOut": False, "stdout": b"hi\n", "stderr": b"oops\n"}
 
 
-def test_output_goes_to_the_host_files_given(runtime: Any, store: Path) -> None:
-    runtime.create(spec(store, "m1"))
-    out, err = store / "stdout.txt", store / "stderr.txt"
-    result = runtime.run("m1", ["sh", "-c", "echo to-out; echo to-err >&2"], env=PATH, stdout=str(out),
-                         stderr=str(err))
+def test_output_goes_to_the_files_given_inside_the_machine(runtime: Any, store: Path) -> None:
+    machine = spec(store, "m1")
+    runtime.create(machine)
+    result = runtime.run("m1", ["sh", "-c", "echo to-out; echo to-err >&2"], env=PATH, stdout="/mnt/stdout.txt",
+                         stderr="/mnt/stderr.txt")
     assert result == {"exitCode": 0, "signal": None, "timedOut": False}
-    assert out.read_text() == "to-out\n" and err.read_text() == "to-err\n"
+    temp = Path(machine.temp_dir)  # the temporary drive (/mnt inside)
+    assert (temp / "stdout.txt").read_text() == "to-out\n" and (temp / "stderr.txt").read_text() == "to-err\n"
 
 
 def test_software_from_an_os_layer_is_visible(runtime: Any, store: Path) -> None:

@@ -133,6 +133,15 @@ static int g_status_fd = -1;    /* join: the caller's status pipe; fatal errors 
 static const char *g_fail_stage = "helper"; /* join: "machine" while entering the machine */
 static const char *g_prog = "shoal-machine";
 static int g_shim_result_fd = -1; /* join's shim: where a fatal error is reported as the task's result */
+
+/* What join's shim reports about the task. */
+struct task_result {
+    int have_status; /* the task was reaped: wstatus is valid */
+    int wstatus;
+    int err_stage;   /* 0, or one of STAGE_* when the program could not be started */
+    int err_no;
+    char message[256]; /* STAGE_HELPER: why */
+};
 static long g_owner = -1;       /* init with a user namespace: the host uid/gid of the machine's root */
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
@@ -147,9 +156,10 @@ static void fail(const char *fmt, ...) {
     buf[n++] = '\n';
     if (g_status_fd >= 0) dprintf(g_status_fd, "R 125 0 0 %s 0 %.*s", g_fail_stage, n, buf);
     if (write(g_errfd, buf, (size_t)n) < 0) { /* nothing more we can do */ }
-    if (g_shim_result_fd >= 0) { /* a struct task_result: reaped, exit status 125, stage "helper" */
-        int res[4] = {1, 125 << 8, 4, 0};
-        if (write(g_shim_result_fd, res, sizeof res) < 0) { }
+    if (g_shim_result_fd >= 0) { /* reaped, exit status 125, stage "helper" (4), and the message */
+        struct task_result res = {1, 125 << 8, 4, 0, ""};
+        snprintf(res.message, sizeof res.message, "%.*s", n - 1, buf);
+        if (write(g_shim_result_fd, &res, sizeof res) < 0) { }
     }
     _exit(125);
 }
@@ -1033,12 +1043,6 @@ static int cmd_init(int argc, char **argv) {
 
 /* ------------------------------------------------------------------------------------------------ join */
 
-struct task_result {
-    int have_status; /* the task was reaped: wstatus is valid */
-    int wstatus;
-    int err_stage;   /* 0, or one of STAGE_* when the program could not be started */
-    int err_no;
-};
 
 enum { STAGE_NONE, STAGE_USER, STAGE_CWD, STAGE_EXEC, STAGE_HELPER };
 static const char *stage_names[] = {"-", "user", "cwd", "exec", "helper"};
@@ -1253,7 +1257,7 @@ static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
         task_child(o, errpipe[1]);
     }
     close(errpipe[1]);
-    struct task_result res = {0, 0, 0, 0};
+    struct task_result res = {0, 0, 0, 0, ""};
     int msg[2];
     ssize_t n;
     while ((n = read(errpipe[0], msg, sizeof msg)) < 0 && errno == EINTR) { }
@@ -1299,10 +1303,12 @@ static unsigned long long proc_starttime(int pid) {
     return p ? strtoull(p + 1, NULL, 10) : 0;
 }
 
-static void write_status(int fd, int code, int sig, int timed_out, int stage, int err) {
+static void write_status(int fd, int code, int sig, int timed_out, int stage, int err, const char *message) {
     if (fd < 0) return;
-    char line[128];
-    int n = snprintf(line, sizeof line, "R %d %d %d %s %d -\n", code, sig, timed_out, stage_names[stage], err);
+    char line[512];
+    int n = snprintf(line, sizeof line, "R %d %d %d %s %d %s\n", code, sig, timed_out, stage_names[stage], err,
+                     message && message[0] ? message : "-");
+    if (n >= (int)sizeof line) n = (int)sizeof line - 1;
     if (write(fd, line, (size_t)n) < 0) { }
 }
 
@@ -1465,11 +1471,11 @@ static int cmd_join(int argc, char **argv) {
     else code = WEXITSTATUS(res.wstatus);
     /* The exit file first: if the caller is gone, writing to its status pipe raises SIGPIPE. */
     if (exit_fd >= 0) {
-        write_status(exit_fd, code, sig, timed_out, res.err_stage, res.err_no);
+        write_status(exit_fd, code, sig, timed_out, res.err_stage, res.err_no, res.message);
         close(exit_fd);
     }
     signal(SIGPIPE, SIG_IGN);
-    write_status(status_fd, code, sig, timed_out, res.err_stage, res.err_no);
+    write_status(status_fd, code, sig, timed_out, res.err_stage, res.err_no, res.message);
     if (res.err_stage) {
         /* Like a shell's "command not found": the message goes where the task's stderr goes. */
         const char *what = res.err_stage == STAGE_EXEC ? o.argv[0] : res.err_stage == STAGE_CWD ? o.cwd
