@@ -16,6 +16,9 @@ from harness import REPO, ShoalServer, fresh_postgres_url, scratch_root
 from shoal.azure import Shoal
 
 POSTGRES_URL = os.environ.get("SHOAL_TEST_POSTGRES_URL")
+# Every test server builds marketplace bases (Debian with debootstrap) once for the whole run, and later runs on
+# this machine reuse the build: it is kept in the scratch directory (see the README, "Tests").
+os.environ.setdefault("SHOAL_BASE_CACHE_DIR", str(scratch_root() / "shoal-base-cache"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,9 +19,12 @@ from typing import Any
 import pytest
 
 from harness import REPO, scratch_root
+from shoal.runtime.cgroups import Cgroups
+from shoal.runtime.cgroups import detect as detect_cgroups
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
     DiskMount,
+    Hardening,
     MachineError,
     MachineSpec,
     NamespaceRuntime,
@@ -30,6 +33,7 @@ from shoal.runtime.machines import (
     mount_points,
     probe_namespaces,
 )
+from shoal.runtime.nodenet import NodeNetwork
 
 PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 _ns_problem: list[str | None] = []
@@ -84,13 +88,28 @@ def ns(store: Path) -> Iterator[NamespaceRuntime]:
     _teardown(runtime, store)
 
 
-@pytest.fixture(params=["namespaces", "process"])
+@pytest.fixture(scope="session")
+def hardening() -> Iterator[Hardening]:
+    """What `shoal serve` uses by default: user namespaces, networks of their own (machines here get no
+    address: loopback only), cgroup limits."""
+    version, why = detect_cgroups()
+    if version is None or os.geteuid() != 0:
+        pytest.skip(f"hardened machines need root and cgroups ({why})")
+    network = NodeNetwork(f"10.{4 * random.randint(16, 62)}.0.0/14", [])
+    network.up()
+    yield Hardening(True, network, Cgroups(version))
+    network.down()
+
+
+@pytest.fixture(params=["namespaces", "hardened", "process"])
 def runtime(request: pytest.FixtureRequest, store: Path) -> Iterator[Any]:
-    if request.param == "namespaces":
+    if request.param in ("namespaces", "hardened"):
         problem = namespaces_problem()
         if problem:
             pytest.skip(f"namespace machines unavailable here: {problem}")
-        rt: Any = namespace_runtime(store)
+        hardened = request.getfixturevalue("hardening") if request.param == "hardened" else None
+        rt: Any = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase",
+                                   hardening=hardened)
     else:
         rt = ProcessRuntime(store / "store")
     yield rt
@@ -116,7 +135,8 @@ def spec(store: Path, machine_id: str, *, layers: list[str] | None = None, data:
     return MachineSpec(machine_id=machine_id, hostname=hostname or machine_id, base=base,
                        os_disk=disk(store, f"os-{machine_id}", layers),
                        data_disks=data if data is not None else {0: disk(store, f"data-{machine_id}")},
-                       temp_dir=str(store / "temp" / machine_id))
+                       temp_dir=str(store / "temp" / machine_id),
+                       limits={"cores": 1, "memoryBytes": 1 << 30, "pids": 4096})
 
 
 def host_processes_with(marker: str) -> list[int]:
@@ -519,3 +539,77 @@ def test_a_failed_build_through_a_provisioner_leaves_nothing_and_the_next_one_wo
     assert ns._scan_inits() == []
     ns.create(spec(store, "m2"), provisioner="replica-a")
     assert ns.run("m2", ["hostname"], env=PATH)["stdout"] == b"m2\n"
+
+
+# --- hardened machines -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def hardened(store: Path, hardening: Hardening) -> Iterator[NamespaceRuntime]:
+    problem = namespaces_problem()
+    if problem:
+        pytest.skip(f"namespace machines unavailable here: {problem}")
+    rt = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase", hardening=hardening)
+    yield rt
+    _teardown(rt, store)
+
+
+def test_root_in_a_hardened_machine_owns_its_files_under_its_own_host_ids(hardened: NamespaceRuntime,
+                                                                           store: Path) -> None:
+    machine = spec(store, "m1")
+    hardened.create(machine)
+    result = hardened.run("m1", ["sh", "-c", "id -u; touch /etc/new-file /mnt/scratch /datadisks/lun0/data; "
+                                 "chown 1000:1000 /datadisks/lun0/data; cat /proc/self/uid_map"], env=PATH)
+    assert result["exitCode"] == 0, result
+    assert result["stdout"].split()[0] == b"0"
+    ids = hardened.id_range("m1")
+    assert ids is not None and ids.base >= 1 << 20
+    assert result["stdout"].split()[1:4] == [b"0", str(ids.base).encode(), b"65536"]
+    assert (Path(machine.os_disk.upper) / "etc" / "new-file").stat().st_uid == ids.base
+    assert (Path(machine.temp_dir) / "scratch").stat().st_uid == ids.base
+    assert (Path(machine.data_disks[0].upper) / "data").stat().st_uid == ids.base + 1000
+    # A snapshot records the image's own ids, so the layer is shareable between machines.
+    layers = LayerStore(store / "store" / "layers")
+    captured = layers.capture(Path(machine.data_disks[0].upper), id_shift=ids.base)
+    assert (layers.unpacked(captured.digest) / "data").stat().st_uid == 1000
+
+
+def test_two_hardened_machines_get_distinct_ranges_and_a_reboot_keeps_its_own(hardened: NamespaceRuntime,
+                                                                             store: Path) -> None:
+    hardened.create(spec(store, "m1"))
+    hardened.create(spec(store, "m2"))
+    first, second = hardened.id_range("m1"), hardened.id_range("m2")
+    assert first is not None and second is not None and first.base != second.base
+    hardened.destroy("m1", keep_temp=True)
+    hardened.create(spec(store, "m1"))
+    assert hardened.id_range("m1") == first
+
+
+def test_a_command_beyond_the_memory_limit_is_killed_and_the_machine_stays(hardened: NamespaceRuntime,
+                                                                          store: Path) -> None:
+    hardened.create(spec(store, "m1"))  # 1 GiB
+    result = hardened.run("m1", ["python3", "-c", "x = bytearray(1536 << 20); x[::4096] = b'x' * (384 << 8)"],
+                          env=PATH)
+    assert result["exitCode"] == 137 and result["signal"] == 9, result
+    assert hardened.status("m1") == "running"
+    burn = hardened.run("m1", ["sh", "-c", "timeout 1 sh -c 'while :; do :; done'; echo ok"], env=PATH)
+    assert burn["stdout"] == b"ok\n"
+    usage = hardened.usage("m1")
+    assert usage is not None and usage["cpuSeconds"] > 0.3 and usage["memoryBytes"] > 0
+
+
+def test_a_hardened_command_has_the_sandbox(hardened: NamespaceRuntime, store: Path) -> None:
+    hardened.create(spec(store, "m1"))
+    result = hardened.run("m1", ["sh", "-c", "grep -E '^(CapBnd|Seccomp|NoNewPrivs)' /proc/self/status; "
+                                 "cat /proc/sys/kernel/core_pattern > /dev/null; "
+                                 "echo x > /proc/sys/kernel/core_pattern || echo read-only; "
+                                 "umount /proc || echo locked"],
+                          env=PATH)
+    status = dict(line.split(":\t") for line in result["stdout"].decode().splitlines() if ":\t" in line)
+    bounding = int(status["CapBnd"], 16)
+    for cap in (16, 17, 2, 25, 22):  # SYS_MODULE, SYS_RAWIO, DAC_READ_SEARCH, SYS_TIME, SYS_BOOT
+        assert not bounding & (1 << cap), cap
+    assert bounding & (1 << 21) and bounding & (1 << 12)  # SYS_ADMIN, NET_ADMIN (in its own namespaces)
+    assert status["Seccomp"] == "2" and status["NoNewPrivs"] == "0"
+    assert b"read-only" in result["stdout"] and b"locked" in result["stdout"]
+    nonadmin = hardened.run("m1", ["grep", "NoNewPrivs", "/proc/self/status"], env=PATH, user="65534")
+    assert nonadmin["stdout"].split()[-1] == b"1"

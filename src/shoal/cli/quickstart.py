@@ -44,6 +44,17 @@ def _wait(what: str, poll: Callable[[], int], total: int, progress: Progress, *,
     raise QuickstartError(f"Timed out waiting for {what}. Check `shoal serve`'s output for errors.")
 
 
+# The process runtime's stand-in for `apt-get install hello`: a script in the machine's own directory.
+PLAIN_INSTALL = [
+    "set -e", 'mkdir -p "$SHOAL_MACHINE_ROOT/usr/local/bin"',
+    """printf '#!/bin/sh\\nif [ "$1" = -g ]; then echo "$2"; else echo "Hello, world!"; fi\\n' """
+    '> "$SHOAL_MACHINE_ROOT/usr/local/bin/hello"',
+    'chmod +x "$SHOAL_MACHINE_ROOT/usr/local/bin/hello"',
+    '"$SHOAL_MACHINE_ROOT/usr/local/bin/hello" -g "hello is installed"',
+    'seq 1 1000 > "$SHOAL_DATADISK_LUN0/numbers.txt"',
+]
+
+
 def _server_info(state_dir: Path | None) -> dict[str, Any]:
     """What ``shoal serve`` saved in the state directory, once it answers: fail early and plainly otherwise
     (``shoal env`` would create a new, empty state directory, and the SDKs would fail with a long traceback)."""
@@ -81,7 +92,11 @@ def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: 
 
     if tasks < 1 or nodes < 1:
         raise QuickstartError("The quickstart needs at least one task and one node.")
-    _server_info(state_dir)
+    info = _server_info(state_dir)
+    # The process runtime isolates nothing: its machines are directories and their commands run as an
+    # unprivileged host user. There is no apt there: the software goes into the machine's directory, and
+    # commands find the machine's places through SHOAL_MACHINE_ROOT and SHOAL_DATADISK_LUN<N>.
+    plain = str(info.get("isolation", "")).startswith("process")
     shoal = Shoal.from_state_dir(state_dir)
     suffix = uuid.uuid4().hex[:6]
     group, account_name = f"quickstart-{suffix}", f"quickstart{suffix}"
@@ -102,22 +117,25 @@ def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: 
         return value
 
     def workflow() -> Table:
-        vm = step("VM from the Debian 12 base image (built once with debootstrap, then cached)", lambda: (
-            compute.virtual_machines.begin_create_or_update(group, "prep", cm.VirtualMachine(
-                location=LOCATION, hardware_profile=cm.HardwareProfile(vm_size="Standard_D2s_v3"),
-                storage_profile=cm.StorageProfile(
-                    image_reference=cm.ImageReference(publisher="debian", offer="debian-12", sku="12",
-                                                      version="latest"),
-                    data_disks=[cm.DataDisk(lun=0, create_option="Empty", disk_size_gb=4)]),
-                os_profile=cm.OSProfile(computer_name="prep", admin_username="azureuser"))).result()))
+        base = cm.ImageReference(publisher="shoal", offer="host", sku="host", version="latest") if plain else \
+            cm.ImageReference(publisher="debian", offer="debian-12", sku="12", version="latest")
+        vm = step("VM from the host's own root (process runtime: a directory)" if plain else
+                  "VM from the Debian 12 base image (built once with debootstrap, then cached)", lambda: (
+                      compute.virtual_machines.begin_create_or_update(group, "prep", cm.VirtualMachine(
+                          location=LOCATION, hardware_profile=cm.HardwareProfile(vm_size="Standard_D2s_v3"),
+                          storage_profile=cm.StorageProfile(image_reference=base, data_disks=[
+                              cm.DataDisk(lun=0, create_option="Empty", disk_size_gb=4)]),
+                          os_profile=cm.OSProfile(computer_name="prep", admin_username="azureuser"))).result()))
 
         def install() -> Any:
             return compute.virtual_machines.begin_run_command(group, "prep", cm.RunCommandInput(
-                command_id="RunShellScript", script=[
+                command_id="RunShellScript", script=PLAIN_INSTALL if plain else [
                     "set -e", "apt-get update -qq", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hello",
                     "hello -g 'hello is installed'", "seq 1 1000 > /datadisks/lun0/numbers.txt"])).result()
 
-        result = step("Install software (apt-get install hello) and data on the data disk, with run-command",
+        result = step("Install software (a 'hello' script in the machine's directory) and data on the data disk, "
+                      "with run-command" if plain else
+                      "Install software (apt-get install hello) and data on the data disk, with run-command",
                       install)
         # As in Azure, the first status always says "succeeded"; Shoal adds the exit code as a second status.
         codes = [s.code for s in result.value]
@@ -161,9 +179,13 @@ def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: 
             token = shoal.credential().get_token("https://management.azure.com/.default").token
             url = (f"{shoal.authority}/subscriptions/{shoal.subscription_id}/resourceGroups/{group}/providers/"
                    f"Microsoft.Batch/batchAccounts/{account_name}/pools/pool?api-version=2020-03-01")
+            agent = "batch.node.debian 12"
+            if plain:  # the host's own base: the node agent of the host's distribution
+                agent = next((i.node_agent_sku_id for i in batch.list_supported_images()
+                              if i.image_reference.publisher == "shoal"), agent)
             body: dict[str, Any] = {"properties": {"vmSize": "STANDARD_D2S_V3", "deploymentConfiguration": {
                 "virtualMachineConfiguration": {"imageReference": {"id": version.id},
-                                                "nodeAgentSkuId": "batch.node.debian 12"}},
+                                                "nodeAgentSkuId": agent}},
                 "taskSlotsPerNode": 4, "scaleSettings": {"fixedScale": {"targetDedicatedNodes": nodes}}}}
             r = requests.put(url, json=body, headers={"Authorization": f"Bearer {token}"}, verify=shoal.ca_bundle,
                              timeout=60)
@@ -197,8 +219,10 @@ def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: 
         batch.create_job(bm.BatchJobCreateOptions(id="job", pool_info=bm.BatchPoolInfo(pool_id="pool")))
         task_start = time.perf_counter()
         batch.create_tasks("job", [bm.BatchTaskCreateOptions(
-            id=f"task{i}",
-            command_line=f"/bin/sh -c 'hello -g \"task {i}\"; sed -n {i + 1}p /datadisks/lun0/numbers.txt'")
+            id=f"task{i}", command_line=(
+                f"/bin/sh -c '\"$SHOAL_MACHINE_ROOT/usr/local/bin/hello\" -g \"task {i}\"; "
+                f"sed -n {i + 1}p \"$SHOAL_DATADISK_LUN0/numbers.txt\"'" if plain else
+                f"/bin/sh -c 'hello -g \"task {i}\"; sed -n {i + 1}p /datadisks/lun0/numbers.txt'"))
             for i in range(tasks)])
         with Progress(*columns, console=console) as progress:
             _wait(f"Tasks completed ({tasks})", lambda: batch.get_job_task_counts("job").task_counts.completed,

@@ -2,9 +2,11 @@
 
 Shoal's server owns an address space (``--node-address-space``, default ``10.224.0.0/12``) cut into ``/20``
 subnets. The first subnet is the default network of VMs (until virtual networks exist) and holds the gateway
-(its first address); every pool gets one of the others for its life, so its nodes reach each other and
-nothing else of the space. Within a subnet, addresses are handed out as Azure does: the first four and the
-last one are reserved, so the first machine is ``.4``.
+(its first address); the last one holds "public" addresses, reachable from the host, one per pool, where its
+inbound NAT endpoints listen (so two pools' frontend port ranges never collide, as each Azure pool has a public
+IP of its own); every pool gets one of the others for its life, so its nodes reach each other and nothing else
+of the space. Within a subnet, addresses are handed out as Azure does: the first four and the last one are
+reserved, so the first machine is ``.4``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def gateway(space: str) -> str:
 def allocate_subnet(space: str, used: Iterable[str | None]) -> str:
     """The first pool subnet of the space that no pool holds."""
     taken = {u for u in used if u}
-    for subnet in list(_space(space).subnets(new_prefix=SUBNET_PREFIX))[1:]:
+    for subnet in list(_space(space).subnets(new_prefix=SUBNET_PREFIX))[1:-1]:
         if str(subnet) not in taken:
             return str(subnet)
     raise errors.AzureError(f"No private subnet is left for another pool in this Shoal's node address space "
@@ -67,3 +69,11 @@ def allocate_addresses(subnet: str, used: Iterable[str | None], count: int) -> l
 def machine_network(address: str, subnet: str, space: str) -> dict[str, str | int]:
     """What the host agent wires for a machine."""
     return {"address": address, "prefix": ipaddress.ip_network(subnet).prefixlen, "gateway": gateway(space)}
+
+
+def public_address(space: str, subnet: str) -> str:
+    """The host-reachable address of a pool's inbound NAT endpoints (one per pool subnet)."""
+    net = _space(space)
+    index = (int(ipaddress.ip_network(subnet).network_address) - int(net.network_address)) >> (32 - SUBNET_PREFIX)
+    public = list(net.subnets(new_prefix=SUBNET_PREFIX))[-1]
+    return str(public.network_address + RESERVED_LOW + index)

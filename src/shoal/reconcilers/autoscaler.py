@@ -2,8 +2,9 @@
 evaluation interval, runs its formula and applies the result through the resize path.
 
 Task metrics come from the store (tasks of the active jobs that target the pool). Node metrics come from the
-pool's machines (:mod:`shoal.runtime.usage`): CPU, memory and disk I/O of the processes in each node; per-node
-network counters and local disk usage are not measured (0), as documented in the README. Samples older than
+pool's machines: CPU time and memory from each node's cgroup on hardened hosts (``HostAgent.usage``), else from
+the processes in each node (:mod:`shoal.runtime.usage`), and disk I/O from those processes; per-node network
+counters and local disk usage are not measured (0), as documented in the README. Samples older than
 the history window are dropped. Everything is in the store, so a restart loses nothing but the CPU deltas of
 the sample in progress.
 """
@@ -11,6 +12,7 @@ the sample in progress.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +38,7 @@ class AutoScaler:
         self.limits = limits or image_rules.ImageLimits()
         self._last_sample: datetime | None = None
         self._previous: dict[str, dict[int, usage.ProcessUsage]] = {}  # machine -> pid -> counters
+        self._previous_cgroups: dict[str, tuple[float, float]] = {}  # machine -> (cpu seconds, monotonic time)
         self.nudge: Any = None
 
     def release_claims(self) -> None:
@@ -72,18 +75,22 @@ class AutoScaler:
         inits = {m: pid for _, machines, _ in plan for m in machines
                  if (pid := getattr(self.agent.machines, "init_pid", lambda _m: None)(m))}
         seen = usage.scan(inits) if inits else {}
+        # CPU time and memory from each node's cgroup where it has one (hardened hosts): exact, including
+        # processes that started and ended between two samples.
+        cgroups = {m: found for _, machines, _ in plan for m in machines if (found := self.agent.usage(m))}
         rows = []
         for pool, machines, tasks in plan:
             data: dict[str, float] = dict(tasks)
-            data.update(self._node_metrics(pool, machines, seen))
+            data.update(self._node_metrics(pool, machines, seen, cgroups))
             rows.append(models.PoolSample(pool_key=pool.key, taken_at=now, data=data))
         self._previous = {m: procs for m, procs in seen.items()}
+        self._previous_cgroups = {m: (u["cpuSeconds"], time.monotonic()) for m, u in cgroups.items()}
         with self.db.write() as s:
             s.add_all(rows)
             s.execute(delete(models.PoolSample).where(models.PoolSample.taken_at < now - autoscaling.HISTORY))
 
-    def _node_metrics(self, pool: models.Pool, machines: list[str],
-                      seen: dict[str, dict[int, usage.ProcessUsage]]) -> dict[str, float]:
+    def _node_metrics(self, pool: models.Pool, machines: list[str], seen: dict[str, dict[int, usage.ProcessUsage]],
+                      cgroups: dict[str, dict[str, float]]) -> dict[str, float]:
         period = autoscaling.SAMPLE_PERIOD.total_seconds()
         cores = vmsizes.SIZES.get(str(pool.spec.get("vmSize", "")).lower())
         per_node_cores = cores.cores if cores else 1
@@ -91,10 +98,17 @@ class AutoScaler:
         memory = read_b = write_b = read_ops = write_ops = 0.0
         for machine in machines:
             now_procs, before = seen.get(machine, {}), self._previous.get(machine, {})
-            ticks = sum(max(0, p.cpu_ticks - (before[pid].cpu_ticks if pid in before else 0))
-                        for pid, p in now_procs.items())
-            cpu.append(min(100.0, 100.0 * ticks / usage.TICKS / period / per_node_cores))
-            memory += sum(p.rss_bytes for p in now_procs.values())
+            group, group_before = cgroups.get(machine), self._previous_cgroups.get(machine)
+            if group is not None:
+                used, since = (group["cpuSeconds"] - group_before[0], time.monotonic() - group_before[1]) \
+                    if group_before else (0.0, period)
+                cpu.append(min(100.0, 100.0 * max(0.0, used) / max(since, 1e-3) / per_node_cores))
+                memory += group["memoryBytes"]
+            else:
+                ticks = sum(max(0, p.cpu_ticks - (before[pid].cpu_ticks if pid in before else 0))
+                            for pid, p in now_procs.items())
+                cpu.append(min(100.0, 100.0 * ticks / usage.TICKS / period / per_node_cores))
+                memory += sum(p.rss_bytes for p in now_procs.values())
             for pid, p in now_procs.items():
                 old = before.get(pid, usage.ProcessUsage())
                 read_b += max(0, p.read_bytes - old.read_bytes)

@@ -78,6 +78,7 @@ class PoolAllocator:
         # Provisioning streams of one pass (one per image source); more sources than workers take turns.
         self._streams = ThreadPoolExecutor(PROVISIONING_WORKERS, thread_name_prefix="provision")
         self._in_flight: set[str] = set()  # node keys whose start task runs in this process
+        self._endpoints_unpublished = True  # the host's forwarding table starts empty
         self._lock = threading.Lock()
         self.nudge: Any = None  # set by the runner owner: wakes this loop when a start task ends
         self.nudge_tasks: Any = None  # set by the runner owner: wakes the scheduler
@@ -87,6 +88,8 @@ class PoolAllocator:
         release_claims(self.db, models.Pool)
 
     def run_once(self) -> bool:
+        if self._endpoints_unpublished:  # after a start: the host's forwarding table is empty
+            self._publish_endpoints()
         with self.db.read() as s:
             keys = set(s.scalars(select(models.Pool.key).where(or_(
                 models.Pool.state == "deleting", models.Pool.allocation_state != pools.STEADY))))
@@ -167,6 +170,8 @@ class PoolAllocator:
         else:
             for n in starting:
                 self._start_task(n, pool, account)
+        if changed or self._endpoints_unpublished:
+            self._publish_endpoints()
         # 4. settle
         with self.db.write() as s:
             fresh = s.get(models.Pool, key)
@@ -202,6 +207,11 @@ class PoolAllocator:
             used = {i for i in (natpools.node_index(n.endpoints or []) for n in existing.values()) if i is not None}
             creating = decision.create_dedicated + decision.create_low_priority
             addresses = self._addresses(s, pool.key, [n.ip_address for n in existing.values()], creating)
+            row = s.get(models.Pool, pool.key)
+            subnet = row.subnet if row is not None else None
+            if self.agent.gateway is not None and subnet:
+                # Machines with networks of their own: the pool's endpoints listen on an address of its own.
+                address = (network.public_address(self.address_space, subnet), address[1])
             for i in range(creating):
                 node_id = pools.new_node_id(self.clock)
                 s.add(models.Node(
@@ -212,8 +222,7 @@ class PoolAllocator:
                     errors=[], endpoints=natpools.assign(pool.spec, used, *address),
                     total_tasks_run=0, total_tasks_succeeded=0, running_tasks=0,
                     running_slots=0))
-            row = s.get(models.Pool, pool.key)
-            return row.subnet if row is not None else None
+            return subnet
 
     def _addresses(self, s: Any, pool_key: str, used: list[str], count: int) -> list[str]:
         """``count`` free addresses on the pool's subnet (which the pool gets with its first nodes)."""
@@ -223,6 +232,21 @@ class PoolAllocator:
         if row.subnet is None:
             row.subnet = network.allocate_subnet(self.address_space, s.scalars(select(models.Pool.subnet)))
         return network.allocate_addresses(row.subnet, used, count)
+
+    def _publish_endpoints(self) -> None:
+        """Forward every node's inbound NAT endpoints to it (the whole table: nodes that left are withdrawn)."""
+        with self.db.read() as s:
+            rows = s.execute(select(models.Node.ip_address, models.Node.endpoints).where(
+                models.Node.endpoints.is_not(None))).all()
+        wanted = [{"publicIPAddress": e["publicIPAddress"], "frontendPort": e["frontendPort"], "address": ip,
+                   "backendPort": e["backendPort"]}
+                  for ip, endpoints in rows for e in endpoints or []
+                  if e.get("protocol", "tcp") == "tcp" and e.get("backendPort") is not None]
+        try:
+            self.agent.publish_endpoints(wanted)
+            self._endpoints_unpublished = False
+        except Exception:
+            log.exception("inbound NAT endpoints could not be published (retried next pass)")
 
     # --- acting on the host --------------------------------------------------------------------------------------
     def _boot(self, rows: list[models.Node], pool: models.Pool,

@@ -23,7 +23,15 @@ from typing import Any
 
 from shoal.runtime import idranges, safepath, sandbox
 from shoal.runtime.layers import LayerStore
-from shoal.runtime.machines import DiskMount, Hardening, MachineError, MachineSpec, NamespaceRuntime, detect_runtime
+from shoal.runtime.machines import (
+    DiskMount,
+    Hardening,
+    MachineError,
+    MachineSpec,
+    NamespaceRuntime,
+    ProcessRuntime,
+    detect_runtime,
+)
 from shoal.runtime.marketplace import BaseProvider, Catalog
 from shoal.runtime.replicas import ReplicaError, ReplicaStore
 from shoal.runtime.sandbox import SandboxOptions, SandboxUnavailable
@@ -71,6 +79,21 @@ class HostAgent:
         if isinstance(self.machines, NamespaceRuntime):
             return f"namespaces ({self.machines.hardening.level})"
         return "process (no isolation: commands run as an unprivileged host user, without namespaces)"
+
+    def usage(self, machine_id: str) -> dict[str, float] | None:
+        """CPU seconds and memory bytes a machine uses, from its cgroup (None when it has none)."""
+        return self.machines.usage(machine_id) if isinstance(self.machines, NamespaceRuntime) else None
+
+    def publish_endpoints(self, endpoints: list[dict[str, Any]]) -> None:
+        """Forward inbound NAT endpoints for real: ``[{"publicIPAddress", "frontendPort", "address",
+        "backendPort"}]``, all of them (others are withdrawn). Nothing to do when machines share the host's
+        network."""
+        net = self.machines.hardening.network if isinstance(self.machines, NamespaceRuntime) else None
+        if net is None:
+            return
+        net.nat_endpoints({(str(e["publicIPAddress"]), int(e["frontendPort"])): (str(e["address"]),
+                                                                                 int(e["backendPort"]))
+                           for e in endpoints})
 
     @property
     def gateway(self) -> str | None:
@@ -252,6 +275,8 @@ class HostAgent:
     # --- files on a machine's temporary drive ---------------------------------------------------------------
     def owner(self, machine_id: str, inside_uid: int = 0) -> tuple[int, int]:
         """The host uid/gid of a user inside a machine (its range, or the id itself without a user namespace)."""
+        if isinstance(self.machines, ProcessRuntime):
+            return self.machines.owner(inside_uid)
         ids = self.machines.id_range(machine_id) if isinstance(self.machines, NamespaceRuntime) else None
         host = ids.host(inside_uid) if ids is not None else inside_uid
         return host, host

@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from shoal.runtime import idranges
+from shoal.runtime import idranges, safepath
 from shoal.runtime.cgroups import CgroupError, Cgroups, Limits, remove_cgroups
 from shoal.runtime.idranges import IdRange, IdRangeError, IdRanges
 from shoal.runtime.layers import LayerStore
@@ -893,10 +893,14 @@ class ProcessRuntime:
     isolation = "process"
     _MARKER = "shoal-materialized"  # in a disk's work dir (unused here): its layers were applied to its upper
 
-    def __init__(self, store_dir: Path, *, materialize: Materializer | None = None) -> None:
+    def __init__(self, store_dir: Path, *, materialize: Materializer | None = None,
+                 run_as: str | int | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.records = _Records(self.store_dir)
         self._materialize = materialize or store_materializer(self.store_dir)
+        # Commands never run as the host's root: as root we switch to an unprivileged user (no account is
+        # created for it), otherwise they run as the user running Shoal.
+        self.run_as = _unprivileged(run_as) if os.geteuid() == 0 else None
         self._specs: dict[str, MachineSpec] = {}
         self._jobs: dict[int, _ProcJob] = {}
         self._jobs_lock = threading.Lock()
@@ -913,6 +917,10 @@ class ProcessRuntime:
                 for disk in spec.data_disks.values():
                     self._prepare_disk(disk, list(reversed(disk.lower)))
                 os.makedirs(spec.temp_dir, exist_ok=True)
+                if self.run_as is not None:  # everything of the machine belongs to the user its commands run as
+                    for directory in (spec.os_disk.upper, *(d.upper for d in spec.data_disks.values()),
+                                      spec.temp_dir):
+                        _chown_tree(Path(directory), *self.run_as)
                 self.records.dir(spec.machine_id).mkdir(parents=True, exist_ok=True)
                 record = {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": None,
                           "createdAt": time.time(), "spec": spec.to_dict()}
@@ -982,6 +990,31 @@ class ProcessRuntime:
             return str(mine)
         return str(inside)
 
+    def _open_output(self, machine_id: str, path: str) -> Any:
+        """An output file of a command, in the machine's directories: its user may have made any part of the
+        path a link, so nothing is followed."""
+        host = Path(self.host_path(machine_id, path))
+        spec = self._spec(machine_id)
+        roots = [Path(spec.temp_dir), Path(spec.os_disk.upper), *(Path(d.upper) for d in spec.data_disks.values())]
+        root = next((r for r in roots if host == r or r in host.parents), None)
+        if root is None:
+            raise MachineError(f"machine {machine_id}: {path} is not in the machine's directories")
+        fd = safepath.open_beneath(root, str(host.relative_to(root)), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        if self.run_as is not None:
+            os.fchown(fd, *self.run_as)
+        return os.fdopen(fd, "wb")
+
+    def _output(self, machine_id: str, path: str | None, scratch: Path | None) -> Any:
+        """The command's file inside the machine when given, else Shoal's scratch capture file."""
+        if path:
+            return self._open_output(machine_id, path)
+        assert scratch is not None
+        return open(scratch, "wb")  # the caller's ExitStack closes it
+
+    def owner(self, inside_uid: int) -> tuple[int, int]:
+        """The host ids files of a machine user get: the unprivileged user everything runs as."""
+        return self.run_as if self.run_as is not None else (os.geteuid(), os.getegid())
+
     def _popen(self, machine_id: str, argv: Sequence[str], env: dict[str, str], cwd: str, user: str | None,
                stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes] | dict[str, Any]:
         _check_command(argv, env, cwd, None)
@@ -993,8 +1026,8 @@ class ProcessRuntime:
         if not os.path.isdir(host_cwd):
             return _result(125, None, False, f"cwd: {os.strerror(2)}")
         kwargs: dict[str, Any] = {}
-        if user is not None and os.geteuid() == 0:
-            kwargs["user"] = int(user) if user.isdigit() else user
+        if self.run_as is not None:  # whoever the command asked to be: never the host's root
+            kwargs.update(user=self.run_as[0], group=self.run_as[1], extra_groups=[])
         try:
             return subprocess.Popen(argv, cwd=host_cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
                                     start_new_session=True, **kwargs)
@@ -1006,11 +1039,10 @@ class ProcessRuntime:
             user: str | None = None, stdout: str | None = None, stderr: str | None = None,
             timeout: float | None = None, stdin: bytes | None = None) -> dict[str, Any]:
         with contextlib.ExitStack() as stack:
-            out: Any = stack.enter_context(open(self.host_path(machine_id, stdout), "wb")) if stdout \
-                else subprocess.PIPE
+            out: Any = stack.enter_context(self._open_output(machine_id, stdout)) if stdout else subprocess.PIPE
             err: Any = subprocess.PIPE
             if stderr is not None:
-                err = out if stderr == stdout else stack.enter_context(open(self.host_path(machine_id, stderr), "wb"))
+                err = out if stderr == stdout else stack.enter_context(self._open_output(machine_id, stderr))
             proc = self._popen(machine_id, argv, env, cwd, user,
                                subprocess.DEVNULL if stdin is None else subprocess.PIPE, out, err)
             if isinstance(proc, dict):
@@ -1036,9 +1068,9 @@ class ProcessRuntime:
         # exit_file: not supported here (processes die with the server in this runtime anyway).
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         with contextlib.ExitStack() as stack:
-            fout = stack.enter_context(open(self.host_path(machine_id, stdout) if stdout else str(cap.out), "wb"))
+            fout = stack.enter_context(self._output(machine_id, stdout, cap.out))
             ferr = fout if stderr == stdout and stdout else stack.enter_context(
-                open(self.host_path(machine_id, stderr) if stderr else str(cap.err), "wb"))
+                self._output(machine_id, stderr, cap.err))
             fin = stack.enter_context(open(cap.stdin, "rb")) if cap.stdin else subprocess.DEVNULL
             proc = self._popen(machine_id, argv, env, cwd, user, fin, fout, ferr)
         if isinstance(proc, dict):
@@ -1078,6 +1110,30 @@ class ProcessRuntime:
             job = self._jobs.get(pid)
         if job is not None:
             _killpg(job.proc)
+
+
+def _unprivileged(run_as: str | int | None) -> tuple[int, int]:
+    """(uid, gid) of the unprivileged user process machines run as (default ``nobody``; never root)."""
+    import pwd
+
+    name = run_as if run_as is not None else os.environ.get("SHOAL_PROCESS_USER", "nobody")
+    try:
+        entry = pwd.getpwuid(int(name)) if str(name).isdigit() else pwd.getpwnam(str(name))
+        ids = (entry.pw_uid, entry.pw_gid)
+    except KeyError:
+        if not str(name).isdigit():
+            raise MachineError(f"no user {name!r} on this host for process machines (SHOAL_PROCESS_USER)") from None
+        ids = (int(name), int(name))
+    if ids[0] == 0:
+        raise MachineError("process machines must not run as root: choose an unprivileged SHOAL_PROCESS_USER")
+    return ids
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.lchown(root, uid, gid)
+    for top, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.lchown(os.path.join(top, name), uid, gid)
 
 
 def _killpg(proc: subprocess.Popen[bytes]) -> None:

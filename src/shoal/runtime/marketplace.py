@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.runtime import debootstrap
+from shoal.runtime.layers import LayerError
 
 if TYPE_CHECKING:
     from shoal.runtime.layers import LayerInfo, LayerStore
@@ -411,6 +412,8 @@ class BaseProvider:
         kind, _, arg = image.source.partition(":")
         if kind == "tarball":
             return "tarball-" + hashlib.sha256(arg.encode()).hexdigest()[:16]
+        if kind == "debootstrap":  # the package list is part of what is built
+            arg += "-" + hashlib.sha256(",".join(debootstrap.PACKAGES).encode()).hexdigest()[:8]
         return re.sub(r"[^A-Za-z0-9._-]", "_", f"{kind}-{arg}" if arg else kind)
 
     def _record_path(self, image: MarketplaceImage) -> Path:
@@ -521,6 +524,32 @@ class BaseProvider:
         return record
 
     def _debootstrap(self, suite: str, report: Progress, record: dict[str, Any]) -> LayerInfo:
+        cache = self._cached_build(suite)
+        if cache is not None and cache.is_file():
+            # Built before for another store of this host (SHOAL_BASE_CACHE_DIR): importing is seconds.
+            report(f"Importing the cached build {cache.name}", 0.5)
+            try:
+                info = self.layers.import_tar(cache)
+                record.update(suite=suite, mirror=self.debian_mirror, variant="minbase", cached=str(cache))
+                return info
+            except LayerError:
+                cache.unlink(missing_ok=True)
+        info = self._debootstrap_build(suite, report, record)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+            shutil.copyfile(self.layers.blob(info.digest), tmp)
+            os.replace(tmp, cache)
+        return info
+
+    def _cached_build(self, suite: str) -> Path | None:
+        """Where builds are shared between stores, if the operator (or a test run) set SHOAL_BASE_CACHE_DIR."""
+        where = os.environ.get("SHOAL_BASE_CACHE_DIR")
+        key = f"debootstrap-{suite}-" + hashlib.sha256(
+            f"{','.join(debootstrap.PACKAGES)}|{self.debian_mirror}".encode()).hexdigest()[:12]
+        return Path(where) / f"{key}.tar.zst" if where else None
+
+    def _debootstrap_build(self, suite: str, report: Progress, record: dict[str, Any]) -> LayerInfo:
         build_root = self.bases_dir / "build"
         # Leftovers of a build that crashed (we hold the lock, so nobody else is using them).
         prefix = f"debootstrap-{suite}."
@@ -541,7 +570,7 @@ class BaseProvider:
             info = self.layers.import_dir(staging / "rootfs")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        record.update(suite=suite, mirror=self.debian_mirror, variant="minbase",
+        record.update(suite=suite, mirror=self.debian_mirror, variant="minbase", packages=list(debootstrap.PACKAGES),
                       debootstrapSeconds=round(built - started, 2), importSeconds=round(time.monotonic() - built, 2))
         return info
 

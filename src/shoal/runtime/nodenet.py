@@ -112,7 +112,8 @@ class NodeNetwork:
         self.api_ports = sorted(set(api_ports))
         self.table = "shoal_" + hashlib.sha256(self.space.encode()).hexdigest()[:10]
         self._lock_file: IO[str] | None = None
-        self._nat: dict[int, tuple[str, int]] = {}
+        self._nat: dict[tuple[str, int], tuple[str, int]] = {}
+        self._public: set[str] = set()
         self._nat_lock = threading.Lock()
 
     def veth(self, machine_id: str) -> str:
@@ -173,7 +174,7 @@ class NodeNetwork:
         ports = ", ".join(str(p) for p in self.api_ports) or "0"
         return f"""table inet {self.table} {{
   set same_subnet {{ type ipv4_addr . ipv4_addr; flags interval; elements = {{ {pairs} }} }}
-  map nat_endpoints {{ type inet_service : ipv4_addr . inet_service; }}
+  map nat_endpoints {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
   chain input {{ type filter hook input priority filter; policy accept;
     ip saddr {s} ct state established,related accept
     ip saddr {s} ip daddr {g} tcp dport {{ {ports} }} accept
@@ -188,10 +189,10 @@ class NodeNetwork:
     ip daddr {s} drop
   }}
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
-    fib daddr type local dnat ip to tcp dport map @nat_endpoints
+    dnat ip to ip daddr . tcp dport map @nat_endpoints
   }}
   chain output {{ type nat hook output priority -100; policy accept;
-    fib daddr type local dnat ip to tcp dport map @nat_endpoints
+    dnat ip to ip daddr . tcp dport map @nat_endpoints
   }}
   chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
     ip saddr {s} ip daddr != {s} masquerade
@@ -210,24 +211,32 @@ class NodeNetwork:
 
     # ------------------------------------------------------------------ inbound NAT
 
-    def nat_endpoints(self, wanted: dict[int, tuple[str, int]]) -> None:
-        """Make the host's TCP frontend ports forward to (node address, backend port) exactly as given."""
+    def nat_endpoints(self, wanted: dict[tuple[str, int], tuple[str, int]]) -> None:
+        """Make each (public address, TCP frontend port) forward to (node address, backend port), exactly as
+        given. The public addresses (host-local, one per pool) are added to the gateway device."""
         with self._nat_lock:
-            remove = [p for p in self._nat if p not in wanted or self._nat[p] != wanted[p]]
-            add = {p: t for p, t in wanted.items() if self._nat.get(p) != t}
+            for public in {a for a, _ in wanted} - self._public:
+                added = _run(["ip", "addr", "add", f"{public}/32", "dev", GATEWAY_DEVICE])
+                if added.returncode != 0 and "File exists" not in added.stderr \
+                        and "already assigned" not in added.stderr:
+                    raise NetworkError(f"cannot add the public address {public}: {added.stderr.strip()}")
+                self._public.add(public)
+            remove = [k for k in self._nat if k not in wanted or self._nat[k] != wanted[k]]
+            add = {k: t for k, t in wanted.items() if self._nat.get(k) != t}
             if not remove and not add:
                 return
             lines = []
             if remove:
-                lines.append(f"delete element inet {self.table} nat_endpoints {{ {', '.join(map(str, remove))} }}")
+                keys = ", ".join(f"{a} . {p}" for a, p in remove)
+                lines.append(f"delete element inet {self.table} nat_endpoints {{ {keys} }}")
             if add:
-                items = ", ".join(f"{p} : {a} . {b}" for p, (a, b) in sorted(add.items()))
+                items = ", ".join(f"{a} . {p} : {na} . {np}" for (a, p), (na, np) in sorted(add.items()))
                 lines.append(f"add element inet {self.table} nat_endpoints {{ {items} }}")
             done = _run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
             if done.returncode != 0:
                 raise NetworkError(f"cannot update the inbound NAT endpoints: {done.stderr.strip()}")
-            for p in remove:
-                self._nat.pop(p, None)
+            for k in remove:
+                self._nat.pop(k, None)
             self._nat.update(add)
 
     def down(self) -> None:
