@@ -108,7 +108,7 @@ def test_an_admin_task_cannot_read_or_write_host_files(client: Any, escape_url: 
         f"$p/root{server.state_dir}/credentials.json 2>/dev/null; done",
         f"cat /proc/1/root{secret} 2>/dev/null; ls {server.state_dir} 2>/dev/null",
         # The helper that started this task runs as the host's root in the node's pid namespace: not traceable.
-        "for p in $(pgrep -f \"shoal-machine join\"); do ./escape ptrace $p; done",
+        "for p in $(pgrep -f \"^/.*/shoal-machine-[0-9a-f]+ join\"); do ./escape ptrace $p; done",
         "echo /tmp/core > /proc/sys/kernel/core_pattern 2>/dev/null && echo core_pattern ok "
         "|| echo core_pattern denied",
         "echo 0 > /proc/sys/net/ipv4/ip_forward 2>/dev/null && echo sysctl ok || echo sysctl denied",
@@ -137,7 +137,7 @@ def test_an_admin_task_keeps_root_powers_inside_its_node(client: Any, server: Sh
         "set -e", "mkdir -p /srv/scratch", "mount -t tmpfs tmpfs /srv/scratch", "echo mounted",
         "touch /srv/owned", "chown 1000:1000 /srv/owned", "stat -c owner=%u /srv/owned",
         "apt-get update -qq", "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hello > /dev/null", "hello",
-        "setsid nohup sleep 1000000 > /dev/null 2>&1 < /dev/null &", "echo started"]), node=node, timeout=600)
+        "(setsid nohup sleep 1000000 > /dev/null 2>&1 < /dev/null &)", "echo started"]), node=node, timeout=600)
     assert task.execution_info.exit_code == 0, (out, err)
     assert "mounted" in out and "owner=1000" in out and "Hello, world!" in out
     later, out, err = run(client, "ps ax -o args | grep -c \"^sleep 1000000\"", node=node, admin=False)

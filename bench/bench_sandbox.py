@@ -1,0 +1,142 @@
+"""What hardened machines cost: the same pool and tasks through azure-batch, on a default (hardened) server and
+on a legacy one, in the same run, rounds alternating.
+
+  hardened  `shoal serve` as it starts by default: every node in a user namespace of its own (seccomp filter,
+            cut capabilities), with a network namespace, address and firewall of its own, and cgroup limits;
+  legacy    `shoal serve --node-network host --no-user-namespaces --no-cgroups`: nodes as they were before,
+            sharing the host's network, with the host's root.
+
+For each: seconds from `create_pool(target_dedicated_nodes=N)` to N idle nodes (from `nodecounts`), and tasks/s
+for T `/bin/true` tasks on 20 nodes (add -> all completed). Prints medians, and hardened/legacy ratios of the
+rates (target: hardened costs at most 15%, ratio >= 0.85). Then, on the hardened server, what an idle node
+costs in memory: the PSS of its processes (target <= 0.3 MB), and the kernel memory the host gives each node
+(growth of Slab + KernelStack + PageTables in /proc/meminfo while the pool grows, per 100 nodes).
+
+    .venv/bin/python bench/bench_sandbox.py [--nodes 300] [--tasks 3000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from azure.batch import models as bm
+from azure.mgmt.resource.resources.models import ResourceGroup
+
+from batch_fixtures import LOCATION, create_account
+from bench_pool_provisioning import node_memory_kb
+from harness import ShoalServer
+from shoal.azure import Shoal
+
+LEGACY = ["--node-network", "host", "--no-user-namespaces", "--no-cgroups"]
+HOST = bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest")
+KERNEL = ("Slab", "KernelStack", "PageTables")
+
+
+def meminfo_kb() -> int:
+    values = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        values[key] = int(rest.split()[0])
+    return sum(values[k] for k in KERNEL)
+
+
+def idle(client: Any, pool: str) -> int:
+    counts = {c.pool_id: c for c in client.list_pool_node_counts()}.get(pool)
+    return counts.dedicated.idle if counts is not None else 0
+
+
+class Side:
+    def __init__(self, name: str, args: list[str]) -> None:
+        self.name = name
+        self.server = ShoalServer(extra_args=args).start()
+        shoal = Shoal.from_env_json(self.server.env)
+        group = f"bench-{uuid.uuid4().hex[:6]}"
+        shoal.resource_client().resource_groups.create_or_update(group, ResourceGroup(location=LOCATION))
+        self.client = shoal.batch_client(create_account(shoal, group).account_endpoint)
+        self.agent = next(i.node_agent_sku_id for i in self.client.list_supported_images()
+                          if i.image_reference.publisher == "shoal")
+        self.pool_s: list[float] = []
+        self.tasks_s: list[float] = []
+        self.pss: list[int] = []
+        self.kernel_per_100: list[float] = []
+
+    def pool(self, pool_id: str, nodes: int, slots: int = 1) -> float:
+        kernel = meminfo_kb()
+        start = time.perf_counter()
+        self.client.create_pool(bm.BatchPoolCreateOptions(
+            id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes, task_slots_per_node=slots,
+            virtual_machine_configuration=bm.VirtualMachineConfiguration(image_reference=HOST,
+                                                                         node_agent_sku_id=self.agent)))
+        while idle(self.client, pool_id) < nodes:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        if nodes >= 100:
+            self.kernel_per_100.append((meminfo_kb() - kernel) / nodes * 100)
+            self.pss += node_memory_kb(self.server.state_dir / "store")
+        return elapsed
+
+    def round(self, nodes: int, tasks: int) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.pool_s.append(self.pool(f"big-{tag}", nodes))
+        self.client.begin_delete_pool(f"big-{tag}", polling_interval=1).result()
+        self.pool(f"work-{tag}", 20, slots=8)
+        self.client.create_job(bm.BatchJobCreateOptions(id=f"job-{tag}", pool_info=bm.BatchPoolInfo(
+            pool_id=f"work-{tag}")))
+        start = time.perf_counter()
+        for chunk in range(0, tasks, 100):
+            self.client.create_tasks(f"job-{tag}", [bm.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true")
+                                                    for i in range(chunk, min(tasks, chunk + 100))])
+        while self.client.get_job_task_counts(f"job-{tag}").task_counts.completed < tasks:
+            time.sleep(0.05)
+        self.tasks_s.append(time.perf_counter() - start)
+        self.client.delete_job(f"job-{tag}")
+        self.client.begin_delete_pool(f"work-{tag}", polling_interval=1).result()
+
+    def close(self) -> None:
+        self.server.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=300)
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sides = [Side("legacy", LEGACY), Side("hardened", [])]
+    try:
+        for _ in range(args.rounds):
+            for side in sides:
+                side.round(args.nodes, args.tasks)
+    finally:
+        for side in sides:
+            side.close()
+    legacy, hardened = sides
+    n, t = args.nodes, args.tasks
+    for side in sides:
+        pool = statistics.median(side.pool_s)
+        rate = t / statistics.median(side.tasks_s)
+        print(f"{side.name:9} pool 0 -> {n} idle: {pool:6.2f} s ({n / pool:7.1f} nodes/s)   tasks: {rate:7.1f} tasks/s"
+              f"   (rounds: {', '.join(f'{s:.2f}' for s in side.pool_s)} s; "
+              f"{', '.join(f'{t / s:.0f}' for s in side.tasks_s)} tasks/s)")
+    pool_ratio = statistics.median(legacy.pool_s) / statistics.median(hardened.pool_s)
+    task_ratio = statistics.median(legacy.tasks_s) / statistics.median(hardened.tasks_s)
+    verdict = "met" if min(pool_ratio, task_ratio) >= 0.85 else "MISSED"
+    print(f"hardened/legacy rate: pool {pool_ratio:.2f}, tasks {task_ratio:.2f} (target >= 0.85: {verdict})")
+    for side in sides:
+        if side.pss:
+            print(f"{side.name:9} idle node memory: PSS median {statistics.median(side.pss):.0f} KB "
+                  f"(max {max(side.pss)} KB, target <= 300 KB); kernel (Slab+KernelStack+PageTables) "
+                  f"{statistics.median(side.kernel_per_100) / 1024:.1f} MB per 100 nodes")
+
+
+if __name__ == "__main__":
+    main()
