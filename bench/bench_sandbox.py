@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from azure.batch import models as bm
 from azure.mgmt.resource.resources.models import ResourceGroup
+from bench_pool_provisioning import node_memory_kb
 
 from batch_fixtures import LOCATION, create_account
-from bench_pool_provisioning import node_memory_kb
 from harness import ShoalServer
 from shoal.azure import Shoal
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -173,9 +173,11 @@ def outside() -> Iterator[str]:
             ["ip", "-n", name, "route", "add", "default", "via", "192.168.251.1"]]
     for cmd in cmds:
         subprocess.run(cmd, check=True, capture_output=True)
-    web = subprocess.Popen(["ip", "netns", "exec", name, "python3", "-m", "http.server", "8081", "--bind", addr],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    web = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "http.server", "8081", "--bind",
+                            addr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    listening = ["ip", "netns", "exec", name, "ss", "-ltn", "sport", "= :8081"]
+    wait_for(lambda: "LISTEN" in subprocess.run(listening, capture_output=True, text=True).stdout,
+             "the outside web server", 30)
     yield addr
     web.kill()
     web.wait()
@@ -266,8 +268,7 @@ def test_cpu_percent_comes_from_the_nodes_cgroup(client: Any, small: str, server
 
 
 def test_doctor_prints_every_check() -> None:
-    shoal = shutil.which("shoal") or str(REPO / ".venv" / "bin" / "shoal")
-    out = subprocess.run([shoal, "doctor"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "shoal", "doctor"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     for check in ("root", "user namespaces", "seccomp", "node networks", "cgroups"):
         assert f"ok   {check}" in out.stdout, out.stdout

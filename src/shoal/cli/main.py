@@ -414,11 +414,16 @@ def machines_destroy(
     state_dir: StateDir = default_state_dir(), store_dir: StoreDir = None,
 ) -> None:
     """Stop machines and remove their mounts (disks keep their data). Use after stopping `shoal serve`."""
+    from shoal.runtime.nodenet import teardown
+
     rt = _host_runtime(state_dir, store_dir)
     targets = rt.list() if all_ else (ids or [])
     for machine_id in targets:
         rt.destroy(machine_id)
     console.print(f"Destroyed {len(targets)} machine(s).")
+    store = (store_dir or state_dir.expanduser().resolve() / "store").expanduser().resolve()
+    if all_ and teardown(store):  # no machine left: the host side of their network goes too
+        console.print("Removed the machines' network (nftables table and gateway address).")
 
 
 @app.command()

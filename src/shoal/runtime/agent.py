@@ -57,7 +57,7 @@ class HostAgent:
         hardening = None
         if (os.environ.get("SHOAL_RUNTIME") or runtime) != "process":
             try:
-                built = sandbox.build(self.sandbox)
+                built = sandbox.build(self.sandbox, store_dir)
             except SandboxUnavailable as exc:
                 raise AgentError(str(exc)) from exc
             hardening = Hardening(built.user_namespaces, built.network, built.cgroups)

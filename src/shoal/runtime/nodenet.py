@@ -240,7 +240,34 @@ class NodeNetwork:
             self._nat.update(add)
 
     def down(self) -> None:
-        """Remove this space's table and gateway address (uninstall, tests)."""
+        """Remove this space's table, gateway and public addresses (uninstall, tests)."""
         _run(["nft", "delete", "table", "inet", self.table])
-        _run(["ip", "addr", "del", f"{self.gateway}/32", "dev", GATEWAY_DEVICE])
+        for address in [self.gateway, *self._public]:
+            _run(["ip", "addr", "del", f"{address}/32", "dev", GATEWAY_DEVICE])
         self.release()
+
+    def record(self, store_dir: Path) -> None:
+        """Note the space in the store, so that tearing the store down later can remove it too."""
+        (Path(store_dir) / NETWORK_RECORD).write_text(self.space + "\n")
+
+
+NETWORK_RECORD = "node-network"
+
+
+def teardown(store_dir: Path) -> bool:
+    """Remove the network of a store's machines (after they are all gone and its server has stopped)."""
+    try:
+        space = (Path(store_dir) / NETWORK_RECORD).read_text().strip()
+    except OSError:
+        return False
+    network = NodeNetwork(space, [])
+    try:
+        network._claim()  # refused while a server uses it
+    except NetworkError:
+        return False
+    show = _run(["ip", "-4", "-o", "addr", "show", "dev", GATEWAY_DEVICE]).stdout.split()
+    network._public = {a.split("/")[0] for a in show if "/" in a and network.net.overlaps(
+        ipaddress.ip_network(a, strict=False))} - {network.gateway}
+    network.down()
+    (Path(store_dir) / NETWORK_RECORD).unlink(missing_ok=True)
+    return True

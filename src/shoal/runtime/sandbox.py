@@ -100,7 +100,7 @@ class Built:
     cgroups: Cgroups | None
 
 
-def build(options: SandboxOptions) -> Built:
+def build(options: SandboxOptions, store_dir: Path | None = None) -> Built:
     """Check, then set up the host side (network table, gateway). Raises SandboxUnavailable."""
     failed = [c for c in checks(options) if not c.ok]
     if failed:
@@ -115,6 +115,8 @@ def build(options: SandboxOptions) -> Built:
         except NetworkError as exc:
             raise SandboxUnavailable(f"node networks: {exc}. To share the host's network instead, start with "
                                      "--node-network host.") from exc
+        if store_dir is not None:
+            network.record(store_dir)
     cgroups = None
     if options.cgroups:
         version, _ = detect()
