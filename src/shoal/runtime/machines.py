@@ -901,6 +901,13 @@ class ProcessRuntime:
         # Commands never run as the host's root: as root we switch to an unprivileged user (no account is
         # created for it), otherwise they run as the user running Shoal.
         self.run_as = _unprivileged(run_as) if os.geteuid() == 0 else None
+        if self.run_as is not None:
+            # The user must reach the machines' directories: let others traverse (not list) the store.
+            self.store_dir.mkdir(parents=True, exist_ok=True)
+            for directory in (self.store_dir, self.store_dir.parent):
+                mode = directory.stat().st_mode
+                if directory.stat().st_uid == os.geteuid() and not mode & 0o001:
+                    os.chmod(directory, stat.S_IMODE(mode) | 0o001)
         self._specs: dict[str, MachineSpec] = {}
         self._jobs: dict[int, _ProcJob] = {}
         self._jobs_lock = threading.Lock()
@@ -921,6 +928,12 @@ class ProcessRuntime:
                     for directory in (spec.os_disk.upper, *(d.upper for d in spec.data_disks.values()),
                                       spec.temp_dir):
                         _chown_tree(Path(directory), *self.run_as)
+                        blocked = _unreachable(Path(directory), *self.run_as)
+                        if blocked is not None:
+                            raise MachineError(
+                                f"machine {spec.machine_id}: its commands run as uid {self.run_as[0]}, who cannot "
+                                f"reach {directory} ({blocked} is closed to it): put the state or store directory "
+                                "where others may pass through (e.g. --store-dir /var/lib/shoal-store)")
                 self.records.dir(spec.machine_id).mkdir(parents=True, exist_ok=True)
                 record = {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": None,
                           "createdAt": time.time(), "spec": spec.to_dict()}
@@ -1127,6 +1140,16 @@ def _unprivileged(run_as: str | int | None) -> tuple[int, int]:
     if ids[0] == 0:
         raise MachineError("process machines must not run as root: choose an unprivileged SHOAL_PROCESS_USER")
     return ids
+
+
+def _unreachable(path: Path, uid: int, gid: int) -> Path | None:
+    """The first directory on the way to ``path`` that the user cannot pass through (None: all open)."""
+    for directory in reversed([path, *path.parents]):
+        st = directory.stat()
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid == gid else 0o001
+        if not st.st_mode & bit:
+            return directory
+    return None
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
