@@ -613,3 +613,33 @@ def test_a_hardened_command_has_the_sandbox(hardened: NamespaceRuntime, store: P
     assert b"read-only" in result["stdout"] and b"locked" in result["stdout"]
     nonadmin = hardened.run("m1", ["grep", "NoNewPrivs", "/proc/self/status"], env=PATH, user="65534")
     assert nonadmin["stdout"].split()[-1] == b"1"
+
+
+def test_machines_resolve_names_through_the_gateway_when_the_host_resolver_is_local(store: Path) -> None:
+    """A host whose resolver is on its loopback (systemd-resolved): its gateway relays DNS for the machines."""
+    from shoal.runtime.sandbox import nameservers
+
+    problem = namespaces_problem()
+    version, _ = detect_cgroups()
+    if problem or version is None:
+        pytest.skip(f"namespace machines unavailable here: {problem}")
+    servers = nameservers()
+    if not servers:
+        pytest.skip("this host has no resolver")
+    space = f"10.{4 * random.randint(16, 62)}.0.0/14"
+    network = NodeNetwork(space, [])
+    network.up()
+    try:
+        network.relay_dns(servers[0])  # here the upstream need not be local: what matters is the relay
+        rt = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase",
+                              hardening=Hardening(True, network, Cgroups(version)))
+        machine = spec(store, "m1")
+        address = str(network.net.network_address + 16 * 256 + 4)
+        rt.create(MachineSpec(**{**machine.__dict__, "network": {"address": address, "prefix": 20,
+                                                                  "gateway": network.gateway}}))
+        result = rt.run("m1", ["sh", "-c", "cat /etc/resolv.conf; getent hosts deb.debian.org | head -n 1"], env=PATH)
+        assert f"nameserver {network.gateway}".encode() in result["stdout"], result
+        assert len(result["stdout"].decode().strip().splitlines()) >= 3, result  # an address came back
+        _teardown(rt, store)
+    finally:
+        network.down()

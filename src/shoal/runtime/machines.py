@@ -522,7 +522,11 @@ class NamespaceRuntime:
             argv += [a for layer in (disk.lower or [str(self._empty)]) for a in ("--lower", layer)]
             argv += ["--upper", disk.upper, "--work", disk.work]
         argv += ["--bind", spec.temp_dir, "/mnt", "--tmpfs", "/run", "mode=755"]
-        if os.path.exists("/etc/resolv.conf"):
+        resolv = self.hardening.network.resolv_conf() if self.hardening.network is not None else None
+        if resolv is not None:
+            (mdir / "etc" / "resolv.conf").write_text(resolv)
+            argv += ["--robind", str(mdir / "etc" / "resolv.conf"), "/etc/resolv.conf"]
+        elif os.path.exists("/etc/resolv.conf"):
             argv += ["--robind", "/etc/resolv.conf", "/etc/resolv.conf"]
         argv += ["--robind", str(mdir / "etc" / "hosts"), "/etc/hosts",
                  "--robind", str(mdir / "etc" / "hostname"), "/etc/hostname"]

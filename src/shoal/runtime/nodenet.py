@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
+from shoal.runtime.dnsrelay import DnsRelay
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SPACE = "10.224.0.0/12"
@@ -114,6 +116,7 @@ class NodeNetwork:
         self._lock_file: IO[str] | None = None
         self._nat: dict[tuple[str, int], tuple[str, int]] = {}
         self._public: set[str] = set()
+        self.relay: DnsRelay | None = None  # DNS at the gateway, when the host's resolver is on its loopback
         self._nat_lock = threading.Lock()
 
     def veth(self, machine_id: str) -> str:
@@ -148,6 +151,17 @@ class NodeNetwork:
                                "give this one another with --node-address-space") from None
         self._lock_file = lock
 
+    def relay_dns(self, upstream: str) -> None:
+        """Answer DNS at the gateway by asking ``upstream`` (the host's loopback resolver)."""
+        try:
+            self.relay = DnsRelay(self.gateway, upstream).start()
+        except OSError as exc:
+            raise NetworkError(f"cannot relay DNS at {self.gateway}:53 to {upstream}: {exc.strerror}") from exc
+
+    def resolv_conf(self) -> str | None:
+        """What machines read as /etc/resolv.conf when the host's own is of no use to them (None: the host's)."""
+        return f"# Shoal: DNS relayed by the host at the gateway\nnameserver {self.gateway}\n" if self.relay else None
+
     def release(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()
@@ -179,6 +193,7 @@ class NodeNetwork:
     ip saddr {s} ct state established,related accept
     ip saddr {s} ip daddr {g} tcp dport {{ {ports} }} accept
     ip saddr {s} ip daddr {g} icmp type echo-request accept
+    ip saddr {s} ip daddr {g} meta l4proto {{ tcp, udp }} th dport 53 accept
     ip saddr {s} drop
   }}
   chain forward {{ type filter hook forward priority filter; policy accept;
@@ -241,6 +256,9 @@ class NodeNetwork:
 
     def down(self) -> None:
         """Remove this space's table, gateway and public addresses (uninstall, tests)."""
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
         _run(["nft", "delete", "table", "inet", self.table])
         for address in [self.gateway, *self._public]:
             _run(["ip", "addr", "del", f"{address}/32", "dev", GATEWAY_DEVICE])

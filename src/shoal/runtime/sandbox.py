@@ -8,6 +8,7 @@ refuses to start, naming the piece and the flag that accepts less; it never runs
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import sys
@@ -51,6 +52,19 @@ def _read(path: str) -> str:
         return ""
 
 
+def nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """The resolvers of the host, which nodes use too (their /etc/resolv.conf is the host's)."""
+    found = []
+    for line in _read(path).splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                found.append(str(ipaddress.ip_address(words[1].split("%")[0])))
+            except ValueError:
+                continue
+    return found
+
+
 def checks(options: SandboxOptions) -> list[Check]:
     """Every check the namespaces runtime needs with these options (cheap: nothing is mounted or started)."""
     out = [Check("linux", sys.platform == "linux", f"platform {sys.platform}", "--runtime process")]
@@ -85,6 +99,12 @@ def checks(options: SandboxOptions) -> list[Check]:
         out.append(Check("node networks", problem is None,
                          f"nftables, iproute2 and forwarding; address space {options.address_space}"
                          if problem is None else problem, "--node-network host"))
+        servers = nameservers()
+        reachable = [a for a in servers if not ipaddress.ip_address(a).is_loopback]
+        detail = (f"nodes use the host's resolvers {', '.join(reachable)}" if reachable else
+                  f"the host's resolver {servers[0]} is on its loopback: relayed at the nodes' gateway" if servers
+                  else "the host has no resolver in /etc/resolv.conf")
+        out.append(Check("node DNS", bool(servers), detail, "--node-network host"))
     if options.cgroups:
         version, why = detect()
         out.append(Check("cgroups", version is not None, why, "--no-cgroups"))
@@ -117,6 +137,13 @@ def build(options: SandboxOptions, store_dir: Path | None = None) -> Built:
                                      "--node-network host.") from exc
         if store_dir is not None:
             network.record(store_dir)
+        servers = nameservers()
+        if os.environ.get("SHOAL_NODE_DNS") == "relay" or not any(
+                not ipaddress.ip_address(a).is_loopback for a in servers):
+            try:
+                network.relay_dns(next((a for a in servers if ipaddress.ip_address(a).is_loopback), servers[0]))
+            except NetworkError as exc:
+                raise SandboxUnavailable(f"node DNS: {exc}") from exc
     cgroups = None
     if options.cgroups:
         version, _ = detect()
