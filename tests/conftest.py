@@ -19,6 +19,7 @@ POSTGRES_URL = os.environ.get("SHOAL_TEST_POSTGRES_URL")
 # Every test server builds marketplace bases (Debian with debootstrap) once for the whole run, and later runs on
 # this machine reuse the build: it is kept in the scratch directory (see the README, "Tests").
 os.environ.setdefault("SHOAL_BASE_CACHE_DIR", str(scratch_root() / "shoal-base-cache"))
+os.environ.setdefault("SHOAL_HELPER_CACHE_DIR", str(scratch_root() / "shoal-base-cache" / "bin"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -21,7 +21,8 @@ class ConnectionInfo:
     ca_bundle: Path
     state_dir: Path
     database: str
-    isolation: str = "n/a"
+    isolation: str = "n/a"  # the machine runtime: "namespaces" or "process" (for scripts)
+    isolation_level: str = ""  # what protects machines, in words (shown in the banner)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -30,6 +31,7 @@ class ConnectionInfo:
             "resourceManagerUrl": self.base_url + "/", "batchEndpointTemplate": self.base_url + "/batch/{account}",
             "caBundle": str(self.ca_bundle), "stateDir": str(self.state_dir), "database": self.database,
             "cloudName": "Shoal", "batchResourceId": "https://batch.core.windows.net/", "isolation": self.isolation,
+            "isolationLevel": self.isolation_level or self.isolation,
         }
 
     def save(self, path: Path) -> None:
@@ -68,7 +70,7 @@ class ConnectionInfo:
             ("Client secret", self.client_secret or "(unknown: see `shoal principal create`)"),
             ("CA bundle", str(self.ca_bundle)),
             ("State", f"{self.state_dir} ({self.database})"),
-            ("Machine isolation", self.isolation),
+            ("Machine isolation", self.isolation_level or self.isolation),
         ]
         width = max(len(k) for k, _ in rows)
         for k, v in rows:

@@ -147,7 +147,7 @@ def serve(
         cert_file, key_file, ca_bundle = cert, key, cert
     info = _connection_info(settings, ca_bundle, svc.identity)
     if svc.agent is not None:
-        info = dataclasses.replace(info, isolation=svc.agent.isolation_level)
+        info = dataclasses.replace(info, isolation=svc.agent.isolation, isolation_level=svc.agent.isolation_level)
     info.save(settings.state_dir / "server.json")
     info.render(console, "Shoal is starting")
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
@@ -232,7 +232,8 @@ def env(
     svc = services.build(settings)
     ca = Path(saved.get("caBundle") or settings.tls_dir / "ca.pem")
     info = dataclasses.replace(_connection_info(settings, ca, svc.identity),
-                               isolation=str(saved.get("isolation") or "n/a"))
+                               isolation=str(saved.get("isolation") or "n/a"),
+                               isolation_level=str(saved.get("isolationLevel") or ""))
     svc.db.dispose()
     if as_json:
         print(json.dumps(info.as_json(), indent=2))

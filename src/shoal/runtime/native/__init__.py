@@ -6,7 +6,8 @@ package never runs a stale binary and several versions can share one store. It i
 C library allows it: a static binary starts faster (no dynamic loader on every task) and does not depend on
 anything inside a machine.
 
-``SHOAL_MACHINE_HELPER`` may name a prebuilt binary instead (packagers, hosts without a compiler).
+``SHOAL_MACHINE_HELPER`` may name a prebuilt binary instead (packagers, hosts without a compiler), and
+``SHOAL_HELPER_CACHE_DIR`` a directory where builds are shared between stores (the tests use it).
 
 Also here, the rest of the code that talks to the kernel or to the helper: ``hostbase`` (the masked host root
 mount) and ``join`` (starting commands inside a machine).
@@ -83,12 +84,21 @@ def ensure_helper(bin_dir: Path) -> Path:
             if not os.access(target, os.X_OK):
                 # Built for another store by this process already: copying beats compiling (tests, CLIs).
                 built = next((p for p in _built.values() if p.name == target.name and os.access(p, os.X_OK)), None)
+                cache = Path(os.environ["SHOAL_HELPER_CACHE_DIR"]) / target.name \
+                    if os.environ.get("SHOAL_HELPER_CACHE_DIR") else None
+                if built is None and cache is not None and os.access(cache, os.X_OK):
+                    built = cache  # compiled for another store of this host (tests: every server has its own)
                 if built is not None:
                     tmp = target.with_name(f".{target.name}.{os.getpid()}")
                     shutil.copy2(built, tmp)
                     os.replace(tmp, target)
                 else:
                     _compile(target)
+                    if cache is not None:
+                        cache.parent.mkdir(parents=True, exist_ok=True)
+                        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+                        shutil.copy2(target, tmp)
+                        os.replace(tmp, cache)
         _built[target] = target
         return target
 
