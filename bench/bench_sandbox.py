@@ -98,7 +98,7 @@ class Side:
         while self.client.get_job_task_counts(f"job-{tag}").task_counts.completed < tasks:
             time.sleep(0.05)
         self.tasks_s.append(time.perf_counter() - start)
-        self.client.delete_job(f"job-{tag}")
+        self.client.begin_delete_job(f"job-{tag}", polling_interval=1).result()
         self.client.begin_delete_pool(f"work-{tag}", polling_interval=1).result()
 
     def close(self) -> None:
