@@ -309,7 +309,9 @@ def test_a_volatile_os_disk_can_be_mounted_again(runtime: Any, store: Path) -> N
     machine = MachineSpec(**{**machine.__dict__, "volatile": True})
     runtime.create(machine)
     runtime.run("node", ["sh", "-c", "echo kept > state.txt"], env=PATH, cwd="/mnt/resource")
-    runtime.run("node", ["sh", "-c", "mkdir -p /var/lib/app && echo v1 > /var/lib/app/version"], env=PATH)
+    # (the process runtime does not rewrite absolute paths: its machine's root is SHOAL_MACHINE_ROOT)
+    runtime.run("node", ["sh", "-c", 'mkdir -p "$SHOAL_MACHINE_ROOT/var/lib/app" && '
+                                     'echo v1 > "$SHOAL_MACHINE_ROOT/var/lib/app/version"'], env=PATH)
     runtime.destroy("node", keep_temp=True)
     runtime.create(machine)
     result = runtime.run("node", ["cat", "state.txt", "version"], env=PATH, cwd="/mnt/resource")
