@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness import REPO, scratch_root
+from harness import REPO, node_address_space, scratch_root
 from shoal.runtime.cgroups import Cgroups
 from shoal.runtime.cgroups import detect as detect_cgroups
 from shoal.runtime.layers import LayerStore
@@ -33,7 +33,7 @@ from shoal.runtime.machines import (
     mount_points,
     probe_namespaces,
 )
-from shoal.runtime.nodenet import NodeNetwork
+from shoal.runtime.nodenet import NetworkError, NodeNetwork
 
 PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 _ns_problem: list[str | None] = []
@@ -95,10 +95,21 @@ def hardening() -> Iterator[Hardening]:
     version, why = detect_cgroups()
     if version is None or os.geteuid() != 0:
         pytest.skip(f"hardened machines need root and cgroups ({why})")
-    network = NodeNetwork(f"10.{4 * random.randint(16, 62)}.0.0/14", [])
-    network.up()
+    network = claim_network()
     yield Hardening(True, network, Cgroups(version))
     network.down()
+
+
+def claim_network() -> NodeNetwork:
+    """A node network on an address space no other server of this host uses (several test runs may share it)."""
+    for _ in range(20):
+        network = NodeNetwork(node_address_space(), [])
+        try:
+            network.up()
+        except NetworkError:
+            continue
+        return network
+    raise AssertionError("no free node address space")
 
 
 @pytest.fixture(params=["namespaces", "hardened", "process"])
@@ -628,9 +639,7 @@ def test_machines_resolve_names_through_the_gateway_when_the_host_resolver_is_lo
     servers = nameservers()
     if not servers:
         pytest.skip("this host has no resolver")
-    space = f"10.{4 * random.randint(16, 62)}.0.0/14"
-    network = NodeNetwork(space, [])
-    network.up()
+    network = claim_network()
     try:
         network.relay_dns(servers[0])  # here the upstream need not be local: what matters is the relay
         rt = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase",

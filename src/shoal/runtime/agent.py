@@ -257,6 +257,7 @@ class HostAgent:
         self.machines.destroy(machine_id, keep_temp=keep_temp)
         if not keep_temp:
             shutil.rmtree(self.store_dir / "temp" / machine_id, ignore_errors=True)
+            idranges.forget(self.store_dir / "temp" / machine_id)
 
     def status(self, machine_id: str) -> str:
         return self.machines.status(machine_id)

@@ -136,6 +136,11 @@ def recorded_base(directory: Path) -> int | None:
         return None
 
 
+def forget(directory: Path) -> None:
+    """The directory is gone (a machine's temporary drive): drop what recorded its owner."""
+    _record(directory, None)
+
+
 def _record(directory: Path, base: int | None) -> None:
     marker = Path(directory).parent / f"{MARKER}-{Path(directory).name}"
     if base is None:

@@ -300,6 +300,7 @@ class _Records:
         temp = record and record.get("spec", {}).get("temp_dir")
         if temp and not keep_temp:
             shutil.rmtree(temp, ignore_errors=True)
+            idranges.forget(Path(temp))
 
 
 # ---------------------------------------------------------------------------------------------- namespaces
