@@ -73,6 +73,11 @@ class IdRanges:
         self.first, self.slots = first, slots
         self._lock = threading.Lock()
         self._hint = 0
+        # Which machine holds which slot (from the slot files: a restart finds them again).
+        self._held: dict[str, int] = {}
+        for path in self.root.iterdir():
+            if path.name.isdigit() and (owner := self.owner(int(path.name))) is not None:
+                self._held[owner] = int(path.name)
 
     def _slot_file(self, slot: int) -> Path:
         return self.root / str(slot)
@@ -94,6 +99,9 @@ class IdRanges:
         """A free range for ``machine_id`` (``prefer``: the base its disks are owned by, if it is free)."""
         wanted = self.slot_of(prefer) if prefer is not None else None
         with self._lock:
+            held = self._held.get(machine_id)
+            if held is not None and self.owner(held) == machine_id:
+                return self.range_of(held)  # asked again (a create that is retried): the same range
             order = ([wanted] if wanted is not None else []) + [
                 (self._hint + i) % self.slots for i in range(self.slots)]
             for slot in order:
@@ -102,12 +110,11 @@ class IdRanges:
                 try:
                     fd = os.open(self._slot_file(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 except FileExistsError:
-                    if self.owner(slot) == machine_id:
-                        return self.range_of(slot)
                     continue
                 with os.fdopen(fd, "w") as f:
                     f.write(machine_id)
                 self._hint = slot + 1
+                self._held[machine_id] = slot
                 return self.range_of(slot)
         raise IdRangeError(f"all {self.slots} id ranges of this host are in use")
 
@@ -117,12 +124,17 @@ class IdRanges:
             self._slot_file(slot).unlink(missing_ok=True)
             with self._lock:
                 self._hint = min(self._hint, slot)
+                if self._held.get(machine_id) == slot:
+                    del self._held[machine_id]
 
     def retain_only(self, machine_ids: set[str]) -> None:
         """At start-up: free the slots of machines that no longer exist."""
         for path in self.root.iterdir():
             if path.name.isdigit() and self.owner(int(path.name)) not in machine_ids:
                 path.unlink(missing_ok=True)
+        with self._lock:
+            self._held = {m: slot for m, slot in self._held.items() if m in machine_ids}
+            self._hint = 0
 
 
 # ---------------------------------------------------------------------------------------------- ownership

@@ -1,0 +1,135 @@
+"""Fast unit tests of the pieces behind hardened machines: addresses, id ranges, paths beneath a machine's
+directory, the sandbox checks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from shoal.core import errors
+from shoal.domain import network
+from shoal.runtime import idranges, safepath
+from shoal.runtime.idranges import IdRange, IdRangeError, IdRanges
+from shoal.runtime.sandbox import SandboxOptions, checks, nameservers
+
+SPACE = "10.224.0.0/12"
+
+
+# --- addresses ---------------------------------------------------------------------------------------------------
+
+def test_pools_get_distinct_subnets_and_the_first_and_last_are_kept_for_vms_and_public_addresses() -> None:
+    assert network.gateway(SPACE) == "10.224.0.1" and network.vm_subnet(SPACE) == "10.224.0.0/20"
+    first = network.allocate_subnet(SPACE, [])
+    assert first == "10.224.16.0/20"
+    second = network.allocate_subnet(SPACE, [first, None])
+    assert second == "10.224.32.0/20"
+    every = [str(n) for n in list(__import__("ipaddress").ip_network(SPACE).subnets(new_prefix=20))[1:-1]]
+    with pytest.raises(errors.AzureError) as exc:
+        network.allocate_subnet(SPACE, every)
+    assert exc.value.status == 409 and "--node-address-space" in exc.value.message
+    assert network.public_address(SPACE, first) == "10.239.240.5"  # the last /20, one address per pool subnet
+    assert network.public_address(SPACE, second) == "10.239.240.6"
+
+
+def test_machine_addresses_start_after_azures_reserved_ones_and_are_never_given_twice() -> None:
+    subnet = "10.224.16.0/20"
+    assert network.allocate_addresses(subnet, [], 3) == ["10.224.16.4", "10.224.16.5", "10.224.16.6"]
+    assert network.allocate_addresses(subnet, ["10.224.16.4", "10.224.16.6"], 2) == ["10.224.16.5", "10.224.16.7"]
+    assert len(network.allocate_addresses(subnet, [], 4091)) == 4091  # a /20 holds a 2,500-node pool
+    with pytest.raises(errors.AzureError):
+        network.allocate_addresses(subnet, [], 4092)
+    assert network.machine_network("10.224.16.4", subnet, SPACE) == {"address": "10.224.16.4", "prefix": 20,
+                                                                     "gateway": "10.224.0.1"}
+    with pytest.raises(ValueError):
+        network.allocate_subnet("10.0.0.0/24", [])  # smaller than one pool subnet
+
+
+# --- id ranges ---------------------------------------------------------------------------------------------------
+
+def test_id_ranges_are_unique_reusable_and_preferred_for_a_machines_own_disks(tmp_path: Path) -> None:
+    ranges = IdRanges(tmp_path / "ids", first=1 << 20, slots=3)
+    a, b = ranges.allocate("a"), ranges.allocate("b")
+    assert a.base == 1 << 20 and b.base == a.base + 65536 and a.host(1000) == a.base + 1000
+    assert ranges.allocate("a") == a  # asked again: the same
+    ranges.release(a.base, "a")
+    ranges.release(b.base, "not-b")  # only its owner gives a range back
+    assert ranges.owner(1) == "b"
+    c = ranges.allocate("c", prefer=b.base)  # b's range is taken: another one
+    assert c.base not in (b.base,)
+    ranges.allocate("d")
+    with pytest.raises(IdRangeError):
+        ranges.allocate("e")
+    ranges.retain_only({"b"})
+    assert ranges.allocate("a", prefer=a.base) == a
+    with pytest.raises(IdRangeError):
+        IdRange(5).host(70000)
+
+
+def test_a_disk_moved_to_another_range_is_shifted_without_following_links(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    upper = tmp_path / "disk" / "upper"
+    (upper / "etc").mkdir(parents=True)
+    (upper / "etc" / "file").write_text("x")
+    os.chown(upper / "etc" / "file", 1000, 1000)
+    tool = upper / "tool"
+    tool.write_text("#!/bin/sh\n")
+    os.chmod(tool, 0o4755)  # a setuid file keeps its bit through the shift
+    (upper / "link").symlink_to("/etc/passwd")
+    first, second = IdRange(1 << 20), IdRange((1 << 20) + 65536)
+    idranges.own(upper, first)
+    assert (upper / "etc" / "file").stat().st_uid == first.base + 1000
+    assert upper.stat().st_uid == first.base and idranges.recorded_base(upper) == first.base
+    assert os.lstat(upper / "link").st_uid == first.base and Path("/etc/passwd").stat().st_uid == 0
+    idranges.own(upper, second)
+    assert (upper / "etc" / "file").stat().st_uid == second.base + 1000
+    assert tool.stat().st_mode & 0o4000 and tool.stat().st_uid == second.base
+    idranges.own(upper, None)  # back to plain host ids
+    assert (upper / "etc" / "file").stat().st_uid == 1000 and idranges.recorded_base(upper) is None
+
+
+# --- paths beneath a machine's directory -------------------------------------------------------------------------
+
+def test_host_side_file_operations_never_follow_a_machines_links(tmp_path: Path) -> None:
+    root = tmp_path / "temp"
+    (root / "batch").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("host secret")
+    (root / "batch" / "evil").symlink_to(outside)
+    (root / "batch" / "file-link").symlink_to(outside / "secret")
+    with pytest.raises(safepath.UnsafePath):
+        safepath.makedirs_beneath(root, "batch/evil/made")
+    with pytest.raises(safepath.UnsafePath):
+        safepath.write_beneath(root, "batch/file-link", b"overwritten")
+    with pytest.raises(safepath.UnsafePath):
+        safepath.open_beneath(root, "batch/evil/secret")
+    with pytest.raises(safepath.UnsafePath):
+        safepath.open_beneath(root, "../outside/secret")
+    safepath.remove_beneath(root, "batch/evil")  # removes the link, never what it points at
+    assert (outside / "secret").read_text() == "host secret" and not (outside / "made").exists()
+    assert not (root / "batch" / "evil").exists()
+    safepath.makedirs_beneath(root, "batch/tasks/wd")
+    safepath.write_beneath(root, "batch/tasks/wd/out.txt", b"ok")
+    fd = safepath.open_beneath(root, "batch/tasks/wd/out.txt")
+    try:
+        assert os.read(fd, 10) == b"ok"
+    finally:
+        os.close(fd)
+    safepath.remove_beneath(root, "batch/tasks")
+    assert not (root / "batch" / "tasks").exists()
+
+
+# --- checks ------------------------------------------------------------------------------------------------------
+
+def test_doctor_checks_name_the_flag_that_accepts_less(tmp_path: Path) -> None:
+    names = {c.name: c for c in checks(SandboxOptions())}
+    for name in ("user namespaces", "seccomp", "node networks", "node DNS", "cgroups"):
+        assert name in names and names[name].flag.startswith("--")
+    fewer = {c.name for c in checks(SandboxOptions.legacy())}
+    assert not fewer & {"user namespaces", "node networks", "cgroups"}
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nsearch example\n")
+    assert nameservers(str(conf)) == ["127.0.0.53", "fe80::1"]
