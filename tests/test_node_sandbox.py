@@ -7,6 +7,7 @@ namespace and address, and cgroup limits from its VM size.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -217,6 +218,21 @@ def test_nodes_have_networks_of_their_own(client: Any, outside: str) -> None:
     endpoint = next(e for e in a.endpoint_configuration.inbound_endpoints if e.backend_port == 8080)
     got = requests.get(f"http://{endpoint.public_ip_address}:{endpoint.frontend_port}/", timeout=10)
     assert got.status_code == 200 and got.text.strip() == a.id
+
+
+def test_another_pools_nodes_are_out_of_reach(client: Any, small: str) -> None:
+    a, b = nodes(client)
+    _, out, err = run(client, "mkdir -p /srv/web && echo here > /srv/web/index.html && cd /srv/web && "
+                      "(setsid nohup python3 -m http.server 8080 > /dev/null 2>&1 < /dev/null &); sleep 1; echo up",
+                      node=a.id)
+    assert "up" in out, (out, err)
+    probe = f"curl -s -m 3 -o /dev/null -w \"code=%{{http_code}}\\n\" http://{a.ip_address}:8080/"
+    _, same, _ = run(client, probe, node=b.id, admin=False)  # the control: a node of the same pool
+    _, other, err = run(client, probe, pool=small, admin=False)
+    assert "code=200" in same and "code=000" in other, (same, other, err)
+    other_node = nodes(client, small)[0].ip_address
+    assert ipaddress.ip_network(f"{a.ip_address}/20", strict=False) != ipaddress.ip_network(f"{other_node}/20",
+                                                                                           strict=False)
 
 
 # --- limits ----------------------------------------------------------------------------------------------------
