@@ -41,27 +41,25 @@ class MachineReconciler:
     def run_once(self) -> bool:
         # The host's machines were adopted before any reconciler started (``api/app.py``): adopting again here
         # would race with the allocator's boots (an init not yet recorded looks like a stray).
-        with self.db.read() as s:
-            busy = {op.target_id.lower() for op in s.scalars(select(models.Operation).where(
-                models.Operation.status == operations.IN_PROGRESS))}
-            rows = list(s.scalars(select(models.Resource).where(models.Resource.type_key == sources.VMS.lower())))
-        wanted: set[str] = set()
+        busy, rows = self._vms()
+        wanted = _wanted(busy, rows)
         for vm in rows:
             machine_id = vm.internal.get("machineId")
-            if not machine_id:
+            if not machine_id or vm.id.lower() in busy or vm.provisioning_state == "Creating":
                 continue
-            if vm.id.lower() in busy or vm.provisioning_state == "Creating":
-                wanted.add(machine_id)
-                continue
-            if vm.internal.get("power") == vms.POWER_RUNNING and vm.provisioning_state == "Succeeded":
-                wanted.add(machine_id)
-                if self.agent.status(machine_id) != "running":
-                    log.info("booting VM %s again (its machine was not running)", vm.id)
-                    try:
-                        self.agent.boot(self.work.machine_of(vm))
-                    except Exception:
-                        log.exception("could not boot VM %s", vm.id)
-        for machine_id in set(self.agent.machines.list()) - wanted - self.other_machines():
+            if vm.internal.get("power") == vms.POWER_RUNNING and vm.provisioning_state == "Succeeded" \
+                    and self.agent.status(machine_id) != "running":
+                log.info("booting VM %s again (its machine was not running)", vm.id)
+                try:
+                    self.agent.boot(self.work.machine_of(vm))
+                except Exception:
+                    log.exception("could not boot VM %s", vm.id)
+        strays = set(self.agent.machines.list()) - wanted - self.other_machines()
+        if strays:
+            # The VMs were read before the machines were listed: a VM created in between (its machine booted
+            # since) is owned all the same. Read them again now that the list is taken.
+            strays -= _wanted(*self._vms())
+        for machine_id in strays:
             log.info("tearing down machine %s: no VM or node owns it", machine_id)
             self.agent.halt(machine_id)
         if time.monotonic() - self._last_gc > GC_EVERY:
@@ -69,8 +67,23 @@ class MachineReconciler:
             self.collect_garbage()
         return False
 
+    def _vms(self) -> tuple[set[str], list[models.Resource]]:
+        """Ids of resources with an operation in progress, and every VM row."""
+        with self.db.read() as s:
+            busy = {op.target_id.lower() for op in s.scalars(select(models.Operation).where(
+                models.Operation.status == operations.IN_PROGRESS))}
+            rows = list(s.scalars(select(models.Resource).where(models.Resource.type_key == sources.VMS.lower())))
+        return busy, rows
+
     def collect_garbage(self) -> list[str]:
         return collect_garbage(self.db, self.agent, GC_GRACE)
+
+
+def _wanted(busy: set[str], rows: list[models.Resource]) -> set[str]:
+    """The machines that VMs own: those of VMs being worked on or created, and of running VMs."""
+    return {vm.internal["machineId"] for vm in rows if vm.internal.get("machineId") and (
+        vm.id.lower() in busy or vm.provisioning_state == "Creating"
+        or (vm.internal.get("power") == vms.POWER_RUNNING and vm.provisioning_state == "Succeeded"))}
 
 
 def referenced_layers(db: Database) -> set[str]:
