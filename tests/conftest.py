@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness import REPO, ShoalServer, fresh_postgres_url, scratch_root
+from harness import REPO, ShoalServer, database_of_its_own, fresh_postgres_url, scratch_root
 from shoal.azure import Shoal
 
 POSTGRES_URL = os.environ.get("SHOAL_TEST_POSTGRES_URL")
@@ -51,8 +51,7 @@ def server(database_url: str | None) -> Iterator[ShoalServer]:
 @pytest.fixture
 def own_server(database_url: str | None) -> Iterator[ShoalServer]:
     """A server of the test's own, on a fresh database, that it may stop, kill and restart."""
-    url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
-    srv = ShoalServer(url).start()
+    srv = ShoalServer(database_of_its_own(database_url)).start()
     yield srv
     srv.cleanup()
 

@@ -53,6 +53,14 @@ def fresh_postgres_url(admin_url: str) -> str:
     return f"{base}/{name}"
 
 
+def database_of_its_own(database_url: str | None) -> str | None:
+    """A fresh database beside the session's for a second server (None: SQLite, each server has its own file).
+
+    Two servers must never share one database: each would take the other's VMs and operations for its own
+    and act on them with its own host store (boot their machines again, capture empty disks)."""
+    return fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres") if database_url else None
+
+
 class AddressSpaceTaken(RuntimeError):
     """Another server of this host has the node address space this one picked."""
 

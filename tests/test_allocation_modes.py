@@ -15,18 +15,13 @@ from azure.mgmt.batch.models import KeyVaultReference
 from azure.mgmt.compute.models import HardwareProfile, StorageProfile, VirtualMachine
 
 from batch_fixtures import HOST, LOCATION, NODE_AGENT, create_account, prepare_image, wait_for
-from harness import ShoalServer
+from harness import ShoalServer, database_of_its_own
 from shoal.azure import Shoal
 
 
 @pytest.fixture
 def small_quota(database_url: str | None) -> Iterator[ShoalServer]:
-    url = None
-    if database_url:
-        from harness import fresh_postgres_url
-
-        url = fresh_postgres_url(database_url.rsplit("/", 1)[0] + "/postgres")
-    srv = ShoalServer(url, extra_args=["--subscription-core-quota", "8"]).start()
+    srv = ShoalServer(database_of_its_own(database_url), extra_args=["--subscription-core-quota", "8"]).start()
     yield srv
     srv.cleanup()
 

@@ -33,7 +33,7 @@ from azure.mgmt.compute.models import (
 )
 
 from batch_fixtures import LOCATION, NODE_AGENT, PreparedImage, create_account, prepare_image, wait_for
-from harness import ShoalServer
+from harness import ShoalServer, database_of_its_own
 from shoal.azure import Shoal
 from shoal.domain.batch import allocation
 
@@ -81,7 +81,7 @@ def test_nodes_are_spread_round_robin_over_the_replicas() -> None:
 def replica_server(database_url: str | None) -> Iterator[ShoalServer]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SHOAL_NODES_PER_REPLICA", str(PER_REPLICA))
-        srv = ShoalServer(database_url).start()
+        srv = ShoalServer(database_of_its_own(database_url)).start()
     yield srv
     srv.cleanup()
 

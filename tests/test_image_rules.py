@@ -45,7 +45,7 @@ from azure.mgmt.compute.models import (
 from azure.mgmt.resource.resources.models import ResourceGroup
 
 from batch_fixtures import HOST, LOCATION, NODE_AGENT, create_account
-from harness import ShoalServer
+from harness import ShoalServer, database_of_its_own
 from shoal.azure import Shoal
 
 LIMITS = ["--image-dedicated-limit", "3", "--image-low-priority-limit", "2", "--captured-image-limit", "1"]
@@ -54,7 +54,7 @@ LIMITS = ["--image-dedicated-limit", "3", "--image-low-priority-limit", "2", "--
 @pytest.fixture(scope="module")
 def limited(database_url: str | None) -> Iterator[ShoalServer]:
     """A server of this module's own, with node limits small enough to reach."""
-    srv = ShoalServer(database_url, extra_args=LIMITS).start()
+    srv = ShoalServer(database_of_its_own(database_url), extra_args=LIMITS).start()
     yield srv
     srv.cleanup()
 
