@@ -4,13 +4,14 @@ directory, the sandbox checks."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from shoal.core import errors
 from shoal.domain import network
-from shoal.runtime import idranges, safepath
+from shoal.runtime import cgroups, idranges, safepath
 from shoal.runtime.idranges import IdRange, IdRangeError, IdRanges
 from shoal.runtime.sandbox import SandboxOptions, checks, nameservers
 
@@ -133,3 +134,29 @@ def test_doctor_checks_name_the_flag_that_accepts_less(tmp_path: Path) -> None:
     conf = tmp_path / "resolv.conf"
     conf.write_text("# comment\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\nsearch example\n")
     assert nameservers(str(conf)) == ["127.0.0.53", "fe80::1"]
+
+
+def test_each_store_sweeps_only_the_cgroups_of_its_own_machines(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    for controller in cgroups.V1_CONTROLLERS:
+        (root / controller).mkdir(parents=True)
+    mine = cgroups.Cgroups("v1", root, group=cgroups.store_group(tmp_path / "store-a"))
+    other = cgroups.Cgroups("v1", root, group=cgroups.store_group(tmp_path / "store-b"))
+    assert mine.group != other.group and mine.group.startswith("shoal/")
+    dirs = mine.create("m-a", cgroups.Limits(2, 1 << 30, 100))
+    assert dirs == [str(root / c / mine.group / "m-a") for c in cgroups.V1_CONTROLLERS]
+    assert (root / "memory" / mine.group / "m-a" / "memory.limit_in_bytes").read_text() == str(1 << 30)
+    assert (root / "cpu" / mine.group / "m-a" / "cpu.cfs_quota_us").read_text() == "200000"
+    # Another server's machine, booting right now: its group holds an (empty) cgroup this store never had.
+    other._prepare()
+    booting = root / "memory" / other.group / "m-b"
+    booting.mkdir()
+    stray = root / "memory" / mine.group / "gone"
+    stray.mkdir()
+    mine.sweep(keep={"m-a"})
+    assert booting.is_dir() and not stray.exists()
+    # The group itself comes back when something removed it meanwhile.
+    for controller in cgroups.V1_CONTROLLERS:
+        shutil.rmtree(root / controller / "shoal")
+    assert mine.create("m-c", cgroups.Limits(1, 1 << 20)) == [str(root / c / mine.group / "m-c")
+                                                            for c in cgroups.V1_CONTROLLERS]

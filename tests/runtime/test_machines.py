@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from harness import REPO, node_address_space, scratch_root
-from shoal.runtime.cgroups import Cgroups
+from shoal.runtime.cgroups import Cgroups, store_group
 from shoal.runtime.cgroups import detect as detect_cgroups
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
@@ -96,8 +96,11 @@ def hardening() -> Iterator[Hardening]:
     if version is None or os.geteuid() != 0:
         pytest.skip(f"hardened machines need root and cgroups ({why})")
     network = claim_network()
-    yield Hardening(True, network, Cgroups(version))
+    # A group of this test process's own: a server's start-up sweep elsewhere on the host never touches it.
+    cgroups = Cgroups(version, group=store_group(Path(f"/run/shoal-tests-{os.getpid()}")))
+    yield Hardening(True, network, cgroups)
     network.down()
+    cgroups.remove_group()
 
 
 def claim_network() -> NodeNetwork:
@@ -643,7 +646,8 @@ def test_machines_resolve_names_through_the_gateway_when_the_host_resolver_is_lo
     try:
         network.relay_dns(servers[0])  # here the upstream need not be local: what matters is the relay
         rt = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase",
-                              hardening=Hardening(True, network, Cgroups(version)))
+                              hardening=Hardening(True, network, Cgroups(
+                                  version, group=store_group(store / "store"))))
         machine = spec(store, "m1")
         address = str(network.net.network_address + 16 * 256 + 4)
         rt.create(MachineSpec(**{**machine.__dict__, "network": {"address": address, "prefix": 20,

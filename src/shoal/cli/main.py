@@ -415,6 +415,7 @@ def machines_destroy(
     state_dir: StateDir = default_state_dir(), store_dir: StoreDir = None,
 ) -> None:
     """Stop machines and remove their mounts (disks keep their data). Use after stopping `shoal serve`."""
+    from shoal.runtime.cgroups import remove_store_cgroups
     from shoal.runtime.nodenet import teardown
 
     rt = _host_runtime(state_dir, store_dir)
@@ -425,6 +426,8 @@ def machines_destroy(
     store = (store_dir or state_dir.expanduser().resolve() / "store").expanduser().resolve()
     if all_ and teardown(store):  # no machine left: the host side of their network goes too
         console.print("Removed the machines' network (nftables table and gateway address).")
+    if all_:
+        remove_store_cgroups(store)
 
 
 @app.command()

@@ -9,11 +9,11 @@ booted (booting is idempotent), nodes marked for removal are removed, start task
 Nodes of a pool from a gallery version are provisioned from the version's replicas in the pool's region,
 spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks with a
 resident provisioner of its own (``runtime/replicas.py``), so each replica is a provisioning stream and the
-streams run side by side. A managed (or marketplace) image is a single source: its nodes boot one after
-another. Booted nodes are written in batches as they come up (``idle`` at once without a start task), and
-the pass that boots a resize's last nodes also ends the resize. With fewer than one replica per
-``SHOAL_NODES_PER_REPLICA`` (300) target nodes the resize still reaches its target but reports an
-``InsufficientReplicas`` warning among its resize errors.
+streams run side by side. A managed (or marketplace) image is a single source: its nodes boot in a few
+streams side by side (one per core, at most 4). Booted nodes are written in batches as they come up
+(``idle`` at once without a start task), and the pass that boots a resize's last nodes also ends the
+resize. With fewer than one replica per ``SHOAL_NODES_PER_REPLICA`` (300) target nodes the resize still
+reaches its target but reports an ``InsufficientReplicas`` warning among its resize errors.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ from shoal.store.db import Database
 log = logging.getLogger(__name__)
 LOCK_TTL = timedelta(seconds=120)
 PROVISIONING_WORKERS = 8
+# Nodes of one managed (or marketplace) image boot this many at a time: most of a hardened boot is kernel work
+# outside the interpreter lock (namespaces, a veth pair, mounts), which a second core overlaps.
+BOOT_STREAMS = max(1, min(4, os.cpu_count() or 1))
 BOOT_FLUSH_INTERVAL = 0.1  # seconds: booted nodes are written (and usable) in batches at least this often
 
 
@@ -255,14 +258,17 @@ class PoolAllocator:
 
         A managed image (or a marketplace image) is one source; a gallery version has one per ready replica in
         the pool's region, each an independent ready-to-mount copy (as Azure spreads a pool's deployments over
-        a version's replicas). Nodes of one source boot one after another."""
+        a version's replicas); a replica's nodes boot one after another. A single source's nodes boot in
+        ``BOOT_STREAMS`` streams."""
         if not rows:
             return
         sources = sources or {}
         faults = self.faults.current(fresh=True) if self.faults is not None else Faults()
         streams: dict[str, list[models.Node]] = {}
-        for n in rows:
-            streams.setdefault((sources.get(n.machine_id) or {}).get("id", ""), []).append(n)
+        for i, n in enumerate(rows):
+            replica = (sources.get(n.machine_id) or {}).get("id")
+            # A replica's nodes are built by its one resident provisioner; other nodes boot in side streams.
+            streams.setdefault(replica or f"local-{i % BOOT_STREAMS}", []).append(n)
         ready = not pool.spec.get("startTask")
         results: dict[str, Booted] = {}  # booted, not yet written
         lock = threading.Lock()

@@ -3,6 +3,9 @@ what it uses from the same place (autoscale's ``$CPUPercent`` and ``$MemoryBytes
 
 Both layouts the kernel offers are supported, and ``detect()`` says which one is in use:
 
+Each host store's machines have a group of their own, ``shoal/store-<hash of the store path>`` (written
+``shoal/...`` below).
+
 - **v2** (unified): one directory ``<root>/shoal/<machine>`` with ``cpu.max``, ``memory.max``,
   ``memory.swap.max`` and ``pids.max``; usage from ``cpu.stat`` and ``memory.current``.
 - **v1** (one hierarchy per controller, as on this project's build machines): a directory per controller,
@@ -17,6 +20,7 @@ is killed by the kernel's OOM killer inside its own cgroup; the machine and its 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -68,42 +72,63 @@ def detect(root: Path = ROOT) -> tuple[str | None, str]:
     return None, f"no cgroup v2 hierarchy, and no v1 {', '.join(absent)} controller(s) mounted at {root}"
 
 
+def store_group(store_dir: Path | None) -> str:
+    """The group of one host store's machines, below ``shoal/``: servers with stores of their own on one host
+    each keep (and sweep) their own machines' cgroups only."""
+    if store_dir is None:
+        return GROUP
+    tag = hashlib.sha256(str(Path(store_dir).resolve()).encode()).hexdigest()[:12]
+    return f"{GROUP}/store-{tag}"
+
+
 class Cgroups:
-    def __init__(self, version: str, root: Path = ROOT) -> None:
+    def __init__(self, version: str, root: Path = ROOT, group: str = GROUP) -> None:
         if version not in ("v1", "v2"):
             raise CgroupError(f"unknown cgroup version {version!r}")
-        self.version, self.root = version, root
+        self.version, self.root, self.group = version, root, group
         self._prepared = False
 
     def dirs(self, machine_id: str) -> list[str]:
         """The directories a machine's processes join (host paths)."""
         if self.version == "v2":
-            return [str(self.root / GROUP / machine_id)]
-        return [str(self.root / c / GROUP / machine_id) for c in V1_CONTROLLERS]
+            return [str(self.root / self.group / machine_id)]
+        return [str(self.root / c / self.group / machine_id) for c in V1_CONTROLLERS]
 
     def _prepare(self) -> None:
         if self._prepared:
             return
         if self.version == "v2":
-            parent = self.root / GROUP
-            parent.mkdir(exist_ok=True)
-            # Children of a v2 group only get the controllers their parent delegates.
+            # Children of a v2 group only get the controllers their parent delegates, at every level.
             wanted = "+cpu +memory +pids"
             with contextlib.suppress(OSError):
                 (self.root / "cgroup.subtree_control").write_text(wanted)
-            (parent / "cgroup.subtree_control").write_text(wanted)
+            parent = self.root
+            for part in Path(self.group).parts:
+                parent = parent / part
+                parent.mkdir(exist_ok=True)
+                (parent / "cgroup.subtree_control").write_text(wanted)
         else:
             for c in V1_CONTROLLERS:
-                (self.root / c / GROUP).mkdir(exist_ok=True)
+                (self.root / c / self.group).mkdir(parents=True, exist_ok=True)
         self._prepared = True
 
     def create(self, machine_id: str, limits: Limits) -> list[str]:
         """Make (or update) the machine's cgroups with these limits; the directories to join."""
         self._prepare()
+        try:
+            return self._create(machine_id, limits)
+        except CgroupError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            self._prepared = False  # the group itself went (an operator's clean-up): make it again
+            self._prepare()
+            return self._create(machine_id, limits)
+
+    def _create(self, machine_id: str, limits: Limits) -> list[str]:
         quota = max(1000, int(limits.cores * CFS_PERIOD_US))
         try:
             if self.version == "v2":
-                d = self.root / GROUP / machine_id
+                d = self.root / self.group / machine_id
                 d.mkdir(exist_ok=True)
                 _write(d / "cpu.max", f"{quota} {CFS_PERIOD_US}")
                 _write(d / "memory.max", str(limits.memory_bytes))
@@ -111,7 +136,7 @@ class Cgroups:
                     _write(d / "memory.swap.max", "0")
                 _write(d / "pids.max", str(limits.pids))
             else:
-                base = {c: self.root / c / GROUP / machine_id for c in V1_CONTROLLERS}
+                base = {c: self.root / c / self.group / machine_id for c in V1_CONTROLLERS}
                 for d in base.values():
                     d.mkdir(exist_ok=True)
                 _write(base["memory"] / "memory.limit_in_bytes", str(limits.memory_bytes))
@@ -128,8 +153,10 @@ class Cgroups:
         remove_cgroups(self.dirs(machine_id))
 
     def sweep(self, keep: set[str]) -> None:
-        """Remove the (empty) cgroups of machines that no longer exist."""
-        parents = [self.root / GROUP] if self.version == "v2" else [self.root / c / GROUP for c in V1_CONTROLLERS]
+        """Remove the (empty) cgroups of this store's machines that no longer exist (other stores' machines are
+        in groups of their own, and may be booting)."""
+        parents = [self.root / self.group] if self.version == "v2" else [
+            self.root / c / self.group for c in V1_CONTROLLERS]
         for parent in parents:
             if not parent.is_dir():
                 continue
@@ -138,16 +165,25 @@ class Cgroups:
                     with contextlib.suppress(OSError):
                         os.rmdir(d)
 
+    def remove_group(self) -> None:
+        """Remove the store's own group once it holds no machine (``machines destroy --all``, a test's end)."""
+        parents = [self.root / self.group] if self.version == "v2" else [
+            self.root / c / self.group for c in V1_CONTROLLERS]
+        for parent in parents:
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
+        self._prepared = False
+
     def usage(self, machine_id: str) -> Usage | None:
         """CPU time used so far and memory in use now, or None if the machine has no cgroup here."""
         try:
             if self.version == "v2":
-                d = self.root / GROUP / machine_id
+                d = self.root / self.group / machine_id
                 usec = next(int(line.split()[1]) for line in (d / "cpu.stat").read_text().splitlines()
                             if line.startswith("usage_usec "))
                 return Usage(usec / 1e6, int((d / "memory.current").read_text()))
-            cpu = int((self.root / "cpuacct" / GROUP / machine_id / "cpuacct.usage").read_text()) / 1e9
-            mem = int((self.root / "memory" / GROUP / machine_id / "memory.usage_in_bytes").read_text())
+            cpu = int((self.root / "cpuacct" / self.group / machine_id / "cpuacct.usage").read_text()) / 1e9
+            mem = int((self.root / "memory" / self.group / machine_id / "memory.usage_in_bytes").read_text())
             return Usage(cpu, mem)
         except (OSError, ValueError, StopIteration):
             return None
@@ -156,6 +192,13 @@ class Cgroups:
 def _write(path: Path, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
+
+
+def remove_store_cgroups(store_dir: Path) -> None:
+    """The store's own group, once its machines are gone (whichever layout the host has)."""
+    version, _ = detect()
+    if version is not None:
+        Cgroups(version, group=store_group(store_dir)).remove_group()
 
 
 def remove_cgroups(dirs: Sequence[str], wait: float = 2.0) -> None:

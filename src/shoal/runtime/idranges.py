@@ -16,6 +16,7 @@ shifted to the new range before the machine boots. Snapshots map a range back to
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from dataclasses import dataclass
@@ -102,11 +103,10 @@ class IdRanges:
             held = self._held.get(machine_id)
             if held is not None and self.owner(held) == machine_id:
                 return self.range_of(held)  # asked again (a create that is retried): the same range
-            order = ([wanted] if wanted is not None else []) + [
-                (self._hint + i) % self.slots for i in range(self.slots)]
+            # Lazily: the first free slot after the hint is usually the next one.
+            order = itertools.chain([wanted] if wanted is not None else [],
+                                    ((self._hint + i) % self.slots for i in range(self.slots)))
             for slot in order:
-                if slot is None:
-                    continue
                 try:
                     fd = os.open(self._slot_file(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 except FileExistsError:

@@ -352,6 +352,7 @@ class NamespaceRuntime:
         self._hosts_text: str | None = None
         self._inits: dict[str, tuple[int, int]] = {}  # machine id -> (init pid, start time)
         self._joins: dict[str, list[str]] = {}  # machine id -> extra `join` arguments (its cgroups)
+        self._id_bases: dict[str, int | None] = {}  # machine id -> its id range's base (None: host ids)
         self._jobs: dict[int, tuple[str, join.Started, _Capture]] = {}  # spawned: helper pid -> ...
         self._jobs_lock = threading.Lock()
         self._helper: str | None = None
@@ -405,6 +406,7 @@ class NamespaceRuntime:
             self.records.write(spec.machine_id, record)
             self._inits[spec.machine_id] = (pid, st[1])
             self._joins[spec.machine_id] = _join_extra(record)
+            self._id_bases[spec.machine_id] = record["idBase"]
             return self._info(record)
 
     # ------------------------------------------------------------------ hardening
@@ -436,6 +438,9 @@ class NamespaceRuntime:
 
     def id_range(self, machine_id: str) -> IdRange | None:
         """The host ids of a running machine's users (None: it runs with the host's ids)."""
+        if machine_id in self._id_bases:  # a machine this runtime started or adopted
+            known = self._id_bases[machine_id]
+            return IdRange(known) if known else None
         record = self.records.read(machine_id)
         base = record.get("idBase") if record else None
         return IdRange(int(base)) if base else None
@@ -597,6 +602,7 @@ class NamespaceRuntime:
             record = self.records.read(machine_id)
             self._inits.pop(machine_id, None)
             self._joins.pop(machine_id, None)
+            self._id_bases.pop(machine_id, None)
             if record:
                 _kill_init(record.get("initPid"), record.get("initStartTime"))
             elif self.records.dir(machine_id).exists():
@@ -630,6 +636,7 @@ class NamespaceRuntime:
                 if record and _alive(record.get("initPid"), record.get("initStartTime")):
                     self._inits[machine_id] = (record["initPid"], record["initStartTime"])
                     self._joins[machine_id] = _join_extra(record)
+                    self._id_bases[machine_id] = record.get("idBase")
                     found[machine_id] = "running"
                 else:
                     self._kill_strays(machine_id)

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shoal.runtime.cgroups import Cgroups, detect
+from shoal.runtime.cgroups import Cgroups, detect, store_group
 from shoal.runtime.nodenet import DEFAULT_SPACE, NetworkError, NodeNetwork, check_tools
 
 
@@ -148,5 +148,5 @@ def build(options: SandboxOptions, store_dir: Path | None = None) -> Built:
     if options.cgroups:
         version, _ = detect()
         assert version is not None
-        cgroups = Cgroups(version)
+        cgroups = Cgroups(version, group=store_group(store_dir))
     return Built(options.user_namespaces, network, cgroups)

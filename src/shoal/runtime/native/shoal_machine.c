@@ -224,12 +224,21 @@ static void write_text(const char *path, const char *text) {
     close(fd);
 }
 
-/* Join the cgroups given (host paths of cgroup directories): the calling process moves, its children follow. */
+/* Join the cgroups given (host paths of cgroup directories): the calling process moves, its children follow.
+ * We are single-threaded, so on a v1 hierarchy moving this thread ("0" into `tasks`) moves the process; it
+ * spares the kernel's global thread-group lock, whose every taking by a writer of `cgroup.procs` waits for a
+ * full RCU grace period (milliseconds, once per controller, on every machine boot and task start). */
 static void join_cgroups(const char **dirs, int n) {
     for (int i = 0; i < n; i++) {
-        char *procs = joinpath(dirs[i], "cgroup.procs");
-        write_text(procs, "0\n");
-        free(procs);
+        char *tasks = joinpath(dirs[i], "tasks");
+        if (access(tasks, W_OK) == 0) {
+            write_text(tasks, "0\n");
+        } else {
+            char *procs = joinpath(dirs[i], "cgroup.procs");
+            write_text(procs, "0\n");
+            free(procs);
+        }
+        free(tasks);
     }
 }
 
@@ -372,6 +381,19 @@ static void enter_userns(int userns_fd) {
 #define SH_FSCONFIG_SET_FD 5
 struct sh_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
 
+/* Kernel objects whose release waits for an RCU grace period (a detached mount tree, the last reference to a
+ * mount namespace) are released after the machine has said it is ready, not while its caller waits: each
+ * release costs a grace period (about a millisecond here), several per machine. Their descriptors are kept
+ * until the init closes everything past stderr (see init_machine). */
+#define MAX_DEFERRED 80
+static int g_deferred[MAX_DEFERRED];
+static int g_ndeferred;
+
+static void release_later(int fd) {
+    if (g_ndeferred < MAX_DEFERRED) g_deferred[g_ndeferred++] = fd;
+    else close(fd);
+}
+
 /* A detached, id-mapped clone of the mount at `path`: files of host uid/gid N show as the user namespace's N. */
 static int idmapped_tree(const char *path, int userns_fd) {
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, SH_OPEN_TREE_CLONE | O_CLOEXEC);
@@ -498,12 +520,19 @@ static void plug_veth(const struct netspec *n, int netns_fd) {
         struct ifinfomsg ifi = {.ifi_family = AF_UNSPEC};
         nl_start(&r, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &ifi, sizeof ifi);
         nl_put(&r, IFLA_IFNAME, n->veth, strlen(n->veth) + 1);
+        /* One queue each way, asked for up front: a veth made with one queue per CPU and cut down to one
+         * afterwards waits for an RCU grace period per end. */
+        unsigned one = 1;
+        nl_put(&r, IFLA_NUM_TX_QUEUES, &one, sizeof one);
+        nl_put(&r, IFLA_NUM_RX_QUEUES, &one, sizeof one);
         struct rtattr *info = nl_put(&r, IFLA_LINKINFO, NULL, 0);
         nl_put(&r, IFLA_INFO_KIND, "veth", 5);
         struct rtattr *data = nl_put(&r, IFLA_INFO_DATA, NULL, 0);
         struct ifinfomsg peer_head = {.ifi_family = AF_UNSPEC};
         struct rtattr *peer = nl_put(&r, VETH_INFO_PEER, &peer_head, sizeof peer_head);
         nl_put(&r, IFLA_IFNAME, "eth0", 5);
+        nl_put(&r, IFLA_NUM_TX_QUEUES, &one, sizeof one);
+        nl_put(&r, IFLA_NUM_RX_QUEUES, &one, sizeof one);
         unsigned nsfd = (unsigned)netns_fd;
         nl_put(&r, IFLA_NET_NS_FD, &nsfd, sizeof nsfd);
         nl_end(&r, peer);
@@ -641,8 +670,8 @@ static int host_root_layer(const char *mask, int userns_fd) {
     fscfg_lower_fd(fsfd, mask_fd, "/ (host base)");
     fscfg_lower_fd(fsfd, root_fd, "/ (host base)");
     int mfd = overlay_create(fsfd, "/ (host base)", 0x1 /* MOUNT_ATTR_RDONLY */);
-    close(mask_fd);
-    close(root_fd);
+    release_later(mask_fd); /* the overlay holds clones of its own */
+    release_later(root_fd);
     return mfd;
 }
 
@@ -674,7 +703,7 @@ static void mount_overlay_new_api(const struct action *a, const char *where, int
     if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, where, SH_MOVE_MOUNT_F_EMPTY_PATH) < 0)
         fail("overlay on %s: move_mount: %s", a->target, strerror(errno));
     close(mfd);
-    for (int i = 0; i < nfds; i++) close(fds[i]);
+    for (int i = 0; i < nfds; i++) release_later(fds[i]);
     free(fds);
 }
 
@@ -972,6 +1001,10 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
         /* Become the machine's root, in namespaces of its own that it may change. Copying the mount
          * namespace into the user namespace locks every mount made above. The pid namespace stays the one we
          * are pid 1 of (owned by the host): nothing inside can signal or trace this init. */
+        /* The namespace of Shoal's mounts goes with its last reference: ours, released once we are ready. */
+        int shoal_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+        if (shoal_ns < 0) fail("open /proc/self/ns/mnt: %s", strerror(errno));
+        release_later(shoal_ns);
         enter_userns(userns_fd);
         if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (sp->ncgroups ? CLONE_NEWCGROUP : 0)) < 0)
             fail("unshare(mount, uts, ipc, cgroup) in the user namespace: %s", strerror(errno));
@@ -994,7 +1027,8 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     dup2(devnull, 1);
     dup2(devnull, 2);
     close(ready_w); /* explicitly: the caller waits for this end-of-file, close_range needs Linux 5.9 */
-    syscall(SYS_close_range, 3u, ~0u, 0u);
+    syscall(SYS_close_range, 3u, ~0u, 0u); /* also what release_later() kept */
+    for (int i = 0; i < g_ndeferred; i++) close(g_deferred[i]); /* kernels without close_range */
     init_loop();
 }
 
