@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import stat
+import subprocess
 import time
 import uuid
 
@@ -13,8 +16,11 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 from azure.mgmt.resource.resources.models import ResourceGroup
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness import ShoalServer
+from shoal.auth import at_rest
 from shoal.azure import Shoal
 from shoal.store.db import Database
 from shoal.store.models import SigningKey
@@ -30,12 +36,10 @@ def groups_url(server: ShoalServer, shoal: Shoal) -> str:
 
 def signed_token(server: ShoalServer, shoal: Shoal, **overrides: object) -> str:
     """A token signed with the server's real key, with chosen claims (to test expiry and audience)."""
-    db = Database(server.database_url or f"sqlite:///{server.state_dir / 'shoal.db'}")
-    with db.read() as s:
-        key = s.query(SigningKey).first()
-        assert key is not None
-        kid, pem = key.kid, key.private_pem
-    db.dispose()
+    pem = (server.state_dir / "signing-key.pem").read_bytes()
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    kid = at_rest.key_id(key)
     now = int(time.time())
     claims = {"aud": "https://management.azure.com/", "iss": f"{shoal.authority}/{shoal.tenant_id}/v2.0",
               "iat": now, "nbf": now - 60, "exp": now + 3600, "tid": shoal.tenant_id, "oid": str(uuid.uuid4()),
@@ -60,6 +64,42 @@ def test_expired_token_is_401(server: ShoalServer, shoal: Shoal) -> None:
     r = get_with(server, shoal, "Bearer " + signed_token(server, shoal, exp=int(time.time()) - 10))
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "ExpiredAuthenticationToken"
+
+
+def test_time_claims_are_checked_and_nbf_is_enforced_with_azures_clock_skew(server: ShoalServer,
+                                                                           shoal: Shoal) -> None:
+    now = int(time.time())
+    later = get_with(server, shoal, "Bearer " + signed_token(server, shoal, nbf=now + 3600))
+    assert later.status_code == 401 and later.json()["error"]["code"] == "InvalidAuthenticationToken"
+    assert "not yet valid" in later.json()["error"]["message"]
+    within_skew = get_with(server, shoal, "Bearer " + signed_token(server, shoal, nbf=now + 120))
+    assert within_skew.status_code == 403  # authenticated; this made-up principal just holds no role
+    assert within_skew.json()["error"]["code"] == "AuthorizationFailed"
+    for claim, value in (("exp", "tomorrow"), ("exp", 1e20), ("exp", True), ("exp", -5), ("nbf", "0"),
+                         ("iat", [1]), ("exp", None)):
+        r = get_with(server, shoal, "Bearer " + signed_token(server, shoal, **{claim: value}))
+        assert r.status_code == 401, (claim, value, r.text)
+        assert r.json()["error"]["code"] == "InvalidAuthenticationToken", (claim, value)
+
+
+def test_the_database_holds_no_signing_key_and_secrets_are_the_server_users_alone(server: ShoalServer) -> None:
+    db = Database(server.database_url or f"sqlite:///{server.state_dir / 'shoal.db'}")
+    with db.read() as s:
+        assert s.query(SigningKey).count() == 0  # reading the database does not let anyone mint tokens
+    db.dispose()
+    assert stat.S_IMODE(server.state_dir.stat().st_mode) == 0o700
+    secret_files = [server.state_dir / name for name in ("signing-key.pem", "credentials.json", "tls/ca-key.pem",
+                                                         "tls/server-key.pem")]
+    if not server.database_url:
+        secret_files.append(server.state_dir / "shoal.db")
+    for path in secret_files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    # Another user of the host reads none of them (nor lists the directory).
+    if os.geteuid() == 0:
+        for path in [server.state_dir, *secret_files]:
+            probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat" if
+                                    path.is_file() else "ls", str(path)], capture_output=True, text=True)
+            assert probe.returncode != 0 and "Permission denied" in probe.stderr, (path, probe.stdout)
 
 
 def test_token_for_another_audience_is_401(server: ShoalServer, shoal: Shoal) -> None:

@@ -53,6 +53,23 @@ class Settings:
     cgroups: bool = True
     # Set at start when machines have networks of their own: where they reach Shoal (their gateway).
     node_gateway: str | None = None
+    # The token signing key (a PEM file, 0600); servers sharing a database share it (auth/at_rest.py).
+    signing_key: Path | None = field(default_factory=lambda: Path(os.environ["SHOAL_SIGNING_KEY"])
+                                     if os.environ.get("SHOAL_SIGNING_KEY") else None)
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key or self.state_dir / "signing-key.pem"
+
+    @property
+    def secret_files(self) -> list[Path]:
+        """Files that hold secrets (auth/at_rest.py makes them 0600)."""
+        files = [self.credentials_file, self.signing_key_file, self.tls_dir / "ca-key.pem",
+                 self.tls_dir / "server-key.pem"]
+        if not self.database_url:
+            db = self.state_dir / "shoal.db"
+            files += [db, db.with_name("shoal.db-wal"), db.with_name("shoal.db-shm")]
+        return files
 
     @property
     def store_dir(self) -> Path:

@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+from shoal.auth import at_rest
 from shoal.auth.tokens import TokenService
 from shoal.config import Settings
 from shoal.core.clock import Clock
@@ -88,12 +89,23 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     """Open (and migrate) the state, bootstrap the dev identity, prepare the reconcilers."""
     faults = FaultSource(settings.state_dir / "faults.json")
     clock = clock or FaultClock(faults)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # The state directory and its secret files are the server user's alone (auth/at_rest.py); the process
+    # runtime's unprivileged user must pass through to the store inside it.
+    at_rest.lock_down_state_dir(settings.state_dir, traversable=with_runtime and settings.runtime == "process"
+                                and settings.store_dir.parent == settings.state_dir)
+    if not settings.database_url:
+        at_rest.create_private_file(settings.state_dir / "shoal.db")  # SQLite's -wal/-shm take its mode
     db = Database(settings.db_url)
     db.migrate()
     with db.write() as s:
         dev = identity.bootstrap(s, clock)
-        keys = identity.ensure_signing_key(s, clock)
+    with db.read() as s:
+        legacy_key = identity.legacy_signing_key(s)
+    keys = [at_rest.load_signing_key(settings.signing_key_file, lambda: legacy_key)]
+    if legacy_key is not None:
+        with db.write() as s:
+            identity.forget_legacy_signing_keys(s)
+    at_rest.make_private(settings.secret_files)
     if dev.client_secret is None and settings.credentials_file.exists():
         saved = json.loads(settings.credentials_file.read_text())
         if saved.get("clientId") == dev.client_id:

@@ -1,8 +1,9 @@
-"""Entra-style access tokens: RS256 JWTs signed with keys kept in the database, published as JWKS.
+"""Entra-style access tokens: RS256 JWTs signed with the server's signing key file, published as JWKS.
 
 Tokens carry ``iss`` (``{authority}/{tenant}/v2.0``), ``aud`` (the resource the scope named, with a
 trailing slash), ``tid``, ``oid``/``sub``, ``appid``/``azp``, ``iat``/``nbf``/``exp``. Verification
-checks signature, issuer, audience and expiry against the injectable clock, and raises the ARM error a
+checks signature, issuer, audience, the types of the time claims, ``nbf`` (with Azure's five minutes of
+clock skew) and expiry against the injectable clock, and raises the ARM error a
 client would get from Azure.
 """
 
@@ -12,6 +13,7 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +23,8 @@ from shoal.core import errors
 from shoal.core.clock import Clock
 
 TOKEN_LIFETIME = timedelta(hours=1)
+CLOCK_SKEW = timedelta(minutes=5)  # what Azure allows between the issuer's clock and its own for 'nbf'
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z: later times are not dates any clock can hold
 
 # Resources a token can be requested for, by the audience the token then carries. ARM accepts both of
 # its historical resource ids (az uses management.core.windows.net, the SDKs management.azure.com).
@@ -79,6 +83,18 @@ def audience_for_scope(scope: str, known: tuple[str, ...]) -> str | None:
     return None
 
 
+def _numeric_date(claims: dict[str, Any], name: str, challenge: dict[str, str]) -> float | None:
+    """A JWT NumericDate claim (seconds since the epoch, an integer or a finite number), or None if absent."""
+    value = claims.get(name)
+    if value is None and name != "exp":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise errors.InvalidAuthenticationToken(
+            f"The access token is invalid: its '{name}' claim is not a time (seconds since 1970 as a number). "
+            "Request a new token from this Shoal's token endpoint.", headers=challenge)
+    return float(value)
+
+
 def _fmt(dt: datetime) -> str:
     return f"{dt.month}/{dt.day}/{dt.year} {dt.strftime('%I:%M:%S %p').lstrip('0')}"
 
@@ -133,7 +149,15 @@ class TokenService:
                 "The access token is invalid: its signature or format could not be verified. "
                 "Request a new token from this Shoal's token endpoint.", headers=challenge) from exc
         now = self.clock.now()
-        expires = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+        times = {name: _numeric_date(claims, name, challenge) for name in ("exp", "nbf", "iat")}
+        not_before = times["nbf"]
+        if not_before is not None and not_before > now.timestamp() + CLOCK_SKEW.total_seconds():
+            starts = datetime.fromtimestamp(not_before, tz=now.tzinfo)
+            raise errors.InvalidAuthenticationToken(
+                f"The access token is not yet valid: its 'nbf' (not before) UTC time '{_fmt(starts)}' is later "
+                f"than current UTC time '{_fmt(now)}'. Check the clock of the machine that issued it.",
+                headers=challenge)
+        expires = datetime.fromtimestamp(times["exp"] or 0, tz=now.tzinfo)
         if expires <= now:
             raise errors.ExpiredAuthenticationToken(
                 f"The access token expiry UTC time '{_fmt(expires)}' is earlier than current UTC time "

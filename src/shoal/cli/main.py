@@ -103,6 +103,9 @@ def serve(
     subscription_core_quota: Annotated[int, typer.Option(
         help="Total Regional vCPUs of a subscription: its VMs and the nodes of UserSubscription-mode pools.",
         envvar="SHOAL_SUBSCRIPTION_CORE_QUOTA")] = DEFAULT_CORE_QUOTA,
+    signing_key: Annotated[Path | None, typer.Option(
+        help="The token signing key (PEM, made 0600 if missing; default <state-dir>/signing-key.pem). Servers "
+        "sharing one database must share it.", envvar="SHOAL_SIGNING_KEY")] = None,
 ) -> None:
     """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane."""
     import uvicorn
@@ -123,7 +126,8 @@ def serve(
                          node_address_space=node_address_space, user_namespaces=user_namespaces, cgroups=cgroups,
                          image_limits=ImageLimits(image_dedicated_limit, image_low_priority_limit,
                                                   captured_image_limit),
-                         subscription_core_quota=subscription_core_quota)
+                         subscription_core_quota=subscription_core_quota,
+                         signing_key=signing_key.expanduser().resolve() if signing_key else None)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the life of the process)
     try:

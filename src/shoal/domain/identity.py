@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shoal.auth import secrets as secret_hashing
-from shoal.auth.tokens import SigningKeyPair
 from shoal.core.clock import Clock
 from shoal.store import models
 
@@ -45,13 +44,16 @@ def set_setting(session: Session, key: str, value: str) -> None:
         session.add(models.Setting(key=key, value=value))
 
 
-def ensure_signing_key(session: Session, clock: Clock) -> list[SigningKeyPair]:
-    rows = session.scalars(select(models.SigningKey).order_by(models.SigningKey.created_at.desc())).all()
-    if not rows:
-        pair = SigningKeyPair.generate()
-        session.add(models.SigningKey(kid=pair.kid, private_pem=pair.private_pem(), created_at=clock.now()))
-        return [pair]
-    return [SigningKeyPair.from_pem(r.kid, r.private_pem) for r in rows]
+def legacy_signing_key(session: Session) -> str | None:
+    """The newest token signing key the database still holds (state from before keys moved to a file)."""
+    row = session.scalars(select(models.SigningKey).order_by(models.SigningKey.created_at.desc())).first()
+    return row.private_pem if row is not None else None
+
+
+def forget_legacy_signing_keys(session: Session) -> None:
+    """The key is in its file now: the database holds no key anyone who reads it could sign with."""
+    for row in session.scalars(select(models.SigningKey)):
+        session.delete(row)
 
 
 def create_principal(session: Session, clock: Clock, tenant_id: str, display_name: str) -> tuple[
