@@ -1,109 +1,118 @@
-"""Serving files from a node's (or, later, a task's) directory tree: listing, reading with ranges, deleting.
+"""The Batch file API's answers for a node's (or a task's) directory tree: listing, reading with ranges,
+deleting.
 
-Paths arrive relative to a root and are resolved without following anything outside it: ``..``, absolute
-paths and symlinks leading out of the root are refused, so nothing outside the directory is ever served.
+The host agent does the file work (``runtime/nodefiles.py``): every path is opened beneath the node's
+temporary drive without following a link at any step, and read from that one descriptor. Here: the request's
+path and range are checked, and the agent's plain data becomes Batch's JSON, headers and errors.
 """
 
 from __future__ import annotations
 
 import mimetypes
-import os
-import shutil
+import re
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi.responses import Response
 
 from shoal.core import errors, timefmt
+from shoal.runtime.nodefiles import NodeFileError
+
+_RANGE = re.compile(r"^\s*(?:bytes=)?\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
-def resolve(root: Path, relative: str) -> Path:
-    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts) or relative.startswith("/"):
+class NodeFiles(Protocol):
+    """What the file API needs of the host agent."""
+
+    def list_node_files(self, machine_id: str, root: str, *, recursive: bool) -> list[dict[str, Any]]: ...
+    def stat_node_file(self, machine_id: str, root: str, path: str) -> dict[str, Any]: ...
+    def read_node_file(self, machine_id: str, root: str, path: str, start: int = 0,
+                       end: int | None = None) -> tuple[dict[str, Any], bytes]: ...
+    def delete_node_file(self, machine_id: str, root: str, path: str, *, recursive: bool) -> None: ...
+
+
+def check_path(relative: str) -> str:
+    """A file path of a request: relative, without ``..`` or NUL (400 otherwise)."""
+    parts = relative.replace("\\", "/").split("/")
+    if relative.startswith("/") or any(p == ".." for p in parts) or "\0" in relative:
         raise errors.AzureError(f"The file path '{relative}' is invalid: it must stay inside the directory.",
                                 status=400, code="InvalidPropertyValue", values={"FilePath": relative})
-    path = root.joinpath(*parts)
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if real != real_root and not real.startswith(real_root + os.sep):
-        raise errors.AzureError("The specified file does not exist.", status=404, code="FileNotFound")
-    return path
+    return "/".join(p for p in parts if p not in ("", "."))
 
 
-def _props(path: Path) -> dict[str, Any]:
-    st = path.stat()
-    modified = datetime.fromtimestamp(st.st_mtime, UTC)
-    props: dict[str, Any] = {"creationTime": timefmt.format_timestamp(modified),
-                             "lastModified": timefmt.format_timestamp(modified),
-                             "contentLength": 0 if path.is_dir() else st.st_size,
-                             "contentType": "application/octet-stream", "fileMode": oct(st.st_mode & 0o7777)[2:]}
-    if not path.is_dir():
-        props["contentType"] = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return props
+def _content_type(info: dict[str, Any]) -> str:
+    if info["isDirectory"]:
+        return "application/octet-stream"
+    return mimetypes.guess_type(info["name"].rsplit("/", 1)[-1])[0] or "application/octet-stream"
 
 
-def listing(root: Path, base_url: str, *, recursive: bool, prefix: str = "") -> list[dict[str, Any]]:
-    if not root.is_dir():
-        return []
-    out = []
-    walker = sorted(root.rglob("*")) if recursive else sorted(root.iterdir())
-    for path in walker:
-        # Shoal's own bookkeeping (a task attempt's exit-status file) is not part of what users see.
-        if path.is_symlink() or any(part.startswith(".shoal") for part in path.relative_to(root).parts):
-            continue
-        name = prefix + path.relative_to(root).as_posix()
-        out.append({"name": name, "url": f"{base_url}/{name}", "isDirectory": path.is_dir(),
-                    "properties": _props(path)})
-    return out
+def _props(info: dict[str, Any]) -> dict[str, Any]:
+    modified = datetime.fromtimestamp(info["mtime"], UTC)
+    return {"creationTime": timefmt.format_timestamp(modified), "lastModified": timefmt.format_timestamp(modified),
+            "contentLength": info["size"], "contentType": _content_type(info), "fileMode": oct(info["mode"])[2:]}
 
 
-def headers_for(path: Path, url: str) -> dict[str, str]:
-    props = _props(path)
-    return {"ocp-creation-time": timefmt.format_http_date(datetime.fromtimestamp(path.stat().st_mtime, UTC)),
-            "ocp-batch-file-isdirectory": "true" if path.is_dir() else "false", "ocp-batch-file-url": url,
-            "ocp-batch-file-mode": props["fileMode"], "Content-Type": props["contentType"],
-            "Last-Modified": timefmt.format_http_date(datetime.fromtimestamp(path.stat().st_mtime, UTC)),
-            "Content-Length": str(props["contentLength"])}
+def _failed(exc: NodeFileError, relative: str) -> errors.AzureError:
+    if exc.kind == "notempty":
+        return errors.AzureError(str(exc), status=409, code="DirectoryNotEmpty")
+    if exc.kind == "invalid":
+        return errors.AzureError(f"The file path '{relative}' is invalid: {exc}.", status=400,
+                                 code="InvalidPropertyValue", values={"FilePath": relative})
+    return errors.AzureError("The specified file does not exist.", status=404, code="FileNotFound")
 
 
-def read(path: Path, url: str, *, head: bool, ocp_range: str | None) -> Response:
-    if not path.exists():
-        raise errors.AzureError("The specified file does not exist.", status=404, code="FileNotFound")
-    headers = headers_for(path, url)
-    if head or path.is_dir():
-        return Response(status_code=200, headers=headers)
-    data = path.read_bytes()
-    if ocp_range:
-        spec = ocp_range.split("=", 1)[-1]
-        start_s, _, end_s = spec.partition("-")
-        try:
-            start = int(start_s) if start_s else max(0, len(data) - int(end_s))
-            end = int(end_s) if end_s and start_s else len(data) - 1
-        except ValueError as exc:
-            raise errors.AzureError(f"The ocp-range '{ocp_range}' is invalid.", status=400,
-                                    code="InvalidHeaderValue") from exc
-        data = data[start:end + 1]
-        headers["Content-Length"] = str(len(data))
-    return Response(content=data, status_code=200, headers=headers)
+def listing(agent: NodeFiles, machine_id: str, root: str, base_url: str, *, recursive: bool) -> list[dict[str, Any]]:
+    try:
+        found = agent.list_node_files(machine_id, root, recursive=recursive)
+    except NodeFileError as exc:
+        raise _failed(exc, "") from None
+    return [{"name": i["name"], "url": f"{base_url}/{i['name']}", "isDirectory": i["isDirectory"],
+             "properties": _props(i)} for i in found]
 
 
-def delete(path: Path, *, recursive: bool) -> None:
-    if not path.exists():
-        raise errors.AzureError("The specified file does not exist.", status=404, code="FileNotFound")
-    if path.is_dir():
-        if any(path.iterdir()) and not recursive:
-            raise errors.AzureError("The directory is not empty: delete it with recursive=true.", status=409,
-                                    code="DirectoryNotEmpty")
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+def _headers(info: dict[str, Any], url: str) -> dict[str, str]:
+    modified = timefmt.format_http_date(datetime.fromtimestamp(info["mtime"], UTC))
+    return {"ocp-creation-time": modified, "ocp-batch-file-isdirectory": "true" if info["isDirectory"] else "false",
+            "ocp-batch-file-url": url, "ocp-batch-file-mode": oct(info["mode"])[2:],
+            "Content-Type": _content_type(info), "Last-Modified": modified, "Content-Length": str(info["size"])}
 
 
-def handle(method: str, root: Path, url: str, file_path: str, *, recursive: bool, ocp_range: str | None) -> Response:
+def _range(ocp_range: str | None) -> tuple[int, int | None, bool]:
+    """(start, end or None, suffix): ``bytes=a-b``, ``a-``, or ``-n`` (the last n bytes)."""
+    if not ocp_range:
+        return 0, None, False
+    match = _RANGE.match(ocp_range)
+    if match is None or not any(match.groups()):
+        raise errors.AzureError(f"The ocp-range '{ocp_range}' is invalid.", status=400, code="InvalidHeaderValue",
+                                values={"HeaderName": "ocp-range", "HeaderValue": ocp_range})
+    first, last = match.groups()
+    if not first:
+        return int(last), None, True
+    if last and int(last) < int(first):
+        raise errors.AzureError(f"The ocp-range '{ocp_range}' is invalid.", status=400, code="InvalidHeaderValue",
+                                values={"HeaderName": "ocp-range", "HeaderValue": ocp_range})
+    return int(first), int(last) if last else None, False
+
+
+def handle(method: str, agent: NodeFiles, machine_id: str, root: str, url: str, file_path: str, *,
+           recursive: bool, ocp_range: str | None) -> Response:
     """GET / HEAD / DELETE of one file below ``root`` (node files and task files answer the same way)."""
-    path = resolve(root, file_path)
-    if method == "DELETE":
-        delete(path, recursive=recursive)
-        return Response(status_code=200)
-    return read(path, f"{url}/{file_path}", head=method == "HEAD", ocp_range=ocp_range)
+    path = check_path(file_path)
+    try:
+        if method == "DELETE":
+            agent.delete_node_file(machine_id, root, path, recursive=recursive)
+            return Response(status_code=200)
+        if method == "HEAD":
+            return Response(status_code=200, headers=_headers(agent.stat_node_file(machine_id, root, path),
+                                                              f"{url}/{file_path}"))
+        start, end, suffix = _range(ocp_range)
+        if suffix:  # the last n bytes: their offset needs the size, read from the same descriptor
+            info, data = agent.read_node_file(machine_id, root, path)
+            data = data[-start:] if start else b""
+        else:
+            info, data = agent.read_node_file(machine_id, root, path, start, end)
+    except NodeFileError as exc:
+        raise _failed(exc, file_path) from None
+    headers = _headers(info, f"{url}/{file_path}")
+    headers["Content-Length"] = str(len(data))
+    return Response(content=data, status_code=200, headers=headers)

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from shoal.runtime import idranges, safepath, sandbox
+from shoal.runtime import idranges, nodefiles, safepath, sandbox
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
     DiskMount,
@@ -272,6 +272,21 @@ class HostAgent:
     def temp_dir(self, machine_id: str) -> Path:
         """The host directory behind the machine's temporary drive (/mnt inside)."""
         return self.store_dir / "temp" / machine_id
+
+    # --- the Batch file API: node and task files (race-free, see nodefiles) -------------------------------
+    def list_node_files(self, machine_id: str, root: str, *, recursive: bool) -> list[dict[str, Any]]:
+        """Files below ``root`` (a path on the machine's temporary drive, relative to /mnt)."""
+        return nodefiles.list_files(self.temp_dir(machine_id), root, recursive=recursive)
+
+    def stat_node_file(self, machine_id: str, root: str, path: str) -> dict[str, Any]:
+        return nodefiles.stat_file(self.temp_dir(machine_id), root, path)
+
+    def read_node_file(self, machine_id: str, root: str, path: str, start: int = 0,
+                       end: int | None = None) -> tuple[dict[str, Any], bytes]:
+        return nodefiles.read_file(self.temp_dir(machine_id), root, path, start, end)
+
+    def delete_node_file(self, machine_id: str, root: str, path: str, *, recursive: bool) -> None:
+        nodefiles.delete_file(self.temp_dir(machine_id), root, path, recursive=recursive)
 
     # --- files on a machine's temporary drive ---------------------------------------------------------------
     def owner(self, machine_id: str, inside_uid: int = 0) -> tuple[int, int]:

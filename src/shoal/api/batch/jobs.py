@@ -304,7 +304,8 @@ async def subtasks(request: Request, account: str, job_id: str, task_id: str) ->
     return JSONResponse({"value": []})
 
 
-def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[Any, str]:
+def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[str, str, str]:
+    """The machine the task ran on, its directory there (relative to /mnt), and the URL of its files."""
     with br.svc.db.read() as s:
         job = job_rules.get(s, br.account.key, job_id)
         task = task_rules.get(s, job, task_id)
@@ -316,8 +317,8 @@ def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[Any, str]:
     if node is None or not task.node_info or br.svc.agent is None:
         raise errors.AzureError("The task has not run on a node yet, so it has no files.", status=404,
                                 code="TaskFileNotFound" if node is None else "FileNotFound")
-    root = br.svc.agent.temp_dir(node.machine_id) / "batch" / "tasks" / task.node_info["taskRootDirectory"]
-    return root, f"{task_url(br, job_id, task_id)}/files"
+    return node.machine_id, f"batch/tasks/{task.node_info['taskRootDirectory']}", \
+        f"{task_url(br, job_id, task_id)}/files"
 
 
 @router.get("/{job_id}/tasks/{task_id}/files")
@@ -327,9 +328,10 @@ async def list_task_files(request: Request, account: str, job_id: str, task_id: 
     def work() -> list[dict[str, Any]]:
         with br.svc.db.read() as s:
             br.authorize(s, READ)
-        root, url = _task_root(br, job_id, task_id)
+        machine_id, root, url = _task_root(br, job_id, task_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        return files.listing(root, url, recursive=recursive)
+        assert br.svc.agent is not None
+        return files.listing(br.svc.agent, machine_id, root, url, recursive=recursive)
 
     return page(request, _filter_select(request, await in_thread(work)), f"{br.account_url}/$metadata#files")
 
@@ -341,8 +343,10 @@ async def task_file(request: Request, account: str, job_id: str, task_id: str, f
     def work() -> Response:
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
-        root, url = _task_root(br, job_id, task_id)
-        return files.handle(request.method, root, url, file_path, ocp_range=request.headers.get("ocp-range"),
+        machine_id, root, url = _task_root(br, job_id, task_id)
+        assert br.svc.agent is not None
+        return files.handle(request.method, br.svc.agent, machine_id, root, url, file_path,
+                            ocp_range=request.headers.get("ocp-range"),
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 
     return await in_thread(work)

@@ -109,13 +109,15 @@ async def remote_login(request: Request, account: str, pool_id: str, node_id: st
     return JSONResponse(await in_thread(work))
 
 
-def _node_root(br: BatchRequest, pool_id: str, node_id: str) -> tuple[Any, str]:
+NODE_FILES = "batch/tasks"  # what the file API shows of a node: its tasks' directories on /mnt
+
+
+def _node_root(br: BatchRequest, pool_id: str, node_id: str) -> tuple[str, str]:
+    """The node's machine and the URL of its files."""
     with br.svc.db.read() as s:
         pool = pools.get(s, br.account.key, pool_id)
         node = node_rules.get(s, pool, node_id)
-    assert br.svc.agent is not None
-    root = br.svc.agent.temp_dir(node.machine_id) / "batch" / "tasks"
-    return root, f"{pool_url(br, pool_id)}/nodes/{node_id}/files"
+    return node.machine_id, f"{pool_url(br, pool_id)}/nodes/{node_id}/files"
 
 
 @router.get("/{node_id}/files")
@@ -125,9 +127,10 @@ async def list_files(request: Request, account: str, pool_id: str, node_id: str)
     def work() -> list[dict[str, Any]]:
         with br.svc.db.read() as s:
             br.authorize(s, READ)
-        root, url = _node_root(br, pool_id, node_id)
+        machine_id, url = _node_root(br, pool_id, node_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        return files.listing(root, url, recursive=recursive)
+        assert br.svc.agent is not None
+        return files.listing(br.svc.agent, machine_id, NODE_FILES, url, recursive=recursive)
 
     items = _filter_select(request, await in_thread(work))
     return page(request, items, f"{br.account_url}/$metadata#files")
@@ -140,8 +143,10 @@ async def node_file(request: Request, account: str, pool_id: str, node_id: str, 
     def work() -> Response:
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
-        root, url = _node_root(br, pool_id, node_id)
-        return files.handle(request.method, root, url, file_path, ocp_range=request.headers.get("ocp-range"),
+        machine_id, url = _node_root(br, pool_id, node_id)
+        assert br.svc.agent is not None
+        return files.handle(request.method, br.svc.agent, machine_id, NODE_FILES, url, file_path,
+                            ocp_range=request.headers.get("ocp-range"),
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 
     return await in_thread(work)
