@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from azure.batch import models as bm
@@ -120,3 +125,35 @@ def new_job(client: Any, **kw: Any) -> str:
     job_id = f"job-{uuid.uuid4().hex[:8]}"
     client.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id="work"), **kw))
     return job_id
+
+
+@contextlib.contextmanager
+def outside_web(directory: Path) -> Iterator[str]:
+    """A host outside Shoal's address space (a network namespace made here) serving ``directory`` over HTTP on
+    port 8081: what nodes reach as "the internet" (they cannot reach the host's own services). Yields its URL."""
+    name = f"shoalext{uuid.uuid4().hex[:6]}"
+    net = f"192.168.{random.randint(200, 250)}"
+    host_if, addr = f"sx{uuid.uuid4().hex[:8]}", f"{net}.2"
+    cmds = [["ip", "netns", "add", name], ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+                                            "netns", name],
+            ["ip", "addr", "add", f"{net}.1/30", "dev", host_if], ["ip", "link", "set", host_if, "up"],
+            ["ip", "-n", name, "addr", "add", f"{addr}/30", "dev", "eth0"],
+            ["ip", "-n", name, "link", "set", "eth0", "up"],
+            ["ip", "-n", name, "route", "add", "default", "via", f"{net}.1"]]
+    web = None
+    try:
+        for cmd in cmds:
+            subprocess.run(cmd, check=True, capture_output=True)
+        web = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "http.server", "8081", "--bind",
+                                addr, "--directory", str(directory)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        listening = ["ip", "netns", "exec", name, "ss", "-ltn", "sport", "= :8081"]
+        wait_for(lambda: "LISTEN" in subprocess.run(listening, capture_output=True, text=True).stdout,
+                 "the outside web server", 30)
+        yield f"http://{addr}:8081"
+    finally:
+        if web is not None:
+            web.kill()
+            web.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

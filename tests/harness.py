@@ -75,6 +75,8 @@ class ShoalServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.env: dict[str, Any] = {}
         self.log = self.state_dir / "server.log"
+        # Where disk files to import go: the only local files this server's disk imports may read.
+        self.import_dir = Path(tempfile.mkdtemp(prefix="imports-", dir=scratch_root()))
 
     @property
     def base_url(self) -> str:
@@ -99,7 +101,8 @@ class ShoalServer:
         return self._start(timeout)
 
     def _start(self, timeout: float) -> ShoalServer:
-        args = [*self._args("serve"), "--port", str(self.port), "--log-level", "warning", *self.extra_args]
+        args = [*self._args("serve"), "--port", str(self.port), "--log-level", "warning",
+                "--import-dir", str(self.import_dir), *self.extra_args]
         if "--node-address-space" not in self.extra_args:
             args += ["--node-address-space", self.space]
         env = {**os.environ, "COLUMNS": "200"}
@@ -166,3 +169,4 @@ class ShoalServer:
         if (self.state_dir / "store").exists():
             self.cli("machines", "destroy", "--all", check=False)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        shutil.rmtree(self.import_dir, ignore_errors=True)

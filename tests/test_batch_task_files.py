@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ import requests
 from azure.batch import models as bm
 from azure.core.exceptions import HttpResponseError
 
-from batch_fixtures import PreparedImage, new_job, wait_for, work_pool
+from batch_fixtures import PreparedImage, new_job, outside_web, wait_for, work_pool
 from harness import ShoalServer
 from shoal.azure import Shoal
 
@@ -33,14 +31,11 @@ def container(server: ShoalServer) -> str:
 
 @pytest.fixture(scope="module")
 def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A plain HTTP server elsewhere (stands in for any download URL)."""
+    """A plain HTTP server elsewhere (stands in for any download URL): outside the host, where nodes reach."""
     root = tmp_path_factory.mktemp("web")
     (root / "greeting.txt").write_text("hello from the web\n")
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(root))  # noqa: E731
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with outside_web(root) as url:
+        yield url
 
 
 def blob_url(container_url: str, name: str) -> str:
@@ -136,7 +131,7 @@ def output(pattern: str, url: str, condition: str = "taskcompletion", path: str 
 
 
 def test_output_files_go_to_containers_and_file_urls(env: tuple[Any, PreparedImage], server: ShoalServer,
-                                                     container: str, tmp_path: Path) -> None:
+                                                     container: str) -> None:
     client, _ = env
     job_id = new_job(client)
     client.create_task(job_id, bm.BatchTaskCreateOptions(
@@ -146,7 +141,8 @@ def test_output_files_go_to_containers_and_file_urls(env: tuple[Any, PreparedIma
                       output("report.csv", container, path=f"{job_id}/final/report.csv"),
                       output("../std*.txt", container, path=f"{job_id}/logs"),
                       output("out/c.log", container, "taskfailure", path=f"{job_id}/never"),
-                      output("report.csv", tmp_path.as_uri(), path="copied/report.csv")]))
+                      # file:// names a directory of the node: its shared directory here
+                      output("report.csv", "file:///mnt/batch/tasks/shared", path=f"{job_id}/report.csv")]))
     task = finished(client, job_id, "writes")
     assert task.execution_info.result == "success", task.execution_info
     assert sorted(list_blobs(server, container, job_id)) == [
@@ -154,7 +150,9 @@ def test_output_files_go_to_containers_and_file_urls(env: tuple[Any, PreparedIma
         f"{job_id}/txt/a.txt", f"{job_id}/txt/sub/b.txt"]
     got = requests.get(blob_url(container, f"{job_id}/logs/stdout.txt"), verify=server.ca)
     assert got.status_code == 200 and got.content == b"to-stdout\n"
-    assert (tmp_path / "copied" / "report.csv").read_text() == "report\n"
+    node = client.get_task(job_id, "writes").node_info.node_id
+    copied = b"".join(client.download_node_file("work", node, f"shared/{job_id}/report.csv")).decode()
+    assert copied == "report\n"
     log = b"".join(client.download_task_file(job_id, "writes", "fileuploadout.txt")).decode()
     assert "report.csv" in log
 
@@ -182,3 +180,47 @@ def test_container_urls_need_their_signature(server: ShoalServer, container: str
     response = requests.put(blob_url(container, "../escape.txt"), data=b"x", verify=server.ca)
     assert response.status_code in (400, 404)
     assert requests.get(blob_url(container, "no/such.txt"), verify=server.ca).status_code == 404
+
+
+def test_transfers_run_in_the_node_with_the_tasks_rights(env: tuple[Any, PreparedImage], server: ShoalServer,
+                                                          tmp_path: Path) -> None:
+    """file:// URLs name the node's files, read and written as the task's user; the host's files, its loopback
+    services, the metadata address and Shoal's own API are out of a transfer's reach."""
+    client, _ = env
+    job_id = new_job(client)
+    admin = bm.UserIdentity(auto_user=bm.AutoUserSpecification(elevation_level="admin"))
+    host_dir = tmp_path / "host-out"
+    host_dir.mkdir()
+    cases = {
+        # (resource files, output files, user) -> the failure code
+        "host-secret": ([bm.ResourceFile(http_url=(server.state_dir / "credentials.json").as_uri(), file_path="c")],
+                        None, admin, "BlobNotFound"),
+        "node-shadow": ([bm.ResourceFile(http_url="file:///etc/shadow", file_path="s")], None, None,
+                        "BlobAccessDenied"),
+        "host-dir": ([bm.ResourceFile(storage_container_url=server.state_dir.as_uri(), file_path="d")], None, admin,
+                     "ResourceContainerAccessDenied"),
+        "metadata": ([bm.ResourceFile(http_url="http://169.254.169.254/metadata/instance?api-version=2021-02-01",
+                                      file_path="m")], None, admin, "BlobAccessDenied"),
+        "own-api": ([bm.ResourceFile(http_url=f"{server.base_url}/subscriptions?api-version=2022-12-01",
+                                     file_path="a")], None, admin, "BlobAccessDenied"),
+        "host-out": (None, [output("../stdout.txt", host_dir.as_uri(), path="leak.txt")], admin,
+                     "FileUploadContainerNotFound"),
+    }
+    for task_id, (resources, outputs, user, _) in cases.items():
+        client.create_task(job_id, bm.BatchTaskCreateOptions(
+            id=task_id, command_line="/bin/echo ran", resource_files=resources, output_files=outputs,
+            user_identity=user))
+    # A file of the node itself, readable by the task's user, is fine.
+    client.create_task(job_id, bm.BatchTaskCreateOptions(
+        id="node-file", command_line="/bin/cat hostname", resource_files=[
+            bm.ResourceFile(http_url="file:///etc/hostname", file_path="hostname")]))
+    for task_id, (*_, code) in cases.items():
+        task = finished(client, job_id, task_id)
+        info = task.execution_info
+        assert info.result == "failure" and info.failure_info.code == code, (task_id, info.failure_info)
+        assert "sig=" not in info.failure_info.message
+    assert list(host_dir.iterdir()) == []  # nothing written on the host
+    node_file = finished(client, job_id, "node-file")
+    assert node_file.execution_info.exit_code == 0, node_file.execution_info
+    out = b"".join(client.download_task_file(job_id, "node-file", "stdout.txt")).decode().strip()
+    assert out.startswith("node-"), out  # the machine's own /etc/hostname

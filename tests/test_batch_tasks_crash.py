@@ -4,9 +4,10 @@ exactly once, with its output intact."""
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 from collections import Counter
-from pathlib import Path
 
+import requests
 from azure.batch import models as bm
 
 from batch_fixtures import NODE_AGENT, create_account, prepare_image
@@ -14,9 +15,10 @@ from harness import ShoalServer
 from shoal.azure import Shoal
 
 
-def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer, tmp_path: Path) -> None:
+def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer) -> None:
     shoal = Shoal.from_env_json(own_server.env)
     image = prepare_image(shoal)
+    outputs = own_server.cli("container", "url", "crash-outputs", "--create").stdout.strip()
     account = create_account(shoal, image.group)
     client = shoal.batch_client(account.account_endpoint)
     client.create_pool(bm.BatchPoolCreateOptions(
@@ -30,7 +32,7 @@ def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer, tmp
                                  "sleep 0.4; echo done-$AZ_BATCH_TASK_ID'",
         # Output files of attempts that end while the server is down are uploaded after the restart.
         output_files=[bm.OutputFile(file_pattern="../stdout.txt", destination=bm.OutputFileDestination(
-            container=bm.OutputFileBlobContainerDestination(container_url=tmp_path.as_uri(), path=f"t{i}.txt")),
+            container=bm.OutputFileBlobContainerDestination(container_url=outputs, path=f"t{i}.txt")),
             upload_options=bm.OutputFileUploadConfiguration(upload_condition="tasksuccess"))])
         for i in range(200)])
     deadline = time.monotonic() + 120
@@ -60,5 +62,10 @@ def test_tasks_survive_a_crash_and_run_exactly_once(own_server: ShoalServer, tmp
     for i in (0, 100, 199):
         out = b"".join(client.download_task_file("crashjob", f"t{i}", "stdout.txt")).decode()
         assert out.strip() == f"done-t{i}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"t{i}.txt" for i in range(200))
-    assert all((tmp_path / f"t{i}.txt").read_text() == f"done-t{i}\n" for i in range(200))
+    base, _, query = outputs.partition("?")
+    listing = requests.get(f"{outputs}&restype=container&comp=list", verify=own_server.ca, timeout=30)
+    names = [el.text or "" for el in ET.fromstring(listing.content).iter("Name")]
+    assert sorted(names) == sorted(f"t{i}.txt" for i in range(200))
+    for i in (0, 99, 199):
+        blob = requests.get(f"{base}/t{i}.txt?{query}", verify=own_server.ca, timeout=30)
+        assert blob.content == f"done-t{i}\n".encode()

@@ -150,8 +150,8 @@ def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
 
 @pytest.mark.parametrize("evil", ["traversal", "absolute", "device"])
 def test_disk_file_with_traversal_or_devices_is_refused(shoal: Shoal, server: ShoalServer, group: str,
-                                                         evil: str, tmp_path: Path) -> None:
-    work = tmp_path / f"evil-{uuid.uuid4().hex}"
+                                                         evil: str) -> None:
+    work = server.import_dir / f"evil-{uuid.uuid4().hex}"
     work.mkdir()
     victim = work / "outside.txt"
     if evil == "traversal":
@@ -172,8 +172,8 @@ def test_disk_file_with_traversal_or_devices_is_refused(shoal: Shoal, server: Sh
     assert compute.disks.get(group, f"evil-{evil}").provisioning_state == "Failed"
 
 
-def test_import_rootfs_tarball_snapshot_and_image(shoal: Shoal, group: str, tmp_path: Path) -> None:
-    work = tmp_path
+def test_import_rootfs_tarball_snapshot_and_image(shoal: Shoal, server: ShoalServer, group: str) -> None:
+    work = server.import_dir
     tar = _tarball(work / "rootfs.tar", [_file("etc/os-release", b"ID=imported\nVERSION_ID=1\n"),
                                           _file("opt/app/README", b"imported application\n")])
     compute = shoal.compute_client()
@@ -192,6 +192,22 @@ def test_import_rootfs_tarball_snapshot_and_image(shoal: Shoal, group: str, tmp_
         location=LOCATION, storage_profile=ImageStorageProfile(os_disk=ImageOSDisk(
             os_type="Linux", os_state="Generalized", blob_uri=tar.as_uri())))).result()
     assert direct.provisioning_state == "Succeeded"
+
+
+def test_local_disk_files_are_read_only_below_the_import_directory(shoal: Shoal, server: ShoalServer, group: str,
+                                                                     tmp_path: Path) -> None:
+    compute = shoal.compute_client()
+    outside = _tarball(tmp_path / "outside.tar", [_file("etc/os-release", b"ID=outside\n")])
+    link = server.import_dir / f"link-{uuid.uuid4().hex[:6]}.tar"
+    link.symlink_to(outside)  # a link placed in the import directory leads nowhere either
+    for name, uri in (("host-file", "/etc/passwd"), ("host-url", outside.as_uri()), ("via-link", link.as_uri()),
+                      ("metadata", "http://169.254.169.254/metadata/instance"),
+                      ("own-api", f"{server.base_url}/healthz")):
+        expect_error(lambda uri=uri, name=name: compute.disks.begin_create_or_update(group, f"imp-{name}", Disk(
+            location=LOCATION, os_type="Linux", creation_data=CreationData(create_option="Import",
+                                                                          source_uri=uri))).result(),
+            None, "InvalidParameter", "")
+        assert compute.disks.get(group, f"imp-{name}").provisioning_state == "Failed"
 
 
 def test_vm_cannot_see_host_private_directories(shoal: Shoal, server: ShoalServer, group: str) -> None:

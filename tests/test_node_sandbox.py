@@ -25,7 +25,7 @@ import requests
 from azure.batch import models as bm
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from batch_fixtures import LOCATION, create_account, wait_for
+from batch_fixtures import LOCATION, create_account, outside_web, wait_for
 from harness import REPO, ShoalServer
 from shoal.azure import Shoal
 
@@ -36,8 +36,17 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="hardened nodes need r
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ShoalServer]:
-    srv = ShoalServer().start()
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A host directory the operator shares with every node (read-only)."""
+    shared = tmp_path_factory.mktemp("shared")
+    shared.chmod(0o755)  # nodes see the host's files as "others" do: world-readable is what they can read
+    (shared / "reference.txt").write_text("shared reference data\n")
+    return shared
+
+
+@pytest.fixture(scope="module")
+def server(shared_dir: Path) -> Iterator[ShoalServer]:
+    srv = ShoalServer(extra_args=["--share-host-dir", str(shared_dir)]).start()
     yield srv
     srv.cleanup()
 
@@ -83,6 +92,8 @@ def run(client: Any, command: str, *, pool: str = "box", node: str | None = None
         resource_files=files, affinity_info=bm.BatchAffinityInfo(affinity_id=f"TVM:{node}") if node else None))
     task = wait_for(lambda: (t := client.get_task(pool, task_id)).state == "completed" and t, f"task {task_id}",
                     timeout)
+    if task.execution_info.failure_info is not None and task.execution_info.exit_code is None:
+        return task, "", str(task.execution_info.failure_info)  # it never ran (its resource files failed)
     out = b"".join(client.download_task_file(pool, task_id, "stdout.txt")).decode(errors="replace")
     err = b"".join(client.download_task_file(pool, task_id, "stderr.txt")).decode(errors="replace")
     return task, out, err
@@ -162,28 +173,10 @@ def test_the_next_task_gets_a_sound_proc_whatever_the_last_one_did(client: Any) 
 # --- networks ------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def outside() -> Iterator[str]:
-    """A host outside Shoal's address space (a network namespace made here) with a web server on port 8081."""
-    name = f"shoalext{uuid.uuid4().hex[:6]}"
-    host_if, addr = f"sx{uuid.uuid4().hex[:8]}", "192.168.251.2"
-    cmds = [["ip", "netns", "add", name], ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
-                                            "netns", name],
-            ["ip", "addr", "add", "192.168.251.1/30", "dev", host_if], ["ip", "link", "set", host_if, "up"],
-            ["ip", "-n", name, "addr", "add", f"{addr}/30", "dev", "eth0"], ["ip", "-n", name, "link", "set", "eth0",
-                                                                             "up"],
-            ["ip", "-n", name, "route", "add", "default", "via", "192.168.251.1"]]
-    for cmd in cmds:
-        subprocess.run(cmd, check=True, capture_output=True)
-    web = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-m", "http.server", "8081", "--bind",
-                            addr], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    listening = ["ip", "netns", "exec", name, "ss", "-ltn", "sport", "= :8081"]
-    wait_for(lambda: "LISTEN" in subprocess.run(listening, capture_output=True, text=True).stdout,
-             "the outside web server", 30)
-    yield addr
-    web.kill()
-    web.wait()
-    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+def outside(tmp_path: Path) -> Iterator[str]:
+    """A host outside Shoal's address space with a web server on port 8081 (its address)."""
+    with outside_web(tmp_path) as url:
+        yield url.split("//")[1].split(":")[0]
 
 
 def test_nodes_have_networks_of_their_own(client: Any, outside: str) -> None:
@@ -288,3 +281,13 @@ def test_doctor_prints_every_check() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     for check in ("root", "user namespaces", "seccomp", "node networks", "cgroups"):
         assert f"ok   {check}" in out.stdout, out.stdout
+
+
+def test_a_shared_host_directory_is_read_only_in_nodes_and_file_urls_reach_it(client: Any,
+                                                                              shared_dir: Path) -> None:
+    source = (shared_dir / "reference.txt").as_uri()
+    task, out, err = run(client, "cat ref.txt; cat {0}; echo x > {0} || echo read-only".format(
+        shared_dir / "reference.txt"), files=[bm.ResourceFile(http_url=source, file_path="ref.txt")])
+    assert task.execution_info.exit_code == 0, (task.execution_info, err)
+    assert out == "shared reference data\nshared reference data\nread-only\n", (out, err)
+    assert (shared_dir / "reference.txt").read_text() == "shared reference data\n"

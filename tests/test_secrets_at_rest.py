@@ -39,7 +39,6 @@ def test_a_key_the_database_held_moves_to_its_file_and_leaves_the_database(tmp_p
         assert [k.kid for k in svc.tokens.keys] == [at_rest.key_id(old)]  # tokens are signed with the same key
         with svc.db.read() as s:
             assert s.query(models.SigningKey).count() == 0
-        assert stat.S_IMODE(settings.state_dir.stat().st_mode) == 0o700
         assert stat.S_IMODE((settings.state_dir / "shoal.db").stat().st_mode) == 0o600
     finally:
         svc.db.dispose()
@@ -57,3 +56,12 @@ def test_servers_pointed_at_one_key_file_sign_alike_and_a_bad_file_is_refused(tm
     bad.write_text("not a key")
     with pytest.raises(at_rest.SecretFileError, match="does not hold a PEM private key"):
         at_rest.load_signing_key(bad)
+
+
+def test_the_state_directory_is_closed_to_others_or_only_passable(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    at_rest.lock_down_state_dir(state)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    at_rest.lock_down_state_dir(state, traversable=True)  # the process runtime's user passes through
+    assert stat.S_IMODE(state.stat().st_mode) == 0o701

@@ -53,6 +53,10 @@ class Settings:
     cgroups: bool = True
     # Set at start when machines have networks of their own: where they reach Shoal (their gateway).
     node_gateway: str | None = None
+    # Host directories bind-mounted read-only into every machine at the same path (``--share-host-dir``).
+    share_host_dirs: tuple[Path, ...] = ()
+    # Disk imports read local files only below this directory (``--import-dir``; None: no local files).
+    import_dir: Path | None = None
     # The token signing key (a PEM file, 0600); servers sharing a database share it (auth/at_rest.py).
     signing_key: Path | None = field(default_factory=lambda: Path(os.environ["SHOAL_SIGNING_KEY"])
                                      if os.environ.get("SHOAL_SIGNING_KEY") else None)

@@ -90,9 +90,13 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     faults = FaultSource(settings.state_dir / "faults.json")
     clock = clock or FaultClock(faults)
     # The state directory and its secret files are the server user's alone (auth/at_rest.py); the process
-    # runtime's unprivileged user must pass through to the store inside it.
-    at_rest.lock_down_state_dir(settings.state_dir, traversable=with_runtime and settings.runtime == "process"
-                                and settings.store_dir.parent == settings.state_dir)
+    # runtime's unprivileged user must pass through to the store inside it. The server sets the directory's
+    # mode when it starts (other commands leave it as the server set it).
+    if with_runtime:
+        at_rest.lock_down_state_dir(settings.state_dir, traversable=settings.runtime == "process"
+                                    and settings.store_dir.parent == settings.state_dir)
+    else:
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not settings.database_url:
         at_rest.create_private_file(settings.state_dir / "shoal.db")  # SQLite's -wal/-shm take its mode
     db = Database(settings.db_url)
@@ -122,7 +126,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     tokens = TokenService(settings.base_url, keys, clock)
     catalog = Catalog.load(settings.catalog_file)
     agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
-                       download_root=settings.base_url, sandbox_options=sandbox_options(settings))
+                       download_root=settings.base_url, sandbox_options=sandbox_options(settings),
+                       import_dir=settings.import_dir, share_host_dirs=settings.share_host_dirs)
              if with_runtime else None)
     if agent is not None:
         settings.node_gateway = agent.gateway
@@ -139,8 +144,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
                                   address_space=settings.node_address_space)
         allocator.node_base_url = settings.node_base_url
         loops.append(allocator)
-        transfers = Transfers(settings.base_url, BlobStore(settings.state_dir / "containers"),
-                              lambda: _container_key(db), own_download=agent.own_download,
+        transfers = Transfers(agent.machines.run, settings.base_url, lambda: settings.node_base_url,
                               ca_bundle=settings.tls_dir / "ca.pem")
         scheduler = TaskScheduler(db, clock, agent, settings.base_url, transfers=transfers)
         scheduler.node_base_url = settings.node_base_url

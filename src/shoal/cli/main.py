@@ -103,6 +103,12 @@ def serve(
     subscription_core_quota: Annotated[int, typer.Option(
         help="Total Regional vCPUs of a subscription: its VMs and the nodes of UserSubscription-mode pools.",
         envvar="SHOAL_SUBSCRIPTION_CORE_QUOTA")] = DEFAULT_CORE_QUOTA,
+    share_host_dir: Annotated[list[Path] | None, typer.Option(
+        help="A host directory every node (and VM) sees read-only at the same path, e.g. for file:// resource "
+        "files (repeatable; default: none).", envvar="SHOAL_SHARE_HOST_DIR")] = None,
+    import_dir: Annotated[Path | None, typer.Option(
+        help="Disk imports may read local files below this directory (default: none; https URLs only).",
+        envvar="SHOAL_IMPORT_DIR")] = None,
     signing_key: Annotated[Path | None, typer.Option(
         help="The token signing key (PEM, made 0600 if missing; default <state-dir>/signing-key.pem). Servers "
         "sharing one database must share it.", envvar="SHOAL_SIGNING_KEY")] = None,
@@ -127,7 +133,17 @@ def serve(
                          image_limits=ImageLimits(image_dedicated_limit, image_low_priority_limit,
                                                   captured_image_limit),
                          subscription_core_quota=subscription_core_quota,
-                         signing_key=signing_key.expanduser().resolve() if signing_key else None)
+                         signing_key=signing_key.expanduser().resolve() if signing_key else None,
+                         share_host_dirs=tuple(d.expanduser().resolve() for d in share_host_dir or ()),
+                         import_dir=import_dir.expanduser().resolve() if import_dir else None)
+    for shared in settings.share_host_dirs:
+        if not shared.is_dir():
+            console.print(f"[red]--share-host-dir {shared}: not a directory.[/red]")
+            raise typer.Exit(2)
+        if settings.state_dir == shared or shared in settings.state_dir.parents:
+            console.print(f"[red]--share-host-dir {shared} holds the state directory {settings.state_dir} (its "
+                          "keys and credentials): share a directory beside it.[/red]")
+            raise typer.Exit(2)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the life of the process)
     try:

@@ -107,7 +107,11 @@ class ComputeWork:
         return self.agent.capture_disk(disk.internal["upper"])
 
     def import_file(self, work: OperationWork) -> Outcome:
-        digest = self.agent.import_disk_file(str(work.payload["sourceUri"]))
+        try:
+            digest = self.agent.import_disk_file(str(work.payload["sourceUri"]))
+        except AgentError as exc:  # about the sourceUri the request gave: a bad parameter
+            self._fail(work.target_id, str(exc))
+            return Outcome(True, error=errors.InvalidParameter(str(exc)))
         row = self._load(work.target_id)
         if row is None:
             return Outcome(True)

@@ -292,7 +292,7 @@ class TaskScheduler:
         self._prepare_dir(machine, task_dir, admin)
         started = self.agent.machines.spawn(
             machine, node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
-            user=None if admin else str(NOBODY), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
+            user=_task_user(admin), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
             timeout=timeout, exit_file=self.agent.exit_file(machine, task_dir))
         return int(started["pid"])
 
@@ -307,9 +307,6 @@ class TaskScheduler:
             self._running[launch["key"]] = (launch["attempt"], pid)
         return pid
 
-    def _host_dir(self, machine: str, task_dir: str) -> Path:
-        return self.agent.temp_dir(machine) / Path(task_dir).relative_to("/mnt")
-
     def _run_with_files(self, launch: dict[str, Any]) -> None:
         """One attempt of a task with resource or output files: download, run, wait, upload, report."""
         key, attempt = launch["key"], launch["attempt"]
@@ -319,12 +316,11 @@ class TaskScheduler:
                 self._finish(Finished(key, attempt, None, lost=True))
                 return
             self._prepare_dir(launch["machine"], launch["task_dir"], launch["admin"])
-            wd = self._host_dir(launch["machine"], launch["task_dir"]) / "wd"
-            owner = self.agent.owner(launch["machine"], 0 if launch["admin"] else NOBODY)
             try:
                 assert self.transfers is not None, "task file transfers are not configured"
                 for resource in launch["resources"]:
-                    self.transfers.download(resource, wd, owner)
+                    self.transfers.download(launch["machine"], resource, f"{launch['task_dir']}/wd",
+                                            _task_user(launch["admin"]))
             except TransferError as exc:
                 self._finish(Finished(key, attempt, None, failure=exc.failure_info()))
                 return
@@ -333,7 +329,7 @@ class TaskScheduler:
                 return  # _launch reported the failure
             item = self._await(key, attempt, pid)
             self._finish(self._upload_outputs(item, launch["machine"], launch["task_dir"], launch["outputs"],
-                                              launch["env"]))
+                                              launch["env"], launch["admin"]))
         except Exception as exc:
             log.exception("task %s failed to run", key)
             self._finish(Finished(key, attempt, None, error=str(exc)))
@@ -392,14 +388,12 @@ class TaskScheduler:
 
     def _run_special(self, launch: dict[str, Any], kind: str) -> dict[str, Any]:
         spec, machine, task_dir = launch["spec"], launch["machine"], launch["task_dir"]
-        admin = str(((spec.get("userIdentity") or {}).get("autoUser") or {}).get("elevationLevel", "")).lower() \
-            == "admin"
+        admin = _is_admin(spec)
         try:
             self._prepare_dir(machine, task_dir, admin)
-            wd = self._host_dir(machine, task_dir) / "wd"
             if self.transfers is not None:
                 for resource in spec.get("resourceFiles") or []:
-                    self.transfers.download(resource, wd, self.agent.owner(machine, 0 if admin else NOBODY))
+                    self.transfers.download(machine, resource, f"{task_dir}/wd", _task_user(admin))
             pid = self._spawn(machine, task_dir, str(spec.get("commandLine", "")), launch["env"], admin,
                               jobtasks.timeout(spec, is_release=kind == "release"))
             result = self.agent.machines.wait(pid) or {}
@@ -464,25 +458,18 @@ class TaskScheduler:
             self.nudge()
 
     def _upload_outputs(self, item: Finished, machine: str, task_dir: str, outputs: list[dict[str, Any]],
-                        env: dict[str, str]) -> Finished:
+                        env: dict[str, str], admin: bool) -> Finished:
         """Upload the output files the attempt's outcome asks for; a failed upload fails the task."""
         if not outputs or self.transfers is None:
             return item
         failed = item.exit_code != 0 or item.timed_out or item.error is not None
-        host_root = self.agent.temp_dir(machine) / "batch" / "tasks"
         lines: list[str] = []
-
-        def to_host(path: str) -> Path | None:
-            root = node_rules.NODE_ROOT
-            return self.agent.temp_dir(machine) / Path(path).relative_to("/mnt") \
-                if path == root or path.startswith(root + "/") else None
-
         failure = None
         for output in outputs:
             if not taskfiles.wants_upload(output, item.exit_code, failed):
                 continue
             try:
-                self.transfers.upload(output, env, to_host, host_root, lines.append)
+                self.transfers.upload(machine, output, env, _task_user(admin), lines.append)
             except TransferError as exc:
                 lines.append(f"ERROR {exc.code}: {exc.message}")
                 failure = failure or exc.failure_info()
@@ -723,10 +710,10 @@ class TaskScheduler:
                     row.release = None
         with self.db.read() as s:
             stuck = [(t.key, t.attempt, t.pid, t.node_key, t.node_info, t.spec.get("outputFiles") or [],
-                      _recovered_env(s, t)) for t in s.scalars(
+                      _recovered_env(s, t), _is_admin(t.spec)) for t in s.scalars(
                 select(models.Task).where(models.Task.attempt.is_not(None)))]
             machines = {n.key: n.machine_id for n in s.scalars(select(models.Node))}
-        for key, attempt, pid, node_key, node_info, outputs, env in stuck:
+        for key, attempt, pid, node_key, node_info, outputs, env, admin in stuck:
             assert attempt is not None
             machine = machines.get(node_key or "")
             exit_file = None
@@ -737,7 +724,7 @@ class TaskScheduler:
             # The pid may not have been recorded yet when the server died: find the helper by its exit file.
             live = _helper_for(exit_file, pid) if exit_file is not None and status is None else None
             # Output files of an attempt that ended while the server was down are uploaded now.
-            after = (machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}", outputs, env) \
+            after = (machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}", outputs, env, admin) \
                 if machine and node_info and outputs else None
             if status is not None:
                 item = Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
@@ -750,11 +737,11 @@ class TaskScheduler:
             else:
                 self._done.put(Finished(key, attempt, None, lost=True))
 
-    def _upload_and_finish(self, item: Finished, after: tuple[str, str, list[dict[str, Any]], dict[str, str]]) -> None:
+    def _upload_and_finish(self, item: Finished, after: _After) -> None:
         self._finish(self._upload_outputs(item, *after))
 
     def _poll_exit_file(self, key: str, attempt: str, pid: int, exit_file: Path | None,
-                        after: tuple[str, str, list[dict[str, Any]], dict[str, str]] | None) -> None:
+                        after: _After | None) -> None:
         while _alive(pid):
             time.sleep(0.2)
         status = read_exit_file(exit_file) if exit_file is not None else None
@@ -833,3 +820,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# What uploading an attempt's output files needs after a restart: machine, task dir, outputs, env, admin.
+_After = tuple[str, str, list[dict[str, Any]], dict[str, str], bool]
+
+
+def _is_admin(spec: dict[str, Any]) -> bool:
+    return str(((spec.get("userIdentity") or {}).get("autoUser") or {}).get("elevationLevel", "")).lower() == "admin"
+
+
+def _task_user(admin: bool) -> str | None:
+    """Who a task's processes (and its file transfers) run as in the node: its root, or the unprivileged user."""
+    return None if admin else str(NOBODY)

@@ -12,16 +12,18 @@ Paths under the store directory:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from shoal.runtime import idranges, nodefiles, safepath, sandbox
+from shoal.runtime import idranges, nodefiles, safepath, sandbox, transfer_worker
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
     DiskMount,
@@ -46,8 +48,13 @@ class AgentError(Exception):
 class HostAgent:
     def __init__(self, store_dir: Path, catalog: Catalog, *, runtime: str | None = None,
                  download_root: str | None = None, hide: tuple[str, ...] = (),
-                 sandbox_options: SandboxOptions | None = None) -> None:
+                 sandbox_options: SandboxOptions | None = None, import_dir: Path | None = None,
+                 share_host_dirs: tuple[Path, ...] = ()) -> None:
         self.store_dir = store_dir
+        # Host directories every machine sees read-only at the same path (``--share-host-dir``).
+        self.share_host_dirs = tuple(str(Path(d).resolve()) for d in share_host_dirs)
+        # Disk imports read local files only below this directory (``--import-dir``; None: no local files).
+        self.import_dir = import_dir
         store_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = catalog
         self.layers = LayerStore(store_dir / "layers")
@@ -121,29 +128,51 @@ class HostAgent:
         return self.layers.capture(upper, id_shift=idranges.recorded_base(upper) or 0).digest
 
     def import_disk_file(self, uri: str) -> str:
-        """Import a root-filesystem or layer tarball from a path, a file:// URL or an http(s) URL."""
+        """Import a root-filesystem or layer tarball: one of Shoal's own download URLs, an http(s) URL (not to
+        loopback, link-local or metadata addresses), or a path / file:// URL below the operator's
+        ``--import-dir`` (opened without following links)."""
         parsed = urllib.parse.urlparse(uri)
         own = self.own_download(uri)
         if own is not None:
             return self.layers.import_tar(own).digest
         if parsed.scheme in ("", "file"):
-            path = Path(urllib.parse.unquote(parsed.path))
-            if not path.is_file():
-                raise AgentError(f"The disk file '{uri}' does not exist or is not a file.")
-            return self.layers.import_tar(path).digest
+            return self._import_local(uri, urllib.parse.unquote(parsed.path))
         if parsed.scheme in ("http", "https"):
             tmp = Path(tempfile.mkdtemp(dir=self.store_dir))
             try:
                 target = tmp / "download"
                 try:
-                    with urllib.request.urlopen(uri, timeout=60) as resp, open(target, "wb") as out:
-                        shutil.copyfileobj(resp, out, 1 << 20)
-                except OSError as exc:
-                    raise AgentError(f"Downloading the disk file '{uri}' failed: {exc}.") from exc
+                    response = transfer_worker.Client(None, []).request("GET", uri)
+                    if response.status >= 400:
+                        raise AgentError(f"Downloading the disk file '{_no_query(uri)}' failed with HTTP "
+                                         f"{response.status}.")
+                    with open(target, "wb") as out:
+                        shutil.copyfileobj(response, out, 1 << 20)
+                except (OSError, ValueError, http.client.HTTPException) as exc:
+                    raise AgentError(f"Downloading the disk file '{_no_query(uri)}' failed: {exc}.") from exc
                 return self.layers.import_tar(target).digest
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        raise AgentError(f"The disk file URI scheme '{parsed.scheme}' is not supported; use a path, file:// or https.")
+        raise AgentError(f"The disk file URI scheme '{parsed.scheme}' is not supported; use https, or a path below "
+                         "the operator's --import-dir.")
+
+    def _import_local(self, uri: str, path: str) -> str:
+        if self.import_dir is None:
+            raise AgentError(f"The disk file '{uri}' is a local path, and this Shoal imports no local files: give an "
+                             "https URL, or ask the operator to start Shoal with --import-dir DIR and put the file "
+                             "there.")
+        root = os.path.realpath(self.import_dir)
+        if not (path == root or path.startswith(root.rstrip("/") + "/")):
+            raise AgentError(f"The disk file '{uri}' is not below the import directory {root}.")
+        try:
+            fd = safepath.open_beneath(root, path[len(root):].lstrip("/"))
+        except (OSError, safepath.UnsafePath) as exc:
+            raise AgentError(f"The disk file '{uri}' cannot be opened below the import directory (it must be a "
+                             f"file, reached without symbolic links): {exc}.") from None
+        with os.fdopen(fd, "rb") as source:
+            if not stat.S_ISREG(os.fstat(source.fileno()).st_mode):
+                raise AgentError(f"The disk file '{uri}' is not a regular file.")
+            return self.layers.import_tar(source).digest
 
     def export_disk(self, token: str, base: dict[str, Any] | None, layers: list[str], upper_id: str | None) -> str:
         """Write a disk file (a tar of the disk's merged content, unsaved writes included) for download.
@@ -246,7 +275,8 @@ class HostAgent:
             base=self.base_path(machine["base"]), os_disk=self._mount(machine["osDisk"], replica.get("os")),
             data_disks={int(lun): self._mount(d, (replica.get("data") or {}).get(str(lun)))
                         for lun, d in (machine.get("dataDisks") or {}).items()},
-            temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []],
+            temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []]
+            + [(d, d, True) for d in self.share_host_dirs],
             volatile=bool(machine.get("volatile")), network=machine.get("network"), limits=machine.get("limits"),
         )
         # A node from a replica is built by the replica's resident provisioner (one stream per replica).
@@ -367,3 +397,8 @@ def _under_mnt(path: str) -> str:
     if path != "/mnt" and not path.startswith("/mnt/"):
         raise AgentError(f"{path} is not on the machine's temporary drive (/mnt)")
     return path[len("/mnt"):].lstrip("/")
+
+
+def _no_query(url: str) -> str:
+    """A URL without its query: signatures stay out of messages."""
+    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(query=""))

@@ -563,7 +563,7 @@ class NamespaceRuntime:
             # Under /mnt and the data disks the helper makes the mount points (in the temporary drive or disk).
             if not (inside == "/mnt" or inside.startswith(("/mnt/", "/datadisks/"))):
                 (dirs if os.path.isdir(host) else files).append(inside.strip("/"))
-        shape = json.dumps([sorted(set(dirs)), sorted(set(files))])
+        shape = json.dumps([sorted(set(dirs)), sorted(set(files)), 2])  # 2: directories keep the usual modes
         path = self.store_dir / "skeletons" / hashlib.sha256(shape.encode()).hexdigest()[:16]
         if shape in self._skeletons or path.is_dir():
             self._skeletons.add(shape)
@@ -575,6 +575,13 @@ class NamespaceRuntime:
         for rel in files:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).touch()
+        # The skeleton is the top lower layer: a directory it holds shows with the skeleton's mode in the
+        # machine, so a mount point's parents (``/tmp`` for a bind target below it) keep the mode that
+        # directory has on a usual system (the host's), not mkdir's 0755: ``/tmp`` stays 1777.
+        for directory in sorted({str(p) for rel in [*dirs, *files] for p in Path(rel).parents if str(p) != "."}
+                                | set(dirs)):
+            with contextlib.suppress(OSError):
+                os.chmod(staging / directory, stat.S_IMODE(os.stat(Path("/") / directory).st_mode))
         os.chmod(staging, 0o755)
         try:
             os.rename(staging, path)

@@ -15,7 +15,9 @@ ports and a host must hold 2,500 nodes; instead the host routes:
   address (its root holds ``CAP_NET_ADMIN`` in its namespace and may change its addresses);
 - an nftables table per address space: machines of one subnet reach each other, other subnets of the space
   are unreachable, from the machines the host answers only the API port and ping at the gateway (its loopback
-  services and its other addresses are not reachable), and traffic leaving the space is masqueraded so that
+  services and its other addresses are not reachable, nor link-local addresses such as a cloud's metadata
+  service at 169.254.169.254, which would hand out the host's credentials), and traffic leaving the space is
+  masqueraded so that
   ``apt-get`` and ``pip`` work inside; inbound NAT endpoints are forwarded to their node (``nat_endpoints``).
 
 One Shoal server owns an address space on a host: ``up()`` takes a lock on it, and a second server asking for
@@ -197,6 +199,7 @@ class NodeNetwork:
     ip saddr {s} drop
   }}
   chain forward {{ type filter hook forward priority filter; policy accept;
+    ip saddr {s} ip daddr {{ 169.254.0.0/16, 224.0.0.0/4 }} drop
     ip saddr {s} ip daddr {s} ip saddr . ip daddr @same_subnet accept
     ip saddr {s} ip daddr {s} drop
     ip daddr {s} ct state established,related accept
