@@ -164,18 +164,25 @@ class TaskScheduler:
             for task in candidates:
                 job = jobs[task.job_key]
                 pool = active_pools.get(pools.pool_key(job.account_key, job.pool_id))
-                if pool is None or not self._dependencies_met(task, done_ok):
+                # A record that cannot be read (stored by an older version, or written by hand) fails alone:
+                # everything that reads the task's and job's specs happens before anything changes.
+                try:
+                    if pool is None or not self._dependencies_met(task, done_ok):
+                        continue
+                    per_node = int(pool.spec.get("taskSlotsPerNode", 1))
+                    free = [n for n in nodes_by_pool.get(pool.key, []) if n.running_slots + task.slots <= per_node
+                            and jobtasks.usable(job.spec, prepared.get((job.key, n.key))) is not False]
+                    if not free:
+                        continue
+                    pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
+                    node = (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
+                    # affinityInfo is a hint: the named node when it has room, any other node otherwise.
+                    affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "")
+                    node = next((n for n in free if f"TVM:{n.node_id}".lower() == affinity.lower()), node)
+                    plan = _plan(task, job)
+                except BAD_RECORD as exc:
+                    self._reject(task, exc)
                     continue
-                per_node = int(pool.spec.get("taskSlotsPerNode", 1))
-                free = [n for n in nodes_by_pool.get(pool.key, []) if n.running_slots + task.slots <= per_node
-                        and jobtasks.usable(job.spec, prepared.get((job.key, n.key))) is not False]
-                if not free:
-                    continue
-                pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
-                node = (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
-                # affinityInfo is a hint: the named node when it has room, any other node otherwise.
-                affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "")
-                node = next((n for n in free if f"TVM:{n.node_id}".lower() == affinity.lower()), node)
                 attempt = str(uuid.uuid4())
                 task.attempt, task.node_key = attempt, node.key
                 tasks.set_state(task, self.clock, "preparing")
@@ -200,21 +207,14 @@ class TaskScheduler:
                     prep_dir = f"{node_rules.NODE_ROOT}/workitems/{job.job_id}/job-1/" \
                                f"{jobtasks.task_id(prep, jobtasks.PREPARATION_ID)}"
                     env.update({"AZ_BATCH_JOB_PREP_DIR": prep_dir, "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{prep_dir}/wd"})
-                for item in job.spec.get("commonEnvironmentSettings") or []:
-                    env[str(item.get("name"))] = str(item.get("value", ""))
-                for item in task.spec.get("environmentSettings") or []:
-                    env[str(item.get("name"))] = str(item.get("value", ""))
-                auto = ((task.spec.get("userIdentity") or {}).get("autoUser") or {})
-                admin = str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
+                env.update(plan["env"])
+                admin = plan["admin"]
                 if admin:
                     env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin"
-                limit_text = (task.spec.get("constraints") or {}).get("maxWallClockTime")
-                timeout = timefmt.parse_duration(str(limit_text)).total_seconds() if limit_text else None
                 launches.append({"key": task.key, "attempt": attempt, "machine": node.machine_id,
-                                 "task_dir": task_dir, "env": env, "admin": admin, "timeout": timeout,
-                                 "command": str(task.spec.get("commandLine", "")),
-                                 "resources": task.spec.get("resourceFiles") or [],
-                                 "outputs": task.spec.get("outputFiles") or [],
+                                 "task_dir": task_dir, "env": env, "admin": admin, "timeout": plan["timeout"],
+                                 "command": plan["command"], "resources": plan["resources"],
+                                 "outputs": plan["outputs"],
                                  # The job's preparation task must run on the node first: the task stays
                                  # preparing until it has.
                                  "prepare": _special_launch(job, prep, jobtasks.PREPARATION_ID, pool, node, account_url,
@@ -527,7 +527,10 @@ class TaskScheduler:
                     node.total_tasks_run += 1
                     if item.exit_code == 0 and not item.timed_out:
                         node.total_tasks_succeeded += 1
-                self._complete(s, task, item, now)
+                try:
+                    self._complete(s, task, item, now)
+                except BAD_RECORD as exc:  # its exit options, say
+                    self._reject(task, exc)
         return len(batch)
 
     def _complete(self, s: Any, task: models.Task, item: Finished, now: Any) -> None:
@@ -570,12 +573,28 @@ class TaskScheduler:
 
     @staticmethod
     def _max_retries(s: Any, task: models.Task) -> int:
-        """The task's own ``maxTaskRetryCount``, else its job's (-1: retry without limit)."""
-        own = (task.spec.get("constraints") or {}).get("maxTaskRetryCount")
+        """The task's own ``maxTaskRetryCount``, else its job's (-1: retry without limit). A value that is not
+        an integer (a record written by hand) counts as no retries: the task must end."""
+        own = _constraints(task.spec).get("maxTaskRetryCount")
         if own is None:
             job = s.get(models.Job, task.job_key)
-            own = ((job.spec.get("constraints") or {}) if job is not None else {}).get("maxTaskRetryCount")
-        return int(own or 0)
+            own = _constraints(job.spec if job is not None else {}).get("maxTaskRetryCount")
+        return own if isinstance(own, int) and not isinstance(own, bool) and own >= -1 else 0
+
+    def _reject(self, task: models.Task, exc: Exception) -> None:
+        """Complete a task whose stored record cannot be run (in the scheduling transaction)."""
+        log.warning("task %s cannot be run, its record is invalid: %r", task.key, exc)
+        info = dict(task.execution_info or {})
+        now = timefmt.format_timestamp(self.clock.now())
+        info.update({"startTime": info.get("startTime") or now, "endTime": now, "result": "failure",
+                     "failureInfo": {"category": "servererror", "code": "TaskRecordInvalid",
+                                     "message": f"The task's stored definition cannot be run: {exc}. Delete the "
+                                                "task and add it again.", "details": []}})
+        task.execution_info = info
+        task.attempt, task.pid = None, None
+        tasks.set_state(task, self.clock, "completed")
+        task.etag = etags.new_etag()
+        task.last_modified = self.clock.now()
 
     def _job_action(self, s: Any, task: models.Task) -> None:
         """What the completed task's exit options ask of its job (only jobs that perform exit-option actions)."""
@@ -609,7 +628,10 @@ class TaskScheduler:
             moving = list(s.scalars(select(models.Job).where(models.Job.state.in_(
                 ("terminating", "deleting", "disabling", "enabling")))))
         for job in moving:
-            self._drive_job(job.key)
+            try:
+                self._drive_job(job.key)
+            except BAD_RECORD:  # one job's record must not stop the others
+                log.exception("job %s: its state change failed (retried next pass)", job.key)
 
     def _drive_job(self, job_key: str) -> None:
         with self.db.read() as s:
@@ -833,3 +855,42 @@ def _is_admin(spec: dict[str, Any]) -> bool:
 def _task_user(admin: bool) -> str | None:
     """Who a task's processes (and its file transfers) run as in the node: its root, or the unprivileged user."""
     return None if admin else str(NOBODY)
+
+
+# What reading a malformed stored record raises (a spec written by hand, or by an older version).
+BAD_RECORD = (TypeError, ValueError, AttributeError, KeyError, OverflowError)
+
+
+def _constraints(spec: dict[str, Any]) -> dict[str, Any]:
+    found = spec.get("constraints")
+    return found if isinstance(found, dict) else {}
+
+
+def _settings(items: Any, where: str) -> dict[str, str]:
+    """``environmentSettings``-like lists of {"name", "value"} (a ValueError names what is wrong)."""
+    if items is None:
+        return {}
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str)
+                                              for i in items):
+        raise ValueError(f"{where} must be a list of {{name, value}} objects")
+    return {i["name"]: str(i.get("value", "")) for i in items}
+
+
+def _plan(task: models.Task, job: models.Job) -> dict[str, Any]:
+    """What running the task needs from its and its job's specs, read (and checked) before anything changes."""
+    env = _settings(job.spec.get("commonEnvironmentSettings"), "the job's commonEnvironmentSettings")
+    env.update(_settings(task.spec.get("environmentSettings"), "environmentSettings"))
+    identity = task.spec.get("userIdentity") or {}
+    if not isinstance(identity, dict) or not isinstance(identity.get("autoUser") or {}, dict):
+        raise ValueError("userIdentity must be an object")
+    admin = str((identity.get("autoUser") or {}).get("elevationLevel", "nonadmin")).lower() == "admin"
+    constraints = task.spec.get("constraints") or {}
+    if not isinstance(constraints, dict):
+        raise ValueError("constraints must be an object")
+    limit_text = constraints.get("maxWallClockTime")
+    timeout = timefmt.parse_duration(str(limit_text)).total_seconds() if limit_text else None
+    resources, outputs = task.spec.get("resourceFiles") or [], task.spec.get("outputFiles") or []
+    if not isinstance(resources, list) or not isinstance(outputs, list):
+        raise ValueError("resourceFiles and outputFiles must be lists")
+    return {"env": env, "admin": admin, "timeout": timeout, "command": str(task.spec.get("commandLine", "")),
+            "resources": resources, "outputs": outputs}

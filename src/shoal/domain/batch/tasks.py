@@ -213,18 +213,31 @@ def dependency_ids(spec: dict[str, Any]) -> tuple[list[str], list[tuple[int, int
     return [str(t) for t in deps.get("taskIds") or []], ranges
 
 
+# The shapes of a task's fields: a stored record holding something else (written by hand, or by a bug of an
+# older version) still renders, without that field, rather than failing every read of its task.
+_LISTS = ("environmentSettings", "resourceFiles", "outputFiles", "applicationPackageReferences")
+_OBJECTS = ("constraints", "userIdentity", "affinityInfo", "exitConditions", "dependsOn", "containerSettings",
+            "multiInstanceSettings", "authenticationTokenSettings")
+
+
+def _readable(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if not (k in _LISTS and not isinstance(v, list))
+            and not (k in _OBJECTS and not isinstance(v, dict))}
+
+
 def render(task: models.Task, url: str) -> dict[str, Any]:
     fmt = timefmt.format_timestamp
+    spec = _readable(task.spec)
     constraints = {"maxWallClockTime": timefmt.INFINITE_DURATION_TEXT, "retentionTime": "P7D",
-                   "maxTaskRetryCount": 0, **(task.spec.get("constraints") or {})}
+                   "maxTaskRetryCount": 0, **(spec.get("constraints") or {})}
     body: dict[str, Any] = {
         "id": task.task_id, "url": url, "eTag": task.etag, "lastModified": fmt(task.last_modified),
         "creationTime": fmt(task.created_at), "state": task.state,
         "stateTransitionTime": fmt(task.state_transition_time),
         "requiredSlots": task.slots, "constraints": constraints,
         "executionInfo": task.execution_info,
-        "userIdentity": task.spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
-        **{k: v for k, v in task.spec.items() if k not in ("constraints", "userIdentity", "requiredSlots")},
+        "userIdentity": spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
+        **{k: v for k, v in spec.items() if k not in ("constraints", "userIdentity", "requiredSlots")},
     }
     if task.previous_state:
         body["previousState"] = task.previous_state
