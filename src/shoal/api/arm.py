@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -11,7 +10,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from shoal.core import apiversion, errors
+from shoal.core import apiversion, errors, jsonbody
+from shoal.schemas import arm_bodies
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,16 +33,27 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             raise errors.InvalidRequestContent("The request content was invalid: the body is empty.")
         return None
     try:
-        return json.loads(raw)
+        return jsonbody.loads(raw)
+    except jsonbody.TooDeep as exc:
+        raise errors.InvalidRequestContent(f"The request content was invalid: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.InvalidRequestContent(
             f"The request content was invalid and could not be deserialized: {exc}.") from exc
 
 
-async def read_model(request: Request, model: type[M], *, required: bool = True) -> M:
+async def read_resource(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """An ARM resource body whose properties have their JSON types (see ``schemas/arm_bodies.py``)."""
+    data = await read_json(request, required=required)
+    return arm_bodies.check(data if data is not None else {})
+
+
+async def read_model(request: Request, model: type[M], *, required: bool = True, shaped: bool = False) -> M:
+    """``shaped``: an ARM resource body, whose properties' JSON types are checked first."""
     data = await read_json(request, required=required)
     if data is None:
         data = {}
+    if shaped:
+        data = arm_bodies.check(data)
     if not isinstance(data, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
     try:

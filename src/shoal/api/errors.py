@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal.api.middleware import is_data_plane
-from shoal.core import errors
+from shoal.core import errors, odata
 from shoal.core.timefmt import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,20 @@ def install(app: FastAPI) -> None:
                 f"The HTTP method '{request.method}' is not supported for '{request.url.path}'.")
         else:
             err = errors.AzureError(str(exc.detail), status=exc.status_code, code="BadRequest")
+        return render(request, err)
+
+    @app.exception_handler(odata.ODataError)
+    async def _query(request: Request, exc: odata.ODataError) -> Response:
+        # A $filter, $select or $expand the route did not check itself: still the client's error.
+        option = next((o for o in ("$select", "$expand", "$filter") if o in str(exc)), "$select")
+        value = request.query_params.get(option, "")
+        if is_data_plane(request.url.path):
+            err = errors.AzureError(f"The value for one of the query parameters is invalid: {exc}", status=400,
+                                    code="InvalidQueryParameterValue",
+                                    values={"QueryParameterName": option, "QueryParameterValue": value[:400]})
+        else:
+            err = errors.AzureError(f"The query option {option} is invalid: {exc}", status=400,
+                                    code="InvalidQueryParameter")
         return render(request, err)
 
     @app.exception_handler(Exception)

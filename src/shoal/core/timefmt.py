@@ -41,13 +41,19 @@ def parse_duration(text: str) -> timedelta:
     if not m:
         raise TimeFormatError(f"'{text}' is not an ISO 8601 duration (for example PT15M)")
     parts = {k: float(v) for k, v in m.groupdict().items() if v and k != "sign"}
-    delta = timedelta(
-        days=parts.get("years", 0) * 365 + parts.get("months", 0) * 30 + parts.get("weeks", 0) * 7
-        + parts.get("days", 0),
-        hours=parts.get("hours", 0),
-        minutes=parts.get("minutes", 0),
-        seconds=parts.get("seconds", 0),
-    )
+    try:
+        delta = timedelta(
+            days=parts.get("years", 0) * 365 + parts.get("months", 0) * 30 + parts.get("weeks", 0) * 7
+            + parts.get("days", 0),
+            hours=parts.get("hours", 0),
+            minutes=parts.get("minutes", 0),
+            seconds=parts.get("seconds", 0),
+        )
+    except OverflowError:
+        delta = timedelta.max
+    # Azure's durations are .NET TimeSpans: nothing beyond TimeSpan.MaxValue (the "infinite" duration).
+    if delta > INFINITE_DURATION + timedelta(microseconds=1):
+        raise TimeFormatError(f"'{text}' is longer than the longest duration ({INFINITE_DURATION_TEXT})")
     return -delta if m.group("sign") else delta
 
 

@@ -4,7 +4,6 @@ Shared Key), api-version, request bodies, list pages, and the response headers t
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -15,10 +14,11 @@ from fastapi.responses import JSONResponse, Response
 from shoal.api.deps import services
 from shoal.auth import sharedkey
 from shoal.auth.tokens import BATCH_AUDIENCES
-from shoal.core import apiversion, errors, timefmt
+from shoal.core import apiversion, errors, jsonbody, timefmt
 from shoal.domain import authorization
 from shoal.domain.authorization import Caller
 from shoal.domain.batch import accounts
+from shoal.schemas import batch_bodies as bodies
 from shoal.services import Services
 from shoal.store import models
 
@@ -99,7 +99,9 @@ def authenticate(request: Request, account_name: str) -> BatchRequest:
     return BatchRequest(svc, account, Caller(claims.object_id, claims.app_id, claims.tenant_id), version)
 
 
-async def read_body(request: Request, *, required: bool = True) -> dict[str, Any]:
+async def read_body(request: Request, *, required: bool = True,
+                    shape: type[bodies.Wire] | None = None) -> dict[str, Any]:
+    """The request's JSON object (bounded in size and depth), checked against ``shape`` when given."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise errors.AzureError("The request body is too large.", status=413, code="RequestBodyTooLarge")
@@ -108,13 +110,15 @@ async def read_body(request: Request, *, required: bool = True) -> dict[str, Any
             raise errors.AzureError("The request body is missing.", status=400, code="MissingRequiredProperty")
         return {}
     try:
-        data = json.loads(raw)
+        data = jsonbody.loads(raw)
+    except jsonbody.TooDeep as exc:
+        raise errors.AzureError(str(exc), status=400, code="InvalidRequestBody") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.AzureError(f"The request body is not valid JSON: {exc}.", status=400,
                                 code="InvalidRequestBody") from exc
     if not isinstance(data, dict):
         raise errors.AzureError("The request body must be a JSON object.", status=400, code="InvalidRequestBody")
-    return data
+    return bodies.check(data, shape) if shape is not None else data
 
 
 def entity_headers(etag: str, last_modified: Any, data_service_id: str | None = None) -> dict[str, str]:

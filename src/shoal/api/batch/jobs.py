@@ -15,6 +15,7 @@ from shoal.core import errors, timefmt
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import jobtasks
 from shoal.domain.batch import tasks as task_rules
+from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
 
 router = APIRouter(prefix="/batch/{account}/jobs")
@@ -34,7 +35,7 @@ def task_url(br: BatchRequest, job_id: str, task_id: str) -> str:
 @router.post("")
 async def add_job(request: Request, account: str) -> Response:
     br = authenticate(request, account)
-    body = await read_body(request)
+    body = await read_body(request, shape=bodies.Job)
 
     def work() -> tuple[str, str, Any]:
         with br.svc.db.write() as s:
@@ -77,7 +78,7 @@ async def get_job(request: Request, account: str, job_id: str) -> JSONResponse:
 
 async def _job_change(request: Request, account: str, job_id: str, action: str) -> Response:
     br = authenticate(request, account)
-    body = await read_body(request, required=action in ("patch", "update"))
+    body = await read_body(request, required=action in ("patch", "update"), shape=bodies.Job)
 
     def work() -> tuple[str, Any]:
         with br.svc.db.write() as s:
@@ -162,7 +163,7 @@ async def preparation_and_release_status(request: Request, account: str, job_id:
 @router.post("/{job_id}/tasks")
 async def add_task(request: Request, account: str, job_id: str) -> Response:
     br = authenticate(request, account)
-    body = await read_body(request)
+    body = await read_body(request, shape=bodies.TaskAdd)
 
     def work() -> tuple[str, str, Any]:
         with br.svc.db.write() as s:
@@ -182,7 +183,7 @@ async def add_task_collection(request: Request, account: str, job_id: str) -> JS
     if len(raw) >= task_rules.MAX_COLLECTION_BYTES:
         raise errors.AzureError("The request body is larger than 1 MB: send at most 100 tasks and less than 1 MB "
                                 "per collection.", status=413, code="RequestBodyTooLarge")
-    body = await read_body(request)
+    body = await read_body(request, shape=bodies.TaskCollection)
 
     def work() -> list[dict[str, Any]]:
         with br.svc.db.write() as s:
@@ -231,7 +232,7 @@ async def get_task(request: Request, account: str, job_id: str, task_id: str) ->
 
 async def _task_change(request: Request, account: str, job_id: str, task_id: str, action: str) -> Response:
     br = authenticate(request, account)
-    body = await read_body(request, required=False)
+    body = await read_body(request, required=False, shape=bodies.TaskUpdate)
 
     def work() -> tuple[str, str, Any]:
         with br.svc.db.write() as s:

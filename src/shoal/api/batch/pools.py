@@ -15,6 +15,7 @@ from shoal.core import errors, timefmt
 from shoal.domain.batch import autoscaling, pools, service
 from shoal.runtime import marketplace
 from shoal.schemas import batch as wire
+from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
 
 router = APIRouter(prefix="/batch/{account}")
@@ -59,7 +60,7 @@ def _check_custom_image_auth(br: BatchRequest, spec: dict[str, Any]) -> None:
 @router.post("/pools")
 async def add_pool(request: Request, account: str) -> Response:
     br = authenticate(request, account)
-    body = await read_body(request)
+    body = await read_body(request, shape=bodies.Pool)
     ctx = br.svc.compute_context()
 
     def work() -> tuple[str, str, Any]:
@@ -216,12 +217,12 @@ async def _mutate(request: Request, account: str, pool_id: str, action: str, bod
 
 @router.patch("/pools/{pool_id}")
 async def patch_pool(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "patch", await read_body(request))
+    return await _mutate(request, account, pool_id, "patch", await read_body(request, shape=bodies.Pool))
 
 
 @router.post("/pools/{pool_id}/updateproperties")
 async def update_properties(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "updateproperties", await read_body(request))
+    return await _mutate(request, account, pool_id, "updateproperties", await read_body(request, shape=bodies.Pool))
 
 
 @router.delete("/pools/{pool_id}")
@@ -231,7 +232,7 @@ async def delete_pool(request: Request, account: str, pool_id: str) -> Response:
 
 @router.post("/pools/{pool_id}/resize")
 async def resize_pool(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "resize", await read_body(request))
+    return await _mutate(request, account, pool_id, "resize", await read_body(request, shape=bodies.PoolResize))
 
 
 @router.post("/pools/{pool_id}/stopresize")
@@ -241,12 +242,12 @@ async def stop_resize(request: Request, account: str, pool_id: str) -> Response:
 
 @router.post("/pools/{pool_id}/removenodes")
 async def remove_nodes(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "removenodes", await read_body(request))
+    return await _mutate(request, account, pool_id, "removenodes", await read_body(request, shape=bodies.RemoveNodes))
 
 
 @router.post("/pools/{pool_id}/enableautoscale")
 async def enable_autoscale(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "enableautoscale", await read_body(request))
+    return await _mutate(request, account, pool_id, "enableautoscale", await read_body(request, shape=bodies.AutoScale))
 
 
 @router.post("/pools/{pool_id}/disableautoscale")
@@ -258,7 +259,7 @@ async def disable_autoscale(request: Request, account: str, pool_id: str) -> Res
 async def evaluate_autoscale(request: Request, account: str, pool_id: str) -> JSONResponse:
     """Run a formula against the pool's live metrics without applying it."""
     br = authenticate(request, account)
-    body = await read_body(request)
+    body = await read_body(request, shape=bodies.AutoScale)
 
     def work() -> dict[str, Any]:
         with br.svc.db.read() as s:

@@ -55,7 +55,7 @@ def _op_location(base: str, op: models.Operation, version: str) -> dict[str, str
 async def put_account(request: Request, subscription_id: str, group: str, account: str) -> Response:
     caller = arm_caller(request)
     version = arm.api_version(request)
-    body = await arm.read_json(request)
+    body = await arm.read_resource(request)
     if not isinstance(body, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
     rid = _account_rid(request)
@@ -111,7 +111,7 @@ async def get_account(request: Request, subscription_id: str, group: str, accoun
 async def patch_account(request: Request, subscription_id: str, group: str, account: str) -> JSONResponse:
     caller = arm_caller(request)
     arm.api_version(request)
-    body = await arm.read_json(request)
+    body = await arm.read_resource(request)
     rid = _account_rid(request)
     svc = services(request)
 
@@ -197,7 +197,7 @@ async def list_keys(request: Request, subscription_id: str, group: str, account:
 async def regenerate_keys(request: Request, subscription_id: str, group: str, account: str) -> JSONResponse:
     caller = arm_caller(request)
     arm.api_version(request)
-    body = await arm.read_json(request)
+    body = await arm.read_resource(request)
     rid = _account_rid(request)
     svc = services(request)
 
@@ -228,7 +228,7 @@ def _arm_scale(props: dict[str, Any]) -> pools.Scale:
 async def put_pool(request: Request, subscription_id: str, group: str, account: str, pool_id: str) -> JSONResponse:
     caller = arm_caller(request)
     version = arm.api_version(request)
-    body = await arm.read_json(request)
+    body = await arm.read_resource(request)
     if not isinstance(body, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
     rid = _account_rid(request)
@@ -273,7 +273,7 @@ def _arm_update(ctx: Any, s: Any, pool: models.Pool, props: dict[str, Any]) -> N
 async def patch_pool(request: Request, subscription_id: str, group: str, account: str, pool_id: str) -> JSONResponse:
     caller = arm_caller(request)
     arm.api_version(request)
-    body = await arm.read_json(request)
+    body = await arm.read_resource(request)
     rid = _account_rid(request)
     svc = services(request)
     ctx = svc.compute_context()

@@ -67,7 +67,7 @@ def _register(collection: str, kind: ResourceKind) -> None:
         caller = arm_caller(request)
         version = arm.api_version(request)
         rid = _rid(request)
-        body = await arm.read_model(request, ArmBody)
+        body = await arm.read_model(request, ArmBody, shaped=True)
         svc = services(request)
         ctx = svc.compute_context()
 
@@ -105,7 +105,7 @@ def _register(collection: str, kind: ResourceKind) -> None:
         caller = arm_caller(request)
         arm.api_version(request)
         rid = _rid(request)
-        body = await arm.read_json(request)
+        body = await arm.read_resource(request)
         if not isinstance(body, dict):
             raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
         svc = services(request)
