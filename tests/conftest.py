@@ -101,7 +101,7 @@ def az(server: ShoalServer, tmp_path_factory: pytest.TempPathFactory) -> AzCli:
     env = server.env
     cli.run("cloud", "register", "-n", "Shoal", "--endpoint-resource-manager", env["resourceManagerUrl"])
     cli.run("cloud", "set", "-n", "Shoal")
-    cli.run("login", "--service-principal", "-u", env["clientId"], "-p", env["clientSecret"],
+    cli.run("login", "--service-principal", "-u", env["clientId"], f"--password={env['clientSecret']}",
             "--tenant", env["tenantId"])
     return cli
 

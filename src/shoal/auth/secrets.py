@@ -6,14 +6,16 @@ import base64
 import hashlib
 import hmac
 import secrets
+import string
 
 _N, _R, _P = 2**14, 8, 1
 
 
 def new_secret() -> str:
-    # Entra client secrets are 40 characters; keep the same shape, and a tilde as Entra puts in them.
+    # Entra client secrets are 40 characters; keep the same shape, and a tilde as Entra puts in them. The first
+    # character is a letter: a secret starting with '-' reads as an option to `az login -p`.
     raw = secrets.token_urlsafe(30)[:36]
-    return raw[:3] + "8Q~" + raw[3:37]
+    return secrets.choice(string.ascii_letters) + raw[1:3] + "8Q~" + raw[3:37]
 
 
 def hash_secret(secret: str) -> str:

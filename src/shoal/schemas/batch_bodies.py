@@ -8,9 +8,10 @@ property, as Azure does, so that no malformed record is ever stored.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from shoal.core import errors, timefmt
 
@@ -21,6 +22,28 @@ def _duration(text: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration)]
+
+
+def _integer_text(value: Any) -> Any:
+    """An integer written as a JSON string of digits becomes that integer: Azure's deserializer accepts those,
+    and `az batch` sends its integer options that way (``"targetDedicatedNodes": "1"``). Anything else that is
+    not a JSON integer ("y", "1.5", true) stays what it is, and is refused."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,18}", value.strip()):
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integer_text)]
+
+
+def _boolean_text(value: Any) -> Any:
+    """``"true"`` / ``"false"`` as Azure's deserializer reads them (az sends some flags that way)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return value
+
+
+Bool = Annotated[bool, BeforeValidator(_boolean_text)]
 
 
 class Wire(BaseModel):
@@ -45,12 +68,12 @@ class UserIdentity(Wire):
 class TaskConstraints(Wire):
     maxWallClockTime: Duration | None = None
     retentionTime: Duration | None = None
-    maxTaskRetryCount: int | None = None
+    maxTaskRetryCount: Int | None = None
 
 
 class TaskIdRange(Wire):
-    start: int
-    end: int
+    start: Int
+    end: Int
 
 
 class DependsOn(Wire):
@@ -90,7 +113,7 @@ class TaskAdd(TaskSpec):
     constraints: TaskConstraints | None = None
     dependsOn: DependsOn | None = None
     outputFiles: list[OutputFile] | None = None
-    requiredSlots: int | None = None
+    requiredSlots: Int | None = None
     affinityInfo: dict[str, Any] | None = None
     exitConditions: dict[str, Any] | None = None
     multiInstanceSettings: dict[str, Any] | None = None
@@ -108,28 +131,28 @@ class TaskUpdate(Wire):
 
 class JobConstraints(Wire):
     maxWallClockTime: Duration | None = None
-    maxTaskRetryCount: int | None = None
+    maxTaskRetryCount: Int | None = None
 
 
 class JobTask(TaskSpec):
     constraints: TaskConstraints | None = None
-    waitForSuccess: bool | None = None
-    rerunOnNodeRebootAfterSuccess: bool | None = None
+    waitForSuccess: Bool | None = None
+    rerunOnNodeRebootAfterSuccess: Bool | None = None
     maxWallClockTime: Duration | None = None
     retentionTime: Duration | None = None
-    killJobOnCompletion: bool | None = None
-    runExclusive: bool | None = None
-    requiredSlots: int | None = None
+    killJobOnCompletion: Bool | None = None
+    runExclusive: Bool | None = None
+    requiredSlots: Int | None = None
     outputFiles: list[OutputFile] | None = None
 
 
 class Job(Wire):
     id: str | None = None
     displayName: str | None = None
-    priority: int | None = None
-    maxParallelTasks: int | None = None
-    allowTaskPreemption: bool | None = None
-    usesTaskDependencies: bool | None = None
+    priority: Int | None = None
+    maxParallelTasks: Int | None = None
+    allowTaskPreemption: Bool | None = None
+    usesTaskDependencies: Bool | None = None
     onAllTasksComplete: str | None = None
     onTaskFailure: str | None = None
     constraints: JobConstraints | None = None
@@ -143,8 +166,8 @@ class Job(Wire):
 
 
 class StartTask(TaskSpec):
-    maxTaskRetryCount: int | None = None
-    waitForSuccess: bool | None = None
+    maxTaskRetryCount: Int | None = None
+    waitForSuccess: Bool | None = None
 
 
 class Pool(Wire):
@@ -153,15 +176,15 @@ class Pool(Wire):
     vmSize: str | None = None
     virtualMachineConfiguration: dict[str, Any] | None = None
     resizeTimeout: Duration | None = None
-    targetDedicatedNodes: int | None = None
-    targetLowPriorityNodes: int | None = None
-    enableAutoScale: bool | None = None
+    targetDedicatedNodes: Int | None = None
+    targetLowPriorityNodes: Int | None = None
+    enableAutoScale: Bool | None = None
     autoScaleFormula: str | None = None
     autoScaleEvaluationInterval: Duration | None = None
-    enableInterNodeCommunication: bool | None = None
+    enableInterNodeCommunication: Bool | None = None
     networkConfiguration: dict[str, Any] | None = None
     startTask: StartTask | None = None
-    taskSlotsPerNode: int | None = None
+    taskSlotsPerNode: Int | None = None
     taskSchedulingPolicy: dict[str, Any] | None = None
     metadata: list[NameValue] | None = None
     userAccounts: list[dict[str, Any]] | None = None
@@ -172,8 +195,8 @@ class Pool(Wire):
 
 
 class PoolResize(Wire):
-    targetDedicatedNodes: int | None = None
-    targetLowPriorityNodes: int | None = None
+    targetDedicatedNodes: Int | None = None
+    targetLowPriorityNodes: Int | None = None
     resizeTimeout: Duration | None = None
     nodeDeallocationOption: str | None = None
 
@@ -199,7 +222,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
 def check(body: dict[str, Any], shape: type[Wire]) -> dict[str, Any]:
     """``body`` when it has ``shape``; else the Batch error naming the first property that does not."""
     try:
-        shape.model_validate(body)
+        checked = shape.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = _path(tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
@@ -208,4 +231,4 @@ def check(body: dict[str, Any], shape: type[Wire]) -> dict[str, Any]:
             f"The value provided for one of the properties in the request body is invalid: '{where}': "
             f"{first['msg']}.", status=400, code="InvalidPropertyValue",
             values={"PropertyName": where, "PropertyValue": str(value)[:400]}) from None
-    return body
+    return checked.model_dump(exclude_unset=True)
