@@ -13,10 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-$(AZVENV)/.installed:
+$(AZVENV)/.installed: Makefile
 	$(PYTHON) -m venv $(AZVENV)
 	$(AZVENV)/bin/python -m pip install --quiet --upgrade pip
-	$(AZVENV)/bin/python -m pip install --quiet 'azure-cli>=2.60'
+	$(AZVENV)/bin/python -m pip install --quiet 'azure-cli==2.91.0'  # pinned: a new release must not change CI
 	touch $@
 
 venv: $(VENV)/.installed
@@ -29,6 +29,7 @@ run: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/lint-imports
 
 typecheck: venv
 	$(VENV)/bin/mypy
