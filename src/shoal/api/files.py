@@ -11,24 +11,15 @@ from __future__ import annotations
 import mimetypes
 import re
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi.responses import Response
 
 from shoal.core import errors, timefmt
-from shoal.runtime.nodefiles import NodeFileError
+from shoal.core.hostfiles import NodeFileError
+from shoal.domain.host import NodeFiles
 
 _RANGE = re.compile(r"^\s*(?:bytes=)?\s*(\d*)\s*-\s*(\d*)\s*$")
-
-
-class NodeFiles(Protocol):
-    """What the file API needs of the host agent."""
-
-    def list_node_files(self, machine_id: str, root: str, *, recursive: bool) -> list[dict[str, Any]]: ...
-    def stat_node_file(self, machine_id: str, root: str, path: str) -> dict[str, Any]: ...
-    def read_node_file(self, machine_id: str, root: str, path: str, start: int = 0,
-                       end: int | None = None) -> tuple[dict[str, Any], bytes]: ...
-    def delete_node_file(self, machine_id: str, root: str, path: str, *, recursive: bool) -> None: ...
 
 
 def check_path(relative: str) -> str:

@@ -21,19 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from shoal.core.hostfiles import NodeFileError
 from shoal.runtime import safepath
 
 HIDDEN_PREFIX = ".shoal"  # Shoal's own bookkeeping in task directories (an attempt's exit file)
 MAX_ENTRIES = 100_000  # a listing stops here: a node cannot make a request take unbounded time and memory
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
-
-
-class NodeFileError(Exception):
-    """``kind``: "notfound", "notempty" or "invalid"; the message says what was wrong."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 def _rel(*parts: str) -> str:

@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse, Response
 
 from shoal.api.batch.common import BatchRequest, accepted, authenticate, created, entity_headers, page, read_body
 from shoal.api.deps import in_thread
+from shoal.core import catalog as marketplace
 from shoal.core import errors, timefmt
 from shoal.domain.batch import autoscaling, pools, service
-from shoal.runtime import marketplace
 from shoal.schemas import batch as wire
 from shoal.schemas import batch_bodies as bodies
 from shoal.store import models

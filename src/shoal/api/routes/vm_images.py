@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 
 from shoal.api import arm
 from shoal.api.deps import arm_caller, services
+from shoal.core import catalog as marketplace
 from shoal.core import errors
-from shoal.runtime import marketplace
 
 router = APIRouter()
 
