@@ -5,7 +5,7 @@ AZVENV := .venv-az
 PY := $(VENV)/bin/python
 STATE_DIR ?= $(HOME)/.shoal
 
-.PHONY: run test lint typecheck unit venv az clean bench quickstart
+.PHONY: run test lint typecheck unit venv az clean bench quickstart fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ quickstart: venv
 
 clean:
 	rm -rf $(VENV) $(AZVENV) .pytest_cache .mypy_cache .ruff_cache
+
+## A longer fuzzing campaign than the test suite's (examples per operation: FUZZ_EXAMPLES).
+fuzz: venv
+	SHOAL_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(PY) -m pytest -q -s -k "not postgres" tests/test_fuzz.py

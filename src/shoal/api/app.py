@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shoal import __version__
-from shoal.api import errors
+from shoal.api import errors, openapi
 from shoal.api.batch import jobs as batch_jobs
 from shoal.api.batch import nodes as batch_nodes
 from shoal.api.batch import pools as batch_pools
@@ -57,5 +57,6 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
                    compute, batch_mgmt, subscriptions, resource_groups, resources, authorization, containers,
                    identity):
         app.include_router(module.router)
+    openapi.install(app)
     app.add_middleware(RequestContextMiddleware)
     return app

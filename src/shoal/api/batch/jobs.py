@@ -126,7 +126,7 @@ def _register_job_action(action: str) -> None:
     async def endpoint(request: Request, account: str, job_id: str) -> Response:
         return await _job_change(request, account, job_id, action)
 
-    router.add_api_route(f"/{{job_id}}/{action}", endpoint, methods=["POST"], include_in_schema=False)
+    router.add_api_route(f"/{{job_id}}/{action}", endpoint, methods=["POST"])
 
 
 for _action in ("terminate", "disable", "enable"):

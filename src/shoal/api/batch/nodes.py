@@ -88,7 +88,7 @@ def _register(action: str) -> None:
     async def endpoint(request: Request, account: str, pool_id: str, node_id: str) -> Response:
         return await _node_action(request, account, pool_id, node_id, action)
 
-    router.add_api_route(f"/{{node_id}}/{action}", endpoint, methods=["POST"], include_in_schema=False)
+    router.add_api_route(f"/{{node_id}}/{action}", endpoint, methods=["POST"])
 
 
 for _action in ("reboot", "reimage", "disablescheduling", "enablescheduling"):

@@ -168,12 +168,12 @@ def _register(collection: str, kind: ResourceKind) -> None:
 
         return list_items
 
-    router.add_api_route(item, put_item, methods=["PUT"], include_in_schema=False)
-    router.add_api_route(item, get_item, methods=["GET"], include_in_schema=False)
-    router.add_api_route(item, patch_item, methods=["PATCH"], include_in_schema=False)
-    router.add_api_route(item, delete_item, methods=["DELETE"], include_in_schema=False)
+    router.add_api_route(item, put_item, methods=["PUT"])
+    router.add_api_route(item, get_item, methods=["GET"])
+    router.add_api_route(item, patch_item, methods=["PATCH"])
+    router.add_api_route(item, delete_item, methods=["DELETE"])
     for path in lists:
-        router.add_api_route(path, list_route(path), methods=["GET"], include_in_schema=False)
+        router.add_api_route(path, list_route(path), methods=["GET"])
 
 
 VM_ITEM = RG + "/virtualMachines/{vm}"
@@ -274,8 +274,8 @@ def _register_access(collection: str) -> None:
         return Response(status_code=202, headers=headers)
 
     item = RG + f"/{collection}/{{name}}"
-    router.add_api_route(item + "/beginGetAccess", begin, methods=["POST"], include_in_schema=False)
-    router.add_api_route(item + "/endGetAccess", end, methods=["POST"], include_in_schema=False)
+    router.add_api_route(item + "/beginGetAccess", begin, methods=["POST"])
+    router.add_api_route(item + "/endGetAccess", end, methods=["POST"])
 
 
 @router.get("/downloads/{token}/{filename}")
@@ -295,7 +295,7 @@ def _register_action(action: str) -> None:
     async def endpoint(request: Request, subscription_id: str, group: str, vm: str) -> Response:
         return await _vm_action(request, subscription_id, action)
 
-    router.add_api_route(VM_ITEM + f"/{action}", endpoint, methods=["POST"], include_in_schema=False)
+    router.add_api_route(VM_ITEM + f"/{action}", endpoint, methods=["POST"])
 
 
 for _action in ("start", "powerOff", "restart", "deallocate", "runCommand"):

@@ -34,13 +34,12 @@ def _blob_headers(size: int, modified: float) -> dict[str, str]:
             "ETag": f'"0x{int(modified * 1e6):X}"', "Content-Length": str(size)}
 
 
-@router.api_route("/containers/{container}", methods=["GET", "PUT", "DELETE"], include_in_schema=False)
+@router.api_route("/containers/{container}", methods=["GET", "PUT", "DELETE"])
 async def container_op(request: Request, container: str) -> Response:
     return await _handle(request, container, None)
 
 
-@router.api_route("/containers/{container}/{blob:path}", methods=["GET", "HEAD", "PUT", "DELETE"],
-                  include_in_schema=False)
+@router.api_route("/containers/{container}/{blob:path}", methods=["GET", "HEAD", "PUT", "DELETE"])
 async def blob_op(request: Request, container: str, blob: str) -> Response:
     return await _handle(request, container, blob)
 
