@@ -174,13 +174,21 @@ def blob_url(container_url: str, name: str) -> str:
     return f"{url}?{query}" if query else url
 
 
-def list_container(client: Client, url: str, prefix: str) -> list[str]:
+def node_dir(url: str, code: str, message: str) -> str | None:
+    """The directory of the node a file:// container URL names (None for other URLs); ``code`` when absent."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        root = urllib.parse.unquote(parts.path)
-        if not os.path.isdir(root):
-            raise Failure("ResourceContainerAccessDenied", f"The container '{url}' does not exist on the node, or the "
-                          "task's user cannot read it.")
+    if parts.scheme != "file":
+        return None
+    root = urllib.parse.unquote(parts.path)
+    if not os.path.isdir(root):
+        raise Failure(code, message)
+    return root
+
+
+def list_container(client: Client, url: str, prefix: str) -> list[str]:
+    root = node_dir(url, "ResourceContainerAccessDenied", f"The container '{url}' does not exist on the node, or "
+                    "the task's user cannot read it.")
+    if root is not None:
         names = []
         for dirpath, _, files in os.walk(root):
             for f in files:
@@ -237,12 +245,9 @@ def download(job: dict[str, Any], client: Client) -> dict[str, Any]:
 
 
 def put(client: Client, url: str, name: str, source: str, headers: dict[str, str]) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        root = urllib.parse.unquote(parts.path)
-        if not os.path.isdir(root):
-            raise Failure("FileUploadContainerNotFound", f"The destination directory '{url}' does not exist on the "
-                          "node.")
+    root = node_dir(url, "FileUploadContainerNotFound", f"The destination directory '{url}' does not exist on the "
+                    "node.")
+    if root is not None:
         names = [p for p in name.split("/") if p not in ("", ".")]
         if not names or ".." in names:
             raise Failure("FileUploadMiscError", f"The destination name '{name}' is not a path below '{url}'.")
