@@ -13,7 +13,7 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, created
 from shoal.api.deps import in_thread
 from shoal.core import catalog as marketplace
 from shoal.core import errors, timefmt
-from shoal.domain.batch import autoscaling, pools, service
+from shoal.domain.batch import autoscaling, pool_changes, pools, service
 from shoal.schemas import batch as wire
 from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
@@ -159,100 +159,76 @@ async def pool_exists(request: Request, account: str, pool_id: str) -> Response:
     return Response(status_code=200, headers=entity_headers(*found))
 
 
-async def _mutate(request: Request, account: str, pool_id: str, action: str, body: dict[str, Any] | None) -> Response:
+async def _change(request: Request, account: str, pool_id: str, change: pool_changes.Change,
+                  body: dict[str, Any] | None = None, *, permission: str = WRITE) -> tuple[BatchRequest, str, Any]:
+    """Apply one pool change (its use case owns the unit of work); the new ETag and last-modified time."""
     br = authenticate(request, account)
-    ctx = br.svc.compute_context()
 
-    def work() -> tuple[str, Any]:
-        with br.svc.db.write() as s:
-            br.authorize(s, DELETE if action == "delete" else WRITE)
-            pool = pools.get(s, br.account.key, pool_id, for_update=True)
-            status = _conditional_status(request, pool.etag, pool.last_modified)
-            if status == 412:
-                raise errors.AzureError("A condition in the request (If-Match, If-None-Match, If-Modified-Since or "
-                                        "If-Unmodified-Since) is not met.", status=412, code="ConditionNotMet")
-            b = body or {}
-            if action == "patch":
-                service.update_pool(ctx, pool, wire.spec_from_data_plane(b), replace=False)
-            elif action == "updateproperties":
-                service.update_pool(ctx, pool, {k: b.get(k) for k in ("startTask", "metadata",
-                                                                       "applicationPackageReferences",
-                                                                       "certificateReferences",
-                                                                       "targetNodeCommunicationMode") if k in b},
-                                    replace=True)
-            elif action == "resize":
-                service.resize_pool(ctx, s, pool, pools.scale_from_body({
-                    "targetDedicatedNodes": b.get("targetDedicatedNodes", pool.target_dedicated),
-                    "targetLowPriorityNodes": b.get("targetLowPriorityNodes", pool.target_low_priority),
-                    "resizeTimeout": b.get("resizeTimeout"),
-                    "nodeDeallocationOption": b.get("nodeDeallocationOption")}))
-            elif action == "stopresize":
-                pools.stop_resize(pool, ctx.clock)
-            elif action == "enableautoscale":
-                autoscaling.enable(pool, ctx.clock, b.get("autoScaleFormula"), b.get("autoScaleEvaluationInterval"))
-            elif action == "disableautoscale":
-                autoscaling.disable(pool, ctx.clock)
-            elif action == "removenodes":
-                node_list = b.get("nodeList")
-                if not isinstance(node_list, list):
-                    raise pools.missing("nodeList")
-                pools.remove_nodes(s, pool, ctx.clock, [str(n) for n in node_list],
-                                   pools.parse_timeout(b.get("resizeTimeout")),
-                                   pools.parse_deallocation(b.get("nodeDeallocationOption")))
-            elif action == "delete":
-                pools.begin_delete(pool, ctx.clock)
-            return pool.etag, pool.last_modified
+    def precondition(etag: str, modified: Any) -> None:
+        if _conditional_status(request, etag, modified) == 412:
+            raise errors.AzureError("A condition in the request (If-Match, If-None-Match, If-Modified-Since or "
+                                    "If-Unmodified-Since) is not met.", status=412, code="ConditionNotMet")
 
-    etag, modified = await in_thread(work)
+    etag, modified = await in_thread(lambda: pool_changes.apply(
+        br.svc.db, br.svc.compute_context(), br.account.key, pool_id, change, body or {},
+        authorize=lambda s: br.authorize(s, permission), precondition=precondition))
     br.svc.nudge("pools")
-    url = pool_url(br, pool_id)
-    if action == "patch":
-        return Response(status_code=200, headers=entity_headers(etag, modified, url))
-    if action == "updateproperties":
-        return Response(status_code=204, headers=entity_headers(etag, modified, url))
-    if action in ("enableautoscale", "disableautoscale"):
-        return Response(status_code=200, headers=entity_headers(etag, modified, url))
-    return accepted(url, etag, modified)
+    return br, etag, modified
+
+
+def _done(changed: tuple[BatchRequest, str, Any], pool_id: str, status: int = 200) -> Response:
+    br, etag, modified = changed
+    return Response(status_code=status, headers=entity_headers(etag, modified, pool_url(br, pool_id)))
+
+
+def _accepted(changed: tuple[BatchRequest, str, Any], pool_id: str) -> Response:
+    br, etag, modified = changed
+    return accepted(pool_url(br, pool_id), etag, modified)
 
 
 @router.patch("/pools/{pool_id}")
 async def patch_pool(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "patch", await read_body(request, shape=bodies.Pool))
+    body = await read_body(request, shape=bodies.Pool)
+    return _done(await _change(request, account, pool_id, pool_changes.patch, body), pool_id=pool_id)
 
 
 @router.post("/pools/{pool_id}/updateproperties")
 async def update_properties(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "updateproperties", await read_body(request, shape=bodies.Pool))
+    body = await read_body(request, shape=bodies.Pool)
+    return _done(await _change(request, account, pool_id, pool_changes.update_properties, body), pool_id, 204)
 
 
 @router.delete("/pools/{pool_id}")
 async def delete_pool(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "delete", None)
+    return _accepted(await _change(request, account, pool_id, pool_changes.delete, permission=DELETE), pool_id)
 
 
 @router.post("/pools/{pool_id}/resize")
 async def resize_pool(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "resize", await read_body(request, shape=bodies.PoolResize))
+    body = await read_body(request, shape=bodies.PoolResize)
+    return _accepted(await _change(request, account, pool_id, pool_changes.resize, body), pool_id=pool_id)
 
 
 @router.post("/pools/{pool_id}/stopresize")
 async def stop_resize(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "stopresize", None)
+    return _accepted(await _change(request, account, pool_id, pool_changes.stop_resize), pool_id=pool_id)
 
 
 @router.post("/pools/{pool_id}/removenodes")
 async def remove_nodes(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "removenodes", await read_body(request, shape=bodies.RemoveNodes))
+    body = await read_body(request, shape=bodies.RemoveNodes)
+    return _accepted(await _change(request, account, pool_id, pool_changes.remove_nodes, body), pool_id=pool_id)
 
 
 @router.post("/pools/{pool_id}/enableautoscale")
 async def enable_autoscale(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "enableautoscale", await read_body(request, shape=bodies.AutoScale))
+    body = await read_body(request, shape=bodies.AutoScale)
+    return _done(await _change(request, account, pool_id, pool_changes.enable_autoscale, body), pool_id=pool_id)
 
 
 @router.post("/pools/{pool_id}/disableautoscale")
 async def disable_autoscale(request: Request, account: str, pool_id: str) -> Response:
-    return await _mutate(request, account, pool_id, "disableautoscale", None)
+    return _done(await _change(request, account, pool_id, pool_changes.disable_autoscale), pool_id=pool_id)
 
 
 @router.post("/pools/{pool_id}/evaluateautoscale")
