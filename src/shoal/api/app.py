@@ -8,19 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shoal import __version__
-from shoal.api import errors, openapi
-from shoal.api.batch import jobs as batch_jobs
-from shoal.api.batch import nodes as batch_nodes
-from shoal.api.batch import pools as batch_pools
-from shoal.api.middleware import RequestContextMiddleware
-from shoal.api.routes import (
+from shoal.api import containers, errors, health, openapi
+from shoal.api.arm import (
     authorization,
     batch_mgmt,
     compute,
-    containers,
-    graph,
-    health,
-    identity,
     metadata,
     operations,
     resource_groups,
@@ -29,6 +21,12 @@ from shoal.api.routes import (
     usages,
     vm_images,
 )
+from shoal.api.batch import jobs as batch_jobs
+from shoal.api.batch import nodes as batch_nodes
+from shoal.api.batch import pools as batch_pools
+from shoal.api.identity import graph
+from shoal.api.identity import tokens as identity
+from shoal.api.middleware import RequestContextMiddleware
 from shoal.services import Services
 
 

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from shoal.api import arm
+from shoal.api.arm.operations import result_response
 from shoal.api.deps import arm_caller, authorize, in_thread, services
-from shoal.api.routes.operations import result_response
 from shoal.core import errors, ids, timefmt
 from shoal.domain import operations, resources
 from shoal.domain.batch import accounts, autoscaling, pools, service

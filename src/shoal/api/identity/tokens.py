@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from shoal.api.deps import in_thread, services
-from shoal.api.routes.graph import graph_audience
+from shoal.api.identity.graph import graph_audience
 from shoal.auth.tokens import ARM_AUDIENCES, BATCH_AUDIENCES, audience_for_scope
 from shoal.domain import identity
 

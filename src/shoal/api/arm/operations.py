@@ -57,7 +57,7 @@ def result_response(request: Request, op: models.Operation) -> Response:
 
 
 def _resource_body(request: Request, type_: str, target_id: str) -> dict[str, Any] | None:
-    from shoal.api.routes.compute import render
+    from shoal.api.arm.compute import render
     from shoal.domain import resources
     from shoal.domain.compute.registry import KINDS
 
