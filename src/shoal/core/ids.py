@@ -91,6 +91,9 @@ def parse(text: str, *, what: str = "resource id") -> ResourceId:
         raise errors.InvalidResourceId(f"The {what} '{text}' is not a valid ARM resource id. "
                                        "Expected /subscriptions/{sub}/resourceGroups/{group}/providers/...")
     parts = text.strip("/").split("/")
+    if any(part in (".", "..") or "\0" in part for part in parts):
+        raise errors.InvalidResourceId(f"The {what} '{text}' is not a valid ARM resource id: a segment is '.' or "
+                                       "'..', or holds a NUL.")
     bad = errors.InvalidResourceId(
         f"The {what} '{text}' is not a valid ARM resource id. "
         "Expected /subscriptions/{sub}/resourceGroups/{group}/providers/{namespace}/{type}/{name}."

@@ -9,8 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shoal.auth import rbac
-from shoal.core import errors
+from shoal.core import errors, ids
 from shoal.core.clock import Clock
+from shoal.domain import resource_groups
 from shoal.store import models
 
 ROLE_DEFINITION_PREFIX = "/providers/Microsoft.Authorization/roleDefinitions/"
@@ -23,6 +24,14 @@ class Caller:
     object_id: str
     app_id: str
     tenant_id: str
+
+
+def parse_scope(raw: str) -> ids.ResourceId:
+    """A role assignment's scope: an ARM id whose resource group, if any, has a valid name."""
+    scope = ids.parse("/" + raw.strip("/"), what="scope")
+    if scope.resource_group:
+        resource_groups.check_name(scope.resource_group)
+    return scope
 
 
 def role_definition_resource_id(subscription_id: str | None, role: rbac.RoleDefinition) -> str:

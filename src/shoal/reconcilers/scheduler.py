@@ -883,7 +883,7 @@ def _plan(task: models.Task, job: models.Job) -> dict[str, Any]:
     identity = task.spec.get("userIdentity") or {}
     if not isinstance(identity, dict) or not isinstance(identity.get("autoUser") or {}, dict):
         raise ValueError("userIdentity must be an object")
-    admin = str((identity.get("autoUser") or {}).get("elevationLevel", "nonadmin")).lower() == "admin"
+    admin = _is_admin(task.spec)
     constraints = task.spec.get("constraints") or {}
     if not isinstance(constraints, dict):
         raise ValueError("constraints must be an object")

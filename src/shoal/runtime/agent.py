@@ -144,12 +144,13 @@ class HostAgent:
                 try:
                     response = transfer_worker.Client(None, []).request("GET", uri)
                     if response.status >= 400:
-                        raise AgentError(f"Downloading the disk file '{_no_query(uri)}' failed with HTTP "
+                        raise AgentError(f"Downloading the disk file '{transfer_worker.public(uri)}' failed with HTTP "
                                          f"{response.status}.")
                     with open(target, "wb") as out:
                         shutil.copyfileobj(response, out, 1 << 20)
                 except (OSError, ValueError, http.client.HTTPException) as exc:
-                    raise AgentError(f"Downloading the disk file '{_no_query(uri)}' failed: {exc}.") from exc
+                    raise AgentError(f"Downloading the disk file '{transfer_worker.public(uri)}' failed: "
+                                     f"{exc}.") from exc
                 return self.layers.import_tar(target).digest
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -398,7 +399,3 @@ def _under_mnt(path: str) -> str:
         raise AgentError(f"{path} is not on the machine's temporary drive (/mnt)")
     return path[len("/mnt"):].lstrip("/")
 
-
-def _no_query(url: str) -> str:
-    """A URL without its query: signatures stay out of messages."""
-    return urllib.parse.urlunsplit(urllib.parse.urlsplit(url)._replace(query=""))

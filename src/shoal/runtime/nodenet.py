@@ -17,8 +17,8 @@ ports and a host must hold 2,500 nodes; instead the host routes:
   are unreachable, from the machines the host answers only the API port and ping at the gateway (its loopback
   services and its other addresses are not reachable, nor link-local addresses such as a cloud's metadata
   service at 169.254.169.254, which would hand out the host's credentials), and traffic leaving the space is
-  masqueraded so that
-  ``apt-get`` and ``pip`` work inside; inbound NAT endpoints are forwarded to their node (``nat_endpoints``).
+  masqueraded so that ``apt-get`` and ``pip`` work inside; inbound NAT endpoints are forwarded to their node
+  (``nat_endpoints``).
 
 One Shoal server owns an address space on a host: ``up()`` takes a lock on it, and a second server asking for
 the same space is refused with a message naming the flag that picks another.

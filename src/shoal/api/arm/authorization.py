@@ -11,9 +11,9 @@ from fastapi.responses import JSONResponse
 from shoal.api import arm
 from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.auth import rbac
-from shoal.core import errors, ids
+from shoal.core import errors
 from shoal.core.timefmt import format_timestamp
-from shoal.domain import authorization, resource_groups
+from shoal.domain import authorization
 from shoal.schemas.arm import RoleAssignmentPut
 from shoal.store import models
 
@@ -28,13 +28,7 @@ DEFINITION_READ = "Microsoft.Authorization/roleDefinitions/read"
 
 def _scope(raw: str) -> tuple[str, str]:
     """Validate an ARM scope path; returns (scope, subscription id)."""
-    scope = "/" + raw.strip("/")
-    if any(part in (".", "..") or "\0" in part for part in scope.split("/")):
-        raise errors.AzureError(f"The scope '{scope}' is not valid: it names '.' or '..' or holds a NUL.",
-                                status=400, code="InvalidScope")
-    parsed = ids.parse(scope, what="scope")
-    if parsed.resource_group:
-        resource_groups.check_name(parsed.resource_group)
+    parsed = authorization.parse_scope(raw)
     return str(parsed), parsed.subscription
 
 
