@@ -16,6 +16,7 @@ from shoal.auth.tokens import TokenService
 from shoal.config import Settings
 from shoal.core.clock import Clock
 from shoal.domain import containers, identity, resource_groups
+from shoal.domain import host as host_protocol
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.autoscaler import AutoScaler
@@ -47,7 +48,8 @@ class Services:
     identity: identity.DevIdentity
     runner: Runner
     catalog: Catalog
-    agent: HostAgent | None = None
+    # The host agent, as the control plane sees it: plain-data calls (``domain/host.py``), never runtime objects.
+    host: host_protocol.HostAgent | None = None
     _container_key: bytes | None = None
 
     @property
@@ -73,6 +75,15 @@ class Services:
     @property
     def subscription_id(self) -> str:
         return self.identity.subscription_id
+
+    def start(self) -> None:
+        """Start the control loops. Before any of them creates machines, the host re-finds its running machines
+        and clears what an interrupted create (a crash mid-boot) left behind; then whatever a previous process
+        left in progress resumes."""
+        if self.host is not None:
+            self.host.adopt()
+        self.runner.start()
+        self.runner.nudge()
 
     def nudge(self, name: str | None = None) -> None:
         self.runner.nudge(name)
@@ -144,9 +155,9 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
                                   address_space=settings.node_address_space)
         allocator.node_base_url = settings.node_base_url
         loops.append(allocator)
-        transfers = Transfers(agent.machines.run, settings.base_url, lambda: settings.node_base_url,
-                              ca_bundle=settings.tls_dir / "ca.pem")
-        scheduler = TaskScheduler(db, clock, agent, settings.base_url, transfers=transfers)
+        agent.transfers = Transfers(agent.machines.run, settings.base_url, lambda: settings.node_base_url,
+                                    ca_bundle=settings.tls_dir / "ca.pem")
+        scheduler = TaskScheduler(db, clock, agent, settings.base_url)
         scheduler.node_base_url = settings.node_base_url
         loops.append(scheduler)
         scaler = AutoScaler(db, clock, agent, limits=settings.image_limits)

@@ -34,12 +34,7 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_reconcilers:
-            if svc.agent is not None:
-                # Before any reconciler creates machines: re-find running machines and clear what an
-                # interrupted create (a crash mid-boot) left behind.
-                svc.agent.adopt()
-            svc.runner.start()
-            svc.runner.nudge()  # resume whatever a previous process left in progress
+            svc.start()
         try:
             yield
         finally:

@@ -119,7 +119,7 @@ def serve(
     from shoal import services
     from shoal.api.app import create_app
     from shoal.auth.tls import ensure_tls
-    from shoal.runtime.agent import AgentError
+    from shoal.core.hosterrors import AgentError
 
     if (cert is None) != (key is None):
         console.print("[red]--cert and --key must be given together.[/red]")
@@ -166,8 +166,8 @@ def serve(
     else:
         cert_file, key_file, ca_bundle = cert, key, cert
     info = _connection_info(settings, ca_bundle, svc.identity)
-    if svc.agent is not None:
-        info = dataclasses.replace(info, isolation=svc.agent.isolation, isolation_level=svc.agent.isolation_level)
+    if svc.host is not None:
+        info = dataclasses.replace(info, isolation=svc.host.isolation, isolation_level=svc.host.isolation_level)
     info.save(settings.state_dir / "server.json")
     info.render(console, "Shoal is starting")
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
@@ -591,8 +591,8 @@ def layers_gc(state_dir: StateDir = default_state_dir(), database_url: DatabaseU
 
     settings = _settings(state_dir, database_url, store_dir_override=store_dir)
     svc = services.build(settings, with_runtime=True)
-    assert svc.agent is not None
-    removed = collect_garbage(svc.db, svc.agent, grace)
+    assert svc.host is not None
+    removed = collect_garbage(svc.db, svc.host, grace)
     svc.db.dispose()
     print(json.dumps({"removed": removed}))
 

@@ -21,8 +21,7 @@ from sqlalchemy import delete, func, select
 from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.domain.batch import autoscaling, image_rules, natpools, pools, vmsizes
-from shoal.runtime import usage
-from shoal.runtime.agent import HostAgent
+from shoal.domain.host import HostAgent
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -37,7 +36,7 @@ class AutoScaler:
         self.db, self.clock, self.agent = db, clock, agent
         self.limits = limits or image_rules.ImageLimits()
         self._last_sample: datetime | None = None
-        self._previous: dict[str, dict[int, usage.ProcessUsage]] = {}  # machine -> pid -> counters
+        self._previous: dict[str, dict[str, dict[str, float]]] = {}  # machine -> pid -> counters
         self._previous_cgroups: dict[str, tuple[float, float]] = {}  # machine -> (cpu seconds, monotonic time)
         self.nudge: Any = None
 
@@ -72,12 +71,11 @@ class AutoScaler:
                 last = s.scalar(select(func.max(models.PoolSample.taken_at)).where(
                     models.PoolSample.pool_key == key))
                 plan.append((pool, [n.machine_id for n in nodes], _task_counts(s, pool, last)))
-        inits = {m: pid for _, machines, _ in plan for m in machines
-                 if (pid := getattr(self.agent.machines, "init_pid", lambda _m: None)(m))}
-        seen = usage.scan(inits) if inits else {}
+        samples = self.agent.usage_samples(sorted({m for _, machines, _ in plan for m in machines}))
+        seen = {m: sample["processes"] for m, sample in samples.items()}
         # CPU time and memory from each node's cgroup where it has one (hardened hosts): exact, including
         # processes that started and ended between two samples.
-        cgroups = {m: found for _, machines, _ in plan for m in machines if (found := self.agent.usage(m))}
+        cgroups = {m: sample["cgroup"] for m, sample in samples.items() if sample.get("cgroup")}
         rows = []
         for pool, machines, tasks in plan:
             data: dict[str, float] = dict(tasks)
@@ -89,7 +87,7 @@ class AutoScaler:
             s.add_all(rows)
             s.execute(delete(models.PoolSample).where(models.PoolSample.taken_at < now - autoscaling.HISTORY))
 
-    def _node_metrics(self, pool: models.Pool, machines: list[str], seen: dict[str, dict[int, usage.ProcessUsage]],
+    def _node_metrics(self, pool: models.Pool, machines: list[str], seen: dict[str, dict[str, dict[str, float]]],
                       cgroups: dict[str, dict[str, float]]) -> dict[str, float]:
         period = autoscaling.SAMPLE_PERIOD.total_seconds()
         cores = vmsizes.SIZES.get(str(pool.spec.get("vmSize", "")).lower())
@@ -105,16 +103,16 @@ class AutoScaler:
                 cpu.append(min(100.0, 100.0 * max(0.0, used) / max(since, 1e-3) / per_node_cores))
                 memory += group["memoryBytes"]
             else:
-                ticks = sum(max(0, p.cpu_ticks - (before[pid].cpu_ticks if pid in before else 0))
-                            for pid, p in now_procs.items())
-                cpu.append(min(100.0, 100.0 * ticks / usage.TICKS / period / per_node_cores))
-                memory += sum(p.rss_bytes for p in now_procs.values())
+                used = sum(max(0.0, p["cpuSeconds"] - (before[pid]["cpuSeconds"] if pid in before else 0.0))
+                           for pid, p in now_procs.items())
+                cpu.append(min(100.0, 100.0 * used / period / per_node_cores))
+                memory += sum(p["rssBytes"] for p in now_procs.values())
             for pid, p in now_procs.items():
-                old = before.get(pid, usage.ProcessUsage())
-                read_b += max(0, p.read_bytes - old.read_bytes)
-                write_b += max(0, p.write_bytes - old.write_bytes)
-                read_ops += max(0, p.read_ops - old.read_ops)
-                write_ops += max(0, p.write_ops - old.write_ops)
+                old = before.get(pid, {})
+                read_b += max(0, p["readBytes"] - old.get("readBytes", 0))
+                write_b += max(0, p["writeBytes"] - old.get("writeBytes", 0))
+                read_ops += max(0, p["readOps"] - old.get("readOps", 0))
+                write_ops += max(0, p["writeOps"] - old.get("writeOps", 0))
         count = len(machines)
         return {"CPUPercent": sum(cpu) / count if count else 0.0, "WallClockSeconds": count * period,
                 "MemoryBytes": memory / count if count else 0.0, "DiskBytes": 0.0, "DiskReadBytes": read_b,

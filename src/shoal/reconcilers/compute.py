@@ -15,14 +15,14 @@ from sqlalchemy import select
 
 from shoal.core import errors, ids
 from shoal.core.clock import Clock
+from shoal.core.hosterrors import AgentError, LayerError
 from shoal.domain import network, resources
 from shoal.domain.batch import vmsizes
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import galleries, service, sources, vms
 from shoal.domain.compute.kinds import ResourceKind
+from shoal.domain.host import HostAgent
 from shoal.reconcilers.operations import Handler, OperationWork, Outcome
-from shoal.runtime.agent import AgentError, HostAgent
-from shoal.runtime.layers import LayerError
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -96,7 +96,7 @@ class ComputeWork:
             return Outcome(True)
         layers = list(row.internal.get("layers") or []) + ([digest] if digest else [])
         if row.type_key == sources.DISKS.lower():
-            self.agent.disk_dirs(row.internal["upper"])
+            self.agent.prepare_disk(row.internal["upper"])
         self._succeed(work.target_id, layers=layers)
         return Outcome(True)
 
@@ -121,7 +121,7 @@ class ComputeWork:
         else:
             self._succeed(work.target_id, layers=[digest])
         if row.type_key == sources.DISKS.lower():
-            self.agent.disk_dirs(row.internal["upper"])
+            self.agent.prepare_disk(row.internal["upper"])
         return Outcome(True)
 
     def delete_disk(self, work: OperationWork) -> Outcome:

@@ -18,8 +18,8 @@ from shoal.core.clock import Clock
 from shoal.domain import operations
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import sources, vms
+from shoal.domain.host import HostAgent
 from shoal.reconcilers.compute import ComputeWork
-from shoal.runtime.agent import HostAgent
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -54,7 +54,7 @@ class MachineReconciler:
                     self.agent.boot(self.work.machine_of(vm))
                 except Exception:
                     log.exception("could not boot VM %s", vm.id)
-        strays = set(self.agent.machines.list()) - wanted - self.other_machines()
+        strays = set(self.agent.machine_ids()) - wanted - self.other_machines()
         if strays:
             # The VMs were read before the machines were listed: a VM created in between (its machine booted
             # since) is owned all the same. Read them again now that the list is taken.
@@ -99,8 +99,8 @@ def collect_garbage(db: Database, agent: HostAgent, grace: float) -> list[str]:
     """Mark and sweep: referenced layers stay, and so do layers younger than ``grace`` seconds (a capture
     that has produced a layer but not yet recorded it must not lose it)."""
     referenced = referenced_layers(db)
-    young = {d for d in agent.layers.digests() if time.time() - agent.layers.blob(d).stat().st_mtime < grace}
-    removed = agent.gc_layers(referenced | young)
+    young = {layer["digest"] for layer in agent.layer_inventory() if layer["ageSeconds"] < grace}
+    removed = agent.gc_layers(sorted(referenced | young))
     if removed:
         log.info("garbage-collected %d unreferenced layers", len(removed))
     return removed

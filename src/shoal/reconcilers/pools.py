@@ -42,9 +42,9 @@ from shoal.domain.batch import allocation, natpools, pools, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
 from shoal.domain.compute import galleries, usage
+from shoal.domain.host import HostAgent
 from shoal.reconcilers.base import release_claims
 from shoal.reconcilers.faults import Faults, FaultSource
-from shoal.runtime.agent import HostAgent
 from shoal.store import models
 from shoal.store.db import Database
 

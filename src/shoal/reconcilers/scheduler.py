@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -26,12 +25,11 @@ from sqlalchemy import select
 
 from shoal.core import etags, timefmt
 from shoal.core.clock import Clock
+from shoal.core.hosterrors import TransferError
 from shoal.domain.batch import exits, jobtasks, pools, taskfiles, tasks
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
-from shoal.runtime.agent import HostAgent
-from shoal.runtime.machines import read_exit_file
-from shoal.runtime.transfers import TransferError, Transfers
+from shoal.domain.host import HostAgent
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -57,11 +55,9 @@ class Finished:
 class TaskScheduler:
     name = "tasks"
 
-    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256,
-                 transfers: Transfers | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256) -> None:
         self.db, self.clock, self.agent, self.base_url = db, clock, agent, base_url
         self.node_base_url = base_url  # Shoal's origin as nodes reach it (their gateway, with networks of their own)
-        self.transfers = transfers
         self._waiters = ThreadPoolExecutor(workers, thread_name_prefix="task-wait")
         self._done: queue.Queue[Finished] = queue.Queue()
         self._running: dict[str, tuple[str, int]] = {}  # task key -> (attempt, pid)
@@ -283,18 +279,17 @@ class TaskScheduler:
         task's user; the parents by the node's root)."""
         self.agent.make_dirs(machine, [str(Path(task_dir).parent)])
         self.agent.make_dirs(machine, [task_dir, f"{task_dir}/wd"], inside_uid=0 if admin else NOBODY)
-        Path(self.agent.exit_file(machine, task_dir)).unlink(missing_ok=True)
+        self.agent.clear_exit(machine, task_dir)
 
     def _spawn(self, machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
                timeout: float | None) -> int:
         """Start a command in a node's machine: cwd the task's wd, output in its directory, the final status
         where the agent keeps it."""
         self._prepare_dir(machine, task_dir, admin)
-        started = self.agent.machines.spawn(
+        return self.agent.spawn(
             machine, node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
             user=_task_user(admin), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
-            timeout=timeout, exit_file=self.agent.exit_file(machine, task_dir))
-        return int(started["pid"])
+            timeout=timeout, exit_key=task_dir)
 
     def _launch(self, launch: dict[str, Any]) -> int | None:
         try:
@@ -317,9 +312,8 @@ class TaskScheduler:
                 return
             self._prepare_dir(launch["machine"], launch["task_dir"], launch["admin"])
             try:
-                assert self.transfers is not None, "task file transfers are not configured"
                 for resource in launch["resources"]:
-                    self.transfers.download(launch["machine"], resource, f"{launch['task_dir']}/wd",
+                    self.agent.download_resource(launch["machine"], resource, f"{launch['task_dir']}/wd",
                                             _task_user(launch["admin"]))
             except TransferError as exc:
                 self._finish(Finished(key, attempt, None, failure=exc.failure_info()))
@@ -391,12 +385,12 @@ class TaskScheduler:
         admin = _is_admin(spec)
         try:
             self._prepare_dir(machine, task_dir, admin)
-            if self.transfers is not None:
+            if self.agent.transfers_enabled:
                 for resource in spec.get("resourceFiles") or []:
-                    self.transfers.download(machine, resource, f"{task_dir}/wd", _task_user(admin))
+                    self.agent.download_resource(machine, resource, f"{task_dir}/wd", _task_user(admin))
             pid = self._spawn(machine, task_dir, str(spec.get("commandLine", "")), launch["env"], admin,
                               jobtasks.timeout(spec, is_release=kind == "release"))
-            result = self.agent.machines.wait(pid) or {}
+            result = self.agent.wait(pid) or {}
         except TransferError as exc:
             return {"result": "failure", "failureInfo": exc.failure_info()}
         except Exception as exc:
@@ -460,7 +454,7 @@ class TaskScheduler:
     def _upload_outputs(self, item: Finished, machine: str, task_dir: str, outputs: list[dict[str, Any]],
                         env: dict[str, str], admin: bool) -> Finished:
         """Upload the output files the attempt's outcome asks for; a failed upload fails the task."""
-        if not outputs or self.transfers is None:
+        if not outputs or not self.agent.transfers_enabled:
             return item
         failed = item.exit_code != 0 or item.timed_out or item.error is not None
         lines: list[str] = []
@@ -469,7 +463,7 @@ class TaskScheduler:
             if not taskfiles.wants_upload(output, item.exit_code, failed):
                 continue
             try:
-                self.transfers.upload(machine, output, env, _task_user(admin), lines.append)
+                lines += self.agent.upload_output(machine, output, env, _task_user(admin))["log"]
             except TransferError as exc:
                 lines.append(f"ERROR {exc.code}: {exc.message}")
                 failure = failure or exc.failure_info()
@@ -492,7 +486,7 @@ class TaskScheduler:
     def _await(self, key: str, attempt: str, pid: int) -> Finished:
         """Wait for an attempt's process to end; it is no longer killable then."""
         try:
-            result = self.agent.machines.wait(pid) or {}
+            result = self.agent.wait(pid) or {}
             item = Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
         except Exception as exc:
             item = Finished(key, attempt, None, error=str(exc))
@@ -717,7 +711,7 @@ class TaskScheduler:
             entry = self._running.get(task_key)
         if entry is not None:
             try:
-                self.agent.machines.kill(entry[1])
+                self.agent.kill(entry[1])
             except Exception:
                 log.exception("could not kill task %s", task_key)
 
@@ -738,13 +732,11 @@ class TaskScheduler:
         for key, attempt, pid, node_key, node_info, outputs, env, admin in stuck:
             assert attempt is not None
             machine = machines.get(node_key or "")
-            exit_file = None
-            if machine and node_info:
-                exit_file = Path(self.agent.exit_file(
-                    machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}"))
-            status = read_exit_file(exit_file) if exit_file is not None else None
+            exit_key = f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}" if machine and node_info else None
+            status = self.agent.read_exit(machine, exit_key) if machine and exit_key else None
             # The pid may not have been recorded yet when the server died: find the helper by its exit file.
-            live = _helper_for(exit_file, pid) if exit_file is not None and status is None else None
+            live = self.agent.find_spawned(machine, exit_key, pid) if machine and exit_key and status is None \
+                else None
             # Output files of an attempt that ended while the server was down are uploaded now.
             after = (machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}", outputs, env, admin) \
                 if machine and node_info and outputs else None
@@ -755,18 +747,18 @@ class TaskScheduler:
                 else:
                     self._waiters.submit(self._upload_and_finish, item, after)
             elif live is not None and machine and self.agent.status(machine) == "running":
-                self._waiters.submit(self._poll_exit_file, key, attempt, live, exit_file, after)
+                self._waiters.submit(self._poll_exit, key, attempt, live, machine, exit_key, after)
             else:
                 self._done.put(Finished(key, attempt, None, lost=True))
 
     def _upload_and_finish(self, item: Finished, after: _After) -> None:
         self._finish(self._upload_outputs(item, *after))
 
-    def _poll_exit_file(self, key: str, attempt: str, pid: int, exit_file: Path | None,
-                        after: _After | None) -> None:
-        while _alive(pid):
+    def _poll_exit(self, key: str, attempt: str, pid: int, machine: str, exit_key: str | None,
+                   after: _After | None) -> None:
+        while self.agent.alive(pid):
             time.sleep(0.2)
-        status = read_exit_file(exit_file) if exit_file is not None else None
+        status = self.agent.read_exit(machine, exit_key) if exit_key is not None else None
         if status is None:
             self._finish(Finished(key, attempt, None, lost=True))
             return
@@ -817,31 +809,6 @@ def _recovered_env(s: Any, task: models.Task) -> dict[str, str]:
                  *(task.spec.get("environmentSettings") or [])]:
         env[str(item.get("name"))] = str(item.get("value", ""))
     return env
-
-
-def _helper_for(exit_file: Path, pid: int | None) -> int | None:
-    """The pid of the live helper process writing ``exit_file`` (its command line names the file)."""
-    needle = str(exit_file).encode()
-    candidates = [pid] if pid else []
-    candidates += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    for candidate in candidates:
-        try:
-            argv = Path(f"/proc/{candidate}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"join" in argv and needle in argv:
-            return candidate
-    return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # What uploading an attempt's output files needs after a restart: machine, task dir, outputs, env, admin.

@@ -15,15 +15,18 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from shoal.runtime import idranges, nodefiles, safepath, sandbox, transfer_worker
+from shoal.core.hosterrors import AgentError
+from shoal.runtime import idranges, nodefiles, safepath, sandbox, transfer_worker, usage
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
     DiskMount,
@@ -33,16 +36,16 @@ from shoal.runtime.machines import (
     NamespaceRuntime,
     ProcessRuntime,
     detect_runtime,
+    read_exit_file,
 )
 from shoal.runtime.marketplace import BaseProvider, Catalog
 from shoal.runtime.replicas import ReplicaError, ReplicaStore
 from shoal.runtime.sandbox import SandboxOptions, SandboxUnavailable
+from shoal.runtime.transfers import Transfers
 
 log = logging.getLogger(__name__)
-
-
-class AgentError(Exception):
-    """Work the agent could not do; the message says what went wrong and what to try."""
+# Download tokens are long random names (secrets.token_urlsafe): nothing else names an export file.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 class HostAgent:
@@ -75,6 +78,8 @@ class HostAgent:
             raise AgentError(str(exc)) from exc
         # URLs under this prefix are Shoal's own downloads; they are read from the store directly.
         self.download_root = download_root
+        # Resource-file downloads and output uploads, run inside nodes (set by the wiring, which knows the URLs).
+        self.transfers: Transfers | None = None
 
     @property
     def isolation(self) -> str:
@@ -115,6 +120,10 @@ class HostAgent:
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
         return upper, work
+
+    def prepare_disk(self, upper_id: str) -> None:
+        """Make the disk's writable layer (an empty disk, or one made from a copy or an import)."""
+        self.disk_dirs(upper_id)
 
     def delete_disk(self, upper_id: str) -> None:
         shutil.rmtree(self.store_dir / "disks" / upper_id, ignore_errors=True)
@@ -227,8 +236,27 @@ class HostAgent:
         (self.store_dir / "exports" / f"{token}.tar").unlink(missing_ok=True)
 
     def export_path(self, token: str) -> Path | None:
+        if not _TOKEN.fullmatch(token):
+            return None
         path = self.store_dir / "exports" / f"{token}.tar"
         return path if path.is_file() else None
+
+    def export_size(self, token: str) -> int | None:
+        """The size of a disk file handed out for download (None: unknown or revoked token)."""
+        path = self.export_path(token)
+        try:
+            return path.stat().st_size if path is not None else None
+        except OSError:
+            return None
+
+    def read_export(self, token: str, start: int, length: int) -> bytes:
+        """``length`` bytes of a disk file from ``start`` (fewer at its end)."""
+        path = self.export_path(token)
+        if path is None:
+            raise AgentError("The download link is unknown or has been revoked.")
+        with open(path, "rb") as f:
+            f.seek(max(0, start))
+            return f.read(max(0, length))
 
     # --- bases and machines --------------------------------------------------------------------------------
     def base_path(self, base: dict[str, Any]) -> str:
@@ -293,12 +321,72 @@ class HostAgent:
     def status(self, machine_id: str) -> str:
         return self.machines.status(machine_id)
 
+    def machine_ids(self) -> list[str]:
+        """Every machine this host keeps (running or not)."""
+        return list(self.machines.list())
+
+    def usage_samples(self, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What each machine uses now, for autoscale metrics: ``{"cgroup": {"cpuSeconds", "memoryBytes"} or None,
+        "processes": {pid: {"cpuSeconds", "rssBytes", "readBytes", "writeBytes", "readOps", "writeOps"}}}``."""
+        init_pid = getattr(self.machines, "init_pid", None)
+        inits = {m: pid for m in machine_ids if init_pid is not None and (pid := init_pid(m))}
+        seen = usage.scan(inits) if inits else {}
+        return {m: {"cgroup": self.usage(m), "processes": {
+            str(pid): {"cpuSeconds": p.cpu_ticks / usage.TICKS, "rssBytes": p.rss_bytes, "readBytes": p.read_bytes,
+                       "writeBytes": p.write_bytes, "readOps": p.read_ops, "writeOps": p.write_ops}
+            for pid, p in seen.get(m, {}).items()}} for m in machine_ids}
+
     def run(self, machine_id: str, argv: list[str], *, env: dict[str, str], cwd: str = "/",
             timeout: float | None = None, user: str | None = None, stdout: str | None = None,
             stderr: str | None = None) -> dict[str, Any]:
         """Run a command inside a machine and wait; ``stdout``/``stderr`` are host paths of output files."""
         return dict(self.machines.run(machine_id, argv, env=env, cwd=cwd, timeout=timeout, user=user, stdout=stdout,
                                       stderr=stderr))
+
+    def spawn(self, machine_id: str, argv: list[str], *, env: dict[str, str], cwd: str, user: str | None,
+              stdout: str, stderr: str, timeout: float | None, exit_key: str) -> int:
+        """Start a command in a machine without waiting; its final status is kept under ``exit_key`` (out of the
+        machine's reach), so it survives a restart of the server. Returns the pid to wait for or kill."""
+        started = self.machines.spawn(machine_id, argv, env=env, cwd=cwd, user=user, stdout=stdout, stderr=stderr,
+                                      timeout=timeout, exit_file=self._exit_file(machine_id, exit_key))
+        return int(started["pid"])
+
+    def wait(self, pid: int) -> dict[str, Any] | None:
+        return self.machines.wait(pid)
+
+    def kill(self, pid: int) -> None:
+        self.machines.kill(pid)
+
+    def alive(self, pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def read_exit(self, machine_id: str, exit_key: str) -> dict[str, Any] | None:
+        """The final status of a spawned command (None while it runs, or if it never wrote one)."""
+        return read_exit_file(self._exit_file(machine_id, exit_key))
+
+    def clear_exit(self, machine_id: str, exit_key: str) -> None:
+        Path(self._exit_file(machine_id, exit_key)).unlink(missing_ok=True)
+
+    def find_spawned(self, machine_id: str, exit_key: str, pid: int | None) -> int | None:
+        """The pid of the live helper still running the command spawned with ``exit_key`` (its command line names
+        the exit file): after a restart the recorded pid may be missing."""
+        needle = self._exit_file(machine_id, exit_key).encode()
+        candidates = [pid] if pid else []
+        candidates += [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+        for candidate in candidates:
+            try:
+                argv = Path(f"/proc/{candidate}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"join" in argv and needle in argv:
+                return candidate
+        return None
 
     def temp_dir(self, machine_id: str) -> Path:
         """The host directory behind the machine's temporary drive (/mnt inside)."""
@@ -344,7 +432,7 @@ class HostAgent:
         """Write a file under the machine's /mnt (e.g. an upload log), as a user of the machine."""
         safepath.write_beneath(self.temp_dir(machine_id), _under_mnt(path), data, self.owner(machine_id, inside_uid))
 
-    def exit_file(self, machine_id: str, key: str) -> str:
+    def _exit_file(self, machine_id: str, key: str) -> str:
         """Where the final status of a command is kept (out of the machine's reach: it is written with the
         host's rights)."""
         directory = self.store_dir / "machines" / machine_id / "exits"
@@ -386,10 +474,40 @@ class HostAgent:
                 lowers.update(disk.lower)
         return lowers
 
-    def gc_layers(self, referenced: set[str]) -> list[str]:
+    def layer_inventory(self) -> list[dict[str, Any]]:
+        """Every layer this host stores, with its age in seconds."""
+        now, found = time.time(), []
+        for digest in self.layers.digests():
+            try:
+                found.append({"digest": digest, "ageSeconds": now - self.layers.blob(digest).stat().st_mtime})
+            except OSError:
+                continue  # collected meanwhile
+        return found
+
+    def gc_layers(self, referenced: list[str]) -> list[str]:
         """Collect unreferenced layers, and retired replicas no machine mounts any more."""
         self.replicas.sweep(self._mounted_lowers())
-        return self.layers.gc(referenced | self.bases.referenced_digests())
+        return self.layers.gc(set(referenced) | self.bases.referenced_digests())
+
+    # --- task file transfers (inside the node, as the task's user) ----------------------------------------------
+    @property
+    def transfers_enabled(self) -> bool:
+        return self.transfers is not None
+
+    def download_resource(self, machine_id: str, resource: dict[str, Any], wd: str, user: str | None) -> list[str]:
+        """Fetch one ``resourceFiles`` entry into ``wd`` (inside the node) as ``user``; the files written."""
+        if self.transfers is None:
+            raise AgentError("Task file transfers are not configured on this host.")
+        return self.transfers.download(machine_id, resource, wd, user)
+
+    def upload_output(self, machine_id: str, output: dict[str, Any], env: dict[str, str],
+                      user: str | None) -> dict[str, Any]:
+        """Upload what one ``outputFiles`` entry matches: ``{"files": count, "log": [lines]}``."""
+        if self.transfers is None:
+            raise AgentError("Task file transfers are not configured on this host.")
+        lines: list[str] = []
+        count = self.transfers.upload(machine_id, output, env, user, lines.append)
+        return {"files": count, "log": lines}
 
 
 

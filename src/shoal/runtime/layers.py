@@ -69,6 +69,8 @@ from typing import BinaryIO, cast
 
 import zstandard
 
+from shoal.core.hosterrors import LayerError
+
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # Written by overlayfs only with redirect_dir=on / metacopy=on: then part of the layer's content lives in the
 # LOWER layers, and the upper alone is not a layer. Machines must mount with redirect_dir=off,metacopy=off.
@@ -95,10 +97,6 @@ _HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12s")
 _MAX_ID = 0o7777777
 _MAX_NUM = 0o77777777777
 _DEV_ZERO = b"0000000\x00"
-
-
-class LayerError(Exception):
-    """Bad input (path traversal, device file, corrupt archive, digest mismatch...); the message says what."""
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from shoal.core.hosterrors import TransferError
 
 WORKER = Path(__file__).with_name("transfer_worker.py")
 TIMEOUT = 3600.0  # one transfer job (one resourceFiles or outputFiles entry)
@@ -28,20 +29,6 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # run(machine_id, argv, env=, cwd=, user=, stdin=, timeout=) -> {"exitCode", "stdout", "stderr", "error"...}
 Runner = Callable[..., dict[str, Any]]
-
-
-@dataclass
-class TransferError(Exception):
-    """A download or upload that failed, as the task's ``failureInfo`` will show it."""
-
-    code: str
-    message: str
-    category: str = "usererror"
-    details: tuple[tuple[str, str], ...] = ()
-
-    def failure_info(self) -> dict[str, Any]:
-        return {"category": self.category, "code": self.code, "message": self.message,
-                "details": [{"name": k, "value": v} for k, v in self.details]}
 
 
 class Transfers:

@@ -3,7 +3,9 @@ plus VM actions. Routes stay thin: authenticate, parse, call one domain function
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +26,7 @@ router = APIRouter()
 
 RG = "/subscriptions/{subscription_id}/resourceGroups/{group}/providers/Microsoft.Compute"
 SUB = "/subscriptions/{subscription_id}/providers/Microsoft.Compute"
+DOWNLOAD_PIECE = 1 << 20
 
 
 def render(kind: ResourceKind, row: models.Resource, *, expand: str = "") -> dict[str, Any]:
@@ -280,15 +283,28 @@ def _register_access(collection: str) -> None:
 
 @router.get("/downloads/{token}/{filename}")
 async def download(request: Request, token: str, filename: str) -> Response:
-    """A disk file handed out by beginGetAccess; the secret token in the URL is the credential (like a SAS)."""
-    from fastapi.responses import FileResponse
+    """A disk file handed out by beginGetAccess; the secret token in the URL is the credential (like a SAS).
+    The host agent keeps the file; it is streamed from there in pieces."""
+    from fastapi.responses import StreamingResponse
 
-    agent = services(request).agent
-    path = agent.export_path(token) if agent is not None and len(token) >= 32 else None
-    if path is None:
+    host = services(request).host
+    size = await in_thread(lambda: host.export_size(token)) if host is not None else None
+    if host is None or size is None:
         raise errors.AzureError("The download link is unknown or has been revoked (endGetAccess).", status=404,
                                 code="BlobNotFound")
-    return FileResponse(path, media_type="application/x-tar", filename=filename)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        offset = 0
+        while offset < size:
+            piece = await in_thread(functools.partial(host.read_export, token, offset, DOWNLOAD_PIECE))
+            if not piece:
+                return
+            offset += len(piece)
+            yield piece
+
+    return StreamingResponse(pieces(), media_type="application/x-tar", headers={
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"'})
 
 
 def _register_action(action: str) -> None:

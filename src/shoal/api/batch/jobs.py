@@ -315,7 +315,7 @@ def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[str, str, s
             and task.execution_info.get("endTime"):
         raise errors.AzureError("The files of the specified task are cleaned up (its retentionTime has passed).",
                                 status=409, code="TaskFilesCleanedup")
-    if node is None or not task.node_info or br.svc.agent is None:
+    if node is None or not task.node_info or br.svc.host is None:
         raise errors.AzureError("The task has not run on a node yet, so it has no files.", status=404,
                                 code="TaskFileNotFound" if node is None else "FileNotFound")
     return node.machine_id, f"batch/tasks/{task.node_info['taskRootDirectory']}", \
@@ -331,8 +331,8 @@ async def list_task_files(request: Request, account: str, job_id: str, task_id: 
             br.authorize(s, READ)
         machine_id, root, url = _task_root(br, job_id, task_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        assert br.svc.agent is not None
-        return files.listing(br.svc.agent, machine_id, root, url, recursive=recursive)
+        assert br.svc.host is not None
+        return files.listing(br.svc.host, machine_id, root, url, recursive=recursive)
 
     return page(request, _filter_select(request, await in_thread(work)), f"{br.account_url}/$metadata#files")
 
@@ -345,8 +345,8 @@ async def task_file(request: Request, account: str, job_id: str, task_id: str, f
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
         machine_id, root, url = _task_root(br, job_id, task_id)
-        assert br.svc.agent is not None
-        return files.handle(request.method, br.svc.agent, machine_id, root, url, file_path,
+        assert br.svc.host is not None
+        return files.handle(request.method, br.svc.host, machine_id, root, url, file_path,
                             ocp_range=request.headers.get("ocp-range"),
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 

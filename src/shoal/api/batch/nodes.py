@@ -23,7 +23,7 @@ WRITE = "Microsoft.Batch/batchAccounts/pools/write"
 
 
 def render(br: BatchRequest, pool: models.Pool, node: models.Node) -> dict[str, Any]:
-    isolation = br.svc.agent.isolation if br.svc.agent is not None else "unknown"
+    isolation = br.svc.host.isolation if br.svc.host is not None else "unknown"
     return wire.data_plane_node(node, pool, f"{pool_url(br, pool.pool_id)}/nodes/{node.node_id}",
                                 timefmt.format_timestamp, isolation)
 
@@ -129,8 +129,8 @@ async def list_files(request: Request, account: str, pool_id: str, node_id: str)
             br.authorize(s, READ)
         machine_id, url = _node_root(br, pool_id, node_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        assert br.svc.agent is not None
-        return files.listing(br.svc.agent, machine_id, NODE_FILES, url, recursive=recursive)
+        assert br.svc.host is not None
+        return files.listing(br.svc.host, machine_id, NODE_FILES, url, recursive=recursive)
 
     items = _filter_select(request, await in_thread(work))
     return page(request, items, f"{br.account_url}/$metadata#files")
@@ -144,8 +144,8 @@ async def node_file(request: Request, account: str, pool_id: str, node_id: str, 
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
         machine_id, url = _node_root(br, pool_id, node_id)
-        assert br.svc.agent is not None
-        return files.handle(request.method, br.svc.agent, machine_id, NODE_FILES, url, file_path,
+        assert br.svc.host is not None
+        return files.handle(request.method, br.svc.host, machine_id, NODE_FILES, url, file_path,
                             ocp_range=request.headers.get("ocp-range"),
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 

@@ -1,0 +1,29 @@
+"""What the host agent's calls fail with, shared by the agent (``runtime/``) and its callers (``domain/``,
+``reconcilers/``): plain exceptions with plain data, so a remote host agent can send them back over a wire."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class AgentError(Exception):
+    """Work the agent could not do; the message says what went wrong and what to try."""
+
+
+class LayerError(Exception):
+    """Bad input (path traversal, device file, corrupt archive, digest mismatch...); the message says what."""
+
+
+@dataclass
+class TransferError(Exception):
+    """A download or upload that failed, as the task's ``failureInfo`` will show it."""
+
+    code: str
+    message: str
+    category: str = "usererror"
+    details: tuple[tuple[str, str], ...] = ()
+
+    def failure_info(self) -> dict[str, Any]:
+        return {"category": self.category, "code": self.code, "message": self.message,
+                "details": [{"name": k, "value": v} for k, v in self.details]}
