@@ -5,7 +5,7 @@ AZVENV := .venv-az
 PY := $(VENV)/bin/python
 STATE_DIR ?= $(HOME)/.shoal
 
-.PHONY: run test lint typecheck unit venv az clean bench quickstart fuzz
+.PHONY: run test lint typecheck unit venv az clean clean-test-cache bench quickstart fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ quickstart: venv
 
 clean:
 	rm -rf $(VENV) $(AZVENV) .pytest_cache .mypy_cache .ruff_cache
+
+## The Debian base builds the tests keep in their scratch directory (SHOAL_TEST_TMP, default /dev/shm) for later runs.
+clean-test-cache:
+	rm -rf $${SHOAL_TEST_TMP:-/dev/shm}/shoal-base-cache $${SHOAL_TEST_TMP:-/dev/shm}/shoal-debian-cache
 
 ## A longer fuzzing campaign than the test suite's (examples per operation: FUZZ_EXAMPLES).
 fuzz: venv

@@ -116,6 +116,29 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"az: {az_executable() or 'missing'}"]
 
 
+KEPT_CACHES = ("shoal-base-cache", "shoal-debian-cache")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say what the run keeps on purpose (the Debian base builds later runs reuse), how big, and how to free it."""
+    kept = [(path, _size(path)) for name in KEPT_CACHES if (path := scratch_root() / name).is_dir()]
+    if kept:
+        listing = ", ".join(f"{path} ({size / 1e6:.0f} MB)" for path, size in kept)
+        terminalreporter.write_line(f"shoal: kept build caches for later runs: {listing}; free them with "
+                                    "`make clean-test-cache`.")
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """When a test that used a server fails, attach the server's thread stacks and log tail to the report."""

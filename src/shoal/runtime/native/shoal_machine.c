@@ -1654,6 +1654,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "serve")) {
         g_title = argv[0];
         g_title_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+        /* The blank room for the builds' titles reads as NULs here, so `ps` shows just `SELF serve`. */
+        for (int i = 2; i < argc; i++) memset(argv[i], 0, strlen(argv[i]));
         return cmd_serve(argv[0]);
     }
     if (!strcmp(argv[1], "version")) {
