@@ -50,16 +50,22 @@ class ConnectionInfo:
         ]
 
     def python_snippet(self) -> list[str]:
+        """Runs as pasted (``pip install azure-identity azure-mgmt-resource``): it trusts Shoal's CA itself."""
         return [
             "from azure.identity import ClientSecretCredential",
-            "from azure.mgmt.resource import ResourceManagementClient",
+            "from azure.mgmt.resource.resources import ResourceManagementClient",
+            f'ca = "{self.ca_bundle}"',
             f'cred = ClientSecretCredential("{self.tenant_id}", "{self.client_id}", "{self.client_secret}",',
-            f'                              authority="{self.base_url}", disable_instance_discovery=True)',
+            f'                              authority="{self.base_url}", disable_instance_discovery=True,',
+            "                              connection_verify=ca)",
             f'rm = ResourceManagementClient(cred, "{self.subscription_id}", base_url="{self.base_url}",',
-            '                              credential_scopes=["https://management.azure.com/.default"])',
+            '                              credential_scopes=["https://management.azure.com/.default"],',
+            "                              connection_verify=ca)",
+            "print([g.name for g in rm.resource_groups.list()])",
         ]
 
     def render(self, console: Console, title: str) -> None:
+        """A panel on a terminal; plain, unwrapped lines otherwise (a log file or a pipe keeps every command whole)."""
         t = Text()
         rows = [
             ("Endpoint (ARM, identity)", self.base_url),
@@ -76,10 +82,17 @@ class ConnectionInfo:
         for k, v in rows:
             t.append(f"{k.ljust(width)}  ", style="bold")
             t.append(f"{v}\n")
+        # On a terminal the commands sit indented in a panel; elsewhere they start at column 0, so that they run as
+        # pasted from a log.
+        indent = "  " if console.is_terminal else ""
         t.append("\nShell (az):\n", style="bold cyan")
         for line in self.shell_lines():
-            t.append(f"  {line}\n")
+            t.append(f"{indent}{line}\n")
         t.append("\nPython:\n", style="bold cyan")
         for line in self.python_snippet():
-            t.append(f"  {line}\n")
-        console.print(Panel(t, title=title, expand=False))
+            t.append(f"{indent}{line}\n")
+        if console.is_terminal:
+            console.print(Panel(t, title=title, expand=False))
+        else:
+            console.file.write(f"{title}\n{t.plain}\n")
+            console.file.flush()

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +24,8 @@ from shoal.domain.batch.image_rules import ImageLimits
 from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from shoal.runtime.machines import MachineRuntime
 
 app = typer.Typer(help="Shoal: Azure Batch custom-image pools on your own machine.", no_args_is_help=True,
@@ -173,7 +176,7 @@ def serve(
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
                             ssl_keyfile=str(key_file), log_level=log_level, loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=3, access_log=log_level in ("debug", "info"))
-    server = uvicorn.Server(config)
+    server = _server(config, settings.base_url)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the handler that
     # was installed before it. A no-op handler makes a clean shutdown exit with status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -188,10 +191,34 @@ def serve(
         raise typer.Exit(1) from None
     server.run(sockets=sockets)
     svc.db.dispose()
+    if server.started:
+        _say("Shoal stopped.")
     if not server.started:
         console.print(f"[red]Shoal could not start on {host}:{port}. Is another process using the port? "
                       "Choose another with --port.[/red]")
         raise typer.Exit(1)
+
+
+def _say(line: str) -> None:
+    """A line of the server's own story (ready, stopping, stopped), always shown whatever the log level."""
+    print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
+
+
+def _server(config: uvicorn.Config, url: str) -> uvicorn.Server:
+    """uvicorn's server, saying when it is ready to take requests and when it stops."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                _say(f"Shoal is ready at {url} (requests are logged with --log-level info).")
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            _say("Shoal is stopping: finishing requests in flight...")
+            await super().shutdown(sockets=sockets)
+
+    return Server(config)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -239,11 +266,19 @@ def env(
     state_dir: StateDir = default_state_dir(),
     database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+    create: Annotated[bool, typer.Option("--create", help="Make a new state directory if there is none (its "
+                                         "credentials work only with a server started on it).")] = False,
 ) -> None:
     """Print how to connect to the Shoal of a state directory (the same block `serve` prints)."""
     from shoal import services
 
     saved_path = state_dir.expanduser() / "server.json"
+    if not create and database_url is None and not saved_path.exists() and \
+            not (state_dir.expanduser() / "shoal.db").exists():
+        Console(stderr=True).print(
+            f"[red]{state_dir} holds no Shoal state: no server has run there.[/red] Pass the --state-dir of the "
+            "running server (or set SHOAL_STATE_DIR), or add --create to make a new one.")
+        raise typer.Exit(2)
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     if database_url is None and saved.get("database") == "PostgreSQL":
         Console(stderr=True).print("[yellow]This state directory uses PostgreSQL: pass --database-url.[/yellow]")
@@ -301,6 +336,10 @@ def principal_list(state_dir: StateDir = default_state_dir(), database_url: Data
     svc.db.dispose()
     if as_json:
         print(json.dumps(rows, indent=2))
+        return
+    if not console.is_terminal:  # a pipe or a file: whole ids, one principal per line, tab-separated
+        for r in rows:
+            print(f"{r['displayName']}\t{r['clientId']}\t{r['objectId']}")
         return
     table = Table("display name", "client id (appId)", "object id")
     for r in rows:
