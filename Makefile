@@ -4,6 +4,7 @@ VENV := .venv
 AZVENV := .venv-az
 PY := $(VENV)/bin/python
 STATE_DIR ?= $(HOME)/.shoal
+PORT ?= 8443
 
 .PHONY: run test lint typecheck unit venv az clean clean-test-cache bench quickstart fuzz
 
@@ -23,9 +24,9 @@ venv: $(VENV)/.installed
 
 az: $(AZVENV)/.installed
 
-## Start Shoal with its embedded defaults (https://127.0.0.1:8443, SQLite in ~/.shoal).
+## Start Shoal with its embedded defaults (https://127.0.0.1:8443, SQLite in ~/.shoal): make run PORT=9443 STATE_DIR=DIR
 run: venv
-	$(VENV)/bin/shoal serve --state-dir $(STATE_DIR)
+	$(VENV)/bin/shoal serve --state-dir $(STATE_DIR) --port $(PORT)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests

@@ -23,6 +23,7 @@ class ConnectionInfo:
     database: str
     isolation: str = "n/a"  # the machine runtime: "namespaces" or "process" (for scripts)
     isolation_level: str = ""  # what protects machines, in words (shown in the banner)
+    store_dir: Path | None = None  # layers, disks and machines (where bases are built)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -32,6 +33,7 @@ class ConnectionInfo:
             "caBundle": str(self.ca_bundle), "stateDir": str(self.state_dir), "database": self.database,
             "cloudName": "Shoal", "batchResourceId": "https://batch.core.windows.net/", "isolation": self.isolation,
             "isolationLevel": self.isolation_level or self.isolation,
+            "storeDir": str(self.store_dir) if self.store_dir else None,
         }
 
     def save(self, path: Path) -> None:

@@ -60,7 +60,7 @@ def _connection_info(settings: Settings, ca_bundle: Path, dev: object) -> Connec
     assert isinstance(dev, DevIdentity)
     db = "PostgreSQL" if settings.db_url.startswith("postgresql") else "SQLite"
     return ConnectionInfo(settings.base_url, dev.tenant_id, dev.subscription_id, dev.client_id, dev.client_secret,
-                          ca_bundle, settings.state_dir, db)
+                          ca_bundle, settings.state_dir, db, store_dir=settings.store_dir)
 
 
 @app.command()

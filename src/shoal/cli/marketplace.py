@@ -85,6 +85,26 @@ def list_images(
     _console().print(table)
 
 
+def build_with_progress(provider: BaseProvider, image: MarketplaceImage, console: Console) -> str:
+    """Build (or find built) an image's base, showing each stage: installing debootstrap on the host when it is
+    missing, downloading and unpacking packages, storing the layer."""
+    # Fixed-width columns, with the stage (debootstrap's current line) last and cut to fit, so the bar does not
+    # jump around as the stage text changes length.
+    columns = (TextColumn("[bold]{task.fields[urn]}"), BarColumn(bar_width=30), TaskProgressColumn(),
+               TimeElapsedColumn(), TextColumn("{task.description}", markup=False,
+                                               table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")))
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("starting", total=1.0, urn=image.urn)
+
+        def show(stage: str, fraction: float) -> None:
+            if stage.startswith("Installing debootstrap"):  # a change to the host: say it in the open
+                console.print(f"[yellow]{escape(stage)}[/yellow]: debootstrap builds Debian bases; it is "
+                              "installed on this host once.")
+            bar.update(task, completed=fraction, description=stage)
+
+        return provider.ensure(image, show)
+
+
 @app.command()
 def pull(
     urn: Annotated[str, typer.Argument(help="publisher:offer:sku:version (version may be 'latest' or omitted).")],
@@ -111,19 +131,8 @@ def pull(
     provider = BaseProvider(store, LayerStore(store / "layers"), debian_mirror=debian_mirror)
     console = _console()
     started = time.monotonic()
-    # Fixed-width columns, with the stage (debootstrap's current line) last and cut to fit, so the bar does not
-    # jump around as the stage text changes length.
-    columns = (TextColumn("[bold]{task.fields[urn]}"), BarColumn(bar_width=30), TaskProgressColumn(),
-               TimeElapsedColumn(), TextColumn("{task.description}", markup=False,
-                                               table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")))
     try:
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("starting", total=1.0, urn=image.urn)
-
-            def show(stage: str, fraction: float) -> None:
-                bar.update(task, completed=fraction, description=stage)
-
-            base = provider.ensure(image, show)
+        base = build_with_progress(provider, image, console)
     except (BaseError, DebootstrapError, LayerError, OSError) as exc:
         _console(stderr=True).print(f"[red]Could not provide the base of {image.urn}:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from exc

@@ -76,6 +76,33 @@ def _server_info(state_dir: Path | None) -> dict[str, Any]:
     return info
 
 
+def build_base(info: dict[str, Any], console: Console, timings: dict[str, float]) -> None:
+    """Build the Debian 12 base here, with its stages on screen, before the VM needs it (the server would build it
+    too, behind one long wait). Nothing to do once it is built."""
+    from shoal.cli.marketplace import build_with_progress
+    from shoal.runtime.debootstrap import DebootstrapError
+    from shoal.runtime.layers import LayerError, LayerStore
+    from shoal.runtime.marketplace import BaseError, BaseProvider, Catalog
+
+    store = Path(info.get("storeDir") or Path(str(info["stateDir"])) / "store")
+    image = Catalog.load().find("debian", "debian-12", "12", "latest")
+    if image is None or not (store / "layers").is_dir():
+        return  # an operator catalog without it, or a store this user cannot see: the server builds it
+    provider = BaseProvider(store, LayerStore(store / "layers"))
+    if provider.is_ready(image):
+        return
+    console.print("Building the Debian 12 base image with debootstrap (once: later machines and runs reuse it)")
+    start = time.perf_counter()
+    try:
+        build_with_progress(provider, image, console)
+    except (BaseError, DebootstrapError, LayerError, OSError) as exc:
+        raise QuickstartError(f"Building the Debian 12 base failed: {exc}. Retry with `shoal marketplace pull "
+                              "debian:debian-12:12` to see every stage.") from exc
+    title = "Debian 12 base image built"
+    timings[title] = time.perf_counter() - start
+    console.print(f"[green]✓[/green] {title} [dim]({timings[title]:.1f} s)[/dim]")
+
+
 def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: Console) -> None:
     import importlib
 
@@ -117,6 +144,8 @@ def run(state_dir: Path | None, *, keep: bool, tasks: int, nodes: int, console: 
         return value
 
     def workflow() -> Table:
+        if not plain:
+            build_base(info, console, timings)
         base = cm.ImageReference(publisher="shoal", offer="host", sku="host", version="latest") if plain else \
             cm.ImageReference(publisher="debian", offer="debian-12", sku="12", version="latest")
         vm = step("VM from the host's own root (process runtime: a directory)" if plain else
