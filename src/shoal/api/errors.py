@@ -71,14 +71,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404:
-            err: errors.AzureError = errors.AzureError(
+            err: errors.AzureError = errors.NotFound(
                 f"The requested path '{request.url.path}' is not an operation Shoal serves. Check the URL and "
-                "the resource type.", status=404, code="NotFound")
+                "the resource type.")
         elif exc.status_code == 405:
             err = errors.MethodNotAllowed(
                 f"The HTTP method '{request.method}' is not supported for '{request.url.path}'.")
         else:
-            err = errors.AzureError(str(exc.detail), status=exc.status_code, code="BadRequest")
+            err = errors.BadRequest(str(exc.detail), status=exc.status_code)
         return render(request, err)
 
     @app.exception_handler(odata.ODataError)
@@ -86,13 +86,13 @@ def install(app: FastAPI) -> None:
         # A $filter, $select or $expand the route did not check itself: still the client's error.
         option = next((o for o in ("$select", "$expand", "$filter") if o in str(exc)), "$select")
         value = request.query_params.get(option, "")
+        err: errors.AzureError
         if is_data_plane(request.url.path):
-            err = errors.AzureError(f"The value for one of the query parameters is invalid: {exc}", status=400,
-                                    code="InvalidQueryParameterValue",
-                                    values={"QueryParameterName": option, "QueryParameterValue": value[:400]})
+            err = errors.InvalidQueryParameterValue(
+                f"The value for one of the query parameters is invalid: {exc}",
+                values={"QueryParameterName": option, "QueryParameterValue": value[:400]})
         else:
-            err = errors.AzureError(f"The query option {option} is invalid: {exc}", status=400,
-                                    code="InvalidQueryParameter")
+            err = errors.InvalidQueryParameter(f"The query option {option} is invalid: {exc}")
         return render(request, err)
 
     @app.exception_handler(Exception)

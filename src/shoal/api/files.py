@@ -26,8 +26,8 @@ def check_path(relative: str) -> str:
     """A file path of a request: relative, without ``..`` or NUL (400 otherwise)."""
     parts = relative.replace("\\", "/").split("/")
     if relative.startswith("/") or any(p == ".." for p in parts) or "\0" in relative:
-        raise errors.AzureError(f"The file path '{relative}' is invalid: it must stay inside the directory.",
-                                status=400, code="InvalidPropertyValue", values={"FilePath": relative})
+        raise errors.InvalidPropertyValue(f"The file path '{relative}' is invalid: it must stay inside the directory.",
+                                          values={"FilePath": relative})
     return "/".join(p for p in parts if p not in ("", "."))
 
 
@@ -45,11 +45,11 @@ def _props(info: dict[str, Any]) -> dict[str, Any]:
 
 def _failed(exc: NodeFileError, relative: str) -> errors.AzureError:
     if exc.kind == "notempty":
-        return errors.AzureError(str(exc), status=409, code="DirectoryNotEmpty")
+        return errors.DirectoryNotEmpty(str(exc))
     if exc.kind == "invalid":
-        return errors.AzureError(f"The file path '{relative}' is invalid: {exc}.", status=400,
-                                 code="InvalidPropertyValue", values={"FilePath": relative})
-    return errors.AzureError("The specified file does not exist.", status=404, code="FileNotFound")
+        return errors.InvalidPropertyValue(f"The file path '{relative}' is invalid: {exc}.",
+                                           values={"FilePath": relative})
+    return errors.FileNotFound("The specified file does not exist.")
 
 
 def listing(agent: NodeFiles, machine_id: str, root: str, base_url: str, *, recursive: bool) -> list[dict[str, Any]]:
@@ -74,14 +74,14 @@ def _range(ocp_range: str | None) -> tuple[int, int | None, bool]:
         return 0, None, False
     match = _RANGE.match(ocp_range)
     if match is None or not any(match.groups()):
-        raise errors.AzureError(f"The ocp-range '{ocp_range}' is invalid.", status=400, code="InvalidHeaderValue",
-                                values={"HeaderName": "ocp-range", "HeaderValue": ocp_range})
+        raise errors.InvalidHeaderValue(f"The ocp-range '{ocp_range}' is invalid.",
+                                        values={"HeaderName": "ocp-range", "HeaderValue": ocp_range})
     first, last = match.groups()
     if not first:
         return int(last), None, True
     if last and int(last) < int(first):
-        raise errors.AzureError(f"The ocp-range '{ocp_range}' is invalid.", status=400, code="InvalidHeaderValue",
-                                values={"HeaderName": "ocp-range", "HeaderValue": ocp_range})
+        raise errors.InvalidHeaderValue(f"The ocp-range '{ocp_range}' is invalid.",
+                                        values={"HeaderName": "ocp-range", "HeaderValue": ocp_range})
     return int(first), int(last) if last else None, False
 
 

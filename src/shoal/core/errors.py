@@ -4,6 +4,11 @@ Every error a request can end with is an :class:`AzureError` subclass carrying t
 Azure error code and a message that says what to do next. The API layer renders the same error in the
 ARM envelope (``{"error": {...}}``) or the Batch data-plane envelope, depending on the plane that
 served the request; the domain never knows which.
+
+The classes are grouped by plane (ARM and Entra first, then the Batch data plane), then by status. A code has
+one class; the only exception is a plane that answers the same code with another status
+(:class:`BatchAuthenticationFailed`), which subclasses the code's class. Raise the class, never
+``AzureError(code=...)``: that form is left for codes that are data (an operation's stored error).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class AzureError(Exception):
         if status is not None:
             self.status = status
 
+
+# === ARM, Entra and the codes both planes share ================================================
 
 # --- 400 ---------------------------------------------------------------------------------------
 class BadRequest(AzureError):
@@ -99,6 +106,28 @@ class InvalidRoleDefinitionId(AzureError):
 
 class PrincipalNotFound(AzureError):
     status, code = 400, "PrincipalNotFound"
+
+
+class InvalidQueryParameter(AzureError):
+    status, code = 400, "InvalidQueryParameter"
+
+
+class InvalidResourceGroup(AzureError):
+    status, code = 400, "InvalidResourceGroup"
+
+
+class LocationNotAvailableForResourceType(AzureError):
+    status, code = 400, "LocationNotAvailableForResourceType"
+
+
+class AccountNameInvalid(AzureError):
+    status, code = 400, "AccountNameInvalid"
+
+
+class OperationFailed(AzureError):
+    """A long-running ARM operation that failed; 400 unless the failure was the server's own (then 500)."""
+
+    status, code = 400, "OperationFailed"
 
 
 # --- 401 / 403 ---------------------------------------------------------------------------------
@@ -155,6 +184,22 @@ class OperationNotFound(AzureError):
     status, code = 404, "OperationNotFound"
 
 
+class InvalidResourceNamespace(AzureError):
+    status, code = 404, "InvalidResourceNamespace"
+
+
+class NoRegisteredProviderFound(AzureError):
+    status, code = 404, "NoRegisteredProviderFound"
+
+
+class PlatformImageNotFound(AzureError):
+    status, code = 404, "PlatformImageNotFound"
+
+
+class BlobNotFound(AzureError):
+    status, code = 404, "BlobNotFound"
+
+
 # --- 405 / 409 / 412 / 413 ---------------------------------------------------------------------
 class MethodNotAllowed(AzureError):
     status, code = 405, "MethodNotAllowed"
@@ -176,6 +221,22 @@ class OperationNotAllowed(AzureError):
     status, code = 409, "OperationNotAllowed"
 
 
+class CannotDeleteResource(AzureError):
+    status, code = 409, "CannotDeleteResource"
+
+
+class AccountNameAlreadyExists(AzureError):
+    status, code = 409, "AccountNameAlreadyExists"
+
+
+class SubnetsExhausted(AzureError):
+    status, code = 409, "SubnetsExhausted"
+
+
+class SubnetIsFull(AzureError):
+    status, code = 409, "SubnetIsFull"
+
+
 class PreconditionFailed(AzureError):
     status, code = 412, "PreconditionFailed"
 
@@ -191,3 +252,169 @@ class InternalServerError(AzureError):
 
 class ServiceUnavailable(AzureError):
     status, code = 503, "ServiceUnavailable"
+
+
+# === Batch data plane ==========================================================================
+# The codes of the Batch REST reference. Data-plane errors carry their name/value pairs in ``values``.
+
+# --- 400 ---------------------------------------------------------------------------------------
+class InvalidPropertyValue(AzureError):
+    status, code = 400, "InvalidPropertyValue"
+
+
+class MissingRequiredProperty(AzureError):
+    status, code = 400, "MissingRequiredProperty"
+
+
+class PropertyCannotBeUpdated(AzureError):
+    status, code = 400, "PropertyCannotBeUpdated"
+
+
+class InvalidRequestBody(AzureError):
+    status, code = 400, "InvalidRequestBody"
+
+
+class InvalidHeaderValue(AzureError):
+    status, code = 400, "InvalidHeaderValue"
+
+
+class InvalidQueryParameterValue(AzureError):
+    status, code = 400, "InvalidQueryParameterValue"
+
+
+class MissingRequiredQueryParameter(AzureError):
+    status, code = 400, "MissingRequiredQueryParameter"
+
+
+class AutoScalingFormulaSyntaxError(AzureError):
+    status, code = 400, "AutoScalingFormulaSyntaxError"
+
+
+# --- 403 ---------------------------------------------------------------------------------------
+class BatchAuthenticationFailed(AuthenticationFailed):
+    """The data plane answers a request it cannot authenticate with 403, where ARM answers 401."""
+
+    status = 403
+
+
+# --- 404 ---------------------------------------------------------------------------------------
+class AccountNotFound(AzureError):
+    status, code = 404, "AccountNotFound"
+
+
+class PoolNotFound(AzureError):
+    status, code = 404, "PoolNotFound"
+
+
+class NodeNotFound(AzureError):
+    status, code = 404, "NodeNotFound"
+
+
+class JobNotFound(AzureError):
+    status, code = 404, "JobNotFound"
+
+
+class TaskNotFound(AzureError):
+    status, code = 404, "TaskNotFound"
+
+
+class FileNotFound(AzureError):
+    status, code = 404, "FileNotFound"
+
+
+class TaskFileNotFound(AzureError):
+    status, code = 404, "TaskFileNotFound"
+
+
+# --- 409 ---------------------------------------------------------------------------------------
+class PoolExists(AzureError):
+    status, code = 409, "PoolExists"
+
+
+class PoolBeingDeleted(AzureError):
+    status, code = 409, "PoolBeingDeleted"
+
+
+class PoolNotSteady(AzureError):
+    status, code = 409, "PoolNotSteady"
+
+
+class PoolAutoScaleEnabled(AzureError):
+    status, code = 409, "PoolAutoScaleEnabled"
+
+
+class AutoScaleNotEnabled(AzureError):
+    status, code = 409, "AutoScaleNotEnabled"
+
+
+class PoolQuotaReached(AzureError):
+    status, code = 409, "PoolQuotaReached"
+
+
+class OperationInvalidForCurrentState(AzureError):
+    status, code = 409, "OperationInvalidForCurrentState"
+
+
+class NodeStateConflict(AzureError):
+    status, code = 409, "NodeStateConflict"
+
+
+class JobExists(AzureError):
+    status, code = 409, "JobExists"
+
+
+class JobBeingDeleted(AzureError):
+    status, code = 409, "JobBeingDeleted"
+
+
+class JobCompleted(AzureError):
+    status, code = 409, "JobCompleted"
+
+
+class JobStateConflict(AzureError):
+    status, code = 409, "JobStateConflict"
+
+
+class JobPreparationTaskNotSpecified(AzureError):
+    status, code = 409, "JobPreparationTaskNotSpecified"
+
+
+class TaskExists(AzureError):
+    status, code = 409, "TaskExists"
+
+
+class TaskCompleted(AzureError):
+    status, code = 409, "TaskCompleted"
+
+
+class TaskNotCompleted(AzureError):
+    status, code = 409, "TaskNotCompleted"
+
+
+class TaskStateConflict(AzureError):
+    status, code = 409, "TaskStateConflict"
+
+
+class TaskDependenciesNotSpecifiedOnJob(AzureError):
+    status, code = 409, "TaskDependenciesNotSpecifiedOnJob"
+
+
+class TaskIdSameAsJobPreparationTask(AzureError):
+    status, code = 409, "TaskIdSameAsJobPreparationTask"
+
+
+class TaskIdSameAsJobReleaseTask(AzureError):
+    status, code = 409, "TaskIdSameAsJobReleaseTask"
+
+
+class TaskFilesCleanedup(AzureError):
+    status, code = 409, "TaskFilesCleanedup"
+
+
+class DirectoryNotEmpty(AzureError):
+    status, code = 409, "DirectoryNotEmpty"
+
+
+# --- 412 ---------------------------------------------------------------------------------------
+class ConditionNotMet(AzureError):
+    status, code = 412, "ConditionNotMet"

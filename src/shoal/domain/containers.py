@@ -34,17 +34,16 @@ def signing_key(session: Session) -> bytes:
 
 def check_name(name: str) -> None:
     if not _NAME.match(name):
-        raise errors.AzureError(f"The container name '{name}' is invalid: use 3-63 lowercase letters, digits and "
-                                "single hyphens, starting and ending with a letter or digit.", status=400,
-                                code="InvalidResourceName")
+        raise errors.InvalidResourceName(f"The container name '{name}' is invalid: use 3-63 lowercase letters, digits "
+                                         "and single hyphens, starting and ending with a letter or digit.")
 
 
 def check_blob_name(name: str) -> list[str]:
     """The blob's path segments; a name that could leave its container ('..', empty segments) is refused."""
     parts = name.split("/")
     if not name or len(name) > 1024 or any(p in ("", ".", "..") for p in parts) or "\\" in name or "\0" in name:
-        raise errors.AzureError(f"The blob name '{name}' is invalid: use '/'-separated segments without '.', '..' "
-                                "or empty segments.", status=400, code="InvalidResourceName")
+        raise errors.InvalidResourceName(f"The blob name '{name}' is invalid: use '/'-separated segments without '.', "
+                                         "'..' or empty segments.")
     return parts
 
 

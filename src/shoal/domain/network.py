@@ -42,9 +42,8 @@ def allocate_subnet(space: str, used: Iterable[str | None]) -> str:
     for subnet in list(_space(space).subnets(new_prefix=SUBNET_PREFIX))[1:-1]:
         if str(subnet) not in taken:
             return str(subnet)
-    raise errors.AzureError(f"No private subnet is left for another pool in this Shoal's node address space "
-                            f"{space}: delete a pool, or give the server a larger --node-address-space.",
-                            status=409, code="SubnetsExhausted")
+    raise errors.SubnetsExhausted(f"No private subnet is left for another pool in this Shoal's node address space "
+                                  f"{space}: delete a pool, or give the server a larger --node-address-space.")
 
 
 def allocate_addresses(subnet: str, used: Iterable[str | None], count: int) -> list[str]:
@@ -61,8 +60,7 @@ def allocate_addresses(subnet: str, used: Iterable[str | None], count: int) -> l
         if address not in taken:
             out.append(address)
     if len(out) < count:
-        raise errors.AzureError(f"The subnet {subnet} has no free address left for {count} more machines.",
-                                status=409, code="SubnetIsFull")
+        raise errors.SubnetIsFull(f"The subnet {subnet} has no free address left for {count} more machines.")
     return out
 
 

@@ -27,16 +27,14 @@ class GroupSpec:
 
 def check_name(name: str) -> None:
     if len(name) > 90:
-        raise errors.AzureError(
-            f"The provided resource group name '{name[:100]}...' exceeds the maximum length of 90 characters.",
-            status=400, code="InvalidResourceGroup")
+        raise errors.InvalidResourceGroup(
+            f"The provided resource group name '{name[:100]}...' exceeds the maximum length of 90 characters.")
     bad = sorted({c for c in name if not re.match(r"[-\w._()]", c)})
     if not name or bad or name.endswith(".") or not _NAME.match(name):
         detail = f" has these invalid characters: '{''.join(bad)}'." if bad else " is invalid."
-        raise errors.AzureError(
+        raise errors.InvalidResourceGroup(
             f"The provided resource group name '{name}'{detail} The name can only be a letter, digit, '-', '.', "
-            "'(', ')' or '_', 1-90 characters, and must not end with '.'.",
-            status=400, code="InvalidResourceGroup")
+            "'(', ')' or '_', 1-90 characters, and must not end with '.'.")
 
 
 def normalize_location(location: str, regions: tuple[str, ...]) -> str:

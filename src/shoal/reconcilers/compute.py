@@ -59,7 +59,7 @@ class ComputeWork:
             row.provisioning_state = "Failed"
 
         self._update(resource_id, apply)
-        return errors.AzureError(message, status=500 if "unexpected" in message else 400, code="OperationFailed")
+        return errors.OperationFailed(message, status=500 if "unexpected" in message else 400)
 
     def _delete_row(self, resource_id: str) -> None:
         with self.db.write() as s:
@@ -103,7 +103,7 @@ class ComputeWork:
     def _capture_disk(self, disk_id: str) -> str | None:
         disk = self._load(disk_id)
         if disk is None:
-            raise errors.AzureError(f"The source disk '{disk_id}' no longer exists.", status=404, code="NotFound")
+            raise errors.NotFound(f"The source disk '{disk_id}' no longer exists.")
         return self.agent.capture_disk(disk.internal["upper"])
 
     def import_file(self, work: OperationWork) -> Outcome:
@@ -139,7 +139,7 @@ class ComputeWork:
         """beginGetAccess: export the disk (or snapshot) as a downloadable disk file behind a secret URL."""
         row = self._load(work.target_id)
         if row is None:
-            raise errors.AzureError("The disk no longer exists.", status=404, code="NotFound")
+            raise errors.NotFound("The disk no longer exists.")
         token = str(work.payload["token"])
         self.agent.export_disk(token, row.internal.get("base"), list(row.internal.get("layers") or []),
                                row.internal.get("upper"))
@@ -194,10 +194,10 @@ class ComputeWork:
         """Capture a stopped VM's OS and data disks: their uppers become layers on top of their stacks."""
         vm = self._load(vm_id)
         if vm is None:
-            raise errors.AzureError("The source VM no longer exists.", status=404, code="NotFound")
+            raise errors.NotFound("The source VM no longer exists.")
         os_disk = self._load(vm.internal["osDisk"])
         if os_disk is None:
-            raise errors.AzureError("The source VM's OS disk no longer exists.", status=404, code="NotFound")
+            raise errors.NotFound("The source VM's OS disk no longer exists.")
         os_digest = self.agent.capture_disk(os_disk.internal["upper"])
         data: dict[str, list[str]] = {}
         for lun, disk_id in (vm.internal.get("dataDisks") or {}).items():
@@ -266,15 +266,13 @@ class ComputeWork:
         def disk(disk_id: str) -> dict[str, Any]:
             row = self._load(disk_id)
             if row is None:
-                raise errors.AzureError(f"The disk '{disk_id}' of VM '{vm.name}' no longer exists.", status=404,
-                                        code="NotFound")
+                raise errors.NotFound(f"The disk '{disk_id}' of VM '{vm.name}' no longer exists.")
             return {"layers": list(row.internal.get("layers") or []), "upper": row.internal["upper"],
                     "base": row.internal.get("base")}
 
         os_disk = disk(vm.internal["osDisk"])
         if not os_disk["base"]:
-            raise errors.AzureError(f"The OS disk of VM '{vm.name}' has no bootable base.", status=400,
-                                    code="InvalidParameter")
+            raise errors.InvalidParameter(f"The OS disk of VM '{vm.name}' has no bootable base.")
         return {"machineId": vm.internal["machineId"], "hostname": vm.internal.get("hostname", vm.name),
                 "base": os_disk["base"], "osDisk": os_disk,
                 "dataDisks": {lun: disk(d) for lun, d in (vm.internal.get("dataDisks") or {}).items()},
@@ -290,7 +288,7 @@ class ComputeWork:
         with self.db.write() as s:
             row = resources.find(s, ids.parse(vm.id))
             if row is None:
-                raise errors.AzureError("The VM no longer exists.", status=404, code="NotFound")
+                raise errors.NotFound("The VM no longer exists.")
             if not row.internal.get("ipAddress"):
                 used = [r.internal.get("ipAddress") for r in s.scalars(
                     select(models.Resource).where(models.Resource.type_key == sources.VMS.lower()))]
@@ -323,7 +321,7 @@ class ComputeWork:
         def handle(work: OperationWork) -> Outcome:
             vm = self._load(work.target_id)
             if vm is None:
-                raise errors.AzureError("The VM no longer exists.", status=404, code="NotFound")
+                raise errors.NotFound("The VM no longer exists.")
             machine_id = vm.internal["machineId"]
             if action in ("powerOff", "deallocate", "restart"):
                 self.agent.halt(machine_id)
@@ -338,7 +336,7 @@ class ComputeWork:
     def run_command(self, work: OperationWork) -> Outcome:
         vm = self._load(work.target_id)
         if vm is None:
-            raise errors.AzureError("The VM no longer exists.", status=404, code="NotFound")
+            raise errors.NotFound("The VM no longer exists.")
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
                "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
                **{str(k): str(v) for k, v in (work.payload.get("parameters") or {}).items()}}
@@ -424,7 +422,7 @@ class ComputeWork:
             try:
                 return fn(work)
             except AgentError as exc:
-                return Outcome(True, error=errors.AzureError(str(exc), status=400, code="OperationFailed"))
+                return Outcome(True, error=errors.OperationFailed(str(exc)))
 
         return run
 

@@ -227,8 +227,8 @@ def check(body: dict[str, Any], shape: type[Wire]) -> dict[str, Any]:
         first = exc.errors()[0]
         where = _path(tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
         value = first.get("input")
-        raise errors.AzureError(
+        raise errors.InvalidPropertyValue(
             f"The value provided for one of the properties in the request body is invalid: '{where}': "
-            f"{first['msg']}.", status=400, code="InvalidPropertyValue",
+            f"{first['msg']}.",
             values={"PropertyName": where, "PropertyValue": str(value)[:400]}) from None
     return checked.model_dump(exclude_unset=True)

@@ -13,6 +13,7 @@ from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.core import errors, ids, timefmt
 from shoal.domain import operations, resources
 from shoal.domain.batch import accounts, autoscaling, pools, service
+from shoal.schemas import arm_batch
 from shoal.schemas import batch as wire
 from shoal.store import models
 
@@ -41,8 +42,8 @@ def _account_rid(request: Request) -> ids.ResourceId:
 def _get_account(s: Any, rid: ids.ResourceId) -> models.Resource:
     row = resources.find(s, rid)
     if row is None or row.type_key != TYPE.lower():
-        raise errors.AzureError(f"The Resource '{TYPE}/{rid.name}' under resource group '{rid.resource_group}' was "
-                                "not found.", status=404, code="ResourceNotFound")
+        raise errors.ResourceNotFound(f"The Resource '{TYPE}/{rid.name}' under resource group "
+                                      f"'{rid.resource_group}' was not found.")
     return row
 
 
@@ -55,7 +56,7 @@ def _op_location(base: str, op: models.Operation, version: str) -> dict[str, str
 async def put_account(request: Request, subscription_id: str, group: str, account: str) -> Response:
     caller = arm_caller(request)
     version = arm.api_version(request)
-    body = await arm.read_resource(request)
+    body = await arm.read_resource(request, arm_batch.Account)
     if not isinstance(body, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
     rid = _account_rid(request)
@@ -111,7 +112,7 @@ async def get_account(request: Request, subscription_id: str, group: str, accoun
 async def patch_account(request: Request, subscription_id: str, group: str, account: str) -> JSONResponse:
     caller = arm_caller(request)
     arm.api_version(request)
-    body = await arm.read_resource(request)
+    body = await arm.read_resource(request, arm_batch.Account)
     rid = _account_rid(request)
     svc = services(request)
 
@@ -197,7 +198,7 @@ async def list_keys(request: Request, subscription_id: str, group: str, account:
 async def regenerate_keys(request: Request, subscription_id: str, group: str, account: str) -> JSONResponse:
     caller = arm_caller(request)
     arm.api_version(request)
-    body = await arm.read_resource(request)
+    body = await arm.read_resource(request, arm_batch.RegenerateKey)
     rid = _account_rid(request)
     svc = services(request)
 
@@ -228,7 +229,7 @@ def _arm_scale(props: dict[str, Any]) -> pools.Scale:
 async def put_pool(request: Request, subscription_id: str, group: str, account: str, pool_id: str) -> JSONResponse:
     caller = arm_caller(request)
     version = arm.api_version(request)
-    body = await arm.read_resource(request)
+    body = await arm.read_resource(request, arm_batch.Pool)
     if not isinstance(body, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
     rid = _account_rid(request)
@@ -273,7 +274,7 @@ def _arm_update(ctx: Any, s: Any, pool: models.Pool, props: dict[str, Any]) -> N
 async def patch_pool(request: Request, subscription_id: str, group: str, account: str, pool_id: str) -> JSONResponse:
     caller = arm_caller(request)
     arm.api_version(request)
-    body = await arm.read_resource(request)
+    body = await arm.read_resource(request, arm_batch.Pool)
     rid = _account_rid(request)
     svc = services(request)
     ctx = svc.compute_context()

@@ -20,6 +20,7 @@ from shoal.domain import resource_groups, resources
 from shoal.domain.compute import disks, galleries, service, vms
 from shoal.domain.compute.kinds import ArmBody, ResourceKind
 from shoal.domain.compute.registry import KINDS
+from shoal.schemas import arm_compute
 from shoal.store import models
 
 router = APIRouter()
@@ -70,7 +71,7 @@ def _register(collection: str, kind: ResourceKind) -> None:
         caller = arm_caller(request)
         version = arm.api_version(request)
         rid = _rid(request)
-        body = await arm.read_model(request, ArmBody, shaped=True)
+        body = ArmBody.model_validate(await arm.read_resource(request, arm_compute.BODIES[collection]))
         svc = services(request)
         ctx = svc.compute_context()
 
@@ -108,9 +109,7 @@ def _register(collection: str, kind: ResourceKind) -> None:
         caller = arm_caller(request)
         arm.api_version(request)
         rid = _rid(request)
-        body = await arm.read_resource(request)
-        if not isinstance(body, dict):
-            raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
+        body = await arm.read_resource(request, arm_compute.BODIES[collection])
         svc = services(request)
         ctx = svc.compute_context()
 
@@ -222,7 +221,8 @@ async def _vm_action(request: Request, subscription_id: str, action: str) -> Res
     caller = arm_caller(request)
     version = arm.api_version(request)
     rid = ids.parse(request.url.path.rsplit("/", 1)[0])
-    body = await arm.read_json(request, required=False) if action == "runCommand" else None
+    body = await arm.read_resource(request, arm_compute.RunCommandInput, required=False) \
+        if action == "runCommand" else None
     svc = services(request)
     kind = KINDS["virtualMachines"]
 
@@ -257,7 +257,8 @@ def _register_access(collection: str) -> None:
         caller = arm_caller(request)
         version = arm.api_version(request)
         rid = ids.parse(request.url.path.rsplit("/", 1)[0])
-        body = await arm.read_json(request, required=False) if action == "beginGetAccess" else None
+        body = await arm.read_resource(request, arm_compute.GrantAccessData, required=False) \
+            if action == "beginGetAccess" else None
         svc = services(request)
 
         def work() -> dict[str, str]:
@@ -290,8 +291,7 @@ async def download(request: Request, token: str, filename: str) -> Response:
     host = services(request).host
     size = await in_thread(lambda: host.export_size(token)) if host is not None else None
     if host is None or size is None:
-        raise errors.AzureError("The download link is unknown or has been revoked (endGetAccess).", status=404,
-                                code="BlobNotFound")
+        raise errors.BlobNotFound("The download link is unknown or has been revoked (endGetAccess).")
 
     async def pieces() -> AsyncIterator[bytes]:
         offset = 0

@@ -43,6 +43,7 @@ def result_response(request: Request, op: models.Operation) -> Response:
     if op.status == operations.IN_PROGRESS:
         return Response(status_code=202, headers={"Location": str(request.url), "Retry-After": "1"})
     if op.status == operations.FAILED and op.error:
+        # Generic on purpose: the code and status are data, stored with the operation when it failed.
         err = errors.AzureError(op.error["message"], code=op.error["code"], status=op.error.get("status", 500))
         return JSONResponse(arm_error_body(err), status_code=err.status)
     result = op.payload.get("result")

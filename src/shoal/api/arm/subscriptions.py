@@ -132,8 +132,7 @@ async def get_provider(request: Request, subscription_id: str, namespace: str) -
     if match is None:
         from shoal.core import errors
 
-        raise errors.AzureError(f"The resource provider '{namespace}' is not served by Shoal.", status=404,
-                                code="InvalidResourceNamespace")
+        raise errors.InvalidResourceNamespace(f"The resource provider '{namespace}' is not served by Shoal.")
     return JSONResponse(provider_body(subscription_id, match, services(request).settings.regions))
 
 

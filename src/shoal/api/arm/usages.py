@@ -22,8 +22,8 @@ async def list_usages(request: Request, subscription_id: str, location: str) -> 
     arm.api_version(request)
     svc = services(request)
     if location.lower() not in svc.settings.regions:
-        raise errors.AzureError(f"The location '{location}' is not a region of this cloud "
-                                f"({', '.join(svc.settings.regions)}).", status=404, code="NoRegisteredProviderFound")
+        raise errors.NoRegisteredProviderFound(f"The location '{location}' is not a region of this cloud "
+                                               f"({', '.join(svc.settings.regions)}).")
 
     def work() -> list[dict[str, Any]]:
         with svc.db.read() as s:

@@ -25,8 +25,8 @@ def _tree(request: Request, location: str) -> dict[str, dict[str, dict[str, list
     arm.api_version(request)
     svc = services(request)
     if location.lower() not in svc.settings.regions:
-        raise errors.AzureError(f"The location '{location}' is not a region of this cloud "
-                                f"({', '.join(svc.settings.regions)}).", status=404, code="NoRegisteredProviderFound")
+        raise errors.NoRegisteredProviderFound(f"The location '{location}' is not a region of this cloud "
+                                               f"({', '.join(svc.settings.regions)}).")
     return marketplace.browse_tree(svc.catalog.images())
 
 
@@ -34,8 +34,7 @@ def _pick(mapping: dict[str, Any], name: str, what: str) -> tuple[str, Any]:
     for key, value in mapping.items():
         if key.lower() == name.lower():
             return key, value
-    raise errors.AzureError(f"The {what} '{name}' was not found in the marketplace catalog.", status=404,
-                            code="NotFound")
+    raise errors.NotFound(f"The {what} '{name}' was not found in the marketplace catalog.")
 
 
 def _entry(sub: str, location: str, path: str, name: str) -> dict[str, Any]:
@@ -86,8 +85,7 @@ async def get_version(request: Request, subscription_id: str, location: str, pub
     _tree(request, location)
     image = services(request).catalog.find(publisher, offer, sku, version)
     if image is None:
-        raise errors.AzureError(f"Artifact: VMImage was not found ({publisher}:{offer}:{sku}:{version}).",
-                                status=404, code="NotFound")
+        raise errors.NotFound(f"Artifact: VMImage was not found ({publisher}:{offer}:{sku}:{version}).")
     body = _entry(subscription_id, location, f"{image.publisher}/ArtifactTypes/VMImage/Offers/{image.offer}/Skus/"
                   f"{image.sku}/Versions/{image.version}", image.version)
     body["properties"] = marketplace.vm_image_properties(image)

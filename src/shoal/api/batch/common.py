@@ -47,24 +47,24 @@ class BatchRequest:
 
 
 def authentication_failed(message: str) -> errors.AzureError:
-    return errors.AzureError(
+    return errors.BatchAuthenticationFailed(
         "Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly "
-        f"including the signature. {message}", status=403, code="AuthenticationFailed",
+        f"including the signature. {message}",
         values={"AuthenticationErrorDetail": message})
 
 
 def _version(request: Request) -> apiversion.ApiVersion:
     value = next((v for k, v in request.query_params.multi_items() if k.lower() == "api-version"), None)
     if not value:
-        raise errors.AzureError("A query parameter that's mandatory for this request is not specified: api-version.",
-                                status=400, code="MissingRequiredQueryParameter",
-                                values={"QueryParameterName": "api-version"})
+        raise errors.MissingRequiredQueryParameter(
+            "A query parameter that's mandatory for this request is not specified: api-version.",
+            values={"QueryParameterName": "api-version"})
     try:
         return apiversion.parse(value)
     except errors.AzureError as exc:
-        raise errors.AzureError(f"The value for api-version '{value}' is invalid.", status=400,
-                                code="InvalidQueryParameterValue", values={"QueryParameterName": "api-version",
-                                                                           "QueryParameterValue": value}) from exc
+        raise errors.InvalidQueryParameterValue(f"The value for api-version '{value}' is invalid.",
+                                                values={"QueryParameterName": "api-version",
+                                                        "QueryParameterValue": value}) from exc
 
 
 def authenticate(request: Request, account_name: str) -> BatchRequest:
@@ -73,8 +73,7 @@ def authenticate(request: Request, account_name: str) -> BatchRequest:
     with svc.db.read() as s:
         account = accounts.find_by_name(s, account_name)
     if account is None or account.provisioning_state == "Deleting":
-        raise errors.AzureError(f"The Batch account '{account_name}' does not exist on this Shoal.", status=404,
-                                code="AccountNotFound")
+        raise errors.AccountNotFound(f"The Batch account '{account_name}' does not exist on this Shoal.")
     header = request.headers.get("authorization") or ""
     allowed = account.properties.get("allowedAuthenticationModes") or []
     if header.startswith("SharedKey "):
@@ -104,20 +103,19 @@ async def read_body(request: Request, *, required: bool = True,
     """The request's JSON object (bounded in size and depth), checked against ``shape`` when given."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
-        raise errors.AzureError("The request body is too large.", status=413, code="RequestBodyTooLarge")
+        raise errors.RequestBodyTooLarge("The request body is too large.")
     if not raw.strip():
         if required:
-            raise errors.AzureError("The request body is missing.", status=400, code="MissingRequiredProperty")
+            raise errors.MissingRequiredProperty("The request body is missing.")
         return {}
     try:
         data = jsonbody.loads(raw)
     except jsonbody.TooDeep as exc:
-        raise errors.AzureError(str(exc), status=400, code="InvalidRequestBody") from None
+        raise errors.InvalidRequestBody(str(exc)) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.AzureError(f"The request body is not valid JSON: {exc}.", status=400,
-                                code="InvalidRequestBody") from exc
+        raise errors.InvalidRequestBody(f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(data, dict):
-        raise errors.AzureError("The request body must be a JSON object.", status=400, code="InvalidRequestBody")
+        raise errors.InvalidRequestBody("The request body must be a JSON object.")
     return bodies.check(data, shape) if shape is not None else data
 
 
@@ -145,15 +143,14 @@ def page(request: Request, items: list[dict[str, Any]], metadata: str) -> JSONRe
     try:
         size = int(raw_max) if raw_max else 1000
     except ValueError as exc:
-        raise errors.AzureError(f"maxresults '{raw_max}' is not an integer.", status=400,
-                                code="InvalidQueryParameterValue") from exc
+        raise errors.InvalidQueryParameterValue(f"maxresults '{raw_max}' is not an integer.") from exc
     if not 1 <= size <= 1000:
-        raise errors.AzureError("maxresults must be between 1 and 1000.", status=400, code="InvalidQueryParameterValue")
+        raise errors.InvalidQueryParameterValue("maxresults must be between 1 and 1000.")
     token = request.query_params.get("$skiptoken")
     try:
         start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
     except ValueError as exc:
-        raise errors.AzureError("The $skiptoken is invalid.", status=400, code="InvalidQueryParameterValue") from exc
+        raise errors.InvalidQueryParameterValue("The $skiptoken is invalid.") from exc
     body: dict[str, Any] = {"odata.metadata": metadata, "value": items[start:start + size]}
     if start + size < len(items):
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]

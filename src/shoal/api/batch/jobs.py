@@ -181,8 +181,8 @@ async def add_task_collection(request: Request, account: str, job_id: str) -> JS
     br = authenticate(request, account)
     raw = await request.body()
     if len(raw) >= task_rules.MAX_COLLECTION_BYTES:
-        raise errors.AzureError("The request body is larger than 1 MB: send at most 100 tasks and less than 1 MB "
-                                "per collection.", status=413, code="RequestBodyTooLarge")
+        raise errors.RequestBodyTooLarge("The request body is larger than 1 MB: send at most 100 tasks and less than "
+                                         "1 MB per collection.")
     body = await read_body(request, shape=bodies.TaskCollection)
 
     def work() -> list[dict[str, Any]]:
@@ -255,8 +255,8 @@ async def _task_change(request: Request, account: str, job_id: str, task_id: str
                                                               "maxTaskRetryCount": 0}}
             elif action == "reactivate":
                 if task.state != "completed" or task.execution_info.get("result") != "failure":
-                    raise errors.AzureError("Only a completed task that failed can be reactivated.", status=409,
-                                            code="TaskCompleted" if task.state == "completed" else "TaskNotCompleted")
+                    refused = errors.TaskCompleted if task.state == "completed" else errors.TaskNotCompleted
+                    raise refused("Only a completed task that failed can be reactivated.")
                 task.execution_info = {"retryCount": 0, "requeueCount": task.execution_info.get("requeueCount", 0)}
                 task_rules.set_state(task, clock, "active")
             elif action == "delete":
@@ -313,11 +313,11 @@ def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[str, str, s
         node = s.get(models.Node, task.node_key) if task.node_key else None
     if node is None and task.node_info and task.state == "completed" and task.files_expire_at is None \
             and task.execution_info.get("endTime"):
-        raise errors.AzureError("The files of the specified task are cleaned up (its retentionTime has passed).",
-                                status=409, code="TaskFilesCleanedup")
+        raise errors.TaskFilesCleanedup(
+            "The files of the specified task are cleaned up (its retentionTime has passed).")
     if node is None or not task.node_info or br.svc.host is None:
-        raise errors.AzureError("The task has not run on a node yet, so it has no files.", status=404,
-                                code="TaskFileNotFound" if node is None else "FileNotFound")
+        missing = errors.TaskFileNotFound if node is None else errors.FileNotFound
+        raise missing("The task has not run on a node yet, so it has no files.")
     return node.machine_id, f"batch/tasks/{task.node_info['taskRootDirectory']}", \
         f"{task_url(br, job_id, task_id)}/files"
 

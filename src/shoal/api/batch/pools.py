@@ -43,18 +43,18 @@ def _check_custom_image_auth(br: BatchRequest, spec: dict[str, Any]) -> None:
     ref = (spec.get("virtualMachineConfiguration") or {}).get("imageReference") or {}
     image_id = str(ref.get("virtualMachineImageId") or "")
     if image_id and br.shared_key:
-        raise errors.AzureError(
+        raise errors.BatchAuthenticationFailed(
             "Pools from custom images (managed images or Azure Compute Gallery images) require Microsoft Entra ID "
             "authentication; Shared Key is refused. Sign in with a service principal (az batch account login "
-            "without --shared-key-auth, or a TokenCredential in BatchClient).", status=403,
-            code="AuthenticationFailed", values={"AuthenticationErrorDetail": "Microsoft Entra ID required"})
+            "without --shared-key-auth, or a TokenCredential in BatchClient).",
+            values={"AuthenticationErrorDetail": "Microsoft Entra ID required"})
     if image_id and "/providers/microsoft.compute/images/" in image_id.lower() and \
             not br.version.data_plane_accepts_managed_image():
-        raise errors.AzureError(
+        raise errors.InvalidPropertyValue(
             f"A managed image ('{image_id}') can back a pool only with api-version 2019-08-01.10.0 or older; this "
             f"request uses {br.version.text}. Publish the image to an Azure Compute Gallery and use the image "
-            "version (or definition) id, or create the pool through the management plane.", status=400,
-            code="InvalidPropertyValue", values={"PropertyName": "virtualMachineImageId", "PropertyValue": image_id})
+            "version (or definition) id, or create the pool through the management plane.",
+            values={"PropertyName": "virtualMachineImageId", "PropertyValue": image_id})
 
 
 @router.post("/pools")
@@ -108,9 +108,9 @@ def _filter_select(request: Request, items: list[dict[str, Any]]) -> list[dict[s
         try:
             pred = odata.parse_filter(flt)
         except odata.ODataError as exc:
-            raise errors.AzureError(f"The $filter clause is invalid: {exc}", status=400,
-                                    code="InvalidQueryParameterValue",
-                                    values={"QueryParameterName": "$filter", "QueryParameterValue": flt}) from exc
+            raise errors.InvalidQueryParameterValue(
+                f"The $filter clause is invalid: {exc}",
+                values={"QueryParameterName": "$filter", "QueryParameterValue": flt}) from exc
         items = [i for i in items if pred(i)]
     sel = request.query_params.get("$select")
     if sel:
@@ -166,8 +166,8 @@ async def _change(request: Request, account: str, pool_id: str, change: pool_cha
 
     def precondition(etag: str, modified: Any) -> None:
         if _conditional_status(request, etag, modified) == 412:
-            raise errors.AzureError("A condition in the request (If-Match, If-None-Match, If-Modified-Since or "
-                                    "If-Unmodified-Since) is not met.", status=412, code="ConditionNotMet")
+            raise errors.ConditionNotMet("A condition in the request (If-Match, If-None-Match, If-Modified-Since or "
+                                         "If-Unmodified-Since) is not met.")
 
     etag, modified = await in_thread(lambda: pool_changes.apply(
         br.svc.db, br.svc.compute_context(), br.account.key, pool_id, change, body or {},

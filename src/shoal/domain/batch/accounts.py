@@ -44,13 +44,12 @@ def create_or_update(s: Session, clock: Clock, rid: ResourceId, body: dict[str, 
     resource_groups.require_usable(s, rid.subscription, rid.resource_group or "")
     name = rid.name
     if not _NAME.match(name):
-        raise errors.AzureError(
-            f"Account name '{name}' is invalid: use 3-24 lower-case letters and digits.", status=400,
-            code="AccountNameInvalid", target="accountName")
+        raise errors.AccountNameInvalid(
+            f"Account name '{name}' is invalid: use 3-24 lower-case letters and digits.", target="accountName")
     location = str(body.get("location") or "").replace(" ", "").lower()
     if location not in regions:
-        raise errors.AzureError(f"The location '{body.get('location')}' is not a region of this cloud "
-                                f"({', '.join(regions)}).", status=400, code="LocationNotAvailableForResourceType")
+        raise errors.LocationNotAvailableForResourceType(
+            f"The location '{body.get('location')}' is not a region of this cloud ({', '.join(regions)}).")
     props = dict(body.get("properties") or {})
     mode = str(props.get("poolAllocationMode") or "BatchService")
     if mode.lower() not in ("batchservice", "usersubscription"):
@@ -65,9 +64,8 @@ def create_or_update(s: Session, clock: Clock, rid: ResourceId, body: dict[str, 
     if existing is None:
         other = find_by_name(s, name)
         if other is not None:
-            raise errors.AzureError(f"The account name '{name}' is already in use. Batch account names are "
-                                    "unique across the cloud: choose another.", status=409,
-                                    code="AccountNameAlreadyExists")
+            raise errors.AccountNameAlreadyExists(f"The account name '{name}' is already in use. Batch account names "
+                                                  "are unique across the cloud: choose another.")
     wire = {
         "accountEndpoint": endpoint(base_url, name), "poolAllocationMode": mode,
         "publicNetworkAccess": props.get("publicNetworkAccess", "Enabled"),
@@ -88,8 +86,7 @@ def create_or_update(s: Session, clock: Clock, rid: ResourceId, body: dict[str, 
         wire["autoStorage"] = props["autoStorage"]
     if existing is not None:
         if existing.properties.get("poolAllocationMode") != mode:
-            raise errors.AzureError("The pool allocation mode of an account cannot be changed.", status=409,
-                                    code="OperationNotAllowed")
+            raise errors.OperationNotAllowed("The pool allocation mode of an account cannot be changed.")
         existing.properties = {**existing.properties, **{k: v for k, v in wire.items() if k in props}}
         if body.get("tags") is not None:
             existing.tags = body["tags"]
@@ -116,10 +113,10 @@ def render(row: models.Resource) -> dict[str, Any]:
 def keys(row: models.Resource) -> dict[str, str]:
     if row.properties.get("poolAllocationMode") == "UserSubscription" or "SharedKey" not in (
             row.properties.get("allowedAuthenticationModes") or []):
-        raise errors.AzureError(
+        raise errors.OperationNotAllowed(
             f"Shared Key access is disabled for account '{row.name}' (its pool allocation mode is "
             f"{row.properties.get('poolAllocationMode')} or SharedKey is not an allowed authentication mode). "
-            "Use Microsoft Entra ID authentication.", status=409, code="OperationNotAllowed")
+            "Use Microsoft Entra ID authentication.")
     return {"accountName": row.name, "primary": row.internal["keys"]["primary"],
             "secondary": row.internal["keys"]["secondary"]}
 

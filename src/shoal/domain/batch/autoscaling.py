@@ -44,9 +44,8 @@ def check_formula(formula: Any, prop: str = "autoScaleFormula") -> str:
     try:
         autoscale.parse(formula)
     except autoscale.FormulaError as exc:
-        raise errors.AzureError(f"The autoscale formula is invalid: {exc.message}", status=400,
-                                code="AutoScalingFormulaSyntaxError",
-                                values={v["name"]: v["value"] for v in _values(exc)}) from exc
+        raise errors.AutoScalingFormulaSyntaxError(f"The autoscale formula is invalid: {exc.message}",
+                                                   values={v["name"]: v["value"] for v in _values(exc)}) from exc
     return formula
 
 
@@ -58,9 +57,8 @@ def settings(formula: Any, interval: Any) -> dict[str, Any]:
 def enable(pool: models.Pool, clock: Clock, formula: Any, interval: Any) -> None:
     """``enableautoscale``: a new formula and/or interval; the first evaluation happens at once."""
     if pool.allocation_state != pools.STEADY:
-        raise errors.AzureError("The pool is resizing: autoscale can be enabled only when its allocation state is "
-                                "steady. Stop the resize or wait for it to finish.", status=409,
-                                code="PoolNotSteady")
+        raise errors.PoolNotSteady("The pool is resizing: autoscale can be enabled only when its allocation state is "
+                                   "steady. Stop the resize or wait for it to finish.")
     current = pool.autoscale if pool.autoscale.get("enabled") else {}
     formula = formula if formula is not None else current.get("formula")
     interval = interval if interval is not None else current.get("interval")
@@ -78,8 +76,7 @@ def disable(pool: models.Pool, clock: Clock) -> None:
 def evaluate_only(s: Session, pool: models.Pool, formula: Any, now: datetime) -> dict[str, Any]:
     """``evaluateautoscale``: a formula run against the pool's live metrics, nothing applied."""
     if not pool.autoscale.get("enabled"):
-        raise errors.AzureError("Autoscale is not enabled on the pool: enable it first (enableautoscale).",
-                                status=409, code="AutoScaleNotEnabled")
+        raise errors.AutoScaleNotEnabled("Autoscale is not enabled on the pool: enable it first (enableautoscale).")
     if not formula or not isinstance(formula, str):
         raise pools.missing("autoScaleFormula")
     result, _ = run(formula, load_metrics(s, pool, now), pool, now)

@@ -124,10 +124,10 @@ def validate(spec: dict[str, Any], job_spec: dict[str, Any]) -> None:
             if str(action).lower() not in JOB_ACTIONS:
                 raise bad_value(f"{where}.jobAction", action, " or ".join(JOB_ACTIONS))
             if not performs:
-                raise errors.AzureError(
+                raise errors.InvalidPropertyValue(
                     f"The value provided for one of the properties in the request body is invalid: {where}.jobAction "
                     "(the job's onTaskFailure is noaction; set it to performexitoptionsjobaction to use job "
-                    "actions).", status=400, code="InvalidPropertyValue",
+                    "actions).",
                     values={"PropertyName": f"{where}.jobAction", "PropertyValue": str(action)})
         dependency = opts.get("dependencyAction")
         if dependency is not None and str(dependency).lower() not in DEPENDENCY_ACTIONS:

@@ -35,8 +35,7 @@ class ImageLimits:
 
 
 def _bad(prop: str, value: str, message: str) -> errors.AzureError:
-    return errors.AzureError(message, status=400, code="InvalidPropertyValue",
-                             values={"PropertyName": prop, "PropertyValue": value[:400]})
+    return errors.InvalidPropertyValue(message, values={"PropertyName": prop, "PropertyValue": value[:400]})
 
 
 def check_image(s: Session, catalog: Any, account: models.Resource, spec: dict[str, Any],
@@ -50,10 +49,10 @@ def check_image(s: Session, catalog: Any, account: models.Resource, spec: dict[s
         rid = ids.parse(str(content.get("resolvedId") or image_id))
         action = f"{rid.type}/read"
         if not authorization.allowed(s, caller, action, str(rid)):
-            raise errors.AzureError(
+            raise errors.AuthorizationFailed(
                 f"The client '{caller.object_id}' does not have authorization to perform action '{action}' over the "
                 f"image '{image_id}'. Grant it a role that can read the image (for example Reader on the image, its "
-                "gallery or its resource group).", status=403, code="AuthorizationFailed",
+                "gallery or its resource group).",
                 values={"PropertyName": "imageReference", "PropertyValue": image_id})
     _first_party_base(catalog, spec, content, image_id, mode=mode)
     lineage = content.get("lineage") or {}

@@ -13,8 +13,7 @@ from shoal.domain.compute.kinds import ComputeContext
 
 
 def _bad(message: str, value: str) -> errors.AzureError:
-    return errors.AzureError(message, status=400, code="InvalidPropertyValue",
-                             values={"PropertyName": "imageReference", "PropertyValue": value})
+    return errors.InvalidPropertyValue(message, values={"PropertyName": "imageReference", "PropertyValue": value})
 
 
 def resolve(ctx: ComputeContext, s: Session, ref: dict[str, Any]) -> dict[str, Any]:

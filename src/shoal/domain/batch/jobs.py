@@ -39,8 +39,8 @@ def set_state(job: models.Job, clock: Clock, state: str) -> None:
     if state == job.state:
         return
     if state not in _TRANSITIONS[job.state]:
-        raise errors.AzureError(f"The job is {job.state}; it cannot become {state}.", status=409,
-                                code="JobStateConflict" if job.state != "completed" else "JobCompleted")
+        refused = errors.JobStateConflict if job.state != "completed" else errors.JobCompleted
+        raise refused(f"The job is {job.state}; it cannot become {state}.")
     now = clock.now()
     job.previous_state, job.previous_state_transition_time = job.state, job.state_transition_time
     job.state, job.state_transition_time = state, now
@@ -89,7 +89,7 @@ def create(s: Session, clock: Clock, account_key: str, body: dict[str, Any]) -> 
     validate(spec)
     key = job_key(account_key, job_id)
     if s.get(models.Job, key) is not None:
-        raise errors.AzureError("The specified job already exists.", status=409, code="JobExists")
+        raise errors.JobExists("The specified job already exists.")
     now = clock.now()
     job = models.Job(key=key, account_key=account_key, job_id=job_id, pool_id=str(spec["poolInfo"]["poolId"]).lower(),
                      priority=int(spec.get("priority", 0)), spec=spec, state="active", state_transition_time=now,
@@ -103,7 +103,7 @@ def create(s: Session, clock: Clock, account_key: str, body: dict[str, Any]) -> 
 def get(s: Session, account_key: str, job_id: str) -> models.Job:
     job = s.get(models.Job, job_key(account_key, job_id))
     if job is None:
-        raise errors.AzureError("The specified job does not exist.", status=404, code="JobNotFound")
+        raise errors.JobNotFound("The specified job does not exist.")
     return job
 
 
@@ -114,8 +114,8 @@ def list_jobs(s: Session, account_key: str) -> list[models.Job]:
 def update(job: models.Job, clock: Clock, body: dict[str, Any], *, replace: bool) -> None:
     """PATCH changes given fields; PUT (replace) resets priority, constraints and metadata when absent."""
     if job.state in ("completed", "deleting", "terminating"):
-        raise errors.AzureError(f"The job is {job.state} and cannot be changed.", status=409,
-                                code="JobCompleted" if job.state == "completed" else "JobBeingDeleted")
+        refused = errors.JobCompleted if job.state == "completed" else errors.JobBeingDeleted
+        raise refused(f"The job is {job.state} and cannot be changed.")
     spec = dict(job.spec)
     fields = ("priority", "constraints", "poolInfo", "metadata", "onAllTasksComplete", "maxParallelTasks",
               "allowTaskPreemption")
@@ -136,8 +136,7 @@ def update(job: models.Job, clock: Clock, body: dict[str, Any], *, replace: bool
 
 def terminate(job: models.Job, clock: Clock, reason: str | None) -> None:
     if job.state == "completed":
-        raise errors.AzureError("The specified job is already in a completed state.", status=409,
-                                code="JobCompleted")
+        raise errors.JobCompleted("The specified job is already in a completed state.")
     set_state(job, clock, "terminating")
     job.execution_info = {**job.execution_info, "terminateReason": reason or "UserTerminate"}
     touch(job, clock)
@@ -146,8 +145,8 @@ def terminate(job: models.Job, clock: Clock, reason: str | None) -> None:
 def disable(job: models.Job, clock: Clock, option: str) -> None:
     """``disable`` with ``disableTasks`` requeue (running tasks go back to the queue), terminate or wait."""
     if option not in ("requeue", "terminate", "wait"):
-        raise errors.AzureError("disableTasks must be requeue, terminate or wait.", status=400,
-                                code="InvalidPropertyValue", values={"PropertyName": "disableTasks"})
+        raise errors.InvalidPropertyValue("disableTasks must be requeue, terminate or wait.",
+                                          values={"PropertyName": "disableTasks"})
     set_state(job, clock, "disabling")
     job.execution_info = {**job.execution_info, "disableTasks": option}
 

@@ -58,11 +58,9 @@ def check_task_id(job_spec: dict[str, Any], tid: str) -> None:
     """A task may not take the id of the job's preparation or release task."""
     prep, rel = preparation(job_spec), release(job_spec)
     if prep is not None and tid.lower() == task_id(prep, PREPARATION_ID).lower():
-        raise errors.AzureError("The task id is the same as the job's preparation task.", status=409,
-                                code="TaskIdSameAsJobPreparationTask")
+        raise errors.TaskIdSameAsJobPreparationTask("The task id is the same as the job's preparation task.")
     if rel is not None and tid.lower() == task_id(rel, RELEASE_ID).lower():
-        raise errors.AzureError("The task id is the same as the job's release task.", status=409,
-                                code="TaskIdSameAsJobReleaseTask")
+        raise errors.TaskIdSameAsJobReleaseTask("The task id is the same as the job's release task.")
 
 
 def timeout(spec: dict[str, Any], *, is_release: bool) -> float | None:
@@ -86,8 +84,7 @@ def usable(job_spec: dict[str, Any], info: dict[str, Any] | None) -> bool | None
 def status_list(s: Session, job: models.Job) -> list[dict[str, Any]]:
     """``jobpreparationandreleasetaskstatus``: one entry per node the preparation task ran on."""
     if preparation(job.spec) is None:
-        raise errors.AzureError("The specified job does not have a job preparation task.", status=409,
-                                code="JobPreparationTaskNotSpecified")
+        raise errors.JobPreparationTaskNotSpecified("The specified job does not have a job preparation task.")
     rows = s.scalars(select(models.JobNodeTask).where(models.JobNodeTask.job_key == job.key)
                      .order_by(models.JobNodeTask.node_id))
     return [render(r) for r in rows if r.preparation]

@@ -38,8 +38,7 @@ def set_state(node: models.Node, clock: Clock, state: str, at: datetime | None =
     if state == node.state:
         return
     if state not in _TRANSITIONS.get(node.state, set()):
-        raise errors.AzureError(f"Node {node.node_id} cannot go from {node.state} to {state}.", status=409,
-                                code="NodeStateConflict")
+        raise errors.NodeStateConflict(f"Node {node.node_id} cannot go from {node.state} to {state}.")
     node.state = state
     node.state_transition_time = at or clock.now()
 
@@ -47,7 +46,7 @@ def set_state(node: models.Node, clock: Clock, state: str, at: datetime | None =
 def get(s: Session, pool: models.Pool, node_id: str) -> models.Node:
     node = s.get(models.Node, f"{pool.key}/{node_id.lower()}")
     if node is None:
-        raise errors.AzureError("The specified node does not exist.", status=404, code="NodeNotFound")
+        raise errors.NodeNotFound("The specified node does not exist.")
     return node
 
 
@@ -59,16 +58,15 @@ def request(node: models.Node, clock: Clock, action: str, option: str | None) ->
     """reboot / reimage: the node goes into that state now; the reconciler does the work."""
     allowed = ("idle", "running", "starttaskfailed", "unusable", "offline", "waitingforstarttask")
     if node.state not in allowed or node.pending:
-        raise errors.AzureError(f"The node is {node.state}; {action} needs an idle or running node.", status=409,
-                                code="NodeStateConflict" if node.pending else "OperationInvalidForCurrentState")
+        refused = errors.NodeStateConflict if node.pending else errors.OperationInvalidForCurrentState
+        raise refused(f"The node is {node.state}; {action} needs an idle or running node.")
     node.pending, node.pending_option = action, (option or "requeue").lower()
     set_state(node, clock, "rebooting" if action == "reboot" else "reimaging")
 
 
 def disable_scheduling(node: models.Node, clock: Clock, option: str | None) -> None:
     if option and option.lower() not in ("requeue", "terminate", "taskcompletion"):
-        raise errors.AzureError("nodeDisableSchedulingOption must be requeue, terminate or taskcompletion.",
-                                status=400, code="InvalidPropertyValue")
+        raise errors.InvalidPropertyValue("nodeDisableSchedulingOption must be requeue, terminate or taskcompletion.")
     node.scheduling_state = "disabled"
     if node.state == "idle":
         set_state(node, clock, "offline")
@@ -108,10 +106,9 @@ def command_argv(command_line: str) -> list[str]:
     try:
         argv = shlex.split(command_line)
     except ValueError as exc:
-        raise errors.AzureError(f"The command line could not be parsed: {exc}.", status=400,
-                                code="InvalidPropertyValue") from exc
+        raise errors.InvalidPropertyValue(f"The command line could not be parsed: {exc}.") from exc
     if not argv:
-        raise errors.AzureError("The command line is empty.", status=400, code="InvalidPropertyValue")
+        raise errors.InvalidPropertyValue("The command line is empty.")
     return argv
 
 

@@ -28,14 +28,14 @@ STEADY, RESIZING, STOPPING = "steady", "resizing", "stopping"
 
 
 def bad_value(prop: str, value: Any, why: str) -> errors.AzureError:
-    return errors.AzureError(f"The value provided for one of the properties in the request body is invalid: {prop} "
-                             f"({why}).", status=400, code="InvalidPropertyValue",
-                             values={"PropertyName": prop, "PropertyValue": str(value)[:200], "Reason": why})
+    return errors.InvalidPropertyValue(
+        f"The value provided for one of the properties in the request body is invalid: {prop} ({why}).",
+        values={"PropertyName": prop, "PropertyValue": str(value)[:200], "Reason": why})
 
 
 def missing(prop: str) -> errors.AzureError:
-    return errors.AzureError(f"A required property was not specified in the request body: {prop}.", status=400,
-                             code="MissingRequiredProperty", values={"PropertyName": prop})
+    return errors.MissingRequiredProperty(f"A required property was not specified in the request body: {prop}.",
+                                          values={"PropertyName": prop})
 
 
 @dataclass
@@ -121,10 +121,9 @@ def find(s: Session, account_key: str, pool_id: str) -> models.Pool | None:
 def get(s: Session, account_key: str, pool_id: str, *, for_update: bool = False) -> models.Pool:
     pool = find(s, account_key, pool_id)
     if pool is None:
-        raise errors.AzureError("The specified pool does not exist.", status=404, code="PoolNotFound")
+        raise errors.PoolNotFound("The specified pool does not exist.")
     if for_update and pool.state == "deleting":
-        raise errors.AzureError("The specified pool has been marked for deletion and is being reclaimed.",
-                                status=409, code="PoolBeingDeleted")
+        raise errors.PoolBeingDeleted("The specified pool has been marked for deletion and is being reclaimed.")
     return pool
 
 
@@ -154,8 +153,8 @@ def set_allocation(pool: models.Pool, clock: Clock, state: str) -> None:
     """The one place the allocation state changes (steady <-> resizing -> stopping -> steady)."""
     allowed = {STEADY: {RESIZING}, RESIZING: {STEADY, STOPPING, RESIZING}, STOPPING: {STEADY, STOPPING}}
     if state not in allowed[pool.allocation_state]:
-        raise errors.AzureError(f"Pool allocation state cannot go from {pool.allocation_state} to {state}.",
-                                status=409, code="OperationInvalidForCurrentState")
+        raise errors.OperationInvalidForCurrentState(
+            f"Pool allocation state cannot go from {pool.allocation_state} to {state}.")
     if state != pool.allocation_state:
         pool.allocation_state = state
         pool.allocation_state_transition_time = clock.now()
@@ -166,10 +165,10 @@ def create(s: Session, clock: Clock, account_key: str, pool_id: str, spec: dict[
     if not _POOL_ID.match(pool_id or ""):
         raise bad_value("id", pool_id, "1-64 letters, digits, hyphens and underscores")
     if find(s, account_key, pool_id) is not None:
-        raise errors.AzureError("The specified pool already exists.", status=409, code="PoolExists")
+        raise errors.PoolExists("The specified pool already exists.")
     if len(list_pools(s, account_key)) >= pool_quota:
-        raise errors.AzureError(f"The account has reached its pool quota ({pool_quota}). Delete pools or raise the "
-                                "quota.", status=409, code="PoolQuotaReached")
+        raise errors.PoolQuotaReached(f"The account has reached its pool quota ({pool_quota}). Delete pools or raise "
+                                      "the quota.")
     now = clock.now()
     resizing = scale.target_dedicated + scale.target_low_priority > 0
     pool = models.Pool(
@@ -188,12 +187,11 @@ def create(s: Session, clock: Clock, account_key: str, pool_id: str, spec: dict[
 def resize(pool: models.Pool, clock: Clock, scale: Scale, *, by_autoscale: bool = False) -> None:
     """New targets; ``by_autoscale`` for the pool's own formula (manual resizes of autoscale pools are refused)."""
     if pool.autoscale.get("enabled") and not by_autoscale:
-        raise errors.AzureError("The pool has automatic scaling enabled: disable it before resizing manually.",
-                                status=409, code="PoolAutoScaleEnabled")
+        raise errors.PoolAutoScaleEnabled(
+            "The pool has automatic scaling enabled: disable it before resizing manually.")
     if pool.allocation_state != STEADY:
-        raise errors.AzureError(f"The pool is {pool.allocation_state}: a resize is allowed only when its allocation "
-                                "state is steady. Stop the current resize or wait for it to finish.", status=409,
-                                code="PoolNotSteady")
+        raise errors.PoolNotSteady(f"The pool is {pool.allocation_state}: a resize is allowed only when its "
+                                   "allocation state is steady. Stop the current resize or wait for it to finish.")
     pool.target_dedicated, pool.target_low_priority = scale.target_dedicated, scale.target_low_priority
     pool.resize_timeout_s = int(scale.resize_timeout.total_seconds())
     pool.deallocation_option = scale.deallocation_option
@@ -213,8 +211,7 @@ def stop_resize(pool: models.Pool, clock: Clock) -> None:
 def remove_nodes(s: Session, pool: models.Pool, clock: Clock, node_ids: list[str], timeout: timedelta,
                  option: str) -> None:
     if pool.allocation_state != STEADY:
-        raise errors.AzureError("Nodes can be removed only while the pool's allocation state is steady.",
-                                status=409, code="PoolNotSteady")
+        raise errors.PoolNotSteady("Nodes can be removed only while the pool's allocation state is steady.")
     if not node_ids or len(node_ids) > 100:
         raise bad_value("nodeList", len(node_ids), "between 1 and 100 node ids are required")
     nodes = {n.node_id.lower(): n for n in s.scalars(select(models.Node).where(models.Node.pool_key == pool.key))}
@@ -222,8 +219,7 @@ def remove_nodes(s: Session, pool: models.Pool, clock: Clock, node_ids: list[str
     for node_id in node_ids:
         node = nodes.get(str(node_id).lower())
         if node is None:
-            raise errors.AzureError(f"The node '{node_id}' is not part of the pool.", status=404,
-                                    code="NodeNotFound", values={"NodeId": str(node_id)})
+            raise errors.NodeNotFound(f"The node '{node_id}' is not part of the pool.", values={"NodeId": str(node_id)})
         chosen.append(node)
     for node in chosen:
         if node.pending != "remove":

@@ -61,9 +61,8 @@ def update_pool(ctx: ComputeContext, pool: models.Pool, changes: dict[str, Any],
     immutable = [k for k in ("vmSize", "virtualMachineConfiguration") if k in changes
                  and changes[k] != pool.spec.get(k)]
     if immutable:
-        raise errors.AzureError(f"The property '{immutable[0]}' of an existing pool cannot be changed. Create a new "
-                                "pool instead.", status=400, code="PropertyCannotBeUpdated",
-                                values={"PropertyName": immutable[0]})
+        raise errors.PropertyCannotBeUpdated(f"The property '{immutable[0]}' of an existing pool cannot be changed. "
+                                             "Create a new pool instead.", values={"PropertyName": immutable[0]})
     spec = dict(pool.spec)
     if replace:
         for key in ("metadata", "applicationPackageReferences", "certificateReferences"):

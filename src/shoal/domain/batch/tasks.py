@@ -40,8 +40,7 @@ def set_state(task: models.Task, clock: Clock, state: str) -> None:
     if state == task.state:
         return
     if state not in _TRANSITIONS[task.state]:
-        raise errors.AzureError(f"The task is {task.state}; it cannot become {state}.", status=409,
-                                code="TaskStateConflict")
+        raise errors.TaskStateConflict(f"The task is {task.state}; it cannot become {state}.")
     now = clock.now()
     task.previous_state, task.previous_state_transition_time = task.state, task.state_transition_time
     task.state, task.state_transition_time = state, now
@@ -97,8 +96,8 @@ def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(slots, int) or slots < 1:
         raise bad_value("requiredSlots", slots, "a positive integer")
     if spec.get("dependsOn") and not job.spec.get("usesTaskDependencies"):
-        raise errors.AzureError("The job does not allow task dependencies: create it with usesTaskDependencies.",
-                                status=409, code="TaskDependenciesNotSpecifiedOnJob")
+        raise errors.TaskDependenciesNotSpecifiedOnJob(
+            "The job does not allow task dependencies: create it with usesTaskDependencies.")
     affinity = spec.get("affinityInfo")
     if affinity is not None and (not isinstance(affinity, dict) or not affinity.get("affinityId")):
         raise missing("affinityInfo.affinityId")
@@ -126,10 +125,9 @@ def retention(spec: dict[str, Any]) -> timedelta:
 
 def check_job_accepts_tasks(job: models.Job) -> None:
     if job.state in ("completed", "terminating"):
-        raise errors.AzureError("The specified job is already in a completed state.", status=409,
-                                code="JobCompleted")
+        raise errors.JobCompleted("The specified job is already in a completed state.")
     if job.state == "deleting":
-        raise errors.AzureError("The specified job is being deleted.", status=409, code="JobBeingDeleted")
+        raise errors.JobBeingDeleted("The specified job is being deleted.")
 
 
 def next_seq(s: Session) -> int:
@@ -148,7 +146,7 @@ def add(s: Session, clock: Clock, job: models.Job, body: dict[str, Any]) -> mode
     check_job_accepts_tasks(job)
     spec = validate(job, body)
     if s.get(models.Task, task_key(job.key, str(body["id"]))) is not None:
-        raise errors.AzureError("The specified task already exists.", status=409, code="TaskExists")
+        raise errors.TaskExists("The specified task already exists.")
     task = new_task(job, clock, body, spec, next_seq(s))
     s.add(task)
     return task
@@ -159,9 +157,8 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
     if not isinstance(items, list):
         raise missing("value")
     if len(items) > MAX_COLLECTION or raw_size >= MAX_COLLECTION_BYTES:
-        raise errors.AzureError(f"The collection has {len(items)} tasks and {raw_size} bytes: at most "
-                                f"{MAX_COLLECTION} tasks and less than 1 MB are allowed per request.", status=413,
-                                code="RequestBodyTooLarge")
+        raise errors.RequestBodyTooLarge(f"The collection has {len(items)} tasks and {raw_size} bytes: at most "
+                                         f"{MAX_COLLECTION} tasks and less than 1 MB are allowed per request.")
     check_job_accepts_tasks(job)
     ids = [str(i.get("id", "")).lower() for i in items if isinstance(i, dict)]
     existing = set(s.scalars(select(models.Task.task_id).where(
@@ -177,7 +174,7 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
                 raise missing("value[]")
             spec = validate(job, item)
             if task_id.lower() in existing or task_id.lower() in seen:
-                raise errors.AzureError("The specified task already exists.", status=409, code="TaskExists")
+                raise errors.TaskExists("The specified task already exists.")
         except errors.AzureError as exc:
             results.append({"status": "clienterror", "taskId": task_id, "error": {
                 "code": exc.code, "message": {"lang": "en-US", "value": exc.message},
@@ -199,7 +196,7 @@ def body_size(body: dict[str, Any]) -> int:
 def get(s: Session, job: models.Job, task_id: str) -> models.Task:
     task = s.get(models.Task, task_key(job.key, task_id))
     if task is None:
-        raise errors.AzureError("The specified task does not exist.", status=404, code="TaskNotFound")
+        raise errors.TaskNotFound("The specified task does not exist.")
     return task
 
 

@@ -43,8 +43,8 @@ def machine_limits(name: str | None) -> dict[str, int]:
 def lookup(name: str | None, *, target: str = "vmSize") -> VmSize:
     size = SIZES.get((name or "").lower())
     if size is None:
-        raise errors.AzureError(
+        raise errors.InvalidPropertyValue(
             f"The value provided for {target} '{name}' is not a supported VM size. Supported sizes include "
-            + ", ".join(s.name for s in _SIZES[:8]) + ", ...", status=400, code="InvalidPropertyValue",
+            + ", ".join(s.name for s in _SIZES[:8]) + ", ...",
             values={"PropertyName": target, "PropertyValue": str(name)})
     return size

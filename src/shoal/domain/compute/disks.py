@@ -153,9 +153,8 @@ class DiskKind:
         new_size = _size(body.properties, required=False)
         if new_size is not None:
             if new_size < int(props.get("diskSizeGB") or 0):
-                raise errors.AzureError(
-                    f"Disk '{row.name}' of size {props.get('diskSizeGB')} GB cannot be shrunk to {new_size} GB.",
-                    status=409, code="OperationNotAllowed")
+                raise errors.OperationNotAllowed(
+                    f"Disk '{row.name}' of size {props.get('diskSizeGB')} GB cannot be shrunk to {new_size} GB.")
             props["diskSizeGB"] = new_size
         if "encryptionSettingsCollection" in body.properties:
             props["encryptionSettingsCollection"] = body.properties["encryptionSettingsCollection"]
@@ -177,9 +176,8 @@ class DiskKind:
 
     def plan_delete(self, ctx: ComputeContext, s: Session, row: models.Resource) -> str | None:
         if row.internal.get("attachedTo"):
-            raise errors.AzureError(
-                f"Disk {row.name} is attached to VM {row.internal['attachedTo']}. Detach it or delete the VM first.",
-                status=409, code="OperationNotAllowed")
+            raise errors.OperationNotAllowed(
+                f"Disk {row.name} is attached to VM {row.internal['attachedTo']}. Detach it or delete the VM first.")
         return "delete"
 
 
@@ -204,9 +202,8 @@ class SnapshotKind:
         new_cd = body.properties.get("creationData")
         old_cd = row.properties.get("creationData") or {}
         if new_cd and {k.lower(): v for k, v in new_cd.items()} != {k.lower(): v for k, v in old_cd.items()}:
-            raise errors.AzureError(
-                f"Snapshot {row.name} is read-only: its creationData cannot be changed. Create a new snapshot instead.",
-                status=409, code="OperationNotAllowed")
+            raise errors.OperationNotAllowed(
+                f"Snapshot {row.name} is read-only: its creationData cannot be changed. Create a new snapshot instead.")
         return PutPlan(dict(row.properties), dict(row.internal), None)
 
     def render_properties(self, row: models.Resource) -> dict[str, Any]:

@@ -28,8 +28,7 @@ class ExtensionKind:
             if not p.get(key):
                 raise invalid(f"Required parameter '{key}' is missing (null).", f"properties.{key}")
         if vm.internal.get("generalized"):
-            raise errors.AzureError(f"Extensions cannot be installed on generalized VM '{vm.name}'.", status=409,
-                                    code="OperationNotAllowed")
+            raise errors.OperationNotAllowed(f"Extensions cannot be installed on generalized VM '{vm.name}'.")
         record = f"{p['publisher']}.{p['type']}"
         vm.internal = {**vm.internal, "extensions": sorted({*vm.internal.get("extensions", []), record})}
         os_disk = resources.find(s, ids.parse(vm.internal["osDisk"]))

@@ -54,10 +54,9 @@ class GalleryKind:
 
     def plan_delete(self, ctx: ComputeContext, s: Session, row: models.Resource) -> str | None:
         if resources.children(s, ids.parse(row.id)):
-            raise errors.AzureError(
+            raise errors.CannotDeleteResource(
                 f"The gallery '{row.name}' cannot be deleted because it contains image definitions. "
-                "Delete them first.",
-                status=409, code="CannotDeleteResource")
+                "Delete them first.")
         return "delete"
 
 
@@ -101,9 +100,8 @@ class GalleryImageKind:
 
     def plan_delete(self, ctx: ComputeContext, s: Session, row: models.Resource) -> str | None:
         if resources.children(s, ids.parse(row.id)):
-            raise errors.AzureError(
-                f"The gallery image '{row.name}' cannot be deleted because it has versions. Delete them first.",
-                status=409, code="CannotDeleteResource")
+            raise errors.CannotDeleteResource(
+                f"The gallery image '{row.name}' cannot be deleted because it has versions. Delete them first.")
         return "delete"
 
 
@@ -172,10 +170,9 @@ class GalleryImageVersionKind:
                                   (sources.IMAGES, sources.GALLERY_VERSIONS, sources.VMS))
             if src.type.lower() == sources.VMS.lower():
                 if src.row.internal.get("power") == "running":
-                    raise errors.AzureError(
+                    raise errors.OperationNotAllowed(
                         f"The source VM '{src.rid}' is running. Stop or deallocate it (and generalize it for a "
-                        "generalized image) before creating an image version from it.", status=409,
-                        code="OperationNotAllowed")
+                        "generalized image) before creating an image version from it.")
                 # Its disks are captured by the reconciler, before replication.
                 return {"captureVm": str(src.rid), "osType": "Linux", "base": None, "os": [], "data": {},
                         "lineage": None, "osSize": 30}

@@ -54,9 +54,9 @@ def plan_image(ctx: ComputeContext, s: Session, props: dict[str, Any]) -> tuple[
         vm = sources.resolve(s, ref_id(props["sourceVirtualMachine"], "sourceVirtualMachine.id"),
                              "sourceVirtualMachine.id", (sources.VMS,))
         if not vm.row.internal.get("generalized"):
-            raise errors.AzureError(
+            raise errors.OperationNotAllowed(
                 f"The source virtual machine '{vm.rid}' must be generalized to create an image. Stop it and call "
-                "generalize (az vm generalize) first.", status=409, code="OperationNotAllowed")
+                "generalize (az vm generalize) first.")
         return ({"osDisk": {"osType": "Linux", "osState": "Generalized"}, "dataDisks": []},
                 {"sourceVm": str(vm.rid)}, "capture-vm", {"sourceVm": str(vm.rid)})
     storage = props.get("storageProfile")
@@ -137,8 +137,8 @@ class ImageKind:
     def plan_update(self, ctx: ComputeContext, s: Session, row: models.Resource, body: ArmBody) -> PutPlan:
         new_profile = body.properties.get("storageProfile")
         if new_profile not in (None, row.properties.get("storageProfile")):
-            raise errors.AzureError(f"Image '{row.name}' cannot change its storage profile. Create a new image.",
-                                    status=409, code="OperationNotAllowed")
+            raise errors.OperationNotAllowed(
+                f"Image '{row.name}' cannot change its storage profile. Create a new image.")
         return PutPlan(dict(row.properties), dict(row.internal), None)
 
     def render_properties(self, row: models.Resource) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from sqlalchemy.orm import Session
 
 from shoal.core import errors
@@ -16,7 +16,8 @@ from shoal.store import models
 
 
 class ArmBody(WireModel):
-    """The envelope every ARM resource PUT shares."""
+    """The envelope every ARM resource PUT shares, built from a body its kind's wire model checked
+    (``schemas/arm_compute.py``): ``properties`` are typed, normalised and hold only what the caller gave."""
 
     location: str | None = None
     tags: dict[str, str] | None = None
@@ -25,6 +26,11 @@ class ArmBody(WireModel):
     zones: list[str] | None = None
     plan: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _absent_when_null(cls, value: Any) -> Any:
+        return {} if value is None else value
 
 
 @dataclass
@@ -65,9 +71,9 @@ def require_location(ctx: ComputeContext, body: ArmBody, *, default: str | None 
     if not loc:
         raise errors.LocationRequired("The location property is required for this definition.")
     if loc not in ctx.regions:
-        raise errors.AzureError(
+        raise errors.LocationNotAvailableForResourceType(
             f"The provided location '{body.location}' is not available for resource type '...'. List of available "
-            f"regions is '{','.join(ctx.regions)}'.", status=400, code="LocationNotAvailableForResourceType")
+            f"regions is '{','.join(ctx.regions)}'.")
     return loc
 
 

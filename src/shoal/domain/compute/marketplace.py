@@ -16,10 +16,9 @@ _PLATFORM_ID = re.compile(
 def find(ctx: ComputeContext, publisher: str, offer: str, sku: str, version: str | None) -> Any:
     image = ctx.catalog.find(publisher, offer, sku, version or "latest")
     if image is None:
-        raise errors.AzureError(
+        raise errors.PlatformImageNotFound(
             f"The platform image '{publisher}:{offer}:{sku}:{version or 'latest'}' is not available. List the "
-            "available images with `az vm image list --all` or GET .../locations/{region}/publishers.",
-            status=404, code="PlatformImageNotFound")
+            "available images with `az vm image list --all` or GET .../locations/{region}/publishers.")
     return image
 
 

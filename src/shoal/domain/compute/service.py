@@ -33,9 +33,9 @@ def put(ctx: ComputeContext, s: Session, kind: ResourceKind, rid: ResourceId, bo
     row = resources.find(s, rid)
     etags.check_write(row.etag if row else None, if_match, if_none_match)
     if row is not None and row.provisioning_state in ("Creating", "Deleting", "Updating"):
-        raise errors.AzureError(
+        raise errors.OperationNotAllowed(
             f"The resource '{rid}' is being {row.provisioning_state.lower().rstrip('ing')}ed: wait for the running "
-            "operation to finish, then retry.", status=409, code="OperationNotAllowed")
+            "operation to finish, then retry.")
     created = row is None
     if row is None:
         plan = kind.plan_create(ctx, s, rid, body)
@@ -78,8 +78,8 @@ def delete(ctx: ComputeContext, s: Session, kind: ResourceKind, rid: ResourceId)
     if active is not None:
         return active
     if row.provisioning_state in ("Creating", "Updating"):
-        raise errors.AzureError(f"The resource '{rid}' is still being created; delete it once that has finished.",
-                                status=409, code="OperationNotAllowed")
+        raise errors.OperationNotAllowed(
+            f"The resource '{rid}' is still being created; delete it once that has finished.")
     work = kind.plan_delete(ctx, s, row) or "delete"
     row.provisioning_state = "Deleting"
     return operations.start(s, ctx.clock, subscription_id=rid.subscription, location=row.location or ctx.regions[0],

@@ -45,13 +45,13 @@ def resolve(s: Session, value: str, what: str, allowed: tuple[str, ...], *, subs
                       f"one of: {', '.join(allowed)}.", what)
     row = resources.find(s, rid)
     if row is None:
-        raise errors.AzureError(
+        raise errors.NotFound(
             f"The source resource '{value}' given in {what} was not found. Create it first or check the id.",
-            status=404, code="NotFound", target=what)
+            target=what)
     if row.provisioning_state not in ("Succeeded", "Updating"):
-        raise errors.AzureError(
+        raise errors.OperationNotAllowed(
             f"The source resource '{value}' given in {what} is in provisioning state '{row.provisioning_state}'. "
-            "Wait until it has succeeded.", status=409, code="OperationNotAllowed", target=what)
+            "Wait until it has succeeded.", target=what)
     return Source(row, rid)
 
 

@@ -65,12 +65,11 @@ def check_room(s: Session, subscription_id: str, location: str, vm_size: str, co
     needed = _cores(vm_size)
     current = regional(s, subscription_id, location).cores
     if needed and current + needed > core_quota:
-        raise errors.AzureError(
+        raise errors.OperationNotAllowed(
             "Operation could not be completed as it results in exceeding approved Total Regional Cores quota. "
             f"Additional details - Location: {location}, Current Limit: {core_quota}, Current Usage: {current}, "
             f"Additional Required: {needed}, (Minimum) New Limit Required: {current + needed}. Delete VMs or "
-            "UserSubscription pool nodes in the region, or raise the quota (shoal serve --subscription-core-quota).",
-            status=409, code="OperationNotAllowed")
+            "UserSubscription pool nodes in the region, or raise the quota (shoal serve --subscription-core-quota).")
 
 
 def render(usage: Usage, core_quota: int, vm_quota: int) -> list[dict[str, object]]:

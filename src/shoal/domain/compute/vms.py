@@ -56,8 +56,7 @@ def latest_version(s: Session, definition: ResourceId) -> sources.Source:
             if r.provisioning_state == "Succeeded"
             and not (r.properties.get("publishingProfile") or {}).get("excludeFromLatest")]
     if not rows:
-        raise errors.AzureError(f"The gallery image '{definition}' has no version available as latest.", status=404,
-                                code="NotFound")
+        raise errors.NotFound(f"The gallery image '{definition}' has no version available as latest.")
     best = max(rows, key=lambda r: tuple(int(x) for x in r.name.split(".")))
     return sources.Source(best, ids.parse(best.id))
 
@@ -98,8 +97,7 @@ class VirtualMachineKind:
             os_name = os_disk_in.get("name") or f"{rid.name}_OsDisk_1_{uuid.uuid4().hex}"
             disk_rid = ResourceId(rid.subscription, group, "Microsoft.Compute", ("disks",), (os_name,))
             if resources.find(s, disk_rid) is not None:
-                raise errors.AzureError(f"A disk named '{os_name}' already exists in resource group '{group}'.",
-                                        status=409, code="Conflict")
+                raise errors.Conflict(f"A disk named '{os_name}' already exists in resource group '{group}'.")
             os_internal = {"base": image_content["base"], "layers": list(image_content["os"]), "os": True,
                            "lineage": image_content["lineage"], "upper": str(uuid.uuid4()), "attachedTo": str(rid),
                            "uniqueId": str(uuid.uuid4())}
@@ -181,8 +179,8 @@ class VirtualMachineKind:
     @staticmethod
     def _check_attachable(disk: sources.Source, where: str) -> None:
         if disk.row.internal.get("attachedTo"):
-            raise errors.AzureError(f"Disk '{disk.rid}' is already attached to VM {disk.row.internal['attachedTo']}.",
-                                    status=409, code="OperationNotAllowed", target=where)
+            raise errors.OperationNotAllowed(
+                f"Disk '{disk.rid}' is already attached to VM {disk.row.internal['attachedTo']}.", target=where)
 
     def plan_update(self, ctx: ComputeContext, s: Session, row: models.Resource, body: ArmBody) -> PutPlan:
         return PutPlan(dict(row.properties), dict(row.internal), None)
@@ -198,8 +196,8 @@ def begin_action(s: Session, row: models.Resource, action: str, body: dict[str, 
     """Validate a power action or run-command on a VM; returns the operation payload."""
     power = row.internal.get("power")
     if row.provisioning_state not in ("Succeeded", "Failed") and action != "powerOff":
-        raise errors.AzureError(f"The VM '{row.name}' is still {row.provisioning_state.lower()}; retry when it has "
-                                "finished.", status=409, code="OperationNotAllowed")
+        raise errors.OperationNotAllowed(f"The VM '{row.name}' is still {row.provisioning_state.lower()}; retry when "
+                                         "it has finished.")
     if action == "runCommand":
         body = body or {}
         if str(body.get("commandId", "")).lower() not in ("runshellscript",):
@@ -209,24 +207,23 @@ def begin_action(s: Session, row: models.Resource, action: str, body: dict[str, 
         if not isinstance(script, list) or not all(isinstance(x, str) for x in script):
             raise invalid("'script' must be a list of lines.", "script")
         if power != POWER_RUNNING:
-            raise errors.AzureError(f"Cannot run commands on VM '{row.name}' because it is {power}. Start it first.",
-                                    status=409, code="OperationNotAllowed")
+            raise errors.OperationNotAllowed(
+                f"Cannot run commands on VM '{row.name}' because it is {power}. Start it first.")
         params = {p.get("name"): str(p.get("value", "")) for p in body.get("parameters") or [] if p.get("name")}
         return {"script": script, "parameters": params}
     if action in ("start", "restart") and row.internal.get("generalized"):
-        raise errors.AzureError(f"Operation '{action}' is not allowed on VM '{row.name}' since the VM is generalized.",
-                                status=409, code="OperationNotAllowed")
+        raise errors.OperationNotAllowed(
+            f"Operation '{action}' is not allowed on VM '{row.name}' since the VM is generalized.")
     if action == "restart" and power != POWER_RUNNING:
-        raise errors.AzureError(f"Cannot restart VM '{row.name}' because it is {power}.", status=409,
-                                code="OperationNotAllowed")
+        raise errors.OperationNotAllowed(f"Cannot restart VM '{row.name}' because it is {power}.")
     return {}
 
 
 def generalize(row: models.Resource) -> None:
     if row.internal.get("power") == POWER_RUNNING:
-        raise errors.AzureError(
+        raise errors.OperationNotAllowed(
             f"Operation 'generalize' is not allowed on VM '{row.name}' since the VM is running. Stop or deallocate "
-            "it first (az vm deallocate).", status=409, code="OperationNotAllowed")
+            "it first (az vm deallocate).")
     row.internal = {**row.internal, "generalized": True}
 
 
