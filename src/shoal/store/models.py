@@ -218,6 +218,19 @@ class Node(Versioned, Base):
     running_slots: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class RetiredNode(Base):
+    """A node that is gone (resized away, its pool deleted), remembered until its logs expire: the task and
+    start-task logs it held stay readable through the file API (Azure loses them with the node)."""
+
+    __tablename__ = "retired_nodes"
+    key: Mapped[str] = mapped_column(String(700), primary_key=True)  # the node's key: <pool key>/<node id>
+    pool_key: Mapped[str] = mapped_column(String(600), index=True)
+    node_id: Mapped[str] = mapped_column(String(80))
+    machine_id: Mapped[str] = mapped_column(String(64))
+    retired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    logs_expire_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Job(Versioned, Base):
     """A Batch job: where its tasks run (pool), with what priority and constraints."""
 
