@@ -70,3 +70,40 @@ def test_delete_removes_links_themselves_and_wants_recursive_for_a_full_director
     with pytest.raises(NodeFileError) as info:
         nodefiles.delete_file(drive, ROOT, "../t", recursive=True)
     assert info.value.kind == "invalid"
+
+
+def test_a_retiring_nodes_logs_are_kept_and_nothing_it_links_is_taken(tmp_path: Path) -> None:
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "stdout.txt").write_text("host secret")
+    base = tmp_path / "temp"
+    tasks = base / "batch" / "tasks"
+    task = tasks / "workitems" / "job" / "job-1" / "t1"
+    (task / "wd").mkdir(parents=True)
+    (task / "stdout.txt").write_text("out of t1")
+    (task / "stderr.txt").write_text("err of t1")
+    (task / "wd" / "result.bin").write_text("not a log")
+    (tasks / "startup" / "wd").mkdir(parents=True)
+    (tasks / "startup" / "stdout.txt").write_text("start task out")
+    os.symlink(tmp_path / "secret" / "stdout.txt", tasks / "startup" / "stderr.txt")  # a link named like a log
+    os.symlink(tmp_path / "secret", tasks / "workitems" / "job" / "job-1" / "t2")  # a task dir that is a link
+    os.mkfifo(task / "fileuploadout.txt")  # a fifo named like a log: reading it would block
+    archive = tmp_path / "logs"
+
+    assert nodefiles.archive_logs(base, archive) == 3
+    kept = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
+    assert kept == ["batch/tasks/startup/stdout.txt", "batch/tasks/workitems/job/job-1/t1/stderr.txt",
+                    "batch/tasks/workitems/job/job-1/t1/stdout.txt"]
+    assert not any(p.is_symlink() for p in archive.rglob("*"))
+    assert (tmp_path / "secret" / "stdout.txt").read_text() == "host secret"  # not moved, not read
+    # The file API serves the archive as it served the drive.
+    _, data = nodefiles.read_file(archive, "batch/tasks/workitems/job/job-1/t1", "stdout.txt")
+    assert data == b"out of t1"
+
+
+def test_a_drive_whose_batch_root_is_a_link_gives_nothing(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere" / "startup").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "startup" / "stdout.txt").write_text("host file")
+    (tmp_path / "temp" / "batch").mkdir(parents=True)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "temp" / "batch" / "tasks")
+    assert nodefiles.archive_logs(tmp_path / "temp", tmp_path / "logs") == 0
+    assert (tmp_path / "elsewhere" / "startup" / "stdout.txt").exists()

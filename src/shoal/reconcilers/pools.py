@@ -38,7 +38,7 @@ from shoal.core import ids
 from shoal.core.clock import Clock
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import network, resources
-from shoal.domain.batch import allocation, natpools, pools, vmsizes
+from shoal.domain.batch import allocation, natpools, pools, retired, vmsizes
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
 from shoal.domain.compute import galleries, usage
@@ -389,16 +389,23 @@ class PoolAllocator:
 
     def _remove(self, rows: list[models.Node], pool: models.Pool) -> None:
         rows = [n for n in rows if self._release_tasks([n.key], n.pending_option or pool.deallocation_option)]
+        if not rows:
+            return
+        # Remembered first: the node's logs stay readable once it is gone (a crash in between leaves a record
+        # whose logs are still on the node's drive, which the file API reads all the same).
+        with self.db.write() as s:
+            replaced = [m for n in rows if (m := retired.remember(s, self.clock, n))]
+        for machine_id in replaced:
+            self.agent.forget_logs(machine_id)
         for n in rows:
-            self.agent.halt(n.machine_id)
+            self.agent.retire(n.machine_id)
             for upper in node_rules.disk_uppers(pool, n):
                 self.agent.delete_disk(upper)
-        if rows:
-            with self.db.write() as s:
-                for n in rows:
-                    node = s.get(models.Node, n.key)
-                    if node is not None:
-                        s.delete(node)
+        with self.db.write() as s:
+            for n in rows:
+                node = s.get(models.Node, n.key)
+                if node is not None:
+                    s.delete(node)
 
     def _restart(self, n: models.Node, pool: models.Pool, *, reimage: bool,
                  sources: dict[str, dict[str, str]] | None = None) -> None:

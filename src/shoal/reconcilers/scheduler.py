@@ -26,7 +26,7 @@ from sqlalchemy import select
 from shoal.core import etags, timefmt
 from shoal.core.clock import Clock
 from shoal.core.hosterrors import TransferError
-from shoal.domain.batch import exits, jobtasks, pools, taskfiles, tasks
+from shoal.domain.batch import exits, jobtasks, pools, retired, taskfiles, tasks
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.host import HostAgent
@@ -108,8 +108,18 @@ class TaskScheduler:
             expired = [(t.key, t.node_key, (t.node_info or {}).get("taskRootDirectory")) for t in s.scalars(
                 select(models.Task).where(models.Task.files_expire_at <= self.clock.now())
                 .order_by(models.Task.files_expire_at).limit(limit))]
+            keys = {k for _, k, _ in expired if k}
             machines = {n.key: n.machine_id for n in s.scalars(select(models.Node).where(
-                models.Node.key.in_({k for _, k, _ in expired if k})))} if expired else {}
+                models.Node.key.in_(keys)))} if expired else {}
+            # Tasks of nodes that are gone: their logs were kept aside, and go now.
+            machines.update({k: m for k in keys - machines.keys() if (m := retired.machine_of_key(s, k))})
+            gone = retired.expired(s, self.clock.now())
+        for _node_key, retired_machine in gone:
+            with contextlib.suppress(OSError):
+                self.agent.forget_logs(retired_machine)
+        if gone:
+            with self.db.write() as s:
+                retired.forget(s, [k for k, _ in gone])
         for _key, node_key, root in expired:
             machine = machines.get(node_key or "")
             if machine and root:

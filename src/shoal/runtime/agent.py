@@ -318,6 +318,30 @@ class HostAgent:
             shutil.rmtree(self.store_dir / "temp" / machine_id, ignore_errors=True)
             idranges.forget(self.store_dir / "temp" / machine_id)
 
+    def retire(self, machine_id: str) -> None:
+        """Stop a machine for good (a node resized away or of a deleted pool): its task and start-task logs are
+        kept, and the file calls keep answering for them, until :meth:`forget_logs`."""
+        self.machines.destroy(machine_id, keep_temp=True)
+        temp = self.store_dir / "temp" / machine_id
+        if temp.is_dir():
+            kept = nodefiles.archive_logs(temp, self._logs_dir(machine_id))
+            log.info("machine %s retired: kept %d log files", machine_id, kept)
+        self.halt(machine_id)
+
+    def forget_logs(self, machine_id: str) -> None:
+        """Drop the logs a retired machine left (their retention has passed)."""
+        shutil.rmtree(self._logs_dir(machine_id), ignore_errors=True)
+
+    def _logs_dir(self, machine_id: str) -> Path:
+        return self.store_dir / "logs" / machine_id
+
+    def _drive(self, machine_id: str) -> Path:
+        """The machine's temporary drive, or, once it is retired, the logs it left."""
+        temp = self.temp_dir(machine_id)
+        if not temp.is_dir() and self._logs_dir(machine_id).is_dir():
+            return self._logs_dir(machine_id)
+        return temp
+
     def status(self, machine_id: str) -> str:
         return self.machines.status(machine_id)
 
@@ -395,17 +419,17 @@ class HostAgent:
     # --- the Batch file API: node and task files (race-free, see nodefiles) -------------------------------
     def list_node_files(self, machine_id: str, root: str, *, recursive: bool) -> list[dict[str, Any]]:
         """Files below ``root`` (a path on the machine's temporary drive, relative to /mnt)."""
-        return nodefiles.list_files(self.temp_dir(machine_id), root, recursive=recursive)
+        return nodefiles.list_files(self._drive(machine_id), root, recursive=recursive)
 
     def stat_node_file(self, machine_id: str, root: str, path: str) -> dict[str, Any]:
-        return nodefiles.stat_file(self.temp_dir(machine_id), root, path)
+        return nodefiles.stat_file(self._drive(machine_id), root, path)
 
     def read_node_file(self, machine_id: str, root: str, path: str, start: int = 0,
                        end: int | None = None) -> tuple[dict[str, Any], bytes]:
-        return nodefiles.read_file(self.temp_dir(machine_id), root, path, start, end)
+        return nodefiles.read_file(self._drive(machine_id), root, path, start, end)
 
     def delete_node_file(self, machine_id: str, root: str, path: str, *, recursive: bool) -> None:
-        nodefiles.delete_file(self.temp_dir(machine_id), root, path, recursive=recursive)
+        nodefiles.delete_file(self._drive(machine_id), root, path, recursive=recursive)
 
     # --- files on a machine's temporary drive ---------------------------------------------------------------
     def owner(self, machine_id: str, inside_uid: int = 0) -> tuple[int, int]:
@@ -425,8 +449,8 @@ class HostAgent:
             safepath.makedirs_beneath(root, _under_mnt(path), owner, mode, own_existing=True)
 
     def remove_path(self, machine_id: str, path: str) -> None:
-        """Remove a file or tree under the machine's /mnt, without following links."""
-        safepath.remove_beneath(self.temp_dir(machine_id), _under_mnt(path))
+        """Remove a file or tree under the machine's /mnt (or the logs it left), without following links."""
+        safepath.remove_beneath(self._drive(machine_id), _under_mnt(path))
 
     def write_file(self, machine_id: str, path: str, data: bytes, *, inside_uid: int = 0) -> None:
         """Write a file under the machine's /mnt (e.g. an upload log), as a user of the machine."""

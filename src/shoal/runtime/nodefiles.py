@@ -172,3 +172,100 @@ def delete_file(base: Path, root: str, path: str, *, recursive: bool) -> None:
             shutil.rmtree(name, dir_fd=parent)  # descriptor-based: never follows links inside
     finally:
         os.close(parent)
+
+
+# --- logs that outlive their node ------------------------------------------------------------------------------
+NODE_TASKS = "batch/tasks"  # the node's Batch root on its drive (/mnt/batch/tasks inside)
+LOG_NAMES = ("stdout.txt", "stderr.txt", "fileuploadout.txt", "fileuploaderr.txt")
+# Where logs live below the Batch root: the start task's directory, and every task (and job preparation or release
+# task) directory, workitems/<job>/job-<n>/<task>.
+LOG_DIRS = (("startup",), ("workitems", "*", "*", "*"))
+
+
+def archive_logs(base: Path, archive: Path) -> int:
+    """Move the task and start-task logs of a node's drive (``base``, the host directory behind /mnt) into
+    ``archive``, in the same layout, before the drive is removed; returns how many were kept.
+
+    The drive is the node's: any name may be a link, a fifo or a huge tree. Directories are opened without
+    following links, only regular files with the known log names are taken, and the walk is bounded."""
+    try:
+        root = safepath.open_beneath(base, NODE_TASKS, os.O_RDONLY | os.O_DIRECTORY)
+    except (OSError, safepath.UnsafePath):
+        return 0
+    kept, budget = 0, [MAX_ENTRIES]
+    try:
+        for pattern in LOG_DIRS:
+            for fd, rel in _dirs_matching(root, pattern, "", budget):
+                try:
+                    kept += _keep_logs(fd, archive / NODE_TASKS / rel)
+                finally:
+                    os.close(fd)
+    finally:
+        os.close(root)
+    return kept
+
+
+def _dirs_matching(dirfd: int, pattern: tuple[str, ...], rel: str, budget: list[int]) -> Iterator[tuple[int, str]]:
+    """Descriptors of the directories below ``dirfd`` that ``pattern`` names ("*": any), never through a link."""
+    if not pattern:
+        yield os.dup(dirfd), rel
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        with os.scandir(dirfd) as it:
+            names = []
+            for entry in it:
+                budget[0] -= 1
+                if budget[0] <= 0:
+                    break
+                if entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
+    else:
+        names = [head]
+    for name in names:
+        try:
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError:
+            continue  # missing, or a link
+        try:
+            yield from _dirs_matching(sub, rest, f"{rel}/{name}".lstrip("/"), budget)
+        finally:
+            os.close(sub)
+
+
+def _keep_logs(dirfd: int, target: Path) -> int:
+    kept = 0
+    for name in LOG_NAMES:
+        try:
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a link, a fifo, a directory...: not a log
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            # The node is stopped: nothing swaps the name now. A rename keeps a large log without copying it; what
+            # arrives is checked again all the same (only regular files stay).
+            os.rename(name, target / name, src_dir_fd=dirfd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV or not _copy(dirfd, name, target / name):
+                continue
+        if stat.S_ISREG(os.lstat(target / name).st_mode):
+            kept += 1
+        else:
+            os.unlink(target / name)
+    return kept
+
+
+def _copy(dirfd: int, name: str, target: Path) -> bool:
+    """Copy a regular file from the descriptor it was opened as (another file system than the archive's)."""
+    try:
+        fd = os.open(name, _OPEN | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as src:
+        if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+            return False
+        with open(target, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    return True
