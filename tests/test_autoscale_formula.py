@@ -817,3 +817,32 @@ def test_targets_from_any_double_are_whole_non_negative_numbers(x: float) -> Non
         assert "more nodes than a pool can have" in error.message
     else:
         assert result.target_dedicated == max(0, int(x))
+
+
+# --- explain: why a formula did what it did (the portal's autoscale editor) -----------------------------------
+def test_explain_shows_every_variable_and_each_sample_read() -> None:
+    from shoal.domain.batch.autoscale import explain
+
+    m = metrics(PendingTasks=[100, 100, 4, 6, 8, 10, 12, 14])
+    out = explain(PENDING_TASKS, m, current_dedicated=3, current_low_priority=0, rng=random.Random(1))
+    assert out["error"] is None
+    assert out["results"] == run(PENDING_TASKS, m, dedicated=3).results  # the same run as Azure's results
+    variables = out["variables"]
+    assert variables["$TargetDedicatedNodes"] == "9" and variables["$CurrentDedicatedNodes"] == "3"
+    assert variables["pendingTaskSamples"] == "9" and variables["$NodeDeallocationOption"] == "taskcompletion"
+    reads = out["reads"]
+    assert [(r["metric"], r["call"].split("(")[0]) for r in reads] == [
+        ("$PendingTasks", "GetSamplePercent"), ("$PendingTasks", "GetSample")]
+    assert reads[0]["result"] == "100" and reads[1]["result"] == "[4,6,8,10,12,14]"
+    assert out["series"]["$PendingTasks"]["samples"] == 8
+
+
+def test_explain_keeps_the_state_up_to_a_failing_statement() -> None:
+    from shoal.domain.batch.autoscale import explain
+
+    out = explain("a = 5;\n$TargetDedicatedNodes = avg($PendingTasks.GetSample(1));", metrics(), current_dedicated=2,
+                  current_low_priority=0)
+    assert out["error"]["code"] == EVALUATION_ERROR and out["results"] is None
+    assert out["variables"]["a"] == "5" and out["variables"]["$TargetDedicatedNodes"] == "2"
+    bad = explain("$TargetDedicatedNodes = ;", metrics(), current_dedicated=0, current_low_priority=0)
+    assert bad["error"]["code"] == SYNTAX_ERROR and bad["variables"] == {}

@@ -83,6 +83,13 @@ def evaluate_only(s: Session, pool: models.Pool, formula: Any, now: datetime) ->
     return result
 
 
+def explain(s: Session, pool: models.Pool, formula: str, now: datetime) -> dict[str, Any]:
+    """The autoscale editor's Evaluate: a formula against the pool's live metrics, with every variable's value
+    and every sample it read (``autoscale.explain``); nothing applied, and autoscale need not be enabled."""
+    return autoscale.explain(formula, load_metrics(s, pool, now), current_dedicated=pool.target_dedicated,
+                             current_low_priority=pool.target_low_priority)
+
+
 def run(formula: str, metrics: autoscale.Metrics, pool: models.Pool, now: datetime
         ) -> tuple[dict[str, Any], autoscale.Evaluation | None]:
     """Evaluate a formula: (Azure's ``autoScaleRun``, the evaluation or None when it failed)."""

@@ -12,8 +12,8 @@ Modules: ``lexer`` (tokens), ``parser`` (statements), ``checker`` (types), ``eva
 """
 
 from shoal.domain.batch.autoscale.errors import EVALUATION_ERROR, SYNTAX_ERROR, FormulaError
-from shoal.domain.batch.autoscale.formula import Evaluation, Program, evaluate, parse
+from shoal.domain.batch.autoscale.formula import Evaluation, Program, evaluate, explain, parse
 from shoal.domain.batch.autoscale.sampling import Metrics, Sample
 
 __all__ = ["EVALUATION_ERROR", "SYNTAX_ERROR", "Evaluation", "FormulaError", "Metrics", "Program", "Sample",
-           "evaluate", "parse"]
+           "evaluate", "explain", "parse"]

@@ -22,6 +22,7 @@ from shoal.domain.batch.autoscale.values import (
     Interval,
     Timestamp,
     Value,
+    format_value,
     parse_time,
     type_name,
 )
@@ -64,6 +65,8 @@ class Machine:
                       "$CurrentDedicated": dedicated, "$CurrentLowPriority": low,
                       "$UsableNodeCount": values.get("UsableNodeCount", dedicated + low)}
         self._series: dict[str, Series] = {}
+        # Every sampled-metric call, in order: what it asked for and what it got (shown by ``explain``).
+        self.reads: list[dict[str, object]] = []
 
     def fail(self, at: int, detail: str, prefix: str = "") -> FormulaError:
         return located(EVALUATION_ERROR, self.text, at, detail, prefix=prefix)
@@ -258,6 +261,13 @@ class Machine:
             raise self.fail(node.method_pos, f"'{node.method}' applies to sampled metrics only")
         series = self.series(receiver.name)
         args = [self.expr(a) for a in node.args]
+        value = self._sample_call(node, series, args)
+        call = f"{node.method}({', '.join(format_value(a) for a in args)})"
+        self.reads.append({"metric": receiver.name, "call": call, "position": node.pos,
+                           "result": format_value(value), "samplesVisible": len(series.values)})
+        return value
+
+    def _sample_call(self, node: sx.Method, series: Series, args: list[Value]) -> Value:
         try:
             match node.method, args:
                 case "GetSamplePeriod", []:

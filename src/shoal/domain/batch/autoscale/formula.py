@@ -58,7 +58,10 @@ def evaluate(program: Program | str, metrics: Metrics, *, current_dedicated: int
         program = parse(program)
     machine = Machine(program.text, metrics, current_dedicated=current_dedicated,
                       current_low_priority=current_low_priority, rng=rng or random.Random())
-    stopped = machine.run(program.statements)
+    return _outcome(machine, machine.run(program.statements))
+
+
+def _outcome(machine: Machine, stopped: bool) -> Evaluation:
     dedicated = _effective(machine, nm.TARGET_DEDICATED, "$TargetDedicated")
     low_priority = _effective(machine, nm.TARGET_LOW_PRIORITY, "$TargetLowPriority")
     parts = [f"{nm.TARGET_DEDICATED}={format_double(dedicated)}",
@@ -70,6 +73,35 @@ def evaluate(program: Program | str, metrics: Metrics, *, current_dedicated: int
               for name in sorted(machine.variables, key=lambda n: (n.lstrip("$").casefold(), n))]
     return Evaluation(_nodes(nm.TARGET_DEDICATED, dedicated), _nodes(nm.TARGET_LOW_PRIORITY, low_priority),
                       machine.deallocation, ";".join(parts), stopped)
+
+
+def explain(text: str, metrics: Metrics, *, current_dedicated: int, current_low_priority: int,
+            rng: random.Random | None = None) -> dict[str, object]:
+    """Why a formula does what it does: every variable's value after the run (the service-defined ones it read
+    or set, and its own), every sampled-metric call with what it got, and the results or the error. Azure shows
+    only the results string; this is what an autoscale editor shows beside it."""
+    try:
+        program = parse(text)
+    except FormulaError as exc:
+        return {"error": {"code": exc.code, "message": exc.message}, "variables": {}, "reads": [], "results": None}
+    machine = Machine(program.text, metrics, current_dedicated=current_dedicated,
+                      current_low_priority=current_low_priority, rng=rng or random.Random())
+    error: dict[str, str] | None = None
+    results: str | None = None
+    try:
+        results = _outcome(machine, machine.run(program.statements)).results
+    except FormulaError as exc:  # the state up to the failing statement is what the editor shows
+        error = {"code": exc.code, "message": exc.message}
+    variables = {name: format_double(float(value)) for name, value in machine.plain.items()}
+    variables.update({name: format_double(machine.targets[name]) for name in nm.TARGETS})
+    variables[nm.DEALLOCATION] = machine.deallocation or nm.DEFAULT_DEALLOCATION
+    variables.update({name: format_value(value) for name, value in machine.variables.items()})
+    series = {}
+    for name in sorted({str(r["metric"]) for r in machine.reads}):
+        samples = metrics.series.get(name[1:]) or []
+        latest = max(samples, key=lambda x: x.timestamp) if samples else None
+        series[name] = {"samples": len(samples), "latest": format_double(float(latest.value)) if latest else None}
+    return {"results": results, "error": error, "variables": variables, "reads": machine.reads, "series": series}
 
 
 def _effective(machine: Machine, name: str, alias: str) -> float:
