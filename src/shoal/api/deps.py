@@ -6,17 +6,17 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from fastapi import Request
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from shoal.auth.tokens import ARM_AUDIENCES
-from shoal.core import errors
 from shoal.domain import authorization
 from shoal.domain.authorization import Caller
+from shoal.domain.identity import require_subscription
+from shoal.domain.uow import Session
 from shoal.services import Services
-from shoal.store import models
 
 T = TypeVar("T")
+__all__ = ["arm_caller", "authorize", "in_thread", "require_subscription", "services"]
 
 
 def services(request: Request) -> Services:
@@ -29,13 +29,6 @@ def arm_caller(request: Request) -> Caller:
     svc = services(request)
     claims = svc.tokens.verify(request.headers.get("authorization"), ARM_AUDIENCES, svc.tenant_id)
     return Caller(claims.object_id, claims.app_id, claims.tenant_id)
-
-
-def require_subscription(session: Session, subscription_id: str) -> models.Subscription:
-    sub = session.get(models.Subscription, subscription_id.lower())
-    if sub is None:
-        raise errors.SubscriptionNotFound(f"The subscription '{subscription_id}' could not be found.")
-    return sub
 
 
 def authorize(session: Session, caller: Caller, subscription_id: str, action: str, scope: str) -> None:

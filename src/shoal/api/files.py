@@ -1,9 +1,10 @@
 """The Batch file API's answers for a node's (or a task's) directory tree: listing, reading with ranges,
 deleting.
 
-The host agent does the file work (``runtime/nodefiles.py``): every path is opened beneath the node's
-temporary drive without following a link at any step, and read from that one descriptor. Here: the request's
-path and range are checked, and the agent's plain data becomes Batch's JSON, headers and errors.
+The use cases (``domain/batch/files.py``) find the directory and ask the host agent, which does the file work
+(``runtime/nodefiles.py``): every path is opened beneath the node's temporary drive without following a link
+at any step, and read from that one descriptor. Here: the request's range header is parsed, and the agent's
+plain data becomes Batch's JSON and headers.
 """
 
 from __future__ import annotations
@@ -16,19 +17,11 @@ from typing import Any
 from fastapi.responses import Response
 
 from shoal.core import errors, timefmt
-from shoal.core.hostfiles import NodeFileError
+from shoal.domain.batch import files as file_rules
+from shoal.domain.batch.files import Tree, check_path
 from shoal.domain.host import NodeFiles
 
 _RANGE = re.compile(r"^\s*(?:bytes=)?\s*(\d*)\s*-\s*(\d*)\s*$")
-
-
-def check_path(relative: str) -> str:
-    """A file path of a request: relative, without ``..`` or NUL (400 otherwise)."""
-    parts = relative.replace("\\", "/").split("/")
-    if relative.startswith("/") or any(p == ".." for p in parts) or "\0" in relative:
-        raise errors.InvalidPropertyValue(f"The file path '{relative}' is invalid: it must stay inside the directory.",
-                                          values={"FilePath": relative})
-    return "/".join(p for p in parts if p not in ("", "."))
 
 
 def _content_type(info: dict[str, Any]) -> str:
@@ -43,20 +36,8 @@ def _props(info: dict[str, Any]) -> dict[str, Any]:
             "contentLength": info["size"], "contentType": _content_type(info), "fileMode": oct(info["mode"])[2:]}
 
 
-def _failed(exc: NodeFileError, relative: str) -> errors.AzureError:
-    if exc.kind == "notempty":
-        return errors.DirectoryNotEmpty(str(exc))
-    if exc.kind == "invalid":
-        return errors.InvalidPropertyValue(f"The file path '{relative}' is invalid: {exc}.",
-                                           values={"FilePath": relative})
-    return errors.FileNotFound("The specified file does not exist.")
-
-
-def listing(agent: NodeFiles, machine_id: str, root: str, base_url: str, *, recursive: bool) -> list[dict[str, Any]]:
-    try:
-        found = agent.list_node_files(machine_id, root, recursive=recursive)
-    except NodeFileError as exc:
-        raise _failed(exc, "") from None
+def listing(agent: NodeFiles | None, tree: Tree, base_url: str, *, recursive: bool) -> list[dict[str, Any]]:
+    found = file_rules.list_files(agent, tree, recursive=recursive)
     return [{"name": i["name"], "url": f"{base_url}/{i['name']}", "isDirectory": i["isDirectory"],
              "properties": _props(i)} for i in found]
 
@@ -85,25 +66,18 @@ def _range(ocp_range: str | None) -> tuple[int, int | None, bool]:
     return int(first), int(last) if last else None, False
 
 
-def handle(method: str, agent: NodeFiles, machine_id: str, root: str, url: str, file_path: str, *,
-           recursive: bool, ocp_range: str | None) -> Response:
-    """GET / HEAD / DELETE of one file below ``root`` (node files and task files answer the same way)."""
-    path = check_path(file_path)
-    try:
-        if method == "DELETE":
-            agent.delete_node_file(machine_id, root, path, recursive=recursive)
-            return Response(status_code=200)
-        if method == "HEAD":
-            return Response(status_code=200, headers=_headers(agent.stat_node_file(machine_id, root, path),
-                                                              f"{url}/{file_path}"))
-        start, end, suffix = _range(ocp_range)
-        if suffix:  # the last n bytes: their offset needs the size, read from the same descriptor
-            info, data = agent.read_node_file(machine_id, root, path)
-            data = data[-start:] if start else b""
-        else:
-            info, data = agent.read_node_file(machine_id, root, path, start, end)
-    except NodeFileError as exc:
-        raise _failed(exc, file_path) from None
+def handle(method: str, agent: NodeFiles | None, tree: Tree, url: str, file_path: str, *, recursive: bool,
+           ocp_range: str | None) -> Response:
+    """GET / HEAD / DELETE of one file of the tree (node files and task files answer the same way)."""
+    check_path(file_path)
+    if method == "DELETE":
+        file_rules.delete_file(agent, tree, file_path, recursive=recursive)
+        return Response(status_code=200)
+    if method == "HEAD":
+        return Response(status_code=200, headers=_headers(file_rules.stat_file(agent, tree, file_path),
+                                                          f"{url}/{file_path}"))
+    start, end, suffix = _range(ocp_range)
+    info, data = file_rules.read_file(agent, tree, file_path, start, end, suffix=suffix)
     headers = _headers(info, f"{url}/{file_path}")
     headers["Content-Length"] = str(len(data))
     return Response(content=data, status_code=200, headers=headers)

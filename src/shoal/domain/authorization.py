@@ -91,6 +91,16 @@ def get_assignment(session: Session, scope: str, name: str) -> models.RoleAssign
     return ra
 
 
+def delete_assignment(session: Session, scope: str, name: str) -> models.RoleAssignment | None:
+    """Delete the role assignment ``name`` at ``scope``; the deleted row, or None when there was none."""
+    try:
+        row = get_assignment(session, scope, name)
+    except errors.RoleAssignmentNotFound:
+        return None
+    session.delete(row)
+    return row
+
+
 def create_assignment(session: Session, clock: Clock, caller: Caller, scope: str, name: str,
                       role_definition_id: str, principal_id: str, principal_type: str | None,
                       description: str | None) -> tuple[models.RoleAssignment, bool]:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shoal.auth import secrets as secret_hashing
+from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.store import models
 
@@ -54,6 +55,21 @@ def forget_legacy_signing_keys(session: Session) -> None:
     """The key is in its file now: the database holds no key anyone who reads it could sign with."""
     for row in session.scalars(select(models.SigningKey)):
         session.delete(row)
+
+
+def list_subscriptions(session: Session) -> list[models.Subscription]:
+    return list(session.scalars(select(models.Subscription).order_by(models.Subscription.id)))
+
+
+def require_subscription(session: Session, subscription_id: str) -> models.Subscription:
+    sub = session.get(models.Subscription, subscription_id.lower())
+    if sub is None:
+        raise errors.SubscriptionNotFound(f"The subscription '{subscription_id}' could not be found.")
+    return sub
+
+
+def find_tenant(session: Session, tenant_id: str) -> models.Tenant | None:
+    return session.get(models.Tenant, tenant_id)
 
 
 def create_principal(session: Session, clock: Clock, tenant_id: str, display_name: str) -> tuple[

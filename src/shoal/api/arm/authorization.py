@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from shoal.api import arm
 from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.auth import rbac
-from shoal.core import errors
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import authorization
 from shoal.schemas.arm import RoleAssignmentPut
@@ -111,13 +110,8 @@ async def delete_assignment(request: Request, raw_scope: str, name: str) -> JSON
     def work() -> dict[str, Any] | None:
         with svc.db.write() as s:
             authorize(s, caller, sub, ASSIGNMENT_DELETE, scope)
-            try:
-                row = authorization.get_assignment(s, scope, name)
-            except errors.RoleAssignmentNotFound:
-                return None
-            out = assignment_body(row, sub)
-            s.delete(row)
-            return out
+            row = authorization.delete_assignment(s, scope, name)
+            return assignment_body(row, sub) if row is not None else None
 
     out = await in_thread(work)
     if out is None:

@@ -30,6 +30,7 @@ def _duration(seconds: int) -> str:
 
 
 def render_pool(s: Any, pool: models.Pool, account_id: str) -> dict[str, Any]:
+    # Counting the nodes flushes the session first, so a pool just created or changed is counted as it is now.
     counts = pools.node_counts(s, [pool.key])[pool.key]
     return wire.arm_pool(pool, counts, account_id, timefmt.format_timestamp, _duration)
 
@@ -249,7 +250,6 @@ async def put_pool(request: Request, subscription_id: str, group: str, account: 
             else:
                 pool = pools.get(s, acct.key, pool_id, for_update=True)
                 _arm_update(ctx, s, pool, props)
-            s.flush()
             return render_pool(s, pool, acct.id), pool.etag
 
     out, etag = await in_thread(work)
@@ -286,7 +286,6 @@ async def patch_pool(request: Request, subscription_id: str, group: str, account
             pool = pools.get(s, acct.key, pool_id, for_update=True)
             service.check_conditions(pool, request.headers.get("if-match"), None)
             _arm_update(ctx, s, pool, dict((body or {}).get("properties") or {}))
-            s.flush()
             return render_pool(s, pool, acct.id), pool.etag
 
     out, etag = await in_thread(work)
@@ -370,7 +369,6 @@ async def _pool_action(request: Request, subscription_id: str, pool_id: str, act
             else:
                 pool.autoscale = {}
                 pools.touch(pool, svc.clock)
-            s.flush()
             return render_pool(s, pool, acct.id), pool.etag
 
     out, etag = await in_thread(work)

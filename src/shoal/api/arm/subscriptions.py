@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from shoal.api import arm
 from shoal.api.deps import arm_caller, authorize, in_thread, require_subscription, services
-from shoal.domain import authorization
+from shoal.domain import authorization, identity
 from shoal.store import models
 
 router = APIRouter()
@@ -42,8 +42,7 @@ async def list_subscriptions(request: Request) -> JSONResponse:
 
     def work() -> list[dict[str, object]]:
         with svc.db.read() as s:
-            subs = s.query(models.Subscription).order_by(models.Subscription.id).all()
-            return [subscription_body(x) for x in subs
+            return [subscription_body(x) for x in identity.list_subscriptions(s)
                     if authorization.has_any_access(s, caller, f"/subscriptions/{x.id}")]
 
     items = await in_thread(work)
@@ -97,7 +96,7 @@ async def list_tenants(request: Request) -> JSONResponse:
 
     def work() -> list[dict[str, object]]:
         with svc.db.read() as s:
-            t = s.get(models.Tenant, caller.tenant_id)
+            t = identity.find_tenant(s, caller.tenant_id)
             if t is None:
                 return []
             return [{"id": f"/tenants/{t.id}", "tenantId": t.id, "countryCode": "US", "displayName": t.display_name,

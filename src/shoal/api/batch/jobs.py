@@ -11,12 +11,12 @@ from shoal.api import files
 from shoal.api.batch.common import BatchRequest, accepted, authenticate, created, entity_headers, page, read_body
 from shoal.api.batch.pools import _filter_select
 from shoal.api.deps import in_thread
-from shoal.core import errors, timefmt
+from shoal.core import errors
+from shoal.domain.batch import files as file_rules
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import jobtasks
 from shoal.domain.batch import tasks as task_rules
 from shoal.schemas import batch_bodies as bodies
-from shoal.store import models
 
 router = APIRouter(prefix="/batch/{account}/jobs")
 READ, WRITE = "Microsoft.Batch/batchAccounts/jobs/read", "Microsoft.Batch/batchAccounts/jobs/write"
@@ -243,25 +243,13 @@ async def _task_change(request: Request, account: str, job_id: str, task_id: str
             if action == "update":
                 if "constraints" in body:
                     task.spec = {**task.spec, "constraints": body["constraints"]}
-            elif action == "terminate" and task.state != "completed":
-                if task.attempt is None:
-                    task.execution_info = {**task.execution_info, "result": "failure",
-                                           "endTime": timefmt.format_timestamp(clock.now()),
-                                           "failureInfo": {"category": "usererror", "code": "TaskEnded",
-                                                           "message": "Task Was Ended by User Request"}}
-                    task_rules.set_state(task, clock, "completed")
-                else:
-                    task.spec = {**task.spec, "constraints": {**(task.spec.get("constraints") or {}),
-                                                              "maxTaskRetryCount": 0}}
+            elif action == "terminate":
+                task_rules.terminate(task, clock)
             elif action == "reactivate":
-                if task.state != "completed" or task.execution_info.get("result") != "failure":
-                    refused = errors.TaskCompleted if task.state == "completed" else errors.TaskNotCompleted
-                    raise refused("Only a completed task that failed can be reactivated.")
-                task.execution_info = {"retryCount": 0, "requeueCount": task.execution_info.get("requeueCount", 0)}
-                task_rules.set_state(task, clock, "active")
+                task_rules.reactivate(task, clock)
             elif action == "delete":
                 key = task.key
-                s.delete(task)
+                task_rules.delete(s, task)
                 return "delete", key, None
             return action, task.key, task.attempt
 
@@ -305,23 +293,6 @@ async def subtasks(request: Request, account: str, job_id: str, task_id: str) ->
     return JSONResponse({"value": []})
 
 
-def _task_root(br: BatchRequest, job_id: str, task_id: str) -> tuple[str, str, str]:
-    """The machine the task ran on, its directory there (relative to /mnt), and the URL of its files."""
-    with br.svc.db.read() as s:
-        job = job_rules.get(s, br.account.key, job_id)
-        task = task_rules.get(s, job, task_id)
-        node = s.get(models.Node, task.node_key) if task.node_key else None
-    if node is None and task.node_info and task.state == "completed" and task.files_expire_at is None \
-            and task.execution_info.get("endTime"):
-        raise errors.TaskFilesCleanedup(
-            "The files of the specified task are cleaned up (its retentionTime has passed).")
-    if node is None or not task.node_info or br.svc.host is None:
-        missing = errors.TaskFileNotFound if node is None else errors.FileNotFound
-        raise missing("The task has not run on a node yet, so it has no files.")
-    return node.machine_id, f"batch/tasks/{task.node_info['taskRootDirectory']}", \
-        f"{task_url(br, job_id, task_id)}/files"
-
-
 @router.get("/{job_id}/tasks/{task_id}/files")
 async def list_task_files(request: Request, account: str, job_id: str, task_id: str) -> JSONResponse:
     br = authenticate(request, account)
@@ -329,10 +300,9 @@ async def list_task_files(request: Request, account: str, job_id: str, task_id: 
     def work() -> list[dict[str, Any]]:
         with br.svc.db.read() as s:
             br.authorize(s, READ)
-        machine_id, root, url = _task_root(br, job_id, task_id)
+            tree = file_rules.task_tree(s, br.account.key, job_id, task_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        assert br.svc.host is not None
-        return files.listing(br.svc.host, machine_id, root, url, recursive=recursive)
+        return files.listing(br.svc.host, tree, f"{task_url(br, job_id, task_id)}/files", recursive=recursive)
 
     return page(request, _filter_select(request, await in_thread(work)), f"{br.account_url}/$metadata#files")
 
@@ -344,9 +314,8 @@ async def task_file(request: Request, account: str, job_id: str, task_id: str, f
     def work() -> Response:
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
-        machine_id, root, url = _task_root(br, job_id, task_id)
-        assert br.svc.host is not None
-        return files.handle(request.method, br.svc.host, machine_id, root, url, file_path,
+            tree = file_rules.task_tree(s, br.account.key, job_id, task_id)
+        return files.handle(request.method, br.svc.host, tree, f"{task_url(br, job_id, task_id)}/files", file_path,
                             ocp_range=request.headers.get("ocp-range"),
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 

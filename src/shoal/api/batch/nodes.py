@@ -12,6 +12,7 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, page, r
 from shoal.api.batch.pools import _filter_select, pool_url
 from shoal.api.deps import in_thread
 from shoal.core import timefmt
+from shoal.domain.batch import files as file_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import pools
 from shoal.schemas import batch as wire
@@ -23,9 +24,8 @@ WRITE = "Microsoft.Batch/batchAccounts/pools/write"
 
 
 def render(br: BatchRequest, pool: models.Pool, node: models.Node) -> dict[str, Any]:
-    isolation = br.svc.host.isolation if br.svc.host is not None else "unknown"
     return wire.data_plane_node(node, pool, f"{pool_url(br, pool.pool_id)}/nodes/{node.node_id}",
-                                timefmt.format_timestamp, isolation)
+                                timefmt.format_timestamp, node_rules.isolation(br.svc.host))
 
 
 @router.get("")
@@ -109,15 +109,8 @@ async def remote_login(request: Request, account: str, pool_id: str, node_id: st
     return JSONResponse(await in_thread(work))
 
 
-NODE_FILES = "batch/tasks"  # what the file API shows of a node: its tasks' directories on /mnt
-
-
-def _node_root(br: BatchRequest, pool_id: str, node_id: str) -> tuple[str, str]:
-    """The node's machine and the URL of its files."""
-    with br.svc.db.read() as s:
-        pool = pools.get(s, br.account.key, pool_id)
-        node = node_rules.get(s, pool, node_id)
-    return node.machine_id, f"{pool_url(br, pool_id)}/nodes/{node_id}/files"
+def _files_url(br: BatchRequest, pool_id: str, node_id: str) -> str:
+    return f"{pool_url(br, pool_id)}/nodes/{node_id}/files"
 
 
 @router.get("/{node_id}/files")
@@ -127,10 +120,9 @@ async def list_files(request: Request, account: str, pool_id: str, node_id: str)
     def work() -> list[dict[str, Any]]:
         with br.svc.db.read() as s:
             br.authorize(s, READ)
-        machine_id, url = _node_root(br, pool_id, node_id)
+            tree = file_rules.node_tree(s, br.account.key, pool_id, node_id)
         recursive = (request.query_params.get("recursive") or "").lower() == "true"
-        assert br.svc.host is not None
-        return files.listing(br.svc.host, machine_id, NODE_FILES, url, recursive=recursive)
+        return files.listing(br.svc.host, tree, _files_url(br, pool_id, node_id), recursive=recursive)
 
     items = _filter_select(request, await in_thread(work))
     return page(request, items, f"{br.account_url}/$metadata#files")
@@ -143,9 +135,8 @@ async def node_file(request: Request, account: str, pool_id: str, node_id: str, 
     def work() -> Response:
         with br.svc.db.read() as s:
             br.authorize(s, WRITE if request.method == "DELETE" else READ)
-        machine_id, url = _node_root(br, pool_id, node_id)
-        assert br.svc.host is not None
-        return files.handle(request.method, br.svc.host, machine_id, NODE_FILES, url, file_path,
+            tree = file_rules.node_tree(s, br.account.key, pool_id, node_id)
+        return files.handle(request.method, br.svc.host, tree, _files_url(br, pool_id, node_id), file_path,
                             ocp_range=request.headers.get("ocp-range"),
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 

@@ -14,6 +14,7 @@ from shoal.api.deps import in_thread
 from shoal.core import catalog as marketplace
 from shoal.core import errors, timefmt
 from shoal.domain.batch import autoscaling, pool_changes, pools, service
+from shoal.domain.batch import nodes as node_rules
 from shoal.schemas import batch as wire
 from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
@@ -259,8 +260,6 @@ async def node_counts(request: Request, account: str) -> JSONResponse:
     br = authenticate(request, account)
 
     def work() -> list[dict[str, Any]]:
-        from sqlalchemy import select
-
         with br.svc.db.read() as s:
             br.authorize(s, READ)
             out = []
@@ -270,7 +269,7 @@ async def node_counts(request: Request, account: str) -> JSONResponse:
                                  "leavingPool": 0, "unknown": 0, "unusable": 0, "waitingForStartTask": 0,
                                  "deallocated": 0, "deallocating": 0, "upgradingOS": 0, "total": 0}
                           for kind in ("dedicated", "lowPriority")}
-                for node in s.scalars(select(models.Node).where(models.Node.pool_key == pool.key)):
+                for node in node_rules.list_nodes(s, pool.key):
                     bucket = counts["dedicated" if node.is_dedicated else "lowPriority"]
                     state = _COUNT_NAMES.get(node.state, node.state)
                     if node.pending == "remove":

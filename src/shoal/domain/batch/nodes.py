@@ -13,6 +13,7 @@ from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.domain import network
 from shoal.domain.batch import vmsizes
+from shoal.domain.host import HostAgent
 from shoal.store import models
 
 NODE_ROOT = "/mnt/batch/tasks"
@@ -48,6 +49,12 @@ def get(s: Session, pool: models.Pool, node_id: str) -> models.Node:
     if node is None:
         raise errors.NodeNotFound("The specified node does not exist.")
     return node
+
+
+def isolation(agent: HostAgent | None) -> str:
+    """How isolated the nodes are, as each node reports it: the host agent's level ("unknown" on a server
+    started without one)."""
+    return agent.isolation if agent is not None else "unknown"
 
 
 def list_nodes(s: Session, pool_key: str) -> list[models.Node]:

@@ -204,6 +204,39 @@ def list_tasks(s: Session, job: models.Job) -> list[models.Task]:
     return list(s.scalars(select(models.Task).where(models.Task.job_key == job.key).order_by(models.Task.seq)))
 
 
+def terminate(task: models.Task, clock: Clock) -> None:
+    """A task not yet running completes now as failed; a running one gets no more retries (its attempt is
+    killed by the caller, and its end arrives as usual)."""
+    if task.state == "completed":
+        return
+    if task.attempt is None:
+        task.execution_info = {**task.execution_info, "result": "failure",
+                               "endTime": timefmt.format_timestamp(clock.now()),
+                               "failureInfo": {"category": "usererror", "code": "TaskEnded",
+                                               "message": "Task Was Ended by User Request"}}
+        set_state(task, clock, "completed")
+    else:
+        task.spec = {**task.spec, "constraints": {**(task.spec.get("constraints") or {}), "maxTaskRetryCount": 0}}
+
+
+def reactivate(task: models.Task, clock: Clock) -> None:
+    """Only a completed task that failed becomes active again, with its retries counted from zero."""
+    if task.state != "completed" or task.execution_info.get("result") != "failure":
+        refused = errors.TaskCompleted if task.state == "completed" else errors.TaskNotCompleted
+        raise refused("Only a completed task that failed can be reactivated.")
+    task.execution_info = {"retryCount": 0, "requeueCount": task.execution_info.get("requeueCount", 0)}
+    set_state(task, clock, "active")
+
+
+def delete(s: Session, task: models.Task) -> None:
+    s.delete(task)
+
+
+def node_of(s: Session, task: models.Task) -> models.Node | None:
+    """The node the task runs or last ran on, while that node exists."""
+    return s.get(models.Node, task.node_key) if task.node_key else None
+
+
 def dependency_ids(spec: dict[str, Any]) -> tuple[list[str], list[tuple[int, int]]]:
     deps = spec.get("dependsOn") or {}
     ranges = [(int(r["start"]), int(r["end"])) for r in deps.get("taskIdRanges") or []]
