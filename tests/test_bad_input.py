@@ -77,7 +77,8 @@ def batch_error(response: Any) -> tuple[int, str, dict[str, str]]:
 ])
 def test_wrongly_typed_arm_bodies_are_invalid_request_content(api: Any, path: str, body: Any, where: str) -> None:
     n = uuid.uuid4().hex[:6]
-    url = f"{api.rg}/providers/{path.format(n=n)}?api-version=2024-07-01"
+    version = "2025-06-01" if "Batch" in path else "2026-03-02" if "disks" in path else "2026-04-01"  # published
+    url = f"{api.rg}/providers/{path.format(n=n)}?api-version={version}"
     response = api.call("PUT", url, body)
     assert arm_error(response) == (400, "InvalidRequestContent", where), response.text
     assert api.call("GET", url).status_code == 404  # nothing stored

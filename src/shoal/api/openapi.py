@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from shoal.core import apiversion
 from shoal.schemas import batch_bodies as bodies
 
 ARM_VERSION = "2024-07-01"
@@ -79,10 +80,12 @@ def describe(app: FastAPI) -> dict[str, Any]:
 
 
 def _version_for(path: str) -> str | None:
+    """The SDKs' version on the Batch data plane; on ARM, the newest version Azure publishes for the path's
+    resource type (others are refused, see ``core/apiversion.py``)."""
     if path.startswith("/batch/"):
         return BATCH_VERSION
     if path.startswith("/subscriptions") or path.startswith("/{raw_scope}") or path.startswith("/providers"):
-        return ARM_VERSION
+        return apiversion.newest(path.replace("{raw_scope}", "subscriptions/{subscription_id}")) or ARM_VERSION
     return None
 
 

@@ -21,7 +21,7 @@ MAX_BODY = 4 * 1024 * 1024
 def api_version(request: Request) -> apiversion.ApiVersion:
     """The request's api-version (required on every ARM call; 400 without it)."""
     value = next((v for k, v in request.query_params.multi_items() if k.lower() == "api-version"), None)
-    return apiversion.parse(value)
+    return apiversion.parse(value, request.url.path, locations=request.app.state.services.settings.regions)
 
 
 async def read_json(request: Request, *, required: bool = True) -> Any:

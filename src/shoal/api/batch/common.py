@@ -59,12 +59,7 @@ def _version(request: Request) -> apiversion.ApiVersion:
         raise errors.MissingRequiredQueryParameter(
             "A query parameter that's mandatory for this request is not specified: api-version.",
             values={"QueryParameterName": "api-version"})
-    try:
-        return apiversion.parse(value)
-    except errors.AzureError as exc:
-        raise errors.InvalidQueryParameterValue(f"The value for api-version '{value}' is invalid.",
-                                                values={"QueryParameterName": "api-version",
-                                                        "QueryParameterValue": value}) from exc
+    return apiversion.parse(value, request.url.path)  # unpublished versions: InvalidQueryParameterValue
 
 
 def authenticate(request: Request, account_name: str) -> BatchRequest:
