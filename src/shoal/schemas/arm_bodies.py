@@ -1,84 +1,251 @@
-"""The JSON types of the ARM request properties Shoal reads, checked before anything is stored.
+"""What every ARM request body model shares, and how a body that does not fit one is refused.
 
-A body whose ``properties`` (or a nested object Shoal reads, such as ``properties.hardwareProfile``) has the
-wrong JSON type is refused with ARM's ``InvalidRequestContent`` naming the property, the way ARM refuses a body
-it cannot deserialize; values are the domain rules' to judge.
+The wire models of the management plane (``schemas/arm.py`` for the ARM core, ``schemas/arm_compute.py`` and
+``schemas/arm_batch.py`` for the resource providers) use Azure's property names, JSON types, enums, ranges and
+ISO 8601 durations. They are strict: a string is not a number or a boolean, a number is not a string. They
+allow properties they do not name, as Azure does (the SDKs and ``az`` send many, and a body read back from a GET
+carries read-only ones); the domain rules refuse those Shoal cannot honour, with their own messages.
+
+A body that does not fit is refused before anything is stored, in ARM's envelope, naming the property path as
+``target`` (``properties.storageProfile.dataDisks[0].lun``):
+
+- ``InvalidRequestContent`` when a property has the wrong JSON type (the body cannot be deserialized);
+- ``InvalidParameter`` when a value is outside Azure's range or enum, or a required property is missing
+  (resource-provider bodies; the ARM core's own bodies report a missing property as ``InvalidRequestContent``,
+  as ARM's deserializer does).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from shoal.core import errors
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-_OBJ, _LIST, _STR, _INT, _BOOL = dict, list, str, int, bool
+from shoal.core import errors, timefmt
 
-# Property paths below ``properties`` and their JSON types (compute resources, Batch accounts and pools).
-SHAPES: dict[str, type] = {
-    # virtual machines
-    "hardwareProfile": _OBJ, "hardwareProfile.vmSize": _STR, "storageProfile": _OBJ,
-    "storageProfile.imageReference": _OBJ, "storageProfile.osDisk": _OBJ, "storageProfile.dataDisks": _LIST,
-    "storageProfile.osDisk.managedDisk": _OBJ, "osProfile": _OBJ, "osProfile.linuxConfiguration": _OBJ,
-    "networkProfile": _OBJ, "networkProfile.networkInterfaces": _LIST, "diagnosticsProfile": _OBJ,
-    "securityProfile": _OBJ, "userData": _STR,
-    # disks, snapshots, images, galleries
-    "creationData": _OBJ, "creationData.createOption": _STR, "creationData.sourceUri": _STR,
-    "creationData.sourceResourceId": _STR, "creationData.imageReference": _OBJ, "diskSizeGB": _INT,
-    "osType": _STR, "hyperVGeneration": _STR, "encryption": _OBJ, "storageProfile.source": _OBJ,
-    "storageProfile.osDiskImage": _OBJ, "storageProfile.dataDiskImages": _LIST, "publishingProfile": _OBJ,
-    "publishingProfile.targetRegions": _LIST, "identifier": _OBJ, "sourceVirtualMachine": _OBJ,
-    # Batch accounts
-    "autoStorage": _OBJ, "poolAllocationMode": _STR, "keyVaultReference": _OBJ, "publicNetworkAccess": _STR,
-    "allowedAuthenticationModes": _LIST, "networkProfile.accountAccess": _OBJ,
-    # Batch pools (management plane)
-    "vmSize": _STR, "scaleSettings": _OBJ, "scaleSettings.fixedScale": _OBJ, "scaleSettings.autoScale": _OBJ,
-    "scaleSettings.fixedScale.targetDedicatedNodes": _INT, "scaleSettings.fixedScale.targetLowPriorityNodes": _INT,
-    "scaleSettings.fixedScale.resizeTimeout": _STR, "scaleSettings.autoScale.formula": _STR,
-    "scaleSettings.autoScale.evaluationInterval": _STR, "deploymentConfiguration": _OBJ,
-    "deploymentConfiguration.virtualMachineConfiguration": _OBJ,
-    "deploymentConfiguration.virtualMachineConfiguration.imageReference": _OBJ,
-    "deploymentConfiguration.virtualMachineConfiguration.nodeAgentSkuId": _STR,
-    "deploymentConfiguration.virtualMachineConfiguration.dataDisks": _LIST,
-    "startTask": _OBJ, "startTask.commandLine": _STR, "startTask.environmentSettings": _LIST,
-    "startTask.resourceFiles": _LIST, "startTask.userIdentity": _OBJ, "startTask.maxTaskRetryCount": _INT,
-    "startTask.waitForSuccess": _BOOL, "networkConfiguration": _OBJ, "metadata": _LIST, "taskSlotsPerNode": _INT,
-    "taskSchedulingPolicy": _OBJ, "interNodeCommunication": _STR, "displayName": _STR,
-    "applicationPackages": _LIST, "userAccounts": _LIST, "mountConfiguration": _LIST,
-}
-_NAMES = {_OBJ: "an object", _LIST: "an array", _STR: "a string", _INT: "an integer", _BOOL: "true or false"}
+W = TypeVar("W", bound="Wire")
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_LUN = 63
+MAX_TAGS, MAX_TAG_NAME, MAX_TAG_VALUE = 50, 512, 256
 
 
-def _has_type(value: Any, kind: type) -> bool:
-    if kind is _INT:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+class Wire(BaseModel):
+    """An ARM request body or a part of one."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    # The code of a missing required property, read from the outermost model of a body.
+    missing_code: ClassVar[str] = "InvalidParameter"
 
 
-def check(body: Any) -> dict[str, Any]:
-    """The body (a JSON object whose ``tags``, ``properties`` and the properties above have their types)."""
+# --- value types --------------------------------------------------------------------------------------------
+Int32 = Annotated[int, Field(ge=INT32_MIN, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Count32 = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Positive32 = Annotated[int, Field(ge=1, le=INT32_MAX)]
+Lun = Annotated[int, Field(ge=0, le=MAX_LUN)]
+DiskSizeGB = Annotated[int, Field(ge=1, le=INT32_MAX)]
+
+
+def one_of(*values: str) -> Callable[[str], str]:
+    """An Azure enum: matched without regard to case (as Azure reads them) and stored in Azure's spelling."""
+    spelling = {v.lower(): v for v in values}
+
+    def check(value: str) -> str:
+        found = spelling.get(value.lower())
+        if found is None:
+            raise ValueError(f"it must be one of: {', '.join(values)}")
+        return found
+
+    return check
+
+
+def _duration(text: str) -> str:
+    timefmt.parse_duration(text)  # TimeFormatError (a ValueError) names what is wrong
+    return text
+
+
+def _timestamp(text: str) -> str:
+    try:
+        timefmt.parse_timestamp(text)
+    except timefmt.TimeFormatError:
+        try:
+            date.fromisoformat(text.strip())  # Azure reads a bare date as its midnight
+        except ValueError:
+            raise ValueError(f"'{text[:100]}' is not an ISO 8601 timestamp (for example "
+                             "2030-01-01T00:00:00Z)") from None
+    return text
+
+
+def _base64(text: str) -> str:
+    try:
+        base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ValueError("it must be base64-encoded") from None
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+Timestamp = Annotated[str, AfterValidator(_timestamp)]
+Base64 = Annotated[str, AfterValidator(_base64)]
+
+
+def _tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"a resource can have at most {MAX_TAGS} tags, not {len(tags)}")
+    for name, value in tags.items():
+        if not name or len(name) > MAX_TAG_NAME:
+            raise ValueError(f"the tag name '{name[:100]}' must have 1 to {MAX_TAG_NAME} characters")
+        if len(value) > MAX_TAG_VALUE:
+            raise ValueError(f"the value of the tag '{name[:100]}' has more than {MAX_TAG_VALUE} characters")
+    return tags
+
+
+Tags = Annotated[dict[str, str], AfterValidator(_tags)]
+
+
+# --- parts every provider shares ----------------------------------------------------------------------------
+class SubResource(Wire):
+    """A reference to another resource: ``{"id": "/subscriptions/..."}``."""
+
+    id: str | None = None
+
+
+class Plan(Wire):
+    name: str | None = None
+    publisher: str | None = None
+    product: str | None = None
+    promotionCode: str | None = None
+    version: str | None = None
+
+
+class ExtendedLocation(Wire):
+    name: str | None = None
+    type: str | None = None
+
+
+IdentityType = Annotated[str, AfterValidator(one_of(
+    "SystemAssigned", "UserAssigned", "SystemAssigned, UserAssigned", "SystemAssigned,UserAssigned", "None"))]
+
+
+class Identity(Wire):
+    type: IdentityType | None = None
+    userAssignedIdentities: dict[str, dict[str, Any] | None] | None = None
+
+
+class Sku(Wire):
+    name: str | None = None
+    tier: str | None = None
+    size: str | None = None
+    family: str | None = None
+    capacity: Int32 | None = None
+
+
+class TrackedResource(Wire):
+    """The envelope of a tracked ARM resource (``properties``, and ``sku`` where it matters, are typed by each
+    kind). Every kind names the whole envelope, so that what it passes on always has the envelope's types."""
+
+    location: str | None = None
+    tags: Tags | None = None
+    zones: list[str] | None = None
+    extendedLocation: ExtendedLocation | None = None
+    sku: Sku | None = None
+    plan: Plan | None = None
+    identity: Identity | None = None
+
+
+class GenericResource(TrackedResource):
+    """Any resource body: the envelope's types only."""
+
+    properties: dict[str, Any] | None = None
+
+
+# --- checking a body ----------------------------------------------------------------------------------------
+_KINDS = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+          "string_type": "a string", "bool_type": "true or false", "bool_parsing": "true or false",
+          "float_type": "a number", "float_parsing": "a number", "dict_type": "an object",
+          "model_type": "an object", "model_attributes_type": "an object", "list_type": "an array"}
+
+
+def path(loc: tuple[int | str, ...]) -> str:
+    """``("properties", "dataDisks", 0, "lun")`` -> ``properties.dataDisks[0].lun``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
+def _why(error: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    plain = {"greater_than_equal": "it must be at least {ge}", "less_than_equal": "it must be at most {le}",
+             "greater_than": "it must be greater than {gt}", "less_than": "it must be less than {lt}",
+             "string_too_short": "it must have at least {min_length} characters",
+             "string_too_long": "it must have at most {max_length} characters",
+             "too_short": "it must have at least {min_length} items", "too_long": "it must have at most "
+             "{max_length} items", "string_pattern_mismatch": "it must match the pattern {pattern}"}
+    if kind in plain:
+        try:
+            return plain[kind].format(**ctx)
+        except (KeyError, IndexError, ValueError):
+            return str(error.get("msg", "it is invalid"))
+    if kind == "value_error" and ctx.get("error") is not None:
+        return str(ctx["error"])
+    return str(error.get("msg", "it is invalid"))
+
+
+def refusal(exc: ValidationError, missing_code: str = "InvalidParameter") -> errors.AzureError:
+    """The ARM error for the first property of a body that does not fit its model."""
+    first = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    where = path(loc)
+    kind = first["type"]
+    if kind == "missing":
+        if missing_code == "InvalidRequestContent":
+            return errors.InvalidRequestContent(f"The request content was invalid and could not be deserialized: "
+                                                f"required property '{where}' not found.", target=where or None)
+        return errors.AzureError(f"Required parameter '{where}' is missing (null).", status=400,
+                                 code=missing_code, target=where or None)
+    if kind in _KINDS:
+        return errors.InvalidRequestContent(f"The request content was invalid and could not be deserialized: "
+                                            f"'{where}' must be {_KINDS[kind]}.", target=where or None)
+    if kind in ("value_error", "assertion_error") or kind in (
+            "greater_than_equal", "less_than_equal", "greater_than", "less_than", "string_too_short",
+            "string_too_long", "too_short", "too_long", "string_pattern_mismatch", "literal_error", "enum"):
+        return errors.InvalidParameter(f"The value '{_shown(first.get('input'))}' of parameter '{where}' is "
+                                       f"invalid: {_why(first)}.", target=where or None)
+    return errors.InvalidRequestContent(f"The request content was invalid and could not be deserialized: "
+                                        f"'{where}': {first.get('msg', 'invalid')}.", target=where or None)
+
+
+def parse(body: Any, model: type[W]) -> W:
+    """``body`` as ``model``, or the ARM error naming the first property that does not fit."""
     if not isinstance(body, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
-    envelope: tuple[tuple[str, type], ...] = (("location", _STR), ("tags", _OBJ), ("properties", _OBJ),
-                                              ("sku", _OBJ), ("identity", _OBJ), ("zones", _LIST))
-    for key, kind in envelope:
-        value = body.get(key)
-        if value is not None and not _has_type(value, kind):
-            raise _wrong(key, kind)
-    tags = body.get("tags") or {}
-    for name, value in tags.items():
-        if not isinstance(value, str):
-            raise errors.InvalidRequestContent(f"The request content was invalid: the tag '{name[:100]}' must have "
-                                               "a string value.", target=f"tags.{name[:100]}")
-    props = body.get("properties") or {}
-    for path, kind in SHAPES.items():
-        found: Any = props
-        for part in path.split("."):
-            found = found.get(part) if isinstance(found, dict) else None
-        if found is not None and not _has_type(found, kind):
-            raise _wrong(f"properties.{path}", kind)
-    return body
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # JSON's \ud800 escapes: text that could never be rendered back
+        raise errors.InvalidRequestContent("The request content was invalid: it holds text that is not valid "
+                                           "Unicode (an unpaired surrogate escape such as \\ud800).") from None
+    except (TypeError, ValueError):
+        pass  # not JSON at all: the model says what is wrong
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise refusal(exc, model.missing_code) from None
 
 
-def _wrong(where: str, kind: type) -> errors.AzureError:
-    return errors.InvalidRequestContent(f"The request content was invalid and could not be deserialized: "
-                                        f"'{where}' must be {_NAMES[kind]}.", target=where)
+def normalised(body: Any, model: type[Wire]) -> dict[str, Any]:
+    """``body`` checked against ``model``, as a plain dict: the properties it gave (none added), enums in
+    Azure's spelling, and the properties the model does not name kept as they came."""
+    return parse(body, model).model_dump(by_alias=True, exclude_unset=True)

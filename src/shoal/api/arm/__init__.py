@@ -41,29 +41,27 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             f"The request content was invalid and could not be deserialized: {exc}.") from exc
 
 
-async def read_resource(request: Request, *, required: bool = True) -> dict[str, Any]:
-    """An ARM resource body whose properties have their JSON types (see ``schemas/arm_bodies.py``)."""
+async def read_resource(request: Request, model: type[arm_bodies.Wire] = arm_bodies.GenericResource, *,
+                        required: bool = True) -> dict[str, Any]:
+    """An ARM request body checked against its wire model (``schemas/arm_*.py``), as the model normalised it:
+    the properties given (none added), enums in Azure's spelling, properties the model does not name kept."""
     data = await read_json(request, required=required)
-    return arm_bodies.check(data if data is not None else {})
+    return arm_bodies.normalised(data if data is not None else {}, model)
 
 
-async def read_model(request: Request, model: type[M], *, required: bool = True, shaped: bool = False) -> M:
-    """``shaped``: an ARM resource body, whose properties' JSON types are checked first."""
+async def read_model(request: Request, model: type[M], *, required: bool = True) -> M:
+    """An ARM request body as its wire model (a ``schemas.arm_bodies.Wire``: ARM's errors name the property)."""
     data = await read_json(request, required=required)
     if data is None:
         data = {}
-    if shaped:
-        data = arm_bodies.check(data)
+    if issubclass(model, arm_bodies.Wire):
+        return arm_bodies.parse(data, model)
     if not isinstance(data, dict):
         raise errors.InvalidRequestContent("The request content was invalid: expected a JSON object.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise errors.InvalidRequestContent(
-            f"The request content was invalid and could not be deserialized: {first['msg']}"
-            + (f" at '{where}'." if where else "."), target=where or None) from exc
+        raise arm_bodies.refusal(exc, "InvalidRequestContent") from exc
 
 
 def ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
