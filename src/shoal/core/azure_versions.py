@@ -11,7 +11,8 @@ VERSIONS: dict[str, tuple[str, ...]] = {
         "2023-05-01.17.0", "2023-11-01.18.0", "2024-02-01.19.0", "2024-07-01.20.0", "2025-06-01",
     ),
     "microsoft.authorization/roleassignments": (
-        "2015-07-01", "2018-01-01-preview", "2018-09-01-preview", "2020-03-01-preview", "2020-04-01-preview",
+        "2015-07-01", "2017-10-01-preview", "2018-01-01-preview", "2018-09-01-preview", "2020-03-01-preview",
+        "2020-04-01-preview",
         "2020-08-01-preview", "2020-10-01-preview", "2022-04-01",
     ),
     "microsoft.authorization/roledefinitions": (
