@@ -85,6 +85,10 @@ class Services:
         self.runner.start()
         self.runner.nudge()
 
+    def stop(self) -> None:
+        """Stop the control loops (the server is shutting down)."""
+        self.runner.stop()
+
     def nudge(self, name: str | None = None) -> None:
         self.runner.nudge(name)
 

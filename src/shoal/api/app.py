@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shoal import __version__
-from shoal.api import containers, errors, health, openapi
+from shoal.api import containers, errors, health, openapi, portal
 from shoal.api.arm import (
     authorization,
     batch_mgmt,
@@ -24,13 +24,14 @@ from shoal.api.arm import (
 from shoal.api.batch import jobs as batch_jobs
 from shoal.api.batch import nodes as batch_nodes
 from shoal.api.batch import pools as batch_pools
+from shoal.api.context import App
 from shoal.api.identity import graph
 from shoal.api.identity import tokens as identity
 from shoal.api.middleware import RequestContextMiddleware
-from shoal.services import Services
 
 
-def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
+def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
+    """The app, given the process's wiring (``services.py``); routes read it as ``api/context.py``'s Context."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_reconcilers:
@@ -39,7 +40,7 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
             yield
         finally:
             if run_reconcilers:
-                svc.runner.stop()
+                svc.stop()
 
     app = FastAPI(title="Shoal", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = svc
@@ -48,7 +49,7 @@ def create_app(svc: Services, *, run_reconcilers: bool = True) -> FastAPI:
     # and the identity routes (``/{tenant}/...``) last.
     for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, usages, vm_images,
                    compute, batch_mgmt, subscriptions, resource_groups, resources, authorization, containers,
-                   identity):
+                   portal, identity):
         app.include_router(module.router)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import AsyncIterator
-from typing import Any
 from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request, Response
@@ -91,7 +90,7 @@ async def _handle(request: Request, container: str, blob: str | None) -> Respons
     return FileResponse(found, headers=headers, media_type="application/octet-stream")
 
 
-async def _container(request: Request, store: Any, container: str) -> Response:
+async def _container(request: Request, store: containers.BlobContainers, container: str) -> Response:
     params = request.query_params
     if request.method == "PUT":
         if params.get("restype") != "container":

@@ -8,19 +8,20 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from shoal.api.context import Context
 from shoal.auth.tokens import ARM_AUDIENCES
 from shoal.domain import authorization
 from shoal.domain.authorization import Caller
 from shoal.domain.identity import require_subscription
 from shoal.domain.uow import Session
-from shoal.services import Services
 
 T = TypeVar("T")
 __all__ = ["arm_caller", "authorize", "in_thread", "require_subscription", "services"]
 
 
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
+def services(request: Request) -> Context:
+    """What the app was built with (``api/app.py``), as routes see it."""
+    svc: Context = request.app.state.services
     return svc
 
 

@@ -12,6 +12,9 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy.orm import Session
@@ -21,6 +24,31 @@ from shoal.domain import identity
 
 KEY_SETTING = "containerSigningKey"
 _NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+class Blob(Protocol):
+    """A blob as a listing shows it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def modified(self) -> float: ...
+
+
+class BlobContainers(Protocol):
+    """Where the blobs of Shoal-served containers are kept (``runtime/blobs.py``: files below the state
+    directory, on the server's own machine). Names reach it checked by :func:`check_name` and
+    :func:`check_blob_name`; ``parts`` are a blob name's segments."""
+
+    def container_dir(self, container: str) -> Path: ...
+    def create_container(self, container: str) -> bool: ...
+    def delete_container(self, container: str) -> bool: ...
+    def put(self, container: str, parts: list[str], data: Iterator[bytes]) -> Blob: ...
+    def find(self, container: str, parts: list[str]) -> Path | None: ...
+    def delete(self, container: str, parts: list[str]) -> bool: ...
+    def list(self, container: str, prefix: str = "") -> Sequence[Blob]: ...
 
 
 def signing_key(session: Session) -> bytes:

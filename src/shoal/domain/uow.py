@@ -1,4 +1,5 @@
-"""The unit of work: a store session, opened read-only or for writing, inside which use cases run.
+"""The unit of work: a store session, opened read-only or for writing (``store/db.py``'s ``Database.read()``
+and ``write()``), inside which use cases run.
 
 Routes open one (``with svc.db.read() as s``) and hand the session to domain functions; they never run a
 query themselves. ``Session`` is named here so that code outside the domain can type a session without
@@ -7,16 +8,6 @@ importing SQLAlchemy.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import Protocol
-
 from sqlalchemy.orm import Session
 
-__all__ = ["Session", "UnitsOfWork"]
-
-
-class UnitsOfWork(Protocol):
-    """Where sessions come from (``store/db.py``'s ``Database``)."""
-
-    def read(self) -> AbstractContextManager[Session]: ...
-    def write(self) -> AbstractContextManager[Session]: ...
+__all__ = ["Session"]

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from shoal.api.context import Context
 from shoal.api.deps import services
 from shoal.auth import sharedkey
 from shoal.auth.tokens import BATCH_AUDIENCES
@@ -19,7 +20,6 @@ from shoal.domain import authorization
 from shoal.domain.authorization import Caller
 from shoal.domain.batch import accounts
 from shoal.schemas import batch_bodies as bodies
-from shoal.services import Services
 from shoal.store import models
 
 MAX_BODY = 4 * 1024 * 1024
@@ -27,7 +27,7 @@ MAX_BODY = 4 * 1024 * 1024
 
 @dataclass
 class BatchRequest:
-    svc: Services
+    svc: Context
     account: models.Resource
     caller: Caller | None  # None for Shared Key
     version: apiversion.ApiVersion
