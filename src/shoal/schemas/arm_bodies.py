@@ -214,6 +214,7 @@ def refusal(exc: ValidationError, missing_code: str = "InvalidParameter") -> err
         if missing_code == "InvalidRequestContent":
             return errors.InvalidRequestContent(f"The request content was invalid and could not be deserialized: "
                                                 f"required property '{where}' not found.", target=where or None)
+        # Generic on purpose: the code is data, the missing_code the body's outermost model declares.
         return errors.AzureError(f"Required parameter '{where}' is missing (null).", status=400,
                                  code=missing_code, target=where or None)
     if kind in _KINDS:
