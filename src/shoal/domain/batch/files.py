@@ -18,7 +18,7 @@ from shoal.core import errors
 from shoal.core.hostfiles import NodeFileError
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
-from shoal.domain.batch import pools
+from shoal.domain.batch import pools, retired
 from shoal.domain.batch import tasks as task_rules
 from shoal.domain.host import NodeFiles
 
@@ -34,8 +34,16 @@ class Tree:
 
 
 def node_tree(s: Session, account_key: str, pool_id: str, node_id: str) -> Tree:
-    """The files of a pool's node (404 PoolNotFound / NodeNotFound)."""
-    node = node_rules.get(s, pools.get(s, account_key, pool_id), node_id)
+    """The files of a pool's node (404 PoolNotFound / NodeNotFound). A node that is gone (resized away, its pool
+    deleted) still answers for the task and start-task logs it held, until they expire: where Azure answers 404
+    and the logs are lost, on purpose (see ``retired``)."""
+    try:
+        node = node_rules.get(s, pools.get(s, account_key, pool_id), node_id)
+    except (errors.PoolNotFound, errors.NodeNotFound):
+        machine = retired.machine_of_node(s, pools.pool_key(account_key, pool_id), node_id.lower())
+        if machine is None:
+            raise
+        return Tree(machine, NODE_FILES)
     return Tree(node.machine_id, NODE_FILES)
 
 
@@ -44,6 +52,9 @@ def task_tree(s: Session, account_key: str, job_id: str, task_id: str) -> Tree:
     cleaned it up, 404 before it has run."""
     task = task_rules.get(s, job_rules.get(s, account_key, job_id), task_id)
     node = task_rules.node_of(s, task)
+    kept = retired.machine_of_key(s, task.node_key) if node is None and task.node_key else None
+    if kept is not None and task.node_info:  # its node is gone; its logs were kept
+        return Tree(kept, f"batch/tasks/{task.node_info['taskRootDirectory']}")
     if node is None and task.node_info and task.state == "completed" and task.files_expire_at is None \
             and task.execution_info.get("endTime"):
         raise errors.TaskFilesCleanedup(
