@@ -339,6 +339,7 @@ def test_data_disks_with_azures_luns_and_options_are_accepted(lun: int, option: 
 # --- against a server ---------------------------------------------------------------------------------------
 ARM = "api-version=2024-07-01"
 COMPUTE = "api-version=2024-07-01"
+DISKS = "api-version=2024-03-02"  # disks and snapshots have their own api-versions (DiskRP)
 GALLERY = "api-version=2023-07-03"
 GROUPS = "api-version=2022-09-01"
 AUTH = "api-version=2022-04-01"
@@ -400,13 +401,13 @@ def test_bad_resource_group_bodies_change_nothing(api: Api) -> None:
             "imageReference": {"publisher": "shoal", "offer": "host", "sku": "host", "version": "latest"},
             "osDisk": {"createOption": "FromImage", "diskSizeGB": "30"}}}},
      "InvalidRequestContent", "properties.storageProfile.osDisk.diskSizeGB"),
-    ("disks/d", COMPUTE, {"location": LOCATION, "properties": {"creationData": {"createOption": "Clone"},
+    ("disks/d", DISKS, {"location": LOCATION, "properties": {"creationData": {"createOption": "Clone"},
                                                                "diskSizeGB": 4}},
      "InvalidParameter", "properties.creationData.createOption"),
-    ("disks/d", COMPUTE, {"location": LOCATION, "properties": {"creationData": {"createOption": "Empty"},
+    ("disks/d", DISKS, {"location": LOCATION, "properties": {"creationData": {"createOption": "Empty"},
                                                                "diskSizeGB": 0}},
      "InvalidParameter", "properties.diskSizeGB"),
-    ("snapshots/s", COMPUTE, {"location": LOCATION, "sku": {"name": "UltraSSD_LRS"}, "properties": {
+    ("snapshots/s", DISKS, {"location": LOCATION, "sku": {"name": "UltraSSD_LRS"}, "properties": {
         "creationData": {"createOption": "Copy", "sourceResourceId": "/subscriptions/x"}}},
      "InvalidParameter", "sku.name"),
     ("images/i", COMPUTE, {"location": LOCATION, "properties": {"storageProfile": {"osDisk": {
@@ -442,7 +443,7 @@ def test_bad_compute_bodies_are_refused_and_nothing_is_stored(api: Api, path: st
 
 
 def test_bad_patches_and_actions_change_nothing(api: Api) -> None:
-    url = f"{api.compute}/disks/keep?{COMPUTE}"
+    url = f"{api.compute}/disks/keep?{DISKS}"
     created = api.call("PUT", url, {"location": LOCATION, "tags": {"v": "1"}, "properties": {
         "creationData": {"createOption": "Empty"}, "diskSizeGB": 4}})
     assert created.status_code in (200, 201, 202), created.text
@@ -452,10 +453,10 @@ def test_bad_patches_and_actions_change_nothing(api: Api) -> None:
     assert arm_error(response) == (400, "InvalidParameter", "properties.diskSizeGB"), response.text
     shown = api.call("GET", url).json()
     assert shown["tags"] == {"v": "1"} and shown["properties"]["diskSizeGB"] == 4
-    response = api.call("POST", f"{api.compute}/disks/keep/beginGetAccess?{COMPUTE}",
+    response = api.call("POST", f"{api.compute}/disks/keep/beginGetAccess?{DISKS}",
                         {"access": "Read", "durationInSeconds": "3600"})
     assert arm_error(response) == (400, "InvalidRequestContent", "durationInSeconds"), response.text
-    response = api.call("POST", f"{api.compute}/disks/keep/beginGetAccess?{COMPUTE}", {"access": "Everything"})
+    response = api.call("POST", f"{api.compute}/disks/keep/beginGetAccess?{DISKS}", {"access": "Everything"})
     assert arm_error(response) == (400, "InvalidParameter", "access"), response.text
     assert api.call("GET", url).json()["properties"]["diskState"] == "Unattached"  # no access was granted
     response = api.call("POST", f"{api.compute}/virtualMachines/none/runCommand?{COMPUTE}",
