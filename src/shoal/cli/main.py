@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from shoal.runtime.machines import MachineRuntime
+    from shoal.services import Services
 
 app = typer.Typer(help="Shoal: Azure Batch custom-image pools on your own machine.", no_args_is_help=True,
                   add_completion=False)
@@ -173,10 +174,11 @@ def serve(
         info = dataclasses.replace(info, isolation=svc.host.isolation, isolation_level=svc.host.isolation_level)
     info.save(settings.state_dir / "server.json")
     info.render(console, "Shoal is starting")
+    portal_link = _portal_link(svc, settings.base_url)
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
                             ssl_keyfile=str(key_file), log_level=log_level, loop="uvloop", http="httptools",
                             timeout_graceful_shutdown=3, access_log=log_level in ("debug", "info"))
-    server = _server(config, settings.base_url)
+    server = _server(config, settings.base_url, portal_link)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the handler that
     # was installed before it. A no-op handler makes a clean shutdown exit with status 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -204,18 +206,32 @@ def _say(line: str) -> None:
     print(f"{datetime.now().astimezone():%Y-%m-%d %H:%M:%S} {line}", flush=True)
 
 
-def _server(config: uvicorn.Config, url: str) -> uvicorn.Server:
+def _portal_link(svc: Services, base_url: str) -> str:
+    """A one-time sign-in link to the portal for the first principal (Owner of the subscription)."""
+    from shoal.domain import portal_signin
+
+    code = portal_signin.create_link(svc.db, svc.clock, svc.identity.client_id)
+    return f"{base_url}/portal/signin/link?code={code}"
+
+
+def _server(config: uvicorn.Config, url: str, portal_link: str) -> uvicorn.Server:
     """uvicorn's server, saying when it is ready to take requests and when it stops."""
     import uvicorn
+
+    from shoal.api.portal import live
+    from shoal.domain.portal_signin import LINK_LIFETIME
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if not self.should_exit:
                 _say(f"Shoal is ready at {url} (requests are logged with --log-level info).")
+                _say(f"Portal: {portal_link} (a one-time sign-in link, valid {LINK_LIFETIME.seconds // 60} "
+                     f"minutes; or sign in at {url}/portal with a client id and secret)")
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             _say("Shoal is stopping: finishing requests in flight...")
+            live.stop_streams()  # open portal pages' event streams end now instead of holding up the stop
             await super().shutdown(sockets=sockets)
 
     return Server(config)
