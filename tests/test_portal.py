@@ -334,12 +334,17 @@ def test_posts_without_the_csrf_token_or_from_another_site_are_refused(
     assert response.status == 403
 
 
-def test_deleting_a_pool_from_the_page(owner_page: Any, portal_server: ShoalServer, batch: tuple[str, Any]) -> None:
+def test_deleting_a_pool_from_the_page_and_its_task_output_stays_readable(
+        owner_page: Any, portal_server: ShoalServer, batch: tuple[str, Any]) -> None:
     account, client = batch
     client.create_pool(bm.BatchPoolCreateOptions(
         id="doomed", vm_size="standard_d2s_v3", target_dedicated_nodes=1,
         virtual_machine_configuration=bm.VirtualMachineConfiguration(image_reference=HOST_IMAGE,
                                                                      node_agent_sku_id=NODE_AGENT)))
+    job_id = f"job-{uuid.uuid4().hex[:6]}"
+    client.create_job(bm.BatchJobCreateOptions(id=job_id, pool_info=bm.BatchPoolInfo(pool_id="doomed")))
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="last-words", command_line="echo kept-after-delete"))
+    wait_for(lambda: client.get_task(job_id, "last-words").state == "completed", "the task")
     page = owner_page
     page.goto(f"{portal_server.base_url}/portal/batch/{account}/pools/doomed")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -348,3 +353,6 @@ def test_deleting_a_pool_from_the_page(owner_page: Any, portal_server: ShoalServ
     assert page.url.endswith(f"/portal/batch/{account}")
     screenshot(page, "account")
     wait_for(lambda: "doomed" not in [p.id for p in client.list_pools()], "the pool to be deleted")
+    # Its node is gone; the task's output is still there (Azure loses it with the node).
+    page.goto(f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}/tasks/last-words")
+    page.wait_for_function("document.getElementById('stdout').textContent.includes('kept-after-delete')")

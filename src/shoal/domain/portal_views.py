@@ -18,6 +18,7 @@ from shoal.core import errors, ids
 from shoal.domain import authorization, resource_groups, resources
 from shoal.domain.authorization import Caller
 from shoal.domain.batch import accounts, pools
+from shoal.domain.batch import files as batch_files
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as task_rules
@@ -149,15 +150,6 @@ class TaskView:
     pool_id: str
     start_time: str
     end_time: str
-
-
-@dataclass(frozen=True)
-class TaskFiles:
-    """Where a task's files are: its node's machine and the task's directory below the node's /mnt."""
-
-    machine_id: str
-    root: str
-    state: str
 
 
 @dataclass
@@ -311,21 +303,19 @@ def task(db: Database, caller: Caller, account_name: str, job_id: str, task_id: 
                         str(info.get("startTime") or ""), str(info.get("endTime") or ""))
 
 
-def task_files(db: Database, caller: Caller, account_name: str, job_id: str, task_id: str) -> TaskFiles | None:
-    """Where the task's files are, as the Batch task file API finds them; None while it has not run on a node
-    (or its node is gone)."""
+def task_files(db: Database, caller: Caller, account_name: str, job_id: str, task_id: str) -> batch_files.Tree | None:
+    """Where the task's files are, found as the Batch file API finds them (its node, or the logs a node that is
+    gone left); None while it has not run, or once its files are cleaned up."""
     with db.read() as s:
         row = authorized_account(s, caller, account_name, JOB_READ)
-        j = job_rules.get(s, row.key, job_id)
-        t = task_rules.get(s, j, task_id)
-        n = s.get(models.Node, t.node_key) if t.node_key else None
-        if n is None or not t.node_info or not t.node_info.get("taskRootDirectory"):
+        try:
+            return batch_files.task_tree(s, row.key, job_id, task_id)
+        except (errors.TaskFileNotFound, errors.FileNotFound, errors.TaskFilesCleanedup):
             return None
-        return TaskFiles(n.machine_id, f"batch/tasks/{t.node_info['taskRootDirectory']}", t.state)
 
 
-def node_machine(db: Database, caller: Caller, account_name: str, pool_id: str, node_id: str) -> str:
-    """The machine of a node the caller may read (for its file listing)."""
+def node_files(db: Database, caller: Caller, account_name: str, pool_id: str, node_id: str) -> batch_files.Tree:
+    """A node's files (those a node that is gone left, too), found as the Batch file API finds them."""
     with db.read() as s:
         row = authorized_account(s, caller, account_name, POOL_READ)
-        return node_rules.get(s, pools.get(s, row.key, pool_id), node_id).machine_id
+        return batch_files.node_tree(s, row.key, pool_id, node_id)

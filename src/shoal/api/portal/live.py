@@ -25,8 +25,8 @@ from fastapi.responses import Response, StreamingResponse
 from shoal.api.deps import in_thread, services
 from shoal.api.portal import render, sessions
 from shoal.core import errors
-from shoal.core.hostfiles import NodeFileError
 from shoal.domain import portal_views
+from shoal.domain.batch import files as batch_files
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 PASS_SECONDS = 0.5
@@ -153,13 +153,12 @@ async def task_events(request: Request, account: str, job_id: str, task_id: str)
         decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in OUTPUT_FILES}
         last: dict[str, Any] | None = None
 
-        def read(where: portal_views.TaskFiles, name: str) -> tuple[bytes, bool]:
-            """New bytes of one file and whether it was read to its end."""
-            assert svc.host is not None
+        def read(tree: batch_files.Tree, name: str) -> tuple[bytes, bool]:
+            """New bytes of one file (read as the Batch file API reads it) and whether it was read to its end."""
             try:
-                info, data = svc.host.read_node_file(where.machine_id, where.root, name, offsets[name],
-                                                     offsets[name] + OUTPUT_CHUNK - 1)
-            except NodeFileError:
+                info, data = batch_files.read_file(svc.host, tree, name, offsets[name],
+                                                   offsets[name] + OUTPUT_CHUNK - 1, suffix=False)
+            except errors.FileNotFound:
                 return b"", True  # not written yet
             offsets[name] += len(data)
             return data, offsets[name] >= info["size"]
@@ -175,7 +174,7 @@ async def task_events(request: Request, account: str, job_id: str, task_id: str)
                 out.append(event("task", summary))
                 last = summary
             at_end = True
-            if where is not None and svc.host is not None:
+            if where is not None:
                 for name in OUTPUT_FILES:
                     data, done = await in_thread(lambda name=name: read(where, name))  # type: ignore[misc]
                     at_end = at_end and done

@@ -12,16 +12,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from shoal.api import files
 from shoal.api.deps import in_thread, services
 from shoal.api.portal import render, sessions
 from shoal.api.portal.sessions import PortalSession
 from shoal.core import errors
-from shoal.core.hostfiles import NodeFileError
 from shoal.domain import identity, portal_signin, portal_views
+from shoal.domain.batch import files as batch_files
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
-NODE_FILES = "batch/tasks"  # what the Batch file API shows of a node (its tasks' directories on /mnt)
 MAX_FILE_SHOWN = 1 << 20
 MAX_FILES_LISTED = 500
 
@@ -137,14 +135,13 @@ async def node(request: Request, account: str, pool_id: str, node_id: str) -> Re
 
     async def build(session: PortalSession) -> Response:
         data = await in_thread(lambda: portal_views.node(svc.db, session.caller, account, pool_id, node_id))
+        tree = await in_thread(lambda: portal_views.node_files(svc.db, session.caller, account, pool_id, node_id))
         listed: list[dict[str, Any]] = []
         problem = ""
-        if svc.host is not None:
-            try:
-                listed = await in_thread(lambda: svc.host.list_node_files(  # type: ignore[union-attr]
-                    data.machine_id, NODE_FILES, recursive=True))
-            except NodeFileError as exc:
-                problem = str(exc)
+        try:
+            listed = await in_thread(lambda: batch_files.list_files(svc.host, tree, recursive=True))
+        except errors.AzureError as exc:
+            problem = exc.message
         shown = [f for f in listed if not f["isDirectory"]][:MAX_FILES_LISTED]
         return render.page(request, "node.html", session, node=data, files=shown, problem=problem)
 
@@ -153,22 +150,16 @@ async def node(request: Request, account: str, pool_id: str, node_id: str) -> Re
 
 @router.get("/batch/{account}/pools/{pool_id}/nodes/{node_id}/files/{file_path:path}")
 async def node_file(request: Request, account: str, pool_id: str, node_id: str, file_path: str) -> Response:
+    """A node's file as text (its first :data:`MAX_FILE_SHOWN` bytes), read as the Batch file API reads it."""
     svc = services(request)
 
     async def build(session: PortalSession) -> Response:
-        path = files.check_path(file_path)
-        machine = await in_thread(lambda: portal_views.node_machine(svc.db, session.caller, account, pool_id,
-                                                                    node_id))
-        if svc.host is None:
-            raise errors.FileNotFound("This server runs no machines, so nodes have no files.")
-        try:
-            info, data = await in_thread(lambda: svc.host.read_node_file(  # type: ignore[union-attr]
-                machine, NODE_FILES, path, 0, MAX_FILE_SHOWN - 1))
-        except NodeFileError:
-            raise errors.FileNotFound("The specified file does not exist.") from None
+        tree = await in_thread(lambda: portal_views.node_files(svc.db, session.caller, account, pool_id, node_id))
+        info, data = await in_thread(lambda: batch_files.read_file(svc.host, tree, file_path, 0,
+                                                                   MAX_FILE_SHOWN - 1, suffix=False))
         return render.page(request, "file.html", session, account=account, pool_id=pool_id, node_id=node_id,
-                           path=path, size=info["size"], text=data.decode("utf-8", errors="replace"),
-                           truncated=info["size"] > len(data))
+                           path=batch_files.check_path(file_path), size=info["size"],
+                           text=data.decode("utf-8", errors="replace"), truncated=info["size"] > len(data))
 
     return await render.view(request, build)
 
