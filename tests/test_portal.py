@@ -132,6 +132,12 @@ def test_sign_in_with_a_client_secret_sets_hardened_session_cookies(browser: Any
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert cookie["path"] == "/portal"
     assert refused == []  # the pages' own script and styles pass their policy
+    forged = {**cookie, "value": cookie["value"][:-2] + ("AA" if not cookie["value"].endswith("AA") else "BB")}
+    page.context.add_cookies([forged])
+    page.goto(f"{portal_server.base_url}/portal/")
+    assert "/portal/signin" in page.url  # a cookie whose signature does not match is no session
+    page.context.add_cookies([cookie])
+    page.goto(f"{portal_server.base_url}/portal/")
     page.click("header button[type=submit]")  # sign out
     page.wait_for_url(re.compile(r".*/portal/signin$"))
     assert not [c for c in page.context.cookies() if c["name"] == "shoal_portal"]
@@ -142,6 +148,8 @@ def test_the_one_time_link_serve_prints_signs_in_once(browser: Any, portal_serve
     lines = [line for line in portal_server.log.read_text().splitlines() if "Portal: https://" in line]
     link = re.search(r"(https://\S+/portal/signin/link\?code=\S+)", lines[-1])
     assert link is not None, lines
+    fresh = portal_server.cli("portal-link").stdout.strip()  # another one, for later
+    assert fresh.startswith(f"{portal_server.base_url}/portal/signin/link?code=") and fresh != link.group(1)
     page = new_page(browser)
     page.goto(link.group(1))
     page.wait_for_url(f"{portal_server.base_url}/portal/")
@@ -151,6 +159,8 @@ def test_the_one_time_link_serve_prints_signs_in_once(browser: Any, portal_serve
     assert response is not None and response.status == 401
     assert "already used" in again.inner_text("[role=alert]")
     assert not [c for c in again.context.cookies() if c["name"] == "shoal_portal"]
+    again.goto(fresh)
+    again.wait_for_url(f"{portal_server.base_url}/portal/")
     page.context.close()
     again.context.close()
 

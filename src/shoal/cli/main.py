@@ -312,6 +312,23 @@ def env(
         info.render(Console(), "Shoal")
 
 
+@app.command("portal-link")
+def portal_link(state_dir: StateDir = default_state_dir(), database_url: DatabaseUrl = None) -> None:
+    """Print a new one-time sign-in link to the portal of the Shoal that last ran on this state directory (the
+    link `serve` prints at start is valid 15 minutes and signs in once)."""
+    from shoal import services
+
+    saved_path = state_dir.expanduser() / "server.json"
+    if not saved_path.exists():
+        Console(stderr=True).print(f"[red]{state_dir} holds no Shoal state: no server has run there.[/red] Pass "
+                                   "the --state-dir of the running server (or set SHOAL_STATE_DIR).")
+        raise typer.Exit(2)
+    base = str(json.loads(saved_path.read_text()).get("authorityHost") or "")
+    svc = services.build(_settings(state_dir, database_url, public_url=base or None))
+    print(_portal_link(svc, svc.settings.base_url))
+    svc.db.dispose()
+
+
 @principal_app.command("create")
 def principal_create(
     name: Annotated[str, typer.Argument(help="Display name of the application.")],
