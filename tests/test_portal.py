@@ -264,6 +264,7 @@ def test_a_running_task_s_output_arrives_live_and_the_job_can_be_terminated(
 
     page.goto(f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}")
     page.wait_for_function("document.querySelector('[data-count=running]').textContent === '1'")
+    page.wait_for_function("JSON.parse(document.getElementById('timeline').dataset.last || '[0,0,0]')[2] === 1")
     screenshot(page, "job")
     page.goto(f"{portal_server.base_url}/portal/batch/{account}/pools/{POOL}")
     page.wait_for_function("document.querySelectorAll('#heatmap .cell.s-running').length === 1")
@@ -275,6 +276,9 @@ def test_a_running_task_s_output_arrives_live_and_the_job_can_be_terminated(
     wait_for(lambda: client.get_job(job_id).state == "completed", "the job to terminate")
     page.wait_for_function("document.querySelector('[data-count=running]').textContent === '0'")
     assert page.inner_text("[data-field=state]") == "completed"
+    # The chart of counts over time ends with the task failed (terminated), and shows it ran before.
+    page.wait_for_function("JSON.parse(document.getElementById('timeline').dataset.last)[4] === 1")
+    assert page.query_selector("#timeline polyline[data-series=running]") is not None
     page.click("text=Completed")  # the task list's state filter
     assert page.inner_text("#tasks tbody").count("follow") == 1
 

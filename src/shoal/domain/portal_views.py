@@ -8,13 +8,15 @@ render them as HTML, or send their changes as server-sent events.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shoal.core import errors, ids
+from shoal.core import errors, ids, timefmt
 from shoal.domain import authorization, resource_groups, resources
 from shoal.domain.authorization import Caller
 from shoal.domain.batch import accounts, pools
@@ -287,6 +289,57 @@ def job_live(db: Database, caller: Caller, account_name: str, job_id: str) -> tu
         states = dict(s.execute(select(models.Task.task_id, models.Task.state).where(
             models.Task.job_key == j.key).order_by(models.Task.seq).limit(TASK_LIST_LIMIT)).tuples().all())
         return j.state, _counts(s, j), states
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A job's task counts over time, from its creation to now (or to its last task's end once it completed):
+    ``points`` are (seconds since the job was created, active, running, succeeded, failed)."""
+
+    seconds: float
+    points: list[tuple[float, int, int, int, int]]
+
+
+def _when(value: Any) -> datetime | None:
+    try:
+        return timefmt.parse_timestamp(str(value)) if value else None
+    except timefmt.TimeFormatError:
+        return None
+
+
+def job_timeline(db: Database, caller: Caller, account_name: str, job_id: str, now: datetime,
+                 samples: int = 120) -> Timeline:
+    """Task counts over time, rebuilt from the tasks' own times (created, started, ended): a task counts as active
+    from its creation, running from its (last) start, and succeeded or failed from its end."""
+    with db.read() as s:
+        row = authorized_account(s, caller, account_name, JOB_READ)
+        j = job_rules.get(s, row.key, job_id)
+        rows = s.execute(select(models.Task.created_at, models.Task.execution_info, models.Task.result).where(
+            models.Task.job_key == j.key)).all()
+        begin = j.created_at
+    created: list[datetime] = []
+    started: list[datetime] = []
+    succeeded: list[datetime] = []
+    failed: list[datetime] = []
+    for made, info, result in rows:
+        created.append(made)
+        start, end = _when((info or {}).get("startTime")), _when((info or {}).get("endTime"))
+        if end is not None:
+            started.append(min(start or end, end))
+            (succeeded if result == "success" else failed).append(end)
+        elif start is not None:
+            started.append(start)
+    for times in (created, started, succeeded, failed):
+        times.sort()
+    finished = [*succeeded, *failed]
+    stop = max(finished) if finished and len(finished) == len(created) else now
+    span = max((stop - begin).total_seconds(), 1.0)
+    points = []
+    for i in range(samples + 1):
+        at = begin + timedelta(seconds=span * i / samples)
+        made, run, ok, bad = (bisect.bisect_right(times, at) for times in (created, started, succeeded, failed))
+        points.append((round(span * i / samples, 3), made - run, run - ok - bad, ok, bad))
+    return Timeline(span, points)
 
 
 def task(db: Database, caller: Caller, account_name: str, job_id: str, task_id: str) -> TaskView:

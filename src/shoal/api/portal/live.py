@@ -31,6 +31,7 @@ from shoal.domain.batch import files as batch_files
 router = APIRouter(prefix="/portal", include_in_schema=False)
 PASS_SECONDS = 0.5
 STREAM_SECONDS = 300.0
+TIMELINE_SECONDS = 5.0
 OUTPUT_CHUNK = 64 * 1024
 OUTPUT_FILES = ("stdout.txt", "stderr.txt")
 _stopping = False
@@ -121,13 +122,21 @@ async def job_events(request: Request, account: str, job_id: str) -> Response:
     def make(session: sessions.PortalSession) -> Step:
         sent: dict[str, str] = {}
         last: dict[str, Any] | None = None
+        drawn = 0.0  # when the timeline was last sent (monotonic)
 
         async def step() -> list[str]:
-            nonlocal sent, last
+            nonlocal sent, last, drawn
             state, counts, states = await in_thread(lambda: portal_views.job_live(svc.db, session.caller, account,
                                                                                    job_id))
             out = []
             summary = {"state": state, "counts": counts}
+            # The chart of counts over time: again when the counts change, and while the job runs, as time passes.
+            stale = time.monotonic() - drawn >= TIMELINE_SECONDS and state != "completed"
+            if summary != last or stale:
+                timeline = await in_thread(lambda: portal_views.job_timeline(svc.db, session.caller, account,
+                                                                             job_id, svc.clock.now()))
+                out.append(event("timeline", asdict(timeline)))
+                drawn = time.monotonic()
             if summary != last:
                 out.append(event("job", summary))
                 last = summary

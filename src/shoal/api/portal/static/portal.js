@@ -130,11 +130,50 @@
     listen(pool.dataset.events, { nodes: apply, pool: showPool });
   }
 
-  // --- a job: task counts and the states of listed tasks --------------------------------------------------------
+  // --- a job: task counts (now and over time) and the states of listed tasks -------------------------------------
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function svg(name, attrs) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    return el;
+  }
+
+  function duration(seconds) {
+    if (seconds < 120) return Math.round(seconds) + " s";
+    if (seconds < 7200) return Math.round(seconds / 60) + " min";
+    return (seconds / 3600).toFixed(1) + " h";
+  }
+
+  // The chart: one line per count (active, running, succeeded, failed) against time since the job was created.
+  function drawTimeline(box, timeline) {
+    const width = Math.max(320, box.clientWidth), height = 180, left = 34, bottom = 18, top = 8;
+    const series = ["active", "running", "succeeded", "failed"];
+    const most = Math.max(1, ...timeline.points.map((p) => Math.max(p[1], p[2], p[3], p[4])));
+    const x = (s) => left + (width - left - 4) * (s / timeline.seconds);
+    const y = (n) => top + (height - top - bottom) * (1 - n / most);
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}` });
+    chart.append(svg("line", { class: "axis", x1: left, y1: y(0), x2: width, y2: y(0) }),
+                 svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: y(0) }));
+    const label = (text, attrs) => { const t = svg("text", attrs); t.textContent = text; return t; };
+    chart.append(label(String(most), { x: left - 6, y: top + 8, "text-anchor": "end" }),
+                 label("0", { x: left - 6, y: y(0), "text-anchor": "end" }),
+                 label(duration(timeline.seconds), { x: width - 4, y: height - 4, "text-anchor": "end" }));
+    series.forEach((name, i) => {
+      const points = timeline.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[i + 1]).toFixed(1)}`).join(" ");
+      chart.append(svg("polyline", { class: "line-" + name, points, "data-series": name }));
+    });
+    box.replaceChildren(chart);
+    box.dataset.last = JSON.stringify(timeline.points[timeline.points.length - 1]);
+    document.getElementById("timeline-span").textContent = "since the job was created, " + duration(timeline.seconds);
+  }
+
   function job(root) {
     const table = document.getElementById("tasks");
     const filter = table ? table.dataset.filter : "";
+    const chart = document.getElementById("timeline");
     listen(root.dataset.events, {
+      timeline: (timeline) => drawTimeline(chart, timeline),
       job: (msg) => {
         setFields(root, { state: msg.state });
         for (const el of root.querySelectorAll("[data-count]")) {
