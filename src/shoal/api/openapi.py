@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from shoal.core import apiversion
+from shoal.schemas import arm, arm_batch, arm_compute
 from shoal.schemas import batch_bodies as bodies
 
 ARM_VERSION = "2024-07-01"
@@ -37,11 +38,22 @@ _BATCH_BODIES: list[tuple[str, str, type[BaseModel]]] = [
     ("post", r"/batch/\{account\}/jobs/\{job_id\}/addtaskcollection", bodies.TaskCollection),
     ("put", r"/batch/\{account\}/jobs/\{job_id\}/tasks/\{task_id\}", bodies.TaskUpdate),
 ]
-_ARM_RESOURCE = {
-    "type": "object",
-    "properties": {"location": {"type": "string"}, "tags": {"type": "object", "additionalProperties": {
-        "type": "string"}}, "properties": {"type": "object"}, "sku": {"type": "object"}},
-}
+_RG = r"/subscriptions/\{subscription_id\}/resourceGroups/\{group\}"
+_COMPUTE = _RG + r"/providers/Microsoft\.Compute"
+_ACCOUNT = _RG + r"/providers/Microsoft\.Batch/batchAccounts/\{account\}"
+# (method, path pattern) -> the body model of management-plane operations (the routes read them by hand).
+_ARM_BODIES: list[tuple[str, str, type[BaseModel]]] = [
+    *[("put|patch", _COMPUTE + "".join(rf"/{part}/\{{n{i}\}}" for i, part in enumerate(collection.split("/"))),
+       model) for collection, model in arm_compute.BODIES.items()],
+    ("post", _COMPUTE + r"/virtualMachines/\{vm\}/runCommand", arm_compute.RunCommandInput),
+    ("post", _COMPUTE + r"/(disks|snapshots)/\{name\}/beginGetAccess", arm_compute.GrantAccessData),
+    ("put|patch", _ACCOUNT, arm_batch.Account),
+    ("post", _ACCOUNT + r"/regenerateKeys", arm_batch.RegenerateKey),
+    ("put|patch", _ACCOUNT + r"/pools/\{pool_id\}", arm_batch.Pool),
+    ("put", _RG, arm.ResourceGroupPut),
+    ("patch", _RG, arm.ResourceGroupPatch),
+    ("put", r"/\{raw_scope\}/providers/Microsoft\.Authorization/roleAssignments/\{name\}", arm.RoleAssignmentPut),
+]
 
 
 def install(app: FastAPI) -> None:
@@ -90,12 +102,15 @@ def _version_for(path: str) -> str | None:
 
 
 def _body_for(method: str, path: str, components: dict[str, Any]) -> dict[str, Any] | None:
-    for verb, pattern, model in _BATCH_BODIES:
+    """The request body's schema, from the wire model the route reads it with."""
+    for verb, pattern, model in (*_BATCH_BODIES, *_ARM_BODIES):
         if re.fullmatch(verb, method) and re.fullmatch(pattern, path):
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(schema.pop("$defs", {}))
-            components[model.__name__] = schema
-            return {"$ref": f"#/components/schemas/{model.__name__}"}
-    if method in ("put", "patch") and path.startswith("/subscriptions/") and "/resourceGroups/" in path:
-        return _ARM_RESOURCE
+            # Names are qualified by module: the planes have models of one name and different shapes (StartTask).
+            module = model.__module__.rsplit(".", 1)[-1]
+            name = f"{module}.{model.__name__}"
+            schema = model.model_json_schema(ref_template=f"#/components/schemas/{module}.{{model}}")
+            for key, sub in schema.pop("$defs", {}).items():
+                components[f"{module}.{key}"] = sub
+            components[name] = schema
+            return {"$ref": f"#/components/schemas/{name}"}
     return None
