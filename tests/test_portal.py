@@ -238,6 +238,48 @@ def test_a_heatmap_update_of_2500_cells_is_applied_in_place(owner_page: Any, por
     assert applies[2] < 1000  # generous: the target (100 ms) is printed above, not asserted on shared machines
 
 
+def test_the_autoscale_editor_evaluates_shows_every_variable_and_enables(
+        owner_page: Any, portal_server: ShoalServer, batch: tuple[str, Any]) -> None:
+    account, client = batch
+    page = owner_page
+    page.goto(f"{portal_server.base_url}/portal/batch/{account}/pools/{POOL}")
+    page.click("#autoscale-editor")
+    page.fill("textarea[name=formula]", "$busy = $CurrentDedicatedNodes * 2;\n"
+                                        "$TargetDedicatedNodes = min(1, $busy);")
+    with page.expect_navigation():
+        page.click("#evaluate")
+    busy = 2 * client.get_pool(POOL).current_dedicated_nodes
+    assert page.inner_text("#variables tr[data-variable='$busy'] td:last-child") == str(busy)
+    assert page.inner_text("#variables tr[data-variable='$TargetDedicatedNodes'] td:last-child") == "1"
+    assert "$TargetDedicatedNodes=1" in page.inner_text("#results")
+    assert client.get_pool(POOL).enable_auto_scale is False  # evaluating changes nothing
+    screenshot(page, "autoscale-editor")
+    page.fill("textarea[name=formula]", "$x = ;")
+    with page.expect_navigation():
+        page.click("#evaluate")
+    assert page.get_attribute("#evaluation .alert", "data-error-code") == "InvalidAutoScaleFormula"
+
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="scaled", vm_size="standard_d2s_v3", target_dedicated_nodes=0,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(image_reference=HOST_IMAGE,
+                                                                     node_agent_sku_id=NODE_AGENT)))
+    wait_for(lambda: client.get_pool("scaled").allocation_state == "steady", "the pool")
+    page.goto(f"{portal_server.base_url}/portal/batch/{account}/pools/scaled/autoscale")
+    page.fill("textarea[name=formula]", "$TargetDedicatedNodes = 1;")
+    page.fill("input[name=interval]", "PT5M")
+    with page.expect_navigation():
+        page.click("#enable")
+    assert page.url.endswith(f"/portal/batch/{account}/pools/scaled")
+    assert "Enabled, every PT5M" in page.inner_text("#autoscale")
+    page.wait_for_function("document.querySelectorAll('#heatmap .cell.s-idle').length === 1")
+    pool = client.get_pool("scaled")
+    assert pool.enable_auto_scale is True and pool.auto_scale_formula == "$TargetDedicatedNodes = 1;"
+    page.goto(f"{portal_server.base_url}/portal/batch/{account}/pools/scaled/autoscale")
+    with page.expect_navigation():
+        page.click("#disable-form button[type=submit]")
+    assert client.get_pool("scaled").enable_auto_scale is False
+
+
 # --- jobs and tasks -----------------------------------------------------------------------------------------------
 def test_a_running_task_s_output_arrives_live_and_the_job_can_be_terminated(
         owner_page: Any, portal_server: ShoalServer, batch: tuple[str, Any]) -> None:
@@ -313,6 +355,8 @@ def test_a_reader_sees_no_actions_and_is_refused_when_posting_anyway(
     page.goto(pool_url)
     page.wait_for_function("document.querySelectorAll('#heatmap .cell').length > 0")
     assert page.query_selector("#pool-actions") is None and page.query_selector("form[action$=resize]") is None
+    page.goto(f"{pool_url}/autoscale")
+    assert page.query_selector("#enable") is None and page.query_selector("#evaluate") is not None
     page.goto(f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}")
     assert page.query_selector("#job-actions") is None
     target = client.get_pool(POOL).target_dedicated_nodes
@@ -320,7 +364,8 @@ def test_a_reader_sees_no_actions_and_is_refused_when_posting_anyway(
     for url, form in ((f"{pool_url}/resize", {"dedicated": "1"}), (f"{pool_url}/delete", {}),
                       (f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}/terminate", {}),
                       (f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}/tasks",
-                       {"id": "sneaky", "command_line": "true"})):
+                       {"id": "sneaky", "command_line": "true"}),
+                      (f"{pool_url}/autoscale/enable", {"formula": "$TargetDedicatedNodes = 0;"})):
         response = page.request.post(url, form={"csrf": csrf, **form}, max_redirects=0)
         assert response.status == 403, url
         assert "AuthorizationFailed" in response.text()

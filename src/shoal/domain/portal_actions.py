@@ -61,3 +61,13 @@ def terminate_job(db: Database, clock: Clock, caller: Caller, account_name: str,
         job = job_rules.get(s, row.key, job_id)
         job_rules.terminate(job, clock, reason)
         job_rules.touch(job, clock)
+
+
+def enable_autoscale(db: Database, ctx: ComputeContext, caller: Caller, account_name: str, pool_id: str,
+                     body: dict[str, Any]) -> None:
+    """``body`` as the API's enableautoscale body (``autoScaleFormula``, ``autoScaleEvaluationInterval``)."""
+    _pool_change(db, ctx, caller, account_name, pool_id, pool_changes.enable_autoscale, body, POOL_WRITE)
+
+
+def disable_autoscale(db: Database, ctx: ComputeContext, caller: Caller, account_name: str, pool_id: str) -> None:
+    _pool_change(db, ctx, caller, account_name, pool_id, pool_changes.disable_autoscale, {}, POOL_WRITE)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from shoal.core import errors, ids, timefmt
 from shoal.domain import authorization, resource_groups, resources
 from shoal.domain.authorization import Caller
-from shoal.domain.batch import accounts, pools
+from shoal.domain.batch import accounts, autoscaling, pools
 from shoal.domain.batch import files as batch_files
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
@@ -372,3 +372,12 @@ def node_files(db: Database, caller: Caller, account_name: str, pool_id: str, no
     with db.read() as s:
         row = authorized_account(s, caller, account_name, POOL_READ)
         return batch_files.node_tree(s, row.key, pool_id, node_id)
+
+
+def autoscale_explain(db: Database, caller: Caller, account_name: str, pool_id: str, formula: str,
+                      now: datetime) -> dict[str, Any]:
+    """The autoscale editor's Evaluate: the formula against the pool's live metrics, with every variable's value
+    and every sample it read; nothing applied (the API's evaluateautoscale needs the same right: pools/read)."""
+    with db.read() as s:
+        row = authorized_account(s, caller, account_name, POOL_READ)
+        return autoscaling.explain(s, pools.get(s, row.key, pool_id), formula, now)

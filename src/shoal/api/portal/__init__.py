@@ -2,7 +2,8 @@
 server-sent events. No build step and no Node.js: the templates and static files ship in the package.
 
 - ``sessions.py``: sign-in sessions (signed cookies) and the CSRF and origin checks of every post;
-- ``pages.py``: sign-in and the views; ``actions.py``: the forms that change things; ``live.py``: event streams;
+- ``pages.py``: sign-in and the views; ``actions.py``: the forms that change things; ``autoscale.py``: the
+  autoscale editor; ``live.py``: event streams;
 - ``render.py``: templates, security headers, error pages.
 
 What a page shows and what its actions do are domain use cases (``domain/portal_views.py``,
@@ -15,7 +16,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from shoal.api.portal import actions, live, pages, render
+from shoal.api.portal import actions, autoscale, live, pages, render
 
 router = APIRouter(include_in_schema=False)
 STATIC = render.HERE / "static"
@@ -34,5 +35,5 @@ async def static(name: str) -> Response:
                                       headers={"Cache-Control": "no-cache"}))
 
 
-for module in (pages, actions, live):
+for module in (pages, actions, autoscale, live):
     router.include_router(module.router)

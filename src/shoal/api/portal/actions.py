@@ -36,8 +36,10 @@ def _counts(form: dict[str, str]) -> dict[str, Any]:
     return body
 
 
-async def _act(request: Request, act: Callable[[PortalSession, dict[str, str]], Any], done: str,
-               again: Callable[[PortalSession, errors.AzureError], Awaitable[Response]]) -> Response:
+async def perform(request: Request, act: Callable[[PortalSession, dict[str, str]], Any], done: str,
+                  again: Callable[[PortalSession, errors.AzureError], Awaitable[Response]]) -> Response:
+    """One action: the session, the form's origin and CSRF token, then ``act`` (in a thread); on success a redirect
+    to ``done``, on the API's error the page ``again`` with that error."""
     session = sessions.current(request)
     if session is None:
         return render.error_page(request, None, 401, "Unauthenticated", "Sign in first.")
@@ -68,7 +70,7 @@ async def resize_pool(request: Request, account: str, pool_id: str) -> Response:
         svc.nudge("pools")
 
     url = f"/portal/batch/{quote(account)}/pools/{quote(pool_id)}"
-    return await _act(request, act, url, lambda s, e: pages.pool_page(request, s, account, pool_id, e))
+    return await perform(request, act, url, lambda s, e: pages.pool_page(request, s, account, pool_id, e))
 
 
 @router.post("/batch/{account}/pools/{pool_id}/delete")
@@ -79,7 +81,7 @@ async def delete_pool(request: Request, account: str, pool_id: str) -> Response:
         portal_actions.delete_pool(svc.db, svc.compute_context(), session.caller, account, pool_id)
         svc.nudge("pools")
 
-    return await _act(request, act, f"/portal/batch/{quote(account)}",
+    return await perform(request, act, f"/portal/batch/{quote(account)}",
                       lambda s, e: pages.pool_page(request, s, account, pool_id, e))
 
 
@@ -95,7 +97,7 @@ async def add_task(request: Request, account: str, job_id: str) -> Response:
         svc.nudge("tasks")
 
     url = f"/portal/batch/{quote(account)}/jobs/{quote(job_id)}"
-    response = await _act(request, act, url, lambda s, e: pages.job_page(request, s, account, job_id, e))
+    response = await perform(request, act, url, lambda s, e: pages.job_page(request, s, account, job_id, e))
     if added and response.status_code == 303:
         response.headers["location"] = f"{url}/tasks/{quote(added[0])}"
     return response
@@ -111,4 +113,4 @@ async def terminate_job(request: Request, account: str, job_id: str) -> Response
         svc.nudge("tasks")
 
     url = f"/portal/batch/{quote(account)}/jobs/{quote(job_id)}"
-    return await _act(request, act, url, lambda s, e: pages.job_page(request, s, account, job_id, e))
+    return await perform(request, act, url, lambda s, e: pages.job_page(request, s, account, job_id, e))
