@@ -12,6 +12,11 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from harness import ShoalServer
 from shoal.azure import Shoal
@@ -48,6 +53,7 @@ def test_no_operation_answers_with_a_server_error(described: Any, own_server: Sh
                                                   real: dict[str, Any]) -> None:
     server = own_server
     failures: list[tuple[Any, ...]] = []
+    broken: list[tuple[Any, ...]] = []  # responses that do not match the description (status, type, schema)
     operations = examples = 0
     with requests.Session() as http:
         for result in described.get_all_operations():
@@ -70,7 +76,15 @@ def test_no_operation_answers_with_a_server_error(described: Any, own_server: Sh
                 if response.status_code >= 500:
                     failures.append((case.method, case.formatted_path, case.query, case.body, response.status_code,
                                      response.text[:300]))
+                try:
+                    case.validate_response(response, checks=[status_code_conformance, content_type_conformance,
+                                                             response_schema_conformance])
+                except (Exception, BaseExceptionGroup) as exc:  # every mismatch found, in one exception
+                    broken.append((case.method, case.formatted_path, response.status_code,
+                                   response.headers.get("content-type"), str(exc)[:300]))
 
             probe()
-    print(f"fuzzing: {operations} operations, {examples} requests, {len(failures)} answered 5xx")
+    print(f"fuzzing: {operations} operations, {examples} requests, {len(failures)} answered 5xx, {len(broken)} "
+          "broke the description")
     assert not failures, failures[:10]
+    assert not broken, broken[:10]

@@ -84,11 +84,52 @@ def describe(app: FastAPI) -> dict[str, Any]:
             if version is not None and ("query", "api-version") not in declared:
                 params.append({"name": "api-version", "in": "query", "required": True,
                                "schema": {"type": "string", "enum": [version]}})
+            op["responses"] = _responses(path, op.get("responses") or {}, head=method == "head")
             body = _body_for(method, path, components)
             if body is not None and "requestBody" not in op:
                 op["requestBody"] = {"required": method in ("put", "post") and path.startswith("/subscriptions"),
                                      "content": {"application/json": {"schema": body}}}
     return spec
+
+
+# Errors as each plane renders them (``api/errors.py``): any status a route answers that is not a success is one
+# of these. Successes are declared without a body shape (their JSON follows Azure's own descriptions).
+_ARM_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "target": {"type": ["string", "null"]},
+                   "details": {"type": "array"}}}}}
+_BATCH_ERROR = {"type": "object", "required": ["code", "message"], "properties": {
+    "code": {"type": "string"},
+    "message": {"type": "object", "required": ["value"], "properties": {"lang": {"type": "string"},
+                                                                         "value": {"type": "string"}}},
+    "values": {"type": "array", "items": {"type": "object", "properties": {"key": {"type": "string"},
+                                                                          "value": {"type": "string"}}}}}}
+_ANY = {"*/*": {"schema": {}}}
+# Routes whose successes are not JSON: files, blobs and disk downloads.
+_NOT_JSON = re.compile(r".*/files(/\{[^}]+\})?$|^/containers/.*|^/downloads/.*|^/healthz$")
+
+
+def _responses(path: str, generated: dict[str, Any], *, head: bool = False) -> dict[str, Any]:
+    if path.startswith("/batch/"):
+        error: dict[str, Any] = {"application/json": {"schema": _BATCH_ERROR}}
+    elif path.startswith(("/subscriptions", "/providers", "/{raw_scope}", "/tenants", "/metadata")):
+        error = {"application/json": {"schema": _ARM_ERROR}}
+    else:  # identity and Shoal's own endpoints: their own error shapes
+        error = _ANY
+    success = _ANY if _NOT_JSON.match(path) else {"application/json": {"schema": {}}}
+    responses = {code: body for code, body in generated.items() if code.startswith("2") and code != "200"}
+    responses.update({
+        "200": {"description": "Success.", "content": success},
+        "201": {"description": "Created.", "content": _ANY},
+        "202": {"description": "Accepted (a long-running operation, or an action)."},
+        "204": {"description": "No content."},
+        "304": {"description": "Not modified (a conditional request)."},
+        "default": {"description": "An error, in the plane's own format.", "content": error},
+    })
+    if head:  # the answer to a HEAD has no body
+        for response in responses.values():
+            response.pop("content", None)
+    return responses
 
 
 def _version_for(path: str) -> str | None:
