@@ -46,6 +46,11 @@ def test_lineage_of_a_prepared_image_reaches_from_its_base_to_the_pools_using_it
     edges = {(ids[e["from"]]["stage"], ids[e["to"]]["stage"]) for e in graph["edges"]}
     assert {("base", "vm"), ("vm", "disk"), ("disk", "snapshot"), ("snapshot", "image"), ("image", "version"),
             ("version", "replica"), ("replica", "pool")} <= edges
+    # Each snapshot comes from its own disk, not from every disk of the VM.
+    snap_sources = {ids[e["to"]]["label"]: ids[e["from"]]["label"] for e in graph["edges"]
+                    if ids[e["to"]]["stage"] == "snapshot"}
+    assert snap_sources["os-snap"].startswith("prep_OsDisk") and not snap_sources["data-snap"].startswith("prep_Os")
+    assert len([e for e in graph["edges"] if ids[e["to"]]["stage"] == "snapshot"]) == 2
     # From the version: its sources up the chain, and the pool.
     assert {n["stage"] for n in from_version["nodes"]} >= {"image", "version", "replica", "pool"}
     assert unknown["nodes"] == [] and unknown["edges"] == []

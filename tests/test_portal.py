@@ -415,3 +415,73 @@ def test_deleting_a_pool_from_the_page_and_its_task_output_stays_readable(
     # Its node is gone; the task's output is still there (Azure loses it with the node).
     page.goto(f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}/tasks/last-words")
     page.wait_for_function("document.getElementById('stdout').textContent.includes('kept-after-delete')")
+
+
+# --- the source document's portal steps: snapshots, an image, its lineage --------------------------------------
+def test_snapshot_a_vm_disk_and_make_an_image_from_the_page_then_see_its_lineage(
+        owner_page: Any, browser: Any, portal_server: ShoalServer, admin: Shoal) -> None:
+    from azure.mgmt.compute.models import DataDisk, HardwareProfile, StorageProfile, VirtualMachine
+    from azure.mgmt.resource.resources.models import ResourceGroup
+
+    from batch_fixtures import HOST
+
+    group = f"seed-{uuid.uuid4().hex[:6]}"
+    admin.resource_client().resource_groups.create_or_update(group, ResourceGroup(location=LOCATION))
+    compute = admin.compute_client()
+    vm = compute.virtual_machines.begin_create_or_update(group, "prep", VirtualMachine(
+        location=LOCATION, hardware_profile=HardwareProfile(vm_size="Standard_D2s_v3"),
+        storage_profile=StorageProfile(image_reference=HOST, data_disks=[
+            DataDisk(lun=0, create_option="Empty", disk_size_gb=4)]))).result()
+    os_disk, data_disk = vm.storage_profile.os_disk.managed_disk.id, vm.storage_profile.data_disks[0].managed_disk.id
+
+    page = owner_page
+    group_url = f"{portal_server.base_url}/portal/groups/{group}"
+    for disk_id, name in ((os_disk, "os-snap"), (data_disk, "data-snap")):
+        page.goto(group_url)
+        page.select_option("#snapshot-form select[name=disk]", disk_id)
+        page.fill("#snapshot-form input[name=name]", name)
+        page.click("#snapshot-form button[type=submit]")
+        page.wait_for_url(re.compile(r".*/portal/lineage\?id=.*"))
+        wait_for(lambda n=name: compute.snapshots.get(group, n).provisioning_state == "Succeeded", name)
+    # A snapshot name Azure refuses: the API's error on the page, nothing made.
+    page.goto(group_url)
+    page.fill("#snapshot-form input[name=name]", "bad/name")
+    page.click("#snapshot-form button[type=submit]")
+    assert page.query_selector("[data-error-code]") is not None
+
+    page.goto(group_url)
+    snapshots = {s.name: s.id for s in compute.snapshots.list_by_resource_group(group)}
+    page.select_option("#image-form select[name=os_snapshot]", snapshots["os-snap"])
+    page.select_option("#image-form select[name=data_snapshots]", [snapshots["data-snap"]])
+    page.fill("#image-form input[name=name]", "img")
+    page.click("#image-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/portal/lineage\?id=.*images.*"))
+    image = wait_for(lambda: (i := compute.images.get(group, "img")).provisioning_state == "Succeeded" and i, "image")
+    assert image.storage_profile.os_disk.snapshot.id.lower() == snapshots["os-snap"].lower()
+    assert [(d.lun, d.snapshot.id.lower()) for d in image.storage_profile.data_disks] == [
+        (0, snapshots["data-snap"].lower())]
+
+    # The lineage page: base -> VM -> disks -> snapshots -> image, drawn and listed.
+    page.goto(f"{portal_server.base_url}/portal/lineage?id={image.id}")
+    stages = page.eval_on_selector_all("#lineage-nodes tr[data-stage]", "rows => rows.map(r => r.dataset.stage)")
+    assert {"base", "vm", "disk", "snapshot", "image"} <= set(stages)
+    assert page.query_selector("#lineage svg") is not None
+    screenshot(page, "lineage")
+    svg = page.request.get(f"{portal_server.base_url}/portal/lineage.svg?id={image.id}")
+    assert svg.status == 200 and svg.headers["content-type"].startswith("image/svg+xml")
+    assert "<svg" in svg.text() and "img" in svg.text()
+
+    # A Reader sees the lineage but no snapshot or image forms, and is refused if it posts anyway.
+    reader = portal_server.cli_json("principal", "create", f"reader-{uuid.uuid4().hex[:6]}", "--json")
+    portal_server.cli("role-assignment", "create", "--assignee", reader["clientId"], "--role", "Reader")
+    other = new_page(browser)
+    sign_in(other, portal_server, reader["clientId"], reader["clientSecret"])
+    other.goto(group_url)
+    assert other.query_selector("#image-actions") is None
+    response = other.request.post(f"{group_url}/snapshots", max_redirects=0,
+                                  form={"csrf": csrf_of(other), "disk": os_disk, "name": "sneaky"})
+    assert response.status == 403 and "AuthorizationFailed" in response.text()
+    assert "sneaky" not in {s.name for s in compute.snapshots.list_by_resource_group(group)}
+    other.goto(f"{portal_server.base_url}/portal/lineage?id={image.id}")
+    assert other.query_selector("#lineage svg") is not None
+    other.context.close()

@@ -11,7 +11,6 @@ for the portal's lineage view (drawn on the page and as SVG).
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from sqlalchemy import select
@@ -74,46 +73,63 @@ def _add_resource(graph: Graph, row: models.Resource) -> str:
 
 
 def _upstream(s: Session, graph: Graph, row: models.Resource) -> str:
-    """Add the resource and the chain it came from, each stage linked to the next one present."""
-    lineage = row.internal.get("lineage") or {}
-    chain: list[list[str]] = []
-    base = lineage.get("baseImage")
-    if base:
-        urn = ":".join(str(base.get(k, "")) for k in ("publisher", "offer", "sku", "version"))
-        chain.append([graph.node(f"base:{urn.lower()}", "base", urn)])
-    # The VM: recorded when an image is captured from it; for images from its disks' snapshots, the VM the disks
-    # are (still) attached to.
-    vms = [lineage["sourceVm"]] if lineage.get("sourceVm") else []
-    for disk_id in lineage.get("sourceDisks") or []:
-        disk = _row(s, disk_id)
-        owner = disk.internal.get("attachedTo") if disk is not None else None
-        if owner and str(owner).lower() not in {v.lower() for v in vms}:
-            vms.append(str(owner))
-    if vms:
-        chain.append([_source(s, graph, vm, "vm") for vm in vms])
-    for field, stage in (("sourceDisks", "disk"), ("sourceSnapshots", "snapshot")):
-        found = [_source(s, graph, v, stage) for v in lineage.get(field) or []]
-        if found:
-            chain.append(found)
-    if lineage.get("sourceImage"):
-        chain.append([_source(s, graph, lineage["sourceImage"], "image")])
+    """Add the resource and where it came from, each resource linked to its own direct sources."""
     me = _add_resource(graph, row)
-    chain = [[k for k in stage if k != me] for stage in chain]
-    chain = [stage for stage in chain if stage] + [[me]]
-    for before, after in itertools.pairwise(chain):
-        for a in before:
-            for b in after:
-                graph.edge(a, b)
+    _link_sources(s, graph, me, graph.nodes[me]["stage"], _stages_of(s, row), set())
     return me
 
 
-def _source(s: Session, graph: Graph, resource_id: str, stage: str) -> str:
-    row = _row(s, resource_id)
-    if row is not None:
-        return _add_resource(graph, row)
-    # Deleted since (an image outlives its snapshots): still part of the story, marked as gone.
-    name = str(resource_id).rstrip("/").rsplit("/", 1)[-1]
-    return graph.node(str(resource_id).lower(), stage, name, resourceId=str(resource_id), state="Deleted")
+def _stages_of(s: Session, row: models.Resource | None, inherited: list[tuple[str, list[str]]] | None = None
+               ) -> list[tuple[str, list[str]]]:
+    """What a resource records of its sources, by stage (oldest first). A resource that records nothing (a VM,
+    or one deleted since) is described by what its child recorded."""
+    lineage = (row.internal.get("lineage") if row is not None else None) or {}
+    stages: list[tuple[str, list[str]]] = []
+    base = lineage.get("baseImage")
+    if base:
+        stages.append(("base", [":".join(str(base.get(k, "")) for k in ("publisher", "offer", "sku", "version"))]))
+    # The VM: recorded when an image is captured from it; for a disk (and what was made from its snapshots), the
+    # VM the disk is attached to.
+    vms = [str(lineage["sourceVm"])] if lineage.get("sourceVm") else []
+    disks = [str(d) for d in lineage.get("sourceDisks") or []]
+    owners = [row] if row is not None and row.type_key == sources.DISKS.lower() else [_row(s, d) for d in disks]
+    for disk in owners:
+        owner = disk.internal.get("attachedTo") if disk is not None else None
+        if owner and str(owner).lower() not in {v.lower() for v in vms}:
+            vms.append(str(owner))
+    stages += [("vm", vms), ("disk", disks), ("snapshot", [str(x) for x in lineage.get("sourceSnapshots") or []]),
+               ("image", [str(lineage["sourceImage"])] if lineage.get("sourceImage") else [])]
+    stages = [(stage, found) for stage, found in stages if found]
+    return stages if stages or inherited is None else inherited
+
+
+def _link_sources(s: Session, graph: Graph, child: str, child_stage: str, stages: list[tuple[str, list[str]]],
+                  visited: set[tuple[str, int]]) -> None:
+    """Link ``child`` to its direct sources (the nearest earlier stage it records), then each source to its own."""
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    earlier = [(stage, found) for stage, found in stages if order[stage] < order[child_stage]]
+    if not earlier:
+        return
+    stage, found = earlier[-1]
+    for source in found:
+        if stage == "base":
+            key = graph.node(f"base:{source.lower()}", "base", source)
+            row = None
+        else:
+            row = _row(s, source)
+            key = _add_resource(graph, row) if row is not None else _gone(graph, source, stage)
+        graph.edge(key, child)
+        # A source reached again with more of the story (a VM found through its OS disk after its data disk)
+        # is followed again; edges are a set, so nothing doubles.
+        if (key, len(earlier)) not in visited:
+            visited.add((key, len(earlier)))
+            _link_sources(s, graph, key, stage, _stages_of(s, row, inherited=earlier[:-1]), visited)
+
+
+def _gone(graph: Graph, resource_id: str, stage: str) -> str:
+    """A source deleted since (an image outlives its snapshots): still part of the story, marked as gone."""
+    name = resource_id.rstrip("/").rsplit("/", 1)[-1]
+    return graph.node(resource_id.lower(), stage, name, resourceId=resource_id, state="Deleted")
 
 
 def _downstream(s: Session, graph: Graph, row: models.Resource, me: str) -> None:

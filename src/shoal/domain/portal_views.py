@@ -18,12 +18,14 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, ids, timefmt
 from shoal.domain import authorization, resource_groups, resources
+from shoal.domain import lineage as lineage_rules
 from shoal.domain.authorization import Caller
 from shoal.domain.batch import accounts, autoscaling, pools
 from shoal.domain.batch import files as batch_files
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as task_rules
+from shoal.domain.compute import sources
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -35,6 +37,8 @@ POOL_READ, POOL_WRITE, POOL_DELETE = ("Microsoft.Batch/batchAccounts/pools/read"
                                       "Microsoft.Batch/batchAccounts/pools/delete")
 JOB_READ, JOB_WRITE = "Microsoft.Batch/batchAccounts/jobs/read", "Microsoft.Batch/batchAccounts/jobs/write"
 ACCOUNT_TYPE = "microsoft.batch/batchaccounts"
+LINEAGE_TYPES = {t.lower() for t in (sources.VMS, sources.DISKS, sources.SNAPSHOTS, sources.IMAGES,
+                                     sources.GALLERY_VERSIONS)}
 TASK_STATES = ("active", "preparing", "running", "completed")
 TASK_LIST_LIMIT = 1000
 
@@ -58,6 +62,11 @@ class GroupView:
     name: str
     location: str
     resources: list[dict[str, Any]]
+    # The source document's portal steps: snapshot a disk, make an image from snapshots (when the caller may).
+    disks: list[dict[str, str]] = field(default_factory=list)
+    snapshots: list[dict[str, str]] = field(default_factory=list)
+    can_snapshot: bool = False
+    can_image: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,11 +220,40 @@ def group(db: Database, caller: Caller, subscription_id: str, name: str) -> Grou
         gid = ids.resource_group_id(subscription_id, name)
         authorization.check_access(s, caller, GROUP_RESOURCES_READ, gid)
         row = resource_groups.get(s, subscription_id, name)
+        readable = [r for r in resources.list_in_group(s, ids.key(gid))
+                    if authorization.allowed(s, caller, f"{r.type}/read", r.id)]
         items = [{"name": r.name, "type": r.type, "location": r.location or "", "state": r.provisioning_state,
-                  "id": r.id, "account": r.name if r.type_key == ACCOUNT_TYPE else ""}
-                 for r in resources.list_in_group(s, ids.key(gid))
-                 if authorization.allowed(s, caller, f"{r.type}/read", r.id)]
-        return GroupView(row.name, row.location, items)
+                  "id": r.id, "account": r.name if r.type_key == ACCOUNT_TYPE else "",
+                  "lineage": r.type_key in LINEAGE_TYPES} for r in readable]
+        disks = [{"id": r.id, "name": r.name} for r in readable
+                 if r.type_key == sources.DISKS.lower() and r.provisioning_state == "Succeeded"]
+        snapshots = [{"id": r.id, "name": r.name} for r in readable
+                     if r.type_key == sources.SNAPSHOTS.lower() and r.provisioning_state == "Succeeded"]
+        return GroupView(row.name, row.location, items, disks, snapshots,
+                         can_snapshot=authorization.allowed(s, caller, f"{sources.SNAPSHOTS}/write", gid),
+                         can_image=authorization.allowed(s, caller, f"{sources.IMAGES}/write", gid))
+
+
+def lineage(db: Database, caller: Caller, resource_id: str) -> dict[str, Any]:
+    """An image's lineage graph (``domain/lineage.py``) as the caller may see it: resources it cannot read are
+    shown without their names."""
+    with db.read() as s:
+        rid = ids.parse(resource_id)
+        authorization.check_access(s, caller, f"{rid.type}/read" if rid.type else GROUP_RESOURCES_READ, str(rid))
+        graph = lineage_rules.image_lineage(s, str(rid))
+        for node in graph["nodes"]:
+            target = node.get("resourceId")
+            if target and node.get("state") != "Deleted" and not _may_read(s, caller, str(target)):
+                node.update(label="(no access)", resourceId=None, location=None)
+        return {"resourceId": str(rid), "name": rid.name or "", **graph}
+
+
+def _may_read(s: Any, caller: Caller, resource_id: str) -> bool:
+    try:
+        rid = ids.parse(resource_id)
+    except errors.AzureError:
+        return False
+    return authorization.allowed(s, caller, f"{rid.type}/read", str(rid))
 
 
 def account(db: Database, caller: Caller, name: str) -> AccountView:

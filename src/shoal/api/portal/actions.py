@@ -1,4 +1,5 @@
-"""The portal's actions: resize a pool, delete a pool, add a task, terminate a job.
+"""The portal's actions: resize a pool, delete a pool, add a task, terminate a job; and the source document's
+portal steps, a snapshot of a VM's disk and a managed image from snapshots.
 
 Each is a form post that passes the origin and CSRF checks, then calls one domain use case
 (``domain/portal_actions.py``), which authorizes the principal with the API's action name and applies the same
@@ -114,3 +115,41 @@ async def terminate_job(request: Request, account: str, job_id: str) -> Response
 
     url = f"/portal/batch/{quote(account)}/jobs/{quote(job_id)}"
     return await perform(request, act, url, lambda s, e: pages.job_page(request, s, account, job_id, e))
+
+
+@router.post("/groups/{group}/snapshots")
+async def snapshot_disk(request: Request, group: str) -> Response:
+    svc = services(request)
+    made: list[str] = []
+
+    def act(session: PortalSession, form: dict[str, str]) -> None:
+        made.append(portal_actions.snapshot_disk(svc.db, svc.compute_context(), session.caller, svc.subscription_id,
+                                                 group, form.get("name", "").strip(), form.get("disk", "")))
+        svc.nudge("operations")
+
+    return await _then_lineage(request, act, group, made)
+
+
+@router.post("/groups/{group}/images")
+async def image_from_snapshots(request: Request, group: str) -> Response:
+    svc = services(request)
+    made: list[str] = []
+    data = [v for v in (await request.form()).getlist("data_snapshots") if isinstance(v, str) and v]
+
+    def act(session: PortalSession, form: dict[str, str]) -> None:
+        made.append(portal_actions.image_from_snapshots(
+            svc.db, svc.compute_context(), session.caller, svc.subscription_id, group, form.get("name", "").strip(),
+            form.get("os_snapshot", ""), data))
+        svc.nudge("operations")
+
+    return await _then_lineage(request, act, group, made)
+
+
+async def _then_lineage(request: Request, act: Callable[[PortalSession, dict[str, str]], Any], group: str,
+                        made: list[str]) -> Response:
+    """Run a compute action; on success show the new resource's lineage, on an error the group again."""
+    response = await perform(request, act, f"/portal/groups/{quote(group)}",
+                             lambda s, e: pages.group_page(request, s, group, e))
+    if made and response.status_code == 303:
+        response.headers["location"] = f"/portal/lineage?id={quote(made[0])}"
+    return response

@@ -11,7 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
 
+from shoal.api import lineage_svg
 from shoal.api.deps import in_thread, services
 from shoal.api.portal import render, sessions
 from shoal.api.portal.sessions import PortalSession
@@ -94,13 +96,40 @@ async def home(request: Request) -> Response:
     return await render.view(request, build)
 
 
+async def group_page(request: Request, session: PortalSession, group: str,
+                     error: errors.AzureError | None = None) -> Response:
+    svc = services(request)
+    data = await in_thread(lambda: portal_views.group(svc.db, session.caller, svc.subscription_id, group))
+    return render.page(request, "group.html", session, status=error.status if error else 200, group=data,
+                       error=error)
+
+
 @router.get("/groups/{group}")
 async def group(request: Request, group: str) -> Response:
+    return await render.view(request, lambda session: group_page(request, session, group))
+
+
+@router.get("/lineage")
+async def lineage(request: Request) -> Response:
+    """An image's lineage (``?id=<resource id>``): the graph drawn as SVG, and its resources as a list."""
     svc = services(request)
+    resource_id = request.query_params.get("id", "")
 
     async def build(session: PortalSession) -> Response:
-        data = await in_thread(lambda: portal_views.group(svc.db, session.caller, svc.subscription_id, group))
-        return render.page(request, "group.html", session, group=data)
+        data = await in_thread(lambda: portal_views.lineage(svc.db, session.caller, resource_id))
+        return render.page(request, "lineage.html", session, lineage=data, svg=Markup(lineage_svg.render(data)))
+
+    return await render.view(request, build)
+
+
+@router.get("/lineage.svg")
+async def lineage_image(request: Request) -> Response:
+    svc = services(request)
+    resource_id = request.query_params.get("id", "")
+
+    async def build(session: PortalSession) -> Response:
+        data = await in_thread(lambda: portal_views.lineage(svc.db, session.caller, resource_id))
+        return render.secure(Response(lineage_svg.render(data), media_type="image/svg+xml"))
 
     return await render.view(request, build)
 
