@@ -104,7 +104,7 @@ _BATCH_ERROR = {"type": "object", "required": ["code", "message"], "properties":
                                                                          "value": {"type": "string"}}},
     "values": {"type": "array", "items": {"type": "object", "properties": {"key": {"type": "string"},
                                                                           "value": {"type": "string"}}}}}}
-_ANY = {"*/*": {"schema": {}}}
+_ANY: dict[str, Any] = {"*/*": {"schema": {}}}
 # Routes whose successes are not JSON: files, blobs and disk downloads.
 _NOT_JSON = re.compile(r".*/files(/\{[^}]+\})?$|^/containers/.*|^/downloads/.*|^/healthz$")
 
