@@ -415,6 +415,11 @@ def test_deleting_a_pool_from_the_page_and_its_task_output_stays_readable(
     # Its node is gone; the task's output is still there (Azure loses it with the node).
     page.goto(f"{portal_server.base_url}/portal/batch/{account}/jobs/{job_id}/tasks/last-words")
     page.wait_for_function("document.getElementById('stdout').textContent.includes('kept-after-delete')")
+    # The node's page stays too, as a node that is gone, with the logs it left.
+    node_id = client.get_task(job_id, "last-words").node_info.node_id
+    response = page.goto(f"{portal_server.base_url}/portal/batch/{account}/pools/doomed/nodes/{node_id}")
+    assert response is not None and response.status == 200
+    assert "gone" in page.text_content("main") and "stdout.txt" in page.text_content("main")
 
 
 # --- the source document's portal steps: snapshots, an image, its lineage --------------------------------------

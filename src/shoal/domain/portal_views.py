@@ -20,7 +20,7 @@ from shoal.core import errors, ids, timefmt
 from shoal.domain import authorization, resource_groups, resources
 from shoal.domain import lineage as lineage_rules
 from shoal.domain.authorization import Caller
-from shoal.domain.batch import accounts, autoscaling, pools
+from shoal.domain.batch import accounts, autoscaling, pools, retired
 from shoal.domain.batch import files as batch_files
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
@@ -289,8 +289,15 @@ def pool_live(db: Database, caller: Caller, account_name: str, pool_id: str) -> 
 def node(db: Database, caller: Caller, account_name: str, pool_id: str, node_id: str) -> NodeView:
     with db.read() as s:
         row = authorized_account(s, caller, account_name, POOL_READ)
-        p = pools.get(s, row.key, pool_id)
-        n = node_rules.get(s, p, node_id)
+        try:
+            p = pools.get(s, row.key, pool_id)
+            n = node_rules.get(s, p, node_id)
+        except (errors.PoolNotFound, errors.NodeNotFound):
+            # A node that is gone: its page stays, with the logs it left (see ``batch/retired.py``).
+            machine = retired.machine_of_node(s, pools.pool_key(row.key, pool_id), node_id.lower())
+            if machine is None:
+                raise
+            return NodeView(row.name, pool_id, node_id, "gone", "", "", machine, 0, 0, 0, [], None)
         return NodeView(row.name, p.pool_id, n.node_id, _heat_state(n.state, n.pending), n.scheduling_state,
                         n.ip_address, n.machine_id, n.total_tasks_run, n.total_tasks_succeeded, n.running_tasks,
                         list(n.errors or []), n.start_task_info)
