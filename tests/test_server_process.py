@@ -104,3 +104,16 @@ def test_concurrent_updates_of_one_row_are_detected() -> None:
         assert row is not None and row.tags == {"first": "writer"} and row.version == 2
     db.dispose()
     path.unlink()
+
+
+def test_a_second_server_on_one_sqlite_database_is_refused(sqlite_server: ShoalServer) -> None:
+    """SQLite serves one replica: a server from another state directory pointed at the same database file stops
+    with a message naming PostgreSQL, and the running server is untouched."""
+    second = ShoalServer(f"sqlite:///{sqlite_server.state_dir / 'shoal.db'}")
+    try:
+        with pytest.raises(RuntimeError) as info:
+            second.start(timeout=60)
+        assert "SQLite serves one replica" in str(info.value) and "postgresql" in str(info.value)
+    finally:
+        second.cleanup()
+    assert requests.get(f"{sqlite_server.base_url}/healthz", verify=sqlite_server.ca, timeout=5).status_code == 200

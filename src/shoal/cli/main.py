@@ -156,6 +156,7 @@ def serve(
         console.print(f"[red]Another `shoal serve` is already using {settings.state_dir}. Stop it first, or use "
                       "another --state-dir.[/red]")
         raise typer.Exit(1) from None
+    db_lock = _lock_sqlite(settings.db_url)  # noqa: F841 (held for the life of the process)
     if node_network not in ("isolated", "host"):
         console.print(f"[red]--node-network must be 'isolated' or 'host', not {node_network!r}.[/red]")
         raise typer.Exit(2)
@@ -199,6 +200,24 @@ def serve(
         console.print(f"[red]Shoal could not start on {host}:{port}. Is another process using the port? "
                       "Choose another with --port.[/red]")
         raise typer.Exit(1)
+
+
+def _lock_sqlite(url: str) -> object | None:
+    """SQLite serves one replica: a second `shoal serve` on the same database file (from another state directory)
+    is refused, instead of two servers taking each other's work for their own."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url[len("sqlite:///"):]).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(f"{path}.serve-lock", "w")  # noqa: SIM115 (held for the life of the process)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        console.print(f"[red]Another `shoal serve` already uses the SQLite database {path}. SQLite serves one "
+                      "replica: for several, give them all one PostgreSQL database (--database-url "
+                      "postgresql+psycopg://...).[/red]")
+        raise typer.Exit(1) from None
+    return handle
 
 
 def _say(line: str) -> None:
