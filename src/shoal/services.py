@@ -19,6 +19,7 @@ from shoal.domain import containers, identity, resource_groups
 from shoal.domain import host as host_protocol
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
+from shoal.reconcilers.allocation import PoolAllocator
 from shoal.reconcilers.autoscaler import AutoScaler
 from shoal.reconcilers.base import Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
@@ -26,7 +27,6 @@ from shoal.reconcilers.compute import ComputeWork
 from shoal.reconcilers.faults import FaultClock, FaultSource
 from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
-from shoal.reconcilers.pools import PoolAllocator
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
 from shoal.reconcilers.scheduler import TaskScheduler
 from shoal.runtime.agent import HostAgent

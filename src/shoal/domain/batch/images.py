@@ -8,8 +8,10 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, ids
 from shoal.domain import resources
-from shoal.domain.compute import marketplace, sources, vms
+from shoal.domain.batch import allocation
+from shoal.domain.compute import galleries, marketplace, sources, vms
 from shoal.domain.compute.kinds import ComputeContext
+from shoal.store import models
 
 
 def _bad(message: str, value: str) -> errors.AzureError:
@@ -48,3 +50,26 @@ def resolve(ctx: ComputeContext, s: Session, ref: dict[str, Any]) -> dict[str, A
     base = marketplace.base_of(image)
     return {"base": base, "os": [], "data": {}, "lineage": None, "osType": image.os_type, "requires": [],
             "marketplace": True}
+
+
+def problem(s: Session, pool: models.Pool) -> dict[str, Any] | None:
+    """The resize error that forbids a pool to grow when the image its nodes come from (or a source it names)
+    no longer exists; None while they all do."""
+    for rid in pool.content.get("requires") or []:
+        if resources.find(s, ids.parse(rid)) is None:
+            return allocation.allocation_failed(f"The image resource '{rid}' used by the pool no longer exists.")
+    return None
+
+
+def replicas(s: Session, pool: models.Pool) -> allocation.ReplicaView | None:
+    """The ready replicas, in the pool's region, of the gallery version the pool's nodes come from (None for a
+    pool from a managed image or a marketplace image)."""
+    resolved = pool.content.get("resolvedId")
+    if not resolved or pool.content.get("replicas") is None:
+        return None
+    version = resources.find(s, ids.parse(resolved))
+    account = s.get(models.Resource, pool.account_key)
+    if version is None or account is None:
+        return None
+    region = galleries.region_key(account.location or "")
+    return allocation.ReplicaView(region, tuple(galleries.ready_replicas(version.internal, region)))

@@ -1,0 +1,161 @@
+"""The pool allocator: the loop that drives each pool's nodes toward its targets, stage by stage.
+
+One pass per pool: claim the pool with a lock token, decide (:mod:`.decision`), record the intent (new node
+rows, removals), act on the host outside any transaction — remove leaving nodes (:mod:`.removal`), boot new
+ones (:mod:`.boot`), reboot/reimage, run start tasks (:mod:`.start_task`), publish inbound NAT endpoints
+(:mod:`.endpoints`) — and settle the resize or the pool's deletion (:mod:`.settle`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+
+from shoal.core.clock import Clock
+from shoal.domain import network
+from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import pools
+from shoal.domain.compute import usage
+from shoal.domain.host import HostAgent
+from shoal.reconcilers.allocation import boot
+from shoal.reconcilers.allocation.boot import NodeBooter
+from shoal.reconcilers.allocation.context import Context
+from shoal.reconcilers.allocation.decision import Decider
+from shoal.reconcilers.allocation.endpoints import Endpoints
+from shoal.reconcilers.allocation.removal import NodeRemoval
+from shoal.reconcilers.allocation.settle import settle
+from shoal.reconcilers.allocation.start_task import StartTasks
+from shoal.reconcilers.base import release_claims
+from shoal.reconcilers.faults import FaultSource
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+LOCK_TTL = timedelta(seconds=120)
+
+
+class PoolAllocator:
+    name = "pools"
+
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4,
+                 faults: FaultSource | None = None, core_quota: int = usage.DEFAULT_CORE_QUOTA,
+                 address_space: str = network.DEFAULT_SPACE) -> None:
+        self.ctx = Context(db, clock, agent, base_url, base_url, address_space, faults)
+        self.decider = Decider(self.ctx, core_quota)
+        self.booter = NodeBooter(self.ctx)
+        self.removal = NodeRemoval(self.ctx, self.booter)
+        self.start_tasks = StartTasks(self.ctx, workers)
+        self.endpoints = Endpoints(self.ctx)
+
+    # --- the wiring services.py sets ---------------------------------------------------------------------------
+    @property
+    def node_base_url(self) -> str:
+        """Shoal's origin as nodes reach it (their gateway, with networks of their own)."""
+        return self.ctx.node_base_url
+
+    @node_base_url.setter
+    def node_base_url(self, value: str) -> None:
+        self.ctx.node_base_url = value
+
+    @property
+    def nudge(self) -> Callable[[], None] | None:
+        """Wakes this loop (and the others) when a start task ends."""
+        return self.ctx.nudge
+
+    @nudge.setter
+    def nudge(self, value: Callable[[], None] | None) -> None:
+        self.ctx.nudge = value
+
+    @property
+    def nudge_tasks(self) -> Callable[[], None] | None:
+        """Wakes the scheduler when nodes come up while a pass goes on."""
+        return self.ctx.nudge_tasks
+
+    @nudge_tasks.setter
+    def nudge_tasks(self, value: Callable[[], None] | None) -> None:
+        self.ctx.nudge_tasks = value
+
+    # --- the pass ----------------------------------------------------------------------------------------------
+    def release_claims(self) -> None:
+        release_claims(self.ctx.db, models.Pool)
+
+    def run_once(self) -> bool:
+        if self.endpoints.unpublished:  # after a start: the host's forwarding table is empty
+            self.endpoints.publish()
+        with self.ctx.db.read() as s:
+            keys = set(s.scalars(select(models.Pool.key).where(or_(
+                models.Pool.state == "deleting", models.Pool.allocation_state != pools.STEADY))))
+            keys |= set(s.scalars(select(models.Node.pool_key).where(or_(
+                models.Node.pending != "", models.Node.state.in_(node_rules.TRANSITIONAL))).distinct()))
+        more = False
+        for key in sorted(keys):
+            try:
+                more = self.reconcile(key) or more
+            except Exception:
+                log.exception("pool %s: reconcile pass failed", key)
+        return more
+
+    def _claim(self, key: str) -> str | None:
+        token = str(uuid.uuid4())
+        now = self.ctx.clock.now()
+        with self.ctx.db.write() as s:
+            pool = s.get(models.Pool, key)
+            if pool is None or (pool.lock_token and pool.lock_expires_at and pool.lock_expires_at > now):
+                return None
+            pool.lock_token, pool.lock_expires_at = token, now + LOCK_TTL
+        return token
+
+    def _release(self, key: str, token: str) -> None:
+        with self.ctx.db.write() as s:
+            pool = s.get(models.Pool, key)
+            if pool is not None and pool.lock_token == token:
+                pool.lock_token, pool.lock_expires_at = None, None
+
+    def reconcile(self, key: str) -> bool:
+        """One pass over a pool; True when it changed something (so another pass should follow at once)."""
+        token = self._claim(key)
+        if token is None:
+            return False
+        try:
+            return self._reconcile(key, token)
+        finally:
+            self._release(key, token)
+
+    def _reconcile(self, key: str, token: str) -> bool:
+        # 1. load and decide
+        plan = self.decider.plan(key)
+        if plan is None:
+            return False
+        pool = plan.pool
+        # 2. record intent: new node rows, nodes leaving
+        changed = plan.changes_nodes
+        if changed:
+            pool.subnet = self.decider.record(plan, self.endpoints.public_address)  # (pool is detached)
+        # 3. act: boot new nodes, remove leaving ones, reboot/reimage, start tasks
+        with self.ctx.db.read() as s:
+            node_rows = node_rules.list_nodes(s, key)
+        self.removal.remove([n for n in node_rows if n.pending == "remove"], pool)
+        sources = boot.sources(node_rows, plan.replicas)
+        self.booter.boot([n for n in node_rows if n.state == "creating"], pool, sources)
+        for n in node_rows:
+            if n.pending in ("reboot", "reimage"):
+                self.removal.restart(n, pool, reimage=n.pending == "reimage", sources=sources)
+        with self.ctx.db.read() as s:
+            starting = [n for n in node_rules.list_nodes(s, key) if n.state in ("starting", "waitingforstarttask")]
+        if starting and not pool.spec.get("startTask"):
+            self.start_tasks.ready([n.key for n in starting])
+            self.ctx.wake()
+        else:
+            for n in starting:
+                self.start_tasks.start(n, pool, plan.account)
+        if changed or self.endpoints.unpublished:
+            self.endpoints.publish()
+        # 4. settle
+        settle(self.ctx, key, token, pool, plan.decision)
+        with self.ctx.db.read() as s:
+            pending = any(n.state == "creating" or n.pending == "remove" for n in node_rules.list_nodes(s, key))
+        return changed or pending

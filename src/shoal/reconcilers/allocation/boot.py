@@ -1,0 +1,165 @@
+"""Node boot: new nodes' machines are booted through the host agent, in provisioning streams side by side.
+
+Nodes of a pool from a gallery version are provisioned from the version's replicas in the pool's region,
+spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks with a
+resident provisioner of its own (``runtime/replicas.py``), so each replica is a provisioning stream. A managed
+(or marketplace) image is a single source: its nodes boot in ``BOOT_STREAMS`` streams side by side. Booted
+nodes are written in batches as they come up (``idle`` at once without a start task).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from shoal.domain.batch import allocation
+from shoal.domain.batch import nodes as node_rules
+from shoal.reconcilers.allocation.context import Context
+from shoal.reconcilers.faults import Faults
+from shoal.store import models
+
+log = logging.getLogger(__name__)
+PROVISIONING_WORKERS = 8
+# Nodes of one managed (or marketplace) image boot this many at a time: most of a hardened boot is kernel work
+# outside the interpreter lock (namespaces, a veth pair, mounts), which a second core overlaps.
+BOOT_STREAMS = max(1, min(4, os.cpu_count() or 1))
+BOOT_FLUSH_INTERVAL = 0.1  # seconds: booted nodes are written (and usable) in batches at least this often
+
+Sources = dict[str, dict[str, str]]  # machine id -> the replica ({"region","id"}) it is provisioned from
+
+
+@dataclass(frozen=True)
+class Booted:
+    """A node's boot: its errors ([] when it is up) and when it ended."""
+
+    errors: list[dict[str, Any]]
+    at: datetime
+
+
+def sources(rows: list[models.Node], replicas: allocation.ReplicaView | None) -> Sources:
+    """machine id -> the replica ({"region","id"}) each node is provisioned from, spread over the pool's nodes
+    oldest first (so new nodes continue the round robin)."""
+    if replicas is None or not replicas.ids:
+        return {}
+    ordered = sorted(rows, key=lambda n: (n.allocation_time, n.key))
+    spread = allocation.spread([n.machine_id for n in ordered], replicas.ids)
+    return {machine_id: {"region": replicas.region, "id": rid} for machine_id, rid in spread.items()}
+
+
+class NodeBooter:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        # Provisioning streams of one pass (one per image source); more sources than workers take turns.
+        self._streams = ThreadPoolExecutor(PROVISIONING_WORKERS, thread_name_prefix="provision")
+
+    def boot(self, rows: list[models.Node], pool: models.Pool, sources: Sources | None = None) -> None:
+        """Boot new nodes: one provisioning stream per image source, the streams side by side.
+
+        A managed image (or a marketplace image) is one source; a gallery version has one per ready replica in
+        the pool's region, each an independent ready-to-mount copy (as Azure spreads a pool's deployments over
+        a version's replicas); a replica's nodes boot one after another. A single source's nodes boot in
+        ``BOOT_STREAMS`` streams."""
+        if not rows:
+            return
+        sources = sources or {}
+        faults = self.ctx.faults_now()
+        streams: dict[str, list[models.Node]] = {}
+        for i, n in enumerate(rows):
+            replica = (sources.get(n.machine_id) or {}).get("id")
+            # A replica's nodes are built by its one resident provisioner; other nodes boot in side streams.
+            streams.setdefault(replica or f"local-{i % BOOT_STREAMS}", []).append(n)
+        ready = not pool.spec.get("startTask")
+        results: dict[str, Booted] = {}  # booted, not yet written
+        lock = threading.Lock()
+        flushed = time.monotonic()
+
+        def flush(batch: dict[str, Booted]) -> None:
+            self.booted(batch, ready=ready)
+            if batch and ready:
+                self.ctx.wake_tasks()  # new idle nodes: the scheduler may use them now
+
+        def provision(stream: list[models.Node]) -> None:
+            nonlocal flushed
+            for n in stream:
+                errs = self.boot_node(pool, n, sources.get(n.machine_id), faults)
+                with lock:
+                    results[n.key] = Booted(errs, self.ctx.clock.now())
+                    if time.monotonic() - flushed < BOOT_FLUSH_INTERVAL:
+                        continue
+                    batch = dict(results)
+                    results.clear()
+                    flushed = time.monotonic()
+                flush(batch)  # nodes come up as they boot, not when the whole pass ends
+
+        if len(streams) == 1:
+            provision(rows)
+        else:
+            for done in [self._streams.submit(provision, stream) for stream in streams.values()]:
+                done.result()
+        flush(results)
+
+    def booted(self, results: dict[str, Booted], *, ready: bool) -> None:
+        """Record booted nodes: ``starting``, or ``unusable`` with the errors; with ``ready`` (the pool has no
+        start task) a node that booted is ``idle`` at once. State times are when each node booted."""
+        if not results:
+            return
+        clock = self.ctx.clock
+        with self.ctx.db.write() as s:
+            for node in s.scalars(select(models.Node).where(models.Node.key.in_(list(results)))):
+                if node.state != "creating":
+                    continue
+                booted = results[node.key]
+                node.errors = booted.errors
+                node.last_boot_time = booted.at
+                node_rules.set_state(node, clock, "unusable" if booted.errors else "starting", booted.at)
+                if ready and not booted.errors:
+                    node_rules.set_state(node, clock, "idle", booted.at)
+
+    def boot_node(self, pool: models.Pool, n: models.Node, replica: dict[str, str] | None,
+                  faults: Faults) -> list[dict[str, Any]]:
+        """Boot one node's machine: its errors ([] when it is up)."""
+        try:
+            if faults.node_provision_delay:
+                time.sleep(faults.node_provision_delay)
+            if faults.node_provision_failure:
+                raise RuntimeError("provisioning failed (operator fault injection)")
+            self._boot_once_more_on_failure(pool, n, replica)
+            self.prepare_dirs(n)
+            return []
+        except Exception as exc:  # a node that cannot boot is unusable, with the reason
+            log.warning("node %s could not be provisioned: %s", n.node_id, exc)
+            return [{"code": "NodeProvisioningFailed", "message": f"The node could not be started: {exc}",
+                     "errorDetails": []}]
+
+    def _boot_once_more_on_failure(self, pool: models.Pool, node: models.Node,
+                                   replica: dict[str, str] | None = None) -> None:
+        """Boot a node's machine; if that fails (say, a half-made machine left by a crash), tear down what is
+        there and try once more before calling the node unusable."""
+        try:
+            self.ctx.agent.boot(self.machine(pool, node, replica))
+        except Exception:
+            log.info("node %s: boot failed, retrying after a clean-up", node.node_id, exc_info=True)
+            self.ctx.agent.halt(node.machine_id)
+            self.ctx.agent.boot(self.machine(pool, node, replica))
+
+    def machine(self, pool: models.Pool, node: models.Node, replica: dict[str, str] | None) -> dict[str, Any]:
+        """What the host agent boots for a node, with the gallery replica it is provisioned from (if any)."""
+        machine = node_rules.machine_spec(pool, node, self.ctx.address_space)
+        if replica is not None:
+            machine["replica"] = replica
+        return machine
+
+    def prepare_dirs(self, node: models.Node) -> None:
+        """The node's Batch directories on its temporary drive (``shared`` is writable by every task user)."""
+        root = node_rules.NODE_ROOT
+        self.ctx.agent.make_dirs(node.machine_id, [f"{root}/{sub}" for sub in ("startup", "workitems",
+                                                                                "applications", "fsmounts")])
+        self.ctx.agent.make_dirs(node.machine_id, [f"{root}/shared"], mode=0o1777)

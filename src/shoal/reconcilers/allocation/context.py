@@ -1,0 +1,41 @@
+"""What every stage of the pool allocator works with: the database, the clock, the host agent, and the wiring
+that ``services.py`` sets after construction (the URL nodes reach Shoal at, the nudges)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shoal.core.clock import Clock
+from shoal.domain.host import HostAgent
+from shoal.reconcilers.faults import Faults, FaultSource
+from shoal.store.db import Database
+
+
+@dataclass
+class Context:
+    db: Database
+    clock: Clock
+    agent: HostAgent
+    base_url: str  # Shoal's origin as clients reach it (where inbound NAT endpoints say they listen)
+    node_base_url: str  # Shoal's origin as nodes reach it (their gateway, with networks of their own)
+    address_space: str  # where pools get their subnets and nodes their addresses
+    faults: FaultSource | None = None
+    nudge: Callable[[], None] | None = None  # wakes every loop (a start task ended, nodes are idle)
+    nudge_tasks: Callable[[], None] | None = None  # wakes the scheduler (nodes came up while a pass goes on)
+
+    def wake(self) -> None:
+        if callable(self.nudge):
+            self.nudge()
+
+    def wake_tasks(self) -> None:
+        if callable(self.nudge_tasks):
+            self.nudge_tasks()
+
+    def faults_now(self) -> Faults:
+        """The injected faults in force (read fresh: provisioning decisions depend on them)."""
+        return self.faults.current(fresh=True) if self.faults is not None else Faults()
+
+    def slow(self) -> bool:
+        """Injected slow provisioning: allocate one node per pass, so stop-resize and timeouts can cut in."""
+        return self.faults is not None and self.faults_now().node_provision_delay > 0

@@ -1,0 +1,121 @@
+"""Start tasks: a node that has booted runs its pool's start task (with retries) before it takes tasks, or,
+without ``waitForSuccess``, while it already does. Without a start task a booted node is idle at once.
+
+Start tasks run on a small thread pool of their own; each node's runs at most once at a time in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import select
+
+from shoal.core.timefmt import format_timestamp
+from shoal.domain.batch import nodes as node_rules
+from shoal.reconcilers.allocation.context import Context
+from shoal.store import models
+
+log = logging.getLogger(__name__)
+
+
+class StartTasks:
+    def __init__(self, ctx: Context, workers: int = 4) -> None:
+        self.ctx = ctx
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="starttask")
+        self._in_flight: set[str] = set()  # node keys whose start task runs in this process
+        self._lock = threading.Lock()
+
+    def ready(self, keys: list[str]) -> None:
+        """Nodes without a start task are idle as soon as they have booted (one transaction for all)."""
+        with self.ctx.db.write() as s:
+            for node in s.scalars(select(models.Node).where(models.Node.key.in_(keys))):
+                if node.state == "starting":
+                    node_rules.set_state(node, self.ctx.clock, "idle")
+
+    def start(self, n: models.Node, pool: models.Pool, account: tuple[str, str]) -> None:
+        start = pool.spec.get("startTask")
+        if not start:
+            self.ready([n.key])
+            return
+        with self._lock:
+            if n.key in self._in_flight:
+                return
+            self._in_flight.add(n.key)
+        wait = start.get("waitForSuccess", True) is not False
+        with self.ctx.db.write() as s:
+            node = s.get(models.Node, n.key)
+            if node is None:
+                return
+            node.start_task_info = {"state": "running", "startTime": format_timestamp(self.ctx.clock.now()),
+                                    "retryCount": 0}
+            node_rules.set_state(node, self.ctx.clock, "waitingforstarttask" if wait else "idle")
+        self._pool.submit(self._run, n.key, n.machine_id, n.node_id, n.is_dedicated, pool, account, start, wait)
+
+    def _run(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
+             account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
+        try:
+            self._body(key, machine_id, node_id, dedicated, pool, account, start, wait)
+        except Exception:
+            log.exception("start task on %s failed", node_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
+            self.ctx.wake()
+
+    def _body(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
+              account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
+        agent, clock = self.ctx.agent, self.ctx.clock
+        root = f"{node_rules.NODE_ROOT}/startup"
+        agent.make_dirs(machine_id, [root])
+        node_stub = models.Node(node_id=node_id, is_dedicated=dedicated)
+        env = node_rules.base_environment(account[0], account[1], pool, node_stub)
+        env.update({"AZ_BATCH_TASK_DIR": f"{node_rules.NODE_ROOT}/startup",
+                    "AZ_BATCH_TASK_WORKING_DIR": f"{node_rules.NODE_ROOT}/startup/wd",
+                    "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+        for item in start.get("environmentSettings") or []:
+            env[str(item.get("name"))] = str(item.get("value", ""))
+        auto = ((start.get("userIdentity") or {}).get("autoUser") or {})
+        admin = str(auto.get("elevationLevel", "nonadmin")).lower() == "admin"
+        env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin" if admin else "PoolNonAdmin"
+        user = None if admin else str(node_rules.NOBODY)
+        agent.make_dirs(machine_id, [root, f"{root}/wd"], inside_uid=0 if admin else node_rules.NOBODY)
+        retries = int(start.get("maxTaskRetryCount", 0) or 0)
+        attempt = 0
+        result: dict[str, Any] = {}
+        failure: dict[str, Any] | None = None
+        started = format_timestamp(clock.now())
+        while True:
+            try:
+                argv = node_rules.command_argv(str(start["commandLine"]))
+                result = agent.run(machine_id, argv, env=env, cwd=f"{node_rules.NODE_ROOT}/startup/wd",
+                                   user=user, stdout=f"{root}/stdout.txt", stderr=f"{root}/stderr.txt")
+            except Exception as exc:
+                result = {"exitCode": -1, "error": str(exc)}
+            code = int(result.get("exitCode", -1))
+            if code == 0:
+                failure = None
+                break
+            failure = {"category": "usererror", "code": "CommandProgramNotFound" if code == 127 else "FailureExitCode",
+                       "message": "The task process exited with an unexpected exit code" if code != 127 else
+                       "The specified command program is not found", "details": [
+                           {"name": "Message", "value": str(result.get("error") or f"exit code {code}")}]}
+            if retries != -1 and attempt >= retries:
+                break
+            attempt += 1
+        info = {"state": "completed", "startTime": started, "endTime": format_timestamp(clock.now()),
+                "exitCode": int(result.get("exitCode", -1)), "retryCount": attempt,
+                "result": "success" if failure is None else "failure"}
+        if failure:
+            info["failureInfo"] = failure
+        with self.ctx.db.write() as s:
+            node = s.get(models.Node, key)
+            if node is None or node.state not in ("waitingforstarttask", "idle", "running", "offline"):
+                return
+            node.start_task_info = info
+            if node.state == "waitingforstarttask":
+                node_rules.set_state(node, clock, "idle" if failure is None else "starttaskfailed")
+                if failure is None:
+                    node.errors = []
