@@ -28,7 +28,7 @@ from shoal.reconcilers.faults import FaultClock, FaultSource
 from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
-from shoal.reconcilers.scheduler import TaskScheduler
+from shoal.reconcilers.tasks import TaskScheduler
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.blobs import BlobStore
 from shoal.runtime.marketplace import Catalog

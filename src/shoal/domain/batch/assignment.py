@@ -1,0 +1,279 @@
+"""Task assignment rules: which free node an active task goes to, and what running it there needs.
+
+The scheduler loads a pass's rows (active pools, their schedulable nodes, active jobs, a window of waiting
+tasks), asks :func:`pick_node` for each task in priority order, records the choice with :func:`assign`, and
+turns it into a :class:`Launch`: plain data the launch stage hands to the host agent outside any transaction.
+Everything read from a task's or job's spec is read by :func:`plan` first, so a record that cannot be read
+fails alone (``BAD_RECORD``) before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shoal.core import timefmt
+from shoal.core.clock import Clock
+from shoal.domain.batch import exits, jobtasks, tasks
+from shoal.domain.batch import nodes as node_rules
+from shoal.store import models
+
+SCHEDULABLE_NODE_STATES = ("idle", "running")
+NOBODY = node_rules.NOBODY
+
+# What reading a malformed stored record raises (a spec written by hand, or by an older version).
+BAD_RECORD = (TypeError, ValueError, AttributeError, KeyError, OverflowError)
+
+
+@dataclass
+class SpecialLaunch:
+    """How to run a job preparation or release task on a node (plain data, usable outside the session)."""
+
+    spec: dict[str, Any]
+    job_key: str
+    node_key: str
+    pool_id: str
+    node_id: str
+    node_url: str
+    machine: str
+    task_dir: str
+    root: str
+    root_url: str
+    env: dict[str, str]
+
+    @property
+    def row_key(self) -> str:
+        """The key of the job's preparation/release row for this node."""
+        return f"{self.job_key}|{self.node_key}"
+
+
+@dataclass
+class Launch:
+    """One attempt of a task to start on a node."""
+
+    key: str
+    attempt: str
+    machine: str
+    task_dir: str
+    env: dict[str, str]
+    admin: bool
+    timeout: float | None
+    command: str
+    resources: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    # The job's preparation task must run on the node first: the task stays preparing until it has.
+    prepare: SpecialLaunch | None = None
+
+    @property
+    def slow(self) -> bool:
+        """Files to move or a preparation to wait for: the whole attempt runs on a waiter thread."""
+        return bool(self.resources or self.outputs or self.prepare)
+
+
+@dataclass
+class Plan:
+    """What running a task needs from its and its job's specs."""
+
+    env: dict[str, str]
+    admin: bool
+    timeout: float | None
+    command: str
+    resources: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+
+# --- reading specs ---------------------------------------------------------------------------------------------
+def is_admin(spec: dict[str, Any]) -> bool:
+    return str(((spec.get("userIdentity") or {}).get("autoUser") or {}).get("elevationLevel", "")).lower() == "admin"
+
+
+def task_user(admin: bool) -> str | None:
+    """Who a task's processes (and its file transfers) run as in the node: its root, or the unprivileged user."""
+    return None if admin else str(NOBODY)
+
+
+def constraints(spec: dict[str, Any]) -> dict[str, Any]:
+    found = spec.get("constraints")
+    return found if isinstance(found, dict) else {}
+
+
+def settings(items: Any, where: str) -> dict[str, str]:
+    """``environmentSettings``-like lists of {"name", "value"} (a ValueError names what is wrong)."""
+    if items is None:
+        return {}
+    if not isinstance(items, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str)
+                                              for i in items):
+        raise ValueError(f"{where} must be a list of {{name, value}} objects")
+    return {i["name"]: str(i.get("value", "")) for i in items}
+
+
+def plan(task: models.Task, job: models.Job) -> Plan:
+    """What running the task needs from its and its job's specs, read (and checked) before anything changes."""
+    env = settings(job.spec.get("commonEnvironmentSettings"), "the job's commonEnvironmentSettings")
+    env.update(settings(task.spec.get("environmentSettings"), "environmentSettings"))
+    identity = task.spec.get("userIdentity") or {}
+    if not isinstance(identity, dict) or not isinstance(identity.get("autoUser") or {}, dict):
+        raise ValueError("userIdentity must be an object")
+    admin = is_admin(task.spec)
+    limits = task.spec.get("constraints") or {}
+    if not isinstance(limits, dict):
+        raise ValueError("constraints must be an object")
+    limit_text = limits.get("maxWallClockTime")
+    timeout = timefmt.parse_duration(str(limit_text)).total_seconds() if limit_text else None
+    resources, outputs = task.spec.get("resourceFiles") or [], task.spec.get("outputFiles") or []
+    if not isinstance(resources, list) or not isinstance(outputs, list):
+        raise ValueError("resourceFiles and outputFiles must be lists")
+    return Plan(env=env, admin=admin, timeout=timeout, command=str(task.spec.get("commandLine", "")),
+                resources=resources, outputs=outputs)
+
+
+def slots_per_node(pool: models.Pool) -> int:
+    return int(pool.spec.get("taskSlotsPerNode", 1))
+
+
+# --- dependencies and preparation ------------------------------------------------------------------------------
+def dependency_index(s: Session, candidates: Iterable[models.Task]) -> dict[str, set[str]]:
+    """For jobs with dependent tasks: ids of completed tasks whose exit options satisfy dependents, per job."""
+    wanted = {t.job_key for t in candidates if t.spec.get("dependsOn")}
+    out: dict[str, set[str]] = {}
+    for job_key in wanted:
+        rows = s.execute(select(models.Task.task_id, models.Task.spec, models.Task.execution_info).where(
+            models.Task.job_key == job_key, models.Task.state == "completed")).all()
+        out[job_key] = {tid.lower() for tid, spec, info in rows if exits.satisfies_dependents(spec, info or {})}
+    return out
+
+
+def dependencies_met(task: models.Task, done_ok: dict[str, set[str]]) -> bool:
+    ids, ranges = tasks.dependency_ids(task.spec)
+    if not ids and not ranges:
+        return True
+    done = done_ok.get(task.job_key, set())
+    if any(i.lower() not in done for i in ids):
+        return False
+    return all(str(n) in done for start, end in ranges for n in range(start, end + 1))
+
+
+def preparation_index(s: Session, prep_jobs: list[models.Job]) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """Preparation task runs of these jobs, by (job, node); absent: not run on that node yet."""
+    if not prep_jobs:
+        return {}
+    rows = s.scalars(select(models.JobNodeTask).where(
+        models.JobNodeTask.job_key.in_([j.key for j in prep_jobs])))
+    return {(r.job_key, r.node_key): r.preparation for r in rows}
+
+
+# --- the decision ----------------------------------------------------------------------------------------------
+def pick_node(pool: models.Pool, job: models.Job, task: models.Task, nodes: list[models.Node],
+              prepared: dict[tuple[str, str], dict[str, Any] | None]) -> models.Node | None:
+    """The node of ``nodes`` (the pool's schedulable ones) the task goes to now, or None when none has room.
+
+    ``spread`` (the default) picks the least busy node, ``pack`` the busiest that still has room; ties go to
+    the lowest node key. A node whose job preparation failed (and the job waits for success) is not used.
+    affinityInfo is a hint: the named node when it has room, any other node otherwise."""
+    per_node = slots_per_node(pool)
+    free = [n for n in nodes if n.running_slots + task.slots <= per_node
+            and jobtasks.usable(job.spec, prepared.get((job.key, n.key))) is not False]
+    if not free:
+        return None
+    pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
+    node = (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
+    affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "")
+    return next((n for n in free if f"TVM:{n.node_id}".lower() == affinity.lower()), node)
+
+
+def assign(task: models.Task, node: models.Node, attempt: str, clock: Clock) -> None:
+    """Give the task an attempt on the node: it is preparing, and holds its slots there."""
+    task.attempt, task.node_key = attempt, node.key
+    tasks.set_state(task, clock, "preparing")
+    node.running_slots += task.slots
+    node.running_tasks += 1
+    if node.state == "idle":
+        node_rules.set_state(node, clock, "running")
+
+
+# --- what a node sees ------------------------------------------------------------------------------------------
+def task_root(job_id: str, task_id: str) -> str:
+    """A task's directory below the node root."""
+    return f"workitems/{job_id}/job-1/{task_id}"
+
+
+def task_dir(job_id: str, task_id: str) -> str:
+    return f"{node_rules.NODE_ROOT}/{task_root(job_id, task_id)}"
+
+
+def node_url(account_url: str, pool: models.Pool, node: models.Node) -> str:
+    return f"{account_url}/pools/{pool.pool_id}/nodes/{node.node_id}"
+
+
+def node_info(account_url: str, pool: models.Pool, node: models.Node, job: models.Job,
+              task: models.Task) -> dict[str, Any]:
+    """The task's ``nodeInfo`` for an attempt on this node."""
+    root = task_root(job.job_id, task.task_id)
+    url = node_url(account_url, pool, node)
+    return {"affinityId": f"TVM:{node.node_id}", "poolId": pool.pool_id, "nodeId": node.node_id, "nodeUrl": url,
+            "taskRootDirectory": root, "taskRootDirectoryUrl": f"{url}/files/{root}"}
+
+
+def _preparation_dirs(job: models.Job) -> dict[str, str]:
+    prep = jobtasks.preparation(job.spec)
+    if prep is None:
+        return {}
+    prep_dir = task_dir(job.job_id, jobtasks.task_id(prep, jobtasks.PREPARATION_ID))
+    return {"AZ_BATCH_JOB_PREP_DIR": prep_dir, "AZ_BATCH_JOB_PREP_WORKING_DIR": f"{prep_dir}/wd"}
+
+
+def launch(task: models.Task, job: models.Job, pool: models.Pool, node: models.Node, attempt: str, plan_: Plan,
+           account_url: str, node_account_url: str,
+           prepared: dict[tuple[str, str], dict[str, Any] | None]) -> Launch:
+    """What starting this attempt needs (``node_account_url``: the account's URL as the nodes reach it)."""
+    directory = task_dir(job.job_id, task.task_id)
+    env = node_rules.base_environment(account_url.rsplit("/", 1)[-1], node_account_url, pool, node)
+    env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": task.task_id,
+                "AZ_BATCH_TASK_DIR": directory, "AZ_BATCH_TASK_WORKING_DIR": f"{directory}/wd",
+                "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+    env.update(_preparation_dirs(job))
+    env.update(plan_.env)
+    if plan_.admin:
+        env["AZ_BATCH_TASK_USER_IDENTITY"] = "PoolAdmin"
+    prep = jobtasks.preparation(job.spec)
+    prepare = special_launch(job, prep, jobtasks.PREPARATION_ID, pool, node, account_url, node_account_url) \
+        if prep is not None and jobtasks.usable(job.spec, prepared.get((job.key, node.key))) is None else None
+    return Launch(key=task.key, attempt=attempt, machine=node.machine_id, task_dir=directory, env=env,
+                  admin=plan_.admin, timeout=plan_.timeout, command=plan_.command, resources=plan_.resources,
+                  outputs=plan_.outputs, prepare=prepare)
+
+
+def special_launch(job: models.Job, spec: dict[str, Any], default_id: str, pool: models.Pool, node: models.Node,
+                   account_url: str, node_account_url: str) -> SpecialLaunch:
+    """How to run a job preparation or release task on a node."""
+    tid = jobtasks.task_id(spec, default_id)
+    root = task_root(job.job_id, tid)
+    directory = f"{node_rules.NODE_ROOT}/{root}"
+    url = node_url(account_url, pool, node)
+    env = node_rules.base_environment(account_url.rsplit("/", 1)[-1], node_account_url, pool, node)
+    env.update({"AZ_BATCH_JOB_ID": job.job_id, "AZ_BATCH_TASK_ID": tid, "AZ_BATCH_TASK_DIR": directory,
+                "AZ_BATCH_TASK_WORKING_DIR": f"{directory}/wd", "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
+    if default_id == jobtasks.RELEASE_ID:
+        env.update(_preparation_dirs(job))
+    for item in [*(job.spec.get("commonEnvironmentSettings") or []), *(spec.get("environmentSettings") or [])]:
+        env[str(item.get("name"))] = str(item.get("value", ""))
+    return SpecialLaunch(spec=spec, job_key=job.key, node_key=node.key, pool_id=pool.pool_id, node_id=node.node_id,
+                         node_url=url, machine=node.machine_id, task_dir=directory, root=root,
+                         root_url=f"{url}/files/{root}", env=env)
+
+
+def recovered_env(task: models.Task, job: models.Job | None) -> dict[str, str]:
+    """Enough of an attempt's environment to expand its output file patterns after a restart."""
+    if not task.spec.get("outputFiles") or not task.node_info:
+        return {}
+    directory = f"{node_rules.NODE_ROOT}/{task.node_info['taskRootDirectory']}"
+    env = {"AZ_BATCH_TASK_DIR": directory, "AZ_BATCH_TASK_WORKING_DIR": f"{directory}/wd",
+           "AZ_BATCH_TASK_ID": task.task_id, "AZ_BATCH_JOB_ID": job.job_id if job is not None else ""}
+    for item in [*((job.spec.get("commonEnvironmentSettings") or []) if job is not None else []),
+                 *(task.spec.get("environmentSettings") or [])]:
+        env[str(item.get("name"))] = str(item.get("value", ""))
+    return env

@@ -1,0 +1,111 @@
+"""How a job moves on by itself: wall-clock expiry, its tasks' exit actions, completion when all its tasks are
+complete, and the end of the transitions a request started (terminating, deleting, disabling, enabling).
+
+Requests only start a transition (:mod:`shoal.domain.batch.jobs`); the scheduler ends it once the job's running
+attempts are over (and its release tasks have run), through :func:`settle`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.orm import Session
+
+from shoal.core import timefmt
+from shoal.core.clock import Clock
+from shoal.domain.batch import exits, jobtasks, tasks
+from shoal.domain.batch import jobs as job_rules
+from shoal.domain.batch import nodes as node_rules
+from shoal.store import models
+
+MOVING = ("terminating", "deleting", "disabling", "enabling")
+
+
+def wall_clock_expired(job: models.Job, now: datetime) -> bool:
+    """Whether the job ran longer than its constraints.maxWallClockTime (measured from creation)."""
+    text = (job.spec.get("constraints") or {}).get("maxWallClockTime")
+    if not text:
+        return False
+    try:
+        return bool(job.created_at + timefmt.parse_duration(str(text)) <= now)
+    except OverflowError:  # "unlimited" (the wire's maximum duration)
+        return False
+
+
+def expire(s: Session, clock: Clock) -> None:
+    """Terminate the active and disabled jobs past their maxWallClockTime."""
+    now = clock.now()
+    for job in s.scalars(select(models.Job).where(models.Job.state.in_(("active", "disabled")))):
+        if wall_clock_expired(job, now):
+            job_rules.terminate(job, clock, "MaxWallClockTimeExpiry")
+
+
+def apply_exit_action(job: models.Job | None, task: models.Task, clock: Clock) -> None:
+    """What the completed task's exit options ask of its job (only jobs that perform exit-option actions)."""
+    if job is None or job.state != "active":
+        return
+    action = exits.job_action(task.spec, job.spec, task.execution_info)
+    if action == "terminate":
+        job_rules.terminate(job, clock, "TaskFailed")
+    elif action == "disable":
+        job_rules.disable(job, clock, "requeue")
+        job_rules.touch(job, clock)
+
+
+def completes_with_its_tasks(job: models.Job | None) -> bool:
+    return job is not None and job.state == "active" and job.spec.get("onAllTasksComplete") == "terminatejob"
+
+
+def complete_if_done(s: Session, job: models.Job | None, clock: Clock) -> None:
+    """``onAllTasksComplete: terminatejob``: the job terminates once none of its tasks is open (the session's
+    changes are flushed first, so the tasks just completed count)."""
+    if job is None or not completes_with_its_tasks(job):
+        return
+    s.flush()
+    if s.scalar(select(exists().where(models.Task.job_key == job.key, models.Task.state != "completed"))):
+        return
+    job.execution_info = {**job.execution_info, "terminateReason": "AllTasksComplete"}
+    job_rules.set_state(job, clock, "terminating")
+    if jobtasks.release(job.spec) is None:  # else the job completes once its release tasks have run
+        job_rules.set_state(job, clock, "completed")
+    job_rules.touch(job, clock)
+
+
+def settle(s: Session, job: models.Job, clock: Clock) -> list[tuple[str, str]]:
+    """End the job's transition once nothing of it runs any more: a deleting job goes (with its tasks and its
+    preparation/release rows), a terminating one completes (its open tasks with it), disabling becomes
+    disabled and enabling active. Returns the (machine, path) of job directories to remove from its nodes."""
+    leftovers: list[tuple[str, str]] = []
+    if job.state == "deleting":
+        node_keys: set[str | None] = set(s.scalars(select(models.Task.node_key).where(
+            models.Task.job_key == job.key).distinct()))
+        node_keys.update(s.scalars(select(models.JobNodeTask.node_key).where(models.JobNodeTask.job_key == job.key)))
+        s.execute(delete(models.Task).where(models.Task.job_key == job.key))
+        s.execute(delete(models.JobNodeTask).where(models.JobNodeTask.job_key == job.key))
+        # A deleted job's directories go from every node it ran on (as in Azure).
+        wanted = sorted(k for k in node_keys if k)
+        if wanted:
+            for machine in s.scalars(select(models.Node.machine_id).where(models.Node.key.in_(wanted))):
+                leftovers.append((machine, f"{node_rules.NODE_ROOT}/workitems/{job.job_id}"))
+        s.delete(job)
+    elif job.state == "terminating":
+        now = clock.now()
+        for task in tasks.list_tasks(s, job):
+            if task.state != "completed":
+                tasks.set_state(task, clock, "completed")
+                task.execution_info = {**task.execution_info, "endTime": timefmt.format_timestamp(now)}
+        job_rules.set_state(job, clock, "completed")
+        job_rules.touch(job, clock)
+    elif job.state == "disabling":
+        job_rules.set_state(job, clock, "disabled")
+    elif job.state == "enabling":
+        job_rules.set_state(job, clock, "active")
+    return leftovers
+
+
+def attempts_of(s: Session, job_key: str) -> list[tuple[str, str | None]]:
+    """(task key, node key) of the job's tasks that have an attempt (running or about to)."""
+    return [(k, n) for k, n in s.execute(select(models.Task.key, models.Task.node_key).where(
+        models.Task.job_key == job_key, models.Task.attempt.is_not(None))).all()]
+

@@ -1,0 +1,89 @@
+"""The launch stage: start the attempts the assign stage made, through the host agent, outside any transaction.
+
+Plain attempts are spawned right here, in one batch, and marked running in one transaction; a waiter thread
+then waits for each. Attempts with files to move or a job preparation to wait for run whole on a waiter thread
+(download, run, wait, upload), so they never hold up the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from shoal.core import timefmt
+from shoal.core.clock import Clock
+from shoal.core.hosterrors import TransferError
+from shoal.domain.batch import outcomes
+from shoal.domain.batch.assignment import Launch, task_user
+from shoal.domain.batch.outcomes import Finished
+from shoal.domain.host import HostAgent
+from shoal.reconcilers.tasks import node_ops
+from shoal.reconcilers.tasks.attempts import Attempts
+from shoal.store import models
+from shoal.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class Launcher:
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, attempts: Attempts,
+                 prepared: Callable[[Launch], bool]) -> None:
+        self.db, self.clock, self.agent, self.attempts = db, clock, agent, attempts
+        self._prepared = prepared  # runs the job's preparation task first (see JobTaskRuns.prepared)
+
+    def run(self, launches: list[Launch]) -> None:
+        slow = [launch for launch in launches if launch.slow]
+        started = [(launch, pid) for launch in launches
+                   if not launch.slow and (pid := self._spawn(launch)) is not None]
+        if not (started or slow):
+            return
+        now = timefmt.format_timestamp(self.clock.now())
+        with self.db.write() as s:  # one transaction for the whole batch
+            held = s.scalars(select(models.Task).where(  # noqa: F841 - keeps them in the identity map
+                models.Task.key.in_([launch.key for launch in launches]))).all()
+            for launch, pid in [*started, *[(launch, None) for launch in slow if not launch.prepare]]:
+                row = s.get(models.Task, launch.key)
+                if row is not None and row.attempt == launch.attempt and row.state == "preparing":
+                    outcomes.started(row, self.clock, pid, now)
+        for launch, pid in started:
+            self.attempts.submit(self.attempts.wait, launch.key, launch.attempt, pid)
+        for launch in slow:
+            self.attempts.submit(self._run_with_files, launch)
+
+    def _spawn(self, launch: Launch) -> int | None:
+        try:
+            pid = node_ops.spawn(self.agent, launch.machine, launch.task_dir, launch.command, launch.env,
+                                 launch.admin, launch.timeout)
+        except Exception as exc:
+            self.attempts.done.put(Finished(launch.key, launch.attempt, None, error=str(exc)))
+            return None
+        self.attempts.started(launch.key, launch.attempt, pid)
+        return pid
+
+    def _run_with_files(self, launch: Launch) -> None:
+        """One attempt of a task with resource or output files: download, run, wait, upload, report."""
+        key, attempt = launch.key, launch.attempt
+        try:
+            if launch.prepare is not None and not self._prepared(launch):
+                # The node may not run this job's tasks (its preparation failed): back to the queue.
+                self.attempts.finish(Finished(key, attempt, None, lost=True))
+                return
+            node_ops.prepare_dir(self.agent, launch.machine, launch.task_dir, launch.admin)
+            try:
+                for resource in launch.resources:
+                    self.agent.download_resource(launch.machine, resource, f"{launch.task_dir}/wd",
+                                                 task_user(launch.admin))
+            except TransferError as exc:
+                self.attempts.finish(Finished(key, attempt, None, failure=exc.failure_info()))
+                return
+            pid = self._spawn(launch)
+            if pid is None:
+                return  # _spawn reported the failure
+            item = self.attempts.await_end(key, attempt, pid)
+            self.attempts.finish(node_ops.upload_outputs(self.agent, item, launch.machine, launch.task_dir,
+                                                         launch.outputs, launch.env, launch.admin))
+        except Exception as exc:
+            log.exception("task %s failed to run", key)
+            self.attempts.finish(Finished(key, attempt, None, error=str(exc)))

@@ -1,0 +1,91 @@
+"""The task scheduler: one loop that runs the stages of a task's life in order.
+
+  recovery   (first pass only) attempts a previous server process left behind     recovery.py
+  finish     record the attempts that ended: completions, retries, requeues        finish.py
+  job state  finish job transitions (disable, terminate, delete), release tasks    job_state.py
+  assign     active tasks to free slots, one transaction                           assign.py
+  launch     start the new attempts through the host agent                         launch.py
+  sweep      (every few seconds) task directories past retention, job time limits  retention.py, job_state.py
+
+The rules each stage applies live in ``domain/batch`` (assignment, outcomes, job_lifecycle); the stages load,
+ask the rules, act on the host outside any transaction and write back in batches, so throughput is bounded by
+process creation rather than by the database. What the stages share in this process is :class:`Attempts`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shoal.core.clock import Clock
+from shoal.domain.host import HostAgent
+from shoal.reconcilers.tasks.assign import Assigner
+from shoal.reconcilers.tasks.attempts import Attempts
+from shoal.reconcilers.tasks.finish import Finisher
+from shoal.reconcilers.tasks.job_state import JobStates
+from shoal.reconcilers.tasks.job_tasks import JobTaskRuns
+from shoal.reconcilers.tasks.launch import Launcher
+from shoal.reconcilers.tasks.recovery import Recovery
+from shoal.reconcilers.tasks.retention import RetentionSweep
+from shoal.reconcilers.tasks.urls import Urls
+from shoal.store.db import Database
+
+SWEEP_INTERVAL = 2.0  # seconds between looks for task directories past their retention time
+
+
+class TaskScheduler:
+    name = "tasks"
+
+    def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 256) -> None:
+        self.db, self.clock, self.agent = db, clock, agent
+        self.urls = Urls(base_url)
+        self.attempts = Attempts(agent, workers)
+        self.job_tasks = JobTaskRuns(db, clock, agent, self.attempts, self.urls)
+        self.recovery = Recovery(db, agent, self.attempts, self.job_tasks)
+        self.finisher = Finisher(db, clock, self.attempts)
+        self.job_states = JobStates(db, clock, agent, self.attempts, self.job_tasks)
+        self.assigner = Assigner(db, clock, self.urls)
+        self.launcher = Launcher(db, clock, agent, self.attempts, self.job_tasks.prepared)
+        self.retention = RetentionSweep(db, clock, agent)
+        self._recovered = False
+        self._next_sweep = 0.0
+
+    @property
+    def node_base_url(self) -> str:
+        """Shoal's origin as nodes reach it (their gateway, with networks of their own)."""
+        return self.urls.node_base_url
+
+    @node_base_url.setter
+    def node_base_url(self, value: str) -> None:
+        self.urls.node_base_url = value
+
+    @property
+    def nudge(self) -> Callable[[], Any] | None:
+        """Wakes this loop (set by the owner of the runner): an attempt ended, a release task ran."""
+        return self.attempts.nudge
+
+    @nudge.setter
+    def nudge(self, value: Callable[[], Any] | None) -> None:
+        self.attempts.nudge = value
+
+    def release_claims(self) -> None:
+        """Nothing is claimed by row locks here: attempts are recovered on the first pass instead."""
+
+    def kill(self, task_key: str) -> None:
+        """Kill a running attempt of the task (terminate/delete); its end arrives through the finish stage."""
+        self.attempts.kill(task_key)
+
+    def run_once(self) -> bool:
+        if not self._recovered:
+            self.recovery.run()
+            self._recovered = True
+        finished = self.finisher.run()
+        self.job_states.run()
+        launches = self.assigner.run()
+        self.launcher.run(launches)
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+            self.retention.run()
+            self.job_states.expire()
+        return bool(finished or launches)
