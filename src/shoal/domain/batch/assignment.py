@@ -1,7 +1,8 @@
 """Task assignment rules: which free node an active task goes to, and what running it there needs.
 
-The scheduler loads a pass's rows (active pools, their schedulable nodes, active jobs, a window of waiting
-tasks), asks :func:`pick_node` for each task in priority order, records the choice with :func:`assign`, and
+The scheduler loads a pass's rows (active pools, their schedulable nodes with room, active jobs with waiting
+tasks, a window of those tasks), asks :meth:`FreeNodes.pick` for each task in priority order, records the
+choice with :func:`assign`, and
 turns it into a :class:`Launch`: plain data the launch stage hands to the host agent outside any transaction.
 Everything read from a task's or job's spec is read by :func:`plan` first, so a record that cannot be read
 fails alone (``BAD_RECORD``) before anything changes.
@@ -9,21 +10,26 @@ fails alone (``BAD_RECORD``) before anything changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from shoal.core import timefmt
 from shoal.core.clock import Clock
 from shoal.domain.batch import exits, jobtasks, tasks
 from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import pools as pool_rules
 from shoal.store import models
 
 SCHEDULABLE_NODE_STATES = ("idle", "running")
 NOBODY = node_rules.NOBODY
+
+# The job preparation runs of a pass, by (job key, node key); absent: not run on that node yet.
+Prepared = Mapping[tuple[str, str], dict[str, Any] | None]
 
 # What reading a malformed stored record raises (a spec written by hand, or by an older version).
 BAD_RECORD = (TypeError, ValueError, AttributeError, KeyError, OverflowError)
@@ -135,6 +141,72 @@ def slots_per_node(pool: models.Pool) -> int:
     return int(pool.spec.get("taskSlotsPerNode", 1))
 
 
+# --- what a pass loads ----------------------------------------------------------------------------------------
+def _schedulable() -> tuple[Any, ...]:
+    return (models.Node.state.in_(SCHEDULABLE_NODE_STATES), models.Node.scheduling_state == "enabled",
+            models.Node.pending == "")
+
+
+def anything_waiting(s: Session) -> bool:
+    """Whether any task waits for a slot (active, without an attempt): one probe of the tasks' state index."""
+    return bool(s.scalar(select(exists().where(models.Task.state == "active", models.Task.attempt.is_(None)))))
+
+
+def pools_with_room(s: Session) -> dict[str, models.Pool]:
+    """The active pools where at least one schedulable node has a free slot (one aggregate over the nodes)."""
+    active = {p.key: p for p in s.scalars(select(models.Pool).where(models.Pool.state == "active"))}
+    if not active:
+        return {}
+    least = s.execute(select(models.Node.pool_key, func.min(models.Node.running_slots)).where(
+        *_schedulable(), models.Node.pool_key.in_(sorted(active))).group_by(models.Node.pool_key)).all()
+    return {key: active[key] for key, used in least if used < slots_per_node(active[key])}
+
+
+def waiting_jobs(s: Session, pools_: dict[str, models.Pool]) -> dict[str, models.Job]:
+    """The active jobs of these pools that have tasks waiting for a slot. Only jobs whose pool exists and has
+    room: tasks waiting for a pool that is not there (Azure accepts such jobs) must not crowd out tasks that can
+    run."""
+    if not pools_:
+        return {}
+    waiting = exists().where(models.Task.job_key == models.Job.key, models.Task.state == "active",
+                             models.Task.attempt.is_(None))
+    rows = s.scalars(select(models.Job).where(
+        models.Job.state == "active", models.Job.pool_id.in_(sorted({p.pool_id.lower() for p in pools_.values()})),
+        waiting))
+    return {j.key: j for j in rows if pool_rules.pool_key(j.account_key, j.pool_id) in pools_}
+
+
+def can_assign(s: Session) -> bool:
+    """Whether an assignment pass could place anything: a task waits, in an active job whose pool has a
+    schedulable node with a free slot. A few cheap queries, so an idle loop costs next to nothing."""
+    return anything_waiting(s) and bool(waiting_jobs(s, pools_with_room(s)))
+
+
+def free_nodes(s: Session, pools_: dict[str, models.Pool]) -> dict[str, FreeNodes]:
+    """The schedulable nodes with room of these pools, by pool."""
+    if not pools_:
+        return {}
+    by_pool: dict[str, list[models.Node]] = {key: [] for key in pools_}
+    for node in s.scalars(select(models.Node).where(
+            *_schedulable(), models.Node.pool_key.in_(sorted(pools_)),
+            models.Node.running_slots < max(slots_per_node(p) for p in pools_.values()))):
+        by_pool[node.pool_key].append(node)
+    return {key: FreeNodes(pools_[key], nodes) for key, nodes in by_pool.items()}
+
+
+def candidates(s: Session, jobs: dict[str, models.Job], free_slots: int, limit: int) -> list[models.Task]:
+    """The waiting tasks of these jobs a pass considers, by job priority then age: about as many as there are
+    free slots (up to ``limit`` when dependencies may hold some back)."""
+    found: list[models.Task] = []
+    for job in sorted(jobs.values(), key=lambda j: -j.priority):
+        window = limit if job.spec.get("usesTaskDependencies") else min(limit, 2 * free_slots)
+        found += list(s.scalars(select(models.Task).where(
+            models.Task.job_key == job.key, models.Task.state == "active", models.Task.attempt.is_(None)
+        ).order_by(models.Task.seq).limit(window)))
+    found.sort(key=lambda t: (-jobs[t.job_key].priority, t.seq))
+    return found
+
+
 # --- dependencies and preparation ------------------------------------------------------------------------------
 def dependency_index(s: Session, candidates: Iterable[models.Task]) -> dict[str, set[str]]:
     """For jobs with dependent tasks: ids of completed tasks whose exit options satisfy dependents, per job."""
@@ -167,22 +239,66 @@ def preparation_index(s: Session, prep_jobs: list[models.Job]) -> dict[tuple[str
 
 
 # --- the decision ----------------------------------------------------------------------------------------------
-def pick_node(pool: models.Pool, job: models.Job, task: models.Task, nodes: list[models.Node],
-              prepared: dict[tuple[str, str], dict[str, Any] | None]) -> models.Node | None:
-    """The node of ``nodes`` (the pool's schedulable ones) the task goes to now, or None when none has room.
+def packs(pool: models.Pool) -> bool:
+    return str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
 
-    ``spread`` (the default) picks the least busy node, ``pack`` the busiest that still has room; ties go to
-    the lowest node key. A node whose job preparation failed (and the job waits for success) is not used.
-    affinityInfo is a hint: the named node when it has room, any other node otherwise."""
-    per_node = slots_per_node(pool)
-    free = [n for n in nodes if n.running_slots + task.slots <= per_node
-            and jobtasks.usable(job.spec, prepared.get((job.key, n.key))) is not False]
-    if not free:
+
+class FreeNodes:
+    """A pool's schedulable nodes with room, by the slots they use (buckets of equal use, each sorted by key), so
+    that choosing a node for each task of a pass takes time that does not grow with the pool."""
+
+    def __init__(self, pool: models.Pool, nodes: Iterable[models.Node]) -> None:
+        self.per_node = slots_per_node(pool)
+        self.pack = packs(pool)
+        self._buckets: dict[int, list[str]] = {}
+        self._nodes: dict[str, models.Node] = {}
+        self._by_affinity: dict[str, models.Node] = {}
+        for node in sorted(nodes, key=lambda n: n.key):
+            self._nodes[node.key] = node
+            self._by_affinity[f"tvm:{node.node_id}".lower()] = node
+            if node.running_slots < self.per_node:
+                self._buckets.setdefault(node.running_slots, []).append(node.key)
+
+    def free_slots(self) -> int:
+        return sum((self.per_node - used) * len(keys) for used, keys in self._buckets.items())
+
+    def pick(self, job: models.Job, task: models.Task, prepared: Prepared) -> models.Node | None:
+        """The node the task goes to now, or None when none has room.
+
+        ``spread`` (the default) picks the least busy node, ``pack`` the busiest that still has room; ties go
+        to the lowest node key (spread) or the highest (pack). A node whose job preparation failed (and the job
+        waits for success) is not used. affinityInfo is a hint: the named node when it has room, any other
+        node otherwise."""
+        def fits(node: models.Node) -> bool:
+            return node.running_slots + task.slots <= self.per_node and \
+                jobtasks.usable(job.spec, prepared.get((job.key, node.key))) is not False
+
+        affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "").lower()
+        hinted = self._by_affinity.get(affinity) if affinity else None
+        if hinted is not None and fits(hinted):
+            return hinted
+        for used in sorted(self._buckets, reverse=self.pack):
+            if used + task.slots > self.per_node:
+                if self.pack:
+                    continue
+                break
+            for key in (reversed(self._buckets[used]) if self.pack else self._buckets[used]):
+                node = self._nodes[key]
+                if fits(node):
+                    return node
         return None
-    pack = str((pool.spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")) == "pack"
-    node = (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
-    affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "")
-    return next((n for n in free if f"TVM:{n.node_id}".lower() == affinity.lower()), node)
+
+    def take(self, node: models.Node, used_before: int) -> None:
+        """The node's use changed from ``used_before`` (a task was assigned to it): move it to its bucket."""
+        keys = self._buckets.get(used_before)
+        if keys is not None:
+            index = bisect.bisect_left(keys, node.key)
+            if index < len(keys) and keys[index] == node.key:
+                del keys[index]
+            if not keys:
+                del self._buckets[used_before]
+        if node.running_slots < self.per_node:
+            bisect.insort(self._buckets.setdefault(node.running_slots, []), node.key)
 
 
 def assign(task: models.Task, node: models.Node, attempt: str, clock: Clock) -> None:
@@ -227,8 +343,7 @@ def _preparation_dirs(job: models.Job) -> dict[str, str]:
 
 
 def launch(task: models.Task, job: models.Job, pool: models.Pool, node: models.Node, attempt: str, plan_: Plan,
-           account_url: str, node_account_url: str,
-           prepared: dict[tuple[str, str], dict[str, Any] | None]) -> Launch:
+           account_url: str, node_account_url: str, prepared: Prepared) -> Launch:
     """What starting this attempt needs (``node_account_url``: the account's URL as the nodes reach it)."""
     directory = task_dir(job.job_id, task.task_id)
     env = node_rules.base_environment(account_url.rsplit("/", 1)[-1], node_account_url, pool, node)

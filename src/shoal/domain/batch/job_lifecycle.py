@@ -8,6 +8,7 @@ attempts are over (and its release tasks have run), through :func:`settle`.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
@@ -22,22 +23,33 @@ from shoal.store import models
 MOVING = ("terminating", "deleting", "disabling", "enabling")
 
 
-def wall_clock_expired(job: models.Job, now: datetime) -> bool:
-    """Whether the job ran longer than its constraints.maxWallClockTime (measured from creation)."""
-    text = (job.spec.get("constraints") or {}).get("maxWallClockTime")
+def wall_clock_expired(spec: dict[str, Any], created_at: datetime, now: datetime) -> bool:
+    """Whether a job ran longer than its constraints.maxWallClockTime (measured from creation)."""
+    text = (spec.get("constraints") or {}).get("maxWallClockTime")
     if not text:
         return False
     try:
-        return bool(job.created_at + timefmt.parse_duration(str(text)) <= now)
+        return bool(created_at + timefmt.parse_duration(str(text)) <= now)
     except OverflowError:  # "unlimited" (the wire's maximum duration)
         return False
 
 
-def expire(s: Session, clock: Clock) -> None:
-    """Terminate the active and disabled jobs past their maxWallClockTime."""
+_EXPIRABLE = ("active", "disabled")
+
+
+def expired(s: Session, now: datetime) -> list[str]:
+    """Keys of the active and disabled jobs past their maxWallClockTime (reads three columns, no job rows)."""
+    return [key for key, spec, created in s.execute(select(models.Job.key, models.Job.spec, models.Job.created_at)
+                                                    .where(models.Job.state.in_(_EXPIRABLE))).all()
+            if wall_clock_expired(spec or {}, created, now)]
+
+
+def expire(s: Session, clock: Clock, keys: list[str]) -> None:
+    """Terminate these jobs, if they are still active or disabled and past their maxWallClockTime."""
     now = clock.now()
-    for job in s.scalars(select(models.Job).where(models.Job.state.in_(("active", "disabled")))):
-        if wall_clock_expired(job, now):
+    for key in keys:
+        job = s.get(models.Job, key)
+        if job is not None and job.state in _EXPIRABLE and wall_clock_expired(job.spec, job.created_at, now):
             job_rules.terminate(job, clock, "MaxWallClockTimeExpiry")
 
 

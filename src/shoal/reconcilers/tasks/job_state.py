@@ -42,8 +42,11 @@ class JobStates:
 
     def expire(self) -> None:
         """Terminate jobs that ran longer than their constraints.maxWallClockTime (measured from creation)."""
-        with self.db.write() as s:
-            job_lifecycle.expire(s, self.clock)
+        with self.db.read() as s:
+            keys = job_lifecycle.expired(s, self.clock.now())
+        if keys:
+            with self.db.write() as s:
+                job_lifecycle.expire(s, self.clock, keys)
 
     def _drive(self, job_key: str) -> None:
         with self.db.read() as s:

@@ -1,0 +1,82 @@
+"""Unit tests of the task assignment rules (domain/batch/assignment.py): which free node a task goes to."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.domain.batch.assignment import FreeNodes
+from shoal.store import models
+
+
+def _pool(slots: int, fill: str = "spread") -> models.Pool:
+    return models.Pool(key="acct/p", pool_id="p", spec={"taskSlotsPerNode": slots,
+                                                        "taskSchedulingPolicy": {"nodeFillType": fill}})
+
+
+def _node(i: int, used: int) -> models.Node:
+    return models.Node(key=f"acct/p/tvmps_{i:03d}", node_id=f"tvmps_{i:03d}", running_slots=used)
+
+
+def _task(slots: int = 1, affinity: str | None = None) -> models.Task:
+    spec: dict[str, Any] = {"affinityInfo": {"affinityId": affinity}} if affinity else {}
+    return models.Task(key="acct/j/t", job_key="acct/j", spec=spec, slots=slots)
+
+
+JOB = models.Job(key="acct/j", spec={})
+
+
+def _reference(pool: models.Pool, nodes: list[models.Node], task: models.Task) -> models.Node | None:
+    """The rule as written: the least (spread) or most (pack) used node with room, ties by key."""
+    per_node = int(pool.spec["taskSlotsPerNode"])
+    free = [n for n in nodes if n.running_slots + task.slots <= per_node]
+    if not free:
+        return None
+    pack = pool.spec["taskSchedulingPolicy"]["nodeFillType"] == "pack"
+    return (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
+
+
+def test_spread_fills_the_least_used_node_first_and_pack_the_most_used() -> None:
+    nodes = [_node(0, 2), _node(1, 0), _node(2, 3)]
+    assert FreeNodes(_pool(4), nodes).pick(JOB, _task(), {}) is nodes[1]
+    assert FreeNodes(_pool(4, "pack"), nodes).pick(JOB, _task(), {}) is nodes[2]
+    assert FreeNodes(_pool(4, "pack"), nodes).pick(JOB, _task(slots=2), {}) is nodes[0]
+    assert FreeNodes(_pool(4), nodes).pick(JOB, _task(slots=5), {}) is None
+
+
+def test_affinity_names_a_node_with_room_else_it_is_only_a_hint() -> None:
+    nodes = [_node(0, 0), _node(1, 1), _node(2, 2)]
+    assert FreeNodes(_pool(2), nodes).pick(JOB, _task(affinity="TVM:TVMPS_001"), {}) is nodes[1]
+    assert FreeNodes(_pool(2), nodes).pick(JOB, _task(affinity="TVM:tvmps_002"), {}) is nodes[0]
+
+
+def test_a_node_whose_job_preparation_failed_gets_no_task_of_that_job() -> None:
+    nodes = [_node(0, 0), _node(1, 0)]
+    failed = {("acct/j", nodes[0].key): {"state": "completed", "result": "failure"}}
+    assert FreeNodes(_pool(1), nodes).pick(JOB, _task(), failed) is nodes[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.sampled_from(["spread", "pack"]), st.lists(st.integers(0, 6), max_size=12),
+       st.lists(st.integers(1, 3), max_size=30), st.integers(0, 2**16))
+def test_assigning_one_task_after_another_chooses_as_the_rule_says(per_node: int, fill: str, used: list[int],
+                                                                  slots: list[int], seed: int) -> None:
+    pool = _pool(per_node, fill)
+    nodes = [_node(i, min(u, per_node)) for i, u in enumerate(used)]
+    random.Random(seed).shuffle(nodes)
+    twins = {n.key: _node(int(n.node_id[-3:]), n.running_slots) for n in nodes}
+    free = FreeNodes(pool, nodes)
+    for need in slots:
+        task = _task(need)
+        expected = _reference(pool, list(twins.values()), task)
+        got = free.pick(JOB, task, {})
+        assert (got.key if got else None) == (expected.key if expected else None)
+        if got is not None and expected is not None:
+            before = got.running_slots
+            got.running_slots += need
+            twins[expected.key].running_slots += need
+            free.take(got, before)
+    assert free.free_slots() == sum(per_node - n.running_slots for n in twins.values())
