@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import shlex
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from shoal.core import errors
@@ -34,14 +36,72 @@ _TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+BULK_CHUNK = 500  # keys per statement in bulk changes (bound parameters per statement stay well below limits)
+NODES = cast(Table, models.Node.__table__)  # bulk changes are written to the table, without loading rows
+
+
+class NodeLike(Protocol):
+    """What machine specs and task environments read of a node: its row, or a lighter record of it."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def machine_id(self) -> str: ...
+    @property
+    def ip_address(self) -> str: ...
+    @property
+    def is_dedicated(self) -> bool: ...
+
+
 def set_state(node: models.Node, clock: Clock, state: str, at: datetime | None = None) -> None:
-    """The one place a node's state changes (``at``: when it did, if that was before now)."""
+    """The one place a node's state changes (``at``: when it did, if that was before now). The bulk forms
+    below are the same door for many nodes at once, with the same transitions."""
     if state == node.state:
         return
     if state not in _TRANSITIONS.get(node.state, set()):
         raise errors.NodeStateConflict(f"Node {node.node_id} cannot go from {node.state} to {state}.")
     node.state = state
     node.state_transition_time = at or clock.now()
+
+
+def _check_path(path: Sequence[str]) -> None:
+    for a, b in itertools.pairwise(path):
+        if a != b and b not in _TRANSITIONS.get(a, set()):
+            raise errors.NodeStateConflict(f"A node cannot go from {a} to {b}.")
+
+
+def set_states(s: Session, clock: Clock, keys: Sequence[str], from_state: str, to_state: str, *,
+               values: dict[str, Any] | None = None) -> list[str]:
+    """Nodes still in ``from_state`` go to ``to_state`` (with the same ``values`` written to every one) in one
+    statement per chunk of keys; nodes that changed state meanwhile are left alone (compare-and-set). Returns
+    the keys that changed. Each changed row's version moves on, as an ORM write would."""
+    _check_path((from_state, to_state))
+    table = NODES
+    changes: dict[str, Any] = dict(values or {})
+    if to_state != from_state:
+        changes.update(state=to_state, state_transition_time=clock.now())
+    changed: list[str] = []
+    for i in range(0, len(keys), BULK_CHUNK):
+        stmt = (update(table).where(table.c.key.in_(keys[i:i + BULK_CHUNK]), table.c.state == from_state)
+                .values(version=table.c.version + 1, **changes).returning(table.c.key))
+        changed.extend(s.execute(stmt).scalars())
+    return changed
+
+
+def set_states_each(s: Session, from_state: str, to_state: str, rows: Sequence[tuple[str, datetime, dict[str, Any]]],
+                    *, via: Sequence[str] = ()) -> None:
+    """Nodes still in ``from_state`` go to ``to_state`` (through the states of ``via``, all at once), each at
+    its own time and with its own ``values``: rows of (key, when, values), every values dict with the same
+    columns. One statement for all (executemany); nodes that changed state meanwhile are left alone."""
+    _check_path((from_state, *via, to_state))
+    if not rows:
+        return
+    table = NODES
+    columns = sorted(rows[0][2])
+    stmt = (update(table).where(table.c.key == bindparam("b_key"), table.c.state == from_state)
+            .values(version=table.c.version + 1, state=to_state, state_transition_time=bindparam("b_at"),
+                    **{c: bindparam(f"b_{c}") for c in columns}))
+    s.execute(stmt, [{"b_key": key, "b_at": at, **{f"b_{c}": v[c] for c in columns}} for key, at, v in rows])
 
 
 def get(s: Session, pool: models.Pool, node_id: str) -> models.Node:
@@ -85,7 +145,7 @@ def enable_scheduling(node: models.Node, clock: Clock) -> None:
         set_state(node, clock, "idle")
 
 
-def machine_spec(pool: models.Pool, node: models.Node, space: str = network.DEFAULT_SPACE) -> dict[str, Any]:
+def machine_spec(pool: models.Pool, node: NodeLike, space: str = network.DEFAULT_SPACE) -> dict[str, Any]:
     """What the host agent boots for a node: the pool image's layers, one upper per disk, volatile; its address
     on the pool's subnet and the cores and memory of the pool's VM size."""
     content = pool.content
@@ -103,7 +163,7 @@ def machine_spec(pool: models.Pool, node: models.Node, space: str = network.DEFA
     return spec
 
 
-def disk_uppers(pool: models.Pool, node: models.Node) -> list[str]:
+def disk_uppers(pool: models.Pool, node: NodeLike) -> list[str]:
     spec = machine_spec(pool, node)
     return [spec["osDisk"]["upper"], *(d["upper"] for d in spec["dataDisks"].values())]
 
@@ -119,7 +179,7 @@ def command_argv(command_line: str) -> list[str]:
     return argv
 
 
-def base_environment(account: str, account_url: str, pool: models.Pool, node: models.Node) -> dict[str, str]:
+def base_environment(account: str, account_url: str, pool: models.Pool, node: NodeLike) -> dict[str, str]:
     """The AZ_BATCH_* variables every task on a node sees (see the Batch compute node environment docs)."""
     return {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",

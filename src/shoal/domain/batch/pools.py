@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, ids, timefmt
@@ -242,6 +242,21 @@ def begin_delete(pool: models.Pool, clock: Clock) -> None:
         pool.state_transition_time = clock.now()
         touch(pool, clock)
         managed.on_delete(pool)
+
+
+def finish_delete(s: Session, pool: models.Pool) -> bool:
+    """A deleting pool whose nodes are all gone is deleted; True when it was."""
+    if pool.state != "deleting" or s.scalar(select(exists().where(models.Node.pool_key == pool.key))):
+        return False
+    s.delete(pool)
+    return True
+
+
+def end_resize(pool: models.Pool, clock: Clock, resize_errors: list[dict[str, Any]]) -> None:
+    """A resize is over: the pool goes steady with the resize's errors (warnings included)."""
+    pool.resize_errors = resize_errors
+    set_allocation(pool, clock, STEADY)
+    touch(pool, clock)
 
 
 def new_node_id(clock: Clock) -> str:

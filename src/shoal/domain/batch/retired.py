@@ -9,7 +9,9 @@ the start task's logs).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,21 +22,56 @@ from shoal.store import models
 DEFAULT_RETENTION = timedelta(days=7)
 
 
-def remember(s: Session, clock: Clock, node: models.Node) -> str | None:
+_CHUNK = 500
+
+
+class Retiring(Protocol):
+    """What is remembered of a node that goes (its row, or a lighter record of it)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def pool_key(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def machine_id(self) -> str: ...
+
+
+def remember(s: Session, clock: Clock, node: Retiring) -> str | None:
     """Record a node that is about to go, with how long its logs stay: the latest retention of the tasks that ran
     on it, and at least the default retention. Returns the machine of an earlier node of the same key whose logs
     are no longer reachable (to be forgotten), if any."""
+    return next(iter(remember_all(s, clock, [node])), None)
+
+
+def remember_all(s: Session, clock: Clock, nodes: Sequence[Retiring]) -> list[str]:
+    """:func:`remember` for many nodes, with a few statements for all of them. Returns the machines whose logs
+    are no longer reachable (to be forgotten)."""
     now = clock.now()
-    latest = s.scalar(select(func.max(models.Task.files_expire_at)).where(models.Task.node_key == node.key))
-    expire = max(now + DEFAULT_RETENTION, latest) if latest is not None else now + DEFAULT_RETENTION
-    row = s.get(models.RetiredNode, node.key)
-    if row is None:
-        s.add(models.RetiredNode(key=node.key, pool_key=node.pool_key, node_id=node.node_id,
-                                 machine_id=node.machine_id, retired_at=now, logs_expire_at=expire))
-        return None
-    # A node id used again (a new node of the same name): the latest machine's logs are the ones served.
-    replaced = row.machine_id if row.machine_id != node.machine_id else None
-    row.machine_id, row.retired_at, row.logs_expire_at = node.machine_id, now, expire
+    latest: dict[str, datetime] = {}
+    rows: dict[str, models.RetiredNode] = {}
+    keys = [n.key for n in nodes]
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i:i + _CHUNK]
+        latest.update((key, at) for key, at in s.execute(
+            select(models.Task.node_key, func.max(models.Task.files_expire_at))
+            .where(models.Task.node_key.in_(chunk)).group_by(models.Task.node_key)) if key is not None and at)
+        rows.update((r.key, r) for r in s.scalars(select(models.RetiredNode).where(models.RetiredNode.key.in_(chunk))))
+    replaced = []
+    for node in nodes:
+        expire = max(now + DEFAULT_RETENTION, latest[node.key]) if node.key in latest else now + DEFAULT_RETENTION
+        row = rows.get(node.key)
+        if row is None:
+            rows[node.key] = row = models.RetiredNode(key=node.key, pool_key=node.pool_key, node_id=node.node_id,
+                                                      machine_id=node.machine_id, retired_at=now,
+                                                      logs_expire_at=expire)
+            s.add(row)
+            continue
+        # A node id used again (a new node of the same name): the latest machine's logs are the ones served.
+        if row.machine_id != node.machine_id:
+            replaced.append(row.machine_id)
+        row.machine_id, row.retired_at, row.logs_expire_at = node.machine_id, now, expire
     return replaced
 
 

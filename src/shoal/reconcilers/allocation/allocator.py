@@ -8,6 +8,7 @@ ones (:mod:`.boot`), reboot/reimage, run start tasks (:mod:`.start_task`), publi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -17,8 +18,8 @@ from sqlalchemy import or_, select
 
 from shoal.core.clock import Clock
 from shoal.domain import network
+from shoal.domain.batch import natpools, pool_nodes, pools
 from shoal.domain.batch import nodes as node_rules
-from shoal.domain.batch import pools
 from shoal.domain.compute import usage
 from shoal.domain.host import HostAgent
 from shoal.reconcilers.allocation import boot
@@ -126,36 +127,36 @@ class PoolAllocator:
             self._release(key, token)
 
     def _reconcile(self, key: str, token: str) -> bool:
-        # 1. load and decide
+        # 1. load (the pool's nodes, once) and decide
         plan = self.decider.plan(key)
         if plan is None:
             return False
         pool = plan.pool
-        # 2. record intent: new node rows, nodes leaving
+        # 2. record intent: new node rows, nodes leaving (the plan's nodes follow)
         changed = plan.changes_nodes
         if changed:
-            pool.subnet = self.decider.record(plan, self.endpoints.public_address)  # (pool is detached)
-        # 3. act: boot new nodes, remove leaving ones, reboot/reimage, start tasks
-        with self.ctx.db.read() as s:
-            node_rows = node_rules.list_nodes(s, key)
-        self.removal.remove([n for n in node_rows if n.pending == "remove"], pool)
-        sources = boot.sources(node_rows, plan.replicas)
-        self.booter.boot([n for n in node_rows if n.state == "creating"], pool, sources)
-        for n in node_rows:
-            if n.pending in ("reboot", "reimage"):
-                self.removal.restart(n, pool, reimage=n.pending == "reimage", sources=sources)
-        with self.ctx.db.read() as s:
-            starting = [n for n in node_rules.list_nodes(s, key) if n.state in ("starting", "waitingforstarttask")]
-        if starting and not pool.spec.get("startTask"):
-            self.start_tasks.ready([n.key for n in starting])
+            self.decider.record(plan, self.endpoints.public_address)
+        # 3. act: remove leaving nodes, boot new ones, reboot/reimage, start tasks
+        nodes = plan.nodes
+        leaving = [n for n in nodes if n.pending == "remove"]
+        self.removal.remove(leaving, pool)
+        staying = [n for n in nodes if n.pending != "remove"]
+        sources = boot.sources(nodes, plan.replicas)
+        booted = set(self.booter.boot([n for n in staying if n.state == "creating"], pool, sources))
+        restarted = {n.key for n in staying if n.pending in ("reboot", "reimage") and self.removal.restart(
+            n, pool, reimage=n.pending == "reimage", sources=sources)}
+        has_start_task = bool(pool.spec.get("startTask"))
+        up = restarted | booted if has_start_task else restarted  # (without a start task, booted nodes are idle)
+        starting = [dataclasses.replace(n, state="starting") if n.key in up else n for n in staying
+                    if n.key in up or n.state in ("starting", "waitingforstarttask")]
+        if has_start_task:
+            self.start_tasks.start(starting, pool, plan.account)
+        elif starting:
+            self.start_tasks.ready([n.key for n in starting if n.state == "starting"])
             self.ctx.wake()
-        else:
-            for n in starting:
-                self.start_tasks.start(n, pool, plan.account)
-        if changed or self.endpoints.unpublished:
+        if (changed and natpools.node_capacity(pool.spec)) or self.endpoints.unpublished:
             self.endpoints.publish()
-        # 4. settle
+        # 4. settle: end the resize, or delete the drained pool
         settle(self.ctx, key, token, pool, plan.decision)
         with self.ctx.db.read() as s:
-            pending = any(n.state == "creating" or n.pending == "remove" for n in node_rules.list_nodes(s, key))
-        return changed or pending
+            return changed or pool_nodes.has_work_left(s, key)

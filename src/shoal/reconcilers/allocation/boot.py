@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from shoal.domain.batch import allocation
 from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.context import Context
 from shoal.reconcilers.faults import Faults
 from shoal.store import models
@@ -44,7 +43,7 @@ class Booted:
     at: datetime
 
 
-def sources(rows: list[models.Node], replicas: allocation.ReplicaView | None) -> Sources:
+def sources(rows: list[NodeRecord], replicas: allocation.ReplicaView | None) -> Sources:
     """machine id -> the replica ({"region","id"}) each node is provisioned from, spread over the pool's nodes
     oldest first (so new nodes continue the round robin)."""
     if replicas is None or not replicas.ids:
@@ -60,24 +59,25 @@ class NodeBooter:
         # Provisioning streams of one pass (one per image source); more sources than workers take turns.
         self._streams = ThreadPoolExecutor(PROVISIONING_WORKERS, thread_name_prefix="provision")
 
-    def boot(self, rows: list[models.Node], pool: models.Pool, sources: Sources | None = None) -> None:
+    def boot(self, rows: list[NodeRecord], pool: models.Pool, sources: Sources | None = None) -> list[str]:
         """Boot new nodes: one provisioning stream per image source, the streams side by side.
 
         A managed image (or a marketplace image) is one source; a gallery version has one per ready replica in
         the pool's region, each an independent ready-to-mount copy (as Azure spreads a pool's deployments over
         a version's replicas); a replica's nodes boot one after another. A single source's nodes boot in
-        ``BOOT_STREAMS`` streams."""
+        ``BOOT_STREAMS`` streams. Returns the keys of the nodes that came up."""
         if not rows:
-            return
+            return []
         sources = sources or {}
         faults = self.ctx.faults_now()
-        streams: dict[str, list[models.Node]] = {}
+        streams: dict[str, list[NodeRecord]] = {}
         for i, n in enumerate(rows):
             replica = (sources.get(n.machine_id) or {}).get("id")
             # A replica's nodes are built by its one resident provisioner; other nodes boot in side streams.
             streams.setdefault(replica or f"local-{i % BOOT_STREAMS}", []).append(n)
         ready = not pool.spec.get("startTask")
         results: dict[str, Booted] = {}  # booted, not yet written
+        up: list[str] = []
         lock = threading.Lock()
         flushed = time.monotonic()
 
@@ -86,12 +86,14 @@ class NodeBooter:
             if batch and ready:
                 self.ctx.wake_tasks()  # new idle nodes: the scheduler may use them now
 
-        def provision(stream: list[models.Node]) -> None:
+        def provision(stream: list[NodeRecord]) -> None:
             nonlocal flushed
             for n in stream:
                 errs = self.boot_node(pool, n, sources.get(n.machine_id), faults)
                 with lock:
                     results[n.key] = Booted(errs, self.ctx.clock.now())
+                    if not errs:
+                        up.append(n.key)
                     if time.monotonic() - flushed < BOOT_FLUSH_INTERVAL:
                         continue
                     batch = dict(results)
@@ -105,25 +107,24 @@ class NodeBooter:
             for done in [self._streams.submit(provision, stream) for stream in streams.values()]:
                 done.result()
         flush(results)
+        return up
 
     def booted(self, results: dict[str, Booted], *, ready: bool) -> None:
-        """Record booted nodes: ``starting``, or ``unusable`` with the errors; with ``ready`` (the pool has no
-        start task) a node that booted is ``idle`` at once. State times are when each node booted."""
+        """Record booted nodes (one statement per outcome): ``starting``, or ``unusable`` with the errors; with
+        ``ready`` (the pool has no start task) a node that booted is ``idle`` at once. State times are when each
+        node booted. Nodes no longer ``creating`` (removed meanwhile) are left alone."""
         if not results:
             return
-        clock = self.ctx.clock
+        failed = [(key, b.at, {"errors": b.errors, "last_boot_time": b.at}) for key, b in results.items() if b.errors]
+        up = [(key, b.at, {"errors": [], "last_boot_time": b.at}) for key, b in results.items() if not b.errors]
         with self.ctx.db.write() as s:
-            for node in s.scalars(select(models.Node).where(models.Node.key.in_(list(results)))):
-                if node.state != "creating":
-                    continue
-                booted = results[node.key]
-                node.errors = booted.errors
-                node.last_boot_time = booted.at
-                node_rules.set_state(node, clock, "unusable" if booted.errors else "starting", booted.at)
-                if ready and not booted.errors:
-                    node_rules.set_state(node, clock, "idle", booted.at)
+            node_rules.set_states_each(s, "creating", "unusable", failed)
+            if ready:
+                node_rules.set_states_each(s, "creating", "idle", up, via=("starting",))
+            else:
+                node_rules.set_states_each(s, "creating", "starting", up)
 
-    def boot_node(self, pool: models.Pool, n: models.Node, replica: dict[str, str] | None,
+    def boot_node(self, pool: models.Pool, n: NodeRecord, replica: dict[str, str] | None,
                   faults: Faults) -> list[dict[str, Any]]:
         """Boot one node's machine: its errors ([] when it is up)."""
         try:
@@ -139,7 +140,7 @@ class NodeBooter:
             return [{"code": "NodeProvisioningFailed", "message": f"The node could not be started: {exc}",
                      "errorDetails": []}]
 
-    def _boot_once_more_on_failure(self, pool: models.Pool, node: models.Node,
+    def _boot_once_more_on_failure(self, pool: models.Pool, node: NodeRecord,
                                    replica: dict[str, str] | None = None) -> None:
         """Boot a node's machine; if that fails (say, a half-made machine left by a crash), tear down what is
         there and try once more before calling the node unusable."""
@@ -150,14 +151,14 @@ class NodeBooter:
             self.ctx.agent.halt(node.machine_id)
             self.ctx.agent.boot(self.machine(pool, node, replica))
 
-    def machine(self, pool: models.Pool, node: models.Node, replica: dict[str, str] | None) -> dict[str, Any]:
+    def machine(self, pool: models.Pool, node: node_rules.NodeLike, replica: dict[str, str] | None) -> dict[str, Any]:
         """What the host agent boots for a node, with the gallery replica it is provisioned from (if any)."""
         machine = node_rules.machine_spec(pool, node, self.ctx.address_space)
         if replica is not None:
             machine["replica"] = replica
         return machine
 
-    def prepare_dirs(self, node: models.Node) -> None:
+    def prepare_dirs(self, node: node_rules.NodeLike) -> None:
         """The node's Batch directories on its temporary drive (``shared`` is writable by every task user)."""
         root = node_rules.NODE_ROOT
         self.ctx.agent.make_dirs(node.machine_id, [f"{root}/{sub}" for sub in ("startup", "workitems",

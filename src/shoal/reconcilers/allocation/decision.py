@@ -3,6 +3,7 @@ ask the pure ``domain.batch.allocation.decide``, and record the intent (new node
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from shoal.domain.batch import allocation, images, pool_nodes, quotas
-from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.domain.compute import usage
 from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
@@ -32,10 +33,11 @@ def nodes_per_replica() -> int:
 
 @dataclass
 class Plan:
-    """What one pass works from: the pool as loaded (detached), its nodes, and the decision."""
+    """What one pass works from: the pool as loaded (detached), its nodes (loaded once, then kept up to date
+    with what the pass itself writes), and the decision."""
 
     pool: models.Pool
-    nodes: list[models.Node]
+    nodes: list[NodeRecord]
     account: tuple[str, str]  # (name, URL as nodes reach it) for the start task's environment
     replicas: allocation.ReplicaView | None
     decision: allocation.Decision
@@ -58,7 +60,7 @@ class Decider:
             pool = s.get(models.Pool, key)
             if pool is None:
                 return None
-            node_rows = node_rules.list_nodes(s, key)
+            node_rows = pool_nodes.load(s, pool)
             blocked = images.problem(s, pool)
             account = self._account(s, pool)
             capacity = quotas.capacity(s, pool, self.core_quota)
@@ -73,19 +75,21 @@ class Decider:
                                      nodes_per_replica=self.nodes_per_replica)
         return Plan(pool, node_rows, account, replicas, decision)
 
-    def record(self, plan: Plan, public_address: tuple[str, str]) -> str | None:
-        """Write the intent: new node rows and nodes leaving. Returns the pool's subnet."""
+    def record(self, plan: Plan, public_address: tuple[str, str]) -> None:
+        """Write the intent in one transaction: nodes leaving (marked), new node rows (inserted in bulk). The
+        plan's nodes and pool (its subnet) follow what was written."""
         pool, decision = plan.pool, plan.decision
         with self.ctx.db.write() as s:
-            existing = {n.key: n for n in node_rules.list_nodes(s, pool.key)}
-            pool_nodes.mark_leaving(existing, decision.remove, pool.deallocation_option)
             row = s.get(models.Pool, pool.key)
             if row is None:
-                return None
-            pool_nodes.add(s, self.ctx.clock, row, decision.create_dedicated, decision.create_low_priority,
-                           existing.values(), public_address, self.ctx.address_space,
-                           own_network=self.ctx.agent.gateway is not None)
-            return row.subnet
+                return
+            leaving = set(pool_nodes.mark_leaving(s, decision.remove, pool.deallocation_option))
+            created = pool_nodes.add(s, self.ctx.clock, row, decision.create_dedicated,
+                                     decision.create_low_priority, plan.nodes, public_address,
+                                     self.ctx.address_space, own_network=self.ctx.agent.gateway is not None)
+            pool.subnet = row.subnet  # (pool is detached: nothing is written through it)
+        plan.nodes = [dataclasses.replace(n, pending="remove", pending_option=pool.deallocation_option)
+                      if n.key in leaving else n for n in plan.nodes] + created
 
     def _account(self, s: Session, pool: models.Pool) -> tuple[str, str]:
         row = s.get(models.Resource, pool.account_key)

@@ -1,8 +1,9 @@
 """Nodes leaving the pool, and nodes restarting (reboot, reimage).
 
-A leaving node's running tasks are released per its deallocation option (``domain.batch.deallocation``); it
-is remembered as retired first, so its logs stay readable once it is gone (``domain.batch.retired``), then
-the host agent retires its machine (keeping the logs aside) and its disks are deleted, and last its record.
+Leaving nodes' running tasks are released per their deallocation option (``domain.batch.deallocation``); they
+are remembered as retired first, so their logs stay readable once they are gone (``domain.batch.retired``),
+then the host agent retires their machines (keeping the logs aside) and their disks are deleted, and last
+their records. A few transactions for all the nodes leaving in a pass, whatever their number.
 A restarting node's machine is halted (a reimage also drops its disks) and booted again.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.domain.batch import deallocation, images, retired
+from shoal.domain.batch import deallocation, images, pool_nodes, retired
 from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.boot import NodeBooter, Sources
 from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
@@ -22,20 +24,23 @@ class NodeRemoval:
         self.ctx = ctx
         self.booter = booter
 
-    def release_tasks(self, node_keys: list[str], option: str) -> list[str]:
-        """Take running tasks off nodes per the deallocation option; the nodes that may go now."""
-        with self.ctx.db.write() as s:
-            return deallocation.release_tasks(s, self.ctx.clock, node_keys, option)
-
-    def remove(self, rows: list[models.Node], pool: models.Pool) -> None:
-        rows = [n for n in rows if self.release_tasks([n.key], n.pending_option or pool.deallocation_option)]
+    def remove(self, rows: list[NodeRecord], pool: models.Pool) -> None:
+        if not rows:
+            return
+        by_option: dict[str, list[str]] = {}
+        for n in rows:
+            by_option.setdefault(n.pending_option or pool.deallocation_option, []).append(n.key)
+        with self.ctx.db.write() as s:  # running tasks are released (or, taskcompletion, waited for)
+            free = {key for option, keys in by_option.items()
+                    for key in deallocation.release_tasks(s, self.ctx.clock, keys, option)}
+        rows = [n for n in rows if n.key in free]
         if not rows:
             return
         agent = self.ctx.agent
         # Remembered first: the node's logs stay readable once it is gone (a crash in between leaves a record
         # whose logs are still on the node's drive, which the file API reads all the same).
         with self.ctx.db.write() as s:
-            replaced = [m for n in rows if (m := retired.remember(s, self.ctx.clock, n))]
+            replaced = retired.remember_all(s, self.ctx.clock, rows)
         for machine_id in replaced:
             agent.forget_logs(machine_id)
         for n in rows:
@@ -43,14 +48,14 @@ class NodeRemoval:
             for upper in node_rules.disk_uppers(pool, n):
                 agent.delete_disk(upper)
         with self.ctx.db.write() as s:
-            for n in rows:
-                node = s.get(models.Node, n.key)
-                if node is not None:
-                    s.delete(node)
+            pool_nodes.delete_nodes(s, [n.key for n in rows])
 
-    def restart(self, n: models.Node, pool: models.Pool, *, reimage: bool, sources: Sources | None = None) -> None:
-        if not self.release_tasks([n.key], n.pending_option or "requeue"):
-            return  # taskcompletion: restart once its tasks have finished
+    def restart(self, n: NodeRecord, pool: models.Pool, *, reimage: bool, sources: Sources | None = None) -> bool:
+        """Reboot or reimage a node; True when it is ``starting`` again (False: it waits for its tasks, with
+        ``taskcompletion``, or it is unusable)."""
+        with self.ctx.db.write() as s:
+            if not deallocation.release_tasks(s, self.ctx.clock, [n.key], n.pending_option or "requeue"):
+                return False  # taskcompletion: restart once its tasks have finished
         agent = self.ctx.agent
         agent.halt(n.machine_id, keep_temp=not reimage)
         if reimage:
@@ -73,9 +78,10 @@ class NodeRemoval:
         with self.ctx.db.write() as s:
             node = s.get(models.Node, n.key)
             if node is None:
-                return
+                return False
             node.pending, node.pending_option = "", ""
             node.errors = errs
             node.last_boot_time = self.ctx.clock.now()
             node.start_task_info = None
             node_rules.set_state(node, self.ctx.clock, "unusable" if errs else "starting")
+        return not errs

@@ -3,8 +3,7 @@ goes steady with its resize errors. Written only while the pass's claim on the p
 
 from __future__ import annotations
 
-from shoal.domain.batch import allocation, pools
-from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import allocation, pool_nodes, pools
 from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
 
@@ -15,14 +14,11 @@ def settle(ctx: Context, key: str, token: str, loaded: models.Pool, decision: al
         fresh = s.get(models.Pool, key)
         if fresh is None or fresh.lock_token != token:
             return
-        if fresh.state == "deleting" and not node_rules.list_nodes(s, key):
-            s.delete(fresh)
+        if pools.finish_delete(s, fresh):
             return
         # A resize is over when its last nodes have booted (in this pass), unless it changed meanwhile.
         unchanged = (fresh.allocation_state, fresh.target_dedicated, fresh.target_low_priority) == (
             loaded.allocation_state, loaded.target_dedicated, loaded.target_low_priority)
-        if decision.complete and unchanged and fresh.allocation_state != pools.STEADY and not any(
-                n.pending == "remove" for n in node_rules.list_nodes(s, key)):
-            fresh.resize_errors = decision.errors
-            pools.set_allocation(fresh, ctx.clock, pools.STEADY)
-            pools.touch(fresh, ctx.clock)
+        if decision.complete and unchanged and fresh.allocation_state != pools.STEADY and not \
+                pool_nodes.has_leaving(s, key):
+            pools.end_resize(fresh, ctx.clock, decision.errors)

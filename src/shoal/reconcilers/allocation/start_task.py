@@ -11,10 +11,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import select
-
 from shoal.core.timefmt import format_timestamp
 from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
 
@@ -31,47 +30,56 @@ class StartTasks:
     def ready(self, keys: list[str]) -> None:
         """Nodes without a start task are idle as soon as they have booted (one transaction for all)."""
         with self.ctx.db.write() as s:
-            for node in s.scalars(select(models.Node).where(models.Node.key.in_(keys))):
-                if node.state == "starting":
-                    node_rules.set_state(node, self.ctx.clock, "idle")
+            node_rules.set_states(s, self.ctx.clock, keys, "starting", "idle")
 
-    def start(self, n: models.Node, pool: models.Pool, account: tuple[str, str]) -> None:
+    def start(self, nodes: list[NodeRecord], pool: models.Pool, account: tuple[str, str]) -> None:
+        """Run the pool's start task on nodes that are ``starting`` (or were left ``waitingforstarttask`` with no
+        start task running here, as after a restart): their states change in one transaction, then the start
+        tasks are queued. Without a start task the nodes are idle at once."""
         start = pool.spec.get("startTask")
         if not start:
-            self.ready([n.key])
+            self.ready([n.key for n in nodes])
             return
         with self._lock:
-            if n.key in self._in_flight:
-                return
-            self._in_flight.add(n.key)
+            nodes = [n for n in nodes if n.key not in self._in_flight]
+            self._in_flight.update(n.key for n in nodes)
+        if not nodes:
+            return
         wait = start.get("waitForSuccess", True) is not False
-        with self.ctx.db.write() as s:
-            node = s.get(models.Node, n.key)
-            if node is None:
-                return
-            node.start_task_info = {"state": "running", "startTime": format_timestamp(self.ctx.clock.now()),
-                                    "retryCount": 0}
-            node_rules.set_state(node, self.ctx.clock, "waitingforstarttask" if wait else "idle")
-        self._pool.submit(self._run, n.key, n.machine_id, n.node_id, n.is_dedicated, pool, account, start, wait)
-
-    def _run(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
-             account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
+        info = {"state": "running", "startTime": format_timestamp(self.ctx.clock.now()), "retryCount": 0}
+        changed: set[str] = set()
         try:
-            self._body(key, machine_id, node_id, dedicated, pool, account, start, wait)
-        except Exception:
-            log.exception("start task on %s failed", node_id)
+            with self.ctx.db.write() as s:
+                for state in ("starting", "waitingforstarttask"):
+                    keys = [n.key for n in nodes if n.state == state]
+                    if keys:
+                        changed.update(node_rules.set_states(s, self.ctx.clock, keys, state,
+                                                             "waitingforstarttask" if wait else "idle",
+                                                             values={"start_task_info": info}))
         finally:
             with self._lock:
-                self._in_flight.discard(key)
+                self._in_flight.difference_update(n.key for n in nodes if n.key not in changed)
+        for n in nodes:
+            if n.key in changed:
+                self._pool.submit(self._run, n, pool, account, start, wait)
+
+    def _run(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any],
+             wait: bool) -> None:
+        try:
+            self._body(n, pool, account, start, wait)
+        except Exception:
+            log.exception("start task on %s failed", n.node_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(n.key)
             self.ctx.wake()
 
-    def _body(self, key: str, machine_id: str, node_id: str, dedicated: bool, pool: models.Pool,
-              account: tuple[str, str], start: dict[str, Any], wait: bool) -> None:
-        agent, clock = self.ctx.agent, self.ctx.clock
+    def _body(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any],
+              wait: bool) -> None:
+        agent, clock, machine_id = self.ctx.agent, self.ctx.clock, n.machine_id
         root = f"{node_rules.NODE_ROOT}/startup"
         agent.make_dirs(machine_id, [root])
-        node_stub = models.Node(node_id=node_id, is_dedicated=dedicated)
-        env = node_rules.base_environment(account[0], account[1], pool, node_stub)
+        env = node_rules.base_environment(account[0], account[1], pool, n)
         env.update({"AZ_BATCH_TASK_DIR": f"{node_rules.NODE_ROOT}/startup",
                     "AZ_BATCH_TASK_WORKING_DIR": f"{node_rules.NODE_ROOT}/startup/wd",
                     "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})
@@ -111,7 +119,7 @@ class StartTasks:
         if failure:
             info["failureInfo"] = failure
         with self.ctx.db.write() as s:
-            node = s.get(models.Node, key)
+            node = s.get(models.Node, n.key)
             if node is None or node.state not in ("waitingforstarttask", "idle", "running", "offline"):
                 return
             node.start_task_info = info
