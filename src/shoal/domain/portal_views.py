@@ -20,7 +20,7 @@ from shoal.core import errors, ids, timefmt
 from shoal.domain import authorization, resource_groups, resources
 from shoal.domain import lineage as lineage_rules
 from shoal.domain.authorization import Caller
-from shoal.domain.batch import accounts, autoscaling, pools, retired
+from shoal.domain.batch import accounts, autoscaling, counts, pools, retired
 from shoal.domain.batch import files as batch_files
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
@@ -199,7 +199,7 @@ def _node_states(s: Session, pool_key: str) -> list[tuple[str, str]]:
 
 
 def _counts(s: Session, job: models.Job) -> dict[str, int]:
-    return dict(job_rules.task_counts(s, job)["taskCounts"])
+    return dict(counts.task_counts(s, job)["taskCounts"])
 
 
 # --- views -----------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 
 from shoal.core import errors
 from shoal.core.clock import Clock
-from shoal.domain.batch import autoscaling, image_rules, natpools, pools, vmsizes
+from shoal.domain.batch import autoscaling, counts, image_rules, natpools, pools, vmsizes
 from shoal.domain.host import HostAgent
 from shoal.store import models
 from shoal.store.db import Database
@@ -46,8 +46,8 @@ class AutoScaler:
     def run_once(self) -> bool:
         now = self.clock.now()
         with self.db.read() as s:
-            keys = list(s.scalars(select(models.Pool.key).where(models.Pool.state == "active")))
-            enabled = [k for k in keys if (p := s.get(models.Pool, k)) is not None and p.autoscale.get("enabled")]
+            enabled = [key for key, autoscale in s.execute(select(models.Pool.key, models.Pool.autoscale).where(
+                models.Pool.state == "active")).all() if (autoscale or {}).get("enabled")]
         if not enabled:
             self._last_sample = None
             return False
@@ -67,10 +67,10 @@ class AutoScaler:
                 pool = s.get(models.Pool, key)
                 if pool is None:
                     continue
-                nodes = list(s.scalars(select(models.Node).where(models.Node.pool_key == key)))
+                machines = list(s.scalars(select(models.Node.machine_id).where(models.Node.pool_key == key)))
                 last = s.scalar(select(func.max(models.PoolSample.taken_at)).where(
                     models.PoolSample.pool_key == key))
-                plan.append((pool, [n.machine_id for n in nodes], _task_counts(s, pool, last)))
+                plan.append((pool, machines, counts.pool_task_metrics(s, pool, last)))
         samples = self.agent.usage_samples(sorted({m for _, machines, _ in plan for m in machines}))
         seen = {m: sample["processes"] for m, sample in samples.items()}
         # CPU time and memory from each node's cgroup where it has one (hardened hosts): exact, including
@@ -142,28 +142,3 @@ class AutoScaler:
         if callable(self.nudge):
             self.nudge()
         return True
-
-
-def _task_counts(s: Any, pool: models.Pool, since: datetime | None) -> dict[str, float]:
-    """Task metrics of the active jobs that run on the pool; finished tasks are those since the last sample."""
-    jobs = list(s.scalars(select(models.Job.key).where(models.Job.account_key == pool.account_key,
-                                                       models.Job.pool_id == pool.pool_id.lower(),
-                                                       models.Job.state == "active")))
-    counts = {"ActiveTasks": 0.0, "RunningTasks": 0.0, "PendingTasks": 0.0, "SucceededTasks": 0.0,
-              "FailedTasks": 0.0}
-    if not jobs:
-        return counts
-    for state, n in s.execute(select(models.Task.state, func.count()).where(
-            models.Task.job_key.in_(jobs), models.Task.state != "completed").group_by(models.Task.state)).all():
-        if state == "active":
-            counts["ActiveTasks"] += n
-        else:
-            counts["RunningTasks"] += n
-    counts["PendingTasks"] = counts["ActiveTasks"] + counts["RunningTasks"]
-    finished = select(models.Task.result, func.count()).where(models.Task.job_key.in_(jobs),
-                                                              models.Task.state == "completed")
-    if since is not None:
-        finished = finished.where(models.Task.state_transition_time > since)
-    for result, n in s.execute(finished.group_by(models.Task.result)).all():
-        counts["SucceededTasks" if result == "success" else "FailedTasks"] += n
-    return counts

@@ -12,9 +12,9 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, created
 from shoal.api.batch.pools import _filter_select
 from shoal.api.deps import in_thread
 from shoal.core import errors
+from shoal.domain.batch import counts, jobtasks
 from shoal.domain.batch import files as file_rules
 from shoal.domain.batch import jobs as job_rules
-from shoal.domain.batch import jobtasks
 from shoal.domain.batch import tasks as task_rules
 from shoal.schemas import batch_bodies as bodies
 
@@ -140,7 +140,7 @@ async def task_counts(request: Request, account: str, job_id: str) -> JSONRespon
     def work() -> dict[str, Any]:
         with br.svc.db.read() as s:
             br.authorize(s, READ)
-            return job_rules.task_counts(s, job_rules.get(s, br.account.key, job_id))
+            return counts.task_counts(s, job_rules.get(s, br.account.key, job_id))
 
     return JSONResponse(await in_thread(work))
 

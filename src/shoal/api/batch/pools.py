@@ -13,8 +13,7 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, created
 from shoal.api.deps import in_thread
 from shoal.core import catalog as marketplace
 from shoal.core import errors, timefmt
-from shoal.domain.batch import autoscaling, pool_changes, pools, service
-from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import autoscaling, counts, pool_changes, pools, service
 from shoal.schemas import batch as wire
 from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
@@ -262,25 +261,7 @@ async def node_counts(request: Request, account: str) -> JSONResponse:
     def work() -> list[dict[str, Any]]:
         with br.svc.db.read() as s:
             br.authorize(s, READ)
-            out = []
-            for pool in pools.list_pools(s, br.account.key):
-                counts = {kind: {"creating": 0, "idle": 0, "offline": 0, "preempted": 0, "rebooting": 0,
-                                 "reimaging": 0, "running": 0, "starting": 0, "startTaskFailed": 0,
-                                 "leavingPool": 0, "unknown": 0, "unusable": 0, "waitingForStartTask": 0,
-                                 "deallocated": 0, "deallocating": 0, "upgradingOS": 0, "total": 0}
-                          for kind in ("dedicated", "lowPriority")}
-                for node in node_rules.list_nodes(s, pool.key):
-                    bucket = counts["dedicated" if node.is_dedicated else "lowPriority"]
-                    state = _COUNT_NAMES.get(node.state, node.state)
-                    if node.pending == "remove":
-                        state = "leavingPool"
-                    bucket[state] = bucket.get(state, 0) + 1
-                    bucket["total"] += 1
-                out.append({"poolId": pool.pool_id, **counts})
-            return out
+            return counts.node_counts(s, br.account.key)
 
     return page(request, await in_thread(work), f"{br.account_url}/$metadata#poolnodecounts")
 
-
-_COUNT_NAMES = {"starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool",
-                "waitingforstarttask": "waitingForStartTask", "upgradingos": "upgradingOS"}

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
@@ -149,21 +149,6 @@ def disable(job: models.Job, clock: Clock, option: str) -> None:
                                           values={"PropertyName": "disableTasks"})
     set_state(job, clock, "disabling")
     job.execution_info = {**job.execution_info, "disableTasks": option}
-
-
-def task_counts(s: Session, job: models.Job) -> dict[str, Any]:
-    rows = s.execute(select(models.Task.state, models.Task.result, func.count(), func.sum(models.Task.slots)).where(
-        models.Task.job_key == job.key).group_by(models.Task.state, models.Task.result)).all()
-    counts = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
-    slots = dict(counts)
-    for state, result, n, used in rows:
-        buckets = ["running" if state in ("preparing", "running") else state]
-        if state == "completed":
-            buckets.append("succeeded" if result == "success" else "failed")
-        for bucket in buckets:
-            counts[bucket] = counts.get(bucket, 0) + n
-            slots[bucket] = slots.get(bucket, 0) + int(used or 0)
-    return {"taskCounts": counts, "taskSlotCounts": slots}
 
 
 def render(job: models.Job, url: str) -> dict[str, Any]:
