@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy.orm import Session
 
 from shoal.core import etags, timefmt
 from shoal.core.clock import Clock
 from shoal.domain.batch import tasks
 from shoal.domain.batch.assignment import constraints
 from shoal.store import models
+
+TASKS = cast(Table, models.Task.__table__)  # bulk changes are written to the table, without loading rows
 
 
 @dataclass
@@ -126,6 +131,18 @@ def take_off(task: models.Task, node: models.Node | None, option: str, clock: Cl
                                "message": "The task was terminated because its job was disabled.",
                                "details": []}}
     tasks.set_state(task, clock, "completed")
+
+
+def record_pids(s: Session, started_: list[tuple[str, str, int]]) -> None:
+    """The host processes of attempts that started: rows of (task key, attempt, pid), in one statement for all
+    (executemany). A task whose attempt changed meanwhile is left alone; each changed row's version moves on, as
+    an ORM write would. Recovery after a restart finds a live attempt by its pid first."""
+    if not started_:
+        return
+    table = TASKS
+    stmt = (update(table).where(table.c.key == bindparam("b_key"), table.c.attempt == bindparam("b_attempt"))
+            .values(version=table.c.version + 1, pid=bindparam("b_pid")))
+    s.execute(stmt, [{"b_key": key, "b_attempt": attempt, "b_pid": pid} for key, attempt, pid in started_])
 
 
 def started(task: models.Task, clock: Clock, pid: int | None, at: str) -> None:

@@ -1,5 +1,6 @@
 """The assign stage: active tasks to free slots on the schedulable nodes of their job's pool, in one
-transaction. Each assignment gets a new attempt id and becomes a :class:`Launch` for the launch stage.
+transaction. Each assignment gets a new attempt id, marks its task running (unless the job's preparation
+task must run on the node first) and becomes a :class:`Launch` for the launch stage.
 
 A pass first asks, in a read, whether anything can be placed at all (a waiting task in an active job whose
 pool has a node with room): an idle loop, or one whose pools are full, opens no write transaction and loads
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from shoal.core import timefmt
 from shoal.core.clock import Clock
 from shoal.domain.batch import assignment, jobtasks, outcomes, pools
 from shoal.domain.batch.assignment import BAD_RECORD, Launch
@@ -31,6 +33,7 @@ class Assigner:
             if not assignment.can_assign(s):
                 return []
         launches: list[Launch] = []
+        now = timefmt.format_timestamp(self.clock.now())
         with self.db.write() as s:
             open_pools = assignment.pools_with_room(s)
             jobs = assignment.waiting_jobs(s, open_pools)
@@ -63,8 +66,13 @@ class Assigner:
                 nodes.take(node, used_before)
                 account_url = self.urls.account(job.account_key)
                 task.node_info = assignment.node_info(account_url, pool, node, job, task)
-                launches.append(assignment.launch(task, job, pool, node, attempt, plan, account_url,
-                                                  self.urls.for_nodes(account_url), prepared))
+                launch = assignment.launch(task, job, pool, node, attempt, plan, account_url,
+                                           self.urls.for_nodes(account_url), prepared)
+                if launch.prepare is None:
+                    # Running from now (which includes downloading resource files); a task that waits for its
+                    # job's preparation stays preparing until that has run on the node.
+                    outcomes.started(task, self.clock, None, now)
+                launches.append(launch)
         return launches
 
     def _reject(self, task: models.Task, exc: Exception) -> None:

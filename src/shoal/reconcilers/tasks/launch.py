@@ -1,8 +1,9 @@
 """The launch stage: start the attempts the assign stage made, through the host agent, outside any transaction.
 
-Plain attempts are spawned right here, in one batch, and marked running in one transaction; a waiter thread
-then waits for each. Attempts with files to move or a job preparation to wait for run whole on a waiter thread
-(download, run, wait, upload), so they never hold up the loop.
+The assign stage marked the tasks running; plain attempts are spawned right here, in one batch, a waiter
+thread waits for each, and their pids are recorded in one statement. Attempts with files to move or a job
+preparation to wait for run whole on a waiter thread (download, run, wait, upload), so they never hold up the
+loop.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
-
-from shoal.core import timefmt
 from shoal.core.clock import Clock
 from shoal.core.hosterrors import TransferError
 from shoal.domain.batch import outcomes
@@ -21,7 +19,6 @@ from shoal.domain.batch.outcomes import Finished
 from shoal.domain.host import HostAgent
 from shoal.reconcilers.tasks import node_ops
 from shoal.reconcilers.tasks.attempts import Attempts
-from shoal.store import models
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -37,20 +34,13 @@ class Launcher:
         slow = [launch for launch in launches if launch.slow]
         started = [(launch, pid) for launch in launches
                    if not launch.slow and (pid := self._spawn(launch)) is not None]
-        if not (started or slow):
-            return
-        now = timefmt.format_timestamp(self.clock.now())
-        with self.db.write() as s:  # one transaction for the whole batch
-            held = s.scalars(select(models.Task).where(  # noqa: F841 - keeps them in the identity map
-                models.Task.key.in_([launch.key for launch in launches]))).all()
-            for launch, pid in [*started, *[(launch, None) for launch in slow if not launch.prepare]]:
-                row = s.get(models.Task, launch.key)
-                if row is not None and row.attempt == launch.attempt and row.state == "preparing":
-                    outcomes.started(row, self.clock, pid, now)
         for launch, pid in started:
             self.attempts.submit(self.attempts.wait, launch.key, launch.attempt, pid)
         for launch in slow:
             self.attempts.submit(self._run_with_files, launch)
+        if started:
+            with self.db.write() as s:  # one statement for the whole batch
+                outcomes.record_pids(s, [(launch.key, launch.attempt, pid) for launch, pid in started])
 
     def _spawn(self, launch: Launch) -> int | None:
         try:
