@@ -1,0 +1,129 @@
+"""The allocator's node records in the store, on SQLite and PostgreSQL: new nodes inserted in bulk get free
+addresses and NAT indexes (a removed node's are given again), bulk state changes are compare-and-set with the
+same transitions as single ones and move each row's version on, and leaving nodes are remembered in bulk."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import database_of_its_own, scratch_root
+from shoal.core import errors
+from shoal.core.clock import Clock
+from shoal.domain.batch import nodes, pool_nodes, retired
+from shoal.store import models
+from shoal.store.db import Database
+
+SSH: dict[str, Any] = {"networkConfiguration": {"endpointConfiguration": {"inboundNATPools": [
+    {"name": "ssh", "protocol": "tcp", "backendPort": 22, "frontendPortRangeStart": 50000,
+     "frontendPortRangeEnd": 50009}]}}}
+SPACE = "10.224.0.0/12"
+
+
+class StepClock(Clock):
+    def __init__(self) -> None:
+        self.at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        self.at += timedelta(seconds=1)
+        return self.at
+
+
+@pytest.fixture
+def db(database_url: str | None) -> Iterator[Database]:
+    url = database_of_its_own(database_url) or f"sqlite:///{Path(tempfile.mkdtemp(dir=scratch_root())) / 'shoal.db'}"
+    database = Database(url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def make_pool(db: Database, clock: Clock, spec: dict[str, Any]) -> models.Pool:
+    now = clock.now()
+    with db.write() as s:
+        pool = models.Pool(key="acct/p1", account_key="acct", pool_id="p1", spec=spec, content={}, state="active",
+                           state_transition_time=now, allocation_state="resizing",
+                           allocation_state_transition_time=now, resize_errors=[], autoscale={}, etag="e",
+                           created_at=now, last_modified=now)
+        s.add(pool)
+    return pool
+
+
+def add(db: Database, clock: Clock, pool: models.Pool, count: int) -> list[pool_nodes.NodeRecord]:
+    with db.write() as s:
+        row = s.get(models.Pool, pool.key)
+        assert row is not None
+        existing = pool_nodes.load(s, row)
+        return pool_nodes.add(s, clock, row, count, 0, existing, ("127.0.0.1", "localhost"), SPACE,
+                              own_network=False)
+
+
+def test_new_nodes_get_free_addresses_and_nat_indexes_and_a_removed_nodes_are_given_again(db: Database) -> None:
+    clock = StepClock()
+    pool = make_pool(db, clock, SSH)
+    first = add(db, clock, pool, 3)
+    assert [n.nat_index for n in first] == [0, 1, 2]
+    assert len({n.ip_address for n in first}) == 3 and all(n.state == "creating" for n in first)
+    with db.read() as s:
+        loaded = {n.key: n for n in pool_nodes.load(s, pool)}
+    assert loaded == {n.key: n for n in first}
+    with db.write() as s:
+        assert pool_nodes.mark_leaving(s, [first[1].key], "requeue") == [first[1].key]
+        assert pool_nodes.mark_leaving(s, [first[1].key], "terminate") == []  # already leaving: keeps its option
+        assert pool_nodes.has_leaving(s, pool.key) and pool_nodes.has_work_left(s, pool.key)
+        pool_nodes.delete_nodes(s, [first[1].key])
+    again = add(db, clock, pool, 1)
+    assert again[0].nat_index == 1 and again[0].ip_address == first[1].ip_address
+    with db.read() as s:
+        row = s.get(models.Node, again[0].key)
+        assert row is not None and row.endpoints[0]["frontendPort"] == 50001 and row.version == 1
+
+
+def test_bulk_state_changes_are_compare_and_set_with_the_single_transitions(db: Database) -> None:
+    clock = StepClock()
+    pool = make_pool(db, clock, {})
+    a, b, c = add(db, clock, pool, 3)
+    booted_at = clock.now()
+    with db.write() as s:
+        s.get_one(models.Node, c.key).state = "starting"  # changed meanwhile: left alone below
+    with db.write() as s:
+        nodes.set_states_each(s, "creating", "idle", [(k, booted_at, {"errors": [], "last_boot_time": booted_at})
+                                                      for k in (a.key, c.key)], via=("starting",))
+        nodes.set_states_each(s, "creating", "unusable", [(b.key, booted_at, {
+            "errors": [{"code": "NodeProvisioningFailed"}], "last_boot_time": booted_at})])
+    with db.read() as s:
+        rows = {k: s.get_one(models.Node, k) for k in (a.key, b.key, c.key)}
+    assert rows[a.key].state == "idle" and rows[a.key].state_transition_time == booted_at
+    assert rows[a.key].version == 2 and rows[a.key].last_boot_time == booted_at
+    assert rows[b.key].state == "unusable" and rows[b.key].errors == [{"code": "NodeProvisioningFailed"}]
+    assert rows[c.key].state == "starting" and rows[c.key].version == 2
+    with db.write() as s:
+        assert nodes.set_states(s, clock, [a.key, c.key], "starting", "waitingforstarttask",
+                                values={"start_task_info": {"state": "running"}}) == [c.key]
+        with pytest.raises(errors.NodeStateConflict):
+            nodes.set_states(s, clock, [b.key], "unusable", "idle")
+        with pytest.raises(errors.NodeStateConflict):
+            nodes.set_states_each(s, "creating", "idle", [])  # not without going through starting
+    with db.read() as s:
+        node = s.get_one(models.Node, c.key)
+        assert node.state == "waitingforstarttask" and node.start_task_info == {"state": "running"}
+
+
+def test_leaving_nodes_are_remembered_in_bulk_and_a_reused_id_forgets_the_older_machine(db: Database) -> None:
+    clock = StepClock()
+    pool = make_pool(db, clock, {})
+    leaving = add(db, clock, pool, 3)
+    with db.write() as s:
+        assert retired.remember_all(s, clock, leaving) == []
+    again = dataclasses.replace(leaving[0], machine_id="node-new")  # a new node of the same id, gone too
+    with db.write() as s:
+        assert retired.remember_all(s, clock, [again]) == [leaving[0].machine_id]
+    with db.read() as s:
+        assert retired.machine_of_key(s, leaving[0].key) == "node-new"
+        assert retired.machine_of_key(s, leaving[2].key) == leaving[2].machine_id
