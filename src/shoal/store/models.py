@@ -255,7 +255,8 @@ class Task(Versioned, Base):
     """A task of a job; ``seq`` orders tasks first-in first-out within a priority."""
 
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_job_state", "job_key", "state"),)
+    # The queue in order: a job's waiting tasks by age (and its tasks by state, for counts).
+    __table_args__ = (Index("ix_tasks_queue", "job_key", "state", "seq"),)
     key: Mapped[str] = mapped_column(String(700), primary_key=True)  # <job key>/<task id lower>
     job_key: Mapped[str] = mapped_column(String(600), index=True)
     task_id: Mapped[str] = mapped_column(String(64))
