@@ -255,8 +255,9 @@ class Task(Versioned, Base):
     """A task of a job; ``seq`` orders tasks first-in first-out within a priority."""
 
     __tablename__ = "tasks"
-    # The queue in order: a job's waiting tasks by age (and its tasks by state, for counts).
-    __table_args__ = (Index("ix_tasks_queue", "job_key", "state", "seq"),)
+    # The queue in order (a job's waiting tasks by age), and counts by state that read no row.
+    __table_args__ = (Index("ix_tasks_queue", "job_key", "state", "seq"),
+                      Index("ix_tasks_counts", "job_key", "state", "result", "slots"))
     key: Mapped[str] = mapped_column(String(700), primary_key=True)  # <job key>/<task id lower>
     job_key: Mapped[str] = mapped_column(String(600), index=True)
     task_id: Mapped[str] = mapped_column(String(64))
