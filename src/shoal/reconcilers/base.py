@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shoal.core.clock import Clock
     from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,63 @@ def release_claims(db: Database, model: Any) -> None:
 
     with db.write() as s:
         s.execute(update(model).where(model.lock_token.is_not(None)).values(lock_token=None, lock_expires_at=None))
+
+
+class LeaseLost(Exception):
+    """The row's claim expired and another pass (or server) took it: the pass stops writing and ends."""
+
+
+class Lease:
+    """The claim every loop takes on the rows it works on: a token and an expiry on the row (``lock_token``,
+    ``lock_expires_at``).
+
+    A pass takes the row in one short transaction (a row whose live claim another pass holds is skipped), acts
+    outside any transaction, and makes every write back through :meth:`write` (or checks with :meth:`holds`
+    inside its own transaction): the write goes ahead only while the token still holds, and renews the expiry,
+    so a long pass keeps its row and a pass whose claim lapsed never writes over the pass that took over.
+    """
+
+    def __init__(self, db: Database, clock: Clock, model: Any, ttl: timedelta = timedelta(seconds=120)) -> None:
+        self.db, self.clock, self.model, self.ttl = db, clock, model, ttl
+
+    def take(self, key: str) -> str | None:
+        """Claim one row: its token, or None when the row is gone or another live claim holds it."""
+        with self.db.write() as s:
+            row = s.get(self.model, key)
+            return self.take_row(row) if row is not None else None
+
+    def take_row(self, row: Any, token: str | None = None) -> str | None:
+        """Claim a row loaded in the caller's write transaction (``token``: one shared by a batch of rows)."""
+        now = self.clock.now()
+        if row.lock_token and row.lock_expires_at and row.lock_expires_at > now:
+            return None
+        row.lock_token, row.lock_expires_at = token or str(uuid.uuid4()), now + self.ttl
+        return str(row.lock_token)
+
+    def holds(self, row: Any, token: str, *, renew: bool = True) -> bool:
+        """Whether ``token`` still holds the row (loaded in the caller's write transaction); renews it."""
+        if row is None or row.lock_token != token:
+            return False
+        if renew:
+            row.lock_expires_at = self.clock.now() + self.ttl
+        return True
+
+    @contextmanager
+    def write(self, key: str, token: str) -> Iterator[Session]:
+        """A write transaction that goes ahead only while the claim holds (:class:`LeaseLost` otherwise)."""
+        with self.db.write() as s:
+            if not self.holds(s.get(self.model, key), token):
+                raise LeaseLost(f"{self.model.__name__} {key}: the claim was taken over")
+            yield s
+
+    def release(self, key: str, token: str) -> None:
+        with self.db.write() as s:
+            row = s.get(self.model, key)
+            if row is not None and row.lock_token == token:
+                row.lock_token, row.lock_expires_at = None, None
+
+    def release_all(self) -> None:
+        release_claims(self.db, self.model)
 
 
 class Runner:

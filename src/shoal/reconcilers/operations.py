@@ -18,7 +18,7 @@ from sqlalchemy import or_, select
 from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.domain import operations
-from shoal.reconcilers.base import release_claims
+from shoal.reconcilers.base import Lease
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -53,6 +53,7 @@ class OperationReconciler:
 
     def __init__(self, db: Database, clock: Clock, handlers: dict[str, Handler], batch: int = 16) -> None:
         self.db, self.clock, self.handlers, self.batch = db, clock, handlers, batch
+        self.lease = Lease(db, clock, models.Operation, LOCK_TTL)
 
     def _claim(self) -> tuple[str, list[OperationWork]]:
         token = str(uuid.uuid4())
@@ -63,14 +64,12 @@ class OperationReconciler:
                 models.Operation.kind.in_(list(self.handlers)),
                 or_(models.Operation.lock_expires_at.is_(None), models.Operation.lock_expires_at < now),
             ).order_by(models.Operation.started_at).limit(self.batch)).all()
-            for op in rows:
-                op.lock_token, op.lock_expires_at = token, now + LOCK_TTL
             work = [OperationWork(op.id, op.kind, op.target_id, op.subscription_id, dict(op.payload))
-                    for op in rows]
+                    for op in rows if self.lease.take_row(op, token)]
         return token, work
 
     def release_claims(self) -> None:
-        release_claims(self.db, models.Operation)
+        self.lease.release_all()
 
     def run_once(self) -> bool:
         token, work = self._claim()
@@ -85,8 +84,8 @@ class OperationReconciler:
                     f"The operation failed unexpectedly: {exc}. It can be retried."))
             with self.db.write() as s:
                 op = s.get(models.Operation, item.id)
-                if op is None or op.lock_token != token:
-                    continue  # another worker took it over after our lock expired
+                if op is None or not self.lease.holds(op, token, renew=False):
+                    continue  # another worker took it over after our claim expired
                 if outcome.done:
                     operations.finish(op, self.clock.now(), error=outcome.error, result=outcome.result)
                 else:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -30,7 +29,7 @@ from shoal.reconcilers.allocation.endpoints import Endpoints
 from shoal.reconcilers.allocation.removal import NodeRemoval
 from shoal.reconcilers.allocation.settle import settle
 from shoal.reconcilers.allocation.start_task import StartTasks
-from shoal.reconcilers.base import release_claims
+from shoal.reconcilers.base import Lease, LeaseLost
 from shoal.reconcilers.faults import FaultSource
 from shoal.store import models
 from shoal.store.db import Database
@@ -45,7 +44,8 @@ class PoolAllocator:
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4,
                  faults: FaultSource | None = None, core_quota: int = usage.DEFAULT_CORE_QUOTA,
                  address_space: str = network.DEFAULT_SPACE) -> None:
-        self.ctx = Context(db, clock, agent, base_url, base_url, address_space, faults)
+        self.ctx = Context(db, clock, agent, base_url, base_url, address_space, faults,
+                           lease=Lease(db, clock, models.Pool, LOCK_TTL))
         self.decider = Decider(self.ctx, core_quota)
         self.booter = NodeBooter(self.ctx)
         self.removal = NodeRemoval(self.ctx, self.booter)
@@ -82,7 +82,8 @@ class PoolAllocator:
 
     # --- the pass ----------------------------------------------------------------------------------------------
     def release_claims(self) -> None:
-        release_claims(self.ctx.db, models.Pool)
+        assert self.ctx.lease is not None
+        self.ctx.lease.release_all()
 
     def run_once(self) -> bool:
         if self.endpoints.unpublished:  # after a start: the host's forwarding table is empty
@@ -100,33 +101,25 @@ class PoolAllocator:
                 log.exception("pool %s: reconcile pass failed", key)
         return more
 
-    def _claim(self, key: str) -> str | None:
-        token = str(uuid.uuid4())
-        now = self.ctx.clock.now()
-        with self.ctx.db.write() as s:
-            pool = s.get(models.Pool, key)
-            if pool is None or (pool.lock_token and pool.lock_expires_at and pool.lock_expires_at > now):
-                return None
-            pool.lock_token, pool.lock_expires_at = token, now + LOCK_TTL
-        return token
-
-    def _release(self, key: str, token: str) -> None:
-        with self.ctx.db.write() as s:
-            pool = s.get(models.Pool, key)
-            if pool is not None and pool.lock_token == token:
-                pool.lock_token, pool.lock_expires_at = None, None
-
     def reconcile(self, key: str) -> bool:
-        """One pass over a pool; True when it changed something (so another pass should follow at once)."""
-        token = self._claim(key)
+        """One pass over a pool; True when it changed something (so another pass should follow at once). Every
+        write of the pass goes through the pass's claim on the pool (``Context.write``)."""
+        lease = self.ctx.lease
+        assert lease is not None
+        token = lease.take(key)
         if token is None:
             return False
+        self.ctx.claim = (key, token)
         try:
-            return self._reconcile(key, token)
+            return self._reconcile(key)
+        except LeaseLost:
+            log.warning("pool %s: the pass's claim lapsed and was taken over; this pass stops", key)
+            return False
         finally:
-            self._release(key, token)
+            self.ctx.claim = None
+            lease.release(key, token)
 
-    def _reconcile(self, key: str, token: str) -> bool:
+    def _reconcile(self, key: str) -> bool:
         # 1. load (the pool's nodes, once) and decide
         plan = self.decider.plan(key)
         if plan is None:
@@ -157,6 +150,6 @@ class PoolAllocator:
         if (changed and natpools.node_capacity(pool.spec)) or self.endpoints.unpublished:
             self.endpoints.publish()
         # 4. settle: end the resize, or delete the drained pool
-        settle(self.ctx, key, token, pool, plan.decision)
+        settle(self.ctx, key, pool, plan.decision)
         with self.ctx.db.read() as s:
             return changed or pool_nodes.has_work_left(s, key)

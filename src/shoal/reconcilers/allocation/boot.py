@@ -117,7 +117,7 @@ class NodeBooter:
             return
         failed = [(key, b.at, {"errors": b.errors, "last_boot_time": b.at}) for key, b in results.items() if b.errors]
         up = [(key, b.at, {"errors": [], "last_boot_time": b.at}) for key, b in results.items() if not b.errors]
-        with self.ctx.db.write() as s:
+        with self.ctx.write() as s:
             node_rules.set_states_each(s, "creating", "unusable", failed)
             if ready:
                 node_rules.set_states_each(s, "creating", "idle", up, via=("starting",))

@@ -3,11 +3,15 @@ that ``services.py`` sets after construction (the URL nodes reach Shoal at, the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from shoal.core.clock import Clock
 from shoal.domain.host import HostAgent
+from shoal.reconcilers.base import Lease
 from shoal.reconcilers.faults import Faults, FaultSource
 from shoal.store.db import Database
 
@@ -23,6 +27,19 @@ class Context:
     faults: FaultSource | None = None
     nudge: Callable[[], None] | None = None  # wakes every loop (a start task ended, nodes are idle)
     nudge_tasks: Callable[[], None] | None = None  # wakes the scheduler (nodes came up while a pass goes on)
+    lease: Lease | None = None  # the claim on pool rows
+    claim: tuple[str, str] | None = None  # (pool key, token) of the pass going on
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write of the pass: it goes ahead only while the pass's claim on its pool holds, and renews it
+        (``LeaseLost`` ends the pass otherwise). Outside a pass (start tasks finishing later) a plain write."""
+        if self.claim is None or self.lease is None:
+            with self.db.write() as s:
+                yield s
+            return
+        with self.lease.write(*self.claim) as s:
+            yield s
 
     def wake(self) -> None:
         if callable(self.nudge):

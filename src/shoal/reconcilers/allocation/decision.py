@@ -79,7 +79,7 @@ class Decider:
         """Write the intent in one transaction: nodes leaving (marked), new node rows (inserted in bulk). The
         plan's nodes and pool (its subnet) follow what was written."""
         pool, decision = plan.pool, plan.decision
-        with self.ctx.db.write() as s:
+        with self.ctx.write() as s:
             row = s.get(models.Pool, pool.key)
             if row is None:
                 return

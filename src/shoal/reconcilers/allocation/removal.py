@@ -30,7 +30,7 @@ class NodeRemoval:
         by_option: dict[str, list[str]] = {}
         for n in rows:
             by_option.setdefault(n.pending_option or pool.deallocation_option, []).append(n.key)
-        with self.ctx.db.write() as s:  # running tasks are released (or, taskcompletion, waited for)
+        with self.ctx.write() as s:  # running tasks are released (or, taskcompletion, waited for)
             free = {key for option, keys in by_option.items()
                     for key in deallocation.release_tasks(s, self.ctx.clock, keys, option)}
         rows = [n for n in rows if n.key in free]
@@ -39,7 +39,7 @@ class NodeRemoval:
         agent = self.ctx.agent
         # Remembered first: the node's logs stay readable once it is gone (a crash in between leaves a record
         # whose logs are still on the node's drive, which the file API reads all the same).
-        with self.ctx.db.write() as s:
+        with self.ctx.write() as s:
             replaced = retired.remember_all(s, self.ctx.clock, rows)
         for machine_id in replaced:
             agent.forget_logs(machine_id)
@@ -47,13 +47,13 @@ class NodeRemoval:
             agent.retire(n.machine_id)
             for upper in node_rules.disk_uppers(pool, n):
                 agent.delete_disk(upper)
-        with self.ctx.db.write() as s:
+        with self.ctx.write() as s:
             pool_nodes.delete_nodes(s, [n.key for n in rows])
 
     def restart(self, n: NodeRecord, pool: models.Pool, *, reimage: bool, sources: Sources | None = None) -> bool:
         """Reboot or reimage a node; True when it is ``starting`` again (False: it waits for its tasks, with
         ``taskcompletion``, or it is unusable)."""
-        with self.ctx.db.write() as s:
+        with self.ctx.write() as s:
             if not deallocation.release_tasks(s, self.ctx.clock, [n.key], n.pending_option or "requeue"):
                 return False  # taskcompletion: restart once its tasks have finished
         agent = self.ctx.agent
@@ -75,7 +75,7 @@ class NodeRemoval:
             except Exception as exc:
                 errs = [{"code": "NodeProvisioningFailed", "message": f"The node could not be restarted: {exc}",
                          "errorDetails": []}]
-        with self.ctx.db.write() as s:
+        with self.ctx.write() as s:
             node = s.get(models.Node, n.key)
             if node is None:
                 return False

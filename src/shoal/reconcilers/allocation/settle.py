@@ -8,11 +8,11 @@ from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
 
 
-def settle(ctx: Context, key: str, token: str, loaded: models.Pool, decision: allocation.Decision) -> None:
+def settle(ctx: Context, key: str, loaded: models.Pool, decision: allocation.Decision) -> None:
     """``loaded``: the pool as the pass saw it when it decided (a resize that changed since is not ended)."""
-    with ctx.db.write() as s:
+    with ctx.write() as s:  # only while the pass's claim holds (LeaseLost otherwise)
         fresh = s.get(models.Pool, key)
-        if fresh is None or fresh.lock_token != token:
+        if fresh is None:
             return
         if pools.finish_delete(s, fresh):
             return

@@ -1,0 +1,80 @@
+"""The claim every loop takes on its rows (``reconcilers/base.py`` Lease), on SQLite and PostgreSQL: one holder
+at a time, every write back checked against the token and renewing it, a lapsed claim taken over and the old
+holder's writes refused."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from harness import database_of_its_own, scratch_root
+from shoal.core.clock import Clock
+from shoal.reconcilers.base import Lease, LeaseLost
+from shoal.store import models
+from shoal.store.db import Database
+
+
+class ManualClock(Clock):
+    def __init__(self) -> None:
+        self.at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def db(database_url: str | None) -> Iterator[Database]:
+    url = database_of_its_own(database_url) or f"sqlite:///{Path(tempfile.mkdtemp(dir=scratch_root())) / 'shoal.db'}"
+    database = Database(url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def pool(db: Database, clock: Clock) -> str:
+    now = clock.now()
+    with db.write() as s:
+        s.add(models.Pool(key="acct/p1", account_key="acct", pool_id="p1", spec={}, content={}, state="active",
+                          state_transition_time=now, allocation_state="steady", allocation_state_transition_time=now,
+                          resize_errors=[], autoscale={}, etag="e", created_at=now, last_modified=now))
+    return "acct/p1"
+
+
+def test_one_holder_writes_renew_and_a_lapsed_claim_is_taken_over(db: Database) -> None:
+    clock = ManualClock()
+    key = pool(db, clock)
+    lease = Lease(db, clock, models.Pool, timedelta(seconds=10))
+    first = lease.take(key)
+    assert first is not None and lease.take(key) is None  # held: a second pass gets nothing
+
+    clock.at += timedelta(seconds=8)
+    with lease.write(key, first) as s:  # a write of the pass renews the claim
+        s.get(models.Pool, key).target_dedicated = 1
+    clock.at += timedelta(seconds=8)  # 16 s after the take, 8 after the renewal: still held
+    assert lease.take(key) is None
+
+    clock.at += timedelta(seconds=11)  # lapsed (the pass hung): another pass takes it over
+    second = lease.take(key)
+    assert second is not None and second != first
+    with pytest.raises(LeaseLost), lease.write(key, first) as s:  # the old holder's write is refused
+        s.get(models.Pool, key).target_dedicated = 99
+    with db.read() as s:
+        assert s.get(models.Pool, key).target_dedicated == 1
+
+    lease.release(key, first)  # releasing with a lost token changes nothing
+    assert lease.take(key) is None
+    lease.release(key, second)
+    assert lease.take(key) is not None
+
+
+def test_release_all_frees_every_claim_at_start_up(db: Database) -> None:
+    clock = ManualClock()
+    key = pool(db, clock)
+    lease = Lease(db, clock, models.Pool)
+    assert lease.take(key) is not None
+    lease.release_all()
+    assert lease.take(key) is not None
