@@ -4,6 +4,7 @@ holder's writes refused."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,11 +29,12 @@ class ManualClock(Clock):
 
 @pytest.fixture
 def db(database_url: str | None) -> Iterator[Database]:
-    url = database_of_its_own(database_url) or f"sqlite:///{Path(tempfile.mkdtemp(dir=scratch_root())) / 'shoal.db'}"
-    database = Database(url)
+    scratch = Path(tempfile.mkdtemp(dir=scratch_root()))
+    database = Database(database_of_its_own(database_url) or f"sqlite:///{scratch / 'shoal.db'}")
     database.migrate()
     yield database
     database.dispose()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def pool(db: Database, clock: Clock) -> str:
@@ -78,3 +80,18 @@ def test_release_all_frees_every_claim_at_start_up(db: Database) -> None:
     assert lease.take(key) is not None
     lease.release_all()
     assert lease.take(key) is not None
+
+
+def test_a_server_frees_only_its_own_claims_at_start_up(db: Database) -> None:
+    """Servers sharing one database: at start-up a server frees the claims it held before it restarted, and
+    leaves another's to expire (that one may be alive)."""
+    clock = ManualClock()
+    key = pool(db, clock)
+    mine, theirs = Lease(db, clock, models.Pool, owner="aaaaaaaa"), Lease(db, clock, models.Pool, owner="bbbbbbbb")
+    token = theirs.take(key)
+    assert token is not None and token.startswith("bbbbbbbb-") and len(token) == 36
+    mine.release_all()
+    assert mine.take(key) is None  # the other server's claim stands
+    theirs.release_all()  # that server restarted: its own claim is freed
+    token = mine.take(key)
+    assert token is not None and token.startswith("aaaaaaaa-")

@@ -5,6 +5,7 @@ same transitions as single ones and move each row's version on, and leaving node
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,11 +38,12 @@ class StepClock(Clock):
 
 @pytest.fixture
 def db(database_url: str | None) -> Iterator[Database]:
-    url = database_of_its_own(database_url) or f"sqlite:///{Path(tempfile.mkdtemp(dir=scratch_root())) / 'shoal.db'}"
-    database = Database(url)
+    scratch = Path(tempfile.mkdtemp(dir=scratch_root()))
+    database = Database(database_of_its_own(database_url) or f"sqlite:///{scratch / 'shoal.db'}")
     database.migrate()
     yield database
     database.dispose()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def make_pool(db: Database, clock: Clock, spec: dict[str, Any]) -> models.Pool:

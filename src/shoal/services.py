@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from shoal.auth import at_rest
 from shoal.auth.tokens import TokenService
@@ -151,12 +153,13 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     operation_handlers.update(BatchOperations(db, clock).handlers())
     loops: list[Reconciler] = []
     allocator = None
+    owner = replica_id(settings.state_dir) if with_runtime else ""
     if agent is not None:
         work = ComputeWork(db, clock, agent, settings.node_address_space)
         operation_handlers.update(work.handlers(KINDS))
         allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults,
                                   core_quota=settings.subscription_core_quota,
-                                  address_space=settings.node_address_space)
+                                  address_space=settings.node_address_space, owner=owner)
         allocator.node_base_url = settings.node_base_url
         loops.append(allocator)
         agent.transfers = Transfers(agent.machines.run, settings.base_url, lambda: settings.node_base_url,
@@ -167,7 +170,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         scaler = AutoScaler(db, clock, agent, limits=settings.image_limits)
         loops.append(scaler)
         loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
-    loops.insert(0, OperationReconciler(db, clock, operation_handlers))
+    loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner))
     runner = Runner(loops, settings.reconcile_interval)
     if allocator is not None:
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
@@ -186,6 +189,22 @@ def sandbox_options(settings: Settings) -> SandboxOptions:
 def _container_key(db: Database) -> bytes:
     with db.write() as s:
         return containers.signing_key(s)
+
+
+def replica_id(state_dir: Path) -> str:
+    """This server's replica id (8 hex characters, kept in the state directory so that a restart is the same
+    replica): the prefix of the claims it takes, so that at start-up it frees its own and not those of other
+    servers sharing the database."""
+    path = state_dir / "replica-id"
+    try:
+        found = path.read_text().strip()
+    except FileNotFoundError:
+        found = ""
+    if len(found) == 8 and all(c in "0123456789abcdef" for c in found):
+        return found
+    made = secrets.token_hex(4)
+    path.write_text(made + "\n")
+    return made
 
 
 def node_machines(db: Database) -> set[str]:

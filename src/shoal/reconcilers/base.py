@@ -34,18 +34,18 @@ class Reconciler(Protocol):
         ...
 
 
-def release_claims(db: Database, model: Any) -> None:
-    """Drop every claim on ``model`` rows (used at start-up, see :meth:`Runner.start`).
+def release_claims(db: Database, model: Any, owner: str = "") -> None:
+    """Drop the claims on ``model`` rows that ``owner`` (this server) held before it restarted, at start-up (see
+    :meth:`Runner.start`), so that its interrupted work resumes at once instead of after the claims expire.
 
-    Claims carry an expiry so that a crashed worker's rows are taken over eventually. Shoal runs one server per
-    database today (``shoal serve`` holds a lock on its state directory), so at start-up no other live worker
-    can hold a claim and a crash is resumed at once instead of after the claim expires. Several replicas on one
-    PostgreSQL will need heartbeats per replica instead.
+    Claims of other servers sharing the database are left to expire: they may be alive. Without an owner (one
+    server per database, as SQLite allows) every claim is this server's own.
     """
     from sqlalchemy import update
 
+    held = model.lock_token.like(f"{owner}-%") if owner else model.lock_token.is_not(None)
     with db.write() as s:
-        s.execute(update(model).where(model.lock_token.is_not(None)).values(lock_token=None, lock_expires_at=None))
+        s.execute(update(model).where(held).values(lock_token=None, lock_expires_at=None))
 
 
 class LeaseLost(Exception):
@@ -62,8 +62,14 @@ class Lease:
     so a long pass keeps its row and a pass whose claim lapsed never writes over the pass that took over.
     """
 
-    def __init__(self, db: Database, clock: Clock, model: Any, ttl: timedelta = timedelta(seconds=120)) -> None:
-        self.db, self.clock, self.model, self.ttl = db, clock, model, ttl
+    def __init__(self, db: Database, clock: Clock, model: Any, ttl: timedelta = timedelta(seconds=120), *,
+                 owner: str = "") -> None:
+        """``owner``: this server's replica id (8 characters), the prefix of every token it takes."""
+        self.db, self.clock, self.model, self.ttl, self.owner = db, clock, model, ttl, owner
+
+    def new_token(self) -> str:
+        """A token of this server: ``<owner>-<random>`` (36 characters, the column's size)."""
+        return f"{self.owner[:8]}-{uuid.uuid4().hex}"[:36] if self.owner else str(uuid.uuid4())
 
     def take(self, key: str) -> str | None:
         """Claim one row: its token, or None when the row is gone or another live claim holds it."""
@@ -76,7 +82,7 @@ class Lease:
         now = self.clock.now()
         if row.lock_token and row.lock_expires_at and row.lock_expires_at > now:
             return None
-        row.lock_token, row.lock_expires_at = token or str(uuid.uuid4()), now + self.ttl
+        row.lock_token, row.lock_expires_at = token or self.new_token(), now + self.ttl
         return str(row.lock_token)
 
     def holds(self, row: Any, token: str, *, renew: bool = True) -> bool:
@@ -102,7 +108,7 @@ class Lease:
                 row.lock_token, row.lock_expires_at = None, None
 
     def release_all(self) -> None:
-        release_claims(self.db, self.model)
+        release_claims(self.db, self.model, self.owner)
 
 
 class Runner:

@@ -7,7 +7,6 @@ done. A handler must be idempotent: after a crash the operation is claimed again
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,12 +50,13 @@ Handler = Callable[[OperationWork], Outcome]
 class OperationReconciler:
     name = "operations"
 
-    def __init__(self, db: Database, clock: Clock, handlers: dict[str, Handler], batch: int = 16) -> None:
+    def __init__(self, db: Database, clock: Clock, handlers: dict[str, Handler], batch: int = 16, *,
+                 owner: str = "") -> None:
         self.db, self.clock, self.handlers, self.batch = db, clock, handlers, batch
-        self.lease = Lease(db, clock, models.Operation, LOCK_TTL)
+        self.lease = Lease(db, clock, models.Operation, LOCK_TTL, owner=owner)
 
     def _claim(self) -> tuple[str, list[OperationWork]]:
-        token = str(uuid.uuid4())
+        token = self.lease.new_token()
         now = self.clock.now()
         with self.db.write() as s:
             rows = s.scalars(select(models.Operation).where(
