@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,22 @@ def fresh_postgres_url(admin_url: str) -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = admin_url.rpartition("/")
     return f"{base}/{name}"
+
+
+@contextlib.contextmanager
+def scratch_database(database_url: str | None) -> Iterator[Any]:
+    """A migrated database of a test's own: a fresh PostgreSQL database beside the session's, or SQLite in the
+    scratch directory (removed afterwards)."""
+    from shoal.store.db import Database
+
+    scratch = Path(tempfile.mkdtemp(dir=scratch_root()))
+    database = Database(database_of_its_own(database_url) or f"sqlite:///{scratch / 'shoal.db'}")
+    database.migrate()
+    try:
+        yield database
+    finally:
+        database.dispose()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def database_of_its_own(database_url: str | None) -> str | None:

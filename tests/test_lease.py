@@ -4,15 +4,12 @@ holder's writes refused."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from harness import database_of_its_own, scratch_root
+from harness import scratch_database
 from shoal.core.clock import Clock
 from shoal.reconcilers.base import Lease, LeaseLost
 from shoal.store import models
@@ -29,12 +26,8 @@ class ManualClock(Clock):
 
 @pytest.fixture
 def db(database_url: str | None) -> Iterator[Database]:
-    scratch = Path(tempfile.mkdtemp(dir=scratch_root()))
-    database = Database(database_of_its_own(database_url) or f"sqlite:///{scratch / 'shoal.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
-    shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_database(database_url) as database:
+        yield database
 
 
 def pool(db: Database, clock: Clock) -> str:

@@ -5,16 +5,13 @@ same transitions as single ones and move each row's version on, and leaving node
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import database_of_its_own, scratch_root
+from harness import scratch_database
 from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.domain.batch import nodes, pool_nodes, retired
@@ -38,12 +35,8 @@ class StepClock(Clock):
 
 @pytest.fixture
 def db(database_url: str | None) -> Iterator[Database]:
-    scratch = Path(tempfile.mkdtemp(dir=scratch_root()))
-    database = Database(database_of_its_own(database_url) or f"sqlite:///{scratch / 'shoal.db'}")
-    database.migrate()
-    yield database
-    database.dispose()
-    shutil.rmtree(scratch, ignore_errors=True)
+    with scratch_database(database_url) as database:
+        yield database
 
 
 def make_pool(db: Database, clock: Clock, spec: dict[str, Any]) -> models.Pool:

@@ -16,7 +16,7 @@ from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.core import errors, ids
 from shoal.core.ids import ResourceId
 from shoal.core.timefmt import format_timestamp
-from shoal.domain import resource_groups, resources
+from shoal.domain import operations, resource_groups, resources
 from shoal.domain.compute import disks, galleries, service, vms
 from shoal.domain.compute.kinds import ArmBody, ResourceKind
 from shoal.domain.compute.registry import KINDS
@@ -56,6 +56,15 @@ def _status_headers(base_url: str, op: models.Operation, version: str, *, with_l
     loc = f"/subscriptions/{op.subscription_id}/providers/Microsoft.Compute/locations/{op.location}"
     return arm.async_headers(base_url, f"{loc}/operations/{op.id}",
                              f"{loc}/operationResults/{op.id}" if with_location else None, version)
+
+
+def _start_action(svc: Any, s: Any, row: models.Resource, kind: ResourceKind, action: str, target_id: str,
+                  payload: dict[str, Any], version: str) -> dict[str, str]:
+    """Start the long-running operation of a resource action (VM actions, disk access) and its poll headers."""
+    op = operations.start(s, svc.clock, subscription_id=row.subscription_id, location=row.location or "",
+                          namespace="Microsoft.Compute", kind=service.op_kind(kind, action), target_id=target_id,
+                          payload=payload)
+    return _status_headers(svc.settings.base_url, op, version, with_location=True)
 
 
 def _register(collection: str, kind: ResourceKind) -> None:
@@ -231,12 +240,7 @@ async def _vm_action(request: Request, subscription_id: str, action: str) -> Res
             authorize(s, caller, subscription_id, f"Microsoft.Compute/virtualMachines/{action}/action", str(rid))
             row = resources.get(s, rid, expected_type=kind.type)
             payload = vms.begin_action(s, row, action, body)
-            from shoal.domain import operations
-
-            op = operations.start(s, svc.clock, subscription_id=subscription_id, location=row.location or "",
-                                  namespace="Microsoft.Compute", kind=service.op_kind(kind, action),
-                                  target_id=str(rid), payload=payload)
-            return _status_headers(svc.settings.base_url, op, version.text, with_location=True)
+            return _start_action(svc, s, row, kind, action, str(rid), payload, version.text)
 
     headers = await in_thread(work)
     svc.nudge("operations")
@@ -266,12 +270,7 @@ def _register_access(collection: str) -> None:
                 authorize(s, caller, subscription_id, f"{kind.type}/{action}/action", str(rid))
                 row = resources.get(s, rid, expected_type=kind.type)
                 payload = disks.access_request(row, action, body, svc.settings.base_url)
-                from shoal.domain import operations
-
-                op = operations.start(s, svc.clock, subscription_id=subscription_id, location=row.location or "",
-                                      namespace="Microsoft.Compute", kind=service.op_kind(kind, action),
-                                      target_id=str(rid), payload=payload)
-                return _status_headers(svc.settings.base_url, op, version.text, with_location=True)
+                return _start_action(svc, s, row, kind, action, str(rid), payload, version.text)
 
         headers = await in_thread(work)
         svc.nudge("operations")
