@@ -200,6 +200,13 @@ class BlobNotFound(AzureError):
     status, code = 404, "BlobNotFound"
 
 
+# --- 416 ---------------------------------------------------------------------------------------
+class InvalidRange(AzureError):
+    """A byte range that starts at or beyond the end of a blob (Azure Storage's answer)."""
+
+    status, code = 416, "InvalidRange"
+
+
 # --- 405 / 409 / 412 / 413 ---------------------------------------------------------------------
 class MethodNotAllowed(AzureError):
     status, code = 405, "MethodNotAllowed"

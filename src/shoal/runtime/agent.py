@@ -236,25 +236,35 @@ class HostAgent:
         (self.store_dir / "exports" / f"{token}.tar").unlink(missing_ok=True)
 
     def export_path(self, token: str) -> Path | None:
+        """The disk file of a download token: a regular file the agent wrote, never a link (to anything)."""
         if not _TOKEN.fullmatch(token):
             return None
         path = self.store_dir / "exports" / f"{token}.tar"
-        return path if path.is_file() else None
+        try:
+            return path if stat.S_ISREG(path.lstat().st_mode) else None
+        except OSError:
+            return None
 
     def export_size(self, token: str) -> int | None:
         """The size of a disk file handed out for download (None: unknown or revoked token)."""
         path = self.export_path(token)
         try:
-            return path.stat().st_size if path is not None else None
+            return path.lstat().st_size if path is not None else None
         except OSError:
             return None
 
     def read_export(self, token: str, start: int, length: int) -> bytes:
         """``length`` bytes of a disk file from ``start`` (fewer at its end)."""
         path = self.export_path(token)
-        if path is None:
-            raise AgentError("The download link is unknown or has been revoked.")
-        with open(path, "rb") as f:
+        try:
+            if path is None:
+                raise FileNotFoundError(token)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            raise AgentError("The download link is unknown or has been revoked.") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise AgentError("The download link is unknown or has been revoked.")
             f.seek(max(0, start))
             return f.read(max(0, length))
 

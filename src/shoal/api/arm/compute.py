@@ -281,29 +281,70 @@ def _register_access(collection: str) -> None:
     router.add_api_route(item + "/endGetAccess", end, methods=["POST"])
 
 
+_BYTE_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
+    """The first and last byte a ``Range``/``x-ms-range`` header asks for (None: the whole file).
+
+    One range only, as Azure Blob serves: a header it cannot use (malformed, several ranges, last < first) is
+    ignored and the whole file answers (RFC 9110 14.2); a range that starts at or beyond the end is 416."""
+    match = _BYTE_RANGE.fullmatch((spec or "").replace(" ", ""))
+    if match is None or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if not first:  # the last n bytes
+        if int(last) == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - int(last)), size - 1
+    if last and int(last) < int(first):
+        return None
+    if int(first) >= size:
+        raise _unsatisfiable(size)
+    return int(first), min(int(last), size - 1) if last else size - 1
+
+
+def _unsatisfiable(size: int) -> errors.InvalidRange:
+    return errors.InvalidRange("The range specified is invalid for the current size of the resource.",
+                               headers={"Content-Range": f"bytes */{size}", "x-ms-error-code": "InvalidRange"})
+
+
+def download_name(filename: str) -> str:
+    """The name a download is saved as: ``[A-Za-z0-9._-]``, no leading dots, at most 255 characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", filename).lstrip(".")[:255]
+    return name or "disk.tar"
+
+
 @router.get("/downloads/{token}/{filename}")
 async def download(request: Request, token: str, filename: str) -> Response:
     """A disk file handed out by beginGetAccess; the secret token in the URL is the credential (like a SAS).
-    The host agent keeps the file; it is streamed from there in pieces."""
+    The host agent keeps the file; it is streamed from there in pieces. ``Range`` (or Azure's ``x-ms-range``,
+    which wins) reads one byte range: 206 with ``Content-Range``, 416 ``InvalidRange`` beyond the end."""
     from fastapi.responses import StreamingResponse
 
     host = services(request).host
     size = await in_thread(lambda: host.export_size(token)) if host is not None else None
     if host is None or size is None:
         raise errors.BlobNotFound("The download link is unknown or has been revoked (endGetAccess).")
+    wanted = byte_range(request.headers.get("x-ms-range") or request.headers.get("range"), size)
+    start, stop = (wanted[0], wanted[1] + 1) if wanted else (0, size)
 
     async def pieces() -> AsyncIterator[bytes]:
-        offset = 0
-        while offset < size:
-            piece = await in_thread(functools.partial(host.read_export, token, offset, DOWNLOAD_PIECE))
+        offset = start
+        while offset < stop:
+            piece = await in_thread(functools.partial(host.read_export, token, offset,
+                                                      min(DOWNLOAD_PIECE, stop - offset)))
             if not piece:
                 return
             offset += len(piece)
             yield piece
 
-    return StreamingResponse(pieces(), media_type="application/x-tar", headers={
-        "Content-Length": str(size),
-        "Content-Disposition": f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", filename)}"'})
+    headers = {"Content-Length": str(stop - start), "Accept-Ranges": "bytes",
+               "Content-Disposition": f'attachment; filename="{download_name(filename)}"'}
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    return StreamingResponse(pieces(), status_code=206 if wanted else 200, media_type="application/x-tar",
+                             headers=headers)
 
 
 def _register_action(action: str) -> None:
