@@ -1,0 +1,1 @@
+"""Scale-out: node hosts on Ray (optional extra ``shoal[ray]``)."""
