@@ -36,6 +36,13 @@ class Settings:
     page_size: int = 200
     # Seconds between reconciler passes when nothing nudges them.
     reconcile_interval: float = 2.0
+    # How long a loop's claim on a row lasts without being renewed (``reconcilers/base.py`` Lease): after a
+    # replica dies (kill -9), another replica sharing the database takes its work over this long after its
+    # last write.
+    lease_seconds: float = 120.0
+    # This server's replica id (8 hex characters, the prefix of its claims); None: kept in the state directory
+    # (``services.replica_id``).
+    replica_id: str | None = None
     # Layers, disks and machines (put it on a fast filesystem: tmpfs or a dedicated volume).
     store_dir_override: Path | None = None
     # Operator file extending the marketplace catalog (JSON or TOML).

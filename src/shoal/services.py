@@ -11,7 +11,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import timedelta
 
 from shoal.auth import at_rest
 from shoal.auth.tokens import TokenService
@@ -23,7 +23,7 @@ from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.allocation import PoolAllocator
 from shoal.reconcilers.autoscaler import AutoScaler
-from shoal.reconcilers.base import Reconciler, Runner
+from shoal.reconcilers.base import LoopClaim, Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
 from shoal.reconcilers.faults import FaultClock, FaultSource
@@ -153,24 +153,27 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     operation_handlers.update(BatchOperations(db, clock).handlers())
     loops: list[Reconciler] = []
     allocator = None
-    owner = replica_id(settings.state_dir) if with_runtime else ""
+    owner = replica_id(settings) if with_runtime else ""
+    ttl = timedelta(seconds=settings.lease_seconds)
     if agent is not None:
         work = ComputeWork(db, clock, agent, settings.node_address_space)
         operation_handlers.update(work.handlers(KINDS))
         allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults,
                                   core_quota=settings.subscription_core_quota,
-                                  address_space=settings.node_address_space, owner=owner)
+                                  address_space=settings.node_address_space, owner=owner, lease_ttl=ttl)
         allocator.node_base_url = settings.node_base_url
         loops.append(allocator)
         agent.transfers = Transfers(agent.machines.run, settings.base_url, lambda: settings.node_base_url,
                                     ca_bundle=settings.tls_dir / "ca.pem")
-        scheduler = TaskScheduler(db, clock, agent, settings.base_url)
+        scheduler = TaskScheduler(db, clock, agent, settings.base_url, claim=LoopClaim(db, clock, "tasks", ttl, owner))
         scheduler.node_base_url = settings.node_base_url
         loops.append(scheduler)
-        scaler = AutoScaler(db, clock, agent, limits=settings.image_limits)
+        scaler = AutoScaler(db, clock, agent, limits=settings.image_limits,
+                            claim=LoopClaim(db, clock, "autoscale", ttl, owner))
         loops.append(scaler)
-        loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db)))
-    loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner))
+        loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db),
+                                       claim=LoopClaim(db, clock, "machines", ttl, owner)))
+    loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner, lease_ttl=ttl))
     runner = Runner(loops, settings.reconcile_interval)
     if allocator is not None:
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
@@ -191,11 +194,18 @@ def _container_key(db: Database) -> bytes:
         return containers.signing_key(s)
 
 
-def replica_id(state_dir: Path) -> str:
-    """This server's replica id (8 hex characters, kept in the state directory so that a restart is the same
-    replica): the prefix of the claims it takes, so that at start-up it frees its own and not those of other
-    servers sharing the database."""
-    path = state_dir / "replica-id"
+def replica_id(settings: Settings) -> str:
+    """This server's replica id (up to 8 characters): the prefix of the claims it takes, so that at start-up it
+    frees its own (it restarted: its work resumes at once) and leaves those of other servers sharing the database
+    to expire.
+
+    ``--replica-id`` names it; otherwise it is kept in the state directory so that a restart is the same replica:
+    ``replica-id`` with SQLite (one server per database), ``replica-id-<port>`` with PostgreSQL, where several
+    replicas of one host may share a state directory (each on its own port)."""
+    if settings.replica_id:
+        return settings.replica_id
+    name = "replica-id" if settings.db_url.startswith("sqlite") else f"replica-id-{settings.port}"
+    path = settings.state_dir / name
     try:
         found = path.read_text().strip()
     except FileNotFoundError:

@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import socket
 from datetime import datetime
@@ -116,8 +117,25 @@ def serve(
     signing_key: Annotated[Path | None, typer.Option(
         help="The token signing key (PEM, made 0600 if missing; default <state-dir>/signing-key.pem). Servers "
         "sharing one database must share it.", envvar="SHOAL_SIGNING_KEY")] = None,
+    lease_seconds: Annotated[float, typer.Option(
+        min=1.0, help="How long a loop's claim on its work lasts unless renewed: replicas sharing one PostgreSQL "
+        "take over the work of a replica that died this long after its last write.",
+        envvar="SHOAL_LEASE_SECONDS")] = 120.0,
+    replica_id: Annotated[str | None, typer.Option(
+        help="This replica's id (1-8 lowercase letters or digits), the prefix of the claims it takes (default: "
+        "kept in the state directory, one per port with PostgreSQL).", envvar="SHOAL_REPLICA_ID")] = None,
 ) -> None:
-    """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane."""
+    """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane.
+
+    Several replicas: run `shoal serve` N times, on other ports or machines, with one --database-url
+    postgresql+psycopg://... (SQLite serves one replica). Any replica serves every request, and a long-running
+    operation started on one is polled on another; the loops' work is claimed with leases, so a replica killed
+    with kill -9 loses nothing: another takes its claims over after --lease-seconds. Give every replica the same
+    --public-url (the address of the load balancer in front of them: tokens name it as their issuer, and nodes
+    reach Shoal there) and the same --signing-key. Replicas of one host share one --state-dir (and so the TLS CA,
+    the credentials, the signing key, the blob containers and the machine store; each keeps its replica id per
+    port) and use --node-network host or each its own --node-address-space.
+    """
     import uvicorn
 
     from shoal import services
@@ -139,7 +157,11 @@ def serve(
                          subscription_core_quota=subscription_core_quota,
                          signing_key=signing_key.expanduser().resolve() if signing_key else None,
                          share_host_dirs=tuple(d.expanduser().resolve() for d in share_host_dir or ()),
-                         import_dir=import_dir.expanduser().resolve() if import_dir else None)
+                         import_dir=import_dir.expanduser().resolve() if import_dir else None,
+                         lease_seconds=lease_seconds, replica_id=replica_id)
+    if replica_id is not None and not re.fullmatch(r"[a-z0-9]{1,8}", replica_id):
+        console.print(f"[red]--replica-id must be 1-8 lowercase letters or digits, not {replica_id!r}.[/red]")
+        raise typer.Exit(2)
     for shared in settings.share_host_dirs:
         if not shared.is_dir():
             console.print(f"[red]--share-host-dir {shared}: not a directory.[/red]")
@@ -150,11 +172,13 @@ def serve(
             raise typer.Exit(2)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     lock = open(settings.state_dir / "serve.lock", "w")  # noqa: SIM115 (held for the life of the process)
+    # With SQLite the state directory is one server's; replicas on PostgreSQL may share it (each on its port).
+    replicas = not settings.db_url.startswith("sqlite")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, (fcntl.LOCK_SH if replicas else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         console.print(f"[red]Another `shoal serve` is already using {settings.state_dir}. Stop it first, or use "
-                      "another --state-dir.[/red]")
+                      "another --state-dir (replicas may share one only on PostgreSQL).[/red]")
         raise typer.Exit(1) from None
     db_lock = _lock_sqlite(settings.db_url)  # noqa: F841 (held for the life of the process)
     if node_network not in ("isolated", "host"):

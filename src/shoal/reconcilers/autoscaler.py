@@ -7,6 +7,9 @@ the processes in each node (:mod:`shoal.runtime.usage`), and disk I/O from those
 counters and local disk usage are not measured (0), as documented in the README. Samples older than
 the history window are dropped. Everything is in the store, so a restart loses nothing but the CPU deltas of
 the sample in progress.
+
+Autoscale runs on one replica at a time (``reconcilers/base.py`` LoopClaim "autoscale"): the samples and the CPU
+deltas between them are one sampler's; every write of a pass goes through the loop's claim.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from shoal.core import errors
 from shoal.core.clock import Clock
 from shoal.domain.batch import autoscaling, counts, image_rules, natpools, pools, vmsizes
 from shoal.domain.host import HostAgent
+from shoal.reconcilers.base import LeasedDatabase, LeaseLost, LoopClaim
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -32,7 +36,10 @@ class AutoScaler:
     name = "autoscale"
 
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, *,
-                 limits: image_rules.ImageLimits | None = None) -> None:
+                 limits: image_rules.ImageLimits | None = None, claim: LoopClaim | None = None) -> None:
+        """``claim``: the loop's claim (None: this process is the only one on the database, e.g. tests)."""
+        self.claim = claim
+        db = LeasedDatabase(db, claim) if claim is not None else db
         self.db, self.clock, self.agent = db, clock, agent
         self.limits = limits or image_rules.ImageLimits()
         self._last_sample: datetime | None = None
@@ -41,9 +48,24 @@ class AutoScaler:
         self.nudge: Any = None
 
     def release_claims(self) -> None:
-        """Nothing is claimed: a pass reads and writes each pool in one short transaction."""
+        """At start-up: free this server's claim on the loop from before it restarted."""
+        if self.claim is not None:
+            self.claim.release_claims()
 
     def run_once(self) -> bool:
+        if self.claim is not None and not self.claim.hold():
+            self._last_sample, self._previous, self._previous_cgroups = None, {}, {}
+            return False
+        try:
+            return self._pass()
+        except LeaseLost:
+            log.warning("autoscale: the loop's claim was taken over by another server; this pass stops")
+            if self.claim is not None:
+                self.claim.lost()
+            self._last_sample, self._previous, self._previous_cgroups = None, {}, {}
+            return False
+
+    def _pass(self) -> bool:
         now = self.clock.now()
         with self.db.read() as s:
             enabled = [key for key, autoscale in s.execute(select(models.Pool.key, models.Pool.autoscale).where(

@@ -2,9 +2,18 @@
 
 Reconcilers are level-triggered: each pass compares desired with observed state and acts. Requests only
 record intent and :meth:`Runner.nudge` the loops so work starts at once instead of on the next tick.
-Claiming is done with a lock token and an expiry on the row: a pass claims rows in one short transaction,
-acts outside any transaction, and writes back only if its token still holds. That keeps SQLite writers
-short and lets several replicas share one PostgreSQL later.
+Claiming is done with a lock token and an expiry on the row (:class:`Lease`): a pass claims rows in one short
+transaction, acts outside any transaction, and writes back only if its token still holds. That keeps SQLite
+writers short and lets several replicas share one PostgreSQL: every loop claims what it acts on, so two servers
+never act on one row, and the claims of a replica that died (kill -9) lapse after the lease time
+(``--lease-seconds``), when another replica takes its work over.
+
+- per row: the pool allocator (a pool per pass) and the operations loop (a batch of operations per pass);
+- per loop (:class:`LoopClaim`, a row of ``loop_claims`` per loop): the loops whose pass acts on every row of
+  their kind at once, and keeps state of its own between passes, run on one replica at a time: the task
+  scheduler (the attempts it runs and waits for), autoscale (the metric samples and CPU deltas) and the machines
+  loop (VMs' machines, strays, layer garbage). Every write of their passes goes through the claim
+  (:class:`LeasedDatabase`).
 """
 
 from __future__ import annotations
@@ -17,11 +26,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy.exc import IntegrityError
+
+from shoal.store.db import Database
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from shoal.core.clock import Clock
-    from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +86,7 @@ class Lease:
     def take(self, key: str) -> str | None:
         """Claim one row: its token, or None when the row is gone or another live claim holds it."""
         with self.db.write() as s:
-            row = s.get(self.model, key)
+            row = s.get(self.model, key, with_for_update=True)
             return self.take_row(row) if row is not None else None
 
     def take_row(self, row: Any, token: str | None = None) -> str | None:
@@ -97,7 +109,9 @@ class Lease:
     def write(self, key: str, token: str) -> Iterator[Session]:
         """A write transaction that goes ahead only while the claim holds (:class:`LeaseLost` otherwise)."""
         with self.db.write() as s:
-            if not self.holds(s.get(self.model, key), token):
+            # FOR UPDATE (PostgreSQL): a takeover committing meanwhile waits for this transaction, or this one
+            # sees its token; SQLite's write transactions are serialized anyway.
+            if not self.holds(s.get(self.model, key, with_for_update=True), token):
                 raise LeaseLost(f"{self.model.__name__} {key}: the claim was taken over")
             yield s
 
@@ -109,6 +123,105 @@ class Lease:
 
     def release_all(self) -> None:
         release_claims(self.db, self.model, self.owner)
+
+
+class LoopClaim:
+    """The claim of a loop that runs on one replica at a time: a :class:`Lease` on the loop's row of
+    ``loop_claims``.
+
+    A pass starts with :meth:`hold` (takes the loop's row, or renews this server's claim) and does nothing unless
+    it holds the loop; every write of the pass goes through :meth:`write` (:class:`LeaseLost` once the claim was
+    taken over). When the holder dies its claim lapses after the lease time and another replica's next pass takes
+    the loop over (and recovers what the dead one left in progress)."""
+
+    def __init__(self, db: Database, clock: Clock, name: str, ttl: timedelta = timedelta(seconds=120),
+                 owner: str = "") -> None:
+        from shoal.store import models
+
+        self.db, self.clock, self.name = db, clock, name
+        self.lease = Lease(db, clock, models.LoopClaim, ttl, owner=owner)
+        self.token: str | None = None
+        self._renewed_at: Any = None  # (service clock) when this server last wrote its claim
+
+    def hold(self) -> bool:
+        """Whether this server holds the loop now (taking it when free or lapsed; renewing its own claim when
+        a quarter of the lease time has passed since it was last written)."""
+        now = self.clock.now()
+        if self.token is not None:
+            if self._renewed_at is not None and now - self._renewed_at < self.lease.ttl / 4:
+                return True
+            try:
+                with self.write():
+                    pass
+                return True
+            except LeaseLost:
+                log.warning("loop %s: this server's claim lapsed and another server took the loop over", self.name)
+        self.token = self._take()
+        if self.token is not None:
+            self._renewed_at = now
+            log.info("loop %s: this server runs it now", self.name)
+        return self.token is not None
+
+    def _take(self) -> str | None:
+        from shoal.store import models
+
+        for _ in range(2):
+            try:
+                with self.db.write() as s:
+                    row = s.get(models.LoopClaim, self.name, with_for_update=True)
+                    if row is None:  # the loop's first run on this database
+                        row = models.LoopClaim(name=self.name)
+                        s.add(row)
+                    return self.lease.take_row(row)
+            except IntegrityError:  # another server made the row at the same moment: take it now
+                continue
+        return None
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction that goes ahead only while this server holds the loop (renewing its claim)."""
+        if self.token is None:
+            raise LeaseLost(f"loop {self.name}: not held by this server")
+        try:
+            with self.lease.write(self.name, self.token) as s:
+                renewed = self.clock.now()
+                yield s
+        except LeaseLost:
+            self.token, self._renewed_at = None, None
+            raise
+        self._renewed_at = renewed
+
+    def lost(self) -> None:
+        """The pass found its claim taken over (a write raised :class:`LeaseLost`)."""
+        self.token, self._renewed_at = None, None
+
+    def release(self) -> None:
+        """Let the loop go (this server stops): another replica takes it at its next pass."""
+        if self.token is not None:
+            self.lease.release(self.name, self.token)
+            self.token = None
+
+    def release_claims(self) -> None:
+        """At start-up: free this server's claim from before it restarted."""
+        self.lease.release_all()
+
+
+class LeasedDatabase(Database):
+    """The database as a loop holding a :class:`LoopClaim` sees it: reads as usual, and every write transaction
+    checks (and renews) the loop's claim first, raising :class:`LeaseLost` once another server took the loop over.
+    It shares the engines of the database it wraps."""
+
+    def __init__(self, db: Database, claim: LoopClaim) -> None:
+        self.__dict__.update(db.__dict__)
+        self.claim = claim
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self.claim.write() as s:
+            yield s
+
+    def dispose(self) -> None:
+        """Nothing: the engines belong to the wrapped database."""
 
 
 class Runner:
@@ -142,6 +255,13 @@ class Runner:
             ev.set()
         for t in self._threads:
             t.join(timeout)
+        for r in self.reconcilers:  # a clean stop hands the loops this server held to the other replicas at once
+            claim = getattr(r, "claim", None)
+            if isinstance(claim, LoopClaim):
+                try:
+                    claim.release()
+                except Exception:
+                    log.exception("could not release the claim on loop %s", claim.name)
 
     def _loop(self, r: Reconciler) -> None:
         ev = self._events[r.name]

@@ -4,6 +4,9 @@ Level-triggered: each pass compares what the store says (VM power state) with wh
 (is the machine's init alive?) and boots or tears down machines. It is also what brings VMs back after a
 host reboot or a crash of ``shoal serve`` (once the server has adopted the machines still running). VMs with
 an operation in progress are left to that operation.
+
+The loop runs on one replica at a time (``reconcilers/base.py`` LoopClaim "machines"): replicas sharing a
+database share one machine store, and two of them booting or tearing down the same machines would fight.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from shoal.domain import operations
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import sources, vms
 from shoal.domain.host import HostAgent
+from shoal.reconcilers.base import LoopClaim
 from shoal.reconcilers.compute import ComputeWork
 from shoal.store import models
 from shoal.store.db import Database
@@ -33,12 +37,21 @@ class MachineReconciler:
     name = "machines"
 
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, work: ComputeWork,
-                 other_machines: Callable[[], set[str]] = set) -> None:
+                 other_machines: Callable[[], set[str]] = set, claim: LoopClaim | None = None) -> None:
+        """``claim``: the loop's claim (None: this process is the only one on the database, e.g. tests)."""
         self.db, self.clock, self.agent, self.work = db, clock, agent, work
+        self.claim = claim
         self.other_machines = other_machines  # machine ids owned by something else (pool nodes)
         self._last_gc = 0.0
 
+    def release_claims(self) -> None:
+        """At start-up: free this server's claim on the loop from before it restarted."""
+        if self.claim is not None:
+            self.claim.release_claims()
+
     def run_once(self) -> bool:
+        if self.claim is not None and not self.claim.hold():
+            return False
         # The host's machines were adopted before any reconciler started (``api/app.py``): adopting again here
         # would race with the allocator's boots (an init not yet recorded looks like a stray).
         busy, rows = self._vms()

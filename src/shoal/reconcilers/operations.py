@@ -51,9 +51,9 @@ class OperationReconciler:
     name = "operations"
 
     def __init__(self, db: Database, clock: Clock, handlers: dict[str, Handler], batch: int = 16, *,
-                 owner: str = "") -> None:
+                 owner: str = "", lease_ttl: timedelta = LOCK_TTL) -> None:
         self.db, self.clock, self.handlers, self.batch = db, clock, handlers, batch
-        self.lease = Lease(db, clock, models.Operation, LOCK_TTL, owner=owner)
+        self.lease = Lease(db, clock, models.Operation, lease_ttl, owner=owner)
 
     def _claim(self) -> tuple[str, list[OperationWork]]:
         token = self.lease.new_token()

@@ -56,6 +56,7 @@ whiteouts. No hostname, no pid namespace; a timeout kills the command's process 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -74,7 +75,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from shoal.runtime import idranges, safepath
 from shoal.runtime.cgroups import CgroupError, Cgroups, Limits, remove_cgroups
@@ -262,13 +263,22 @@ def _result(code: int, sig: int | None, timed_out: bool, error: str | None = Non
     return res
 
 
+LOCK_STRIPES = 256  # files under machines/.locks that serialize work on one machine across processes
+
+
 class _Records:
-    """machines/<id>/machine.json files and per-machine locks, shared by both runtimes."""
+    """machines/<id>/machine.json files and per-machine locks, shared by both runtimes.
+
+    The lock of a machine holds across processes too (an ``flock`` on one of :data:`LOCK_STRIPES` files picked
+    by the machine's id): servers sharing one store (API replicas of one host on one PostgreSQL) never create or
+    destroy the same machine at once."""
 
     def __init__(self, store_dir: Path) -> None:
         self.store_dir = Path(store_dir)
         self.machines_dir = self.store_dir / "machines"
         self.machines_dir.mkdir(parents=True, exist_ok=True)
+        self.locks_dir = self.machines_dir / ".locks"
+        self.locks_dir.mkdir(mode=0o700, exist_ok=True)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -279,8 +289,32 @@ class _Records:
     def lock(self, machine_id: str) -> Iterator[None]:
         with self._locks_guard:
             lock = self._locks.setdefault(machine_id, threading.Lock())
+        stripe = int(hashlib.sha256(machine_id.encode()).hexdigest()[:8], 16) % LOCK_STRIPES
         with lock:
-            yield
+            fd = os.open(self.locks_dir / f"{stripe:03d}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # (drops the flock)
+
+    def join_store(self, held: IO[str] | None) -> tuple[IO[str], bool]:
+        """Mark this server as one using the store (a shared ``flock`` held for the life of the process):
+        ``(lock file, alone)``. ``alone`` (no other server uses the store) holds the lock exclusively until
+        :meth:`shared` downgrades it: the caller may clean up what others left."""
+        if held is not None:
+            held.close()
+        handle = open(self.store_dir / "servers.lock", "a")  # noqa: SIM115 (held for the life of the process)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle, True
+        except BlockingIOError:
+            fcntl.flock(handle, fcntl.LOCK_SH)  # (waits while a server starting alone cleans up)
+            return handle, False
+
+    @staticmethod
+    def shared(handle: IO[str]) -> None:
+        fcntl.flock(handle, fcntl.LOCK_SH)
 
     def read(self, machine_id: str) -> dict[str, Any] | None:
         try:
@@ -359,6 +393,7 @@ class NamespaceRuntime:
         self._provisioners: dict[str, Provisioner] = {}  # key (a gallery replica) -> its resident provisioner
         self._skeletons: set[str] = set()  # shapes whose skeleton exists
         self._provisioners_lock = threading.Lock()
+        self._store_lock: IO[str] | None = None  # see adopt()
 
     def helper(self) -> str:
         """The native helper's path (compiled on first use)."""
@@ -635,7 +670,17 @@ class NamespaceRuntime:
     def adopt(self) -> dict[str, str]:
         """At start-up (before creating machines): re-find running machines; clean up dead ones, and the inits
         and directories left by an interrupted create. Returns ``{machine id: "running" | "stopped"}``; stopped
-        ones are gone afterwards (their disks' uppers are kept)."""
+        ones are gone afterwards (their disks' uppers are kept).
+
+        When another server uses the same store (replicas of one host sharing a database), nothing is cleaned
+        up: what looks interrupted may be that server's create in progress. Running machines are re-found."""
+        self._store_lock, alone = self.records.join_store(self._store_lock)
+        try:
+            return self._adopt(cleanup=alone)
+        finally:
+            self.records.shared(self._store_lock)
+
+    def _adopt(self, *, cleanup: bool) -> dict[str, str]:
         found: dict[str, str] = {}
         for machine_id in self.records.ids():
             with self.records.lock(machine_id):
@@ -645,11 +690,15 @@ class NamespaceRuntime:
                     self._joins[machine_id] = _join_extra(record)
                     self._id_bases[machine_id] = record.get("idBase")
                     found[machine_id] = "running"
-                else:
+                elif cleanup:
                     self._kill_strays(machine_id)
                     self.records.remove(machine_id, record, keep_temp=False)
                     self._release(machine_id, (record or {}).get("idBase"), (record or {}).get("cgroups") or [])
                     found[machine_id] = "stopped"
+                else:
+                    found[machine_id] = "stopped"  # left to the machine's owner (a loop of a server)
+        if not cleanup:
+            return found
         known = {(pid, start) for pid, start in self._inits.values()}
         for machine_id, pid, start in self._scan_inits():
             if (pid, start) not in known:

@@ -306,3 +306,13 @@ class PoolSample(Base):
     pool_key: Mapped[str] = mapped_column(String(700))
     taken_at: Mapped[datetime] = mapped_column(UTCDateTime())
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LoopClaim(Base):
+    """The claim of a loop that runs on one replica at a time (``reconcilers/base.py`` LoopClaim): the task
+    scheduler, autoscale, the machines loop."""
+
+    __tablename__ = "loop_claims"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lock_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

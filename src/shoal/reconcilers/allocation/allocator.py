@@ -43,9 +43,10 @@ class PoolAllocator:
 
     def __init__(self, db: Database, clock: Clock, agent: HostAgent, base_url: str, *, workers: int = 4,
                  faults: FaultSource | None = None, core_quota: int = usage.DEFAULT_CORE_QUOTA,
-                 address_space: str = network.DEFAULT_SPACE, owner: str = "") -> None:
+                 address_space: str = network.DEFAULT_SPACE, owner: str = "",
+                 lease_ttl: timedelta = LOCK_TTL) -> None:
         self.ctx = Context(db, clock, agent, base_url, base_url, address_space, faults,
-                           lease=Lease(db, clock, models.Pool, LOCK_TTL, owner=owner))
+                           lease=Lease(db, clock, models.Pool, lease_ttl, owner=owner))
         self.decider = Decider(self.ctx, core_quota)
         self.booter = NodeBooter(self.ctx)
         self.removal = NodeRemoval(self.ctx, self.booter)

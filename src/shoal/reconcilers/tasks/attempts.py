@@ -37,6 +37,11 @@ class Attempts:
         with self.lock:
             self._running[key] = (attempt, pid)
 
+    def running(self) -> dict[str, str]:
+        """The attempts this process runs now: task key -> attempt id."""
+        with self.lock:
+            return {key: attempt for key, (attempt, _pid) in self._running.items()}
+
     def finish(self, item: Finished) -> None:
         """An attempt ended: queue it for the next pass, and wake the loop."""
         self.done.put(item)
