@@ -67,8 +67,9 @@ def alias(cluster: str) -> str:
 
 
 def exec_argv(host: SimHost, argv: Sequence[str]) -> list[str]:
-    """``argv`` to run in ``host``'s network namespace."""
-    return ["ip", "netns", "exec", host.netns, *argv]
+    """``argv`` to run in ``host``'s network namespace, with the machine's mounts as they are (``ip netns exec``
+    would mount a sysfs of its own, without the cgroup hierarchies a host agent puts its machines in)."""
+    return ["nsenter", f"--net=/run/netns/{host.netns}", "--", *argv]
 
 
 def up(cluster: str, hosts: int, network: str = DEFAULT_NETWORK, *, bridge: str = DEFAULT_BRIDGE) -> list[SimHost]:
