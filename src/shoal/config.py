@@ -60,6 +60,15 @@ class Settings:
     cgroups: bool = True
     # Set at start when machines have networks of their own: where they reach Shoal (their gateway).
     node_gateway: str | None = None
+    # Node hosts on Ray (``--ray-address HEAD:PORT``; None: the embedded single host, which never imports Ray).
+    ray_address: str | None = None
+    # Where node hosts reach this server's API (``--cluster-address``; default: the address it listens on).
+    cluster_address: str | None = None
+    # The secret node hosts show to fetch layers from this server (made at start when node hosts are on Ray).
+    cluster_token: str | None = None
+    # How long a node host that lost the head waits before it stops its machines (``shoal host join
+    # --fence-seconds``); the control plane requeues a lost host's tasks only after that long.
+    fence_seconds: float = 3.0
     # Host directories bind-mounted read-only into every machine at the same path (``--share-host-dir``).
     share_host_dirs: tuple[Path, ...] = ()
     # Disk imports read local files only below this directory (``--import-dir``; None: no local files).

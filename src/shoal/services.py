@@ -12,6 +12,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from shoal.auth import at_rest
 from shoal.auth.tokens import TokenService
@@ -27,6 +28,7 @@ from shoal.reconcilers.base import LoopClaim, Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
 from shoal.reconcilers.faults import FaultClock, FaultSource
+from shoal.reconcilers.host_loss import HostLossReconciler
 from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
@@ -53,6 +55,7 @@ class Services:
     # The host agent, as the control plane sees it: plain-data calls (``domain/host.py``), never runtime objects.
     host: host_protocol.HostAgent | None = None
     _container_key: bytes | None = None
+    cluster: Any = None  # the node hosts on Ray (cluster/control.py), when serving with --ray-address
 
     @property
     def blobs(self) -> BlobStore:
@@ -82,6 +85,8 @@ class Services:
         """Start the control loops. Before any of them creates machines, the host re-finds its running machines
         and clears what an interrupted create (a crash mid-boot) left behind; then whatever a previous process
         left in progress resumes."""
+        if self.cluster is not None:
+            self.cluster.start()  # finds the node hosts and what they hold, before anything is adopted
         if self.host is not None:
             self.host.adopt()
         self.runner.start()
@@ -90,6 +95,8 @@ class Services:
     def stop(self) -> None:
         """Stop the control loops (the server is shutting down)."""
         self.runner.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
 
     def nudge(self, name: str | None = None) -> None:
         self.runner.nudge(name)
@@ -148,7 +155,14 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
              if with_runtime else None)
     if agent is not None:
         settings.node_gateway = agent.gateway
-    teardown = agent_teardown(agent) if agent is not None else {}
+    # Node hosts on Ray (``--ray-address``): the head's agent keeps disks, images and VMs; nodes go to the hosts.
+    host: host_protocol.HostAgent = agent  # type: ignore[assignment]
+    cluster = None
+    if agent is not None and settings.ray_address:
+        from shoal.cluster import wiring
+
+        host = cluster = wiring.wrap(agent, settings)
+    teardown = agent_teardown(host) if host is not None else {}
     operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, clock, teardown)}
     operation_handlers.update(BatchOperations(db, clock).handlers())
     loops: list[Reconciler] = []
@@ -156,31 +170,37 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     owner = replica_id(settings) if with_runtime else ""
     ttl = timedelta(seconds=settings.lease_seconds)
     if agent is not None:
-        work = ComputeWork(db, clock, agent, settings.node_address_space)
+        work = ComputeWork(db, clock, host, settings.node_address_space)
         operation_handlers.update(work.handlers(KINDS))
-        allocator = PoolAllocator(db, clock, agent, settings.base_url, faults=faults,
+        allocator = PoolAllocator(db, clock, host, settings.base_url, faults=faults,
                                   core_quota=settings.subscription_core_quota,
                                   address_space=settings.node_address_space, owner=owner, lease_ttl=ttl)
         allocator.node_base_url = settings.node_base_url
         loops.append(allocator)
         agent.transfers = Transfers(agent.machines.run, settings.base_url, lambda: settings.node_base_url,
                                     ca_bundle=settings.tls_dir / "ca.pem")
-        scheduler = TaskScheduler(db, clock, agent, settings.base_url, claim=LoopClaim(db, clock, "tasks", ttl, owner))
+        scheduler = TaskScheduler(db, clock, host, settings.base_url, claim=LoopClaim(db, clock, "tasks", ttl, owner))
         scheduler.node_base_url = settings.node_base_url
         loops.append(scheduler)
-        scaler = AutoScaler(db, clock, agent, limits=settings.image_limits,
+        scaler = AutoScaler(db, clock, host, limits=settings.image_limits,
                             claim=LoopClaim(db, clock, "autoscale", ttl, owner))
         loops.append(scaler)
-        loops.append(MachineReconciler(db, clock, agent, work, other_machines=lambda: node_machines(db),
+        loops.append(MachineReconciler(db, clock, host, work, other_machines=lambda: node_machines(db),
                                        claim=LoopClaim(db, clock, "machines", ttl, owner)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner, lease_ttl=ttl))
+    if cluster is not None:  # nodes of lost node hosts
+        losses = HostLossReconciler(db, clock, cluster, settings.fence_seconds)
+        loops.append(losses)
     runner = Runner(loops, settings.reconcile_interval)
     if allocator is not None:
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
         allocator.nudge_tasks = lambda: runner.nudge("tasks")  # nodes that came up while a pass goes on
         scheduler.nudge = lambda: runner.nudge("tasks")
         scaler.nudge = lambda: runner.nudge("pools")  # a new target: allocate now
-    return Services(settings, db, clock, tokens, dev, runner, catalog, agent)
+    if cluster is not None:
+        losses.nudge = lambda: runner.nudge("pools")
+        cluster.on_change = lambda: runner.nudge("hosts")
+    return Services(settings, db, clock, tokens, dev, runner, catalog, host, cluster=cluster)
 
 
 def sandbox_options(settings: Settings) -> SandboxOptions:
@@ -227,7 +247,7 @@ def node_machines(db: Database) -> set[str]:
         return set(s.scalars(select(models.Node.machine_id)))
 
 
-def agent_teardown(agent: HostAgent) -> dict[str, ResourceTeardown]:
+def agent_teardown(agent: host_protocol.HostAgent) -> dict[str, ResourceTeardown]:
     """What deleting a resource group must undo on the host, per resource type."""
     return {
         "microsoft.compute/virtualmachines": lambda i: agent.halt(i["machineId"]) if i.get("machineId") else None,

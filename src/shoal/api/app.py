@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from shoal import __version__
-from shoal.api import containers, errors, health, openapi, portal
+from shoal.api import cluster, containers, errors, health, openapi, portal
 from shoal.api.arm import (
     authorization,
     batch_mgmt,
@@ -49,7 +49,7 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
     # and the identity routes (``/{tenant}/...``) last.
     for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, usages, vm_images,
                    compute, batch_mgmt, subscriptions, resource_groups, resources, authorization, containers,
-                   portal, identity):
+                   portal, cluster, identity):
         app.include_router(module.router)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)

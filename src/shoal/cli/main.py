@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.cli.banner import ConnectionInfo
+from shoal.cli.cluster import dev_app, host_app
 from shoal.cli.marketplace import app as marketplace_app
 from shoal.config import DEFAULT_REGIONS, Settings, default_state_dir
 from shoal.domain.batch.image_rules import ImageLimits
@@ -42,6 +43,8 @@ machines_app = typer.Typer(help="Inspect and tear down machines on this host (VM
                            no_args_is_help=True)
 app.add_typer(machines_app, name="machines")
 app.add_typer(role_app, name="role-assignment")
+app.add_typer(host_app, name="host")
+app.add_typer(dev_app, name="dev")
 
 console = Console()
 
@@ -52,8 +55,30 @@ DatabaseUrl = Annotated[str | None, typer.Option("--database-url", help="SQLAlch
                                                  "the state directory).", envvar="SHOAL_DATABASE_URL")]
 
 
-def _settings(state_dir: Path, database_url: str | None, **kw: object) -> Settings:
-    return Settings(state_dir=state_dir.expanduser().resolve(), database_url=database_url, **kw)  # type: ignore[arg-type]
+DATABASE_URL_FILE = "database-url"
+
+
+def _settings(state_dir: Path, database_url: str | None, *, remembered: bool = True, **kw: object) -> Settings:
+    """Settings of a state directory; without ``--database-url``, the database its server last used (kept in the
+    directory, private: it may hold a password), so every command finds a PostgreSQL-backed server's state."""
+    state = state_dir.expanduser().resolve()
+    if database_url is None and remembered:
+        try:
+            database_url = (state / DATABASE_URL_FILE).read_text().strip() or None
+        except OSError:
+            database_url = None
+    return Settings(state_dir=state, database_url=database_url, **kw)  # type: ignore[arg-type]
+
+
+def _remember_database(settings: Settings) -> None:
+    from shoal.auth import at_rest
+
+    path = settings.state_dir / DATABASE_URL_FILE
+    if settings.database_url:
+        at_rest.create_private_file(path)
+        path.write_text(settings.database_url + "\n")
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _connection_info(settings: Settings, ca_bundle: Path, dev: object) -> ConnectionInfo:
@@ -124,6 +149,17 @@ def serve(
     replica_id: Annotated[str | None, typer.Option(
         help="This replica's id (1-8 lowercase letters or digits), the prefix of the claims it takes (default: "
         "kept in the state directory, one per port with PostgreSQL).", envvar="SHOAL_REPLICA_ID")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        help="Run pool nodes on node hosts of a Ray cluster (HOST:PORT of its head; each host runs `shoal host "
+        "join`). Needs pip install 'shoal[ray]'. Disks, images and VMs stay on this server's host.",
+        envvar="SHOAL_RAY_ADDRESS")] = None,
+    cluster_address: Annotated[str | None, typer.Option(
+        help="The address node hosts reach this server at (default: --host).", envvar="SHOAL_CLUSTER_ADDRESS")]
+    = None,
+    fence_seconds: Annotated[float, typer.Option(
+        min=0.5, help="A lost node host's tasks are requeued this long after it was lost (its hosts' `shoal host "
+        "join --fence-seconds`: they stop their machines after that long without the head).",
+        envvar="SHOAL_FENCE_SECONDS")] = 3.0,
 ) -> None:
     """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane.
 
@@ -147,7 +183,8 @@ def serve(
         console.print("[red]--cert and --key must be given together.[/red]")
         raise typer.Exit(2)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(state_dir, database_url, host=host, port=port, cert=cert, key=key, public_url=public_url,
+    settings = _settings(state_dir, database_url, remembered=False, host=host, port=port, cert=cert, key=key,
+                         public_url=public_url,
                          regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()),
                          store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
                          catalog_file=catalog, runtime=runtime, node_network=node_network,
@@ -158,7 +195,8 @@ def serve(
                          signing_key=signing_key.expanduser().resolve() if signing_key else None,
                          share_host_dirs=tuple(d.expanduser().resolve() for d in share_host_dir or ()),
                          import_dir=import_dir.expanduser().resolve() if import_dir else None,
-                         lease_seconds=lease_seconds, replica_id=replica_id)
+                         lease_seconds=lease_seconds, replica_id=replica_id, ray_address=ray_address,
+                         cluster_address=cluster_address, fence_seconds=fence_seconds)
     if replica_id is not None and not re.fullmatch(r"[a-z0-9]{1,8}", replica_id):
         console.print(f"[red]--replica-id must be 1-8 lowercase letters or digits, not {replica_id!r}.[/red]")
         raise typer.Exit(2)
@@ -190,7 +228,7 @@ def serve(
         console.print(f"[red]Shoal cannot run machines here as asked: {exc}[/red]")
         raise typer.Exit(1) from None
     if cert is None or key is None:
-        tls = ensure_tls(settings.tls_dir, (settings.node_gateway,) if settings.node_gateway else ())
+        tls = ensure_tls(settings.tls_dir, tuple(h for h in (settings.node_gateway, settings.cluster_address) if h))
         cert_file, key_file, ca_bundle = tls.cert, tls.key, tls.ca_cert
     else:
         cert_file, key_file, ca_bundle = cert, key, cert
@@ -198,6 +236,7 @@ def serve(
     if svc.host is not None:
         info = dataclasses.replace(info, isolation=svc.host.isolation, isolation_level=svc.host.isolation_level)
     info.save(settings.state_dir / "server.json")
+    _remember_database(settings)
     info.render(console, "Shoal is starting")
     portal_link = _portal_link(svc, settings.base_url)
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert_file),
@@ -339,10 +378,10 @@ def env(
             "running server (or set SHOAL_STATE_DIR), or add --create to make a new one.")
         raise typer.Exit(2)
     saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
-    if database_url is None and saved.get("database") == "PostgreSQL":
-        Console(stderr=True).print("[yellow]This state directory uses PostgreSQL: pass --database-url.[/yellow]")
     base = saved.get("authorityHost")
     settings = _settings(state_dir, database_url, public_url=base)
+    if settings.database_url is None and saved.get("database") == "PostgreSQL":
+        Console(stderr=True).print("[yellow]This state directory uses PostgreSQL: pass --database-url.[/yellow]")
     svc = services.build(settings)
     ca = Path(saved.get("caBundle") or settings.tls_dir / "ca.pem")
     info = dataclasses.replace(_connection_info(settings, ca, svc.identity),

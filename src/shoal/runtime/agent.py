@@ -268,6 +268,22 @@ class HostAgent:
             f.seek(max(0, start))
             return f.read(max(0, length))
 
+    def layer_size(self, digest: str) -> int | None:
+        """The size of a layer's stored form (None: not here)."""
+        try:
+            return self.layers.blob(digest).stat().st_size if self.layers.has(digest) else None
+        except (OSError, KeyError):
+            return None
+
+    def read_layer(self, digest: str, start: int, length: int) -> bytes:
+        """``length`` bytes of a layer's stored form from ``start`` (what a node host of a cluster imports)."""
+        try:
+            with open(self.layers.blob(digest), "rb") as f:
+                f.seek(max(0, start))
+                return f.read(max(0, length))
+        except (OSError, KeyError) as exc:
+            raise AgentError(f"layer {digest[:12]} is not stored here") from exc
+
     # --- bases and machines --------------------------------------------------------------------------------
     def base_path(self, base: dict[str, Any]) -> str:
         """Make a disk's base bootable (building a marketplace base on first use); the MachineSpec base value."""
@@ -358,6 +374,10 @@ class HostAgent:
     def machine_ids(self) -> list[str]:
         """Every machine this host keeps (running or not)."""
         return list(self.machines.list())
+
+    def lost_machines(self) -> dict[str, float]:
+        """Machines on hosts this agent lost contact with (a single host never loses itself)."""
+        return {}
 
     def usage_samples(self, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
         """What each machine uses now, for autoscale metrics: ``{"cgroup": {"cpuSeconds", "memoryBytes"} or None,

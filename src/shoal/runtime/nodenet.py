@@ -57,6 +57,13 @@ def veth_name(space: str, machine_id: str) -> str:
     return "sh" + hashlib.sha256(f"{space}|{machine_id}".encode()).hexdigest()[:12]
 
 
+def _netns_id() -> int:
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return 0
+
+
 def gateway_of(space: str) -> str:
     return str(ipaddress.ip_network(space).network_address + 1)
 
@@ -108,12 +115,19 @@ def _overlaps_host_routes(net: ipaddress.IPv4Network, gateway: str) -> str | Non
 class NodeNetwork:
     """The host side of one address space."""
 
-    def __init__(self, space: str, api_ports: Iterable[int]) -> None:
+    def __init__(self, space: str, api_ports: Iterable[int], api_forward: str | None = None) -> None:
+        """``api_forward``: ``address:port`` of a Shoal API elsewhere (a cluster's control plane) that machines
+        reach at their gateway's API port, as they reach the local server on a single host."""
         self.subnets = subnets(space)
         self.net = ipaddress.IPv4Network(space)
         self.space = str(self.net)
         self.gateway = gateway_of(self.space)
         self.api_ports = sorted(set(api_ports))
+        self.api_forward = api_forward
+        if api_forward is not None:
+            address, _, port = api_forward.rpartition(":")
+            ipaddress.IPv4Address(address)
+            self.api_ports = sorted({*self.api_ports, int(port)})
         self.table = "shoal_" + hashlib.sha256(self.space.encode()).hexdigest()[:10]
         self._lock_file: IO[str] | None = None
         self._nat: dict[tuple[str, int], tuple[str, int]] = {}
@@ -143,7 +157,8 @@ class NodeNetwork:
 
     def _claim(self) -> None:
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
-        path = LOCK_DIR / f"net-{self.table}.lock"
+        # One owner per space and network namespace (simulated cluster hosts share /run but not networks).
+        path = LOCK_DIR / f"net-{self.table}-{_netns_id()}.lock"
         lock = open(path, "w")  # noqa: SIM115 (held for the life of the process)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -188,6 +203,10 @@ class NodeNetwork:
         s, g = self.space, self.gateway
         pairs = ", ".join(f"{n} . {n}" for n in self.subnets)
         ports = ", ".join(str(p) for p in self.api_ports) or "0"
+        forward = ""
+        if self.api_forward is not None:
+            port = self.api_forward.rpartition(":")[2]
+            forward = f"\n    ip saddr {s} ip daddr {g} tcp dport {port} dnat ip to {self.api_forward}"
         return f"""table inet {self.table} {{
   set same_subnet {{ type ipv4_addr . ipv4_addr; flags interval; elements = {{ {pairs} }} }}
   map nat_endpoints {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
@@ -207,7 +226,7 @@ class NodeNetwork:
     ip daddr {s} drop
   }}
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
-    dnat ip to ip daddr . tcp dport map @nat_endpoints
+    dnat ip to ip daddr . tcp dport map @nat_endpoints{forward}
   }}
   chain output {{ type nat hook output priority -100; policy accept;
     dnat ip to ip daddr . tcp dport map @nat_endpoints

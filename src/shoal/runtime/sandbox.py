@@ -30,6 +30,7 @@ class SandboxOptions:
     address_space: str = DEFAULT_SPACE
     api_ports: tuple[int, ...] = field(default_factory=tuple)  # open to machines at their gateway
     cgroups: bool = True
+    api_forward: str | None = None  # "address:port" of a cluster's API, reached at the gateway (nodenet.py)
 
     @classmethod
     def legacy(cls) -> SandboxOptions:
@@ -129,7 +130,7 @@ def build(options: SandboxOptions, store_dir: Path | None = None) -> Built:
                                  f"{first.flag} (see `shoal doctor`).")
     network = None
     if options.network == "isolated":
-        network = NodeNetwork(options.address_space, options.api_ports)
+        network = NodeNetwork(options.address_space, options.api_ports, options.api_forward)
         try:
             network.up()
         except NetworkError as exc:

@@ -309,6 +309,19 @@ def _unsatisfiable(size: int) -> errors.InvalidRange:
                                headers={"Content-Range": f"bytes */{size}", "x-ms-error-code": "InvalidRange"})
 
 
+def pieces(read: Callable[[int, int], bytes], start: int, stop: int) -> AsyncIterator[bytes]:
+    """Bytes ``start``..``stop`` of a file the host agent keeps, read in pieces in a worker thread."""
+    async def chunks() -> AsyncIterator[bytes]:
+        offset = start
+        while offset < stop:
+            piece = await in_thread(functools.partial(read, offset, min(DOWNLOAD_PIECE, stop - offset)))
+            if not piece:
+                return
+            offset += len(piece)
+            yield piece
+    return chunks()
+
+
 def download_name(filename: str) -> str:
     """The name a download is saved as: ``[A-Za-z0-9._-]``, no leading dots, at most 255 characters."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", filename).lstrip(".")[:255]
@@ -329,21 +342,12 @@ async def download(request: Request, token: str, filename: str) -> Response:
     wanted = byte_range(request.headers.get("x-ms-range") or request.headers.get("range"), size)
     start, stop = (wanted[0], wanted[1] + 1) if wanted else (0, size)
 
-    async def pieces() -> AsyncIterator[bytes]:
-        offset = start
-        while offset < stop:
-            piece = await in_thread(functools.partial(host.read_export, token, offset,
-                                                      min(DOWNLOAD_PIECE, stop - offset)))
-            if not piece:
-                return
-            offset += len(piece)
-            yield piece
-
     headers = {"Content-Length": str(stop - start), "Accept-Ranges": "bytes",
                "Content-Disposition": f'attachment; filename="{download_name(filename)}"'}
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    return StreamingResponse(pieces(), status_code=206 if wanted else 200, media_type="application/x-tar",
+    return StreamingResponse(pieces(functools.partial(host.read_export, token), start, stop),
+                             status_code=206 if wanted else 200, media_type="application/x-tar",
                              headers=headers)
 
 

@@ -53,6 +53,11 @@ class NodeLike(Protocol):
     def is_dedicated(self) -> bool: ...
 
 
+def can_become(current: str, state: str) -> bool:
+    """Whether a node in state ``current`` may go to ``state``."""
+    return state in _TRANSITIONS.get(current, set())
+
+
 def set_state(node: models.Node, clock: Clock, state: str, at: datetime | None = None) -> None:
     """The one place a node's state changes (``at``: when it did, if that was before now). The bulk forms
     below are the same door for many nodes at once, with the same transitions."""
@@ -157,7 +162,9 @@ def machine_spec(pool: models.Pool, node: NodeLike, space: str = network.DEFAULT
     spec: dict[str, Any] = {"machineId": node.machine_id, "hostname": node.machine_id, "base": content.get("base"),
                             "osDisk": {"layers": list(content.get("os") or []), "upper": f"{node.machine_id}-os"},
                             "dataDisks": data, "volatile": True,
-                            "limits": vmsizes.machine_limits(str(pool.spec.get("vmSize") or ""))}
+                            "limits": vmsizes.machine_limits(str(pool.spec.get("vmSize") or "")),
+                            # A cluster spreads a pool's nodes over its node hosts (cluster/control.py).
+                            "placement": {"pool": pool.key}}
     if pool.subnet and node.ip_address:
         spec["network"] = network.machine_network(node.ip_address, pool.subnet, space)
     return spec

@@ -61,7 +61,9 @@ class Attempts:
         """Wait for an attempt's process to end; it is no longer killable then."""
         try:
             result = self.agent.wait(pid) or {}
-            item = Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
+            # A command on a host that was lost (and has fenced itself since): the attempt is requeued.
+            item = Finished(key, attempt, None, lost=True) if result.get("lost") else \
+                Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
         except Exception as exc:
             item = Finished(key, attempt, None, error=str(exc))
         with self.lock:
