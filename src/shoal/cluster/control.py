@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 PID_BITS = 22
 PID_MASK = (1 << PID_BITS) - 1
 DISCOVER_EVERY = 2.0  # seconds between looks for new hosts
-TICK = 0.5  # seconds between checks of the hosts' health
+TICK = 0.25  # seconds between checks of the hosts' health
 
 
 @dataclass
@@ -225,8 +225,24 @@ class ClusterHostAgent:
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _host(self, machine_id: str) -> Host | None:
+        """The host that holds a machine (None: the head's own). A machine this server did not boot (another
+        replica did, or it was booted before a restart) is looked for on the hosts."""
         with self._lock:
-            return self._where.get(machine_id)
+            found = self._where.get(machine_id)
+        if found is not None or self.local.status(machine_id) != "missing":
+            return found
+        for host in self._up():
+            try:
+                held = raylink.call(host.handle, "call", "machine_ids", [], {}, timeout=10.0).get("value") or []
+            except raylink.HostUnreachable:
+                continue
+            with self._lock:
+                for other in held:
+                    self._where.setdefault(other, host)
+                    host.machines.setdefault(other, {"pool": None, "cores": 0, "address": None})
+                if machine_id in held:
+                    return host
+        return None
 
     def _call(self, host: Host, method: str, *args: Any, wait: float | None = 60.0, **kwargs: Any) -> Any:
         """One protocol call on a host (``wait``: how long to wait for its answer; kwargs are the call's)."""

@@ -65,6 +65,7 @@ class ClusterSpec:
     fence_seconds: float = 3.0
     runtime: str | None = None
     node_network: str = "isolated"
+    node_address_space: str = "10.224.0.0/12"
     store_dir: Path | None = None
 
     @property
@@ -224,7 +225,7 @@ def run(spec: ClusterSpec, console: Console) -> int:
     try:
         with console.status("Starting the simulated hosts' network...") as progress:
             try:
-                hosts = simnet.up(spec.name, spec.hosts, spec.network)
+                hosts = simnet.up(spec.name, spec.hosts, spec.network, bridge=simnet.bridge_name(spec.name))
             except simnet.SimNetError as exc:
                 raise ClusterError(f"the simulated network could not be set up: {exc}") from exc
             database_url = spec.database_url
@@ -242,7 +243,8 @@ def run(spec: ClusterSpec, console: Console) -> int:
             serve = _shoal("serve", "--state-dir", str(spec.state_dir), "--port", str(spec.port), "--host", "0.0.0.0",
                            "--public-url", f"https://127.0.0.1:{spec.port}", "--database-url", database_url,
                            "--ray-address", spec.ray_address, "--cluster-address", spec.head_ip,
-                           "--fence-seconds", str(spec.fence_seconds), "--node-network", spec.node_network)
+                           "--fence-seconds", str(spec.fence_seconds), "--node-network", spec.node_network,
+                           "--node-address-space", spec.node_address_space)
             if spec.runtime:
                 serve += ["--runtime", spec.runtime]
             if spec.store_dir:
@@ -252,7 +254,7 @@ def run(spec: ClusterSpec, console: Console) -> int:
                 argv = _shoal("host", "join", "--ray-address", spec.ray_address, "--name", host.name, "--store-dir",
                               str(spec.hosts_dir / host.name), "--api", f"{spec.head_ip}:{spec.port}", "--node-ip",
                               host.address, "--fence-seconds", str(spec.fence_seconds), "--node-network",
-                              spec.node_network)
+                              spec.node_network, "--node-address-space", spec.node_address_space)
                 if spec.runtime:
                     argv += ["--runtime", spec.runtime]
                 (spec.hosts_dir / host.name / "host.json").unlink(missing_ok=True)
@@ -261,7 +263,7 @@ def run(spec: ClusterSpec, console: Console) -> int:
                 procs.start(f"host-{host.name}", simnet.exec_argv(host, argv))
                 _wait(lambda h=host.name: _joined(spec, h), 180,
                       f"host {host.name} did not join (see logs/host-{host.name}.log)", procs)
-            write_record(spec, hosts, procs, database_url)
+            write_record(spec, hosts, procs)
             progress.update("Waiting for the API...")
             _wait(lambda: _api_ready(spec), 120, "the API did not start (see logs/serve.log)", procs)
         console.print(f"Shoal cluster [bold]{spec.name}[/bold] is ready: API https://127.0.0.1:{spec.port}, Ray head "
@@ -307,9 +309,9 @@ def _wait(ready: Any, timeout: float, failure: str, procs: Processes) -> None:
         time.sleep(0.3)
 
 
-def write_record(spec: ClusterSpec, hosts: list[simnet.SimHost], procs: Processes, database_url: str) -> None:
+def write_record(spec: ClusterSpec, hosts: list[simnet.SimHost], procs: Processes) -> None:
     record = {"name": spec.name, "pid": os.getpid(), "rayAddress": spec.ray_address, "port": spec.port,
-              "databaseUrl": database_url, "fenceSeconds": spec.fence_seconds,
+              "fenceSeconds": spec.fence_seconds,
               "hosts": [{"name": h.name, "netns": h.netns, "address": h.address,
                          "storeDir": str(spec.hosts_dir / h.name),
                          "pid": procs.started[f"host-{h.name}"].pid} for h in hosts]}
@@ -337,8 +339,15 @@ def status(state_dir: Path) -> dict[str, Any]:
         store = Path(host["storeDir"])
         host["running"] = _alive(host.get("pid"))
         machines: dict[str, str] = {}
+        addresses: dict[str, str] = {}
         if store.is_dir():
             runtime = detect_runtime(store, hide=[str(store)], probe=False)
-            machines = {m: runtime.status(m) for m in runtime.list()}
-        host["machines"] = machines
+            records: Any = getattr(runtime, "records", None)
+            for machine_id in runtime.list():
+                machines[machine_id] = runtime.status(machine_id)
+                kept = records.read(machine_id) if records is not None else None
+                address = (((kept or {}).get("spec") or {}).get("network") or {}).get("address")
+                if address:
+                    addresses[machine_id] = str(address)
+        host["machines"], host["addresses"] = machines, addresses
     return record

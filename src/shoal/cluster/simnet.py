@@ -66,6 +66,11 @@ def alias(cluster: str) -> str:
     return f"shoal-sim:{cluster}"
 
 
+def bridge_name(cluster: str) -> str:
+    """A bridge of the cluster's own, so that several clusters can run on one machine."""
+    return f"sb{_digest(cluster)}"
+
+
 def exec_argv(host: SimHost, argv: Sequence[str]) -> list[str]:
     """``argv`` to run in ``host``'s network namespace, with the machine's mounts as they are (``ip netns exec``
     would mount a sysfs of its own, without the cgroup hierarchies a host agent puts its machines in)."""
