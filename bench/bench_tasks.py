@@ -3,21 +3,32 @@
   throughput  N trivial tasks (/bin/true) added with addtaskcollection to a 20-node pool, from the first add to
               the last `completed` seen through the API; baseline: bare subprocess.run(['/bin/true']) rate.
               Targets: >= 300 tasks/s and a ratio >= 0.25.
+  runtime     the machine helper alone: a NamespaceRuntime machine with the hardening a pool node gets (user
+              namespaces, its own network, the cgroup limits of the pool's VM size), then spawn + wait of the same
+              /bin/true in it as the scheduler starts a task (as the task user, output to files in the machine, the
+              exit status to a host file), sequentially and from --threads (4) threads; each against subprocess.run with
+              as many threads. It shows the isolation's cost (runtime / bare) apart from the control plane's
+              (end-to-end / runtime).
   submission  tasks/s accepted by addtaskcollection (100 per call) with 4 concurrent clients (target >= 3000/s);
               the job's pool does not exist, so only acceptance is measured.
   latency     task add -> running (creationTime -> executionInfo.startTime) on an idle pool: p50 <= 50 ms,
               p99 <= 250 ms.
 
-    .venv/bin/python bench/bench_tasks.py [--tasks 10000] [--nodes 20]
+    .venv/bin/python bench/bench_tasks.py [--tasks 10000] [--nodes 20] [--threads 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,16 +37,80 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from azure.batch import models as bm
 
 from batch_fixtures import NODE_AGENT, create_account, prepare_image
-from harness import ShoalServer
+from harness import ShoalServer, scratch_root
 from shoal.azure import Shoal
+from shoal.domain import network
+from shoal.domain.batch import vmsizes
+from shoal.domain.batch.assignment import task_user
+from shoal.runtime import sandbox
+from shoal.runtime.machines import DiskMount, Hardening, MachineSpec, detect_runtime
+
+VM_SIZE = "Standard_D16s_v3"
+# The runtime baseline's machine gets its address here: outside the spaces test servers pick (10.64-10.248) and
+# bench_pool_provisioning's baseline (10.40.0.0/14).
+RUNTIME_SPACE = "10.44.0.0/14"
+TASK_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
-def spawn_rate(seconds: float = 2.0) -> float:
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        subprocess.run(["/bin/true"], check=True)
-        n += 1
-    return n / (time.perf_counter() - start)
+def rate(one: Callable[[int], object], threads: int = 1, seconds: float = 2.0) -> float:
+    """Calls per second of ``one(i)`` from ``threads`` threads for about ``seconds``."""
+    counter = itertools.count()
+    done = [0] * threads
+    start = time.perf_counter()
+
+    def loop(k: int) -> None:
+        while time.perf_counter() - start < seconds:
+            one(next(counter))
+            done[k] += 1
+
+    workers = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.perf_counter() - start)
+
+
+def spawn_rate(threads: int = 1, seconds: float = 2.0) -> float:
+    return rate(lambda _: subprocess.run(["/bin/true"], check=True), threads, seconds)
+
+
+def runtime_rates(threads: int, seconds: float = 2.0) -> tuple[float, float]:
+    """Tasks/s of the machine helper alone in one hardened machine like a pool node: (1 thread, ``threads``)."""
+    store = Path(tempfile.mkdtemp(prefix="bench-tasks-rt-", dir=scratch_root()))
+    built = sandbox.build(sandbox.SandboxOptions(address_space=RUNTIME_SPACE), store)
+    try:
+        runtime = detect_runtime(store, hardening=Hardening(built.user_namespaces, built.network, built.cgroups))
+        layer, root = store / "layer", store / "disks" / "m0"
+        (layer / "opt" / "app").mkdir(parents=True)
+        for sub in ("os/upper", "os/work", "temp", "exits"):
+            (root / sub).mkdir(parents=True)
+        subnet = network.allocate_subnet(RUNTIME_SPACE, [])
+        runtime.create(MachineSpec(
+            machine_id="m0", hostname="m0", base="host",
+            os_disk=DiskMount([str(layer)], str(root / "os/upper"), str(root / "os/work")), data_disks={},
+            temp_dir=str(root / "temp"), volatile=True,
+            network=network.machine_network(network.allocate_addresses(subnet, [], 1)[0], subnet, RUNTIME_SPACE),
+            limits=vmsizes.machine_limits(VM_SIZE.lower())))
+        try:
+            runtime.run("m0", ["/bin/chmod", "1777", "/tmp"], env=TASK_ENV)
+
+            def task(i: int) -> None:
+                started = runtime.spawn("m0", ["/bin/true"], env=TASK_ENV, cwd="/tmp", user=task_user(False),
+                                        stdout=f"/tmp/t{i}.out", stderr=f"/tmp/t{i}.err",
+                                        exit_file=str(root / "exits" / str(i)))
+                result = runtime.wait(started["pid"])
+                if result is None or result["exitCode"] != 0:
+                    raise RuntimeError(f"/bin/true in the machine: {result}")
+
+            task(-1)  # helper built, caches warm
+            return rate(task, 1, seconds), rate(task, threads, seconds)
+        finally:
+            runtime.destroy("m0")
+    finally:
+        if built.network is not None:
+            built.network.down()
+        shutil.rmtree(store, ignore_errors=True)
 
 
 def add_all(client: object, job_id: str, ids: list[str], threads: int) -> None:
@@ -54,8 +129,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--slots", type=int, default=8, help="taskSlotsPerNode")
+    parser.add_argument("--threads", type=int, default=4, help="concurrent starts in the runtime-alone line")
     args = parser.parse_args()
     baseline = spawn_rate()
+    baseline_n = spawn_rate(args.threads)
+    runtime_1, runtime_n = runtime_rates(args.threads)
     server = ShoalServer().start()
     try:
         shoal = Shoal.from_env_json(server.env)
@@ -63,7 +141,7 @@ def main() -> None:
         account = create_account(shoal, image.group)
         client = shoal.batch_client(account.account_endpoint)
         client.create_pool(bm.BatchPoolCreateOptions(
-            id="bench", vm_size="Standard_D16s_v3", target_dedicated_nodes=args.nodes, task_slots_per_node=args.slots,
+            id="bench", vm_size=VM_SIZE, target_dedicated_nodes=args.nodes, task_slots_per_node=args.slots,
             virtual_machine_configuration=bm.VirtualMachineConfiguration(
                 image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
                 node_agent_sku_id=NODE_AGENT)))
@@ -97,10 +175,13 @@ def main() -> None:
         failed = c.failed
     finally:
         server.cleanup()
-    print(f"baseline subprocess.run(['/bin/true']): {baseline:8.1f} /s")
+    print(f"baseline subprocess.run(['/bin/true']): {baseline:8.1f} /s; {args.threads} threads: {baseline_n:8.1f} /s")
+    print(f"runtime alone (spawn + wait in a hardened {VM_SIZE} machine): {runtime_1:8.1f} tasks/s, ratio "
+          f"{runtime_1 / baseline:.2f} to the baseline; {args.threads} threads: {runtime_n:8.1f} tasks/s, ratio "
+          f"{runtime_n / baseline_n:.2f} to the baseline with {args.threads} threads")
     print(f"end-to-end: {args.tasks} tasks on {args.nodes} nodes x {args.slots} slots in {elapsed:.2f} s = "
           f"{throughput:.1f} tasks/s (target >= 300), ratio {throughput / baseline:.2f} (target >= 0.25), "
-          f"failed {failed}")
+          f"failed {failed}; ratio {throughput / max(runtime_1, runtime_n):.2f} to the runtime alone (its best)")
     print(f"submission (4 clients, 100/call): {submit_rate:.0f} tasks/s (target >= 3000)")
     p50 = statistics.median(latencies)
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
