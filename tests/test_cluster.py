@@ -166,6 +166,29 @@ def test_a_pool_spreads_over_the_hosts_and_each_task_runs_on_its_nodes_host(clus
     assert len(ran_on) == HOSTS
 
 
+REACH = ("python3 -c \"import socket,sys\n"
+         "ok=[]\n"
+         "for ip in sys.argv[1:]:\n"
+         "    try: socket.create_connection((ip, 9), timeout=5).close(); ok.append(ip)\n"
+         "    except ConnectionRefusedError: ok.append(ip)\n"
+         "    except OSError as e: print('unreachable', ip, e)\n"
+         "print('reached', len(ok))\" ")
+
+
+def test_nodes_of_a_pool_reach_each_other_across_hosts(cluster: Cluster, work: tuple[Any, Shoal]) -> None:
+    """A node connects to every other node of the pool (port 9: the target's own kernel answers, refused), so
+    traffic crosses from host to host both ways."""
+    client, _ = work
+    addresses = sorted(n.ip_address for n in client.list_nodes("work"))
+    client.create_job(bm.BatchJobCreateOptions(id="reach", pool_info=bm.BatchPoolInfo(pool_id="work")))
+    client.create_tasks("reach", [bm.BatchTaskCreateOptions(id=f"x{i}", command_line=REACH + " ".join(addresses))
+                                  for i in range(3)])
+    wait_for(lambda: _tasks_done(client, "reach", 3), "the reachability tasks", 300)
+    for task in client.list_tasks("reach"):
+        out = b"".join(client.download_task_file("reach", task.id, "stdout.txt")).decode()
+        assert f"reached {len(addresses)}" in out, out
+
+
 def _agent_pid(netns: str) -> int | None:
     """The pid of a host's agent actor process (Ray titles the worker ``ray::HostSide...``)."""
     inode = os.stat(f"/run/netns/{netns}").st_ino

@@ -60,6 +60,7 @@ class Host:
 
 @dataclass
 class _Wait:
+    started: int  # the process's start time on its host: with the pid, what names the process
     event: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] | None = None
     machine: str = ""
@@ -81,7 +82,9 @@ class ClusterHostAgent:
         self._by_slot: dict[int, Host] = {}
         self._where: dict[str, Host] = {}  # machine id -> host
         self._waits: dict[int, _Wait] = {}
-        self._early: dict[int, dict[str, Any]] = {}  # ends read before anyone waited for them
+        # Ends read before their spawn call returned, by (global pid, start time): an end of an earlier process
+        # that had the same pid never matches.
+        self._early: dict[tuple[int, int], dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -213,11 +216,12 @@ class ClusterHostAgent:
                 self._ended((host.slot << PID_BITS) | int(pid), result)
 
     def _ended(self, gpid: int, result: dict[str, Any]) -> None:
+        started = int(result.pop("started", 0))
         with self._lock:
             wait = self._waits.get(gpid)
-            if wait is None:
-                self._early[gpid] = result
-                if len(self._early) > 100_000:
+            if wait is None or wait.started != started:
+                self._early[(gpid, started)] = result
+                if len(self._early) > 10_000:
                     self._early.pop(next(iter(self._early)))
                 return
             wait.result = result
@@ -244,8 +248,10 @@ class ClusterHostAgent:
                     return host
         return None
 
-    def _call(self, host: Host, method: str, *args: Any, wait: float | None = 60.0, **kwargs: Any) -> Any:
-        """One protocol call on a host (``wait``: how long to wait for its answer; kwargs are the call's)."""
+    def _call(self, host: Host, method: str, *args: Any, wait: float | None = 60.0, whole: bool = False,
+              **kwargs: Any) -> Any:
+        """One protocol call on a host (``wait``: how long to wait for its answer; ``whole``: the answer with its
+        extra fields, not only its value; kwargs are the call's)."""
         if host.state != "up":
             raise AgentError(f"the node host {host.name} is lost; its machines are unreachable")
         try:
@@ -254,7 +260,7 @@ class ClusterHostAgent:
             raise AgentError(f"the node host {host.name} did not answer: {exc}") from exc
         if "error" in answer:
             raise_error(answer["error"])
-        return answer["value"]
+        return answer if whole else answer["value"]
 
     def _route(self, method: str, machine_id: str, *args: Any, **kwargs: Any) -> Any:
         host = self._host(machine_id)
@@ -304,10 +310,13 @@ class ClusterHostAgent:
     def _place(self, machine: dict[str, Any]) -> Host:
         pool = (machine.get("placement") or {}).get("pool")
         cores = int((machine.get("limits") or {}).get("cores") or 1)
+        memory = int((machine.get("limits") or {}).get("memoryBytes") or 0) >> 20
         candidates = []
         for host in self._up():
             used = sum(int(m.get("cores") or 0) for m in host.machines.values())
-            if host.overcommit is not None and used + cores > host.cores * host.overcommit:
+            used_memory = sum(int(m.get("memoryMb") or 0) for m in host.machines.values())
+            if host.overcommit is not None and (used + cores > host.cores * host.overcommit
+                                                or used_memory + memory > host.memory_mb * host.overcommit):
                 continue
             same = sum(1 for m in host.machines.values() if pool is not None and m.get("pool") == pool)
             candidates.append((same / max(host.cores, 1), used / max(host.cores, 1), len(host.machines), host.name,
@@ -324,9 +333,10 @@ class ClusterHostAgent:
         with self._lock:
             host = self._where.get(machine_id) or self._place(machine)
             address = (machine.get("network") or {}).get("address")
+            limits = machine.get("limits") or {}
             host.machines[machine_id] = {"pool": machine["placement"].get("pool"),
-                                         "cores": int((machine.get("limits") or {}).get("cores") or 1),
-                                         "address": address}
+                                         "cores": int(limits.get("cores") or 1),
+                                         "memoryMb": int(limits.get("memoryBytes") or 0) >> 20, "address": address}
             self._where[machine_id] = host
         try:
             layers = list(machine["osDisk"].get("layers") or [])
@@ -449,12 +459,12 @@ class ClusterHostAgent:
         host = self._host(machine_id)
         if host is None:
             return int(self.local.spawn(machine_id, argv, **kwargs))
-        pid = int(self._call(host, "spawn", machine_id, argv, **kwargs))
-        gpid = (host.slot << PID_BITS) | pid
+        answer = self._call(host, "spawn", machine_id, argv, whole=True, **kwargs)
+        gpid = (host.slot << PID_BITS) | int(answer["value"])
+        wait = _Wait(int(answer.get("started") or 0), machine=machine_id, exit_key=str(kwargs.get("exit_key") or ""))
         with self._lock:
-            wait = self._waits.setdefault(gpid, _Wait())
-            wait.machine, wait.exit_key = machine_id, str(kwargs.get("exit_key") or "")
-            early = self._early.pop(gpid, None)
+            self._waits[gpid] = wait
+            early = self._early.pop((gpid, wait.started), None)
             if early is not None:
                 wait.result = early
                 wait.event.set()
@@ -465,11 +475,10 @@ class ClusterHostAgent:
         if host is None:
             return self.local.wait(pid)
         with self._lock:
-            wait = self._waits.setdefault(gpid, _Wait())
-            early = self._early.pop(gpid, None)
-            if early is not None:
-                wait.result = early
-                wait.event.set()
+            found = self._waits.get(gpid)
+        if found is None:  # not spawned through this server (it restarted since): watch the process itself
+            return self._watch_alive(host, pid)
+        wait = found
         epoch = host.epoch
         try:
             while not wait.event.wait(1.0):
@@ -484,6 +493,15 @@ class ClusterHostAgent:
         finally:
             with self._lock:
                 self._waits.pop(gpid, None)
+
+    def _watch_alive(self, host: Host, pid: int) -> dict[str, Any] | None:
+        while True:
+            if host.state != "up":
+                if time.monotonic() - host.lost_at >= self.fence_seconds:
+                    return {"exitCode": None, "lost": True, "error": f"the node host {host.name} was lost"}
+            elif not self._call(host, "alive", pid):
+                return None
+            time.sleep(0.5)
 
     def kill(self, gpid: int) -> None:
         host, pid = self._split_pid(gpid)

@@ -53,8 +53,9 @@ def error_data(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, hosterrors.TransferError):
         return {"type": "TransferError", "code": exc.code, "message": exc.message, "category": exc.category,
                 "details": [list(d) for d in exc.details]}
-    for name, cls in (("AgentError", hosterrors.AgentError), ("LayerError", hosterrors.LayerError),
-                      ("NodeFileError", hostfiles.NodeFileError)):
+    if isinstance(exc, hostfiles.NodeFileError):
+        return {"type": "NodeFileError", "kind": exc.kind, "message": str(exc)}
+    for name, cls in (("AgentError", hosterrors.AgentError), ("LayerError", hosterrors.LayerError)):
         if isinstance(exc, cls):
             return {"type": name, "args": [a if isinstance(a, (str, int, float)) else str(a) for a in exc.args]}
     return {"type": "AgentError", "args": [f"{type(exc).__name__}: {exc}"]}
@@ -66,9 +67,18 @@ def raise_error(data: dict[str, Any]) -> None:
     if kind == "TransferError":
         raise hosterrors.TransferError(data["code"], data["message"], data.get("category", "usererror"),
                                        tuple(tuple(d) for d in data.get("details") or ()))
-    cls: type[Exception] = {"LayerError": hosterrors.LayerError,
-                            "NodeFileError": hostfiles.NodeFileError}.get(str(kind), AgentError)
+    if kind == "NodeFileError":
+        raise hostfiles.NodeFileError(str(data["kind"]), str(data["message"]))
+    cls = hosterrors.LayerError if kind == "LayerError" else AgentError
     raise cls(*data.get("args") or ["the host agent failed"])
+
+
+def _start_time(pid: int) -> int:
+    """A process's start time (clock ticks since boot; 0 when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _memory_mb() -> int:
@@ -154,20 +164,22 @@ class HostSide:
         except Exception as exc:  # every failure goes back as data; the actor stays up
             return {"error": error_data(exc)}
         if method == "spawn":
-            self._watch(int(value))
+            # The process's start time names it with its pid (a pid is reused; the pair is not). Only this
+            # actor's watcher reaps the process, so it is still there to be read.
+            started = _start_time(int(value))
+            threading.Thread(target=self._await, args=(int(value), started), daemon=True,
+                             name=f"wait-{value}").start()
+            return {"value": value, "started": started}
         return {"value": value}
 
-    def _watch(self, pid: int) -> None:
-        threading.Thread(target=self._await, args=(pid,), daemon=True, name=f"wait-{pid}").start()
-
-    def _await(self, pid: int) -> None:
+    def _await(self, pid: int, started: int) -> None:
         try:
             result: dict[str, Any] = self.agent.wait(pid) or {}
         except Exception as exc:
             result = {"exitCode": None, "error": str(exc)}
         with self._cond:
             self._seq += 1
-            self._ends.append((self._seq, pid, result))
+            self._ends.append((self._seq, pid, {**result, "started": started}))
             if len(self._ends) > ENDS_KEPT:
                 del self._ends[: len(self._ends) - ENDS_KEPT]
             self._cond.notify_all()

@@ -18,6 +18,7 @@ machines, and the new agent adopts them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -74,6 +75,17 @@ def _creation_error(exc: BaseException) -> str:
     return lines[-1] if lines else text.splitlines()[0] if text else "the agent did not answer"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (the raylet killed, not yet reaped by ray start) is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def head_reachable(address: str, timeout: float = 0.5) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -88,8 +100,17 @@ def fence(store_dir: Path) -> int:
     from shoal.runtime.machines import detect_runtime
 
     runtime = detect_runtime(store_dir, hide=[str(store_dir)], probe=False)
+    machines = runtime.list()
+    # First every init at once (its pid namespace dies with it, and every task in it), then the orderly clean-up:
+    # the control plane may requeue the tasks as soon as the fence time has passed.
+    init_pid = getattr(runtime, "init_pid", None)
+    for machine_id in machines:
+        pid = init_pid(machine_id) if callable(init_pid) else None
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     stopped = 0
-    for machine_id in runtime.list():
+    for machine_id in machines:
         try:
             runtime.destroy(machine_id, keep_temp=True)
             stopped += 1
@@ -141,15 +162,38 @@ class Supervisor:
             raise RayNodeFailed(f"the Ray node exited ({self.ray.returncode}); see "
                                 f"{self.opts.store_dir / 'ray-start.log'}")
 
+    def raylet(self) -> int | None:
+        """The pid of this host's raylet (a descendant of ``ray start``): watched directly, since ``ray start``
+        itself notices a dead raylet only seconds later."""
+        if self.ray is None:
+            return None
+        todo, seen = [self.ray.pid], set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            try:
+                if b"/raylet" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]:
+                    return pid
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return None
+
     def watch(self) -> int:
         """Fence the host when its Ray node stops or the head is unreachable for ``fence_seconds``."""
         unreachable_since: float | None = None
         fenced = False
+        raylet = self.raylet()
         while True:
             if self._stopping:
                 return self._stop("stopping on request")
             if self.ray is not None and self.ray.poll() is not None:
                 return self._stop(f"the Ray node stopped ({self.ray.returncode})")
+            if raylet is not None and not _alive(raylet):
+                return self._stop("the raylet died")
             if head_reachable(self.opts.ray_address):
                 unreachable_since, fenced = None, False
             else:

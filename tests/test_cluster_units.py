@@ -1,0 +1,166 @@
+"""The rules of node hosts without Ray running: placement, process ids, errors over the wire, a lost host's nodes
+(on SQLite and PostgreSQL), the API forwarded to a cluster's head, and an embedded default that never imports
+Ray. The same code paths run for real in ``test_cluster.py``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from harness import scratch_database
+from shoal.cluster import control
+from shoal.cluster.control import ClusterHostAgent, Host
+from shoal.cluster.hostside import error_data, raise_error
+from shoal.core import hosterrors, hostfiles
+from shoal.core.clock import Clock
+from shoal.domain.batch import host_loss, pool_nodes
+from shoal.runtime.nodenet import NodeNetwork
+from shoal.store import models
+from shoal.store.db import Database
+
+
+class ManualClock(Clock):
+    def __init__(self) -> None:
+        self.at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+
+class HeadAgent:
+    """The head's own agent, as far as placement needs it (it holds no machine)."""
+
+    def status(self, machine_id: str) -> str:
+        return "missing"
+
+
+def agent_with(*hosts: Host) -> ClusterHostAgent:
+    agent = ClusterHostAgent(HeadAgent(), "head:1", dict)
+    for host in hosts:
+        agent.hosts[host.name] = host
+        agent._by_slot[host.slot] = host
+    return agent
+
+
+def node(pool: str, cores: int = 1, memory_mb: int = 1024) -> dict[str, Any]:
+    return {"placement": {"pool": pool}, "limits": {"cores": cores, "memoryBytes": memory_mb << 20}}
+
+
+def test_a_pools_nodes_are_spread_over_the_hosts_that_are_up() -> None:
+    a, b, c = (Host(n, None, i + 1, 8, 32768, None, f"10.0.0.{i}") for i, n in enumerate("abc"))
+    c.state = "lost"
+    agent = agent_with(a, b, c)
+    placed = []
+    for i in range(10):
+        host = agent._place(node("p1"))
+        host.machines[f"m{i}"] = {"pool": "p1", "cores": 1, "memoryMb": 1024}
+        placed.append(host.name)
+    assert sorted(placed.count(h) for h in "ab") == [5, 5] and "c" not in placed
+    # a second pool starts again on the host with the fewest of its nodes, then the lowest load
+    a.machines["other"] = {"pool": "p2", "cores": 4, "memoryMb": 0}
+    assert agent._place(node("p2")).name == "b"
+
+
+def test_overcommit_bounds_cores_and_memory_and_no_room_is_a_clear_error() -> None:
+    small = Host("small", None, 1, 2, 4096, 1.0, None)
+    agent = agent_with(small)
+    small.machines["m1"] = {"pool": "p", "cores": 2, "memoryMb": 1024}
+    with pytest.raises(hosterrors.AgentError, match="no node host has room"):
+        agent._place(node("p", cores=1))
+    small.overcommit = 2.0
+    assert agent._place(node("p", cores=1, memory_mb=1024)).name == "small"
+    with pytest.raises(hosterrors.AgentError):
+        agent._place(node("p", cores=1, memory_mb=8000))  # 9 GB > 2 x 4 GB
+    unbounded = Host("big", None, 2, 1, 1, None, None)  # no overcommit factor: no bound, as on one host
+    assert agent_with(unbounded)._place(node("p", cores=64, memory_mb=10**6)).name == "big"
+
+
+def test_process_ids_carry_their_hosts_slot() -> None:
+    h = Host("h", None, 3, 1, 1, None, None)
+    agent = agent_with(h)
+    gpid = (3 << control.PID_BITS) | 4_194_303
+    assert agent._split_pid(gpid) == (h, 4_194_303)
+    assert agent._split_pid(1234) == (None, 1234)  # slot 0: the head's own
+    with pytest.raises(hosterrors.AgentError):
+        agent._split_pid(9 << control.PID_BITS)
+
+
+def test_errors_cross_the_wire_as_their_own_types() -> None:
+    cases: list[Exception] = [
+        hosterrors.AgentError("no room"), hosterrors.LayerError("bad member"),
+        hostfiles.NodeFileError("notfound", "nope"),
+        hosterrors.TransferError("BlobAccessDenied", "denied", "usererror", (("Url", "https://x"),))]
+    for exc in cases:
+        with pytest.raises(type(exc)) as raised:
+            raise_error(error_data(exc))
+        assert str(raised.value) == str(exc)
+        if isinstance(exc, hostfiles.NodeFileError):
+            assert raised.value.kind == "notfound"  # type: ignore[attr-defined]
+        if isinstance(exc, hosterrors.TransferError):
+            assert raised.value.failure_info() == exc.failure_info()  # type: ignore[attr-defined]
+    with pytest.raises(hosterrors.AgentError, match="KeyError"):
+        raise_error(error_data(KeyError("x")))  # anything else: an AgentError naming it, never a pickled object
+
+
+@pytest.fixture
+def db(database_url: str | None) -> Iterator[Database]:
+    with scratch_database(database_url) as database:
+        yield database
+
+
+def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_resizes(db: Database) -> None:
+    clock = ManualClock()
+    now = clock.now()
+    with db.write() as s:
+        pool = models.Pool(key="acct/p1", account_key="acct", pool_id="p1", spec={}, content={}, state="active",
+                           state_transition_time=now, allocation_state="resizing", target_dedicated=3,
+                           allocation_state_transition_time=now, resize_errors=[], autoscale={}, etag="e",
+                           created_at=now, last_modified=now)
+        s.add(pool)
+        nodes = pool_nodes.add(s, clock, pool, 3, 0, [], ("127.0.0.1", "localhost"), "10.64.0.0/14",
+                               own_network=False)
+        pool.allocation_state = "steady"
+    with db.write() as s:
+        rows = {n.machine_id: n for n in s.query(models.Node)}
+        for machine, row in rows.items():
+            row.state = "running" if machine == nodes[0].machine_id else "idle"
+    lost = {nodes[0].machine_id: 0.5, nodes[1].machine_id: 0.5}
+    with db.write() as s:
+        assert host_loss.apply(s, clock, lost, fence_seconds=3.0) == ["acct/p1"]
+    with db.read() as s:
+        by_machine = {n.machine_id: n for n in s.query(models.Node)}
+        assert [by_machine[m].state for m in lost] == ["unusable", "unusable"]
+        assert by_machine[nodes[0].machine_id].errors[0]["code"] == "NodeHostLost"
+        assert all(by_machine[m].pending == "" for m in lost), "nothing leaves before the fence time"
+        assert by_machine[nodes[2].machine_id].state == "idle"
+        assert s.get(models.Pool, "acct/p1").allocation_state == "steady"
+    clock.at += timedelta(seconds=5)
+    with db.write() as s:
+        host_loss.apply(s, clock, {m: 3.5 for m in lost}, fence_seconds=3.0)
+    with db.read() as s:
+        by_machine = {n.machine_id: n for n in s.query(models.Node)}
+        assert all((by_machine[m].pending, by_machine[m].pending_option) == ("remove", "requeue") for m in lost)
+        p = s.get(models.Pool, "acct/p1")
+        assert (p.allocation_state, p.target_dedicated) == ("resizing", 3), "the pool grows back to its target"
+    with db.write() as s:  # applying again changes nothing
+        assert host_loss.apply(s, clock, {m: 9.0 for m in lost}, fence_seconds=3.0) == []
+
+
+def test_nodes_reach_a_clusters_api_at_their_gateway() -> None:
+    net = NodeNetwork("10.224.0.0/12", [8443], api_forward="10.213.0.1:9443")
+    rules = net.ruleset()
+    assert "ip saddr 10.224.0.0/12 ip daddr 10.224.0.1 tcp dport 9443 dnat ip to 10.213.0.1:9443" in rules
+    assert "tcp dport { 8443, 9443 } accept" in rules
+    with pytest.raises(ValueError):
+        NodeNetwork("10.224.0.0/12", [], api_forward="not-an-address:1")
+
+
+def test_the_embedded_default_never_imports_ray() -> None:
+    probe = ("import sys; import shoal.cli.main, shoal.services, shoal.api.app, shoal.cluster.wiring; "
+             "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
+    subprocess.run([sys.executable, "-c", probe], check=True)
