@@ -105,6 +105,8 @@ def cluster(
     fence_seconds: Annotated[float, typer.Option(help="As for `shoal host join`.")] = 3.0,
     runtime: Annotated[str | None, typer.Option(help="As for `shoal serve`.", envvar="SHOAL_RUNTIME")] = None,
     node_network: Annotated[str, typer.Option(help="As for `shoal serve`.")] = "isolated",
+    node_address_space: Annotated[str, typer.Option(help="As for `shoal serve` (the head and every host).")]
+    = "10.224.0.0/12",
     store_dir: Annotated[Path | None, typer.Option(help="Where the head and hosts keep their stores (default "
                                                    "<state-dir>/store and <state-dir>/hosts).",
                                                    envvar="SHOAL_STORE_DIR")] = None,
@@ -117,6 +119,7 @@ def cluster(
     spec = dev.ClusterSpec(name=name, hosts=hosts, state_dir=state_dir.expanduser().resolve(), port=port,
                            database_url=database_url, network=network, ray_port=ray_port,
                            fence_seconds=fence_seconds, runtime=runtime, node_network=node_network,
+                           node_address_space=node_address_space,
                            store_dir=store_dir.expanduser().resolve() if store_dir else None)
     try:
         code = dev.run(spec, console)

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from shoal.cluster import raylink
 from shoal.cluster.hostside import raise_error
-from shoal.core.hosterrors import AgentError
+from shoal.core.hosterrors import AgentError, HostUnavailable
+from shoal.core.hostfiles import NodeFileError
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class ClusterHostAgent:
         self._early: dict[tuple[int, int], dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._routes_dirty = threading.Event()
         self._threads: list[threading.Thread] = []
         self.events: list[tuple[float, str, str]] = []  # (wall time, host, what): for tests and the CLI
         self.on_change: Callable[[], Any] | None = None  # wakes the host-loss loop
@@ -165,6 +167,9 @@ class ClusterHostAgent:
                 if time.monotonic() - last_discovery > DISCOVER_EVERY:
                     last_discovery = time.monotonic()
                     self._discover()
+                if self._routes_dirty.is_set():
+                    self._routes_dirty.clear()
+                    self._push_routes()
                 alive = raylink.live_hosts()
                 for host in list(self.hosts.values()):
                     if host.state == "up" and host.name not in alive:
@@ -253,11 +258,11 @@ class ClusterHostAgent:
         """One protocol call on a host (``wait``: how long to wait for its answer; ``whole``: the answer with its
         extra fields, not only its value; kwargs are the call's)."""
         if host.state != "up":
-            raise AgentError(f"the node host {host.name} is lost; its machines are unreachable")
+            raise HostUnavailable(f"the node host {host.name} is lost; its machines are unreachable")
         try:
             answer = raylink.call(host.handle, "call", method, list(args), kwargs, timeout=wait)
         except raylink.HostUnreachable as exc:
-            raise AgentError(f"the node host {host.name} did not answer: {exc}") from exc
+            raise HostUnavailable(f"the node host {host.name} did not answer: {exc}") from exc
         if "error" in answer:
             raise_error(answer["error"])
         return answer if whole else answer["value"]
@@ -354,7 +359,7 @@ class ClusterHostAgent:
                 self._where.pop(machine_id, None)
             raise
         if address:
-            self._push_routes()
+            self._routes_dirty.set()  # pushed by the monitor, once for all the nodes booted meanwhile
         return dict(booted)
 
     def _push_routes(self) -> None:
@@ -375,6 +380,7 @@ class ClusterHostAgent:
             host = self._where.pop(machine_id, None)
             if host is not None:
                 host.machines.pop(machine_id, None)
+        self._routes_dirty.set()
 
     def halt(self, machine_id: str, *, keep_temp: bool = False) -> None:
         host = self._host(machine_id)
@@ -459,7 +465,7 @@ class ClusterHostAgent:
         host = self._host(machine_id)
         if host is None:
             return int(self.local.spawn(machine_id, argv, **kwargs))
-        answer = self._call(host, "spawn", machine_id, argv, whole=True, **kwargs)
+        answer = self._call(host, "spawn", machine_id, argv, whole=True, wait=30.0, **kwargs)
         gpid = (host.slot << PID_BITS) | int(answer["value"])
         wait = _Wait(int(answer.get("started") or 0), machine=machine_id, exit_key=str(kwargs.get("exit_key") or ""))
         with self._lock:
@@ -554,19 +560,26 @@ class ClusterHostAgent:
                       user: str | None) -> dict[str, Any]:
         return dict(self._route("upload_output", machine_id, output, env, user))
 
+    def _files(self, method: str, machine_id: str, *args: Any, **kwargs: Any) -> Any:
+        """A node file call: on a host that cannot be reached, the files are not found (now), not a failure."""
+        try:
+            return self._route(method, machine_id, *args, **kwargs)
+        except HostUnavailable as exc:
+            raise NodeFileError("notfound", f"The node's files cannot be reached: {exc}.") from exc
+
     def list_node_files(self, machine_id: str, root: str, *, recursive: bool) -> list[dict[str, Any]]:
-        return list(self._route("list_node_files", machine_id, root, recursive=recursive))
+        return list(self._files("list_node_files", machine_id, root, recursive=recursive))
 
     def stat_node_file(self, machine_id: str, root: str, path: str) -> dict[str, Any]:
-        return dict(self._route("stat_node_file", machine_id, root, path))
+        return dict(self._files("stat_node_file", machine_id, root, path))
 
     def read_node_file(self, machine_id: str, root: str, path: str, start: int = 0,
                        end: int | None = None) -> tuple[dict[str, Any], bytes]:
-        meta, data = self._route("read_node_file", machine_id, root, path, start, end)
+        meta, data = self._files("read_node_file", machine_id, root, path, start, end)
         return dict(meta), bytes(data)
 
     def delete_node_file(self, machine_id: str, root: str, path: str, *, recursive: bool) -> None:
-        self._route("delete_node_file", machine_id, root, path, recursive=recursive)
+        self._files("delete_node_file", machine_id, root, path, recursive=recursive)
 
     # --- disks, layers, replicas: the head's, and each host's copies ------------------------------------------
     def prepare_disk(self, upper_id: str) -> None:

@@ -46,6 +46,7 @@ CALLS = frozenset({
 })
 ENDS_KEPT = 100_000  # ends kept for readers that fall behind (an end is also in its exit file)
 SLOT_FILE = "host-slot"
+FENCED_FILE = "fenced"  # written by ``shoal host join`` before it stops the machines (join.py)
 
 
 def error_data(exc: BaseException) -> dict[str, Any]:
@@ -177,6 +178,9 @@ class HostSide:
             result: dict[str, Any] = self.agent.wait(pid) or {}
         except Exception as exc:
             result = {"exitCode": None, "error": str(exc)}
+        if (self.store / FENCED_FILE).exists():
+            # Killed by the host's fence, not by its task: the attempt is lost (and requeued), not failed.
+            result = {"exitCode": None, "lost": True, "error": f"the node host {self.name} fenced itself"}
         with self._cond:
             self._seq += 1
             self._ends.append((self._seq, pid, {**result, "started": started}))
@@ -231,25 +235,22 @@ class HostSide:
     # --- routes to other hosts' nodes ----------------------------------------------------------------------
     def set_routes(self, routes: dict[str, str]) -> int:
         """Reach every node address of another host through that host: ``{address: via}``, all of them (the
-        rest are withdrawn)."""
+        rest are withdrawn). One ``ip -batch`` for all the changes, whatever their number."""
         import subprocess
 
-        changed = 0
-        for address in set(self._routes) - set(routes):
-            subprocess.run(["ip", "route", "del", f"{address}/32"], capture_output=True)
+        gone = [a for a in self._routes if a not in routes]
+        changed = {a: via for a, via in routes.items() if self._routes.get(a) != via}
+        if not gone and not changed:
+            return 0
+        script = "".join(f"route del {a}/32\n" for a in gone) + \
+            "".join(f"route replace {a}/32 via {via}\n" for a, via in changed.items())
+        done = subprocess.run(["ip", "-force", "-batch", "-"], input=script, capture_output=True, text=True)
+        if done.returncode != 0:
+            log.warning("host %s: some routes to other hosts' nodes failed: %s", self.name, done.stderr.strip()[:500])
+        for address in gone:
             self._routes.pop(address, None)
-            changed += 1
-        for address, via in routes.items():
-            if self._routes.get(address) == via:
-                continue
-            done = subprocess.run(["ip", "route", "replace", f"{address}/32", "via", via], capture_output=True,
-                                  text=True)
-            if done.returncode == 0:
-                self._routes[address] = via
-                changed += 1
-            else:
-                log.warning("host %s: no route to %s via %s: %s", self.name, address, via, done.stderr.strip())
-        return changed
+        self._routes.update(changed)
+        return len(gone) + len(changed)
 
     def machine_addresses(self) -> dict[str, str]:
         """The network address of every machine on this host (from its record)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.cluster import raylink
+from shoal.cluster.hostside import FENCED_FILE
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 0.25  # seconds between checks of the Ray node and the head
@@ -97,8 +98,11 @@ def head_reachable(address: str, timeout: float = 0.5) -> bool:
 
 def fence(store_dir: Path) -> int:
     """Stop every machine of the host's store (without the agent: it may be gone). Returns how many."""
+    from shoal.cluster.hostside import FENCED_FILE
     from shoal.runtime.machines import detect_runtime
 
+    # Said first: the agent reports what the fence kills as lost (requeued), not as failed tasks.
+    (store_dir / FENCED_FILE).write_text(f"{time.time()}\n")
     runtime = detect_runtime(store_dir, hide=[str(store_dir)], probe=False)
     machines = runtime.list()
     # First every init at once (its pid namespace dies with it, and every task in it), then the orderly clean-up:
@@ -195,6 +199,8 @@ class Supervisor:
             if raylet is not None and not _alive(raylet):
                 return self._stop("the raylet died")
             if head_reachable(self.opts.ray_address):
+                if fenced:  # the head is back and this Ray node lives on: machines may run here again
+                    (self.opts.store_dir / FENCED_FILE).unlink(missing_ok=True)
                 unreachable_since, fenced = None, False
             else:
                 unreachable_since = unreachable_since or time.monotonic()
@@ -221,6 +227,8 @@ class Supervisor:
 
 
 def run(opts: JoinOptions, say: Callable[[str], None] = print) -> int:
+    opts.store_dir.mkdir(parents=True, exist_ok=True)
+    (opts.store_dir / FENCED_FILE).unlink(missing_ok=True)  # a new start: the host runs machines again
     supervisor = Supervisor(opts, say)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, supervisor.request_stop)

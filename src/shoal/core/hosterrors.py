@@ -11,6 +11,10 @@ class AgentError(Exception):
     """Work the agent could not do; the message says what went wrong and what to try."""
 
 
+class HostUnavailable(AgentError):
+    """The machine's host cannot be reached (lost, or not answering): work sent there is lost, not failed."""
+
+
 class LayerError(Exception):
     """Bad input (path traversal, device file, corrupt archive, digest mismatch...); the message says what."""
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from shoal.core.hosterrors import HostUnavailable
 from shoal.domain.batch.outcomes import Finished
 from shoal.domain.host import HostAgent
 
@@ -64,6 +65,8 @@ class Attempts:
             # A command on a host that was lost (and has fenced itself since): the attempt is requeued.
             item = Finished(key, attempt, None, lost=True) if result.get("lost") else \
                 Finished(key, attempt, result.get("exitCode"), bool(result.get("timedOut")), result.get("error"))
+        except HostUnavailable:
+            item = Finished(key, attempt, None, lost=True)
         except Exception as exc:
             item = Finished(key, attempt, None, error=str(exc))
         with self.lock:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 
 from shoal.core.clock import Clock
-from shoal.core.hosterrors import TransferError
+from shoal.core.hosterrors import HostUnavailable, TransferError
 from shoal.domain.batch import outcomes
 from shoal.domain.batch.assignment import Launch, task_user
 from shoal.domain.batch.outcomes import Finished
@@ -46,6 +46,9 @@ class Launcher:
         try:
             pid = node_ops.spawn(self.agent, launch.machine, launch.task_dir, launch.command, launch.env,
                                  launch.admin, launch.timeout)
+        except HostUnavailable:  # the node's host is lost or not answering: the attempt is lost, requeued
+            self.attempts.done.put(Finished(launch.key, launch.attempt, None, lost=True))
+            return None
         except Exception as exc:
             self.attempts.done.put(Finished(launch.key, launch.attempt, None, error=str(exc)))
             return None
@@ -74,6 +77,8 @@ class Launcher:
             item = self.attempts.await_end(key, attempt, pid)
             self.attempts.finish(node_ops.upload_outputs(self.agent, item, launch.machine, launch.task_dir,
                                                          launch.outputs, launch.env, launch.admin))
+        except HostUnavailable:
+            self.attempts.finish(Finished(key, attempt, None, lost=True))
         except Exception as exc:
             log.exception("task %s failed to run", key)
             self.attempts.finish(Finished(key, attempt, None, error=str(exc)))
