@@ -32,6 +32,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,7 +169,8 @@ class Cluster:
             host["addresses"] = addresses
         return hosts
 
-    def stop(self) -> None:
+    def stop(self, *, keep: bool) -> None:
+        """Stop the cluster; its state directory and log are removed unless ``keep`` or something is left."""
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -178,8 +180,15 @@ class Cluster:
                 self.proc.wait()
         left = subprocess.run(["pgrep", "-f", f"--state-dir {self.state_dir}"], capture_output=True,
                               text=True).stdout.split()
-        if left:
-            print(f"  warning: processes left after the cluster stopped: {left}", file=sys.stderr)
+        mounted = str(self.state_dir) in Path("/proc/self/mounts").read_text()
+        if left or mounted:
+            print(f"  warning: processes {left} or mounts left after the cluster stopped: keeping {self.state_dir}",
+                  file=sys.stderr)
+        elif keep:
+            print(f"  the cluster's state and logs are kept in {self.state_dir} and {self.log}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.log.unlink(missing_ok=True)
 
 
 # --- the phases ------------------------------------------------------------------------------------------------
@@ -324,7 +333,7 @@ def run_hosts(hosts: int, args: argparse.Namespace, admin_url: str | None, kill_
             lose_a_host(cluster, client, pools, run)
     finally:
         print(f"[{hosts} host(s)] stopping the cluster ...", file=sys.stderr)
-        cluster.stop()
+        cluster.stop(keep=not (run.idle_ok and run.tasks_ok))
     return run
 
 
@@ -404,6 +413,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             print(f"      MISS: {r.failed} tasks failed")
         if r.per_host:
             print(f"      nodes per host: {r.per_host}")
+        if pc and tc:  # the head's average load in each phase: CPU seconds that follow the phase's wall time
+            print(f"      head busy: {pc['serve'] / r.idle_s:.2f} cores while the pool grew, "
+                  f"{tc['serve'] / r.tasks_s:.2f} while the tasks ran")
     base = next((r for r in runs if r.hosts == min(x.hosts for x in runs)), None)
     for r in runs:
         if base is None or r is base or not (base.idle_ok and r.idle_ok):
