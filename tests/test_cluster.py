@@ -275,7 +275,9 @@ def test_a_lost_host_fences_its_tasks_run_once_and_the_pool_recovers(cluster: Cl
         client.create_job(bm.BatchJobCreateOptions(id="lossy", pool_info=bm.BatchPoolInfo(pool_id="work")))
         _add_tasks(client, "lossy", [bm.BatchTaskCreateOptions(id=f"l{i}", command_line=BEATING + url)
                                      for i in range(300)])
-        wait_for(lambda: sum(t.state == "running" for t in client.list_tasks("lossy")) == 300, "300 running", 300)
+        # Running as their own reports say (a Batch state "running" may still be a python starting up).
+        wait_for(lambda: len({task for _, task, _, what in list(beats.seen) if what == "start"}) >= 290,
+                 "300 tasks running", 300)
         status = cluster.status()
         h3 = next(h for h in status["hosts"] if h["name"] == "h3")
         lost_addresses = set(h3["addresses"].values())
@@ -315,7 +317,7 @@ def test_a_lost_host_fences_its_tasks_run_once_and_the_pool_recovers(cluster: Cl
         for (_, end_a), (start_b, _) in itertools.pairwise(spans):
             assert end_a < start_b, f"task {task} ran twice at once: {spans}"
     print(f"{requeued} tasks were requeued from the lost host; none ran twice at once")
-    assert requeued > 0
+    assert requeued >= len(lost_nodes), "the lost host's running tasks were not run again elsewhere"
     where = cluster.host_of_address()
     hosts = Counter(where[n.ip_address][0] for n in client.list_nodes("work"))
     assert "h3" not in hosts and sum(hosts.values()) == NODES, hosts
