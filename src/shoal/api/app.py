@@ -21,6 +21,7 @@ from shoal.api.arm import (
     usages,
     vm_images,
 )
+from shoal.api.azure_hosts import AzureHostsMiddleware
 from shoal.api.batch import jobs as batch_jobs
 from shoal.api.batch import nodes as batch_nodes
 from shoal.api.batch import pools as batch_pools
@@ -53,4 +54,5 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
         app.include_router(module.router)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(AzureHostsMiddleware)  # outermost: Batch hostnames become paths first
     return app

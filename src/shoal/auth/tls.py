@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -95,14 +96,19 @@ def _is_ip(host: str) -> bool:
 
 def _issue_server(files: TlsFiles, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
                   extra_hosts: tuple[str, ...]) -> None:
-    now = datetime.now(UTC) - timedelta(minutes=5)
-    key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     for host in extra_hosts:
         sans.append(x509.IPAddress(ipaddress.ip_address(host)) if _is_ip(host) else x509.DNSName(host))
+    _issue_leaf(files.cert, files.key, ca_key, ca_cert, "localhost", sans)
+
+
+def _issue_leaf(cert_file: Path, key_file: Path, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+                common_name: str, sans: list[x509.GeneralName]) -> None:
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -117,7 +123,28 @@ def _issue_server(files: TlsFiles, ca_key: ec.EllipticCurvePrivateKey, ca_cert: 
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(files.key, _key_pem(key))
-    tmp = files.cert.with_name(files.cert.name + ".tmp")
+    _write_private(key_file, _key_pem(key))
+    tmp = cert_file.with_name(cert_file.name + ".tmp")
     tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp, files.cert)
+    os.replace(tmp, cert_file)
+
+
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def host_certificate(directory: Path, host: str) -> tuple[Path, Path]:
+    """A certificate (with the CA after it) and key for one DNS name, issued by the local CA of ``directory``
+    (made by :func:`ensure_tls`) and kept in ``directory/hosts``: what ``shoal proxy`` shows a client for
+    ``management.azure.com`` and the other Azure names it answers for. Issued once per name."""
+    host = host.lower()
+    if not _HOSTNAME.match(host) or len(host) > 253:
+        raise ValueError(f"not a DNS name: {host!r}")
+    cert_file, key_file = directory / "hosts" / f"{host}.pem", directory / "hosts" / f"{host}-key.pem"
+    if cert_file.exists() and key_file.exists():
+        return cert_file, key_file
+    ca_key = serialization.load_pem_private_key((directory / "ca-key.pem").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    (directory / "hosts").mkdir(mode=0o700, exist_ok=True)
+    _issue_leaf(cert_file, key_file, ca_key, ca_cert, host, [x509.DNSName(host)])
+    return cert_file, key_file

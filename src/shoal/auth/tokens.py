@@ -128,8 +128,12 @@ class TokenService:
         challenge = {"WWW-Authenticate": f'Bearer authorization_uri="{self.authority}/{tenant_id}", '
                                          'error="invalid_token", error_description="The access token is invalid."'}
         if not authorization:
+            # Azure's own challenge without a token, which clients read the tenant of a subscription from.
+            missing = {"WWW-Authenticate": f'Bearer authorization_uri="{self.authority}/{tenant_id}", '
+                                           'error="invalid_token", error_description="The authentication failed '
+                                           "because of missing 'Authorization' header.\""}
             raise errors.AuthenticationFailed("Authentication failed. The 'Authorization' header is missing.",
-                                              headers=challenge)
+                                              headers=missing)
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.AuthenticationFailed(

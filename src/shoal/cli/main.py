@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -13,6 +14,7 @@ import socket
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -160,6 +162,11 @@ def serve(
         min=0.5, help="A lost node host's tasks are requeued this long after it was lost (its hosts' `shoal host "
         "join --fence-seconds`: they stop their machines after that long without the head).",
         envvar="SHOAL_FENCE_SECONDS")] = 3.0,
+    proxy_port: Annotated[int | None, typer.Option(
+        help="Also run `shoal proxy` on this port (127.0.0.1): clients with HTTPS_PROXY set to it and Shoal's CA "
+        "trusted reach Shoal at Azure's own hostnames.", envvar="SHOAL_PROXY_PORT")] = None,
+    proxy_passthrough: Annotated[bool, typer.Option(
+        help="With --proxy-port: tunnel hosts that are not Azure's as plain TCP instead of refusing them.")] = False,
 ) -> None:
     """Start Shoal: one HTTPS process serving ARM, identity and the Batch data plane.
 
@@ -255,6 +262,10 @@ def serve(
         console.print(f"[red]Shoal could not listen on port {port}: {exc.strerror}. Is another process using the "
                       "port? Choose another with --port.[/red]")
         raise typer.Exit(1) from None
+    if proxy_port is not None:
+        own = urlsplit(settings.base_url)
+        _start_proxy(settings.tls_dir, "127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port, proxy_port,
+                     proxy_passthrough, ca_bundle, ((own.hostname or "", own.port or 443),))
     server.run(sockets=sockets)
     svc.db.dispose()
     if server.started:
@@ -263,6 +274,71 @@ def serve(
         console.print(f"[red]Shoal could not start on {host}:{port}. Is another process using the port? "
                       "Choose another with --port.[/red]")
         raise typer.Exit(1)
+
+
+def _start_proxy(tls_dir: Path, upstream_host: str, upstream_port: int, port: int, passthrough: bool,
+                 ca_bundle: Path | None, own: tuple[tuple[str, int], ...] = ()) -> None:
+    """`shoal proxy` in a thread of this process (its own event loop), listening on 127.0.0.1:port."""
+    import asyncio
+    import threading
+
+    from shoal.auth.tls import ensure_tls
+    from shoal.proxy import AzureProxy, ProxyConfig, listen, serve_forever
+
+    ensure_tls(tls_dir)  # the local CA issues the proxy's certificates, even when --cert serves the API
+    try:
+        sock = listen("127.0.0.1", port)
+    except OSError as exc:
+        console.print(f"[red]The proxy could not listen on port {port}: {exc.strerror}.[/red]")
+        raise typer.Exit(1) from None
+    proxy = AzureProxy(ProxyConfig(tls_dir, upstream_host, upstream_port, passthrough, ca_bundle, own))
+    threading.Thread(target=lambda: asyncio.run(serve_forever(proxy, sock)), name="shoal-proxy", daemon=True).start()
+    _say(f"Proxy for Azure's hostnames at http://127.0.0.1:{port} (HTTPS_PROXY; other hosts "
+         f"{'passed through' if passthrough else 'refused'}).")
+
+
+@app.command()
+def proxy(
+    state_dir: StateDir = default_state_dir(),
+    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1).")] = 8080,
+    upstream: Annotated[str | None, typer.Option(
+        help="Shoal's HTTPS origin (default: the running server's, from the state directory).")] = None,
+    passthrough: Annotated[bool, typer.Option(
+        "--proxy-passthrough", help="Tunnel hosts that are not Azure's as plain TCP instead of refusing them.")]
+    = False,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "warning",
+) -> None:
+    """An HTTPS proxy (CONNECT) that answers for Azure's own hostnames with a running Shoal.
+
+    management.azure.com, management.core.windows.net, login.microsoftonline.com and
+    {account}.{region}.batch.azure.com are answered by Shoal, with certificates from its local CA; every other
+    host is refused unless --proxy-passthrough. Clients need only HTTPS_PROXY=http://127.0.0.1:PORT and to trust
+    the CA (REQUESTS_CA_BUNDLE for Python, SSL_CERT_FILE for Go): `az` needs no `az cloud register`.
+    """
+    import asyncio
+
+    from shoal.auth.tls import ensure_tls
+    from shoal.proxy import AzureProxy, ProxyConfig, listen, serve_forever
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    info_file = state_dir / "server.json"
+    if upstream is None and info_file.exists():
+        upstream = str(json.loads(info_file.read_text()).get("authorityHost") or "") or None
+    target = urlsplit(upstream or "https://127.0.0.1:8443")
+    if target.scheme != "https" or not target.hostname:
+        console.print(f"[red]--upstream must be Shoal's https origin, not {upstream!r}.[/red]")
+        raise typer.Exit(2)
+    tls = ensure_tls(state_dir / "tls")
+    try:
+        sock = listen("127.0.0.1", port)
+    except OSError as exc:
+        console.print(f"[red]The proxy could not listen on port {port}: {exc.strerror}.[/red]")
+        raise typer.Exit(1) from None
+    proxy = AzureProxy(ProxyConfig(tls.ca_cert.parent, target.hostname, target.port or 443, passthrough))
+    _say(f"Proxy for Azure's hostnames at http://127.0.0.1:{port}, answered by {target.geturl()}. Clients: "
+         f"HTTPS_PROXY=http://127.0.0.1:{port} REQUESTS_CA_BUNDLE={tls.ca_cert} SSL_CERT_FILE={tls.ca_cert}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(proxy, sock))
 
 
 def _lock_sqlite(url: str) -> object | None:

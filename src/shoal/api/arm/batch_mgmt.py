@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from shoal.api import arm
 from shoal.api.arm.operations import result_response
+from shoal.api.azure_hosts import account_endpoint, azure_host
 from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.core import errors, ids, timefmt
 from shoal.domain import operations, resources
@@ -48,6 +49,18 @@ def _get_account(s: Any, rid: ids.ResourceId) -> models.Resource:
     return row
 
 
+def _render(request: Request, row: models.Resource) -> dict[str, Any]:
+    return _with_endpoint(request, accounts.render(row))
+
+
+def _with_endpoint(request: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """The account as this client sees it: through `shoal proxy`, its endpoint is Azure's hostname for it."""
+    props = body["properties"]
+    endpoint = account_endpoint(request, str(props.get("accountEndpoint") or ""), str(body.get("name") or ""),
+                                body.get("location"))
+    return {**body, "properties": {**props, "accountEndpoint": endpoint}}
+
+
 def _op_location(base: str, op: models.Operation, version: str) -> dict[str, str]:
     return arm.location_headers(base, f"/subscriptions/{op.subscription_id}/providers/Microsoft.Batch/locations/"
                                       f"{op.location}/accountOperationResults/{op.id}", version)
@@ -71,7 +84,7 @@ async def put_account(request: Request, subscription_id: str, group: str, accoun
             op = operations.start(s, svc.clock, subscription_id=subscription_id, location=row.location or "",
                                   namespace="Microsoft.Batch", kind="batchAccounts.create", target_id=str(rid))
             operations.finish(op, svc.clock.now(), result=accounts.render(row))
-            return _op_location(svc.settings.base_url, op, version.text), created, accounts.render(row)
+            return _op_location(svc.settings.base_url, op, version.text), created, _render(request, row)
 
     headers, created, body_out = await in_thread(work)
     if created:
@@ -91,6 +104,9 @@ async def account_operation(request: Request, subscription_id: str, location: st
             return operations.get(s, subscription_id, operation_id)
 
     op = await in_thread(work)
+    result = op.payload.get("result")
+    if azure_host(request) and isinstance(result, dict) and isinstance(result.get("properties"), dict):
+        op.payload = {**op.payload, "result": _with_endpoint(request, result)}  # detached: never written back
     return await in_thread(lambda: result_response(request, op))
 
 
@@ -104,7 +120,7 @@ async def get_account(request: Request, subscription_id: str, group: str, accoun
     def work() -> dict[str, Any]:
         with svc.db.read() as s:
             authorize(s, caller, subscription_id, f"{TYPE}/read", str(rid))
-            return accounts.render(_get_account(s, rid))
+            return _render(request, _get_account(s, rid))
 
     return JSONResponse(await in_thread(work))
 
@@ -134,7 +150,7 @@ async def patch_account(request: Request, subscription_id: str, group: str, acco
             if isinstance((body or {}).get("tags"), dict):
                 row.tags = body["tags"]
             resources.touch(row, svc.clock)
-            return accounts.render(row)
+            return _render(request, row)
 
     return JSONResponse(await in_thread(work))
 
@@ -175,7 +191,7 @@ async def list_accounts(request: Request, subscription_id: str, group: str | Non
             scope = ids.resource_group_id(subscription_id, group) if group else f"/subscriptions/{subscription_id}"
             authorize(s, caller, subscription_id, f"{TYPE}/read", scope)
             rows = resources.list_of_type(s, subscription_id, TYPE, group=group)
-            return [accounts.render(r) for r in rows]
+            return [_render(request, r) for r in rows]
 
     return arm.page(request, await in_thread(work), svc.settings.page_size)
 

@@ -11,11 +11,12 @@ from urllib.parse import urlencode
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from shoal.api.azure_hosts import azure_host, client_url
 from shoal.api.context import Context
 from shoal.api.deps import services
 from shoal.auth import sharedkey
 from shoal.auth.tokens import BATCH_AUDIENCES
-from shoal.core import apiversion, errors, jsonbody, timefmt
+from shoal.core import apiversion, azure_hosts, errors, jsonbody, timefmt
 from shoal.domain import authorization
 from shoal.domain.authorization import Caller
 from shoal.domain.batch import accounts
@@ -36,9 +37,11 @@ class BatchRequest:
     def shared_key(self) -> bool:
         return self.caller is None
 
+    origin: str | None = None  # set when the request came to the account's Batch hostname (`shoal proxy`)
+
     @property
     def account_url(self) -> str:
-        return f"{self.svc.settings.base_url}/batch/{self.account.name}"
+        return self.origin or f"{self.svc.settings.base_url}/batch/{self.account.name}"
 
     def authorize(self, s: Any, action: str) -> None:
         """Entra ID callers need a role that allows the action on the account; Shared Key holds every right."""
@@ -86,11 +89,17 @@ def authenticate(request: Request, account_name: str) -> BatchRequest:
             sharedkey.verify(req, account.name, keys, svc.clock.now())
         except sharedkey.SharedKeyError as exc:
             raise authentication_failed(str(exc)) from exc
-        return BatchRequest(svc, account, None, version)
+        return BatchRequest(svc, account, None, version, _origin(request))
     if "AAD" not in allowed and header.lower().startswith("bearer "):
         raise authentication_failed("Microsoft Entra ID authentication is disabled for this account.")
     claims = svc.tokens.verify(header or None, BATCH_AUDIENCES, svc.tenant_id)
-    return BatchRequest(svc, account, Caller(claims.object_id, claims.app_id, claims.tenant_id), version)
+    return BatchRequest(svc, account, Caller(claims.object_id, claims.app_id, claims.tenant_id), version,
+                        _origin(request))
+
+
+def _origin(request: Request) -> str | None:
+    host = azure_host(request)
+    return f"https://{host}" if host and azure_hosts.batch_account(host) else None
 
 
 async def read_body(request: Request, *, required: bool = True,
@@ -150,5 +159,5 @@ def page(request: Request, items: list[dict[str, Any]], metadata: str) -> JSONRe
     if start + size < len(items):
         params = [(k, v) for k, v in request.query_params.multi_items() if k != "$skiptoken"]
         params.append(("$skiptoken", base64.urlsafe_b64encode(str(start + size).encode()).decode()))
-        body["odata.nextLink"] = str(request.url.replace(query=urlencode(params)))
+        body["odata.nextLink"] = str(client_url(request).replace(query=urlencode(params)))
     return JSONResponse(body)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from shoal.api.azure_hosts import login_origin
 from shoal.api.deps import in_thread, services
 from shoal.api.identity.graph import graph_audience
 from shoal.auth.tokens import ARM_AUDIENCES, BATCH_AUDIENCES, audience_for_scope
@@ -43,7 +44,9 @@ def _tenant_or_error(request: Request, tenant: str) -> JSONResponse | None:
 
 def _openid_document(request: Request, tenant: str, v2: bool) -> dict[str, object]:
     svc = services(request)
-    base = svc.settings.base_url
+    # Endpoints under the host the client came to (login.microsoftonline.com through `shoal proxy`); the
+    # issuer stays Shoal's own, the one its tokens carry wherever they were requested.
+    base = login_origin(request, svc.settings.base_url)
     tid = svc.tenant_id
     suffix = "/v2.0" if v2 else ""
     return {
@@ -55,7 +58,7 @@ def _openid_document(request: Request, tenant: str, v2: bool) -> dict[str, objec
         "id_token_signing_alg_values_supported": ["RS256"],
         "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "issuer": svc.tokens.issuer(tid) if v2 else f"{base}/{tid}/",
+        "issuer": svc.tokens.issuer(tid) if v2 else f"{svc.settings.base_url}/{tid}/",
         "request_uri_parameter_supported": False,
         "authorization_endpoint": f"{base}/{tid}/oauth2{suffix}/authorize",
         "device_authorization_endpoint": f"{base}/{tid}/oauth2{suffix}/devicecode",
@@ -84,9 +87,10 @@ async def jwks(request: Request, tenant: str) -> JSONResponse:
 @router.get("/common/discovery/instance")
 async def instance_discovery(request: Request) -> JSONResponse:
     """MSAL's instance discovery; answered so clients that forget to disable it still work."""
-    host = services(request).settings.base_url.split("://", 1)[1]
-    return JSONResponse({"tenant_discovery_endpoint": f"{services(request).settings.base_url}/"
-                                                      f"{services(request).tenant_id}/v2.0/.well-known/openid-configuration",
+    base = login_origin(request, services(request).settings.base_url)
+    host = base.split("://", 1)[1]
+    return JSONResponse({"tenant_discovery_endpoint": f"{base}/{services(request).tenant_id}/v2.0/.well-known/"
+                                                      "openid-configuration",
                          "api-version": "1.1",
                          "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}]})
 
