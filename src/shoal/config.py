@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.domain.batch.image_rules import ImageLimits
+from shoal.domain.batch.vmsizes import VmSize, VmSizesError, parse_operator_sizes
 from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
 DEFAULT_REGIONS = ("westus", "eastus")
@@ -47,6 +50,10 @@ class Settings:
     store_dir_override: Path | None = None
     # Operator file extending the marketplace catalog (JSON or TOML).
     catalog_file: Path | None = None
+    # Operator file adding VM sizes to Azure's published ones (JSON or TOML; ``load_vm_sizes``).
+    vm_sizes_file: Path | None = None
+    # Create pools with a node agent SKU past its end of life (Azure refuses them; domain/batch/node_agents.py).
+    allow_eol_node_agents: bool = False
     # Node limits of pools from custom images (per image lineage, and for VM-capture / disk-file images).
     image_limits: ImageLimits = field(default_factory=ImageLimits)
     # Total Regional vCPUs of each subscription: VMs and the nodes of UserSubscription-mode Batch pools.
@@ -123,3 +130,19 @@ class Settings:
 
     def region_display_name(self, region: str) -> str:
         return REGION_DISPLAY_NAMES.get(region, region)
+
+
+def load_vm_sizes(path: Path | None) -> list[VmSize]:
+    """The operator's VM sizes (``--vm-sizes FILE``: JSON, or TOML when the name ends in .toml)."""
+    if path is None:
+        return []
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VmSizesError(f"Cannot read the VM size file {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = tomllib.loads(data.decode("utf-8")) if path.suffix.lower() == ".toml" else json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VmSizesError(f"{path} is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}") \
+            from exc
+    return parse_operator_sizes(raw, str(path))

@@ -16,10 +16,11 @@ from typing import Any
 
 from shoal.auth import at_rest
 from shoal.auth.tokens import TokenService
-from shoal.config import Settings
+from shoal.config import Settings, load_vm_sizes
 from shoal.core.clock import Clock
 from shoal.domain import containers, identity, resource_groups
 from shoal.domain import host as host_protocol
+from shoal.domain.batch import node_agents, vmsizes
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.domain.compute.registry import KINDS
 from shoal.reconcilers.allocation import PoolAllocator
@@ -149,6 +150,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         write_credentials(settings, dev)
     tokens = TokenService(settings.base_url, keys, clock)
     catalog = Catalog.load(settings.catalog_file)
+    vmsizes.configure(load_vm_sizes(settings.vm_sizes_file))  # Azure's published sizes + the operator's
+    node_agents.configure(allow_eol=settings.allow_eol_node_agents)
     agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
                        download_root=settings.base_url, sandbox_options=sandbox_options(settings),
                        import_dir=settings.import_dir, share_host_dirs=settings.share_host_dirs)

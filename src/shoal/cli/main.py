@@ -109,6 +109,12 @@ def serve(
                                                    envvar="SHOAL_STORE_DIR")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Operator file (JSON/TOML) extending the marketplace "
                                                  "catalog.", envvar="SHOAL_MARKETPLACE_CATALOG")] = None,
+    vm_sizes: Annotated[Path | None, typer.Option(help="Operator file (JSON/TOML) adding VM sizes to Azure's "
+                                                  "published ones: [{name, vCPUs, memoryGiB}, ...].",
+                                                  envvar="SHOAL_VM_SIZES")] = None,
+    allow_eol_node_agents: Annotated[bool, typer.Option(
+        help="Create pools with a node agent SKU past its end of life (Azure refuses them).",
+        envvar="SHOAL_ALLOW_EOL_NODE_AGENTS")] = False,
     runtime: Annotated[str | None, typer.Option(help="Machine runtime: 'namespaces' (default) or 'process' (no "
                                                 "isolation at all: for hosts without namespaces).",
                                                 envvar="SHOAL_RUNTIME")] = None,
@@ -185,6 +191,7 @@ def serve(
     from shoal.api.app import create_app
     from shoal.auth.tls import ensure_tls
     from shoal.core.hosterrors import AgentError
+    from shoal.domain.batch.vmsizes import VmSizesError
 
     if (cert is None) != (key is None):
         console.print("[red]--cert and --key must be given together.[/red]")
@@ -194,7 +201,8 @@ def serve(
                          public_url=public_url,
                          regions=tuple(r.strip().lower() for r in regions.split(",") if r.strip()),
                          store_dir_override=store_dir.expanduser().resolve() if store_dir else None,
-                         catalog_file=catalog, runtime=runtime, node_network=node_network,
+                         catalog_file=catalog, vm_sizes_file=vm_sizes, allow_eol_node_agents=allow_eol_node_agents,
+                         runtime=runtime, node_network=node_network,
                          node_address_space=node_address_space, user_namespaces=user_namespaces, cgroups=cgroups,
                          image_limits=ImageLimits(image_dedicated_limit, image_low_priority_limit,
                                                   captured_image_limit),
@@ -234,6 +242,9 @@ def serve(
     except AgentError as exc:
         console.print(f"[red]Shoal cannot run machines here as asked: {exc}[/red]")
         raise typer.Exit(1) from None
+    except VmSizesError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     if cert is None or key is None:
         tls = ensure_tls(settings.tls_dir, tuple(h for h in (settings.node_gateway, settings.cluster_address) if h))
         cert_file, key_file, ca_bundle = tls.cert, tls.key, tls.ca_cert

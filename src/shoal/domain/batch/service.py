@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags
 from shoal.core.apiversion import ApiVersion
-from shoal.domain.batch import image_rules, images, natpools, pools
+from shoal.domain.batch import image_rules, images, natpools, node_agents, pools
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.store import models
 
@@ -33,6 +33,8 @@ def account_quota(account: models.Resource, name: str) -> int:
 def create_pool(ctx: ComputeContext, s: Session, account: models.Resource, pool_id: str, spec: dict[str, Any],
                 scale: pools.Scale, plane: Plane) -> models.Pool:
     pools.validate_spec(spec)
+    node_agents.check_new_pool(str(spec["virtualMachineConfiguration"]["nodeAgentSKUId"]), ctx.catalog,
+                               ctx.clock.now())
     ref = spec["virtualMachineConfiguration"]["imageReference"]
     content = images.resolve(ctx, s, ref)
     image_rules.check_image(s, ctx.catalog, account, spec, content, plane.caller,
