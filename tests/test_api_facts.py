@@ -34,7 +34,6 @@ BATCH_VERSION = "2025-06-01"
 # Known and intended differences (fnmatch patterns), by reason. Each pattern must still match a difference.
 ALLOWED: dict[str, list[str]] = {
     # Features Azure has that Shoal does not serve (yet).
-    "job schedules": ["batch: Azure operation not served: * /jobschedules*"],
     "applications and application packages": ["batch: Azure operation not served: GET /applications*"],
     "node users, node extensions, service logs, pool usage metrics": [
         "batch: Azure operation not served: * /pools/{}/nodes/{}/users*",
@@ -52,6 +51,10 @@ ALLOWED: dict[str, list[str]] = {
         "batch: PATCH /pools/{} body.upgradePolicy: Azure property not in Shoal",
         "batch: POST /jobs body.jobManagerTask.allowLowPriorityNode: Azure property not in Shoal",
         "batch: POST /jobs body.jobManagerTask.applicationPackageReferences: Azure property not in Shoal",
+        "batch: * /jobschedules* body.jobSpecification.jobManagerTask.allowLowPriorityNode: "
+        "Azure property not in Shoal",
+        "batch: * /jobschedules* body.jobSpecification.jobManagerTask.applicationPackageReferences: "
+        "Azure property not in Shoal",
     ],
     "one wire model for create, update and replace (Shoal refuses what an operation cannot change, by name)": [
         "batch: PATCH /pools/{} body.*: Shoal property not in Azure",
@@ -64,6 +67,7 @@ ALLOWED: dict[str, list[str]] = {
     ],
     "one wire model for the job manager, preparation and release tasks, and a task base with id/displayName": [
         "batch: POST /jobs body.job*Task.*: Shoal property not in Azure",
+        "batch: * /jobschedules* body.jobSpecification.job*Task.*: Shoal property not in Azure",
         "batch: * /pools* body.startTask.displayName: Shoal property not in Azure",
         "batch: * /pools* body.startTask.id: Shoal property not in Azure",
     ],

@@ -30,6 +30,7 @@ from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
 from shoal.reconcilers.faults import FaultClock, FaultSource
 from shoal.reconcilers.host_loss import HostLossReconciler
+from shoal.reconcilers.job_schedules import JobScheduleLoop
 from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
@@ -191,10 +192,13 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         loops.append(MachineReconciler(db, clock, host, work, other_machines=lambda: node_machines(db),
                                        claim=LoopClaim(db, clock, "machines", ttl, owner)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner, lease_ttl=ttl))
+    schedules = JobScheduleLoop(db, clock, claim=LoopClaim(db, clock, "jobschedules", ttl, owner))
+    loops.append(schedules)
     if cluster is not None:  # nodes of lost node hosts
         losses = HostLossReconciler(db, clock, cluster, settings.fence_seconds)
         loops.append(losses)
     runner = Runner(loops, settings.reconcile_interval)
+    schedules.nudge_tasks = lambda: runner.nudge("tasks")  # jobs it made, ended or deleted
     if allocator is not None:
         allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
         allocator.nudge_tasks = lambda: runner.nudge("tasks")  # nodes that came up while a pass goes on

@@ -22,6 +22,7 @@ from shoal.api.arm import (
     vm_images,
 )
 from shoal.api.azure_hosts import AzureHostsMiddleware
+from shoal.api.batch import job_schedules as batch_job_schedules
 from shoal.api.batch import jobs as batch_jobs
 from shoal.api.batch import nodes as batch_nodes
 from shoal.api.batch import pools as batch_pools
@@ -48,7 +49,8 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
     errors.install(app)
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
-    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, operations, usages, vm_images,
+    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, batch_job_schedules,
+                   operations, usages, vm_images,
                    compute, batch_mgmt, subscriptions, resource_groups, resources, authorization, containers,
                    portal, cluster, identity):
         app.include_router(module.router)

@@ -37,6 +37,8 @@ _BATCH_BODIES: list[tuple[str, str, type[BaseModel]]] = [
     ("post", r"/batch/\{account\}/jobs/\{job_id\}/tasks", bodies.TaskAdd),
     ("post", r"/batch/\{account\}/jobs/\{job_id\}/addtaskcollection", bodies.TaskCollection),
     ("put", r"/batch/\{account\}/jobs/\{job_id\}/tasks/\{task_id\}", bodies.TaskUpdate),
+    ("post", r"/batch/\{account\}/jobschedules", bodies.JobSchedule),
+    ("(patch|put)", r"/batch/\{account\}/jobschedules/\{schedule_id\}", bodies.JobScheduleUpdate),
 ]
 _RG = r"/subscriptions/\{subscription_id\}/resourceGroups/\{group\}"
 _COMPUTE = _RG + r"/providers/Microsoft\.Compute"

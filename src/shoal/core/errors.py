@@ -321,6 +321,10 @@ class JobNotFound(AzureError):
     status, code = 404, "JobNotFound"
 
 
+class JobScheduleNotFound(AzureError):
+    status, code = 404, "JobScheduleNotFound"
+
+
 class TaskNotFound(AzureError):
     status, code = 404, "TaskNotFound"
 
@@ -384,6 +388,26 @@ class JobStateConflict(AzureError):
 
 class JobPreparationTaskNotSpecified(AzureError):
     status, code = 409, "JobPreparationTaskNotSpecified"
+
+
+class JobScheduleExists(AzureError):
+    status, code = 409, "JobScheduleExists"
+
+
+class JobScheduleBeingDeleted(AzureError):
+    status, code = 409, "JobScheduleBeingDeleted"
+
+
+class JobScheduleBeingTerminated(AzureError):
+    status, code = 409, "JobScheduleBeingTerminated"
+
+
+class JobScheduleCompleted(AzureError):
+    status, code = 409, "JobScheduleCompleted"
+
+
+class JobScheduleDisabled(AzureError):
+    status, code = 409, "JobScheduleDisabled"
 
 
 class TaskExists(AzureError):

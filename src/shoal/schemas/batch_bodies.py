@@ -146,8 +146,9 @@ class JobTask(TaskSpec):
     outputFiles: list[OutputFile] | None = None
 
 
-class Job(Wire):
-    id: str | None = None
+class JobSpecification(Wire):
+    """A job as a job schedule makes it (a job's properties, without its id)."""
+
     displayName: str | None = None
     priority: Int | None = None
     maxParallelTasks: Int | None = None
@@ -163,6 +164,35 @@ class Job(Wire):
     commonEnvironmentSettings: list[NameValue] | None = None
     metadata: list[NameValue] | None = None
     networkConfiguration: dict[str, Any] | None = None
+
+
+class Job(JobSpecification):
+    id: str | None = None
+
+
+class Schedule(Wire):
+    """When a job schedule makes its jobs (values are checked by ``domain/batch/schedule_rules.py``)."""
+
+    doNotRunUntil: str | None = None
+    doNotRunAfter: str | None = None
+    startWindow: Duration | None = None
+    recurrenceInterval: Duration | None = None
+
+
+class JobSchedule(Wire):
+    id: str | None = None
+    displayName: str | None = None
+    schedule: Schedule | None = None
+    jobSpecification: JobSpecification | None = None
+    metadata: list[NameValue] | None = None
+
+
+class JobScheduleUpdate(Wire):
+    """The body of a job schedule's PATCH and PUT."""
+
+    schedule: Schedule | None = None
+    jobSpecification: JobSpecification | None = None
+    metadata: list[NameValue] | None = None
 
 
 class StartTask(TaskSpec):

@@ -237,7 +237,7 @@ class Job(Versioned, Base):
     __tablename__ = "jobs"
     key: Mapped[str] = mapped_column(String(600), primary_key=True)  # <account key>/<job id lower>
     account_key: Mapped[str] = mapped_column(String(512), index=True)
-    job_id: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(80))  # a schedule's jobs: <schedule id>:job-<n>
     pool_id: Mapped[str] = mapped_column(String(64), index=True)  # lower-cased
     priority: Mapped[int] = mapped_column(Integer, default=0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -246,6 +246,30 @@ class Job(Versioned, Base):
     state_transition_time: Mapped[datetime]
     previous_state_transition_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     execution_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    etag: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_modified: Mapped[datetime]
+
+
+class JobSchedule(Versioned, Base):
+    """A Batch job schedule: when to make jobs (``spec["schedule"]``) and what job (``spec["jobSpecification"]``).
+
+    ``next_run_at`` is the run due next (None once no run is left); its jobs are ``<schedule id>:job-<n>``, n
+    counting ``jobs_made``."""
+
+    __tablename__ = "job_schedules"
+    key: Mapped[str] = mapped_column(String(600), primary_key=True)  # <account key>/<schedule id lower>
+    account_key: Mapped[str] = mapped_column(String(512), index=True)
+    schedule_id: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    previous_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    state_transition_time: Mapped[datetime]
+    previous_state_transition_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    jobs_made: Mapped[int] = mapped_column(Integer, default=0)
+    recent_job_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     etag: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_modified: Mapped[datetime]

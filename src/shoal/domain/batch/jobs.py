@@ -82,11 +82,21 @@ def create(s: Session, clock: Clock, account_key: str, body: dict[str, Any]) -> 
         raise missing("id")
     if not _ID.match(job_id):
         raise bad_value("id", job_id, "1-64 letters, digits, hyphens and underscores")
+    return make(s, clock, account_key, job_id, checked_spec(body))
+
+
+def checked_spec(body: dict[str, Any]) -> dict[str, Any]:
+    """The job's specification from a request body (a job's, or a job schedule's ``jobSpecification``)."""
     spec = {k: body[k] for k in SPEC_FIELDS if k in body}
     for key in ("onAllTasksComplete", "onTaskFailure"):
         if key in spec:
             spec[key] = str(spec[key]).lower()
     validate(spec)
+    return spec
+
+
+def make(s: Session, clock: Clock, account_key: str, job_id: str, spec: dict[str, Any]) -> models.Job:
+    """A new active job of a checked specification (a user's job, or one a job schedule makes)."""
     key = job_key(account_key, job_id)
     if s.get(models.Job, key) is not None:
         raise errors.JobExists("The specified job already exists.")
