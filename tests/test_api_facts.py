@@ -206,6 +206,8 @@ CLIENT_VERSIONS = [
     ("/subscriptions/s/providers/Microsoft.Compute/locations/westus/usages", "2024-11-01"),
     ("/subscriptions/s/providers/Microsoft.Compute/locations/westus/operations/o", "2026-03-02"),
     ("/subscriptions/s/resourcegroups/g", "2025-04-01"), ("/subscriptions/s/resourcegroups/g", "2024-11-01"),
+    ("/subscriptions/s/resourcegroups/g/providers/Microsoft.Resources/deployments/d", "2025-04-01"),
+    ("/subscriptions/s/resourcegroups/g/deployments/d/operations", "2025-04-01"),
     ("/subscriptions/s/resourcegroups", "2022-09-01"), ("/subscriptions/s/providers/Microsoft.Batch", "2025-04-01"),
     ("/subscriptions", "2022-12-01"), ("/subscriptions/s/locations", "2016-06-01"), ("/tenants", "2022-12-01"),
     ("/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/r", "2022-04-01"),

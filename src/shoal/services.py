@@ -28,6 +28,7 @@ from shoal.reconcilers.autoscaler import AutoScaler
 from shoal.reconcilers.base import LoopClaim, Reconciler, Runner
 from shoal.reconcilers.batch_ops import BatchOperations
 from shoal.reconcilers.compute import ComputeWork
+from shoal.reconcilers.deployments import DeploymentWork
 from shoal.reconcilers.faults import FaultClock, FaultSource
 from shoal.reconcilers.host_loss import HostLossReconciler
 from shoal.reconcilers.job_schedules import JobScheduleLoop
@@ -169,6 +170,9 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     teardown = agent_teardown(host) if host is not None else {}
     operation_handlers: dict[str, Handler] = {resource_groups.DELETE_KIND: ResourceGroupDeleter(db, clock, teardown)}
     operation_handlers.update(BatchOperations(db, clock).handlers())
+    operation_handlers.update(DeploymentWork(db, ComputeContext(
+        clock, settings.regions, catalog, settings.base_url, settings.image_limits,
+        settings.subscription_core_quota)).handlers())
     loops: list[Reconciler] = []
     allocator = None
     owner = replica_id(settings) if with_runtime else ""

@@ -65,6 +65,8 @@ def resource_type(path: str) -> ResourceType | None:
         namespace, rest = lower[at + 1], segments[at + 2:]
         if not rest or [r.lower() for r in rest] in (["register"], ["unregister"]):
             return ResourceType(_RESOURCES, "providers")
+        if namespace == "microsoft.resources" and rest[0].lower() == "deployments":
+            return ResourceType(_RESOURCES, "deployments")  # described with resource groups, same versions
         key = f"{namespace}/{rest[0].lower()}"
         if key in VERSIONS:
             return ResourceType(key, rest[0])

@@ -92,6 +92,22 @@ class InvalidParameter(AzureError):
     status, code = 400, "InvalidParameter"
 
 
+class InvalidTemplate(AzureError):
+    status, code = 400, "InvalidTemplate"
+
+
+class InvalidDeploymentMode(AzureError):
+    status, code = 400, "InvalidDeploymentMode"
+
+
+class DeploymentFailed(AzureError):
+    status, code = 400, "DeploymentFailed"
+
+
+class InvalidResourceType(AzureError):
+    status, code = 400, "InvalidResourceType"
+
+
 class InvalidResourceId(AzureError):
     status, code = 400, "InvalidResourceId"
 
@@ -184,6 +200,10 @@ class OperationNotFound(AzureError):
     status, code = 404, "OperationNotFound"
 
 
+class DeploymentNotFound(AzureError):
+    status, code = 404, "DeploymentNotFound"
+
+
 class InvalidResourceNamespace(AzureError):
     status, code = 404, "InvalidResourceNamespace"
 
@@ -214,6 +234,10 @@ class MethodNotAllowed(AzureError):
 
 class Conflict(AzureError):
     status, code = 409, "Conflict"
+
+
+class DeploymentActive(AzureError):
+    status, code = 409, "DeploymentActive"
 
 
 class ResourceGroupBeingDeleted(AzureError):

@@ -26,6 +26,7 @@ KEYWORDS: dict[str, str] = {
         "batchAccounts", "pools", "accountOperationResults", "asyncoperations",
         "instanceView", "runCommand", "powerOff", "beginGetAccess", "endGetAccess", "generalize", "restart",
         "deallocate", "start", "listKeys", "regenerateKeys", "stopResize", "disableAutoScale",
+        "deployments", "validate", "whatIf", "exportTemplate", "cancel", "operationStatuses",
     )
 }
 

@@ -13,15 +13,20 @@ from shoal.core.etags import new_etag
 from shoal.core.ids import ResourceId
 from shoal.store import models
 
+# Template deployments are stored as resource rows but, as in Azure, are not resources of their group.
+NOT_LISTED = "microsoft.resources/deployments"
+
 
 def list_in_subscription(session: Session, subscription_id: str) -> list[models.Resource]:
     return list(session.scalars(select(models.Resource).where(
-        models.Resource.subscription_id == subscription_id).order_by(models.Resource.key)))
+        models.Resource.subscription_id == subscription_id, models.Resource.type_key != NOT_LISTED,
+    ).order_by(models.Resource.key)))
 
 
 def list_in_group(session: Session, group_key: str) -> list[models.Resource]:
     return list(session.scalars(select(models.Resource).where(
-        models.Resource.group_key == group_key).order_by(models.Resource.key)))
+        models.Resource.group_key == group_key, models.Resource.type_key != NOT_LISTED,
+    ).order_by(models.Resource.key)))
 
 
 def generic_body(row: models.Resource) -> dict[str, Any]:
