@@ -78,6 +78,11 @@ class Shoal:
 
         return self._mgmt(ComputeManagementClient, credential, **kwargs)
 
+    def network_client(self, credential: Any = None, **kwargs: Any) -> Any:
+        from azure.mgmt.network import NetworkManagementClient
+
+        return self._mgmt(NetworkManagementClient, credential, **kwargs)
+
     def batch_mgmt_client(self, credential: Any = None, **kwargs: Any) -> Any:
         from azure.mgmt.batch import BatchManagementClient
 

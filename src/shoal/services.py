@@ -36,6 +36,7 @@ from shoal.reconcilers.machines import MachineReconciler
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
 from shoal.reconcilers.tasks import TaskScheduler
+from shoal.reconcilers.vmnet import VmNetworkReconciler
 from shoal.runtime.agent import HostAgent
 from shoal.runtime.blobs import BlobStore
 from shoal.runtime.marketplace import Catalog
@@ -195,6 +196,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         loops.append(scaler)
         loops.append(MachineReconciler(db, clock, host, work, other_machines=lambda: node_machines(db),
                                        claim=LoopClaim(db, clock, "machines", ttl, owner)))
+        loops.append(VmNetworkReconciler(db, clock, host, claim=LoopClaim(db, clock, "vmnet", ttl, owner)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner, lease_ttl=ttl))
     schedules = JobScheduleLoop(db, clock, claim=LoopClaim(db, clock, "jobschedules", ttl, owner))
     loops.append(schedules)

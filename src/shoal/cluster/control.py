@@ -436,6 +436,9 @@ class ClusterHostAgent:
     def publish_endpoints(self, endpoints: list[dict[str, Any]]) -> None:
         self.local.publish_endpoints(endpoints)
 
+    def publish_vm_networks(self, entries: list[dict[str, Any]]) -> None:
+        self.local.publish_vm_networks(entries)  # VMs live on the head
+
     def usage_samples(self, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
         by_host: dict[str | None, list[str]] = {}
         for machine_id in machine_ids:

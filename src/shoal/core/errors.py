@@ -285,6 +285,63 @@ class ServiceUnavailable(AzureError):
     status, code = 503, "ServiceUnavailable"
 
 
+# === Microsoft.Network (the network resource provider's own codes, all 400) ===================
+class NetcfgInvalidSubnet(AzureError):
+    status, code = 400, "NetcfgInvalidSubnet"
+
+
+class NetcfgSubnetRangesOverlap(AzureError):
+    status, code = 400, "NetcfgSubnetRangesOverlap"
+
+
+class NetcfgSubnetRangeOutsideVnet(AzureError):
+    status, code = 400, "NetcfgSubnetRangeOutsideVnet"
+
+
+class InvalidAddressPrefixFormat(AzureError):
+    status, code = 400, "InvalidAddressPrefixFormat"
+
+
+class InvalidResourceReference(AzureError):
+    status, code = 400, "InvalidResourceReference"
+
+
+class InUseSubnetCannotBeDeleted(AzureError):
+    status, code = 400, "InUseSubnetCannotBeDeleted"
+
+
+class InUseNetworkSecurityGroupCannotBeDeleted(AzureError):
+    status, code = 400, "InUseNetworkSecurityGroupCannotBeDeleted"
+
+
+class PublicIPAddressInUse(AzureError):
+    status, code = 400, "PublicIPAddressInUse"
+
+
+class NicInUse(AzureError):
+    status, code = 400, "NicInUse"
+
+
+class PrivateIPAddressNotInSubnet(AzureError):
+    status, code = 400, "PrivateIPAddressNotInSubnet"
+
+
+class PrivateIPAddressInUse(AzureError):
+    status, code = 400, "PrivateIPAddressInUse"
+
+
+class SecurityRuleInvalidPortRange(AzureError):
+    status, code = 400, "SecurityRuleInvalidPortRange"
+
+
+class SecurityRuleParameterContainsUnsupportedValue(AzureError):
+    status, code = 400, "SecurityRuleParameterContainsUnsupportedValue"
+
+
+class SecurityRuleInvalidPriority(AzureError):
+    status, code = 400, "SecurityRuleInvalidPriority"
+
+
 # === Batch data plane ==========================================================================
 # The codes of the Batch REST reference. Data-plane errors carry their name/value pairs in ``values``.
 

@@ -75,3 +75,18 @@ def public_address(space: str, subnet: str) -> str:
     index = (int(ipaddress.ip_network(subnet).network_address) - int(net.network_address)) >> (32 - SUBNET_PREFIX)
     public = list(net.subnets(new_prefix=SUBNET_PREFIX))[-1]
     return str(public.network_address + RESERVED_LOW + index)
+
+
+def allocate_public(space: str, used: Iterable[str | None]) -> str:
+    """A host-reachable address for a public IP address resource: in the space's last subnet, above the
+    addresses pools' inbound NAT endpoints take (one per subnet of the space, see :func:`public_address`)."""
+    net = _space(space)
+    public = list(net.subnets(new_prefix=SUBNET_PREFIX))[-1]
+    taken = {u for u in used if u}
+    first = int(public.network_address) + RESERVED_LOW + 2 ** (SUBNET_PREFIX - net.prefixlen)
+    for value in range(first, int(public.broadcast_address)):
+        address = str(ipaddress.IPv4Address(value))
+        if address not in taken:
+            return address
+    raise errors.SubnetIsFull(f"No public address is left in this Shoal's node address space {space}: delete "
+                              "a public IP address, or give the server a larger --node-address-space.")

@@ -22,6 +22,7 @@ from shoal.domain.compute import content as ct
 from shoal.domain.compute import galleries, service, sources, vms
 from shoal.domain.compute.kinds import ResourceKind
 from shoal.domain.host import HostAgent
+from shoal.domain.networking import machines as networking
 from shoal.reconcilers.operations import Handler, OperationWork, Outcome
 from shoal.store import models
 from shoal.store.db import Database
@@ -276,9 +277,17 @@ class ComputeWork:
         return {"machineId": vm.internal["machineId"], "hostname": vm.internal.get("hostname", vm.name),
                 "base": os_disk["base"], "osDisk": os_disk,
                 "dataDisks": {lun: disk(d) for lun, d in (vm.internal.get("dataDisks") or {}).items()},
-                "network": network.machine_network(self._address(vm), network.vm_subnet(self.address_space),
-                                                   self.address_space),
+                "network": self._network(vm),
                 "limits": vmsizes.machine_limits(str((vm.properties.get("hardwareProfile") or {}).get("vmSize")))}
+
+    def _network(self, vm: models.Resource) -> dict[str, Any]:
+        """A VM with a network interface boots with the interface's address on its subnet; others get one on
+        the default subnet of VMs."""
+        with self.db.read() as s:
+            found = networking.machine_network(s, vm, self.address_space)
+        if found is not None:
+            return found
+        return network.machine_network(self._address(vm), network.vm_subnet(self.address_space), self.address_space)
 
     def _address(self, vm: models.Resource) -> str:
         """The VM's private address on the default subnet (given on its first boot, kept for its life)."""
@@ -374,6 +383,7 @@ class ComputeWork:
                 s.delete(ext)
             row = resources.find(s, ids.parse(vm.id))
             if row is not None:
+                networking.release(s, self.clock, self.address_space, row)  # its NICs' deleteOption
                 s.delete(row)
         for upper in removed:
             self.agent.delete_disk(upper)

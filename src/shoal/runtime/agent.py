@@ -107,6 +107,15 @@ class HostAgent:
                                                                                  int(e["backendPort"]))
                            for e in endpoints})
 
+    def publish_vm_networks(self, entries: list[dict[str, Any]]) -> None:
+        """VMs' public addresses (every port forwarded) and inbound filters, all of them (others are withdrawn):
+        ``[{"address", "publicIPAddress", "stages"}]`` (see ``nodenet.NodeNetwork.vm_inbound``). Nothing to do
+        when machines share the host's network."""
+        net = self.machines.hardening.network if isinstance(self.machines, NamespaceRuntime) else None
+        if net is None:
+            return
+        net.vm_inbound(entries)
+
     @property
     def gateway(self) -> str | None:
         """Where machines reach the host (and Shoal's API), when they have networks of their own."""

@@ -36,7 +36,7 @@ import subprocess
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from shoal.runtime.dnsrelay import DnsRelay
 
@@ -132,6 +132,8 @@ class NodeNetwork:
         self._lock_file: IO[str] | None = None
         self._nat: dict[tuple[str, int], tuple[str, int]] = {}
         self._public: set[str] = set()
+        self._vm_public: set[str] = set()  # public IP addresses of VMs on the gateway device
+        self._vm_chains: set[str] = set()  # the inbound filter chains of VMs (network security groups)
         self.relay: DnsRelay | None = None  # DNS at the gateway, when the host's resolver is on its loopback
         self._nat_lock = threading.Lock()
 
@@ -210,6 +212,8 @@ class NodeNetwork:
         return f"""table inet {self.table} {{
   set same_subnet {{ type ipv4_addr . ipv4_addr; flags interval; elements = {{ {pairs} }} }}
   map nat_endpoints {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
+  map vm_public {{ type ipv4_addr : ipv4_addr; }}
+  map vm_inbound {{ type ipv4_addr : verdict; }}
   chain input {{ type filter hook input priority filter; policy accept;
     ip saddr {s} ct state established,related accept
     ip saddr {s} ip daddr {g} tcp dport {{ {ports} }} accept
@@ -227,9 +231,14 @@ class NodeNetwork:
   }}
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;
     dnat ip to ip daddr . tcp dport map @nat_endpoints{forward}
+    dnat ip to ip daddr map @vm_public
   }}
   chain output {{ type nat hook output priority -100; policy accept;
     dnat ip to ip daddr . tcp dport map @nat_endpoints
+    dnat ip to ip daddr map @vm_public
+  }}
+  chain vm_filter {{ type filter hook postrouting priority filter; policy accept;
+    ip daddr vmap @vm_inbound
   }}
   chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
     ip saddr {s} ip daddr != {s} masquerade
@@ -245,6 +254,7 @@ class NodeNetwork:
         if done.returncode != 0:
             raise NetworkError(f"cannot load the nftables rules for {self.space}: {done.stderr.strip()}")
         self._nat.clear()
+        self._vm_chains.clear()
 
     # ------------------------------------------------------------------ inbound NAT
 
@@ -276,13 +286,69 @@ class NodeNetwork:
                 self._nat.pop(k, None)
             self._nat.update(add)
 
+    # ------------------------------------------------------------------ VMs' public IPs and inbound filters
+
+    def vm_inbound(self, entries: list[dict[str, Any]]) -> None:
+        """Make the host forward each VM's public address to it (every port: one-to-one NAT) and filter
+        inbound traffic to VMs, exactly as given (others are withdrawn), in one nftables transaction.
+
+        ``entries``: ``[{"address", "publicIPAddress" (or None), "stages": [[rule, ...], ...]}]``; a packet
+        for ``address`` (after NAT, before the source is rewritten to the gateway) must pass every stage in
+        turn: a rule ``{"allow", "protocol", "sources", "ports"}`` that matches ends the stage (allow) or drops
+        the packet (deny). Established and related traffic always passes (replies, and connections admitted
+        before a rule changed). A VM without stages is not filtered."""
+        with self._nat_lock:
+            publics = {str(e["publicIPAddress"]): str(e["address"]) for e in entries if e.get("publicIPAddress")}
+            for public in set(publics) - self._vm_public:
+                added = _run(["ip", "addr", "add", f"{public}/32", "dev", GATEWAY_DEVICE])
+                if added.returncode != 0 and "File exists" not in added.stderr \
+                        and "already assigned" not in added.stderr:
+                    raise NetworkError(f"cannot add the public address {public}: {added.stderr.strip()}")
+                self._vm_public.add(public)
+            t = self.table
+            lines = [f"flush map inet {t} vm_public", f"flush map inet {t} vm_inbound"]
+            wanted: dict[str, list[str]] = {}
+            elements: list[str] = []
+            for e in entries:
+                stages = e.get("stages") or []
+                if not stages:
+                    continue
+                head = "vm_" + hashlib.sha256(str(e["address"]).encode()).hexdigest()[:12]
+                body = ["ct state established,related accept"]
+                for i, rules in enumerate(stages):
+                    name = f"{head}_{i}"
+                    wanted[name] = [_filter_rule(r) for r in rules]
+                    body.append(f"jump {name}")
+                wanted[head] = [*body, "accept"]
+                elements.append(f"{e['address']} : jump {head}")
+            for chain in self._vm_chains - set(wanted):
+                lines.append(f"flush chain inet {t} {chain}")
+            for chain in self._vm_chains - set(wanted):
+                lines.append(f"delete chain inet {t} {chain}")
+            for chain in sorted(wanted, key=lambda c: -len(c)):  # stages before the chains that jump to them
+                lines += [f"add chain inet {t} {chain}", f"flush chain inet {t} {chain}"]
+                lines += [f"add rule inet {t} {chain} {rule}" for rule in wanted[chain]]
+            if publics:
+                items = ", ".join(f"{p} : {a}" for p, a in sorted(publics.items()))
+                lines.append(f"add element inet {t} vm_public {{ {items} }}")
+            if elements:
+                lines.append(f"add element inet {t} vm_inbound {{ {', '.join(elements)} }}")
+            done = _run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
+            if done.returncode != 0:
+                raise NetworkError(f"cannot update the VMs' public addresses and inbound filters: "
+                                   f"{done.stderr.strip()}")
+            self._vm_chains = set(wanted)
+            for public in self._vm_public - set(publics):
+                _run(["ip", "addr", "del", f"{public}/32", "dev", GATEWAY_DEVICE])
+            self._vm_public &= set(publics)
+
     def down(self) -> None:
         """Remove this space's table, gateway and public addresses (uninstall, tests)."""
         if self.relay is not None:
             self.relay.stop()
             self.relay = None
         _run(["nft", "delete", "table", "inet", self.table])
-        for address in [self.gateway, *self._public]:
+        for address in [self.gateway, *self._public, *self._vm_public]:
             _run(["ip", "addr", "del", f"{address}/32", "dev", GATEWAY_DEVICE])
         self.release()
 
@@ -292,6 +358,27 @@ class NodeNetwork:
 
 
 NETWORK_RECORD = "node-network"
+
+
+def _filter_rule(rule: dict[str, Any]) -> str:
+    """One rule of a VM's inbound stage as an nftables rule (allow: ``return`` to the next stage; deny: drop)."""
+    parts = []
+    if rule.get("sources") is not None:
+        sources = [str(ipaddress.ip_network(str(x), strict=False)) for x in rule["sources"]]
+        parts.append(f"ip saddr {{ {', '.join(sources)} }}")
+    proto = rule.get("protocol")
+    ports = [f"{int(lo)}" if int(lo) == int(hi) else f"{int(lo)}-{int(hi)}" for lo, hi in rule.get("ports") or []]
+    if proto in ("tcp", "udp"):
+        parts.append(f"meta l4proto {proto}")
+    elif proto == "icmp":
+        parts.append("meta l4proto icmp")
+        ports = []
+    elif ports:
+        parts.append("meta l4proto { tcp, udp }")
+    if ports:
+        parts.append(f"th dport {{ {', '.join(ports)} }}")
+    parts.append("return" if rule.get("allow") else "drop")
+    return " ".join(parts)
 
 
 def teardown(store_dir: Path) -> bool:

@@ -24,6 +24,7 @@ from shoal.core.clock import Clock
 from shoal.domain import network
 from shoal.domain.batch import natpools, pools
 from shoal.domain.batch.nodes import BULK_CHUNK, NODES
+from shoal.domain.networking import records as networking
 from shoal.store import models
 
 
@@ -76,9 +77,10 @@ def mark_leaving(s: Session, keys: Sequence[str], option: str) -> list[str]:
 
 
 def subnet_for(s: Session, pool: models.Pool, space: str) -> str:
-    """The pool's subnet, given on first use (the first subnet of the space no pool holds)."""
+    """The pool's subnet, given on first use (the first subnet of the space no pool or virtual network holds)."""
     if pool.subnet is None:
-        pool.subnet = network.allocate_subnet(space, s.scalars(select(models.Pool.subnet)))
+        pool.subnet = network.allocate_subnet(space, [*s.scalars(select(models.Pool.subnet)),
+                                                      *networking.held_subnets(s)])
     return pool.subnet
 
 

@@ -19,6 +19,7 @@ from shoal.domain import resources
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import marketplace, sources, usage
 from shoal.domain.compute.kinds import ArmBody, ComputeContext, PutPlan, invalid, ref_id, require_location
+from shoal.domain.networking import machines as networking
 from shoal.store import models
 
 POWER_RUNNING, POWER_STOPPED, POWER_DEALLOCATED = "running", "stopped", "deallocated"
@@ -108,7 +109,10 @@ class VirtualMachineKind:
                 "encryption": {"type": "EncryptionAtRestWithPlatformKey"}, "networkAccessPolicy": "AllowAll"},
                 sku={"name": (os_disk_in.get("managedDisk") or {}).get("storageAccountType", "Standard_LRS")})
             os_disk_id = str(disk_rid)
-        data_in = storage.get("dataDisks") or []
+        data_in = storage.get("dataDisks")
+        if data_in is None:  # omitted: the image's data disks at their LUNs, with their contents (as Azure does)
+            data_in = [{"lun": int(lun), "createOption": "FromImage"}
+                       for lun in sorted((image_content.get("data") or {}), key=int)]
         data_out: list[dict[str, Any]] = []
         attached: dict[str, str] = {}
         for i, dd in enumerate(data_in):
@@ -169,7 +173,7 @@ class VirtualMachineKind:
             props["osProfile"].setdefault("computerName", rid.name)
             props["osProfile"].setdefault("allowExtensionOperations", True)
         if p.get("networkProfile"):
-            props["networkProfile"] = p["networkProfile"]
+            props["networkProfile"] = networking.attach(s, ctx.clock, str(rid), p["networkProfile"])
         props["timeCreated"] = format_timestamp(ctx.clock.now())
         internal = {"machineId": f"vm-{vm_id[:8]}", "osDisk": os_disk_id, "dataDisks": attached, "power": "starting",
                     "generalized": False, "extensions": [], "hostname": (props.get("osProfile") or {}).get(
