@@ -8,6 +8,7 @@ transaction, then writes the result back. A failure marks the resource ``Failed`
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from shoal.core.hosterrors import AgentError, LayerError
 from shoal.domain import network, resources
 from shoal.domain.batch import vmsizes
 from shoal.domain.compute import content as ct
-from shoal.domain.compute import galleries, service, sources, vms
+from shoal.domain.compute import galleries, linux_agent, service, sources, vms
 from shoal.domain.compute.kinds import ResourceKind
 from shoal.domain.host import HostAgent
 from shoal.domain.networking import machines as networking
@@ -29,12 +30,15 @@ from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
 
+GUEST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+
 
 class ComputeWork:
     def __init__(self, db: Database, clock: Clock, agent: HostAgent,
                  address_space: str = network.DEFAULT_SPACE) -> None:
         self.db, self.clock, self.agent = db, clock, agent
         self.address_space = address_space  # VMs get their addresses on its default subnet
+        self._deprovisioning = threading.Lock()  # one deprovisioning boot of a generalized VM at a time
 
     # --- helpers ------------------------------------------------------------------------------------------
     def _load(self, resource_id: str) -> models.Resource | None:
@@ -105,6 +109,8 @@ class ComputeWork:
         disk = self._load(disk_id)
         if disk is None:
             raise errors.NotFound(f"The source disk '{disk_id}' no longer exists.")
+        if disk.internal.get("os") and disk.internal.get("attachedTo"):
+            self.deprovision(str(disk.internal["attachedTo"]))
         return self.agent.capture_disk(disk.internal["upper"])
 
     def import_file(self, work: OperationWork) -> Outcome:
@@ -142,6 +148,8 @@ class ComputeWork:
         if row is None:
             raise errors.NotFound("The disk no longer exists.")
         token = str(work.payload["token"])
+        if row.internal.get("os") and row.internal.get("attachedTo"):
+            self.deprovision(str(row.internal["attachedTo"]))
         self.agent.export_disk(token, row.internal.get("base"), list(row.internal.get("layers") or []),
                                row.internal.get("upper"))
 
@@ -193,6 +201,7 @@ class ComputeWork:
 
     def capture_vm_content(self, vm_id: str) -> dict[str, Any]:
         """Capture a stopped VM's OS and data disks: their uppers become layers on top of their stacks."""
+        self.deprovision(vm_id)
         vm = self._load(vm_id)
         if vm is None:
             raise errors.NotFound("The source VM no longer exists.")
@@ -318,6 +327,7 @@ class ComputeWork:
         if vm is None:
             return Outcome(True)
         self.agent.boot(self.machine_of(vm))
+        self.provision_guest(vm)
         with self.db.write() as s:
             for disk_id in [vm.internal["osDisk"], *(vm.internal.get("dataDisks") or {}).values()]:
                 disk = resources.find(s, ids.parse(disk_id))
@@ -336,11 +346,76 @@ class ComputeWork:
                 self.agent.halt(machine_id)
             if action in ("start", "restart"):
                 self.agent.boot(self.machine_of(vm))
+                self.start_guest_services(vm)
             power = {"powerOff": vms.POWER_STOPPED, "deallocate": vms.POWER_DEALLOCATED}.get(action, vms.POWER_RUNNING)
             self._set_power(work.target_id, power)
             return Outcome(True)
 
         return handle
+
+    # --- the guest agent: provisioning, sshd and deprovisioning (domain/compute/linux_agent.py) ---------------
+    def _guest(self, vm: models.Resource, script: str) -> dict[str, Any] | None:
+        """Run a guest-agent script in the VM as its root. None where machines are not namespaced: commands
+        there are plain processes of an unprivileged host user, with no system of their own to provision."""
+        if self.agent.isolation != "namespaces":
+            return None
+        return self.agent.run(vm.internal["machineId"], ["/bin/sh", "-c", script], env=dict(GUEST_ENV), cwd="/",
+                              timeout=300)
+
+    def provision_guest(self, vm: models.Resource) -> None:
+        """A VM's first boot with an osProfile: host keys of its own, the admin user, then sshd."""
+        provisioning = vm.internal.get("provisioning")
+        if not provisioning:
+            return
+        result = self._guest(vm, linux_agent.first_boot_script(provisioning))
+        if result is not None and int(result.get("exitCode", -1)) != 0:
+            raise errors.OperationFailed(
+                f"OS provisioning failed for VM '{vm.name}' due to an error reported by the guest: "
+                f"{_text(result.get('stderr'))[-2000:].strip() or 'exit code ' + str(result.get('exitCode'))}")
+
+        def done(row: models.Resource) -> None:  # the password is set: its hash is not kept any longer
+            kept = {k: v for k, v in (row.internal.get("provisioning") or {}).items() if k != "passwordHash"}
+            row.internal = {**row.internal, "provisioning": kept}
+
+        self._update(vm.id, done)
+        self.start_guest_services(vm)
+
+    def start_guest_services(self, vm: models.Resource) -> None:
+        """At each boot of a provisioned VM: the image's OpenSSH server on port 22 of the VM's own network (not
+        when machines share the host's network: it would answer on the host's port 22)."""
+        if not vm.internal.get("provisioning") or self.agent.gateway is None:
+            return
+        result = self._guest(vm, linux_agent.boot_script())
+        if result is not None and int(result.get("exitCode", -1)) != 0:
+            log.warning("VM %s: sshd did not start: %s", vm.id, _text(result.get("stderr")).strip())
+
+    def deprovision(self, vm_id: str) -> None:
+        """``waagent -deprovision+user`` on a generalized VM's OS disk before anything captures or exports it:
+        the VM boots for a moment (the machines loop keeps its machine while the flag is set), the script runs,
+        the VM stops again."""
+        vm = self._load(vm_id)
+        if vm is None or not vm.internal.get("deprovision"):
+            return
+        with self._deprovisioning:
+            vm = self._load(vm_id)
+            if vm is None or not vm.internal.get("deprovision"):
+                return
+            if self.agent.isolation == "namespaces":
+                machine_id = vm.internal["machineId"]
+                self.agent.boot(self.machine_of(vm))
+                try:
+                    user = (vm.internal.get("provisioning") or {}).get("adminUsername")
+                    result = self._guest(vm, linux_agent.deprovision_script(user))
+                finally:
+                    self.agent.halt(machine_id)
+                if result is not None and int(result.get("exitCode", -1)) != 0:
+                    raise errors.OperationFailed(f"Deprovisioning the generalized VM '{vm.name}' failed: "
+                                                 f"{_text(result.get('stderr'))[-2000:].strip()}")
+
+            def done(row: models.Resource) -> None:
+                row.internal = {k: v for k, v in row.internal.items() if k not in ("deprovision", "provisioning")}
+
+            self._update(vm_id, done)
 
     def run_command(self, work: OperationWork) -> Outcome:
         vm = self._load(work.target_id)

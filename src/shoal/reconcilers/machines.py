@@ -65,6 +65,7 @@ class MachineReconciler:
                 log.info("booting VM %s again (its machine was not running)", vm.id)
                 try:
                     self.agent.boot(self.work.machine_of(vm))
+                    self.work.start_guest_services(vm)
                 except Exception:
                     log.exception("could not boot VM %s", vm.id)
         strays = set(self.agent.machine_ids()) - wanted - self.other_machines()
@@ -93,9 +94,10 @@ class MachineReconciler:
 
 
 def _wanted(busy: set[str], rows: list[models.Resource]) -> set[str]:
-    """The machines that VMs own: those of VMs being worked on or created, and of running VMs."""
+    """The machines that VMs own: those of VMs being worked on or created, of running VMs, and of generalized VMs
+    (booted for a moment to be deprovisioned before a capture)."""
     return {vm.internal["machineId"] for vm in rows if vm.internal.get("machineId") and (
-        vm.id.lower() in busy or vm.provisioning_state == "Creating"
+        vm.id.lower() in busy or vm.provisioning_state == "Creating" or vm.internal.get("deprovision")
         or (vm.internal.get("power") == vms.POWER_RUNNING and vm.provisioning_state == "Succeeded"))}
 
 

@@ -17,7 +17,7 @@ from shoal.core.ids import ResourceId
 from shoal.core.timefmt import format_timestamp
 from shoal.domain import resources
 from shoal.domain.compute import content as ct
-from shoal.domain.compute import marketplace, sources, usage
+from shoal.domain.compute import linux_agent, marketplace, sources, usage
 from shoal.domain.compute.kinds import ArmBody, ComputeContext, PutPlan, invalid, ref_id, require_location
 from shoal.domain.networking import machines as networking
 from shoal.store import models
@@ -74,6 +74,7 @@ class VirtualMachineKind:
         if not size:
             raise invalid("Required parameter 'hardwareProfile.vmSize' is missing (null).", "hardwareProfile.vmSize")
         usage.check_room(s, rid.subscription, location, size, ctx.core_quota)
+        provisioning = linux_agent.plan(p.get("osProfile"))  # Azure's osProfile rules; the guest agent's work
         storage = p.get("storageProfile") or {}
         os_disk_in = dict(storage.get("osDisk") or {})
         vm_id = str(uuid.uuid4())
@@ -178,6 +179,8 @@ class VirtualMachineKind:
         internal = {"machineId": f"vm-{vm_id[:8]}", "osDisk": os_disk_id, "dataDisks": attached, "power": "starting",
                     "generalized": False, "extensions": [], "hostname": (props.get("osProfile") or {}).get(
                         "computerName", rid.name)}
+        if provisioning and wire_ref is not None:  # not for an attached (specialized) OS disk: nothing provisions
+            internal["provisioning"] = provisioning
         return PutPlan(props, internal, "create")
 
     @staticmethod
@@ -228,7 +231,8 @@ def generalize(row: models.Resource) -> None:
         raise errors.OperationNotAllowed(
             f"Operation 'generalize' is not allowed on VM '{row.name}' since the VM is running. Stop or deallocate "
             "it first (az vm deallocate).")
-    row.internal = {**row.internal, "generalized": True}
+    # The guest agent's deprovisioning (host keys, the admin user) is done on the disk before it is captured.
+    row.internal = {**row.internal, "generalized": True, "deprovision": True}
 
 
 def instance_view(row: models.Resource, now_text: str, disks: list[models.Resource]) -> dict[str, Any]:
