@@ -13,6 +13,7 @@ from shoal.api.arm import (
     authorization,
     batch_mgmt,
     compute,
+    deployments,
     metadata,
     network,
     operations,
@@ -52,8 +53,8 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
     # and the identity routes (``/{tenant}/...``) last.
     for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, batch_job_schedules,
                    operations, usages, vm_images,
-                   compute, network, batch_mgmt, subscriptions, resource_groups, resources, authorization, containers,
-                   portal, cluster, identity):
+                   compute, network, batch_mgmt, subscriptions, resource_groups, deployments, resources,
+                   authorization, containers, portal, cluster, identity):
         app.include_router(module.router)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)
