@@ -24,6 +24,8 @@ from azure.mgmt.compute.models import (
     Image,
     ImageReference,
     LinuxConfiguration,
+    NetworkInterfaceReference,
+    NetworkProfile,
     OSProfile,
     RunCommandInput,
     SshConfiguration,
@@ -31,6 +33,17 @@ from azure.mgmt.compute.models import (
     StorageProfile,
     SubResource,
     VirtualMachine,
+)
+from azure.mgmt.network.models import (
+    AddressSpace,
+    NetworkInterface,
+    NetworkInterfaceIPConfiguration,
+    NetworkSecurityGroup,
+    PublicIPAddress,
+    PublicIPAddressSku,
+    SecurityRule,
+    Subnet,
+    VirtualNetwork,
 )
 from azure.mgmt.resource.resources.models import ResourceGroup
 
@@ -268,6 +281,40 @@ def test_ssh_into_a_vm_on_the_host_base(shoal: Shoal, group: str, tmp_path: Path
     assert (user, uid, hostname) == ("azureuser", "0", "hostvm")
     own = Path("/etc/ssh/ssh_host_ed25519_key.pub")
     assert not own.exists() or own.read_text().strip() != host_key.strip()  # never the host's own identity
+
+
+@needs_ssh
+def test_ssh_at_the_public_ip_through_the_nsg(shoal: Shoal, group: str, tmp_path: Path) -> None:
+    """What `az vm create --ssh-key-values` makes (a NIC with a public IP, an NSG allowing 22), reached as
+    `ssh azureuser@<publicIp>`; Packer's azure-arm builder connects the same way."""
+    net, compute = shoal.network_client(), shoal.compute_client()
+    vnet = net.virtual_networks.begin_create_or_update(group, "sshnet", VirtualNetwork(
+        location=LOCATION, address_space=AddressSpace(address_prefixes=["10.0.0.0/16"]),
+        subnets=[Subnet(name="default", address_prefix="10.0.0.0/24")])).result()
+    nsg = net.network_security_groups.begin_create_or_update(group, "ssh-nsg", NetworkSecurityGroup(
+        location=LOCATION, security_rules=[SecurityRule(
+            name="default-allow-ssh", protocol="Tcp", source_port_range="*", destination_port_range="22",
+            source_address_prefix="*", destination_address_prefix="*", access="Allow", priority=1000,
+            direction="Inbound")])).result()
+    pip = net.public_ip_addresses.begin_create_or_update(group, "ssh-pip", PublicIPAddress(
+        location=LOCATION, sku=PublicIPAddressSku(name="Standard"), public_ip_allocation_method="Static")).result()
+    nic = net.network_interfaces.begin_create_or_update(group, "ssh-nic", NetworkInterface(
+        location=LOCATION, network_security_group=NetworkSecurityGroup(id=nsg.id),
+        ip_configurations=[NetworkInterfaceIPConfiguration(
+            name="ipconfig1", subnet=Subnet(id=vnet.subnets[0].id),
+            public_ip_address=PublicIPAddress(id=pip.id))])).result()
+    key, pub = keypair(tmp_path)
+    body = vm_body(DEBIAN, "azureuser", [pub])
+    body.network_profile = NetworkProfile(network_interfaces=[NetworkInterfaceReference(id=nic.id, primary=True)])
+    compute.virtual_machines.begin_create_or_update(group, "pipvm", body).result()
+    public = str(pip.ip_address)
+    deadline = time.monotonic() + 60
+    while True:  # the NSG and the public IP's NAT are published by a loop, moments after the VM is up
+        proc = ssh(key, f"azureuser@{public}", "hostname; sudo -n true && echo sudo-ok", check=False)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert proc.stdout.split() == ["pipvm", "sudo-ok"], proc.stderr
 
 
 def test_bad_os_profiles_are_refused_with_azures_codes(shoal: Shoal, group: str, tmp_path: Path) -> None:
