@@ -777,14 +777,68 @@ def faults_set(
     node_delay: Annotated[float, typer.Option(help="Seconds each node takes to provision.")] = 0.0,
     node_failure: Annotated[bool, typer.Option(help="Make node provisioning fail (nodes become unusable).")] = False,
     clock_offset: Annotated[float, typer.Option(help="Move the server's clock forward by this many seconds.")] = 0.0,
+    spot_recovery_seconds: Annotated[float, typer.Option(
+        min=0.0, help="How long an evicted low-priority node stays preempted before capacity returns.")] = 5.0,
+    eviction_rate: Annotated[list[str] | None, typer.Option(
+        help="POOL=RATE: evict RATE of the pool's low-priority nodes a minute, at random (repeatable).")] = None,
     state_dir: StateDir = default_state_dir(),
 ) -> None:
-    """Slow down or fail node provisioning, or move the clock, of the Shoal using this state directory."""
+    """Slow down or fail node provisioning, move the clock, or evict Spot nodes at random, on the Shoal using this
+    state directory."""
     from shoal.reconcilers.faults import Faults, write
 
-    write(state_dir.expanduser() / "faults.json", Faults(node_delay, node_failure, clock_offset))
+    rates: dict[str, float] = {}
+    for item in eviction_rate or []:
+        pool, sep, rate = item.partition("=")
+        try:
+            rates[pool.strip().lower()] = float(rate)
+        except ValueError:
+            sep = ""
+        if not sep or not pool.strip():
+            console.print(f"[red]--eviction-rate {item!r}: expected POOL=RATE (evictions a minute).[/red]")
+            raise typer.Exit(2) from None
+    write(state_dir.expanduser() / "faults.json", Faults(node_delay, node_failure, clock_offset,
+                                                          spot_recovery_seconds, rates))
     console.print(f"Faults set: node provisioning delay {node_delay} s, failure {node_failure}, clock offset "
-                  f"{clock_offset} s.")
+                  f"{clock_offset} s, Spot capacity returns after {spot_recovery_seconds} s"
+                  + (f", eviction rates {rates}." if rates else "."))
+
+
+@faults_app.command("evict")
+def faults_evict(
+    pool: Annotated[str, typer.Option(help="The pool's id.")],
+    account: Annotated[str | None, typer.Option(help="The pool's Batch account (when several have that pool).")]
+    = None,
+    count: Annotated[int | None, typer.Option(min=0, help="How many low-priority nodes to evict.")] = None,
+    fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Or which fraction of them.")] = None,
+    state_dir: StateDir = default_state_dir(),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Evict low-priority (Spot) nodes as Azure does: they go preempted, their running tasks are requeued, and
+    they come back (starting, then idle) once capacity returns (`faults set --spot-recovery-seconds`)."""
+    from shoal import services
+    from shoal.core import errors
+    from shoal.domain.batch import eviction
+
+    if (count is None) == (fraction is None):
+        console.print("[red]Give --count or --fraction.[/red]")
+        raise typer.Exit(2)
+    svc = services.build(_settings(state_dir, database_url))
+    try:
+        with svc.db.write() as s:
+            found = eviction.find_pools(s, pool, account)
+            if len(found) != 1:
+                where = f" in account {account}" if account else ""
+                console.print(f"[red]{'No pool' if not found else 'Several pools'} '{pool}'{where}"
+                              f"{': name its --account' if found else ''}.[/red]")
+                raise typer.Exit(1)
+            evicted = eviction.evict(s, svc.clock, found[0], count=count, fraction=fraction)
+    except errors.AzureError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        svc.db.dispose()
+    console.print(f"Evicted {len(evicted)} node(s) of pool {pool}: {', '.join(evicted) or 'none'}.")
 
 
 @faults_app.command("clear")

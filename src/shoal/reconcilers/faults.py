@@ -3,14 +3,17 @@
 Lets tests and operators see how Shoal behaves when provisioning is slow or fails, without waiting for real
 failures: ``<state-dir>/faults.json`` holds ``{"nodeProvisionDelaySeconds": 0.5, "nodeProvisionFailure": false,
 "clockOffsetSeconds": 0}`` and is re-read when it changes. ``clockOffsetSeconds`` moves the server's clock
-forward (resize timeouts, autoscale intervals) without waiting. Manage it with ``shoal faults set|clear``.
+forward (resize timeouts, autoscale intervals) without waiting. Spot rehearsals: ``spotRecoverySeconds`` is how
+long an evicted low-priority node stays ``preempted`` before capacity returns (default 5), and
+``evictionRatesPerMinute`` (``{"<pool id>": 0.5}``) evicts that many of a pool's low-priority nodes a minute, at
+random (domain/batch/eviction.py). Manage it with ``shoal faults set|evict|clear``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +25,8 @@ class Faults:
     node_provision_delay: float = 0.0
     node_provision_failure: bool = False
     clock_offset: float = 0.0
+    spot_recovery_seconds: float = 5.0
+    eviction_rates: dict[str, float] = field(default_factory=dict)  # pool id (lower case) -> evictions a minute
 
 
 class FaultSource:
@@ -48,9 +53,13 @@ class FaultSource:
                 data = json.loads(self.path.read_text() or "{}")
             except ValueError:
                 data = {}
+            rates = data.get("evictionRatesPerMinute") or {}
             self._faults = Faults(float(data.get("nodeProvisionDelaySeconds", 0) or 0),
                                   bool(data.get("nodeProvisionFailure", False)),
-                                  float(data.get("clockOffsetSeconds", 0) or 0))
+                                  float(data.get("clockOffsetSeconds", 0) or 0),
+                                  float(data.get("spotRecoverySeconds", 5.0) or 0),
+                                  {str(k).lower(): float(v) for k, v in rates.items()} if isinstance(rates, dict)
+                                  else {})
             self._stamp = stamp
         return self._faults
 
@@ -58,7 +67,9 @@ class FaultSource:
 def write(path: Path, faults: Faults) -> None:
     path.write_text(json.dumps({"nodeProvisionDelaySeconds": faults.node_provision_delay,
                                 "nodeProvisionFailure": faults.node_provision_failure,
-                                "clockOffsetSeconds": faults.clock_offset}, indent=2))
+                                "clockOffsetSeconds": faults.clock_offset,
+                                "spotRecoverySeconds": faults.spot_recovery_seconds,
+                                "evictionRatesPerMinute": faults.eviction_rates}, indent=2))
 
 
 class FaultClock(Clock):

@@ -23,15 +23,19 @@ NOBODY = 65534  # the unprivileged user (inside the node) that non-admin tasks r
 TRANSITIONAL = ("creating", "starting", "rebooting", "reimaging", "waitingforstarttask")
 _TRANSITIONS: dict[str, set[str]] = {
     "creating": {"starting", "unusable", "leavingpool"},
-    "starting": {"waitingforstarttask", "idle", "starttaskfailed", "unusable", "leavingpool"},
-    "waitingforstarttask": {"idle", "starttaskfailed", "unusable", "rebooting", "reimaging", "leavingpool"},
-    "idle": {"running", "rebooting", "reimaging", "offline", "leavingpool", "unusable"},
-    "running": {"idle", "rebooting", "reimaging", "offline", "leavingpool", "unusable"},
-    "offline": {"idle", "running", "rebooting", "reimaging", "leavingpool"},
-    "starttaskfailed": {"rebooting", "reimaging", "leavingpool", "idle"},
-    "unusable": {"rebooting", "reimaging", "leavingpool", "starting"},
+    "starting": {"waitingforstarttask", "idle", "starttaskfailed", "unusable", "leavingpool", "preempted"},
+    "waitingforstarttask": {"idle", "starttaskfailed", "unusable", "rebooting", "reimaging", "leavingpool",
+                            "preempted"},
+    "idle": {"running", "rebooting", "reimaging", "offline", "leavingpool", "unusable", "preempted"},
+    "running": {"idle", "rebooting", "reimaging", "offline", "leavingpool", "unusable", "preempted"},
+    "offline": {"idle", "running", "rebooting", "reimaging", "leavingpool", "preempted"},
+    "starttaskfailed": {"rebooting", "reimaging", "leavingpool", "idle", "preempted"},
+    "unusable": {"rebooting", "reimaging", "leavingpool", "starting", "preempted"},
     "rebooting": {"starting", "unusable", "leavingpool"},
     "reimaging": {"starting", "unusable", "leavingpool"},
+    # A low-priority (Spot) node whose capacity Azure took back: listed until capacity returns, then it starts
+    # again (domain/batch/eviction.py).
+    "preempted": {"starting", "unusable", "leavingpool"},
     "leavingpool": set(),
 }
 

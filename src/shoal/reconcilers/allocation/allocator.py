@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -17,7 +19,7 @@ from sqlalchemy import or_, select
 
 from shoal.core.clock import Clock
 from shoal.domain import network
-from shoal.domain.batch import natpools, pool_nodes, pools
+from shoal.domain.batch import eviction, natpools, pool_nodes, pools
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.compute import usage
 from shoal.domain.host import HostAgent
@@ -52,6 +54,8 @@ class PoolAllocator:
         self.removal = NodeRemoval(self.ctx, self.booter)
         self.start_tasks = StartTasks(self.ctx, workers)
         self.endpoints = Endpoints(self.ctx)
+        self._rng = random.Random()
+        self._last_random_eviction = time.monotonic()
 
     # --- the wiring services.py sets ---------------------------------------------------------------------------
     @property
@@ -86,7 +90,24 @@ class PoolAllocator:
         assert self.ctx.lease is not None
         self.ctx.lease.release_all()
 
+    def random_evictions(self) -> None:
+        """The operator's random eviction rates (faults file ``evictionRatesPerMinute``): on average that many
+        low-priority nodes of the pool are evicted a minute (domain/batch/eviction.py)."""
+        now = time.monotonic()
+        elapsed, self._last_random_eviction = now - self._last_random_eviction, now
+        rates = self.ctx.faults_now().eviction_rates if self.ctx.faults is not None else {}
+        for pool_id, rate in rates.items():
+            expected = max(0.0, rate) * elapsed / 60
+            count = int(expected) + (1 if self._rng.random() < expected - int(expected) else 0)
+            if count:
+                with self.ctx.db.write() as s:
+                    for pool in eviction.find_pools(s, pool_id):
+                        evicted = eviction.evict(s, self.ctx.clock, pool, count=count, rng=self._rng)
+                        if evicted:
+                            log.warning("pool %s: evicted %s (random eviction rate)", pool.key, ", ".join(evicted))
+
     def run_once(self) -> bool:
+        self.random_evictions()
         if self.endpoints.unpublished:  # after a start: the host's forwarding table is empty
             self.endpoints.publish()
         with self.ctx.db.read() as s:
@@ -139,6 +160,10 @@ class PoolAllocator:
         booted = set(self.booter.boot([n for n in staying if n.state == "creating"], pool, sources))
         restarted = {n.key for n in staying if n.pending in ("reboot", "reimage") and self.removal.restart(
             n, pool, reimage=n.pending == "reimage", sources=sources)}
+        preempted = [n for n in staying if n.state == "preempted"]
+        if preempted:  # evicted Spot nodes: stop their machines, start them again once capacity returns
+            delay = timedelta(seconds=self.ctx.faults_now().spot_recovery_seconds)
+            restarted |= self.removal.preempt(preempted, pool, delay)
         has_start_task = bool(pool.spec.get("startTask"))
         up = restarted | booted if has_start_task else restarted  # (without a start task, booted nodes are idle)
         starting = [dataclasses.replace(n, state="starting") if n.key in up else n for n in staying

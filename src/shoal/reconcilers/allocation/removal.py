@@ -9,9 +9,10 @@ A restarting node's machine is halted (a reimage also drops its disks) and boote
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from shoal.domain.batch import deallocation, images, pool_nodes, retired
+from shoal.domain.batch import deallocation, eviction, images, pool_nodes, retired
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.boot import NodeBooter, Sources
@@ -49,6 +50,20 @@ class NodeRemoval:
                 agent.delete_disk(upper)
         with self.ctx.write() as s:
             pool_nodes.delete_nodes(s, [n.key for n in rows])
+
+    def preempt(self, rows: list[NodeRecord], pool: models.Pool, delay: timedelta) -> set[str]:
+        """Evicted (preempted) nodes: stop the machines of those just evicted (their tasks' processes die; the
+        tasks were already requeued), and start again those whose capacity has returned. Returns the keys of the
+        nodes now ``starting``."""
+        fresh = [n for n in rows if n.pending == eviction.EVICT]
+        for n in fresh:
+            self.ctx.agent.halt(n.machine_id, keep_temp=True)
+        if fresh:
+            with self.ctx.write() as s:
+                eviction.stopped(s, [n.key for n in fresh])
+        with self.ctx.db.read() as s:
+            due = set(eviction.recovered(s, [n.key for n in rows], self.ctx.clock.now(), delay))
+        return {n.key for n in rows if n.key in due and self.restart(n, pool, reimage=False)}
 
     def restart(self, n: NodeRecord, pool: models.Pool, *, reimage: bool, sources: Sources | None = None) -> bool:
         """Reboot or reimage a node; True when it is ``starting`` again (False: it waits for its tasks, with
