@@ -17,9 +17,12 @@ the baseline: the target is that the head's CPU per node and per task at the lar
 Then, at the largest host count, the last host's raylet is killed (SIGKILL) and the bench prints the time until
 every node of that host is ``unusable`` (or gone) as list_nodes reports them, with the time one poll takes.
 
-A hardened node costs about 0.9 MB of kernel memory: the bench refuses sizes that would not fit in this machine's
-available memory. The clusters' PostgreSQL: a fresh database next to ``SHOAL_TEST_POSTGRES_URL`` when set, else
-the cluster's private one. State directories go under ``SHOAL_TEST_TMP`` (default /dev/shm). Needs root and Ray.
+Memory: the bench prints what each node cost (the drop of MemAvailable and the growth of the kernel's
+unreclaimable slab while the pool grew, per node), refuses sizes that would not fit in this machine's available
+memory at ``NODE_MB`` per node, and stops a pool phase (a miss) when less than ``MEMORY_FLOOR_MB`` is left, since
+other people's processes share the machine. (10,000 nodes need about 23 GB: more than a 24 GB machine has.)
+The clusters' PostgreSQL: a fresh database next to ``SHOAL_TEST_POSTGRES_URL`` when set, else the cluster's
+private one. State directories go under ``SHOAL_TEST_TMP`` (default /dev/shm). Needs root and Ray.
 
     .venv/bin/python bench/bench_cluster.py [--hosts 1,2,4] [--nodes 10000] [--tasks 2000] [--slots 2]
     .venv/bin/python bench/bench_cluster.py --hosts 1,2 --nodes 200 --tasks 400      # a quick run
@@ -53,7 +56,11 @@ from harness import free_port, fresh_postgres_url, scratch_root
 from shoal.azure import Shoal
 from shoal.cluster import dev
 
-NODE_KERNEL_MB = 0.9  # kernel memory of one idle hardened node (measured: namespaces, veth, cgroup, mounts)
+# Memory of one idle hardened node, all in (namespaces, veth, cgroup, mounts, its init; kernel memory above all):
+# measured with this bench, 6,136 nodes over 4 hosts took about 1.6 MB each of unreclaimable slab and about 2 MB
+# each of MemAvailable (the ~0.9 MB once measured for a single host's node is not enough here).
+NODE_MB = 2.0
+MEMORY_FLOOR_MB = 2048  # a pool phase stops (a miss) when less than this is available
 HEAD_MB, HOST_MB = 1500, 600  # the head (API, Ray head, PostgreSQL) and each host (supervisor, raylet, agent)
 GROWTH_TARGET = 1.2  # the head's CPU per node / per task at N hosts over 1 host (1.0 within noise)
 DETECT_TARGET_S = 20.0  # what tests/test_cluster.py allows (the health checks are tuned for about 3 s)
@@ -244,6 +251,9 @@ class Run:
     detect_ok: bool = False
     lost_nodes: int = 0
     poll_s: float = math.nan
+    mem_per_node_mb: float = math.nan  # MemAvailable's drop per node while the pool grew
+    slab_per_node_mb: float = math.nan  # SUnreclaim's growth per node
+    low_memory: int | None = None  # idle nodes when the pool phase stopped for memory
 
 
 def idle_counts(client: Any, pools: list[str]) -> tuple[int, dict[str, int]]:
@@ -281,6 +291,7 @@ def run_hosts(hosts: int, args: argparse.Namespace, admin_url: str | None, kill_
         sizes = pool_sizes(args.nodes, args.pool_size)
         pools = [f"bench{i}" for i in range(len(sizes))]
         print(f"[{hosts} host(s)] {args.nodes} nodes in {len(pools)} pool(s) ...", file=sys.stderr)
+        mem_before, slab_before = available_mb(), meminfo_mb("SUnreclaim")
         before, start = meters.read(), time.perf_counter()
         for pool_id, size in zip(pools, sizes, strict=True):
             client.create_pool(bm.BatchPoolCreateOptions(
@@ -294,11 +305,18 @@ def run_hosts(hosts: int, args: argparse.Namespace, admin_url: str | None, kill_
             idle, other = idle_counts(client, pools)
             seen.clear()
             seen.update(other, idle=idle)
+            if available_mb() < MEMORY_FLOOR_MB:
+                run.low_memory = idle
+                return True
             return idle == args.nodes
 
-        run.idle_ok = wait_until(all_idle, args.timeout, f"{args.nodes} idle nodes")
+        run.idle_ok = wait_until(all_idle, args.timeout, f"{args.nodes} idle nodes") and run.low_memory is None
         run.idle_s = time.perf_counter() - start
         run.pool_cpu = delta(meters.read(), before)
+        grown = seen.get("idle", 0) + sum(seen.get(k, 0) for k in ("starting", "unusable", "start_task_failed"))
+        if grown:
+            run.mem_per_node_mb = (mem_before - available_mb()) / grown
+            run.slab_per_node_mb = (meminfo_mb("SUnreclaim") - slab_before) / grown
         if not run.idle_ok:
             print(f"  node states at the timeout: {seen}", file=sys.stderr)
             for pool_id in pools:
@@ -366,22 +384,26 @@ def lose_a_host(cluster: Cluster, client: Any, pools: list[str], run: Run) -> No
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
-def available_mb() -> float:
+def meminfo_mb(key: str) -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
+def available_mb() -> float:
+    return meminfo_mb("MemAvailable")
+
+
 def needed_mb(nodes: int, hosts: int) -> float:
-    return nodes * NODE_KERNEL_MB * 1.15 + HEAD_MB + hosts * HOST_MB
+    return nodes * NODE_MB * 1.15 + HEAD_MB + hosts * HOST_MB
 
 
 def check_memory(nodes: int, hosts: int) -> None:
     need, have = needed_mb(nodes, hosts), available_mb()
     if need > have:
         raise SystemExit(f"refused: {nodes} nodes over {hosts} host(s) need about {need / 1024:.1f} GB "
-                         f"({NODE_KERNEL_MB} MB of kernel memory per hardened node, +15 %, plus the head and the "
+                         f"({NODE_MB} MB per hardened node, +15 %, plus the head and the "
                          f"hosts' processes) and this machine has {have / 1024:.1f} GB available: use fewer --nodes")
 
 
@@ -405,7 +427,10 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
               f"{tc.get('serve', math.nan):10.2f} {ms(tc.get('serve', math.nan), r.tasks)} "
               f"{ms(tc.get('gcs', math.nan), r.tasks)}     {ms(tc.get('rayhead', math.nan), r.tasks)}         "
               f"{ms(tc.get('hosts', math.nan), r.tasks)}  | {r.idle_rate * 100:5.1f} % CPU")
-        if not r.idle_ok:
+        if r.low_memory is not None:
+            print(f"      MISS: stopped at {r.low_memory} idle nodes: less than {MEMORY_FLOOR_MB} MB of memory "
+                  "was left")
+        elif not r.idle_ok:
             print(f"      MISS: the pool did not reach {r.nodes} idle nodes within {args.timeout:.0f} s")
         elif not r.tasks_ok:
             print(f"      MISS: the tasks did not complete within {args.timeout:.0f} s")
@@ -413,6 +438,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             print(f"      MISS: {r.failed} tasks failed")
         if r.per_host:
             print(f"      nodes per host: {r.per_host}")
+        if not math.isnan(r.mem_per_node_mb):
+            print(f"      memory per node: {r.mem_per_node_mb:.2f} MB of MemAvailable, {r.slab_per_node_mb:.2f} MB "
+                  f"of it unreclaimable kernel slab (the bench assumes {NODE_MB} MB)")
         if pc and tc:  # the head's average load in each phase: CPU seconds that follow the phase's wall time
             print(f"      head busy: {pc['serve'] / r.idle_s:.2f} cores while the pool grew, "
                   f"{tc['serve'] / r.tasks_s:.2f} while the tasks ran")
