@@ -454,7 +454,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
                 continue
             ratio = (v / count) / (b / (base.nodes if what == "node" else base.tasks))
             verdict = "ok" if ratio <= GROWTH_TARGET else "MISS: grows with the host count"
-            print(f"head CPU per {what}: {r.hosts} hosts / {base.hosts} host = {ratio:.2f} "
+            print(f"head CPU per {what}: {r.hosts} hosts / {base.hosts} host = {ratio:.3f} "
                   f"(target <= {GROWTH_TARGET}, 1.0 within noise): {verdict}")
     for r in runs:
         if r.detect_s is None:
