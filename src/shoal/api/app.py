@@ -11,6 +11,7 @@ from shoal import __version__
 from shoal.api import cluster, containers, errors, health, openapi, portal
 from shoal.api.arm import (
     authorization,
+    batch_apps,
     batch_mgmt,
     compute,
     deployments,
@@ -24,6 +25,7 @@ from shoal.api.arm import (
     vm_images,
 )
 from shoal.api.azure_hosts import AzureHostsMiddleware
+from shoal.api.batch import applications as batch_applications
 from shoal.api.batch import job_schedules as batch_job_schedules
 from shoal.api.batch import jobs as batch_jobs
 from shoal.api.batch import nodes as batch_nodes
@@ -52,9 +54,9 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
     for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, batch_job_schedules,
-                   operations, usages, vm_images,
-                   compute, network, batch_mgmt, subscriptions, resource_groups, deployments, resources,
-                   authorization, containers, portal, cluster, identity):
+                   batch_applications, operations, usages, vm_images,
+                   compute, network, batch_mgmt, batch_apps, subscriptions, resource_groups, deployments,
+                   resources, authorization, containers, portal, cluster, identity):
         app.include_router(module.router)
     openapi.install(app)
     app.add_middleware(RequestContextMiddleware)

@@ -398,6 +398,14 @@ class NodeNotFound(AzureError):
     status, code = 404, "NodeNotFound"
 
 
+class ApplicationNotFound(AzureError):
+    status, code = 404, "ApplicationNotFound"
+
+
+class ApplicationPackageNotFound(AzureError):
+    status, code = 404, "ApplicationPackageNotFound"
+
+
 class JobNotFound(AzureError):
     status, code = 404, "JobNotFound"
 
@@ -441,6 +449,18 @@ class AutoScaleNotEnabled(AzureError):
 
 class PoolQuotaReached(AzureError):
     status, code = 409, "PoolQuotaReached"
+
+
+class InvalidApplicationPackageReferences(AzureError):
+    status, code = 409, "InvalidApplicationPackageReferences"
+
+
+class ApplicationUpdatesNotAllowed(AzureError):
+    status, code = 409, "ApplicationUpdatesNotAllowed"
+
+
+class ApplicationPackageBlobNotFound(AzureError):
+    status, code = 409, "ApplicationPackageBlobNotFound"
 
 
 class OperationInvalidForCurrentState(AzureError):

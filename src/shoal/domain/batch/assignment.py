@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import exists, func, select
@@ -73,11 +73,15 @@ class Launch:
     outputs: list[dict[str, Any]]
     # The job's preparation task must run on the node first: the task stays preparing until it has.
     prepare: SpecialLaunch | None = None
+    # The task's application packages to install first (``applications.Install``), and the references that
+    # cannot be satisfied (the attempt fails with ``ApplicationPackageError``).
+    packages: list[Any] = field(default_factory=list)
+    bad_packages: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def slow(self) -> bool:
         """Files to move or a preparation to wait for: the whole attempt runs on a waiter thread."""
-        return bool(self.resources or self.outputs or self.prepare)
+        return bool(self.resources or self.outputs or self.prepare or self.packages or self.bad_packages)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags
 from shoal.core.apiversion import ApiVersion
-from shoal.domain.batch import image_rules, images, natpools, node_agents, pools
+from shoal.domain.batch import applications, image_rules, images, natpools, node_agents, pools
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.store import models
 
@@ -39,6 +39,7 @@ def create_pool(ctx: ComputeContext, s: Session, account: models.Resource, pool_
     content = images.resolve(ctx, s, ref)
     image_rules.check_image(s, ctx.catalog, account, spec, content, plane.caller,
                             mode=str(account.properties.get("poolAllocationMode") or "BatchService"))
+    applications.check_pool_references(s, account, spec.get("applicationPackageReferences"))
     key = pools.pool_key(account.key, pool_id)
     image_rules.check_node_limits(s, ctx.limits or image_rules.ImageLimits(), account.key, key, spec, content,
                                   scale.target_dedicated, scale.target_low_priority, _nat_capacity(spec))

@@ -23,6 +23,7 @@ from shoal.domain.batch import eviction, natpools, pool_nodes, pools
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.compute import usage
 from shoal.domain.host import HostAgent
+from shoal.reconcilers import app_packages
 from shoal.reconcilers.allocation import boot
 from shoal.reconcilers.allocation.boot import NodeBooter
 from shoal.reconcilers.allocation.context import Context
@@ -164,7 +165,7 @@ class PoolAllocator:
         if preempted:  # evicted Spot nodes: stop their machines, start them again once capacity returns
             delay = timedelta(seconds=self.ctx.faults_now().spot_recovery_seconds)
             restarted |= self.removal.preempt(preempted, pool, delay)
-        has_start_task = bool(pool.spec.get("startTask"))
+        has_start_task = app_packages.has_start_work(pool)
         up = restarted | booted if has_start_task else restarted  # (without a start task, booted nodes are idle)
         starting = [dataclasses.replace(n, state="starting") if n.key in up else n for n in staying
                     if n.key in up or n.state in ("starting", "waitingforstarttask")]

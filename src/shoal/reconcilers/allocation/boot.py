@@ -21,6 +21,7 @@ from typing import Any
 from shoal.domain.batch import allocation
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
+from shoal.reconcilers import app_packages
 from shoal.reconcilers.allocation.context import Context
 from shoal.reconcilers.faults import Faults
 from shoal.store import models
@@ -75,7 +76,7 @@ class NodeBooter:
             replica = (sources.get(n.machine_id) or {}).get("id")
             # A replica's nodes are built by its one resident provisioner; other nodes boot in side streams.
             streams.setdefault(replica or f"local-{i % BOOT_STREAMS}", []).append(n)
-        ready = not pool.spec.get("startTask")
+        ready = not app_packages.has_start_work(pool)
         results: dict[str, Booted] = {}  # booted, not yet written
         up: list[str] = []
         lock = threading.Lock()

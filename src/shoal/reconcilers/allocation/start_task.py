@@ -11,9 +11,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from shoal.core.hosterrors import TransferError
 from shoal.core.timefmt import format_timestamp
+from shoal.domain.batch import applications
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
+from shoal.reconcilers import app_packages
 from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
 
@@ -37,13 +40,17 @@ class StartTasks:
         start task running here, as after a restart): their states change in one transaction, then the start
         tasks are queued. Without a start task the nodes are idle at once."""
         start = pool.spec.get("startTask")
-        if not start:
+        if not app_packages.has_start_work(pool):
             self.ready([n.key for n in nodes])
             return
         with self._lock:
             nodes = [n for n in nodes if n.key not in self._in_flight]
             self._in_flight.update(n.key for n in nodes)
         if not nodes:
+            return
+        if not start:  # application packages only: installed while the node is starting, then it is idle
+            for n in nodes:
+                self._pool.submit(self._run, n, pool, account, None, True)
             return
         wait = start.get("waitForSuccess", True) is not False
         info = {"state": "running", "startTime": format_timestamp(self.ctx.clock.now()), "retryCount": 0}
@@ -63,7 +70,7 @@ class StartTasks:
             if n.key in changed:
                 self._pool.submit(self._run, n, pool, account, start, wait)
 
-    def _run(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any],
+    def _run(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any] | None,
              wait: bool) -> None:
         try:
             self._body(n, pool, account, start, wait)
@@ -74,12 +81,41 @@ class StartTasks:
                 self._in_flight.discard(n.key)
             self.ctx.wake()
 
-    def _body(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any],
+    def _packages(self, n: NodeRecord, pool: models.Pool) -> dict[str, str] | None:
+        """Install the pool's application packages on the node; their environment variables, or None when they
+        could not be installed (the node is unusable then, with Azure's ``ApplicationPackageError``)."""
+        refs = pool.spec.get("applicationPackageReferences")
+        if not refs:
+            return {}
+        installs, bad = app_packages.resolve(self.ctx.db, pool.account_key, refs, self.ctx.base_url)
+        if not bad:
+            try:
+                app_packages.install(self.ctx.agent, n.machine_id, installs)
+                return applications.environment(installs)
+            except TransferError as exc:
+                found = dict(exc.details)
+                bad = [(found.get("ApplicationPackageReference", ""), found.get("Message", exc.message))]
+        with self.ctx.db.write() as s:
+            node = s.get(models.Node, n.key)
+            if node is not None and node_rules.can_become(node.state, "unusable"):
+                node_rules.set_state(node, self.ctx.clock, "unusable")
+                node.errors = [applications.node_error(bad)]
+        return None
+
+    def _body(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any] | None,
               wait: bool) -> None:
         agent, clock, machine_id = self.ctx.agent, self.ctx.clock, n.machine_id
+        package_env = self._packages(n, pool)
+        if package_env is None:
+            return
+        if start is None:
+            with self.ctx.db.write() as s:
+                node_rules.set_states(s, clock, [n.key], "starting", "idle")
+            return
         root = f"{node_rules.NODE_ROOT}/startup"
         agent.make_dirs(machine_id, [root])
         env = node_rules.base_environment(account[0], account[1], pool, n)
+        env.update(package_env)
         env.update({"AZ_BATCH_TASK_DIR": f"{node_rules.NODE_ROOT}/startup",
                     "AZ_BATCH_TASK_WORKING_DIR": f"{node_rules.NODE_ROOT}/startup/wd",
                     "AZ_BATCH_TASK_USER_IDENTITY": "PoolNonAdmin"})

@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import uuid
 
+from sqlalchemy.orm import Session
+
 from shoal.core import timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import assignment, jobtasks, outcomes, pools
+from shoal.domain import containers
+from shoal.domain.batch import applications, assignment, jobtasks, outcomes, pools
 from shoal.domain.batch.assignment import BAD_RECORD, Launch
 from shoal.reconcilers.tasks.urls import Urls
 from shoal.store import models
@@ -68,12 +71,29 @@ class Assigner:
                 task.node_info = assignment.node_info(account_url, pool, node, job, task)
                 launch = assignment.launch(task, job, pool, node, attempt, plan, account_url,
                                            self.urls.for_nodes(account_url), prepared)
+                self._packages(s, launch, job, pool, task)
                 if launch.prepare is None:
                     # Running from now (which includes downloading resource files); a task that waits for its
                     # job's preparation stays preparing until that has run on the node.
                     outcomes.started(task, self.clock, None, now)
                 launches.append(launch)
         return launches
+
+    def _packages(self, s: Session, launch: Launch, job: models.Job, pool: models.Pool, task: models.Task) -> None:
+        """The application packages of the pool (installed on the node already: their variables) and of the task
+        (installed by the launch stage first, or the attempt fails with the references that cannot be met)."""
+        pool_refs = pool.spec.get("applicationPackageReferences")
+        task_refs = task.spec.get("applicationPackageReferences")
+        if not pool_refs and not task_refs:
+            return
+        account = s.get(models.Resource, job.account_key)
+        if account is None:
+            return
+        key = containers.signing_key(s)
+        installed, _ = applications.resolve(s, account, pool_refs, self.urls.base_url, key)
+        wanted, bad = applications.resolve(s, account, task_refs, self.urls.base_url, key)
+        launch.env.update(applications.environment(installed + wanted))
+        launch.packages, launch.bad_packages = list(wanted), bad
 
     def _reject(self, task: models.Task, exc: Exception) -> None:
         log.warning("task %s cannot be run, its record is invalid: %r", task.key, exc)

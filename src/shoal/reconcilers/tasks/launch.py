@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 from shoal.core.clock import Clock
 from shoal.core.hosterrors import HostUnavailable, TransferError
-from shoal.domain.batch import outcomes
+from shoal.domain.batch import applications, outcomes
 from shoal.domain.batch.assignment import Launch, task_user
 from shoal.domain.batch.outcomes import Finished
 from shoal.domain.host import HostAgent
+from shoal.reconcilers import app_packages
 from shoal.reconcilers.tasks import node_ops
 from shoal.reconcilers.tasks.attempts import Attempts
 from shoal.store.db import Database
@@ -64,7 +65,12 @@ class Launcher:
                 self.attempts.finish(Finished(key, attempt, None, lost=True))
                 return
             node_ops.prepare_dir(self.agent, launch.machine, launch.task_dir, launch.admin)
+            if launch.bad_packages:
+                self.attempts.finish(Finished(key, attempt, None,
+                                              failure=applications.task_failure(launch.bad_packages)))
+                return
             try:
+                app_packages.install(self.agent, launch.machine, launch.packages)
                 for resource in launch.resources:
                     self.agent.download_resource(launch.machine, resource, f"{launch.task_dir}/wd",
                                                  task_user(launch.admin))
