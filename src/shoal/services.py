@@ -75,7 +75,8 @@ class Services:
 
     def compute_context(self) -> ComputeContext:
         return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url,
-                              self.settings.image_limits, self.settings.subscription_core_quota)
+                              self.settings.image_limits, self.settings.subscription_core_quota,
+                              self.settings.node_address_space)
 
     @property
     def tenant_id(self) -> str:
@@ -173,7 +174,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     operation_handlers.update(BatchOperations(db, clock).handlers())
     operation_handlers.update(DeploymentWork(db, ComputeContext(
         clock, settings.regions, catalog, settings.base_url, settings.image_limits,
-        settings.subscription_core_quota)).handlers())
+        settings.subscription_core_quota, settings.node_address_space)).handlers())
     loops: list[Reconciler] = []
     allocator = None
     owner = replica_id(settings) if with_runtime else ""

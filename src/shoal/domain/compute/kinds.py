@@ -41,6 +41,7 @@ class ComputeContext:
     base_url: str
     limits: Any = None  # shoal.domain.batch.image_rules.ImageLimits (None: the defaults)
     core_quota: int = 10_000  # the subscription's Total Regional vCPUs (see shoal.domain.compute.usage)
+    node_address_space: str = "10.224.0.0/12"  # ``--node-address-space`` (Microsoft.Network records map into it)
 
 
 @dataclass

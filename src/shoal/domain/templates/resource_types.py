@@ -2,8 +2,10 @@
 
 A deployment goes through the same domain use cases as a direct ARM PUT of the resource, so validation and the
 resource's own long-running operation are the same. ``HANDLERS`` is the one table, by lower-cased type: a
-resource provider adds its types with :func:`register` (Microsoft.Compute's are registered below). A type
-without an entry fails that resource of the deployment with ``InvalidResourceType``, naming the type.
+resource provider adds its types with :func:`register` (Microsoft.Compute's and Microsoft.Network's are
+registered below: virtual networks and their subnets, network security groups and their security rules, public IP
+addresses, network interfaces). A type without an entry fails that resource of the deployment with
+``InvalidResourceType``, naming the type.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from shoal.domain import operations, resources
 from shoal.domain.compute import service
 from shoal.domain.compute.kinds import ArmBody, ComputeContext, ResourceKind
 from shoal.domain.compute.registry import KINDS
+from shoal.domain.networking import records
 from shoal.schemas import arm_bodies, arm_compute
 from shoal.store import models
 
@@ -91,6 +94,67 @@ class ComputeHandler:
 
 for _collection, _kind in KINDS.items():
     register(_kind.type, ComputeHandler(_collection, _kind))
+
+
+def network_context(ctx: ComputeContext) -> records.NetworkContext:
+    return records.NetworkContext(ctx.clock, ctx.regions, ctx.node_address_space)
+
+
+class NetworkHandler:
+    """A Microsoft.Network record kind, through ``domain/networking/records.py`` as its ARM routes use it: a
+    write completes at once (the host's side follows in the ``vmnet`` loop)."""
+
+    def __init__(self, kind: Any) -> None:
+        self.kind = kind
+
+    def put(self, ctx: ComputeContext, s: Session, rid: ResourceId, body: dict[str, Any]) -> str | None:
+        records.put(network_context(ctx), s, self.kind, rid, body)
+        return None
+
+    def read(self, s: Session, rid: ResourceId) -> dict[str, Any] | None:
+        row = resources.find(s, rid)
+        if row is None or row.type_key != self.kind.type.lower():
+            return None
+        return records.render(self.kind, row)
+
+    def delete(self, ctx: ComputeContext, s: Session, rid: ResourceId) -> str | None:
+        records.delete(network_context(ctx), s, self.kind, rid)
+        return None
+
+
+class NetworkChildHandler:
+    """Subnets of a virtual network and security rules of a group: kept inline in the parent's record, written
+    through it (``records.put_child``), as the child routes do."""
+
+    def __init__(self, kind: Any, field: str) -> None:
+        self.kind, self.field = kind, field
+
+    @staticmethod
+    def _parent(rid: ResourceId) -> ResourceId:
+        parent = rid.parent()
+        if parent is None:
+            raise errors.InvalidResourceId(f"The resource id '{rid}' names no parent resource.")
+        return parent
+
+    def put(self, ctx: ComputeContext, s: Session, rid: ResourceId, body: dict[str, Any]) -> str | None:
+        records.put_child(network_context(ctx), s, self.kind, self._parent(rid), self.field, rid.name, body)
+        return None
+
+    def read(self, s: Session, rid: ResourceId) -> dict[str, Any] | None:
+        try:
+            return records.get_child(s, self.kind, self._parent(rid), self.field, rid.name)
+        except errors.AzureError:
+            return None
+
+    def delete(self, ctx: ComputeContext, s: Session, rid: ResourceId) -> str | None:
+        records.delete_child(network_context(ctx), s, self.kind, self._parent(rid), self.field, rid.name)
+        return None
+
+
+for _network_kind in records.KINDS.values():
+    register(_network_kind.type, NetworkHandler(_network_kind))
+for _collection, (_field, _) in records.CHILDREN.items():
+    register(f"{records.KINDS[_collection].type}/{_field}", NetworkChildHandler(records.KINDS[_collection], _field))
 
 
 def parse_id(text: str) -> ResourceId:
