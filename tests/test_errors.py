@@ -13,6 +13,8 @@ SRC = Path(errors.__file__).resolve().parents[1]
 GENERIC_SITES = {
     ("api/arm/operations.py", "result_response"),  # the code and status stored with a failed operation
     ("schemas/arm_bodies.py", "refusal"),  # the missing-property code a body model declares (missing_code)
+    ("domain/templates/deployments.py", "advance"),  # a deployed resource's failure, as its operation recorded it
+    ("domain/templates/deployments.py", "error_of"),  # a deployment's stored error, rebuilt from its record
 }
 
 

@@ -240,6 +240,18 @@ class DeploymentActive(AzureError):
     status, code = 409, "DeploymentActive"
 
 
+class DeploymentCannotBeCancelled(AzureError):
+    status, code = 409, "DeploymentCannotBeCancelled"
+
+
+class DeploymentCanceled(AzureError):
+    status, code = 400, "DeploymentCanceled"
+
+
+class WhatIfNotSupported(AzureError):
+    status, code = 400, "WhatIfNotSupported"
+
+
 class ResourceGroupBeingDeleted(AzureError):
     status, code = 409, "ResourceGroupBeingDeleted"
 

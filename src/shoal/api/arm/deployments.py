@@ -149,8 +149,8 @@ async def validate_deployment(request: Request, subscription_id: str, group: str
 async def what_if(request: Request, subscription_id: str, group: str, name: str) -> Response:
     arm_caller(request)
     arm.api_version(request)
-    raise errors.BadRequest("What-if is not supported by Shoal: validate the template with POST .../validate, "
-                            "or deploy it.", code="WhatIfNotSupported")
+    raise errors.WhatIfNotSupported("What-if is not supported by Shoal: validate the template with POST "
+                                    ".../validate, or deploy it.")
 
 
 @router.post(ITEM + "/cancel")

@@ -205,8 +205,8 @@ def delete(s: Session, rid: ResourceId) -> bool:
 def cancel(ctx: ComputeContext, s: Session, rid: ResourceId) -> None:
     row = get(s, rid)
     if row.provisioning_state not in ACTIVE:
-        raise errors.DeploymentActive(f"The deployment '{rid.name}' is not running: only a running deployment can "
-                                      "be canceled.", code="DeploymentCannotBeCancelled")
+        raise errors.DeploymentCannotBeCancelled(f"The deployment '{rid.name}' is not running: only a running "
+                                                 "deployment can be canceled.")
     row.internal = {**row.internal, "canceled": True}
 
 
@@ -297,8 +297,7 @@ def advance(ctx: ComputeContext, s: Session, deployment: str) -> bool:
     caller = Caller(*internal["caller"])
     reference = _reader(s, plan)
     if internal.get("canceled"):
-        return _finish(ctx, s, row, state, error=errors.AzureError("The deployment was canceled.",
-                                                                   code="DeploymentCanceled", status=400),
+        return _finish(ctx, s, row, state, error=errors.DeploymentCanceled("The deployment was canceled."),
                        canceled=True)
     # Follow what is running.
     for inst_id, p in list(state.progress.items()):
