@@ -483,6 +483,14 @@ class NodeStateConflict(AzureError):
     status, code = 409, "NodeStateConflict"
 
 
+class PoolNotEligibleForOSVersionUpgrade(AzureError):
+    status, code = 409, "PoolNotEligibleForOSVersionUpgrade"
+
+
+class NodeExtensionNotFound(AzureError):
+    status, code = 404, "ResourceNotFound"
+
+
 class JobExists(AzureError):
     status, code = 409, "JobExists"
 

@@ -231,6 +231,19 @@ class RetiredNode(Base):
     logs_expire_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class NodeUsage(Base):
+    """A node's time in its pool, written as the node leaves (the pool usage metrics count it by VM size)."""
+
+    __tablename__ = "node_usage"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_key: Mapped[str] = mapped_column(String(512), index=True)
+    pool_id: Mapped[str] = mapped_column(String(64))
+    vm_size: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str] = mapped_column(String(80))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class Job(Versioned, Base):
     """A Batch job: where its tasks run (pool), with what priority and constraints."""
 

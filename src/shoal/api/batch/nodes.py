@@ -1,4 +1,5 @@
-"""Batch data plane: compute nodes (list, get, reboot, reimage, scheduling, files, remote login settings)."""
+"""Batch data plane: compute nodes (list, get, reboot, reimage, deallocate, start, scheduling, files, remote login
+settings, uploadbatchservicelogs, extensions)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from shoal.api import files
 from shoal.api.batch.common import BatchRequest, accepted, authenticate, page, read_body
 from shoal.api.batch.pools import _filter_select, pool_url
 from shoal.api.deps import in_thread
-from shoal.core import timefmt
+from shoal.core import errors, timefmt
 from shoal.domain.batch import files as file_rules
+from shoal.domain.batch import node_logs, pools
 from shoal.domain.batch import nodes as node_rules
-from shoal.domain.batch import pools
 from shoal.schemas import batch as wire
 from shoal.store import models
 
@@ -71,6 +72,10 @@ async def _node_action(request: Request, account: str, pool_id: str, node_id: st
                 node_rules.request(node, br.svc.clock, "reboot", body.get("nodeRebootOption"))
             elif action == "reimage":
                 node_rules.request(node, br.svc.clock, "reimage", body.get("nodeReimageOption"))
+            elif action == "deallocate":
+                node_rules.deallocate(node, br.svc.clock, body.get("nodeDeallocateOption"))
+            elif action == "start":
+                node_rules.start(node, br.svc.clock)
             elif action == "disablescheduling":
                 node_rules.disable_scheduling(node, br.svc.clock, body.get("nodeDisableSchedulingOption"))
             else:
@@ -79,7 +84,7 @@ async def _node_action(request: Request, account: str, pool_id: str, node_id: st
     await in_thread(work)
     br.svc.nudge("pools")
     url = f"{pool_url(br, pool_id)}/nodes/{node_id}/{action}"
-    if action in ("reboot", "reimage"):
+    if action in ("reboot", "reimage", "deallocate", "start"):
         return accepted(url)
     return Response(status_code=200, headers={"DataServiceId": url})
 
@@ -91,7 +96,7 @@ def _register(action: str) -> None:
     router.add_api_route(f"/{{node_id}}/{action}", endpoint, methods=["POST"])
 
 
-for _action in ("reboot", "reimage", "disablescheduling", "enablescheduling"):
+for _action in ("reboot", "reimage", "deallocate", "start", "disablescheduling", "enablescheduling"):
     _register(_action)
 
 
@@ -141,3 +146,87 @@ async def node_file(request: Request, account: str, pool_id: str, node_id: str, 
                             recursive=(request.query_params.get("recursive") or "").lower() == "true")
 
     return await in_thread(work)
+
+
+@router.post("/{node_id}/uploadbatchservicelogs")
+async def upload_logs(request: Request, account: str, pool_id: str, node_id: str) -> JSONResponse:
+    """The node's Shoal agent log and task logs, written as blobs of the Shoal container URL given
+    (domain/batch/node_logs.py)."""
+    br = authenticate(request, account)
+    body = await read_body(request)
+    host = br.svc.host
+    if host is None:
+        raise errors.OperationInvalidForCurrentState("This server runs no host agent; nodes have no logs.")
+
+    def work() -> dict[str, Any]:
+        raw_start = body.get("startTime")
+        if not raw_start:
+            raise errors.MissingRequiredProperty("The startTime property is required.",
+                                                 values={"PropertyName": "startTime"})
+        try:
+            since = timefmt.parse_timestamp(str(raw_start))
+        except ValueError as exc:
+            raise errors.InvalidPropertyValue(str(exc), values={"PropertyName": "startTime",
+                                                                "PropertyValue": str(raw_start)}) from exc
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            pool = pools.get(s, br.account.key, pool_id)
+            node = node_rules.get(s, pool, node_id)
+            key = br.svc.container_key()
+            upload = node_logs.target(key, body.get("containerUrl"), pool.pool_id, node.node_id)
+            agent_log = node_logs.agent_log(node, pool, node_rules.isolation(host), br.svc.clock.now())
+            machine_id = node.machine_id
+        blobs = br.svc.blobs
+        if not blobs.container_dir(upload.container).is_dir():
+            raise errors.InvalidPropertyValue(
+                f"The container '{upload.container}' of containerUrl does not exist.",
+                values={"PropertyName": "containerUrl", "PropertyValue": upload.container})
+        count = 0
+        blobs.put(upload.container, (upload.directory + node_logs.AGENT_LOG).split("/"), iter([agent_log]))
+        count += 1
+        for path in node_logs.log_files(host, machine_id, since):
+            _, data = host.read_node_file(machine_id, node_logs.ROOT, path)
+            name = upload.directory + path
+            blobs.put(upload.container, name.split("/"), iter([data]))
+            count += 1
+        return {"virtualDirectoryName": upload.directory, "numberOfFilesUploaded": count}
+
+    return JSONResponse(await in_thread(work))
+
+
+def _extension(ext: dict[str, Any], at: str) -> dict[str, Any]:
+    return {"provisioningState": "Succeeded", "vmExtension": ext,
+            "instanceView": {"name": ext.get("name"), "statuses": [{
+                "code": "ProvisioningState/succeeded", "displayStatus": "Provisioning succeeded", "level": "Info",
+                "message": "Recorded with the pool; Shoal nodes run no VM extension handlers.", "time": at}],
+                "subStatuses": []}}
+
+
+def _extensions(br: BatchRequest, pool_id: str, node_id: str) -> list[dict[str, Any]]:
+    with br.svc.db.read() as s:
+        br.authorize(s, READ)
+        pool = pools.get(s, br.account.key, pool_id)
+        node = node_rules.get(s, pool, node_id)
+        at = timefmt.format_timestamp(node.last_boot_time or node.allocation_time)
+        exts = (pool.spec.get("virtualMachineConfiguration") or {}).get("extensions") or []
+        return [_extension(e, at) for e in exts if isinstance(e, dict)]
+
+
+@router.get("/{node_id}/extensions")
+async def list_extensions(request: Request, account: str, pool_id: str, node_id: str) -> JSONResponse:
+    """The pool's VM extensions as the node reports them (none: an empty list)."""
+    br = authenticate(request, account)
+    items = _filter_select(request, await in_thread(lambda: _extensions(br, pool_id, node_id)))
+    return page(request, items, f"{br.account_url}/$metadata#extensions")
+
+
+@router.get("/{node_id}/extensions/{extension_name}")
+async def get_extension(request: Request, account: str, pool_id: str, node_id: str,
+                        extension_name: str) -> JSONResponse:
+    br = authenticate(request, account)
+    items = await in_thread(lambda: _extensions(br, pool_id, node_id))
+    found = next((e for e in items if str(e["vmExtension"].get("name") or "").lower() == extension_name.lower()),
+                 None)
+    if found is None:
+        raise errors.NodeExtensionNotFound(f"The extension '{extension_name}' does not exist on the node.")
+    return JSONResponse(found)

@@ -1,9 +1,10 @@
 """Batch data plane: pools (add, get, list, exists, patch, updateproperties, delete, resize, stopresize,
-removenodes), supported images and node counts. Paths are relative to ``/batch/{account}``."""
+removenodes; upgradeos refused as Azure refuses it for Virtual Machine Configuration pools), supported images,
+node counts and pool usage metrics. Paths are relative to ``/batch/{account}``."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,7 +14,7 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, created
 from shoal.api.deps import in_thread
 from shoal.core import catalog as marketplace
 from shoal.core import errors, timefmt
-from shoal.domain.batch import autoscaling, counts, pool_changes, pools, service
+from shoal.domain.batch import autoscaling, counts, pool_changes, pools, service, usage_metrics
 from shoal.schemas import batch as wire
 from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
@@ -195,7 +196,10 @@ async def patch_pool(request: Request, account: str, pool_id: str) -> Response:
 @router.post("/pools/{pool_id}/updateproperties")
 async def update_properties(request: Request, account: str, pool_id: str) -> Response:
     body = await read_body(request, shape=bodies.Pool)
-    return _done(await _change(request, account, pool_id, pool_changes.update_properties, body), pool_id, 204)
+    version = authenticate(request, account).version
+    change = pool_changes.update_properties_since_2025 if version.day > date(2024, 7, 1) \
+        else pool_changes.update_properties
+    return _done(await _change(request, account, pool_id, change, body), pool_id, 204)
 
 
 @router.delete("/pools/{pool_id}")
@@ -265,3 +269,52 @@ async def node_counts(request: Request, account: str) -> JSONResponse:
 
     return page(request, await in_thread(work), f"{br.account_url}/$metadata#poolnodecounts")
 
+
+
+@router.post("/pools/{pool_id}/upgradeos")
+async def upgrade_os(request: Request, account: str, pool_id: str) -> Response:
+    """Upgrade OS applied to Cloud Services Configuration pools only (retired); Azure refuses it for pools of
+    Virtual Machine Configuration, the only kind there is here (404 for a pool that does not exist)."""
+    br = authenticate(request, account)
+    await read_body(request, required=False)
+
+    def work() -> None:
+        with br.svc.db.read() as s:
+            br.authorize(s, WRITE)
+            pools.get(s, br.account.key, pool_id)
+
+    await in_thread(work)
+    raise errors.PoolNotEligibleForOSVersionUpgrade(
+        f"The pool '{pool_id}' is not eligible for an operating system version upgrade: Upgrade OS applies to "
+        "Cloud Services Configuration pools only. Virtual Machine Configuration pools take a new image through "
+        "a new pool (or the pool's upgradePolicy).")
+
+
+def _time_param(request: Request, name: str) -> Any:
+    raw = request.query_params.get(name) or request.query_params.get(name.lower())
+    if not raw:
+        return None
+    try:
+        return timefmt.parse_timestamp(raw)
+    except ValueError as exc:
+        raise errors.InvalidQueryParameterValue(
+            f"The value '{raw}' of {name} is not a valid ISO 8601 time.",
+            values={"QueryParameterName": name, "QueryParameterValue": raw}) from exc
+
+
+@router.get("/poolusagemetrics")
+async def pool_usage_metrics(request: Request, account: str) -> JSONResponse:
+    """Core hours per pool in 30-minute intervals, from the service's accounting of node time
+    (domain/batch/usage_metrics.py)."""
+    br = authenticate(request, account)
+    start, end = _time_param(request, "startTime"), _time_param(request, "endTime")
+
+    def work() -> list[dict[str, Any]]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            rows = usage_metrics.pool_usage(s, br.account.key, br.svc.clock.now(), start, end)
+        return [{**r, "startTime": timefmt.format_timestamp(r["startTime"]),
+                 "endTime": timefmt.format_timestamp(r["endTime"])} for r in rows]
+
+    items = _filter_select(request, await in_thread(work))
+    return page(request, items, f"{br.account_url}/$metadata#poolusagemetrics")

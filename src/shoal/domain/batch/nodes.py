@@ -26,8 +26,9 @@ _TRANSITIONS: dict[str, set[str]] = {
     "starting": {"waitingforstarttask", "idle", "starttaskfailed", "unusable", "leavingpool", "preempted"},
     "waitingforstarttask": {"idle", "starttaskfailed", "unusable", "rebooting", "reimaging", "leavingpool",
                             "preempted"},
-    "idle": {"running", "rebooting", "reimaging", "offline", "leavingpool", "unusable", "preempted"},
-    "running": {"idle", "rebooting", "reimaging", "offline", "leavingpool", "unusable", "preempted"},
+    "idle": {"running", "rebooting", "reimaging", "offline", "leavingpool", "unusable", "preempted", "deallocating"},
+    "running": {"idle", "rebooting", "reimaging", "offline", "leavingpool", "unusable", "preempted",
+                "deallocating"},
     "offline": {"idle", "running", "rebooting", "reimaging", "leavingpool", "preempted"},
     "starttaskfailed": {"rebooting", "reimaging", "leavingpool", "idle", "preempted"},
     "unusable": {"rebooting", "reimaging", "leavingpool", "starting", "preempted"},
@@ -36,6 +37,9 @@ _TRANSITIONS: dict[str, set[str]] = {
     # A low-priority (Spot) node whose capacity Azure took back: listed until capacity returns, then it starts
     # again (domain/batch/eviction.py).
     "preempted": {"starting", "unusable", "leavingpool"},
+    # Deallocate / start (the node's VM stopped and started again; its disks are kept).
+    "deallocating": {"deallocated", "unusable", "leavingpool"},
+    "deallocated": {"starting", "unusable", "leavingpool"},
     "leavingpool": set(),
 }
 
@@ -138,6 +142,30 @@ def request(node: models.Node, clock: Clock, action: str, option: str | None) ->
         raise refused(f"The node is {node.state}; {action} needs an idle or running node.")
     node.pending, node.pending_option = action, (option or "requeue").lower()
     set_state(node, clock, "rebooting" if action == "reboot" else "reimaging")
+
+
+def deallocate(node: models.Node, clock: Clock, option: str | None) -> None:
+    """Deallocate: Azure allows it for an idle or running node; the node is ``deallocating`` until the
+    reconciler has stopped its machine (its tasks handled per ``nodeDeallocateOption``), then ``deallocated``."""
+    choice = (option or "requeue").lower()
+    if choice not in ("requeue", "terminate", "taskcompletion", "retaineddata"):
+        raise errors.InvalidPropertyValue(
+            "nodeDeallocateOption must be requeue, terminate, taskcompletion or retaineddata.",
+            values={"PropertyName": "nodeDeallocateOption", "PropertyValue": str(option)})
+    if node.state not in ("idle", "running") or node.pending:
+        raise errors.OperationInvalidForCurrentState(
+            f"The node is {node.state}; a compute node can be deallocated only when it is idle or running.")
+    node.pending, node.pending_option = "deallocate", "taskcompletion" if choice == "retaineddata" else choice
+    set_state(node, clock, "deallocating")
+
+
+def start(node: models.Node, clock: Clock) -> None:
+    """Start a deallocated node: ``starting`` now; the reconciler boots its machine again (start task, idle)."""
+    if node.state != "deallocated" or node.pending:
+        raise errors.OperationInvalidForCurrentState(
+            f"The node is {node.state}; only a deallocated compute node can be started.")
+    node.pending, node.pending_option = "start", ""
+    set_state(node, clock, "starting")
 
 
 def disable_scheduling(node: models.Node, clock: Clock, option: str | None) -> None:

@@ -34,6 +34,14 @@ def update_properties(ctx: ComputeContext, s: Session, pool: models.Pool, body: 
     service.update_pool(ctx, pool, {k: body.get(k) for k in UPDATABLE if k in body}, replace=True)
 
 
+def update_properties_since_2025(ctx: ComputeContext, s: Session, pool: models.Pool, body: dict[str, Any]) -> None:
+    """updateproperties in API versions after 2024-07-01.20.0, whose body has no ``certificateReferences`` (Batch
+    certificates were retired): the pool's certificate references, if any, stay as they are."""
+    if "certificateReferences" not in body:
+        body = {**body, "certificateReferences": pool.spec.get("certificateReferences") or []}
+    update_properties(ctx, s, pool, body)
+
+
 def resize(ctx: ComputeContext, s: Session, pool: models.Pool, body: dict[str, Any]) -> None:
     service.resize_pool(ctx, s, pool, pools.scale_from_body({
         "targetDedicatedNodes": body.get("targetDedicatedNodes", pool.target_dedicated),

@@ -159,7 +159,10 @@ class PoolAllocator:
         staying = [n for n in nodes if n.pending != "remove"]
         sources = boot.sources(nodes, plan.replicas)
         booted = set(self.booter.boot([n for n in staying if n.state == "creating"], pool, sources))
-        restarted = {n.key for n in staying if n.pending in ("reboot", "reimage") and self.removal.restart(
+        for n in staying:
+            if n.pending == "deallocate":
+                self.removal.deallocate(n, pool)
+        restarted = {n.key for n in staying if n.pending in ("reboot", "reimage", "start") and self.removal.restart(
             n, pool, reimage=n.pending == "reimage", sources=sources)}
         preempted = [n for n in staying if n.state == "preempted"]
         if preempted:  # evicted Spot nodes: stop their machines, start them again once capacity returns

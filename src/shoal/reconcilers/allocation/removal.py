@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from shoal.domain.batch import deallocation, eviction, images, pool_nodes, retired
+from shoal.domain.batch import deallocation, eviction, images, pool_nodes, retired, usage_metrics
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.boot import NodeBooter, Sources
@@ -42,6 +42,7 @@ class NodeRemoval:
         # whose logs are still on the node's drive, which the file API reads all the same).
         with self.ctx.write() as s:
             replaced = retired.remember_all(s, self.ctx.clock, rows)
+            usage_metrics.record_leaving(s, pool, rows, self.ctx.clock.now())
         for machine_id in replaced:
             agent.forget_logs(machine_id)
         for n in rows:
@@ -64,6 +65,21 @@ class NodeRemoval:
         with self.ctx.db.read() as s:
             due = set(eviction.recovered(s, [n.key for n in rows], self.ctx.clock.now(), delay))
         return {n.key for n in rows if n.key in due and self.restart(n, pool, reimage=False)}
+
+    def deallocate(self, n: NodeRecord, pool: models.Pool) -> bool:
+        """Deallocate a node: its tasks handled as asked, its machine stopped (its disks and temporary drive
+        kept), the node ``deallocated``. False while it waits for its tasks (``taskcompletion``)."""
+        with self.ctx.write() as s:
+            if not deallocation.release_tasks(s, self.ctx.clock, [n.key], n.pending_option or "requeue"):
+                return False
+        self.ctx.agent.halt(n.machine_id, keep_temp=True)
+        with self.ctx.write() as s:
+            node = s.get(models.Node, n.key)
+            if node is None or node.state != "deallocating":
+                return False
+            node.pending, node.pending_option = "", ""
+            node_rules.set_state(node, self.ctx.clock, "deallocated")
+        return True
 
     def restart(self, n: NodeRecord, pool: models.Pool, *, reimage: bool, sources: Sources | None = None) -> bool:
         """Reboot or reimage a node; True when it is ``starting`` again (False: it waits for its tasks, with
