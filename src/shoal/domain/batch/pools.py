@@ -107,6 +107,10 @@ def validate_spec(spec: dict[str, Any]) -> vmsizes.VmSize:
     if start is not None and not (isinstance(start, dict) and start.get("commandLine")):
         raise missing("startTask.commandLine")
     natpools.validate(spec)
+    if spec.get("mountConfiguration"):
+        # Refused rather than stored and ignored: nodes would start without the file systems tasks expect.
+        raise bad_value("mountConfiguration", "mountConfiguration", "mount configurations are not supported by Shoal "
+                        "yet; stage the files with resourceFiles, or share a host directory with --share-host-dir")
     return size
 
 
