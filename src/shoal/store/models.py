@@ -315,6 +315,8 @@ class Task(Versioned, Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # When the completed task's directory on its node may be deleted (constraints.retentionTime).
     files_expire_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    # A multi-instance task's subtasks of its latest attempt (wire-shaped SubtaskInformation + "nodeKey").
+    subtasks: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     etag: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_modified: Mapped[datetime]

@@ -12,7 +12,7 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, created
 from shoal.api.batch.pools import _filter_select
 from shoal.api.deps import in_thread
 from shoal.core import errors
-from shoal.domain.batch import counts, jobtasks
+from shoal.domain.batch import counts, jobtasks, multi_instance
 from shoal.domain.batch import files as file_rules
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import tasks as task_rules
@@ -289,8 +289,16 @@ async def reactivate_task(request: Request, account: str, job_id: str, task_id: 
 
 @router.get("/{job_id}/tasks/{task_id}/subtasksinfo")
 async def subtasks(request: Request, account: str, job_id: str, task_id: str) -> JSONResponse:
-    authenticate(request, account)
-    return JSONResponse({"value": []})
+    """The subtasks of a multi-instance task's latest attempt (empty for any other task, as in Azure)."""
+    br = authenticate(request, account)
+
+    def work() -> list[dict[str, Any]]:
+        with br.svc.db.read() as s:
+            br.authorize(s, READ)
+            job = job_rules.get(s, br.account.key, job_id)
+            return multi_instance.render(task_rules.get(s, job, task_id))
+
+    return JSONResponse({"value": await in_thread(work)})
 
 
 @router.get("/{job_id}/tasks/{task_id}/files")

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, jobtasks, tasks
+from shoal.domain.batch import exits, jobtasks, multi_instance, tasks
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import pools as pool_rules
 from shoal.store import models
@@ -77,11 +77,32 @@ class Launch:
     # cannot be satisfied (the attempt fails with ``ApplicationPackageError``).
     packages: list[Any] = field(default_factory=list)
     bad_packages: list[tuple[str, str]] = field(default_factory=list)
+    # A multi-instance task: its instances on their nodes (the primary first, on this launch's machine).
+    multi: MultiLaunch | None = None
 
     @property
     def slow(self) -> bool:
         """Files to move or a preparation to wait for: the whole attempt runs on a waiter thread."""
-        return bool(self.resources or self.outputs or self.prepare or self.packages or self.bad_packages)
+        return bool(self.resources or self.outputs or self.prepare or self.packages or self.bad_packages or self.multi)
+
+
+@dataclass
+class Instance:
+    """One instance of a multi-instance task: 0 is the primary, 1..n-1 the subtasks."""
+
+    id: int
+    node_key: str
+    machine: str
+    env: dict[str, str]
+
+
+@dataclass
+class MultiLaunch:
+    """What running a multi-instance task needs besides its primary's :class:`Launch`."""
+
+    coordination: str
+    common_resources: list[dict[str, Any]]
+    instances: list[Instance]
 
 
 @dataclass
@@ -292,6 +313,19 @@ class FreeNodes:
                     return node
         return None
 
+    def pick_many(self, job: models.Job, task: models.Task, prepared: Prepared, count: int) -> \
+            list[models.Node] | None:
+        """``count`` nodes that run nothing (a multi-instance task takes whole nodes), or None when fewer are
+        free now: the task then waits for them."""
+        chosen: list[models.Node] = []
+        for key in self._buckets.get(0, []):
+            node = self._nodes[key]
+            if jobtasks.usable(job.spec, prepared.get((job.key, node.key))) is not False:
+                chosen.append(node)
+                if len(chosen) == count:
+                    return chosen
+        return None
+
     def take(self, node: models.Node, used_before: int) -> None:
         """The node's use changed from ``used_before`` (a task was assigned to it): move it to its bucket."""
         keys = self._buckets.get(used_before)
@@ -364,6 +398,21 @@ def launch(task: models.Task, job: models.Job, pool: models.Pool, node: models.N
     return Launch(key=task.key, attempt=attempt, machine=node.machine_id, task_dir=directory, env=env,
                   admin=plan_.admin, timeout=plan_.timeout, command=plan_.command, resources=plan_.resources,
                   outputs=plan_.outputs, prepare=prepare)
+
+
+def multi_launch(task: models.Task, chosen: list[models.Node], primary: Launch) -> MultiLaunch:
+    """The instances of a multi-instance task on the nodes chosen for it (the primary's first); each sees the
+    same task directory, its job's and task's variables and the multi-instance ones."""
+    ips = [n.ip_address for n in chosen]
+    instances = []
+    for i, node in enumerate(chosen):
+        env = dict(primary.env)  # the node's own variables differ from the primary's, the rest is the same
+        env.update({"AZ_BATCH_NODE_ID": node.node_id,
+                    "AZ_BATCH_NODE_IS_DEDICATED": "true" if node.is_dedicated else "false"})
+        env.update(multi_instance.environment(primary.task_dir, ips, i == 0))
+        instances.append(Instance(id=i, node_key=node.key, machine=node.machine_id, env=env))
+    return MultiLaunch(coordination=multi_instance.coordination(task.spec),
+                       common_resources=multi_instance.common_resources(task.spec), instances=instances)
 
 
 def special_launch(job: models.Job, spec: dict[str, Any], default_id: str, pool: models.Pool, node: models.Node,

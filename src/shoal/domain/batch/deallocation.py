@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core.clock import Clock
 from shoal.core.timefmt import format_timestamp
+from shoal.domain.batch import multi_instance
 from shoal.domain.batch import tasks as tasks_rules
 from shoal.domain.batch.nodes import BULK_CHUNK, NODES
 from shoal.store import models
@@ -42,6 +43,7 @@ def release_tasks(s: Session, clock: Clock, node_keys: Sequence[str], option: st
                 tasks_rules.set_state(task, clock, "completed")
             else:
                 tasks_rules.requeue(task, clock)
+            multi_instance.end_subtasks(s, task, None, clock)  # a multi-instance task frees its other nodes
     s.flush()  # the tasks' changes first: they are ORM writes, the nodes' counts below are not
     for i in range(0, len(ready), BULK_CHUNK):
         s.execute(update(NODES).where(NODES.c.key.in_(ready[i:i + BULK_CHUNK]))

@@ -37,6 +37,8 @@ class Finished:
     # A resource file that could not be downloaded (the command never ran) or an output file that could not be
     # uploaded: the task's failureInfo. Neither is retried (as in Azure).
     failure: dict[str, Any] | None = None
+    # A multi-instance task's subtasks: their coordination command's end, by subtask id.
+    subtasks: dict[int, dict[str, Any]] | None = None
 
     @property
     def failed(self) -> bool:

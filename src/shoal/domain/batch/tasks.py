@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, jobtasks, taskfiles
+from shoal.domain.batch import exits, jobtasks, multi_instance, taskfiles
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
@@ -102,6 +102,7 @@ def validate(job: models.Job, body: dict[str, Any]) -> dict[str, Any]:
     if affinity is not None and (not isinstance(affinity, dict) or not affinity.get("affinityId")):
         raise missing("affinityInfo.affinityId")
     exits.validate(spec, job.spec)
+    multi_instance.validate(spec)
     taskfiles.validate_resource_files(spec.get("resourceFiles"), "resourceFiles")
     taskfiles.validate_output_files(spec.get("outputFiles"), "outputFiles")
     constraints = spec.get("constraints") or {}

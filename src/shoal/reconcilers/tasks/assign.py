@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from shoal.core import timefmt
 from shoal.core.clock import Clock
 from shoal.domain import containers
-from shoal.domain.batch import applications, assignment, jobtasks, outcomes, pools
+from shoal.domain.batch import applications, assignment, jobtasks, multi_instance, outcomes, pools
 from shoal.domain.batch.assignment import BAD_RECORD, Launch
 from shoal.reconcilers.tasks.urls import Urls
 from shoal.store import models
@@ -54,10 +54,19 @@ class Assigner:
                 nodes = free[pool.key]
                 # A record that cannot be read (stored by an older version, or written by hand) fails alone:
                 # everything that reads the task's and job's specs happens before anything changes.
+                group: list[models.Node] = []
                 try:
                     if not assignment.dependencies_met(task, done_ok):
                         continue
-                    chosen = nodes.pick(job, task, prepared)
+                    if multi_instance.is_multi(task):
+                        # Whole nodes of a pool with inter-node communication, all at once (else it waits).
+                        if not multi_instance.pool_runs_it(pool):
+                            continue
+                        group = nodes.pick_many(job, task, prepared, multi_instance.instances(task.spec)) or []
+                        chosen = group[0] if group else None
+                        multi_instance.common_resources(task.spec)  # readable, before anything changes
+                    else:
+                        chosen = nodes.pick(job, task, prepared)
                     if chosen is None:
                         continue
                     plan = assignment.plan(task, job)
@@ -69,9 +78,17 @@ class Assigner:
                 nodes.take(node, used_before)
                 account_url = self.urls.account(job.account_key)
                 task.node_info = assignment.node_info(account_url, pool, node, job, task)
+                for other in group[1:]:
+                    multi_instance.take_node(other, self.clock)
+                    nodes.take(other, 0)
+                if group:
+                    multi_instance.start_subtasks(task, [(n.key, assignment.node_info(account_url, pool, n, job, task))
+                                                         for n in group[1:]], self.clock)
                 launch = assignment.launch(task, job, pool, node, attempt, plan, account_url,
                                            self.urls.for_nodes(account_url), prepared)
                 self._packages(s, launch, job, pool, task)
+                if group:
+                    launch.multi = assignment.multi_launch(task, group, launch)
                 if launch.prepare is None:
                     # Running from now (which includes downloading resource files); a task that waits for its
                     # job's preparation stays preparing until that has run on the node.

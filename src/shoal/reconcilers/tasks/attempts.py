@@ -29,6 +29,8 @@ class Attempts:
         self.done: queue.Queue[Finished] = queue.Queue()
         self.lock = threading.Lock()
         self._running: dict[str, tuple[str, int]] = {}  # task key -> (attempt, pid)
+        # Other processes of an attempt (a multi-instance task's coordination commands): killed with it.
+        self._extra: dict[str, tuple[str, list[int]]] = {}
         self.nudge: Callable[[], Any] | None = None
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -38,10 +40,21 @@ class Attempts:
         with self.lock:
             self._running[key] = (attempt, pid)
 
+    def started_extra(self, key: str, attempt: str, pid: int) -> None:
+        """Another process of the attempt (killed with it) started."""
+        with self.lock:
+            self._extra.setdefault(key, (attempt, []))[1].append(pid)
+
+    def ended_extra(self, key: str) -> None:
+        """The attempt's other processes ended."""
+        with self.lock:
+            self._extra.pop(key, None)
+
     def running(self) -> dict[str, str]:
         """The attempts this process runs now: task key -> attempt id."""
         with self.lock:
-            return {key: attempt for key, (attempt, _pid) in self._running.items()}
+            return {**{key: attempt for key, (attempt, _pids) in self._extra.items()},
+                    **{key: attempt for key, (attempt, _pid) in self._running.items()}}
 
     def finish(self, item: Finished) -> None:
         """An attempt ended: queue it for the next pass, and wake the loop."""
@@ -81,8 +94,9 @@ class Attempts:
         """Kill the attempt of this task that runs in this process, if any (its end arrives as usual)."""
         with self.lock:
             entry = self._running.get(task_key)
-        if entry is not None:
+            pids = ([entry[1]] if entry is not None else []) + list(self._extra.get(task_key, ("", []))[1])
+        for pid in pids:
             try:
-                self.agent.kill(entry[1])
+                self.agent.kill(pid)
             except Exception:
                 log.exception("could not kill task %s", task_key)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from shoal.core.clock import Clock
-from shoal.domain.batch import job_lifecycle, outcomes
+from shoal.domain.batch import job_lifecycle, multi_instance, outcomes
 from shoal.domain.batch.assignment import BAD_RECORD
 from shoal.reconcilers.tasks.attempts import Attempts
 from shoal.store import models
@@ -41,6 +41,7 @@ class Finisher:
                 node = s.get(models.Node, task.node_key) if task.node_key else None
                 if node is not None:
                     outcomes.count_on_node(node, task, item, self.clock)
+                multi_instance.end_subtasks(s, task, item.subtasks, self.clock)  # their nodes are free again
                 job = s.get(models.Job, task.job_key)
                 try:
                     if outcomes.end_attempt(task, job, item, now, self.clock):

@@ -15,7 +15,7 @@ import logging
 from sqlalchemy import select
 
 from shoal.core.clock import Clock
-from shoal.domain.batch import job_lifecycle, outcomes
+from shoal.domain.batch import job_lifecycle, multi_instance, outcomes
 from shoal.domain.batch.assignment import BAD_RECORD
 from shoal.domain.host import HostAgent
 from shoal.reconcilers.tasks.attempts import Attempts
@@ -84,5 +84,6 @@ class JobStates:
                     continue
                 node = s.get(models.Node, task.node_key) if task.node_key else None
                 outcomes.take_off(task, node, option, self.clock)
+                multi_instance.end_subtasks(s, task, None, self.clock)
         for key in task_keys:
             self.attempts.kill(key)

@@ -20,6 +20,7 @@ from shoal.domain.host import HostAgent
 from shoal.reconcilers import app_packages
 from shoal.reconcilers.tasks import node_ops
 from shoal.reconcilers.tasks.attempts import Attempts
+from shoal.reconcilers.tasks.multi import MultiRunner
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Launcher:
                  prepared: Callable[[Launch], bool]) -> None:
         self.db, self.clock, self.agent, self.attempts = db, clock, agent, attempts
         self._prepared = prepared  # runs the job's preparation task first (see JobTaskRuns.prepared)
+        self.multi = MultiRunner(agent, attempts, prepared)
 
     def run(self, launches: list[Launch]) -> None:
         slow = [launch for launch in launches if launch.slow]
@@ -38,7 +40,7 @@ class Launcher:
         for launch, pid in started:
             self.attempts.submit(self.attempts.wait, launch.key, launch.attempt, pid)
         for launch in slow:
-            self.attempts.submit(self._run_with_files, launch)
+            self.attempts.submit(self.multi.run if launch.multi is not None else self._run_with_files, launch)
         if started:
             with self.db.write() as s:  # one statement for the whole batch
                 outcomes.record_pids(s, [(launch.key, launch.attempt, pid) for launch, pid in started])

@@ -8,6 +8,7 @@ is watched again, and a vanished one is requeued. Preparation and release runs c
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import select
 
@@ -15,7 +16,7 @@ from shoal.domain.batch import assignment
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.outcomes import Finished
 from shoal.domain.host import HostAgent
-from shoal.reconcilers.tasks import node_ops
+from shoal.reconcilers.tasks import multi, node_ops
 from shoal.reconcilers.tasks.attempts import Attempts
 from shoal.reconcilers.tasks.job_tasks import JobTaskRuns
 from shoal.store import models
@@ -30,11 +31,15 @@ class Recovery:
         self.job_tasks.reset_interrupted()
         with self.db.read() as s:
             stuck = []
+            subtask_nodes: dict[str, list[tuple[int, str]]] = {}  # multi-instance tasks: (subtask id, node key)
             for t in s.scalars(select(models.Task).where(models.Task.attempt.is_not(None))):
                 job = s.get(models.Job, t.job_key) if t.spec.get("outputFiles") and t.node_info else None
                 stuck.append((t.key, t.attempt, t.pid, t.node_key, t.node_info, t.spec.get("outputFiles") or [],
                               assignment.recovered_env(t, job), assignment.is_admin(t.spec)))
-            node_keys = sorted({t[3] for t in stuck if t[3]})
+                if t.subtasks:
+                    subtask_nodes[t.key] = [(int(sub["id"]), str(sub["nodeKey"])) for sub in t.subtasks
+                                            if sub.get("state") != "completed" and sub.get("nodeKey")]
+            node_keys = sorted({t[3] for t in stuck if t[3]} | {k for subs in subtask_nodes.values() for _, k in subs})
             machines = dict(s.execute(select(models.Node.key, models.Node.machine_id).where(
                 models.Node.key.in_(node_keys))).all()) if node_keys else {}
         for key, attempt, pid, node_key, node_info, outputs, env, admin in stuck:
@@ -49,6 +54,11 @@ class Recovery:
             after: node_ops.After | None = \
                 (machine, f"{node_rules.NODE_ROOT}/{node_info['taskRootDirectory']}", outputs, env, admin) \
                 if machine and node_info and outputs else None
+            if key in subtask_nodes and machine and exit_key:
+                # A multi-instance attempt: its end is the primary's, then the whole is cleaned up.
+                subs = [(i, machines[k]) for i, k in subtask_nodes[key] if k in machines]
+                self.attempts.submit(self._recover_multi, key, attempt, machine, exit_key, status, live, subs, after)
+                continue
             if status is not None:
                 item = Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
                 if after is None:
@@ -59,6 +69,27 @@ class Recovery:
                 self.attempts.submit(self._poll_exit, key, attempt, live, machine, exit_key, after)
             else:
                 self.attempts.done.put(Finished(key, attempt, None, lost=True))
+
+    def _recover_multi(self, key: str, attempt: str, machine: str, exit_key: str, status: dict[str, Any] | None,
+                       live: int | None, subs: list[tuple[int, str]], after: node_ops.After | None) -> None:
+        """A multi-instance attempt left behind: wait for its application command if it still runs; an
+        attempt cut short in its coordination phase is lost (requeued). Its processes on every node end."""
+        if status is None and live is not None and self.agent.status(machine) == "running":
+            while self.agent.alive(live):
+                time.sleep(0.2)
+            status = self.agent.read_exit(machine, exit_key)
+        item = Finished(key, attempt, None, lost=True) if status is None else \
+            Finished(key, attempt, status["exitCode"], bool(status["timedOut"]))
+        if status is not None and after is not None:
+            item = node_ops.upload_outputs(self.agent, item, *after)
+        results: dict[int, dict[str, Any]] = {}
+        for sub_id, sub_machine in subs:
+            sub_status = self.agent.read_exit(sub_machine, multi.coordination_key(exit_key))
+            if sub_status is not None:
+                results[sub_id] = {"exitCode": sub_status["exitCode"]}
+        multi.clean(self.agent, [machine, *(m for _, m in subs)], exit_key)
+        item.subtasks = results
+        self.attempts.finish(item)
 
     def _upload_and_finish(self, item: Finished, after: node_ops.After) -> None:
         self.attempts.finish(node_ops.upload_outputs(self.agent, item, *after))
