@@ -33,6 +33,7 @@ from shoal.reconcilers.faults import FaultClock, FaultSource
 from shoal.reconcilers.host_loss import HostLossReconciler
 from shoal.reconcilers.job_schedules import JobScheduleLoop
 from shoal.reconcilers.machines import MachineReconciler
+from shoal.reconcilers.node_users import NodeUserLoop
 from shoal.reconcilers.operations import Handler, OperationReconciler
 from shoal.reconcilers.resource_groups import ResourceGroupDeleter, ResourceTeardown
 from shoal.reconcilers.tasks import TaskScheduler
@@ -198,6 +199,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         loops.append(MachineReconciler(db, clock, host, work, other_machines=lambda: node_machines(db),
                                        claim=LoopClaim(db, clock, "machines", ttl, owner)))
         loops.append(VmNetworkReconciler(db, clock, host, claim=LoopClaim(db, clock, "vmnet", ttl, owner)))
+        loops.append(NodeUserLoop(db, clock, host, claim=LoopClaim(db, clock, "nodeusers", ttl, owner)))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner, lease_ttl=ttl))
     schedules = JobScheduleLoop(db, clock, claim=LoopClaim(db, clock, "jobschedules", ttl, owner))
     loops.append(schedules)

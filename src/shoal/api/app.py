@@ -28,6 +28,7 @@ from shoal.api.azure_hosts import AzureHostsMiddleware
 from shoal.api.batch import applications as batch_applications
 from shoal.api.batch import job_schedules as batch_job_schedules
 from shoal.api.batch import jobs as batch_jobs
+from shoal.api.batch import node_users as batch_node_users
 from shoal.api.batch import nodes as batch_nodes
 from shoal.api.batch import pools as batch_pools
 from shoal.api.context import App
@@ -53,7 +54,7 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
     errors.install(app)
     # Order matters: specific ARM routes before the catch-all scope routes of Microsoft.Authorization,
     # and the identity routes (``/{tenant}/...``) last.
-    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_jobs, batch_job_schedules,
+    for module in (health, metadata, graph, batch_pools, batch_nodes, batch_node_users, batch_jobs, batch_job_schedules,
                    batch_applications, operations, usages, vm_images,
                    compute, network, batch_mgmt, batch_apps, subscriptions, resource_groups, deployments,
                    resources, authorization, containers, portal, cluster, identity):

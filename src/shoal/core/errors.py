@@ -438,6 +438,10 @@ class TaskFileNotFound(AzureError):
     status, code = 404, "TaskFileNotFound"
 
 
+class NodeUserNotFound(AzureError):
+    status, code = 404, "NodeUserNotFound"
+
+
 # --- 409 ---------------------------------------------------------------------------------------
 class PoolExists(AzureError):
     status, code = 409, "PoolExists"
@@ -483,12 +487,36 @@ class NodeStateConflict(AzureError):
     status, code = 409, "NodeStateConflict"
 
 
+class NodeUserExists(AzureError):
+    status, code = 409, "NodeUserExists"
+
+
+class NodeBeingCreated(AzureError):
+    status, code = 409, "NodeBeingCreated"
+
+
+class NodeBeingStarted(AzureError):
+    status, code = 409, "NodeBeingStarted"
+
+
+class NodeBeingRebooted(AzureError):
+    status, code = 409, "NodeBeingRebooted"
+
+
+class NodeBeingReimaged(AzureError):
+    status, code = 409, "NodeBeingReimaged"
+
+
+class NodeStateUnusable(AzureError):
+    status, code = 409, "NodeStateUnusable"
+
+
+class OperationNotValidOnNode(AzureError):
+    status, code = 409, "OperationNotValidOnNode"
+
+
 class PoolNotEligibleForOSVersionUpgrade(AzureError):
     status, code = 409, "PoolNotEligibleForOSVersionUpgrade"
-
-
-class NodeExtensionNotFound(AzureError):
-    status, code = 404, "ResourceNotFound"
 
 
 class JobExists(AzureError):

@@ -218,6 +218,18 @@ class Node(Versioned, Base):
     running_slots: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class NodeUser(Base):
+    """A user account made on a compute node (``.../nodes/{node}/users``): what the node users loop needs to
+    remove it from its node when it expires. Passwords and keys live only inside the node."""
+
+    __tablename__ = "node_users"
+    key: Mapped[str] = mapped_column(String(800), primary_key=True)  # <node key>/<user name lower>
+    node_key: Mapped[str] = mapped_column(String(700), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    expiry_time: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class RetiredNode(Base):
     """A node that is gone (resized away, its pool deleted), remembered until its logs expire: the task and
     start-task logs it held stay readable through the file API (Azure loses them with the node)."""

@@ -14,7 +14,7 @@ from shoal.api.batch.pools import _filter_select, pool_url
 from shoal.api.deps import in_thread
 from shoal.core import errors, timefmt
 from shoal.domain.batch import files as file_rules
-from shoal.domain.batch import node_logs, pools
+from shoal.domain.batch import node_logs, node_users, pools
 from shoal.domain.batch import nodes as node_rules
 from shoal.schemas import batch as wire
 from shoal.store import models
@@ -108,8 +108,7 @@ async def remote_login(request: Request, account: str, pool_id: str, node_id: st
         with br.svc.db.read() as s:
             br.authorize(s, READ)
             pool = pools.get(s, br.account.key, pool_id)
-            node = node_rules.get(s, pool, node_id)
-            return {"remoteLoginIPAddress": node.ip_address, "remoteLoginPort": 22}
+            return node_users.remote_login(node_rules.get(s, pool, node_id))
 
     return JSONResponse(await in_thread(work))
 
@@ -228,5 +227,5 @@ async def get_extension(request: Request, account: str, pool_id: str, node_id: s
     found = next((e for e in items if str(e["vmExtension"].get("name") or "").lower() == extension_name.lower()),
                  None)
     if found is None:
-        raise errors.NodeExtensionNotFound(f"The extension '{extension_name}' does not exist on the node.")
+        raise errors.ResourceNotFound(f"The extension '{extension_name}' does not exist on the node.")
     return JSONResponse(found)

@@ -299,3 +299,37 @@ def assign(spec: dict[str, Any], used: set[int], address: str, fqdn: str) -> lis
              "publicIPAddress": address, "publicFQDN": fqdn,
              "frontendPort": int(p["frontendPortRangeStart"]) + index, "backendPort": p.get("backendPort")}
             for p in nat_pools(spec)]
+
+
+# --- Azure's default SSH endpoint ---------------------------------------------------------------------------------
+DEFAULT_SSH_NAME = "SSHRule"
+DEFAULT_SSH_PORTS = RESERVED_FRONTEND  # the frontend range Batch keeps for its own endpoints
+
+
+def default_ssh(spec: dict[str, Any], subnet: str, address: str, public: str, fqdn: str) -> list[dict[str, Any]]:
+    """Azure's inbound endpoint for SSH on a node of a pool that has no NAT pools of its own: frontend port
+    50000 + the node's place in the pool's subnet (a /20, so within Batch's reserved 50000-55000) on the pool's
+    public address, to port 22 of the node. [] when the pool has NAT pools (they replace it) or provisions no
+    public addresses."""
+    if nat_pools(spec):
+        return []
+    net = spec.get("networkConfiguration")
+    public_config = net.get("publicIPAddressConfiguration") if isinstance(net, dict) else None
+    if isinstance(public_config, dict) and str(public_config.get("provision")).lower() == "nopublicipaddresses":
+        return []
+    offset = int(ipaddress.ip_address(address)) - int(ipaddress.ip_network(subnet, strict=False).network_address)
+    port = DEFAULT_SSH_PORTS[0] + offset
+    if not (offset >= 0 and port <= DEFAULT_SSH_PORTS[1]):
+        return []
+    return [{"name": f"{DEFAULT_SSH_NAME}.{offset}", "protocol": "tcp", "publicIPAddress": public,
+             "publicFQDN": fqdn, "frontendPort": port, "backendPort": 22}]
+
+
+def has_endpoints(spec: dict[str, Any]) -> bool:
+    """Whether the pool's nodes have inbound endpoints the host forwards (NAT pools, or the default SSH one)."""
+    if nat_pools(spec):
+        return True
+    net = spec.get("networkConfiguration")
+    public_config = net.get("publicIPAddressConfiguration") if isinstance(net, dict) else None
+    return not (isinstance(public_config, dict)
+                and str(public_config.get("provision")).lower() == "nopublicipaddresses")

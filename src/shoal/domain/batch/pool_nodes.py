@@ -105,6 +105,8 @@ def add(s: Session, clock: Clock, pool: models.Pool, dedicated: int, low_priorit
     for i in range(count):
         node_id = pools.new_node_id(clock)
         endpoints = natpools.assign(pool.spec, used, *public_address)
+        if not endpoints and own_network:  # Azure's default SSH endpoint (pools without NAT pools)
+            endpoints = natpools.default_ssh(pool.spec, subnet, addresses[i], *public_address)
         record = NodeRecord(f"{pool.key}/{node_id}", pool.key, node_id, f"node-{uuid.uuid4().hex[:16]}",
                             i < dedicated, "creating", "", "", 0, now, addresses[i],
                             natpools.node_index(endpoints))

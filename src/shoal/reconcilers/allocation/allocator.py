@@ -177,7 +177,7 @@ class PoolAllocator:
         elif starting:
             self.start_tasks.ready([n.key for n in starting if n.state == "starting"])
             self.ctx.wake()
-        if (changed and natpools.node_capacity(pool.spec)) or self.endpoints.unpublished:
+        if (changed and natpools.has_endpoints(pool.spec)) or self.endpoints.unpublished:
             self.endpoints.publish()
         # 4. settle: end the resize, or delete the drained pool
         settle(self.ctx, key, pool, plan.decision)

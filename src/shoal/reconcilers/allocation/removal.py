@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from shoal.domain.batch import deallocation, eviction, images, pool_nodes, retired, usage_metrics
+from shoal.domain.batch import deallocation, eviction, images, node_users, pool_nodes, retired, usage_metrics
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.boot import NodeBooter, Sources
@@ -92,6 +92,8 @@ class NodeRemoval:
         if reimage:
             for upper in node_rules.disk_uppers(pool, n):
                 agent.delete_disk(upper)
+            with self.ctx.write() as s:  # the users the node had went with its disk
+                node_users.forget_node(s, n.key)
         errs: list[dict[str, Any]] = []
         with self.ctx.db.read() as s:
             problem = images.problem(s, pool) if reimage else None
