@@ -64,7 +64,7 @@ def test_wrong_secret_is_refused_in_entra_format(server: ShoalServer, shoal: Sho
     ({"grant_type": "password", "client_id": "x", "scope": "https://management.azure.com/.default"}, 400,
      "unsupported_grant_type"),
     ({"grant_type": "client_credentials", "client_id": "x", "client_secret": "y",
-      "scope": "https://vault.azure.net/.default"}, 400, "invalid_scope"),
+      "scope": "https://storage.azure.com/.default"}, 400, "invalid_scope"),
 ])
 def test_token_endpoint_rejects_bad_requests(server: ShoalServer, shoal: Shoal, form: dict[str, str], status: int,
                                              error: str) -> None:
@@ -72,6 +72,17 @@ def test_token_endpoint_rejects_bad_requests(server: ShoalServer, shoal: Shoal, 
                       timeout=10)
     assert r.status_code == status
     assert r.json()["error"] == error
+
+
+def test_a_key_vault_token_is_issued_but_no_plane_accepts_it(server: ShoalServer, shoal: Shoal) -> None:
+    """Packer's azure-arm builder takes a Key Vault token (ADAL v1, ``resource``) before anything else."""
+    r = requests.post(f"{server.base_url}/{shoal.tenant_id}/oauth2/token", data={
+        "grant_type": "client_credentials", "client_id": shoal.client_id, "client_secret": shoal.client_secret,
+        "resource": "https://vault.azure.net"}, verify=server.ca, timeout=10)
+    assert r.status_code == 200 and r.json()["resource"] == "https://vault.azure.net/", r.text
+    arm = requests.get(f"{server.base_url}/subscriptions?api-version=2022-12-01", verify=server.ca, timeout=10,
+                       headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+    assert arm.status_code == 401 and arm.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
 
 
 def test_unknown_tenant_is_refused(server: ShoalServer) -> None:

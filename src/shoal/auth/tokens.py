@@ -30,6 +30,10 @@ MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z: later times are not dat
 # its historical resource ids (az uses management.core.windows.net, the SDKs management.azure.com).
 ARM_AUDIENCES = ("https://management.azure.com/", "https://management.core.windows.net/")
 BATCH_AUDIENCES = ("https://batch.core.windows.net/",)
+# Key Vault's resource: Shoal serves no Key Vault, but clients that always take a token for it before they start
+# (Packer's azure-arm builder does, for the Windows certificate it never makes for Linux) are given one; no plane
+# of Shoal accepts a token with this audience.
+VAULT_AUDIENCES = ("https://vault.azure.net/",)
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,14 @@ from fastapi.responses import JSONResponse
 from shoal.api.azure_hosts import login_origin
 from shoal.api.deps import in_thread, services
 from shoal.api.identity.graph import graph_audience
-from shoal.auth.tokens import ARM_AUDIENCES, BATCH_AUDIENCES, audience_for_scope
+from shoal.auth.tokens import ARM_AUDIENCES, BATCH_AUDIENCES, VAULT_AUDIENCES, audience_for_scope
 from shoal.domain import identity
 
 router = APIRouter()
 
 
 def known_audiences(request: Request) -> tuple[str, ...]:
-    return ARM_AUDIENCES + BATCH_AUDIENCES + (graph_audience(services(request).settings.base_url),)
+    return ARM_AUDIENCES + BATCH_AUDIENCES + VAULT_AUDIENCES + (graph_audience(services(request).settings.base_url),)
 
 
 def _oauth_error(status: int, error: str, codes: list[int], description: str) -> JSONResponse:
