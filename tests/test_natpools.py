@@ -60,7 +60,13 @@ def test_a_pool_without_network_configuration_or_nat_pools_is_accepted() -> None
     del base["networkConfiguration"]
     pools.validate_spec(base)
     pools.validate_spec(spec())
-    pools.validate_spec({**base, "networkConfiguration": {"subnetId": "x"}})
+    pools.validate_spec({**base, "networkConfiguration": {}})
+
+
+def test_a_subnet_id_is_refused_rather_than_ignored() -> None:
+    assert_refused({**spec(), "networkConfiguration": {"subnetId": "/subscriptions/s/resourceGroups/g/providers/"
+                                                                   "Microsoft.Network/virtualNetworks/v/subnets/x"}},
+                   "networkConfiguration.subnetId", "not supported by Shoal yet")
 
 
 def test_five_nat_pools_at_the_limits_of_every_rule_are_accepted() -> None:

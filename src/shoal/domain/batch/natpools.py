@@ -80,6 +80,11 @@ def validate(spec: dict[str, Any]) -> None:
         return
     if not isinstance(net, dict):
         raise pools.bad_value("networkConfiguration", net, "an object is required")
+    if net.get("subnetId"):
+        # Refused rather than ignored: the nodes would not be on the subnet (nor under its NSG) as asked.
+        raise pools.bad_value("networkConfiguration.subnetId", net["subnetId"], "pools in a virtual network's "
+                              "subnet are not supported by Shoal yet; leave subnetId out (nodes get a subnet of "
+                              "the pool's own)")
     endpoint = net.get("endpointConfiguration")
     if endpoint is None:
         return
