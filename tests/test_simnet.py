@@ -128,7 +128,9 @@ def test_names_are_short_unique_per_cluster_and_exec_runs_in_the_namespace() -> 
     assert len(names) == 600 and max(len(n) for n in names) <= 15
     assert simnet.netns_name("demo", 3) == "shoal-demo-h3"
     host = SimHost("h1", "shoal-demo-h1", "10.213.0.11", simnet.veth_name("demo", 1))
-    assert simnet.exec_argv(host, ["ray", "start"]) == ["ip", "netns", "exec", "shoal-demo-h1", "ray", "start"]
+    # nsenter keeps the machine's mounts (ip netns exec would mount a sysfs without the cgroup hierarchies)
+    assert simnet.exec_argv(host, ["ray", "start"]) == ["nsenter", "--net=/run/netns/shoal-demo-h1", "--", "ray",
+                                                       "start"]
 
 
 @pytest.mark.parametrize("network", ["10.213.0.0/16", "10.213.0.5/24", "fd00::/120", "nonsense"])
