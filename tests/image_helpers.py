@@ -1,6 +1,7 @@
 """Helpers for the tests that prepare an image the seed's way (``az vm create`` + ``ssh``, Packer) and then run a
-Batch pool from it: an SSH key pair, ``ssh``/``scp`` with retries while the VM's sshd starts, and a pool of one
-node from a managed image through the management plane (the seed's PUT) whose task output is returned."""
+Batch pool from it: an SSH key pair, a VM body with an ``osProfile``, ``ssh``/``scp`` with retries while the VM's
+sshd starts (on port 22, or on ``port``), and a pool of one node from a managed image through the management
+plane (the seed's PUT) whose task output is returned."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import uuid
 from pathlib import Path
 
 from azure.batch import models as bm
+from azure.mgmt.compute.models import (
+    HardwareProfile,
+    ImageReference,
+    LinuxConfiguration,
+    OSProfile,
+    SshConfiguration,
+    SshPublicKey,
+    StorageProfile,
+    VirtualMachine,
+)
 
 from batch_fixtures import create_account, wait_for
 from shoal.azure import Shoal
@@ -22,16 +33,29 @@ def keypair(directory: Path, name: str = "id") -> tuple[Path, Path]:
     return key, directory / f"{name}.pub"
 
 
-def ssh_options(key: Path) -> list[str]:
+def vm_body(image: ImageReference, user: str, keys: list[str], password: str | None = None,
+            location: str = "westus") -> VirtualMachine:
+    """A Linux VM whose ``osProfile`` provisions ``user`` with these public keys (and password)."""
+    return VirtualMachine(
+        location=location, hardware_profile=HardwareProfile(vm_size="Standard_D2s_v3"),
+        storage_profile=StorageProfile(image_reference=image),
+        os_profile=OSProfile(admin_username=user, admin_password=password, linux_configuration=LinuxConfiguration(
+            disable_password_authentication=password is None, ssh=SshConfiguration(public_keys=[
+                SshPublicKey(path=f"/home/{user}/.ssh/authorized_keys", key_data=k) for k in keys]))))
+
+
+def ssh_options(key: Path, port: int | None = None) -> list[str]:
     return ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+            *(["-p", str(port)] if port is not None else [])]
 
 
-def ssh(key: Path, target: str, command: str, *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def ssh(key: Path, target: str, command: str, *, timeout: float = 300,
+        port: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``command`` over SSH; retried while the server does not answer yet (exit 255 before a session)."""
     proc: subprocess.CompletedProcess[str] | None = None
     for attempt in range(20):
-        proc = subprocess.run(["ssh", *ssh_options(key), target, command], capture_output=True, text=True,
+        proc = subprocess.run(["ssh", *ssh_options(key, port), target, command], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         refused = proc.returncode == 255 and ("Connection refused" in proc.stderr or "timed out" in proc.stderr)
         if not refused or attempt == 19:
@@ -42,11 +66,11 @@ def ssh(key: Path, target: str, command: str, *, timeout: float = 300) -> subpro
     return proc
 
 
-def wait_for_ssh(key: Path, target: str, timeout: float = 60) -> float:
+def wait_for_ssh(key: Path, target: str, timeout: float = 60, port: int | None = None) -> float:
     """Seconds until ``ssh target true`` succeeds."""
     start = time.monotonic()
     while True:
-        proc = subprocess.run(["ssh", *ssh_options(key), "-o", "ConnectTimeout=2", target, "true"],
+        proc = subprocess.run(["ssh", *ssh_options(key, port), "-o", "ConnectTimeout=2", target, "true"],
                               capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         if proc.returncode == 0:
             return time.monotonic() - start

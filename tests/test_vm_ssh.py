@@ -20,19 +20,12 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute.models import (
-    HardwareProfile,
     Image,
     ImageReference,
-    LinuxConfiguration,
     NetworkInterfaceReference,
     NetworkProfile,
-    OSProfile,
     RunCommandInput,
-    SshConfiguration,
-    SshPublicKey,
-    StorageProfile,
     SubResource,
-    VirtualMachine,
 )
 from azure.mgmt.network.models import (
     AddressSpace,
@@ -47,6 +40,7 @@ from azure.mgmt.network.models import (
 )
 from azure.mgmt.resource.resources.models import ResourceGroup
 
+from image_helpers import vm_body
 from shoal.azure import Shoal
 from shoal.core import errors
 from shoal.domain.compute import linux_agent
@@ -144,15 +138,6 @@ def group(shoal: Shoal) -> str:
     name = f"ssh-{uuid.uuid4().hex[:6]}"
     shoal.resource_client().resource_groups.create_or_update(name, ResourceGroup(location=LOCATION))
     return name
-
-
-def vm_body(image: ImageReference, user: str, keys: list[str], password: str | None = None) -> VirtualMachine:
-    return VirtualMachine(
-        location=LOCATION, hardware_profile=HardwareProfile(vm_size="Standard_D2s_v3"),
-        storage_profile=StorageProfile(image_reference=image),
-        os_profile=OSProfile(admin_username=user, admin_password=password, linux_configuration=LinuxConfiguration(
-            disable_password_authentication=password is None, ssh=SshConfiguration(public_keys=[
-                SshPublicKey(path=f"/home/{user}/.ssh/authorized_keys", key_data=k) for k in keys]))))
 
 
 def run(compute: Any, group: str, vm: str, *lines: str) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shoal.domain.batch.image_rules import ImageLimits
 from shoal.domain.batch.vmsizes import VmSize, VmSizesError, parse_operator_sizes
@@ -111,6 +115,18 @@ class Settings:
         return f"https://{host}:{self.port}"
 
     @property
+    def host_address(self) -> str:
+        """The IP address clients reach Shoal at (see :func:`reachable_address`)."""
+        return reachable_address(self.base_url)[0]
+
+    @property
+    def shared_host_address(self) -> str | None:
+        """With ``--node-network host`` machines have no addresses of their own: clients reach a VM or a node at
+        the host's address (its public IP addresses show it; each sshd has a port of its own,
+        ``domain/host_ssh.py``). None when machines have networks of their own."""
+        return self.host_address if self.node_network == "host" else None
+
+    @property
     def node_base_url(self) -> str:
         """The https origin machines use (their gateway when they have networks of their own)."""
         return f"https://{self.node_gateway}:{self.port}" if self.node_gateway else self.base_url
@@ -130,6 +146,22 @@ class Settings:
 
     def region_display_name(self, region: str) -> str:
         return REGION_DISPLAY_NAMES.get(region, region)
+
+
+@lru_cache(maxsize=8)
+def reachable_address(base_url: str) -> tuple[str, str]:
+    """(IP address, name) of the host that clients reach at ``base_url``: its host part, resolved when it is a
+    name (127.0.0.1 when it does not resolve). ``base_url`` already says 127.0.0.1 for a server bound to every
+    address (0.0.0.0). Cached: the name is resolved once per process."""
+    host = urlsplit(base_url).hostname or "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host)), host
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(host), host
+    except OSError:
+        return "127.0.0.1", host
 
 
 def load_vm_sizes(path: Path | None) -> list[VmSize]:

@@ -77,7 +77,7 @@ class Services:
     def compute_context(self) -> ComputeContext:
         return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url,
                               self.settings.image_limits, self.settings.subscription_core_quota,
-                              self.settings.node_address_space)
+                              self.settings.node_address_space, host_address=self.settings.shared_host_address)
 
     @property
     def tenant_id(self) -> str:
@@ -175,13 +175,14 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     operation_handlers.update(BatchOperations(db, clock).handlers())
     operation_handlers.update(DeploymentWork(db, ComputeContext(
         clock, settings.regions, catalog, settings.base_url, settings.image_limits,
-        settings.subscription_core_quota, settings.node_address_space)).handlers())
+        settings.subscription_core_quota, settings.node_address_space,
+        host_address=settings.shared_host_address)).handlers())
     loops: list[Reconciler] = []
     allocator = None
     owner = replica_id(settings) if with_runtime else ""
     ttl = timedelta(seconds=settings.lease_seconds)
     if agent is not None:
-        work = ComputeWork(db, clock, host, settings.node_address_space)
+        work = ComputeWork(db, clock, host, settings.node_address_space, host_address=settings.shared_host_address)
         operation_handlers.update(work.handlers(KINDS))
         allocator = PoolAllocator(db, clock, host, settings.base_url, faults=faults,
                                   core_quota=settings.subscription_core_quota,
@@ -199,7 +200,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
         loops.append(MachineReconciler(db, clock, host, work, other_machines=lambda: node_machines(db),
                                        claim=LoopClaim(db, clock, "machines", ttl, owner)))
         loops.append(VmNetworkReconciler(db, clock, host, claim=LoopClaim(db, clock, "vmnet", ttl, owner)))
-        loops.append(NodeUserLoop(db, clock, host, claim=LoopClaim(db, clock, "nodeusers", ttl, owner)))
+        loops.append(NodeUserLoop(db, clock, host, claim=LoopClaim(db, clock, "nodeusers", ttl, owner),
+                                  host_address=settings.shared_host_address))
     loops.insert(0, OperationReconciler(db, clock, operation_handlers, owner=owner, lease_ttl=ttl))
     schedules = JobScheduleLoop(db, clock, claim=LoopClaim(db, clock, "jobschedules", ttl, owner))
     loops.append(schedules)

@@ -439,6 +439,11 @@ class ClusterHostAgent:
     def publish_vm_networks(self, entries: list[dict[str, Any]]) -> None:
         self.local.publish_vm_networks(entries)  # VMs live on the head
 
+    def listening_ports(self) -> list[int]:
+        # The head's: VMs live there, and so does the address nodes' SSH ports are given at with
+        # --node-network host (nodes on other hosts share those hosts' networks: not served, see host_ssh.py).
+        return list(self.local.listening_ports())
+
     def usage_samples(self, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
         by_host: dict[str | None, list[str]] = {}
         for machine_id in machine_ids:

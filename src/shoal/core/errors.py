@@ -280,6 +280,10 @@ class SubnetIsFull(AzureError):
     status, code = 409, "SubnetIsFull"
 
 
+class AllocationFailed(AzureError):
+    status, code = 409, "AllocationFailed"
+
+
 class PreconditionFailed(AzureError):
     status, code = 412, "PreconditionFailed"
 

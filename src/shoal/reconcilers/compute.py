@@ -17,7 +17,7 @@ from sqlalchemy import select
 from shoal.core import errors, ids
 from shoal.core.clock import Clock
 from shoal.core.hosterrors import AgentError, LayerError
-from shoal.domain import network, resources
+from shoal.domain import host_ssh, network, resources
 from shoal.domain.batch import vmsizes
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import galleries, linux_agent, service, sources, vms
@@ -35,9 +35,11 @@ GUEST_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 class ComputeWork:
     def __init__(self, db: Database, clock: Clock, agent: HostAgent,
-                 address_space: str = network.DEFAULT_SPACE) -> None:
+                 address_space: str = network.DEFAULT_SPACE, *, host_address: str | None = None) -> None:
         self.db, self.clock, self.agent = db, clock, agent
         self.address_space = address_space  # VMs get their addresses on its default subnet
+        # Set when machines share the host's network: clients reach VMs there, each sshd on a port of its own.
+        self.host_address = host_address
         self._deprovisioning = threading.Lock()  # one deprovisioning boot of a generalized VM at a time
 
     # --- helpers ------------------------------------------------------------------------------------------
@@ -381,13 +383,33 @@ class ComputeWork:
         self.start_guest_services(vm)
 
     def start_guest_services(self, vm: models.Resource) -> None:
-        """At each boot of a provisioned VM: the image's OpenSSH server on port 22 of the VM's own network (not
-        when machines share the host's network: it would answer on the host's port 22)."""
-        if not vm.internal.get("provisioning") or self.agent.gateway is None:
+        """At each boot of a provisioned VM: the image's OpenSSH server, on port 22 of the VM's own network, or
+        when machines share the host's network on the VM's own port of the host (``domain/host_ssh.py``)."""
+        if not vm.internal.get("provisioning"):
             return
-        result = self._guest(vm, linux_agent.boot_script())
+        port = None
+        if self.host_address is not None and self.agent.isolation == "namespaces":
+            port = self._ssh_port(vm)
+        elif self.agent.gateway is None:
+            return  # no network of its own, no port of its own (the process runtime runs no sshd)
+        result = self._guest(vm, linux_agent.boot_script(port))
         if result is not None and int(result.get("exitCode", -1)) != 0:
             log.warning("VM %s: sshd did not start: %s", vm.id, _text(result.get("stderr")).strip())
+        elif port is not None:
+            log.info("VM %s: sshd listens on port %d of the host: ssh -p %d %s@%s", vm.id, port, port,
+                     vm.internal["provisioning"].get("adminUsername"), self.host_address)
+
+    def _ssh_port(self, vm: models.Resource) -> int:
+        """The VM's SSH port on the host: chosen and recorded at its first boot, the same ever after."""
+        if vm.internal.get(host_ssh.VM_KEY):
+            return int(vm.internal[host_ssh.VM_KEY])
+        with self.db.write() as s:
+            row = resources.find(s, ids.parse(vm.id))
+            if row is None:
+                raise errors.NotFound("The VM no longer exists.")
+            port = host_ssh.vm_port(s, row, self.agent.listening_ports)
+            resources.touch(row, self.clock)
+            return port
 
     def deprovision(self, vm_id: str) -> None:
         """``waagent -deprovision+user`` on a generalized VM's OS disk before anything captures or exports it:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.core.hosterrors import AgentError
-from shoal.runtime import idranges, nodefiles, safepath, sandbox, transfer_worker, usage
+from shoal.runtime import hostports, idranges, nodefiles, safepath, sandbox, transfer_worker, usage
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
     DiskMount,
@@ -115,6 +115,10 @@ class HostAgent:
         if net is None:
             return
         net.vm_inbound(entries)
+
+    def listening_ports(self) -> list[int]:
+        """TCP ports something listens on in the host's network (where machines sharing it put their sshd)."""
+        return hostports.listening_ports()
 
     @property
     def gateway(self) -> str | None:

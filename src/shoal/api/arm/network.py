@@ -25,7 +25,8 @@ SUB = "/subscriptions/{subscription_id}/providers/Microsoft.Network"
 
 def _ctx(request: Request) -> records.NetworkContext:
     svc = services(request)
-    return records.NetworkContext(svc.clock, svc.settings.regions, svc.settings.node_address_space)
+    return records.NetworkContext(svc.clock, svc.settings.regions, svc.settings.node_address_space,
+                                  svc.settings.shared_host_address)
 
 
 async def _body(request: Request) -> dict[str, Any]:

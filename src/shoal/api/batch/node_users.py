@@ -43,9 +43,10 @@ async def add_user(request: Request, account: str, pool_id: str, node_id: str) -
             if not node_users.can_run(br.svc.host):
                 raise node_users.cannot_run()
             node_users.add(s, node, user)
+            port = node_users.sshd_port(s, node, br.svc.host, br.svc.settings.shared_host_address)
             key, machine_id = f"{node.key}/{user.name.lower()}", node.machine_id
         try:
-            result = node_users.run(br.svc.host, machine_id, node_users.user_script(user, create=True))
+            result = node_users.run(br.svc.host, machine_id, node_users.user_script(user, create=True, port=port))
         except Exception:
             with br.svc.db.write() as s:
                 node_users.forget(s, [key])
@@ -80,7 +81,8 @@ async def update_user(request: Request, account: str, pool_id: str, node_id: str
             user = node_users.account(body, br.svc.clock, name=row.name, is_admin=row.is_admin)
             machine_id = node.machine_id
             row.expiry_time = user.expiry
-        result = node_users.run(br.svc.host, machine_id, node_users.user_script(user, create=False))
+            port = node_users.sshd_port(s, node, br.svc.host, br.svc.settings.shared_host_address)
+        result = node_users.run(br.svc.host, machine_id, node_users.user_script(user, create=False, port=port))
         if int(result.get("exitCode", -1)) != 0:
             raise _failed(result, f"update the user '{user.name}'")
 

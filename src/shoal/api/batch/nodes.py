@@ -104,11 +104,14 @@ for _action in ("reboot", "reimage", "deallocate", "start", "disablescheduling",
 async def remote_login(request: Request, account: str, pool_id: str, node_id: str) -> JSONResponse:
     br = authenticate(request, account)
 
+    address = br.svc.settings.shared_host_address
+
     def work() -> dict[str, Any]:
-        with br.svc.db.read() as s:
+        # With --node-network host the node's SSH port is chosen the first time it is asked for (a write).
+        with br.svc.db.write() if address else br.svc.db.read() as s:
             br.authorize(s, READ)
             pool = pools.get(s, br.account.key, pool_id)
-            return node_users.remote_login(node_rules.get(s, pool, node_id))
+            return node_users.remote_login(s, node_rules.get(s, pool, node_id), br.svc.host, address)
 
     return JSONResponse(await in_thread(work))
 

@@ -15,7 +15,8 @@ Inside the node the user is made as Azure's node agent makes it on a Linux node,
 ``useradd`` (home, the image's login shell), the password's SHA-512 crypt hash (only the hash leaves the
 request), ``~/.ssh/authorized_keys`` with the key, and for an admin a sudoers rule without a password. The
 node's OpenSSH server (the image's ``sshd``) is started the first time a user is added, with SSH host keys of
-the node's own (made then, like a VM's at its first boot), listening on port 22 of the node's own address;
+the node's own (made then, like a VM's at its first boot), listening on port 22 of the node's own address
+(with ``--node-network host``, on a port of the host's that is the node's own: ``domain/host_ssh.py``);
 nodes without users run no ``sshd`` (a node without a user cannot be logged in to anyway, and a thousand idle
 ``sshd`` processes would cost a thousand nodes' memory). A node that reboots starts it again at boot.
 
@@ -26,7 +27,8 @@ precision; Shoal removes the user at the time given.
 Remote login goes through the pool's inbound NAT endpoint for SSH: the NAT pool whose backend port is 22 when
 the pool has NAT pools, otherwise Azure's default SSH endpoint (``natpools.default_ssh``). A node without such an
 endpoint (public addresses not provisioned, nodes made before endpoints existed) answers with its own address
-and port 22, which the Shoal host (the pool's virtual network) reaches.
+and port 22, which the Shoal host (the pool's virtual network) reaches. With ``--node-network host`` it answers
+with the host's address and the node's own SSH port there (chosen then if the node has none yet).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, timefmt
 from shoal.core.clock import Clock
+from shoal.domain import host_ssh
 from shoal.domain.batch import pools
 from shoal.domain.compute import linux_agent
 from shoal.domain.host import HostAgent
@@ -199,19 +202,34 @@ def expired(s: Session, now: datetime, limit: int = 100) -> list[tuple[str, str,
     return [(k, n, m) for k, n, m in rows]
 
 
-def nodes_with_users(s: Session) -> list[tuple[str, str, datetime | None]]:
-    """(node key, machine id, last boot time) of the up nodes (idle or running) that have users: their sshd
-    must run."""
-    rows = s.execute(select(models.Node.key, models.Node.machine_id, models.Node.last_boot_time)
+def nodes_with_users(s: Session) -> list[tuple[str, str, datetime | None, int | None]]:
+    """(node key, machine id, last boot time, SSH port on the host or None) of the up nodes (idle or running)
+    that have users: their sshd must run."""
+    rows = s.execute(select(models.Node.key, models.Node.machine_id, models.Node.last_boot_time,
+                            models.Node.endpoints)
                      .where(models.Node.key.in_(select(models.NodeUser.node_key).distinct()),
                             models.Node.state.in_(("idle", "running")))).all()
-    return [(k, m, b) for k, m, b in rows]
+    return [(k, m, b, host_ssh.endpoint_port(e)) for k, m, b, e in rows]
+
+
+def sshd_port(s: Session, node: models.Node, host: HostAgent | None, host_address: str | None) -> int | None:
+    """The port the node's sshd listens on: None (22, of the node's own network) unless machines share the
+    host's network (``host_address``: the host's), where the node has a port of the host's of its own, chosen
+    and recorded on first use."""
+    if host_address is None or host is None or not can_run(host):
+        return None
+    return host_ssh.node_port(s, node, host_address, host.listening_ports)
 
 
 # --- remote login -----------------------------------------------------------------------------------------------
-def remote_login(node: models.Node) -> dict[str, Any]:
-    """Where ``ssh user@address -p port`` reaches the node: its inbound NAT endpoint for port 22 (a NAT pool's,
-    or Azure's default SSH endpoint), else its own address."""
+def remote_login(s: Session, node: models.Node, host: HostAgent | None,
+                 host_address: str | None) -> dict[str, Any]:
+    """Where ``ssh user@address -p port`` reaches the node: with ``--node-network host`` the host's address and
+    the node's own port there; else its inbound NAT endpoint for port 22 (a NAT pool's, or Azure's default SSH
+    endpoint), else its own address."""
+    port = sshd_port(s, node, host, host_address)
+    if port is not None:
+        return {"remoteLoginIPAddress": host_address, "remoteLoginPort": port}
     for endpoint in node.endpoints or []:
         if endpoint.get("backendPort") == SSH_PORT and str(endpoint.get("protocol", "tcp")).lower() == "tcp":
             return {"remoteLoginIPAddress": endpoint["publicIPAddress"], "remoteLoginPort": endpoint["frontendPort"]}
@@ -219,9 +237,10 @@ def remote_login(node: models.Node) -> dict[str, Any]:
 
 
 # --- inside the node --------------------------------------------------------------------------------------------
-def sshd_script() -> str:
+def sshd_script(port: int | None = None) -> str:
     """The node's OpenSSH server: host keys of the node's own the first time, then ``sshd`` on port 22 of the
-    node's network (password logins allowed, as on Batch nodes), unless it runs already."""
+    node's network, or on ``port`` (see :func:`sshd_port`), with password logins allowed, as on Batch nodes,
+    unless it runs already."""
     return "\n".join([
         "[ -x /usr/sbin/sshd ] || { echo 'the node image has no OpenSSH server (/usr/sbin/sshd)' >&2; exit 3; }",
         f"if [ ! -f {SSH_STATE}/host-keys ]; then",
@@ -230,12 +249,14 @@ def sshd_script() -> str:
         "fi",
         "if [ -f /run/sshd.pid ] && [ \"$(cat /proc/$(cat /run/sshd.pid)/comm 2>/dev/null)\" = sshd ]; then exit 0; fi",
         "mkdir -p /run/sshd && chmod 755 /run/sshd && mkdir -p /var/log",
-        f"/usr/sbin/sshd -E {linux_agent.SSHD_LOG} -o PasswordAuthentication=yes -o PidFile=/run/sshd.pid",
+        f"/usr/sbin/sshd -E {linux_agent.SSHD_LOG} -o PasswordAuthentication=yes -o PidFile=/run/sshd.pid"
+        f"{linux_agent.sshd_port_option(port)}",
     ]) + "\n"
 
 
-def user_script(user: Account, *, create: bool) -> str:
-    """Make (``create``) or update the user in the node, as the node's root, then make sure sshd runs."""
+def user_script(user: Account, *, create: bool, port: int | None = None) -> str:
+    """Make (``create``) or update the user in the node, as the node's root, then make sure sshd runs (on
+    ``port``: :func:`sshd_script`)."""
     name = shlex.quote(user.name)
     sudoers = f"{SUDOERS_DIR}/batch-{user.name}"
     lines = ["set -e", "umask 022", f"user={name}",
@@ -260,7 +281,7 @@ def user_script(user: Account, *, create: bool) -> str:
                   f"printf '%s ALL=(ALL) NOPASSWD:ALL\\n' \"$user\" > {shlex.quote(sudoers)}",
                   f"chmod 440 {shlex.quote(sudoers)}"]
     lines.append("set +e")
-    return "\n".join(lines) + "\n" + sshd_script()
+    return "\n".join(lines) + "\n" + sshd_script(port)
 
 
 def delete_script(name: str) -> str:

@@ -210,16 +210,22 @@ def first_boot_script(provisioning: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def boot_script() -> str:
+def boot_script(port: int | None = None) -> str:
     """Every boot: start the image's OpenSSH server (as its init system would), if it has one and it is not
-    running yet. It listens on port 22 of the VM's own network namespace."""
+    running yet. It listens on port 22 of the VM's own network namespace, or on ``port`` of the host's when the
+    VM shares the host's network (``domain/host_ssh.py``)."""
     return "\n".join([
         "[ -x /usr/sbin/sshd ] || exit 0",
         "if [ -f /run/sshd.pid ] && kill -0 \"$(cat /run/sshd.pid)\" 2>/dev/null; then exit 0; fi",
         "ssh-keygen -A >/dev/null 2>&1 || true",  # host keys a deprovisioned disk lacks
         "mkdir -p /run/sshd && chmod 755 /run/sshd",  # privilege separation directory (/run is fresh each boot)
-        f"mkdir -p /var/log && exec /usr/sbin/sshd -E {SSHD_LOG}",
+        f"mkdir -p /var/log && exec /usr/sbin/sshd -E {SSHD_LOG}{sshd_port_option(port)}",
     ]) + "\n"
+
+
+def sshd_port_option(port: int | None) -> str:
+    """``sshd``'s options for a port of its own (``-p`` replaces the configuration's ``Port``); "" for 22."""
+    return f" -p {int(port)}" if port is not None else ""
 
 
 def deprovision_script(admin_username: str | None) -> str:

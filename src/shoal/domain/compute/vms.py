@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from shoal.core import errors, ids
 from shoal.core.ids import ResourceId
 from shoal.core.timefmt import format_timestamp
-from shoal.domain import resources
+from shoal.domain import host_ssh, resources
 from shoal.domain.compute import content as ct
 from shoal.domain.compute import linux_agent, marketplace, sources, usage
 from shoal.domain.compute.kinds import ArmBody, ComputeContext, PutPlan, invalid, ref_id, require_location
@@ -245,6 +245,8 @@ def instance_view(row: models.Resource, now_text: str, disks: list[models.Resour
     if row.internal.get("generalized"):
         # After PowerState: az's table output reads statuses[1] as the power state.
         statuses.append({"code": "OSState/generalized", "level": "Info", "displayStatus": "VM generalized"})
+    if row.internal.get(host_ssh.VM_KEY):  # it shares the host's network: where its sshd listens
+        statuses.append(host_ssh.vm_status(int(row.internal[host_ssh.VM_KEY])))
     return {
         "computerName": row.internal.get("hostname", row.name), "osName": "linux", "osVersion": "",
         "vmAgent": {"vmAgentVersion": "shoal", "statuses": [{"code": "ProvisioningState/succeeded", "level": "Info",

@@ -43,6 +43,8 @@ class NetworkContext:
     clock: Clock
     regions: tuple[str, ...]
     space: str  # the node address space (``--node-address-space``)
+    # Set when machines share the host's network (``--node-network host``): public IP addresses show it.
+    host_address: str | None = None
 
 
 # --- small helpers --------------------------------------------------------------------------------------------
@@ -456,11 +458,18 @@ class PublicIPAddressKind:
             label = str(dns["domainNameLabel"]).lower()
             props["dnsSettings"] = {"domainNameLabel": label,
                                     "fqdn": f"{label}.{_location(ctx, body, row)}.cloudapp.azure.com"}
+        # With --node-network host nothing routes the space's addresses: clients reach machines at the host's
+        # address (SSH on each machine's own port, domain/host_ssh.py). The space address is kept for the
+        # host's forwarding tables, should the server run with networks of its own again.
+        internal.pop("hostAddress", None)
+        if ctx.host_address:
+            internal["hostAddress"] = ctx.host_address
         internal["sku"] = {"name": sku_name, "tier": sku.get("tier") or "Regional"}
         return props, internal
 
     def render_properties(self, row: models.Resource) -> dict[str, Any]:
-        props = {**row.properties, "provisioningState": "Succeeded", "ipAddress": row.internal.get("address"),
+        props = {**row.properties, "provisioningState": "Succeeded",
+                 "ipAddress": row.internal.get("hostAddress") or row.internal.get("address"),
                  "resourceGuid": row.internal.get("resourceGuid"), "ipTags": []}
         users = _refs(row).get("ipConfiguration")
         if users:

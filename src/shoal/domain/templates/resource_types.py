@@ -97,7 +97,7 @@ for _collection, _kind in KINDS.items():
 
 
 def network_context(ctx: ComputeContext) -> records.NetworkContext:
-    return records.NetworkContext(ctx.clock, ctx.regions, ctx.node_address_space)
+    return records.NetworkContext(ctx.clock, ctx.regions, ctx.node_address_space, ctx.host_address)
 
 
 class NetworkHandler:

@@ -3,14 +3,12 @@ to the node's backend port. The whole table is published at once, so nodes that 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
 from functools import cached_property
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
+from shoal.config import reachable_address
 from shoal.reconcilers.allocation.context import Context
 from shoal.store import models
 
@@ -25,15 +23,7 @@ class Endpoints:
     @cached_property
     def public_address(self) -> tuple[str, str]:
         """(IP address, name) nodes' inbound endpoints report: the host clients reach Shoal at."""
-        host = urlsplit(self.ctx.base_url).hostname or "127.0.0.1"
-        try:
-            return str(ipaddress.ip_address(host)), host
-        except ValueError:
-            pass
-        try:
-            return socket.gethostbyname(host), host
-        except OSError:
-            return "127.0.0.1", host
+        return reachable_address(self.ctx.base_url)
 
     def publish(self) -> None:
         """Forward every node's inbound NAT endpoints to it (the whole table: nodes that left are withdrawn)."""
