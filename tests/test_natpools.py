@@ -63,10 +63,15 @@ def test_a_pool_without_network_configuration_or_nat_pools_is_accepted() -> None
     pools.validate_spec({**base, "networkConfiguration": {}})
 
 
-def test_a_subnet_id_is_refused_rather_than_ignored() -> None:
-    assert_refused({**spec(), "networkConfiguration": {"subnetId": "/subscriptions/s/resourceGroups/g/providers/"
-                                                                   "Microsoft.Network/virtualNetworks/v/subnets/x"}},
-                   "networkConfiguration.subnetId", "not supported by Shoal yet")
+def test_a_subnet_id_must_be_a_string_and_jobs_cannot_have_subnets_of_their_own() -> None:
+    # (Whether the subnet exists is checked against the store: tests/test_pool_vnet.py.)
+    pools.validate_spec({**spec(), "networkConfiguration": {
+        "subnetId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v/subnets/x"}})
+    assert_refused({**spec(), "networkConfiguration": {"subnetId": 7}}, "networkConfiguration.subnetId",
+                   "the ARM id of a virtual network's subnet")
+    assert_refused({**spec(), "networkConfiguration": {"dynamicVNetAssignmentScope": "job"}},
+                   "networkConfiguration.dynamicVNetAssignmentScope", "only none is supported")
+    pools.validate_spec({**spec(), "networkConfiguration": {"dynamicVNetAssignmentScope": "none"}})
 
 
 def test_five_nat_pools_at_the_limits_of_every_rule_are_accepted() -> None:

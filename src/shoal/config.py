@@ -103,6 +103,11 @@ class Settings:
         return files
 
     @property
+    def own_networks(self) -> bool:
+        """Machines have networks of their own (addresses, subnets), as nodes and VMs on Azure do."""
+        return self.runtime != "process" and self.node_network == "isolated"
+
+    @property
     def store_dir(self) -> Path:
         return self.store_dir_override or self.state_dir / "store"
 

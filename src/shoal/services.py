@@ -77,7 +77,8 @@ class Services:
     def compute_context(self) -> ComputeContext:
         return ComputeContext(self.clock, self.settings.regions, self.catalog, self.settings.base_url,
                               self.settings.image_limits, self.settings.subscription_core_quota,
-                              self.settings.node_address_space, host_address=self.settings.shared_host_address)
+                              self.settings.node_address_space, self.settings.own_networks,
+                              host_address=self.settings.shared_host_address)
 
     @property
     def tenant_id(self) -> str:
@@ -175,7 +176,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     operation_handlers.update(BatchOperations(db, clock).handlers())
     operation_handlers.update(DeploymentWork(db, ComputeContext(
         clock, settings.regions, catalog, settings.base_url, settings.image_limits,
-        settings.subscription_core_quota, settings.node_address_space,
+        settings.subscription_core_quota, settings.node_address_space, settings.own_networks,
         host_address=settings.shared_host_address)).handlers())
     loops: list[Reconciler] = []
     allocator = None

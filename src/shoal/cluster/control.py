@@ -80,6 +80,7 @@ class ClusterHostAgent:
         self.config: dict[str, Any] = {}
         self.fence_seconds = fence_seconds
         self.hosts: dict[str, Host] = {}
+        self._subnet_filters: list[dict[str, Any]] = []  # published to every host (publish_vm_networks)
         self._by_slot: dict[int, Host] = {}
         self._where: dict[str, Host] = {}  # machine id -> host
         self._waits: dict[int, _Wait] = {}
@@ -146,6 +147,7 @@ class ClusterHostAgent:
                 for machine_id in host.machines:
                     self._where[machine_id] = host
             self._event(name, f"joined (slot {slot}, {host.cores} cores, {len(host.machines)} machines)")
+            self._push_filters([host])
             poller = threading.Thread(target=self._poll_ends, args=(host,), daemon=True, name=f"ends-{name}")
             poller.start()
             self._threads.append(poller)
@@ -201,6 +203,7 @@ class ClusterHostAgent:
                 self._where[machine_id] = host
             host.state, host.epoch, host.cursor = "up", float(info["started"]), 0
         self._event(host.name, f"back ({len(host.machines)} machines adopted)")
+        self._push_filters([host])
         self._push_routes()
 
     def _poll_ends(self, host: Host) -> None:
@@ -438,6 +441,16 @@ class ClusterHostAgent:
 
     def publish_vm_networks(self, entries: list[dict[str, Any]]) -> None:
         self.local.publish_vm_networks(entries)  # VMs live on the head
+        # The inbound filters of pools in virtual network subnets: their nodes may be on any host.
+        self._subnet_filters = [e for e in entries if e.get("subnet")]
+        self._push_filters(list(self.hosts.values()))
+
+    def _push_filters(self, hosts: list[Host]) -> None:
+        for host in hosts:
+            try:
+                self._call(host, "publish_vm_networks", self._subnet_filters)
+            except (HostUnavailable, AgentError) as exc:
+                log.warning("host %s: the subnets' inbound filters are not published yet: %s", host.name, exc)
 
     def listening_ports(self) -> list[int]:
         # The head's: VMs live there, and so does the address nodes' SSH ports are given at with

@@ -43,6 +43,7 @@ CALLS = frozenset({
     "alive", "read_exit", "clear_exit", "find_spawned", "make_dirs", "remove_path", "write_file",
     "download_resource", "upload_output", "list_node_files", "stat_node_file", "read_node_file",
     "delete_node_file", "prepare_replica", "delete_replicas", "gc_layers", "layer_inventory", "publish_endpoints",
+    "publish_vm_networks",
 })
 ENDS_KEPT = 100_000  # ends kept for readers that fall behind (an end is also in its exit file)
 SLOT_FILE = "host-slot"

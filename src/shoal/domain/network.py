@@ -46,13 +46,26 @@ def allocate_subnet(space: str, used: Iterable[str | None]) -> str:
                                   f"{space}: delete a pool, or give the server a larger --node-address-space.")
 
 
-def allocate_addresses(subnet: str, used: Iterable[str | None], count: int) -> list[str]:
-    """``count`` free machine addresses of the subnet, lowest first."""
+def usable_range(subnet: str, size: int | None = None) -> tuple[int, int]:
+    """(first, last) machine address of the subnet, as integers. ``size``: how many addresses the subnet as
+    declared holds (a virtual network's subnet of ``/24`` is served on a ``/20`` of the space but holds 256), so
+    that it fills up when Azure's would; its last address is reserved (broadcast), as on Azure."""
     net = ipaddress.ip_network(subnet)
+    end = int(net.broadcast_address) if size is None else min(int(net.broadcast_address),
+                                                                 int(net.network_address) + size - 1)
+    return int(net.network_address) + RESERVED_LOW, end - 1
+
+
+def declared_size(prefix: str) -> int:
+    """How many addresses a declared prefix (``10.0.1.0/24``) holds."""
+    return int(ipaddress.ip_network(prefix, strict=False).num_addresses)
+
+
+def allocate_addresses(subnet: str, used: Iterable[str | None], count: int, size: int | None = None) -> list[str]:
+    """``count`` free machine addresses of the subnet, lowest first (``size``: see :func:`usable_range`)."""
     taken = {u for u in used if u}
     out: list[str] = []
-    first = int(net.network_address) + RESERVED_LOW
-    last = int(net.broadcast_address) - 1
+    first, last = usable_range(subnet, size)
     for value in range(first, last + 1):
         if len(out) == count:
             break

@@ -214,6 +214,7 @@ class NodeNetwork:
   map nat_endpoints {{ type ipv4_addr . inet_service : ipv4_addr . inet_service; }}
   map vm_public {{ type ipv4_addr : ipv4_addr; }}
   map vm_inbound {{ type ipv4_addr : verdict; }}
+  map subnet_inbound {{ type ipv4_addr : verdict; flags interval; }}
   chain input {{ type filter hook input priority filter; policy accept;
     ip saddr {s} ct state established,related accept
     ip saddr {s} ip daddr {g} tcp dport {{ {ports} }} accept
@@ -238,6 +239,7 @@ class NodeNetwork:
     dnat ip to ip daddr map @vm_public
   }}
   chain vm_filter {{ type filter hook postrouting priority filter; policy accept;
+    ip daddr vmap @subnet_inbound
     ip daddr vmap @vm_inbound
   }}
   chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;
@@ -296,7 +298,9 @@ class NodeNetwork:
         for ``address`` (after NAT, before the source is rewritten to the gateway) must pass every stage in
         turn: a rule ``{"allow", "protocol", "sources", "ports"}`` that matches ends the stage (allow) or drops
         the packet (deny). Established and related traffic always passes (replies, and connections admitted
-        before a rule changed). A VM without stages is not filtered."""
+        before a rule changed). A VM without stages is not filtered. An entry ``{"subnet", "stages"}`` filters
+        every address of a subnet the same way (before a VM's own entry), and its rules may name their
+        ``destinations`` in it (pools' nodes in a virtual network's subnet)."""
         with self._nat_lock:
             publics = {str(e["publicIPAddress"]): str(e["address"]) for e in entries if e.get("publicIPAddress")}
             for public in set(publics) - self._vm_public:
@@ -306,21 +310,25 @@ class NodeNetwork:
                     raise NetworkError(f"cannot add the public address {public}: {added.stderr.strip()}")
                 self._vm_public.add(public)
             t = self.table
-            lines = [f"flush map inet {t} vm_public", f"flush map inet {t} vm_inbound"]
+            lines = [f"flush map inet {t} vm_public", f"flush map inet {t} vm_inbound",
+                     f"flush map inet {t} subnet_inbound"]
             wanted: dict[str, list[str]] = {}
             elements: list[str] = []
+            subnets: list[str] = []
             for e in entries:
                 stages = e.get("stages") or []
                 if not stages:
                     continue
-                head = "vm_" + hashlib.sha256(str(e["address"]).encode()).hexdigest()[:12]
+                target = str(e.get("subnet") or e["address"])
+                head = ("sn_" if e.get("subnet") else "vm_") + hashlib.sha256(target.encode()).hexdigest()[:12]
                 body = ["ct state established,related accept"]
                 for i, rules in enumerate(stages):
                     name = f"{head}_{i}"
                     wanted[name] = [_filter_rule(r) for r in rules]
                     body.append(f"jump {name}")
-                wanted[head] = [*body, "accept"]
-                elements.append(f"{e['address']} : jump {head}")
+                # A subnet's chain falls through to the machine's own entry; a machine's accepts.
+                wanted[head] = body if e.get("subnet") else [*body, "accept"]
+                (subnets if e.get("subnet") else elements).append(f"{target} : jump {head}")
             for chain in self._vm_chains - set(wanted):
                 lines.append(f"flush chain inet {t} {chain}")
             for chain in self._vm_chains - set(wanted):
@@ -333,6 +341,8 @@ class NodeNetwork:
                 lines.append(f"add element inet {t} vm_public {{ {items} }}")
             if elements:
                 lines.append(f"add element inet {t} vm_inbound {{ {', '.join(elements)} }}")
+            if subnets:
+                lines.append(f"add element inet {t} subnet_inbound {{ {', '.join(subnets)} }}")
             done = _run(["nft", "-f", "-"], stdin="\n".join(lines) + "\n")
             if done.returncode != 0:
                 raise NetworkError(f"cannot update the VMs' public addresses and inbound filters: "
@@ -363,6 +373,9 @@ NETWORK_RECORD = "node-network"
 def _filter_rule(rule: dict[str, Any]) -> str:
     """One rule of a VM's inbound stage as an nftables rule (allow: ``return`` to the next stage; deny: drop)."""
     parts = []
+    if rule.get("destinations") is not None:
+        targets = [str(ipaddress.ip_network(str(x), strict=False)) for x in rule["destinations"]]
+        parts.append(f"ip daddr {{ {', '.join(targets)} }}")
     if rule.get("sources") is not None:
         sources = [str(ipaddress.ip_network(str(x), strict=False)) for x in rule["sources"]]
         parts.append(f"ip saddr {{ {', '.join(sources)} }}")

@@ -182,8 +182,12 @@ class Pool(Versioned, Base):
     resize_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     resize_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
     autoscale: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # The pool's private subnet in the server's node address space (given when its first nodes are made).
-    subnet: Mapped[str | None] = mapped_column(String(18), nullable=True, unique=True, index=True)
+    # The pool's private subnet in the server's node address space: its own (given when its first nodes are
+    # made), or the one a virtual network's subnet maps to (``networkConfiguration.subnetId``; pools may share it).
+    subnet: Mapped[str | None] = mapped_column(String(18), nullable=True, index=True)
+    # Where the inbound NAT endpoints of a pool in a virtual network's subnet listen (its own public address;
+    # None: the one its own subnet implies, ``domain.network.public_address``).
+    public_address: Mapped[str | None] = mapped_column(String(15), nullable=True)
     etag: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_modified: Mapped[datetime]

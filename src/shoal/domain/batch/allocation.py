@@ -64,14 +64,26 @@ _REMOVAL_ORDER = {"unusable": 0, "starttaskfailed": 0, "offline": 1, "creating":
 def decide(pool: PoolView, nodes: list[NodeView], now: datetime, *, max_batch: int = 1000,
            blocked: dict[str, Any] | None = None, capacity: tuple[int, int] | None = None,
            quota_scope: str = "account", replicas: ReplicaView | None = None,
-           nodes_per_replica: int = NODES_PER_REPLICA) -> Decision:
+           nodes_per_replica: int = NODES_PER_REPLICA, subnet_room: tuple[int, dict[str, Any]] | None = None
+           ) -> Decision:
     """``blocked``: a resize error that forbids growing (for example the image is gone), or None.
     ``capacity``: how many more (dedicated, low-priority) nodes the core quotas allow, or None; ``quota_scope``
     says whose quotas: the Batch account's, or (UserSubscription accounts) the subscription's.
     ``replicas``: for a pool from a gallery version, its replicas in the pool's region; a resize that ends with
-    fewer than one replica per ``nodes_per_replica`` target nodes also reports :func:`replica_warning`."""
+    fewer than one replica per ``nodes_per_replica`` target nodes also reports :func:`replica_warning`.
+    ``subnet_room``: for a pool in a virtual network's subnet, (free addresses there, the resize error when none
+    is left): Azure allocates what fits, then reports the error."""
+    if subnet_room is not None:
+        free, full = subnet_room
+        if capacity is None:
+            capacity = (free, free)
+        capacity = (min(capacity[0], free), min(capacity[1], free))
+        if free <= 0 and blocked is None:
+            blocked = full
     d = _decide(pool, nodes, now, max_batch=max_batch, blocked=blocked, capacity=capacity,
                 quota_scope=quota_scope)
+    if subnet_room is not None:  # one pool of addresses for both kinds of node
+        d.create_low_priority = min(d.create_low_priority, max(0, subnet_room[0] - d.create_dedicated))
     d.complete = d.complete or d.settle
     if d.complete and replicas is not None:
         warning = replica_warning(pool.target_dedicated + pool.target_low_priority, replicas, nodes_per_replica)

@@ -60,6 +60,11 @@ def validate(spec: dict[str, Any]) -> None:
     if not pool_info.get("poolId"):
         raise bad_value("poolInfo.autoPoolSpecification", "autoPool", "auto pools are not supported by Shoal; "
                         "create a pool and name it in poolInfo.poolId")
+    if spec.get("networkConfiguration"):
+        # Refused rather than stored and ignored: the job's tasks would not run on the subnet it names.
+        raise bad_value("networkConfiguration", "networkConfiguration", "a job's own subnet (dynamic virtual network "
+                        "assignment) is not supported by Shoal; put the pool in the subnet with its "
+                        "networkConfiguration.subnetId")
     priority = spec.get("priority", 0)
     if not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise bad_value("priority", priority, "an integer between -1000 and 1000")

@@ -80,11 +80,14 @@ def validate(spec: dict[str, Any]) -> None:
         return
     if not isinstance(net, dict):
         raise pools.bad_value("networkConfiguration", net, "an object is required")
-    if net.get("subnetId"):
-        # Refused rather than ignored: the nodes would not be on the subnet (nor under its NSG) as asked.
-        raise pools.bad_value("networkConfiguration.subnetId", net["subnetId"], "pools in a virtual network's "
-                              "subnet are not supported by Shoal yet; leave subnetId out (nodes get a subnet of "
-                              "the pool's own)")
+    scope = net.get("dynamicVNetAssignmentScope")
+    if scope is not None and str(scope).lower() != "none":
+        # Refused rather than ignored: jobs cannot name subnets of their own here (domain/batch/jobs.py).
+        raise pools.bad_value("networkConfiguration.dynamicVNetAssignmentScope", scope, "only none is supported by "
+                              "Shoal: jobs cannot join subnets of their own; put the pool in the subnet with subnetId")
+    if net.get("subnetId") is not None and not isinstance(net["subnetId"], str):
+        raise pools.bad_value("networkConfiguration.subnetId", net["subnetId"], "the ARM id of a virtual network's "
+                              "subnet is required")  # (where it is: domain/batch/pool_subnets.py)
     endpoint = net.get("endpointConfiguration")
     if endpoint is None:
         return

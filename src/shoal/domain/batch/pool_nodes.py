@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core.clock import Clock
 from shoal.domain import network
-from shoal.domain.batch import natpools, pools
+from shoal.domain.batch import natpools, pool_subnets, pools
 from shoal.domain.batch.nodes import BULK_CHUNK, NODES
 from shoal.domain.networking import records as networking
 from shoal.store import models
@@ -96,9 +96,13 @@ def add(s: Session, clock: Clock, pool: models.Pool, dedicated: int, low_priorit
         return []
     used = {n.nat_index for n in existing if n.nat_index is not None}
     subnet = subnet_for(s, pool, space)
-    addresses = network.allocate_addresses(subnet, [n.ip_address for n in existing], count)
+    taken, size = [n.ip_address for n in existing], None
+    if pool.public_address:  # on a virtual network's subnet, which VMs and other pools share
+        taken += pool_subnets.addresses_taken(s, subnet, pool.key)
+        size = pool_subnets.size_of(s, pool)
+    addresses = network.allocate_addresses(subnet, taken, count, size)
     if own_network:
-        public_address = (network.public_address(space, subnet), public_address[1])
+        public_address = (pool.public_address or network.public_address(space, subnet), public_address[1])
     now = clock.now()
     rows: list[dict[str, Any]] = []
     records: list[NodeRecord] = []

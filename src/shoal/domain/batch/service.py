@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags
 from shoal.core.apiversion import ApiVersion
-from shoal.domain.batch import applications, image_rules, images, natpools, node_agents, pools
+from shoal.domain.batch import applications, image_rules, images, natpools, node_agents, pool_subnets, pools
 from shoal.domain.compute.kinds import ComputeContext
 from shoal.store import models
 
@@ -43,8 +43,10 @@ def create_pool(ctx: ComputeContext, s: Session, account: models.Resource, pool_
     key = pools.pool_key(account.key, pool_id)
     image_rules.check_node_limits(s, ctx.limits or image_rules.ImageLimits(), account.key, key, spec, content,
                                   scale.target_dedicated, scale.target_low_priority, _nat_capacity(spec))
-    return pools.create(s, ctx.clock, account.key, pool_id, spec, scale, content,
+    pool = pools.create(s, ctx.clock, account.key, pool_id, spec, scale, content,
                         account_quota(account, "poolQuota"))
+    pool_subnets.place(s, ctx.node_address_space, account, pool, own_network=ctx.own_networks)
+    return pool
 
 
 def resize_pool(ctx: ComputeContext, s: Session, pool: models.Pool, scale: pools.Scale) -> None:

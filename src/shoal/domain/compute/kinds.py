@@ -42,6 +42,7 @@ class ComputeContext:
     limits: Any = None  # shoal.domain.batch.image_rules.ImageLimits (None: the defaults)
     core_quota: int = 10_000  # the subscription's Total Regional vCPUs (see shoal.domain.compute.usage)
     node_address_space: str = "10.224.0.0/12"  # ``--node-address-space`` (Microsoft.Network records map into it)
+    own_networks: bool = True  # machines have networks of their own (not --node-network host, not the fallback)
     host_address: str | None = None  # machines share the host's network: its address (public IPs show it)
 
 

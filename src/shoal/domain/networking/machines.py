@@ -1,13 +1,14 @@
-"""Network interfaces on VMs: attaching them when a VM is created, the address a VM boots with, what deleting
-a VM does to its interfaces and their public IPs (``deleteOption``), and the inbound policy the host enforces.
+"""Network interfaces on VMs: attaching them when a VM is created, the address a VM boots with, what deleting a VM does
+to its interfaces and their public IPs (``deleteOption``), and the inbound policy the host enforces.
 
-The host's part is plain data (``host_policy``): for every VM's primary interface that has a public IP or a
-network security group, ``{"address", "publicIPAddress", "stages"}``. ``stages`` are the NSGs traffic must pass
-in turn (the subnet's, then the interface's, as Azure evaluates inbound traffic), each an ordered list of rules
-``{"allow", "protocol" ("tcp"/"udp"/"icmp"/None: any), "sources" (CIDRs; None: any), "ports" ([[lo, hi]];
-None: any)}`` ending with Azure's default inbound rules. Service tags become addresses here: ``VirtualNetwork``
-is the node-space subnets of the VM's virtual network, ``AzureLoadBalancer`` Azure's probe address
-168.63.129.16, ``Internet`` and ``*`` any source (Shoal does not subtract the virtual network from
+The host's part is plain data (``host_policy``): for every VM's primary interface that has a public IP or a network
+security group, ``{"address", "publicIPAddress", "stages"}``. ``stages`` are the NSGs traffic must pass in turn (the
+subnet's, then the interface's, as Azure evaluates inbound traffic), each an ordered list of rules ``{"allow",
+"protocol" ("tcp"/"udp"/"icmp"/None: any), "sources" (CIDRs; None: any), "ports" ([[lo, hi]]; None: any)}`` ending
+with Azure's default inbound rules. A virtual network subnet with an NSG gets ``{"subnet", "stages"}``:
+its NSG for every address of it (rules then name their ``destinations`` in it). Service tags become addresses here:
+``VirtualNetwork`` is the node-space subnets of the VM's virtual network, ``AzureLoadBalancer`` Azure's probe
+address 168.63.129.16, ``Internet`` and ``*`` any source (Shoal does not subtract the virtual network from
 ``Internet``). Outbound rules are kept as records but not enforced.
 """
 
@@ -150,8 +151,31 @@ def _targets_machine(prefixes: list[str], address: str, vnet_nets: list[str]) ->
     return False
 
 
-def compile_rules(rules: list[dict[str, Any]], address: str, vnet_nets: list[str]) -> list[dict[str, Any]]:
-    """An NSG's inbound rules (and the defaults after them), by priority, as the host's plain rules."""
+def _destinations(prefixes: list[str], declared: str, served_on: str) -> list[str] | None:
+    """The addresses of a subnet a rule's destination prefixes name, on the ``/20`` the subnet is served on
+    (None: the whole subnet; []: none of it). Prefixes are in the subnet's declared space (10.0.1.5/32)."""
+    label, real = ipaddress.IPv4Network(declared), ipaddress.IPv4Network(served_on)
+    out: list[str] = []
+    for p in prefixes:
+        low = p.lower()
+        if low in ("*", "virtualnetwork", "internet"):
+            return None
+        if low == "azureloadbalancer":
+            continue
+        net = ipaddress.ip_network(p, strict=False)
+        if label.subnet_of(net):  # type: ignore[arg-type]
+            return None
+        if net.subnet_of(label):  # type: ignore[arg-type]
+            start = real.network_address + (int(net.network_address) - int(label.network_address))
+            out.append(f"{start}/{net.prefixlen}")
+    return out
+
+
+def compile_rules(rules: list[dict[str, Any]], address: str | None, vnet_nets: list[str],
+                  subnet: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    """An NSG's inbound rules (and the defaults after them), by priority, as the host's plain rules: for one
+    machine's ``address``, or for a whole ``subnet`` ((declared prefix, the /20 it is served on): the rules then
+    carry the ``destinations`` they name within it)."""
     inbound = [r["properties"] for r in [*rules, *records.default_rules()]
                if r["properties"]["direction"] == "Inbound"]
     out = []
@@ -159,7 +183,9 @@ def compile_rules(rules: list[dict[str, Any]], address: str, vnet_nets: list[str
         def many(single: str, plural: str, rp: dict[str, Any] = rp) -> list[str]:
             return [rp[single]] if rp.get(single) else list(rp.get(plural) or ["*"])
 
-        if not _targets_machine(many("destinationAddressPrefix", "destinationAddressPrefixes"), address, vnet_nets):
+        targets = many("destinationAddressPrefix", "destinationAddressPrefixes")
+        destinations = _destinations(targets, *subnet) if subnet is not None else None
+        if destinations == [] or (address is not None and not _targets_machine(targets, address, vnet_nets)):
             continue
         sources = _sources(many("sourceAddressPrefix", "sourceAddressPrefixes"), vnet_nets)
         if sources == []:
@@ -170,13 +196,42 @@ def compile_rules(rules: list[dict[str, Any]], address: str, vnet_nets: list[str
         ports = _ports(many("destinationPortRange", "destinationPortRanges"))
         if proto == "icmp":
             ports = None
-        out.append({"allow": rp["access"] == "Allow", "protocol": None if proto == "*" else proto,
-                    "sources": sources, "ports": ports, "priority": rp["priority"]})
+        rule = {"allow": rp["access"] == "Allow", "protocol": None if proto == "*" else proto,
+                "sources": sources, "ports": ports, "priority": rp["priority"]}
+        if destinations is not None:
+            rule["destinations"] = destinations
+        out.append(rule)
     return out
 
 
+def _subnet_nsg(s: Session, vnet: models.Resource | None, subnet_name: str) -> models.Resource | None:
+    declared = next((x for x in (vnet.properties.get("subnets") or [] if vnet is not None else [])
+                     if x["name"].lower() == subnet_name.lower()), None)
+    nsg_id = records._ref((declared or {}).get("properties", {}).get("networkSecurityGroup"))
+    return resources.find(s, ids.parse(nsg_id)) if nsg_id else None
+
+
+def subnet_policy(s: Session) -> list[dict[str, Any]]:
+    """What the host must do for virtual network subnets with an NSG: the NSG, for every address of the subnet
+    (``{"subnet", "stages"}``), whichever machine is there now or later (Batch pools' nodes have no interface
+    records; a VM's own entry evaluates the subnet's NSG again, which changes nothing)."""
+    out = []
+    for vnet in s.scalars(select(models.Resource).where(models.Resource.type_key == records.VNETS.lower())):
+        mapped: dict[str, str] = vnet.internal.get("subnets") or {}
+        vnet_nets = sorted(set(mapped.values()))
+        for entry in vnet.properties.get("subnets") or []:
+            served_on = mapped.get(entry["name"].lower())
+            nsg = _subnet_nsg(s, vnet, entry["name"])
+            if nsg is not None and served_on is not None:
+                rules = list(nsg.properties.get("securityRules") or [])
+                out.append({"subnet": served_on, "stages": [compile_rules(
+                    rules, None, vnet_nets, (entry["properties"]["addressPrefix"], served_on))]})
+    return sorted(out, key=lambda e: e["subnet"])
+
+
 def host_policy(s: Session) -> list[dict[str, Any]]:
-    """What the host must do for every VM's primary interface that has a public IP or an NSG."""
+    """What the host must do for every VM's primary interface that has a public IP or an NSG, then for the
+    virtual network subnets with an NSG (:func:`subnet_policy`)."""
     out = []
     vms = s.scalars(select(models.Resource).where(models.Resource.type_key == "microsoft.compute/virtualmachines"))
     for vm in vms:
@@ -187,12 +242,9 @@ def host_policy(s: Session) -> list[dict[str, Any]]:
         vnet = resources.find(s, ids.parse(cfg["vnet"]))
         vnet_nets = sorted(set((vnet.internal.get("subnets") or {}).values())) if vnet is not None else []
         stages = []
-        sub_name = cfg["subnet"].rpartition("/")[2].lower()
-        declared = next((x for x in (vnet.properties.get("subnets") or [] if vnet is not None else [])
-                         if x["name"].lower() == sub_name), None)
-        for nsg_id in [records._ref((declared or {}).get("properties", {}).get("networkSecurityGroup")),
-                       nic.internal.get("nsg")]:
-            nsg = resources.find(s, ids.parse(nsg_id)) if nsg_id else None
+        nic_nsg = nic.internal.get("nsg")
+        for nsg in [_subnet_nsg(s, vnet, cfg["subnet"].rpartition("/")[2]),
+                    resources.find(s, ids.parse(nic_nsg)) if nic_nsg else None]:
             if nsg is not None:
                 stages.append(compile_rules(list(nsg.properties.get("securityRules") or []), cfg["address"],
                                             vnet_nets))
@@ -200,7 +252,7 @@ def host_policy(s: Session) -> list[dict[str, Any]]:
         public = pip.internal.get("address") if pip is not None else None
         if stages or public:
             out.append({"address": cfg["address"], "publicIPAddress": public, "stages": stages})
-    return sorted(out, key=lambda e: e["address"])
+    return sorted(out, key=lambda e: e["address"]) + subnet_policy(s)
 
 
 def machine_network(s: Session, vm: models.Resource, space: str) -> dict[str, Any] | None:

@@ -146,6 +146,15 @@ def held_subnets(s: Session) -> list[str]:
     return held
 
 
+def _pool_user(s: Session, served_on: str) -> str | None:
+    """How an in-use message names a Batch pool on the subnet (None: no pool is on it)."""
+    key = pool_on(s, served_on)
+    if key is None:
+        return None
+    account, _, pool_id = key.rpartition("/")
+    return f"Batch pool '{pool_id}' of account {account}"
+
+
 def _allocate_space_subnet(s: Session, ctx: NetworkContext, taken: list[str]) -> str:
     used = [*s.scalars(select(models.Pool.subnet)), *held_subnets(s), *taken]
     return network.allocate_subnet(ctx.space, used)
@@ -212,17 +221,18 @@ class VirtualNetworkKind:
             out_subnets.append({"name": name, "properties": entry_props})
             old_prefix = next((x["properties"]["addressPrefix"] for x in (row.properties.get("subnets") or [])
                                if x["name"].lower() == name.lower()), None) if row is not None else None
-            if old_prefix and old_prefix != str(net) and refs.get(f"ipConfigurations:{name.lower()}"):
+            user = refs.get(f"ipConfigurations:{name.lower()}", [None])[0] or (
+                _pool_user(s, mapped_old[name.lower()]) if name.lower() in mapped_old else None)
+            if old_prefix and old_prefix != str(net) and user:
                 raise errors.InUseSubnetCannotBeDeleted(
-                    f"Subnet {name} is in use by {refs[f'ipConfigurations:{name.lower()}'][0]} and its address "
-                    "prefix cannot be changed.")
+                    f"Subnet {name} is in use by {user} and its address prefix cannot be changed.")
             mapped[name.lower()] = mapped_old.get(name.lower()) or _allocate_space_subnet(
                 s, ctx, list(mapped.values()))
         for gone in set(mapped_old) - set(mapped):
-            users = refs.get(f"ipConfigurations:{gone}")
-            if users:
+            user = refs.get(f"ipConfigurations:{gone}", [None])[0] or _pool_user(s, mapped_old[gone])
+            if user:
                 raise errors.InUseSubnetCannotBeDeleted(
-                    f"Subnet {gone} is in use by {users[0]} and cannot be deleted. In order to delete the subnet, "
+                    f"Subnet {gone} is in use by {user} and cannot be deleted. In order to delete the subnet, "
                     "delete all the resources within the subnet.")
         old_nsgs = {(x["name"].lower(), _ref(x["properties"].get("networkSecurityGroup")))
                     for x in (row.properties.get("subnets") or [])} if row is not None else set()
@@ -261,11 +271,14 @@ class VirtualNetworkKind:
 
     def before_delete(self, ctx: NetworkContext, s: Session, row: models.Resource) -> None:
         refs = _refs(row)
-        for key, users in refs.items():
-            if key.startswith("ipConfigurations:") and users:
-                raise errors.InUseSubnetCannotBeDeleted(
-                    f"Subnet {key.split(':', 1)[1]} is in use by {users[0]} and cannot be deleted. In order to "
-                    "delete the subnet, delete all the resources within the subnet.")
+        in_use = [(key.split(":", 1)[1], users[0]) for key, users in refs.items()
+                  if key.startswith("ipConfigurations:") and users]
+        in_use += [(name, user) for name, served_on in (row.internal.get("subnets") or {}).items()
+                   if (user := _pool_user(s, served_on))]
+        if in_use:
+            raise errors.InUseSubnetCannotBeDeleted(
+                f"Subnet {in_use[0][0]} is in use by {in_use[0][1]} and cannot be deleted. In order to "
+                "delete the subnet, delete all the resources within the subnet.")
         for x in row.properties.get("subnets") or []:
             nsg = _ref(x["properties"].get("networkSecurityGroup"))
             if nsg:
@@ -425,6 +438,15 @@ def default_rules() -> list[dict[str, Any]]:
 
 
 # --- public IP addresses -----------------------------------------------------------------------------------
+def public_addresses_in_use(s: Session) -> list[str]:
+    """Public addresses given out: public IP address resources' and those of pools in virtual network subnets
+    (``domain/batch/pool_subnets.py``)."""
+    used = [(r or {}).get("address") for r in s.scalars(select(models.Resource.internal).where(
+        models.Resource.type_key == PIPS.lower()))]
+    used += list(s.scalars(select(models.Pool.public_address).where(models.Pool.public_address.is_not(None))))
+    return [str(u) for u in used if u]
+
+
 class PublicIPAddressKind:
     type = PIPS
 
@@ -446,9 +468,7 @@ class PublicIPAddressKind:
                                           target="properties.publicIPAddressVersion")
         internal: dict[str, Any] = dict(row.internal) if row is not None else {"resourceGuid": _guid()}
         if not internal.get("address"):
-            used = [(r or {}).get("address") for r in s.scalars(select(models.Resource.internal).where(
-                models.Resource.type_key == PIPS.lower()))]
-            internal["address"] = network.allocate_public(ctx.space, used)
+            internal["address"] = network.allocate_public(ctx.space, public_addresses_in_use(s))
         props: dict[str, Any] = {"publicIPAllocationMethod": method, "publicIPAddressVersion": "IPv4",
                                  "idleTimeoutInMinutes": int(p.get("idleTimeoutInMinutes") or 4)}
         if p.get("deleteOption"):
@@ -502,6 +522,17 @@ def nic_addresses_in(s: Session, space_subnet: str, skip: str | None = None) -> 
     return used
 
 
+def node_addresses_in(s: Session, space_subnet: str) -> list[str]:
+    """Addresses of Batch pools' nodes on a subnet (pools in a virtual network's subnet share it)."""
+    return [a for a in s.scalars(select(models.Node.ip_address).join(
+        models.Pool, models.Pool.key == models.Node.pool_key).where(models.Pool.subnet == space_subnet)) if a]
+
+
+def pool_on(s: Session, space_subnet: str) -> str | None:
+    """A Batch pool (its key) whose nodes are on the subnet, if any: the subnet is in use."""
+    return s.scalar(select(models.Pool.key).where(models.Pool.subnet == space_subnet).limit(1))
+
+
 class NetworkInterfaceKind:
     type = NICS
 
@@ -541,7 +572,7 @@ class NetworkInterfaceKind:
             method = str(cp.get("privateIPAllocationMethod") or "Dynamic")
             method = "Static" if method.lower() == "static" else "Dynamic"
             previous = old.get(name.lower())
-            used = nic_addresses_in(s, space_subnet, skip=rid.key)
+            used = nic_addresses_in(s, space_subnet, skip=rid.key) + node_addresses_in(s, space_subnet)
             used += [c["address"] for c in configs.values() if c["spaceSubnet"] == space_subnet]
             if method == "Static" and cp.get("privateIPAddress"):
                 address = self._static(str(cp["privateIPAddress"]), space_subnet,
@@ -553,7 +584,8 @@ class NetworkInterfaceKind:
             elif previous and previous.get("spaceSubnet") == space_subnet:
                 address = previous["address"]
             else:
-                address = network.allocate_addresses(space_subnet, used, 1)[0]
+                address = network.allocate_addresses(space_subnet, used, 1,
+                                                     network.declared_size(declared["properties"]["addressPrefix"]))[0]
             pip_ref = _ref(cp.get("publicIPAddress"))
             pip_id = None
             if pip_ref:

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from shoal.domain.batch import allocation, images, pool_nodes, quotas
+from shoal.domain.batch import allocation, images, pool_nodes, pool_subnets, quotas
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.domain.compute import usage
 from shoal.reconcilers.allocation.context import Context
@@ -66,13 +66,16 @@ class Decider:
             capacity = quotas.capacity(s, pool, self.core_quota)
             replicas = images.replicas(s, pool)
             scope = quotas.scope(s, pool)
+            free = pool_subnets.room(s, pool)
+        subnet_room = None if free is None else (free, pool_subnets.subnet_full(str(pool_subnets.subnet_ref(
+            pool.spec))))
         view = allocation.PoolView(pool.state, pool.allocation_state, pool.target_dedicated, pool.target_low_priority,
                                    pool.resize_started_at, timedelta(seconds=pool.resize_timeout_s))
         decision = allocation.decide(view, [allocation.NodeView(n.key, n.is_dedicated, n.state, n.pending,
                                                                 n.running_tasks) for n in node_rows],
                                      self.ctx.clock.now(), blocked=blocked, capacity=capacity, quota_scope=scope,
                                      max_batch=1 if self.ctx.slow() else 1000, replicas=replicas,
-                                     nodes_per_replica=self.nodes_per_replica)
+                                     nodes_per_replica=self.nodes_per_replica, subnet_room=subnet_room)
         return Plan(pool, node_rows, account, replicas, decision)
 
     def record(self, plan: Plan, public_address: tuple[str, str]) -> None:
