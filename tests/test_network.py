@@ -4,10 +4,7 @@ deleteOption on VM deletion), and VMs from images with their data disks."""
 
 from __future__ import annotations
 
-import socket
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from azure.core.exceptions import HttpResponseError
@@ -43,6 +40,7 @@ from azure.mgmt.network.models import (
 from azure.mgmt.resource.resources.models import ResourceGroup
 
 from batch_fixtures import HOST, LOCATION
+from net_probes import connects, eventually
 from shoal.azure import Shoal
 
 
@@ -151,24 +149,6 @@ def _run(shoal: Shoal, group: str, vm: str, script: str) -> str:
     return str(result.value[0].message)
 
 
-def _connects(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1.5) as conn:
-            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            return conn.recv(12).startswith(b"HTTP/")
-    except OSError:
-        return False
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
-
-
 def test_vm_on_a_nic_public_ip_and_nsg(shoal: Shoal, group: str) -> None:
     net, compute = shoal.network_client(), shoal.compute_client()
     vnet = net.virtual_networks.begin_create_or_update(group, "vmnet", _vnet(subnets={"default": "10.0.0.0/24"})
@@ -196,16 +176,16 @@ def test_vm_on_a_nic_public_ip_and_nsg(shoal: Shoal, group: str) -> None:
     _run(shoal, group, "netvm", "setsid python3 -m http.server 8080 --bind 0.0.0.0 "
                                 "</dev/null >/dev/null 2>&1 &")
     public = str(pip.ip_address)
-    _eventually(lambda: _connects(public, 8080), "the VM's listener answers on its public IP")
+    eventually(lambda: connects(public, 8080), "the VM's listener answers on its public IP")
     # a rule denying 8080 (before the allow rule) blocks new connections; removing it allows them again
     net.security_rules.begin_create_or_update(group, "vm-nsg", "deny-web", _rule("deny-web", 500, "8080", "Deny")
                                               ).result()
-    _eventually(lambda: not _connects(public, 8080), "the deny rule blocks port 8080")
+    eventually(lambda: not connects(public, 8080), "the deny rule blocks port 8080")
     net.security_rules.begin_delete(group, "vm-nsg", "deny-web").result()
-    _eventually(lambda: _connects(public, 8080), "port 8080 answers again once the deny rule is gone")
+    eventually(lambda: connects(public, 8080), "port 8080 answers again once the deny rule is gone")
     # without an allow rule, Azure's DenyAllInBound applies
     net.security_rules.begin_delete(group, "vm-nsg", "web").result()
-    _eventually(lambda: not _connects(public, 8080), "DenyAllInBound blocks port 8080")
+    eventually(lambda: not connects(public, 8080), "DenyAllInBound blocks port 8080")
     # the NIC cannot be deleted while the VM uses it; deleting the VM deletes it and its public IP (deleteOption)
     with pytest.raises(HttpResponseError) as exc:
         net.network_interfaces.begin_delete(group, "vm-nic").result()

@@ -6,8 +6,6 @@ use cannot be deleted, and bad subnets are refused with the property named."""
 from __future__ import annotations
 
 import ipaddress
-import socket
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +25,7 @@ from azure.mgmt.network.models import (
 from azure.mgmt.resource.resources.models import ResourceGroup
 
 from batch_fixtures import LOCATION, NODE_AGENT, create_account, wait_for
+from net_probes import connects, eventually
 from shoal.azure import Shoal
 
 HOST = bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest")
@@ -51,24 +50,6 @@ def _refusal(call: Callable[[], Any]) -> HttpResponseError:
     with pytest.raises(HttpResponseError) as exc:
         call()
     return exc.value
-
-
-def _connects(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1.5) as conn:
-            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            return conn.recv(12).startswith(b"HTTP/")
-    except OSError:
-        return False
-
-
-def _eventually(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def _run(client: Any, pool: str, command: str) -> str:
@@ -138,15 +119,15 @@ def test_pools_join_a_virtual_network_subnet(shoal: Shoal) -> None:
     # host and from the other pool's node on the subnet alike), removing the rule lets it through again.
     assert "up" in _run(client, "a", "(setsid nohup python3 -m http.server 8080 --bind 0.0.0.0 > /dev/null 2>&1 "
                                      "< /dev/null &); sleep 1; echo up")
-    _eventually(lambda: _connects(a.ip_address, 8080), "the node's listener answers through the subnet's NSG")
+    eventually(lambda: connects(a.ip_address, 8080), "the node's listener answers through the subnet's NSG")
     probe = f"curl -s -m 3 -o /dev/null -w code=%{{http_code}} http://{a.ip_address}:8080/; true"
     assert "code=200" in _run(client, "b", probe)
     net.security_rules.begin_create_or_update(group, "batch-nsg", "deny-web", _rule("deny-web", 500, "8080", "Deny")
                                               ).result()
-    _eventually(lambda: not _connects(a.ip_address, 8080), "the deny rule blocks port 8080")
+    eventually(lambda: not connects(a.ip_address, 8080), "the deny rule blocks port 8080")
     assert "code=000" in _run(client, "b", probe)
     net.security_rules.begin_delete(group, "batch-nsg", "deny-web").result()
-    _eventually(lambda: _connects(a.ip_address, 8080), "port 8080 answers again once the deny rule is gone")
+    eventually(lambda: connects(a.ip_address, 8080), "port 8080 answers again once the deny rule is gone")
 
     # A subnet in use by pools cannot be deleted; once the pools are gone (and the interface), it can.
     err = _refusal(lambda: net.subnets.begin_delete(group, "batchnet", "nodes").result())
