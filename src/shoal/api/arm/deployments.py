@@ -6,7 +6,8 @@ Routes stay thin: authenticate, parse, call one use case of ``domain/templates/d
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,6 +20,7 @@ from shoal.domain import operations
 from shoal.domain.templates import deployments, jsonc
 
 router = APIRouter()
+T = TypeVar("T")
 
 BASE = "/subscriptions/{subscription_id}/resourceGroups/{group}/providers/Microsoft.Resources/deployments"
 ITEM = BASE + "/{name}"
@@ -27,6 +29,24 @@ WRITE, READ, DELETE = (f"{deployments.TYPE}/{a}" for a in ("write", "read", "del
 
 def _rid(subscription_id: str, group: str, name: str) -> ids.ResourceId:
     return deployments.deployment_id(subscription_id, group, name)
+
+
+async def _on_deployment(request: Request, subscription_id: str, group: str, name: str, action: str,
+                         use: Callable[[Any, ids.ResourceId], T], *, write: bool = False) -> T:
+    """What every route on one deployment does first (the caller, the api-version, the caller's right to
+    ``action`` on it), then ``use(session, deployment id)`` off the event loop, in a write session with
+    ``write``."""
+    caller = arm_caller(request)
+    arm.api_version(request)
+    rid = _rid(subscription_id, group, name)
+    svc = services(request)
+
+    def work() -> T:
+        with svc.db.write() if write else svc.db.read() as s:
+            authorize(s, caller, subscription_id, action, str(rid))
+            return use(s, rid)
+
+    return await in_thread(work)
 
 
 async def _raw(request: Request) -> tuple[Any, str]:
@@ -69,48 +89,21 @@ async def put_deployment(request: Request, subscription_id: str, group: str, nam
 
 @router.get(ITEM)
 async def get_deployment(request: Request, subscription_id: str, group: str, name: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
-    svc = services(request)
-
-    def work() -> dict[str, Any]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, READ, str(rid))
-            return deployments.render(deployments.get(s, rid))
-
-    return JSONResponse(await in_thread(work))
+    return JSONResponse(await _on_deployment(request, subscription_id, group, name, READ,
+                                             lambda s, rid: deployments.render(deployments.get(s, rid))))
 
 
 @router.head(ITEM)
 async def deployment_exists(request: Request, subscription_id: str, group: str, name: str) -> Response:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
-    svc = services(request)
-
-    def work() -> bool:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, READ, str(rid))
-            return deployments.find(s, rid) is not None
-
-    return Response(status_code=204 if await in_thread(work) else 404)
+    found = await _on_deployment(request, subscription_id, group, name, READ,
+                                 lambda s, rid: deployments.find(s, rid) is not None)
+    return Response(status_code=204 if found else 404)
 
 
 @router.delete(ITEM)
 async def delete_deployment(request: Request, subscription_id: str, group: str, name: str) -> Response:
     """Deletes the deployment's record only (never the resources it deployed), at once: 204."""
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
-    svc = services(request)
-
-    def work() -> None:
-        with svc.db.write() as s:
-            authorize(s, caller, subscription_id, DELETE, str(rid))
-            deployments.delete(s, rid)
-
-    await in_thread(work)
+    await _on_deployment(request, subscription_id, group, name, DELETE, deployments.delete, write=True)
     return Response(status_code=204)
 
 
@@ -155,35 +148,19 @@ async def what_if(request: Request, subscription_id: str, group: str, name: str)
 
 @router.post(ITEM + "/cancel")
 async def cancel_deployment(request: Request, subscription_id: str, group: str, name: str) -> Response:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
     svc = services(request)
     ctx = svc.compute_context()
-
-    def work() -> None:
-        with svc.db.write() as s:
-            authorize(s, caller, subscription_id, f"{deployments.TYPE}/cancel/action", str(rid))
-            deployments.cancel(ctx, s, rid)
-
-    await in_thread(work)
+    await _on_deployment(request, subscription_id, group, name, f"{deployments.TYPE}/cancel/action",
+                         lambda s, rid: deployments.cancel(ctx, s, rid), write=True)
     svc.nudge("operations")
     return Response(status_code=204)
 
 
 @router.post(ITEM + "/exportTemplate")
 async def export_template(request: Request, subscription_id: str, group: str, name: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
-    svc = services(request)
-
-    def work() -> dict[str, Any]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{deployments.TYPE}/exportTemplate/action", str(rid))
-            return {"template": deployments.get(s, rid).internal.get("template")}
-
-    return JSONResponse(await in_thread(work))
+    return JSONResponse(await _on_deployment(
+        request, subscription_id, group, name, f"{deployments.TYPE}/exportTemplate/action",
+        lambda s, rid: {"template": deployments.get(s, rid).internal.get("template")}))
 
 
 # The SDKs name a deployment's operations without the provider segment; both spellings are served.
@@ -194,34 +171,18 @@ OPERATIONS = ("/subscriptions/{subscription_id}/resourceGroups/{group}/deploymen
 @router.get(OPERATIONS[0])
 @router.get(OPERATIONS[1])
 async def list_operations(request: Request, subscription_id: str, group: str, name: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
-    svc = services(request)
-
-    def work() -> list[dict[str, Any]]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{deployments.TYPE}/operations/read", str(rid))
-            return deployments.operations_of(deployments.get(s, rid))
-
-    return arm.page(request, await in_thread(work), svc.settings.page_size)
+    found = await _on_deployment(request, subscription_id, group, name, f"{deployments.TYPE}/operations/read",
+                                 lambda s, rid: deployments.operations_of(deployments.get(s, rid)))
+    return arm.page(request, found, services(request).settings.page_size)
 
 
 @router.get(OPERATIONS[0] + "/{operation_id}")
 @router.get(OPERATIONS[1] + "/{operation_id}")
 async def get_operation(request: Request, subscription_id: str, group: str, name: str,
                         operation_id: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _rid(subscription_id, group, name)
-    svc = services(request)
-
-    def work() -> dict[str, Any]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{deployments.TYPE}/operations/read", str(rid))
-            return deployments.operation_of(deployments.get(s, rid), operation_id)
-
-    return JSONResponse(await in_thread(work))
+    return JSONResponse(await _on_deployment(
+        request, subscription_id, group, name, f"{deployments.TYPE}/operations/read",
+        lambda s, rid: deployments.operation_of(deployments.get(s, rid), operation_id)))
 
 
 @router.get(ITEM + "/operationStatuses/{operation_id}")
