@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from shoal.api import arm
-from shoal.api.arm.batch_mgmt import ACCT, TYPE, _account_rid, _get_account
+from shoal.api.arm.batch_mgmt import ACCT, TYPE, _account_rid, _get_account, on_account
 from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.core import errors
 from shoal.domain.batch import applications as apps
@@ -61,51 +61,26 @@ async def put_application(request: Request, subscription_id: str, group: str, ac
 @router.get(APP)
 async def get_application(request: Request, subscription_id: str, group: str, account: str, app: str
                           ) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
-    svc = services(request)
-
-    def work() -> dict[str, Any]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/applications/read", str(rid))
-            return apps.render_app(apps.get_app(s, _get_account(s, rid), app))
-
-    return JSONResponse(await in_thread(work))
+    return JSONResponse(await on_account(request, "applications/read",
+                                         lambda s, acct: apps.render_app(apps.get_app(s, acct, app))))
 
 
 @router.get(ACCT + "/applications")
 async def list_applications(request: Request, subscription_id: str, group: str, account: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
-    svc = services(request)
-
-    def work() -> list[dict[str, Any]]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/applications/read", str(rid))
-            return [apps.render_app(r) for r in apps.list_apps(s, _get_account(s, rid))]
-
-    return arm.page(request, await in_thread(work), svc.settings.page_size)
+    found = await on_account(request, "applications/read",
+                             lambda s, acct: [apps.render_app(r) for r in apps.list_apps(s, acct)])
+    return arm.page(request, found, services(request).settings.page_size)
 
 
 @router.delete(APP)
 async def delete_application(request: Request, subscription_id: str, group: str, account: str, app: str
                              ) -> Response:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
     svc = services(request)
-
-    def work() -> bool:
-        with svc.db.write() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/applications/delete", str(rid))
-            gone = apps.delete_app(s, _get_account(s, rid), app)
-        for container in gone or []:
-            svc.blobs.delete_container(container)
-        return gone is not None
-
-    return Response(status_code=200 if await in_thread(work) else 204)
+    gone = await on_account(request, "applications/delete", lambda s, acct: apps.delete_app(s, acct, app),
+                            write=True)
+    for container in gone or []:  # (after the records are gone: a crash leaves an orphan container, not a hole)
+        await in_thread(lambda: svc.blobs.delete_container(container))
+    return Response(status_code=200 if gone is not None else 204)
 
 
 # --- packages ------------------------------------------------------------------------------------------------
@@ -133,56 +108,31 @@ async def put_package(request: Request, subscription_id: str, group: str, accoun
 @router.get(VERSION)
 async def get_package(request: Request, subscription_id: str, group: str, account: str, app: str, version: str
                       ) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
     svc = services(request)
-
-    def work() -> dict[str, Any]:
-        key = svc.container_key()
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/applications/versions/read", str(rid))
-            row = apps.get_version(s, apps.get_app(s, _get_account(s, rid), app), version)
-            return apps.render_version(row, svc.settings.base_url, key)
-
-    return JSONResponse(await in_thread(work))
+    key = await in_thread(svc.container_key)
+    return JSONResponse(await on_account(request, "applications/versions/read", lambda s, acct: apps.render_version(
+        apps.get_version(s, apps.get_app(s, acct, app), version), svc.settings.base_url, key)))
 
 
 @router.get(APP + "/versions")
 async def list_packages(request: Request, subscription_id: str, group: str, account: str, app: str
                         ) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
     svc = services(request)
-
-    def work() -> list[dict[str, Any]]:
-        key = svc.container_key()
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/applications/versions/read", str(rid))
-            app_row = apps.get_app(s, _get_account(s, rid), app)
-            return [apps.render_version(r, svc.settings.base_url, key) for r in apps.versions(s, app_row)]
-
-    return arm.page(request, await in_thread(work), svc.settings.page_size)
+    key = await in_thread(svc.container_key)
+    found = await on_account(request, "applications/versions/read", lambda s, acct: [
+        apps.render_version(r, svc.settings.base_url, key) for r in apps.versions(s, apps.get_app(s, acct, app))])
+    return arm.page(request, found, svc.settings.page_size)
 
 
 @router.delete(VERSION)
 async def delete_package(request: Request, subscription_id: str, group: str, account: str, app: str,
                          version: str) -> Response:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
     svc = services(request)
-
-    def work() -> bool:
-        with svc.db.write() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/applications/versions/delete", str(rid))
-            container = apps.delete_version(s, _get_account(s, rid), app, version)
-        if container:
-            svc.blobs.delete_container(container)
-        return container is not None
-
-    return Response(status_code=200 if await in_thread(work) else 204)
+    container = await on_account(request, "applications/versions/delete",
+                                 lambda s, acct: apps.delete_version(s, acct, app, version), write=True)
+    if container:
+        await in_thread(lambda: svc.blobs.delete_container(container))
+    return Response(status_code=200 if container is not None else 204)
 
 
 @router.post(VERSION + "/activate")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,6 +20,7 @@ from shoal.schemas import batch as wire
 from shoal.store import models
 
 router = APIRouter()
+T = TypeVar("T")
 
 ACCT = "/subscriptions/{subscription_id}/resourceGroups/{group}/providers/Microsoft.Batch/batchAccounts/{account}"
 TYPE = accounts.TYPE
@@ -47,6 +49,24 @@ def _get_account(s: Any, rid: ids.ResourceId) -> models.Resource:
         raise errors.ResourceNotFound(f"The Resource '{TYPE}/{rid.name}' under resource group "
                                       f"'{rid.resource_group}' was not found.")
     return row
+
+
+async def on_account(request: Request, action: str, use: Callable[[Any, models.Resource], T], *,
+                     write: bool = False) -> T:
+    """What every route on one Batch account's children does first (the caller, the api-version, the caller's
+    right to ``action`` on the account, the account itself), then ``use(session, account)`` off the event loop,
+    in a write session with ``write``."""
+    caller = arm_caller(request)
+    arm.api_version(request)
+    rid = _account_rid(request)
+    svc = services(request)
+
+    def work() -> T:
+        with svc.db.write() if write else svc.db.read() as s:
+            authorize(s, caller, rid.subscription, f"{TYPE}/{action}", str(rid))
+            return use(s, _get_account(s, rid))
+
+    return await in_thread(work)
 
 
 def _render(request: Request, row: models.Resource) -> dict[str, Any]:
@@ -311,36 +331,19 @@ async def patch_pool(request: Request, subscription_id: str, group: str, account
 
 @router.get(POOL)
 async def get_pool(request: Request, subscription_id: str, group: str, account: str, pool_id: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
-    svc = services(request)
+    def use(s: Any, acct: models.Resource) -> tuple[dict[str, Any], str]:
+        pool = pools.get(s, acct.key, pool_id)
+        return render_pool(s, pool, acct.id), pool.etag
 
-    def work() -> tuple[dict[str, Any], str]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/pools/read", str(rid))
-            acct = _get_account(s, rid)
-            pool = pools.get(s, acct.key, pool_id)
-            return render_pool(s, pool, acct.id), pool.etag
-
-    out, etag = await in_thread(work)
+    out, etag = await on_account(request, "pools/read", use)
     return JSONResponse(out, headers={"ETag": f'W/"{etag}"'})
 
 
 @router.get(ACCT + "/pools")
 async def list_pools(request: Request, subscription_id: str, group: str, account: str) -> JSONResponse:
-    caller = arm_caller(request)
-    arm.api_version(request)
-    rid = _account_rid(request)
-    svc = services(request)
-
-    def work() -> list[dict[str, Any]]:
-        with svc.db.read() as s:
-            authorize(s, caller, subscription_id, f"{TYPE}/pools/read", str(rid))
-            acct = _get_account(s, rid)
-            return [render_pool(s, p, acct.id) for p in pools.list_pools(s, acct.key)]
-
-    return arm.page(request, await in_thread(work), svc.settings.page_size)
+    found = await on_account(request, "pools/read", lambda s, acct: [render_pool(s, p, acct.id)
+                                                                      for p in pools.list_pools(s, acct.key)])
+    return arm.page(request, found, services(request).settings.page_size)
 
 
 @router.delete(POOL)
