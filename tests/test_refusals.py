@@ -12,9 +12,13 @@ SPEC = {"vmSize": "standard_d2s_v3", "virtualMachineConfiguration": {
     "nodeAgentSKUId": "batch.node.debian 12"}}
 
 
-def test_a_pool_with_mounts_is_refused_naming_the_property() -> None:
-    spec = {**SPEC, "mountConfiguration": [{"nfsMountConfiguration": {"source": "srv:/x", "relativeMountPath": "x"}}]}
-    with pytest.raises(errors.InvalidPropertyValue) as refused:
-        pools.validate_spec(spec)
-    assert "mountConfiguration" in str(refused.value)
+def test_a_blob_mount_shoal_cannot_honour_is_refused_naming_the_property() -> None:
+    blob = {"accountName": "shoal", "containerName": "data", "sasKey": "sig=x", "relativeMountPath": "data"}
+    for change, prop in [({"accountName": "elsewhere"}, "accountName"), ({"accountKey": "k"}, "accountKey"),
+                         ({"blobfuseOptions": "-o big_writes"}, "blobfuseOptions")]:
+        spec = {**SPEC, "mountConfiguration": [{"azureBlobFileSystemConfiguration": {**blob, **change}}]}
+        with pytest.raises(errors.InvalidPropertyValue) as refused:
+            pools.validate_spec(spec)
+        assert f"mountConfiguration[0].azureBlobFileSystemConfiguration.{prop}" in str(refused.value)
+    pools.validate_spec({**SPEC, "mountConfiguration": [{"azureBlobFileSystemConfiguration": blob}]})
     pools.validate_spec({**SPEC, "mountConfiguration": []})  # an empty list asks for nothing

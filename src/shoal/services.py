@@ -160,7 +160,8 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     node_agents.configure(allow_eol=settings.allow_eol_node_agents)
     agent = (HostAgent(settings.store_dir, catalog, runtime=settings.runtime, hide=(str(settings.state_dir),),
                        download_root=settings.base_url, sandbox_options=sandbox_options(settings),
-                       import_dir=settings.import_dir, share_host_dirs=settings.share_host_dirs)
+                       import_dir=settings.import_dir, share_host_dirs=settings.share_host_dirs,
+                       containers_dir=settings.state_dir / "containers")
              if with_runtime else None)
     if agent is not None:
         settings.node_gateway = agent.gateway

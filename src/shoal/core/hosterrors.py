@@ -31,3 +31,16 @@ class TransferError(Exception):
     def failure_info(self) -> dict[str, Any]:
         return {"category": self.category, "code": self.code, "message": self.message,
                 "details": [{"name": k, "value": v} for k, v in self.details]}
+
+
+class MountFailed(AgentError):
+    """A node's file system (its pool's ``mountConfiguration``) that could not be mounted: the node's boot
+    fails and the node is ``unusable`` with ``MountConfigurationError``. ``path`` is inside the node. Its
+    arguments are its fields, so it pickles (a remote host agent sends it back as it is)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"

@@ -25,8 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from shoal.core.hosterrors import AgentError
-from shoal.runtime import hostports, idranges, nodefiles, safepath, sandbox, transfer_worker, usage
+from shoal.core.hosterrors import AgentError, MountFailed
+from shoal.runtime import hostports, idranges, mounts, nodefiles, safepath, sandbox, transfer_worker, usage
 from shoal.runtime.layers import LayerStore
 from shoal.runtime.machines import (
     DiskMount,
@@ -52,8 +52,11 @@ class HostAgent:
     def __init__(self, store_dir: Path, catalog: Catalog, *, runtime: str | None = None,
                  download_root: str | None = None, hide: tuple[str, ...] = (),
                  sandbox_options: SandboxOptions | None = None, import_dir: Path | None = None,
-                 share_host_dirs: tuple[Path, ...] = ()) -> None:
+                 share_host_dirs: tuple[Path, ...] = (), containers_dir: Path | None = None) -> None:
         self.store_dir = store_dir
+        # Where Shoal's blob containers are (a directory each): what blob mounts bind into nodes. None (a node
+        # host of a cluster): the containers are on the head's host, and blob mounts fail naming the container.
+        self.containers_dir = containers_dir
         # Host directories every machine sees read-only at the same path (``--share-host-dir``).
         self.share_host_dirs = tuple(str(Path(d).resolve()) for d in share_host_dirs)
         # Disk imports read local files only below this directory (``--import-dir``; None: no local files).
@@ -344,11 +347,20 @@ class HostAgent:
             data_disks={int(lun): self._mount(d, (replica.get("data") or {}).get(str(lun)))
                         for lun, d in (machine.get("dataDisks") or {}).items()},
             temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []]
-            + [(d, d, True) for d in self.share_host_dirs],
+            + [(d, d, True) for d in self.share_host_dirs], mounts=self._node_mounts(machine, temp),
             volatile=bool(machine.get("volatile")), network=machine.get("network"), limits=machine.get("limits"),
         )
         # A node from a replica is built by the replica's resident provisioner (one stream per replica).
         return dict(self.machines.create(spec, provisioner=replica.get("replica")))
+
+    def _node_mounts(self, machine: dict[str, Any], temp: Path) -> list[tuple[str, str, bool]]:
+        """The node's file systems (``machine["mounts"]``, its pool's mountConfiguration) as id-mapped binds;
+        :class:`MountFailed` for one that cannot be mounted here (the node is then unusable)."""
+        wanted = machine.get("mounts") or []
+        if wanted and isinstance(self.machines, ProcessRuntime):
+            raise MountFailed(str(wanted[0]["path"]), "this host runs machines as plain processes (shoal serve "
+                              "--runtime process): it cannot mount file systems in a node")
+        return mounts.binds(wanted, temp, self.containers_dir, self.owner(machine["machineId"]) if wanted else None)
 
     def halt(self, machine_id: str, *, keep_temp: bool = False) -> None:
         """Stop a machine; its disks stay. ``keep_temp`` keeps the temporary drive (a reboot, not a removal)."""

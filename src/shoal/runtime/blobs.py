@@ -54,6 +54,9 @@ class BlobStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
         try:
+            # A blob is readable by every user of a node its container is mounted in (mountConfiguration), as
+            # files a task writes there are; the state directory (0700) keeps the host's other users out.
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as out:
                 if hasattr(data, "read"):  # a file (files iterate by lines: copy them in blocks instead)
                     shutil.copyfileobj(cast(BinaryIO, data), out, 1 << 20)

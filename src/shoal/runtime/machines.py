@@ -121,6 +121,9 @@ class MachineSpec:
     data_disks: dict[int, DiskMount]  # lun -> disk
     temp_dir: str  # the temporary drive: /mnt and /mnt/resource inside
     binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, path inside, read only)
+    # File systems mounted in a node (its pool's mountConfiguration, ``runtime/mounts.py``): binds below /mnt
+    # whose files the node's root writes as the host's root owns them (id-mapped in a user namespace).
+    mounts: list[tuple[str, str, bool]] = field(default_factory=list)  # (host dir, path inside, read only)
     volatile: bool = False  # OS disk without fsync (pool nodes); VMs whose disks get captured stay durable
     # Its own network (hardened hosts): {"address": "10.224.16.4", "prefix": 20, "gateway": "10.224.0.1"}.
     network: dict[str, Any] | None = None
@@ -133,7 +136,8 @@ class MachineSpec:
 
         return {"machine_id": self.machine_id, "hostname": self.hostname, "base": self.base,
                 "os_disk": disk(self.os_disk), "data_disks": {lun: disk(d) for lun, d in self.data_disks.items()},
-                "temp_dir": self.temp_dir, "binds": [tuple(b) for b in self.binds], "volatile": self.volatile,
+                "temp_dir": self.temp_dir, "binds": [tuple(b) for b in self.binds],
+                "mounts": [tuple(m) for m in self.mounts], "volatile": self.volatile,
                 "network": self.network, "limits": self.limits}
 
     @classmethod
@@ -145,6 +149,7 @@ class MachineSpec:
                    os_disk=disk(data["os_disk"]),
                    data_disks={int(lun): disk(d) for lun, d in data["data_disks"].items()},
                    temp_dir=data["temp_dir"], binds=[(h, i, bool(ro)) for h, i, ro in data.get("binds", [])],
+                   mounts=[(h, i, bool(ro)) for h, i, ro in data.get("mounts", [])],
                    volatile=bool(data.get("volatile", False)), network=data.get("network"),
                    limits=data.get("limits"))
 
@@ -210,6 +215,10 @@ def _check_spec(spec: MachineSpec) -> None:
     for _, inside, _ in spec.binds:
         if not inside.startswith("/") or ".." in inside.split("/"):
             raise MachineError(f"bind target {inside!r} must be an absolute path inside the machine")
+    for _, inside, _ in spec.mounts:
+        # Mounted on the temporary drive, whose mount points the host agent made without following links.
+        if not inside.startswith("/mnt/") or ".." in inside.split("/"):
+            raise MachineError(f"mount target {inside!r} must be below /mnt inside the machine")
 
 
 def _check_command(argv: Sequence[str], env: Mapping[str, str], cwd: str, timeout: float | None) -> None:
@@ -573,6 +582,8 @@ class NamespaceRuntime:
                  "--robind", str(mdir / "etc" / "hostname"), "/etc/hostname"]
         for host, inside, read_only in sorted(spec.binds, key=lambda b: b[1].count("/")):
             argv += ["--robind" if read_only else "--bind", host, inside]
+        for host, inside, read_only in sorted(spec.mounts, key=lambda b: b[1].count("/")):
+            argv += ["--roidbind" if read_only else "--idbind", host, inside]
         argv += ["--hostname", spec.hostname, "--sysfs"]
         if ids is not None:
             argv += ["--userns", f"{ids.base}:{ids.size}"]

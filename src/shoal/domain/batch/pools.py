@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, ids, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import managed, natpools, vmsizes
+from shoal.domain.batch import managed, mounts, natpools, vmsizes
 from shoal.store import models
 
 _POOL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -107,10 +107,7 @@ def validate_spec(spec: dict[str, Any]) -> vmsizes.VmSize:
     if start is not None and not (isinstance(start, dict) and start.get("commandLine")):
         raise missing("startTask.commandLine")
     natpools.validate(spec)
-    if spec.get("mountConfiguration"):
-        # Refused rather than stored and ignored: nodes would start without the file systems tasks expect.
-        raise bad_value("mountConfiguration", "mountConfiguration", "mount configurations are not supported by Shoal "
-                        "yet; stage the files with resourceFiles, or share a host directory with --share-host-dir")
+    mounts.validate(spec.get("mountConfiguration"))
     return size
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shoal.domain.batch import allocation
+from shoal.core.hosterrors import MountFailed
+from shoal.domain.batch import allocation, mounts
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers import app_packages
@@ -136,6 +137,9 @@ class NodeBooter:
             self._boot_once_more_on_failure(pool, n, replica)
             self.prepare_dirs(n)
             return []
+        except MountFailed as exc:  # the pool's mountConfiguration: Azure's own error for it
+            log.warning("node %s: a file system could not be mounted: %s", n.node_id, exc)
+            return [mounts.node_error(exc.path, exc.reason)]
         except Exception as exc:  # a node that cannot boot is unusable, with the reason
             log.warning("node %s could not be provisioned: %s", n.node_id, exc)
             return [{"code": "NodeProvisioningFailed", "message": f"The node could not be started: {exc}",
@@ -147,6 +151,8 @@ class NodeBooter:
         there and try once more before calling the node unusable."""
         try:
             self.ctx.agent.boot(self.machine(pool, node, replica))
+        except MountFailed:
+            raise  # the same again on a second try: the mount's error is the node's
         except Exception:
             log.info("node %s: boot failed, retrying after a clean-up", node.node_id, exc_info=True)
             self.ctx.agent.halt(node.machine_id)
@@ -157,6 +163,14 @@ class NodeBooter:
         machine = node_rules.machine_spec(pool, node, self.ctx.address_space)
         if replica is not None:
             machine["replica"] = replica
+        wanted = pool.spec.get("mountConfiguration")
+        if wanted:
+            # Checked at every boot (reboots and reimages too): the container's key may have changed since.
+            with self.ctx.db.read() as s:
+                problems = mounts.credential_problems(wanted, mounts.container_key(s))
+            if problems:
+                raise MountFailed(*problems[0])
+            machine["mounts"] = mounts.plan(wanted)
         return machine
 
     def prepare_dirs(self, node: node_rules.NodeLike) -> None:

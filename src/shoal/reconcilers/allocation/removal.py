@@ -12,7 +12,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from shoal.domain.batch import deallocation, eviction, images, node_users, pool_nodes, retired, usage_metrics
+from shoal.core.hosterrors import MountFailed
+from shoal.domain.batch import deallocation, eviction, images, mounts, node_users, pool_nodes, retired, usage_metrics
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.boot import NodeBooter, Sources
@@ -105,6 +106,8 @@ class NodeRemoval:
             try:
                 agent.boot(self.booter.machine(pool, n, (sources or {}).get(n.machine_id)))
                 self.booter.prepare_dirs(n)
+            except MountFailed as exc:
+                errs = [mounts.node_error(exc.path, exc.reason)]
             except Exception as exc:
                 errs = [{"code": "NodeProvisioningFailed", "message": f"The node could not be restarted: {exc}",
                          "errorDetails": []}]

@@ -601,6 +601,7 @@ struct action {
     const char *upper, *work;
     const char *host_mask; /* --lower-host: the bottom layer is the masked host root (userns machines) */
     int is_volatile;
+    int idmap; /* --idbind/--roidbind: a file system mounted in the node (see do_idbind) */
 };
 
 static int needs_new_api(const struct action *a) {
@@ -716,6 +717,33 @@ static void do_bind(const struct action *a, const char *where) {
     if (a->read_only &&
         mount(NULL, where, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
         fail("remount %s read-only: %s", a->target, strerror(errno));
+}
+
+/* A file system mounted in a node (a pool's mountConfiguration: a Shoal container's directory). In a user
+ * namespace it is an id-mapped bind: the node's ids are the host's ids there, so its root reads and writes
+ * the files as the host's root owns them (the server keeps serving them as blobs, and the node's id range
+ * never comes to own them). Without one, a plain bind does the same. The source is not followed if it is a
+ * link; the mount point was made by the host agent without following links. */
+#define SH_AT_SYMLINK_NOFOLLOW 0x100
+#define SH_MOUNT_ATTR_RDONLY 0x1ull
+#define SH_MOUNT_ATTR_NOSUID 0x2ull
+#define SH_MOUNT_ATTR_NODEV 0x4ull
+static void do_idbind(const struct action *a, const char *where, int userns_fd) {
+    if (userns_fd < 0) {
+        do_bind(a, where);
+        return;
+    }
+    ensure_mountpoint(where, 1);
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, a->source,
+                          SH_OPEN_TREE_CLONE | SH_AT_SYMLINK_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) fail("open_tree %s: %s", a->source, strerror(errno));
+    struct sh_mount_attr attr = {SH_MOUNT_ATTR_IDMAP | SH_MOUNT_ATTR_NOSUID | SH_MOUNT_ATTR_NODEV |
+                                 (a->read_only ? SH_MOUNT_ATTR_RDONLY : 0), 0, 0, (uint64_t)userns_fd};
+    if (syscall(SYS_mount_setattr, fd, "", SH_AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+        fail("id-mapped mount of %s: %s (its file system must support id-mapped mounts)", a->source, strerror(errno));
+    if (syscall(SYS_move_mount, fd, "", AT_FDCWD, where, SH_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fail("mount %s on %s: move_mount: %s", a->source, a->target, strerror(errno));
+    release_later(fd);
 }
 
 /* tmpfs options, owned by the machine's root when it has a user namespace. */
@@ -865,13 +893,15 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
         } else if (!strcmp(opt, "--volatile")) {
             if (!cur || cur->kind != ACT_OVERLAY) fail("--volatile must follow --overlay");
             cur->is_volatile = 1;
-        } else if (!strcmp(opt, "--bind") || !strcmp(opt, "--robind")) {
+        } else if (!strcmp(opt, "--bind") || !strcmp(opt, "--robind") || !strcmp(opt, "--idbind") ||
+                   !strcmp(opt, "--roidbind")) {
             NEED2();
             cur = &acts[nact++];
             cur->kind = ACT_BIND;
             cur->source = v1;
             cur->target = v2;
             cur->read_only = opt[2] == 'r';
+            cur->idmap = strstr(opt, "idbind") != NULL;
         } else if (!strcmp(opt, "--tmpfs")) {
             NEED2();
             cur = &acts[nact++];
@@ -968,6 +998,8 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
             if (i) ensure_mountpoint(where, 1);
             if (hardened || a->host_mask || needs_new_api(a)) mount_overlay_new_api(a, where, userns_fd);
             else mount_overlay_legacy(a, where);
+        } else if (a->kind == ACT_BIND && a->idmap) {
+            do_idbind(a, where, hardened ? userns_fd : -1);
         } else if (a->kind == ACT_BIND) {
             do_bind(a, where);
         } else {
