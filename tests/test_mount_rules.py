@@ -85,18 +85,44 @@ def test_the_host_refuses_a_mount_point_through_a_link_or_a_missing_container(tm
     (store / "data").mkdir(parents=True)
     (temp / "batch" / "tasks" / "fsmounts").mkdir(parents=True)
     blob = {"kind": "blob", "path": "/mnt/batch/tasks/fsmounts/deep/data", "container": "data"}
-    assert host_mounts.binds([blob], temp, store, None) == [(str(store / "data"), blob["path"], False)]
+    assert host_mounts.prepare([blob], temp, store, None).binds == [(str(store / "data"), blob["path"], False)]
     assert (temp / "batch/tasks/fsmounts/deep/data").is_dir()
     # The node replaced a directory on its drive with a link (to the host's /etc): nothing is made through it.
     os.rename(temp / "batch/tasks/fsmounts/deep", temp / "batch/tasks/fsmounts/moved")
     os.symlink("/etc", temp / "batch/tasks/fsmounts/deep")
     with pytest.raises(MountFailed, match="not a directory"):
-        host_mounts.binds([blob], temp, store, None)
+        host_mounts.prepare([blob], temp, store, None)
     assert not Path("/etc/data").exists()
     with pytest.raises(MountFailed, match="ContainerNotFound"):
-        host_mounts.binds([{**blob, "container": "gone"}], temp, store, None)
+        host_mounts.prepare([{**blob, "container": "gone"}], temp, store, None)
     with pytest.raises(MountFailed, match="mounts directory"):
-        host_mounts.binds([{**blob, "path": "/etc/x"}], temp, store, None)
+        host_mounts.prepare([{**blob, "path": "/etc/x"}], temp, store, None)
+
+
+def test_network_mounts_become_the_kernels_mount_with_the_server_address() -> None:
+    def resolve(host: str) -> str:
+        known = {"files.example": "10.0.0.5", "acct.file.core.windows.net": "10.0.0.6"}
+        if host not in known:
+            raise OSError(f"{host}: no such host")
+        return known[host]
+
+    nfs = {"kind": "nfs", "path": "/mnt/batch/tasks/fsmounts/n", "source": "files.example:/exports/data",
+           "options": "-o vers=4.1,hard"}
+    assert host_mounts.network_mount(nfs, resolve) == {
+        "path": nfs["path"], "type": "nfs", "source": "files.example:/exports/data",
+        "data": "vers=4.1,hard,addr=10.0.0.5"}
+    cifs = {"kind": "cifs", "path": "/mnt/batch/tasks/fsmounts/c", "source": "//files.example/share",
+            "username": "me", "password": "pw", "options": "dir_mode=0777"}
+    assert host_mounts.network_mount(cifs, resolve)["data"] == "username=me,password=pw,dir_mode=0777,ip=10.0.0.5"
+    share = {"kind": "azurefiles", "path": "/mnt/batch/tasks/fsmounts/a", "username": "acct", "password": "key",
+             "source": "https://acct.file.core.windows.net/share", "options": ""}
+    mounted = host_mounts.network_mount(share, resolve)
+    assert (mounted["type"], mounted["source"]) == ("cifs", "//acct.file.core.windows.net/share")
+    assert mounted["data"] == "username=acct,password=key,vers=3.0,serverino,ip=10.0.0.6"
+    for bad in ({**nfs, "source": "no-export"}, {**nfs, "options": "-t nfs4"}, {**cifs, "source": "share"},
+                {**cifs, "password": "a,b"}, {**nfs, "source": "unknown.example:/x"}):
+        with pytest.raises(MountFailed):
+            host_mounts.network_mount(bad, resolve)
 
 
 def test_the_process_runtime_cannot_mount_and_says_so(tmp_path: Path) -> None:

@@ -658,3 +658,18 @@ def test_machines_resolve_names_through_the_gateway_when_the_host_resolver_is_lo
         _teardown(rt, store)
     finally:
         network.down()
+
+
+def test_a_network_mount_is_made_by_the_host_inside_the_machine_and_never_through_a_link(
+        hardened: NamespaceRuntime, store: Path) -> None:
+    """The host's root enters a hardened machine's mount and network namespaces to mount NFS (a user-namespaced
+    root cannot). This kernel has no NFS client, so the mount itself fails with ENODEV: that is as far as the
+    path can be followed here. A link the machine made in the mount path is not followed."""
+    hardened.create(spec(store, "m1"))
+    hardened.run("m1", ["sh", "-c", "mkdir -p /mnt/fsmounts/n && ln -s /etc /mnt/fsmounts/l"], env={})
+    nfs = "nfs" in Path("/proc/filesystems").read_text()
+    if not nfs:
+        with pytest.raises(MachineError, match="No such device"):
+            hardened.netmount("m1", "nfs", "127.0.0.1:/x", "/mnt/fsmounts/n", "vers=4.1,addr=127.0.0.1")
+    with pytest.raises(MachineError, match="a link or not a directory"):
+        hardened.netmount("m1", "nfs", "127.0.0.1:/x", "/mnt/fsmounts/l", "vers=4.1,addr=127.0.0.1")

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from shoal.core.hosterrors import AgentError, MountFailed
 from shoal.runtime import hostports, idranges, mounts, nodefiles, safepath, sandbox, transfer_worker, usage
@@ -341,26 +341,38 @@ class HostAgent:
         temp = self.store_dir / "temp" / machine["machineId"]
         temp.mkdir(parents=True, exist_ok=True)
         replica = self._replica_disks(machine)
+        prepared = self._node_mounts(machine, temp)
         spec = MachineSpec(
             machine_id=machine["machineId"], hostname=machine.get("hostname") or machine["machineId"],
             base=self.base_path(machine["base"]), os_disk=self._mount(machine["osDisk"], replica.get("os")),
             data_disks={int(lun): self._mount(d, (replica.get("data") or {}).get(str(lun)))
                         for lun, d in (machine.get("dataDisks") or {}).items()},
             temp_dir=str(temp), binds=[(str(b[0]), str(b[1]), bool(b[2])) for b in machine.get("binds") or []]
-            + [(d, d, True) for d in self.share_host_dirs], mounts=self._node_mounts(machine, temp),
+            + [(d, d, True) for d in self.share_host_dirs], mounts=prepared.binds,
             volatile=bool(machine.get("volatile")), network=machine.get("network"), limits=machine.get("limits"),
         )
         # A node from a replica is built by the replica's resident provisioner (one stream per replica).
-        return dict(self.machines.create(spec, provisioner=replica.get("replica")))
+        info = dict(self.machines.create(spec, provisioner=replica.get("replica")))
+        for mount in prepared.network:  # NFS/CIFS: mounted by the host once the machine runs
+            try:
+                cast(NamespaceRuntime, self.machines).netmount(spec.machine_id, mount["type"], mount["source"],
+                                                               mount["path"], mount["data"])
+            except MachineError as exc:
+                self.halt(spec.machine_id, keep_temp=True)  # a node without its file systems does not run
+                raise MountFailed(mount["path"], str(exc)) from exc
+        return info
 
-    def _node_mounts(self, machine: dict[str, Any], temp: Path) -> list[tuple[str, str, bool]]:
-        """The node's file systems (``machine["mounts"]``, its pool's mountConfiguration) as id-mapped binds;
-        :class:`MountFailed` for one that cannot be mounted here (the node is then unusable)."""
+    def _node_mounts(self, machine: dict[str, Any], temp: Path) -> mounts.Prepared:
+        """The node's file systems (``machine["mounts"]``, its pool's mountConfiguration): id-mapped binds and
+        network mounts; :class:`MountFailed` for one that cannot be mounted here (the node is then unusable)."""
         wanted = machine.get("mounts") or []
         if wanted and isinstance(self.machines, ProcessRuntime):
             raise MountFailed(str(wanted[0]["path"]), "this host runs machines as plain processes (shoal serve "
                               "--runtime process): it cannot mount file systems in a node")
-        return mounts.binds(wanted, temp, self.containers_dir, self.owner(machine["machineId"]) if wanted else None)
+        # Mount points (and their parents) belong to the node's root: the range its drive is owned by (kept
+        # across a reboot); on a first boot the drive's files are shifted to the new range as it is built.
+        base = idranges.recorded_base(temp)
+        return mounts.prepare(wanted, temp, self.containers_dir, (base, base) if base else None)
 
     def halt(self, machine_id: str, *, keep_temp: bool = False) -> None:
         """Stop a machine; its disks stay. ``keep_temp`` keeps the temporary drive (a reboot, not a removal)."""

@@ -11,8 +11,8 @@ Azure mounts four kinds of file systems on every node of a pool; Shoal mounts th
   they are refused with a 400 naming the property. A wrong ``sasKey`` or a container that does not exist is
   what Azure finds only on the node: the node goes ``unusable`` with ``MountConfigurationError``.
 - ``nfsMountConfiguration``, ``cifsMountConfiguration``, ``azureFileShareConfiguration`` (SMB, the kernel's cifs
-  client): the host kernel's client is needed; where it is missing the node goes ``unusable`` with
-  ``MountConfigurationError`` naming it (see ``runtime/mounts.py``).
+  client): mounted by the host in the node where the host kernel has the client; where it is missing the node
+  goes ``unusable`` with ``MountConfigurationError`` naming it (see ``runtime/mounts.py``).
 
 ``relativeMountPath`` is hostile input: absolute paths, ``..``, ``.`` and empty segments are refused here; the
 host agent then makes the mount point without following any link the node may have left on its drive.
@@ -155,10 +155,17 @@ def plan(value: Any) -> list[dict[str, Any]]:
         if kind == "azureBlobFileSystemConfiguration":
             mounts.append({"kind": "blob", "path": path, "container": config["containerName"],
                            "readOnly": _read_only(config)})
+        elif kind == "azureFileShareConfiguration":  # an SMB share: the account's name and key log in
+            mounts.append({"kind": "azurefiles", "path": path, "source": config["azureFileUrl"],
+                           "options": config.get("mountOptions") or "", "username": config["accountName"],
+                           "password": config["accountKey"]})
         else:
-            source = config.get("source") or config.get("azureFileUrl")
-            mounts.append({"kind": KINDS[kind], "path": path, "source": source,
-                           "options": config.get("mountOptions") or ""})
+            mount = {"kind": KINDS[kind], "path": path, "source": config["source"],
+                     "options": config.get("mountOptions") or ""}
+            if kind == "cifsMountConfiguration":
+                mount |= {"username": config.get("username") or config.get("userName"),
+                          "password": config["password"]}
+            mounts.append(mount)
     return mounts
 
 

@@ -1676,13 +1676,67 @@ static int cmd_serve(const char *self) {
     }
 }
 
+/* netmount --pid INIT --type nfs|cifs --source SRC --target PATH, mount data on stdin: a network file system
+ * (a pool's nfs/cifs mountConfiguration) mounted in a running machine by the host. A user-namespaced root
+ * cannot mount nfs or cifs, so the host's root does it in the machine's mount namespace, from the machine's
+ * network namespace (the client talks to the server from the node's address). The data (options, and a
+ * CIFS password) comes on stdin, not argv, which other host users can read. The target is resolved from the
+ * machine's root without following any link. */
+static int cmd_netmount(int argc, char **argv) {
+    long pid = 0;
+    const char *type = NULL, *source = NULL, *target = NULL;
+    for (int i = 0; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--pid")) pid = strtol(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--type")) type = argv[i + 1];
+        else if (!strcmp(argv[i], "--source")) source = argv[i + 1];
+        else if (!strcmp(argv[i], "--target")) target = argv[i + 1];
+        else fail("netmount: unknown option %s", argv[i]);
+    }
+    if (pid <= 1 || !type || !source || !target || target[0] != '/' ||
+        (strcmp(type, "nfs") && strcmp(type, "nfs4") && strcmp(type, "cifs")))
+        fail("netmount: --pid, --type nfs|nfs4|cifs, --source and an absolute --target are required");
+    char data[4096];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof data - 1 && (n = read(0, data + got, sizeof data - 1 - got)) != 0) {
+        if (n < 0 && errno != EINTR) fail("read the mount data: %s", strerror(errno));
+        if (n > 0) got += (size_t)n;
+    }
+    data[got] = '\0';
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/ns/net", pid);
+    int netfd = open(path, O_RDONLY | O_CLOEXEC);
+    snprintf(path, sizeof path, "/proc/%ld/ns/mnt", pid);
+    int mntfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (netfd < 0 || mntfd < 0) fail("the machine's namespaces (pid %ld): %s", pid, strerror(errno));
+    if (setns(netfd, CLONE_NEWNET) < 0) fail("setns net: %s", strerror(errno));
+    if (setns(mntfd, CLONE_NEWNS) < 0) fail("setns mnt: %s", strerror(errno));
+    int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) fail("open the machine's root: %s", strerror(errno));
+    char *copy = strdup(target);
+    if (!copy) fail("out of memory");
+    for (char *save = NULL, *part = strtok_r(copy, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(part, "..")) fail("netmount: %s leaves the machine's root", target);
+        int next = openat(fd, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) fail("mount point %s: %s (a link or not a directory?)", target, strerror(errno));
+        close(fd);
+        fd = next;
+    }
+    free(copy);
+    if (fchdir(fd) < 0) fail("chdir %s: %s", target, strerror(errno));
+    if (mount(source, ".", type, MS_NOSUID | MS_NODEV, data) < 0)
+        fail("mount -t %s %s on %s: %s", type, source, target, strerror(errno));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s init|join|serve|version ...\n", g_prog);
+        fprintf(stderr, "usage: %s init|join|netmount|serve|version ...\n", g_prog);
         return 2;
     }
     if (!strcmp(argv[1], "init")) return cmd_init(argc - 2, argv + 2);
     if (!strcmp(argv[1], "join")) return cmd_join(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "netmount")) return cmd_netmount(argc - 2, argv + 2);
     if (!strcmp(argv[1], "serve")) {
         g_title = argv[0];
         g_title_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
