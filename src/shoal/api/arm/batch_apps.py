@@ -78,8 +78,11 @@ async def delete_application(request: Request, subscription_id: str, group: str,
     svc = services(request)
     gone = await on_account(request, "applications/delete", lambda s, acct: apps.delete_app(s, acct, app),
                             write=True)
-    for container in gone or []:  # (after the records are gone: a crash leaves an orphan container, not a hole)
-        await in_thread(lambda: svc.blobs.delete_container(container))
+    def drop_containers() -> None:  # after the records are gone: a crash leaves an orphan container, not a hole
+        for container in gone or []:
+            svc.blobs.delete_container(container)
+
+    await in_thread(drop_containers)
     return Response(status_code=200 if gone is not None else 204)
 
 
