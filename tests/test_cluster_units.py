@@ -66,6 +66,40 @@ def test_a_pools_nodes_are_spread_over_the_hosts_that_are_up() -> None:
     assert agent._place(node("p2")).name == "b"
 
 
+def test_every_host_routes_to_the_nodes_of_the_others_and_a_host_that_missed_them_gets_them_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """enableInterNodeCommunication across hosts: a pool's nodes are spread over the hosts, and each host reaches
+    every node of the others through the host that holds it (any pool's: placement and routes do not depend on
+    the pool's settings, and the hosts' filters let the nodes of one subnet reach each other)."""
+    a, b, c = (Host(n, n, i + 1, 8, 32768, None, f"192.168.0.{i + 1}") for i, n in enumerate("abc"))
+    agent = agent_with(a, b, c)
+    for i in range(6):
+        host = agent._place(node("mpi"))
+        host.machines[f"m{i}"] = {"pool": "mpi", "cores": 1, "memoryMb": 1024, "address": f"10.224.16.{i + 4}"}
+    assert all(len(h.machines) == 2 for h in (a, b, c))
+    pushed: dict[str, dict[str, str]] = {}
+    unreachable = {"c"}
+
+    def call(handle: str, method: str, routes: dict[str, str], timeout: float) -> int:
+        assert method == "set_routes"
+        if handle in unreachable:
+            raise control.raylink.HostUnreachable("busy")
+        pushed[handle] = routes
+        return len(routes)
+
+    monkeypatch.setattr(control.raylink, "call", call)
+    agent._push_routes()
+    for host in (a, b):
+        others = {m["address"]: h.address for h in (a, b, c) if h is not host for m in h.machines.values()}
+        assert pushed[host.name] == others and len(others) == 4
+    assert agent._routes_dirty.is_set(), "the host that missed its routes is pushed to again at the next tick"
+    unreachable.clear()
+    agent._routes_dirty.clear()
+    agent._push_routes()
+    assert set(pushed["c"]) == {m["address"] for h in (a, b) for m in h.machines.values()}
+    assert not agent._routes_dirty.is_set()
+
+
 def test_overcommit_bounds_cores_and_memory_and_no_room_is_a_clear_error() -> None:
     small = Host("small", None, 1, 2, 4096, 1.0, None)
     agent = agent_with(small)

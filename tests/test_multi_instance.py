@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,11 +14,16 @@ from azure.core.exceptions import HttpResponseError
 from azure.mgmt.resource.resources.models import ResourceGroup
 
 from batch_fixtures import LOCATION, NODE_AGENT, create_account, wait_for
+from harness import scratch_database
 from shoal.core import errors
 from shoal.core.clock import ManualClock
-from shoal.domain.batch import multi_instance
+from shoal.domain.batch import assignment, deallocation, multi_instance, pool_nodes
+from shoal.domain.batch import nodes as node_rules
+from shoal.domain.batch import tasks as task_rules
 from shoal.domain.batch.assignment import FreeNodes
+from shoal.reconcilers.tasks.attempts import Attempts
 from shoal.store import models
+from shoal.store.db import Database
 
 HOST = bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest")
 
@@ -99,6 +105,118 @@ def test_the_end_of_an_attempt_completes_its_subtasks_and_frees_their_nodes() ->
     assert all(n.running_slots == 0 for n in nodes.values())
 
 
+@pytest.fixture
+def db(database_url: str | None) -> Iterator[Database]:
+    with scratch_database(database_url) as database:
+        yield database
+
+
+def _running_multi_task(db: Database, clock: ManualClock) -> list[str]:
+    """A 3-instance task running on a pool's 3 nodes (primary on the first): the nodes' keys."""
+    now = clock.now()
+    with db.write() as s:
+        pool = models.Pool(key="acct/p", account_key="acct", pool_id="p", spec={"enableInterNodeCommunication": True},
+                           content={}, state="active", state_transition_time=now, allocation_state="steady",
+                           target_dedicated=3, allocation_state_transition_time=now, resize_errors=[], autoscale={},
+                           etag="e", created_at=now, last_modified=now)
+        s.add(pool)
+        keys = [n.key for n in pool_nodes.add(s, clock, pool, 0, 3, [], ("127.0.0.1", "localhost"),
+                                               "10.64.0.0/14", own_network=False)]
+        job = models.Job(key="acct/j", account_key="acct", job_id="j", pool_id="p", state_transition_time=now,
+                         etag="e", created_at=now, last_modified=now)
+        s.add(job)
+        task = task_rules.new_task(job, clock, {"id": "t"}, _spec(numberOfInstances=3), 1)
+        s.add(task)
+    with db.write() as s:
+        nodes = [s.get(models.Node, k) for k in keys]
+        for node in nodes:
+            node.state = "idle"
+        task = s.get(models.Task, "acct/j/t")
+        assignment.assign(task, nodes[0], "attempt-1", clock)
+        for node in nodes[1:]:
+            multi_instance.take_node(node, clock)
+        multi_instance.start_subtasks(task, [(n.key, {"nodeId": n.node_id}) for n in nodes[1:]], clock)
+    return keys
+
+
+def _slots(db: Database, keys: list[str]) -> list[tuple[str, int, int]]:
+    with db.read() as s:
+        return [(n.state, n.running_slots, n.running_tasks) for n in (s.get(models.Node, k) for k in keys)]
+
+
+@pytest.mark.parametrize("lost", [0, 2], ids=["primary", "subtask"])
+def test_losing_any_node_of_a_multi_instance_task_requeues_it_whole_and_frees_every_node(
+        db: Database, lost: int) -> None:
+    clock = ManualClock()
+    keys = _running_multi_task(db, clock)
+    assert _slots(db, keys) == [("running", 1, 1)] * 3
+    with db.write() as s:  # as an eviction does (a removal, a reboot or a lost host's fence likewise)
+        node_rules.set_state(s.get(models.Node, keys[lost]), clock, "preempted")
+        assert deallocation.release_tasks(s, clock, [keys[lost]], "requeue") == [keys[lost]]
+    with db.read() as s:
+        task = s.get(models.Task, "acct/j/t")
+        assert (task.state, task.attempt, task.node_key) == ("active", None, None)
+        assert task.execution_info["requeueCount"] == 1 and task.execution_info["retryCount"] == 0
+        assert all(sub["state"] == "completed" for sub in multi_instance.render(task))
+    freed = [("preempted" if i == lost else "idle", 0, 0) for i in range(3)]
+    assert _slots(db, keys) == freed
+    with db.write() as s:  # nothing left to release: the nodes' counts stay as they are
+        assert deallocation.release_tasks(s, clock, keys, "requeue") == keys
+    assert _slots(db, keys) == freed
+
+
+def test_a_subtask_node_that_waits_for_task_completion_keeps_the_task_running(db: Database) -> None:
+    clock = ManualClock()
+    keys = _running_multi_task(db, clock)
+    with db.write() as s:
+        assert deallocation.release_tasks(s, clock, [keys[1]], "taskcompletion") == []
+        node_rules.set_state(s.get(models.Node, keys[1]), clock, "leavingpool")
+        assert deallocation.release_tasks(s, clock, [keys[1]], "terminate") == [keys[1]]
+    with db.read() as s:
+        task = s.get(models.Task, "acct/j/t")
+        assert (task.state, task.execution_info["result"]) == ("completed", "failure")
+        assert task.execution_info["requeueCount"] == 0
+    assert _slots(db, keys) == [("idle", 0, 0), ("leavingpool", 0, 0), ("idle", 0, 0)]
+
+
+def test_deleting_a_running_multi_instance_task_frees_all_its_nodes(db: Database) -> None:
+    clock = ManualClock()
+    keys = _running_multi_task(db, clock)
+    with db.write() as s:
+        task_rules.delete(s, s.get(models.Task, "acct/j/t"), clock)
+    assert _slots(db, keys) == [("idle", 0, 0)] * 3
+
+
+class _KillLog:
+    def __init__(self) -> None:
+        self.killed: list[int] = []
+
+    def kill(self, pid: int) -> None:
+        self.killed.append(pid)
+
+
+def test_a_run_killed_between_two_commands_kills_the_next_one_and_spares_a_newer_attempt() -> None:
+    agent = _KillLog()
+    attempts = Attempts(agent, 1)  # type: ignore[arg-type]
+    ended, previous, _ = attempts.begin_run("t", "a1")
+    assert previous is None
+    attempts.kill("t")  # downloading files: nothing to kill yet
+    attempts.started_extra("t", "a1", 11)  # its coordination command starts: killed at once
+    assert agent.killed == [11]
+    attempts.ended_extra("t")
+    # Requeued: a new attempt's run starts while the old one still ends; only the old one's commands die.
+    _, previous, previous_ended = attempts.begin_run("t", "a2")
+    assert (previous, previous_ended) == ("a1", ended)
+    attempts.doom("t", "a1")
+    attempts.started("t", "a1", 12)
+    attempts.end_run("t", "a1", ended)
+    attempts.started("t", "a2", 13)
+    assert agent.killed == [11, 12] and ended.is_set()
+    attempts.doom("t", "gone")  # an attempt that is not running: nothing to remember
+    assert attempts.running() == {"t": "a2"}
+    attempts.waiters.shutdown()
+
+
 # --- through azure-batch -----------------------------------------------------------------------------------------
 PORT = 7777
 # Started in the background by the coordination command on every node: answers each connection with the node id.
@@ -119,25 +237,33 @@ APPLICATION = (
 
 
 @pytest.fixture(scope="module")
-def client(shoal: Any) -> Any:
+def account(shoal: Any) -> Any:
     group = f"mi-{uuid.uuid4().hex[:6]}"
     shoal.resource_client().resource_groups.create_or_update(group, ResourceGroup(location=LOCATION))
-    batch = shoal.batch_client(create_account(shoal, group).account_endpoint)
-    for pool_id, nodes, internode in (("mpi", 3, True), ("plain", 1, False)):
+    return create_account(shoal, group)
+
+
+@pytest.fixture(scope="module")
+def client(shoal: Any, account: Any) -> Any:
+    batch = shoal.batch_client(account.account_endpoint)
+    # "mpi" is a Spot pool (it runs as a dedicated one would, and can be evicted: the last test does).
+    for pool_id, spot, internode in (("mpi", 3, True), ("plain", 0, False)):
         batch.create_pool(bm.BatchPoolCreateOptions(
-            id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes, task_slots_per_node=1,
-            enable_inter_node_communication=internode, virtual_machine_configuration=bm.VirtualMachineConfiguration(
-                image_reference=HOST, node_agent_sku_id=NODE_AGENT)))
+            id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=1 - min(spot, 1),
+            target_low_priority_nodes=spot, task_slots_per_node=1, enable_inter_node_communication=internode,
+            virtual_machine_configuration=bm.VirtualMachineConfiguration(image_reference=HOST,
+                                                                         node_agent_sku_id=NODE_AGENT)))
     wait_for(lambda: len([n for n in batch.list_nodes("mpi") if n.state == "idle"]) == 3, "3 idle nodes")
     wait_for(lambda: len([n for n in batch.list_nodes("plain") if n.state == "idle"]) == 1, "1 idle node")
     return batch
 
 
-def _mi_task(task_id: str, count: int = 3, **kw: Any) -> bm.BatchTaskCreateOptions:
+def _mi_task(task_id: str, count: int = 3, command: str = APPLICATION, coordination: str = COORDINATION,
+             **kw: Any) -> bm.BatchTaskCreateOptions:
     return bm.BatchTaskCreateOptions(
-        id=task_id, command_line=APPLICATION, environment_settings=[bm.EnvironmentSetting(name="SERVE", value=SERVE)],
+        id=task_id, command_line=command, environment_settings=[bm.EnvironmentSetting(name="SERVE", value=SERVE)],
         multi_instance_settings=bm.MultiInstanceSettings(number_of_instances=count,
-                                                         coordination_command_line=COORDINATION), **kw)
+                                                         coordination_command_line=coordination), **kw)
 
 
 def _job(client: Any, pool: str) -> str:
@@ -211,3 +337,70 @@ def test_without_inter_node_communication_or_enough_nodes_the_task_stays_active(
     assert client.get_task(plain, "waits").state == "active"
     assert client.get_task(mpi, "toobig").state == "active"
     assert list(client.list_subtasks(plain, "waits")) == []
+
+
+def _running_with_subtasks(client: Any, job: str, task_id: str, count: int) -> None:
+    wait_for(lambda: client.get_task(job, task_id).state == "running" and len(
+        [s for s in client.list_subtasks(job, task_id) if s.state == "running"]) == count - 1,
+             f"{task_id} running on {count} nodes", 60)
+
+
+def _nodes_free(client: Any) -> None:
+    wait_for(lambda: all(n.state == "idle" and n.running_task_slots_count == 0 and n.running_tasks_count == 0
+                         for n in client.list_nodes("mpi")), "every node of the pool free again", 60)
+
+
+def test_deleting_or_terminating_a_running_multi_instance_task_or_its_job_frees_all_its_nodes(client: Any) -> None:
+    jobs = [_job(client, "mpi") for _ in range(3)]
+    hold = {"command": "/bin/sleep 300", "coordination": "/bin/sh -c 'sleep 300 & exit 0'"}
+    ends = {"delete the task": lambda job: client.delete_task(job, "held"),
+            "terminate the task": lambda job: client.terminate_task(job, "held"),
+            # (with a body: the SDK cannot send this request without one)
+            "terminate the job": lambda job: client.begin_terminate_job(
+                job, options={"terminateReason": "UserTerminate"}, polling_interval=1).result(),
+            "delete the job": lambda job: client.begin_delete_job(job, polling_interval=1).result()}
+    for (how, end), job in zip(ends.items(), [jobs[0], *jobs], strict=True):
+        count = 2 if how == "delete the task" else 3
+        client.create_task(job, _mi_task("held", count, **hold))
+        _running_with_subtasks(client, job, "held", count)
+        end(job)
+        _nodes_free(client)
+        if how.startswith("terminate"):
+            task = client.get_task(job, "held")
+            assert (task.state, task.execution_info.result) == ("completed", "failure"), how
+    # Nothing of theirs holds the nodes any more: a task on all three runs (its listeners bind their port).
+    job = _job(client, "mpi")
+    client.create_task(job, _mi_task("after"))
+    task = wait_for(lambda: (x := client.get_task(job, "after")).state == "completed" and x, "after", 60)
+    assert task.execution_info.exit_code == 0
+
+
+# Coordination: on a node that ran this task's coordination before (a marker in its task directory, which a new
+# attempt keeps), tell the application it runs again. The application: hold the nodes the first time, not again.
+AGAIN = ("/bin/sh -c 'cd \"$AZ_BATCH_TASK_SHARED_DIR\" && if [ -e marker ]; then touch again; fi; touch marker'")
+HOLD_ONCE = "/bin/sh -c 'if [ -e \"$AZ_BATCH_TASK_SHARED_DIR/again\" ]; then echo again; else sleep 300; fi'"
+
+
+def test_evicting_a_node_of_a_running_multi_instance_task_requeues_it_onto_a_fresh_set_of_nodes(
+        server: Any, client: Any, account: Any) -> None:
+    job = _job(client, "mpi")
+    client.create_task(job, _mi_task("evicted", 3, command=HOLD_ONCE, coordination=AGAIN))
+    _running_with_subtasks(client, job, "evicted", 3)
+    wait_for(lambda: "marker" in {f.name for f in client.list_task_files(job, "evicted", recursive=True)},
+             "the first coordination", 60)
+    first = {client.get_task(job, "evicted").node_info.node_id} | {
+        s.node_info.node_id for s in client.list_subtasks(job, "evicted")}
+    out = server.cli("faults", "evict", "--pool", "mpi", "--account", account.name,
+                     "--count", "1").stdout
+    evicted = out.split(":")[-1].strip().rstrip(".")
+    assert evicted in first, out
+    task = wait_for(lambda: (x := client.get_task(job, "evicted")).state == "completed" and x, "the requeued task",
+                    120)
+    assert (task.execution_info.exit_code, task.execution_info.requeue_count, task.execution_info.retry_count) == (
+        0, 1, 0)
+    assert b"".join(client.download_task_file(job, "evicted", "stdout.txt")).decode().strip() == "again"
+    subtasks = list(client.list_subtasks(job, "evicted"))
+    assert all(s.state == "completed" and s.exit_code == 0 for s in subtasks)
+    # The second attempt ran on every node again, the evicted one back from preemption among them.
+    assert {task.node_info.node_id} | {s.node_info.node_id for s in subtasks} == first
+    _nodes_free(client)

@@ -376,7 +376,9 @@ class ClusterHostAgent:
             try:
                 raylink.call(host.handle, "set_routes", routes, timeout=30.0)
             except raylink.HostUnreachable:
-                continue
+                # Pushed again at the next tick (else that host would lack them until the next node boots or
+                # goes); a host that stays unreachable is declared lost meanwhile and left out.
+                self._routes_dirty.set()
 
     def _forget(self, machine_id: str) -> None:
         with self._lock:

@@ -249,7 +249,7 @@ async def _task_change(request: Request, account: str, job_id: str, task_id: str
                 task_rules.reactivate(task, clock)
             elif action == "delete":
                 key = task.key
-                task_rules.delete(s, task)
+                task_rules.delete(s, task, clock)
                 return "delete", key, None
             return action, task.key, task.attempt
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -24,28 +25,53 @@ TASK_ENDED = {"category": "usererror", "code": "TaskEnded",
 
 def release_tasks(s: Session, clock: Clock, node_keys: Sequence[str], option: str) -> list[str]:
     """Take running tasks off nodes that are leaving or restarting, per the deallocation option ``option``.
-    Clearing the attempt makes the scheduler ignore the killed process's exit. Returns the nodes that may go
-    now (with ``taskcompletion``, only those that run nothing). A few statements for all the nodes."""
+    Clearing the attempt makes the scheduler ignore the killed process's exit (and its sweep kills what still
+    runs of it elsewhere). Returns the nodes that may go now (with ``taskcompletion``, only those that run
+    nothing). A few statements for all the nodes.
+
+    A multi-instance task runs as a whole: losing any of its nodes (its primary's or a subtask's) takes the whole
+    attempt off, and every node it held gets its slot back."""
     now = clock.now()
-    running: dict[str, list[models.Task]] = {}
-    for i in range(0, len(node_keys), BULK_CHUNK):
-        for task in s.scalars(select(models.Task).where(models.Task.node_key.in_(node_keys[i:i + BULK_CHUNK]),
-                                                        models.Task.attempt.is_not(None))):
-            running.setdefault(str(task.node_key), []).append(task)
+    running = _running_on(s, node_keys)
     ready = [key for key in node_keys if not (running.get(key) and option == "taskcompletion")]
+    going = set(ready)
+    done: set[str] = set()
     for key in ready:
         for task in running.get(key, []):
-            info = dict(task.execution_info)
-            task.attempt, task.pid = None, None
-            if option == "terminate":
-                info.update({"result": "failure", "endTime": format_timestamp(now), "failureInfo": dict(TASK_ENDED)})
-                task.execution_info = info
-                tasks_rules.set_state(task, clock, "completed")
-            else:
-                tasks_rules.requeue(task, clock)
+            if task.key in done:  # a multi-instance task with several of these nodes
+                continue
+            done.add(task.key)
+            primary = s.get(models.Node, task.node_key) if task.node_key not in going and task.node_key else None
+            if primary is not None:  # a subtask's node is lost: the primary's node stays, and is freed
+                tasks_rules.free_slot(primary, task, clock)
             multi_instance.end_subtasks(s, task, None, clock)  # a multi-instance task frees its other nodes
+            _take_off(task, clock, option, now)
     s.flush()  # the tasks' changes first: they are ORM writes, the nodes' counts below are not
     for i in range(0, len(ready), BULK_CHUNK):
         s.execute(update(NODES).where(NODES.c.key.in_(ready[i:i + BULK_CHUNK]))
                   .values(running_tasks=0, running_slots=0, version=NODES.c.version + 1))
     return ready
+
+
+def _running_on(s: Session, node_keys: Sequence[str]) -> dict[str, list[models.Task]]:
+    """The tasks with an attempt on each of these nodes: those whose (primary) node it is, and multi-instance
+    tasks with a subtask there."""
+    running: dict[str, list[models.Task]] = {}
+    for i in range(0, len(node_keys), BULK_CHUNK):
+        for task in s.scalars(select(models.Task).where(models.Task.node_key.in_(node_keys[i:i + BULK_CHUNK]),
+                                                        models.Task.attempt.is_not(None))):
+            running.setdefault(str(task.node_key), []).append(task)
+    for key, tasks in multi_instance.running_on(s, node_keys).items():
+        running.setdefault(key, []).extend(tasks)
+    return running
+
+
+def _take_off(task: models.Task, clock: Clock, option: str, now: datetime) -> None:
+    """``terminate`` ends the task as failed; anything else requeues it (not a retry)."""
+    if option != "terminate":
+        tasks_rules.requeue(task, clock)
+        return
+    task.attempt, task.pid = None, None
+    task.execution_info = {**task.execution_info, "result": "failure", "endTime": format_timestamp(now),
+                           "failureInfo": dict(TASK_ENDED)}
+    tasks_rules.set_state(task, clock, "completed")

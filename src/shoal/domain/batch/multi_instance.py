@@ -12,6 +12,10 @@ run MPI applications", "Compute node environment variables", "Task - List Subtas
   A coordination command that fails fails the attempt with its exit code (retried as any task).
 - The primary's exit code is the task's; when it ends, the subtasks end, and the processes the coordination
   commands left running in the background are killed on every node.
+- It runs as a whole: losing any of its nodes (removed, rebooted, preempted, or its host lost) takes the whole
+  attempt off (requeued: ``requeueCount``, not ``retryCount``) and frees every node it held, as deleting the
+  running task does. The scheduler kills what still runs of the attempt on the other nodes before a new attempt
+  starts there.
 - ``requiredSlots`` must be 1 (the REST spec: "For multi-instance Tasks, this must be 1").
 
 The subtasks' records (``Task.subtasks``, wire-shaped ``SubtaskInformation`` plus the node's key) are written by
@@ -21,7 +25,11 @@ task's attempt ends.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shoal.core import timefmt
 from shoal.core.clock import Clock
@@ -107,6 +115,20 @@ def start_subtasks(task: models.Task, infos: list[tuple[str, dict[str, Any]]], c
 def node_keys(task: models.Task) -> list[str]:
     """The nodes the running subtasks hold."""
     return [str(s["nodeKey"]) for s in task.subtasks or [] if s.get("state") != "completed" and s.get("nodeKey")]
+
+
+def running_on(s: Session, keys: Sequence[str]) -> dict[str, list[models.Task]]:
+    """The multi-instance tasks whose running subtasks hold some of these nodes: node key -> tasks. A lost
+    subtask node ends the whole attempt, yet the task is not found by its node key (the primary's). Running
+    multi-instance tasks are few (each holds whole nodes): they are all loaded and filtered here."""
+    wanted = set(keys)
+    found: dict[str, list[models.Task]] = {}
+    for task in s.scalars(select(models.Task).where(models.Task.attempt.is_not(None),
+                                                     models.Task.subtasks.is_not(None))):
+        for key in node_keys(task):
+            if key in wanted:
+                found.setdefault(key, []).append(task)
+    return found
 
 
 def end_subtasks(s: Any, task: models.Task, results: dict[int, dict[str, Any]] | None, clock: Clock) -> None:

@@ -229,7 +229,14 @@ def reactivate(task: models.Task, clock: Clock) -> None:
     set_state(task, clock, "active")
 
 
-def delete(s: Session, task: models.Task) -> None:
+def delete(s: Session, task: models.Task, clock: Clock) -> None:
+    """Delete a task; a running attempt gives its nodes' slots back now (the caller kills its processes, and
+    their end, arriving for a task that is gone, is ignored)."""
+    if task.attempt is not None:
+        node = node_of(s, task)
+        if node is not None:
+            free_slot(node, task, clock)
+        multi_instance.end_subtasks(s, task, None, clock)  # a multi-instance task's other nodes
     s.delete(task)
 
 

@@ -1,6 +1,9 @@
 """Running a multi-instance task (see :mod:`shoal.domain.batch.multi_instance` for the rules), on a waiter
 thread, through the host agent:
 
+0. an earlier attempt of the task that still runs in this process (taken off when one of its nodes was lost)
+   is killed and waited for, and what any earlier attempt left running on the new nodes is killed: the
+   attempts share the task directory, by which step 4 finds the processes to kill;
 1. every instance's node gets the task directory (``AZ_BATCH_TASK_SHARED_DIR``) and the common resource files;
 2. the coordination command starts on every node at once; all must return 0 (the first failure fails the
    attempt with its exit code, retried as any task);
@@ -16,6 +19,7 @@ application command writes those, ``coordination-stdout.txt``/``coordination-std
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,6 +32,8 @@ from shoal.reconcilers.tasks import node_ops
 from shoal.reconcilers.tasks.attempts import Attempts
 
 log = logging.getLogger(__name__)
+
+PREVIOUS_GRACE = 120.0  # seconds a new attempt waits for its task's previous attempt (taken off) to end
 
 # Kills the processes of a node whose environment holds AZ_BATCH_TASK_SHARED_DIR=$1 (run as the node's root).
 _CLEAN = ('for p in /proc/[0-9]*; do '
@@ -56,6 +62,26 @@ class MultiRunner:
 
     def run(self, launch: Launch) -> None:
         """One attempt of a multi-instance task, start to end (a waiter thread's job)."""
+        ended, previous, previous_ended = self.attempts.begin_run(launch.key, launch.attempt)
+        try:
+            if previous is not None and previous_ended is not None:
+                self._end_previous(launch.key, previous, previous_ended)
+            self._attempt(launch)
+        finally:
+            self.attempts.end_run(launch.key, launch.attempt, ended)
+
+    def _end_previous(self, key: str, previous: str, ended: threading.Event) -> None:
+        """An earlier attempt of this task was taken off (its task requeued when one of its nodes was lost) and
+        still runs here: it ends first. Its processes share this attempt's task directory, and its last step
+        (``clean``) would kill this attempt's."""
+        deadline = time.monotonic() + PREVIOUS_GRACE
+        self.attempts.doom(key, previous)  # what it starts from now on dies too
+        while not ended.wait(1.0):
+            if time.monotonic() > deadline:
+                log.warning("task %s: its previous attempt has not ended; the new one starts anyway", key)
+                return
+
+    def _attempt(self, launch: Launch) -> None:
         multi = launch.multi
         assert multi is not None
         results: dict[int, dict[str, object]] = {}
@@ -83,6 +109,8 @@ class MultiRunner:
         def remaining() -> float | None:
             return None if deadline is None else max(0.1, deadline - time.monotonic())
 
+        # What an earlier attempt of this task left on these nodes (before a restart of the server, say) goes.
+        clean(self.agent, [inst.machine for inst in multi.instances], task_dir)
         for inst in multi.instances:
             node_ops.prepare_dir(self.agent, inst.machine, task_dir, admin)
             self.agent.clear_exit(inst.machine, coordination_key(task_dir))

@@ -136,4 +136,4 @@ class TaskScheduler:
         for key, attempt in running.items():
             if current.get(key) != attempt:
                 log.info("task %s: killing attempt %s, which its task no longer runs", key, attempt)
-                self.attempts.kill(key)
+                self.attempts.doom(key, attempt)  # that attempt only: a new one of the task may start meanwhile
