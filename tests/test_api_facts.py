@@ -33,16 +33,10 @@ BATCH_VERSION = "2025-06-01"
 
 # Known and intended differences (fnmatch patterns), by reason. Each pattern must still match a difference.
 ALLOWED: dict[str, list[str]] = {
-    "request-body properties of features Shoal does not serve: upgrade policies (nodes are never upgraded in place), "
-    "low-priority nodes for a job manager, application packages": [
+    "request-body properties of features Shoal does not serve: upgrade policies (nodes are never upgraded in "
+    "place)": [
         "batch: POST /pools body.upgradePolicy: Azure property not in Shoal",
         "batch: PATCH /pools/{} body.upgradePolicy: Azure property not in Shoal",
-        "batch: POST /jobs body.jobManagerTask.allowLowPriorityNode: Azure property not in Shoal",
-        "batch: POST /jobs body.jobManagerTask.applicationPackageReferences: Azure property not in Shoal",
-        "batch: * /jobschedules* body.jobSpecification.jobManagerTask.allowLowPriorityNode: "
-        "Azure property not in Shoal",
-        "batch: * /jobschedules* body.jobSpecification.jobManagerTask.applicationPackageReferences: "
-        "Azure property not in Shoal",
     ],
     "one wire model for create, update and replace (Shoal refuses what an operation cannot change, by name)": [
         "batch: PATCH /pools/{} body.*: Shoal property not in Azure",

@@ -142,8 +142,11 @@ class JobTask(TaskSpec):
     retentionTime: Duration | None = None
     killJobOnCompletion: Bool | None = None
     runExclusive: Bool | None = None
+    allowLowPriorityNode: Bool | None = None
     requiredSlots: Int | None = None
     outputFiles: list[OutputFile] | None = None
+    applicationPackageReferences: list[dict[str, Any]] | None = None
+    authenticationTokenSettings: dict[str, Any] | None = None
 
 
 class JobSpecification(Wire):

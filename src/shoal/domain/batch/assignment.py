@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, jobtasks, multi_instance, tasks
+from shoal.domain.batch import exits, job_manager, jobtasks, multi_instance, tasks
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import pools as pool_rules
 from shoal.store import models
@@ -294,8 +294,13 @@ class FreeNodes:
         to the lowest node key (spread) or the highest (pack). A node whose job preparation failed (and the job
         waits for success) is not used. affinityInfo is a hint: the named node when it has room, any other
         node otherwise."""
+        if job_manager.runs_exclusive(task) and task.slots != self.per_node:
+            task.slots = self.per_node  # a Job Manager task that runs exclusive holds its whole node
+        low_priority_ok = job_manager.allows_low_priority(task)
+
         def fits(node: models.Node) -> bool:
             return node.running_slots + task.slots <= self.per_node and \
+                (node.is_dedicated or low_priority_ok) and \
                 jobtasks.usable(job.spec, prepared.get((job.key, node.key))) is not False
 
         affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "").lower()

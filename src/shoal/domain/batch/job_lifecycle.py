@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import exits, jobtasks, tasks
+from shoal.domain.batch import exits, job_manager, jobtasks, tasks
 from shoal.domain.batch import jobs as job_rules
 from shoal.domain.batch import nodes as node_rules
 from shoal.store import models
@@ -63,6 +63,13 @@ def apply_exit_action(job: models.Job | None, task: models.Task, clock: Clock) -
     elif action == "disable":
         job_rules.disable(job, clock, "requeue")
         job_rules.touch(job, clock)
+
+
+def end_job_manager(job: models.Job | None, task: models.Task, clock: Clock) -> None:
+    """``killJobOnCompletion``: a Job Manager task that completes, whatever its result, terminates its job."""
+    if job is not None and job.state in ("active", "disabling", "disabled", "enabling") and \
+            job_manager.kills_job(task):
+        job_rules.terminate(job, clock, "JMComplete")
 
 
 def completes_with_its_tasks(job: models.Job | None) -> bool:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
 from shoal.core.clock import Clock
-from shoal.domain.batch import jobtasks
+from shoal.domain.batch import job_manager, jobtasks
 from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
@@ -97,6 +97,7 @@ def checked_spec(body: dict[str, Any]) -> dict[str, Any]:
         if key in spec:
             spec[key] = str(spec[key]).lower()
     validate(spec)
+    job_manager.validate(spec)
     return spec
 
 
@@ -112,6 +113,7 @@ def make(s: Session, clock: Clock, account_key: str, job_id: str, spec: dict[str
                                      "poolId": spec["poolInfo"]["poolId"]},
                      etag=etags.new_etag(), created_at=now, last_modified=now)
     s.add(job)
+    job_manager.add_task(s, clock, job)  # with the job, so that it is the job's first task
     return job
 
 

@@ -275,7 +275,8 @@ def render(task: models.Task, url: str) -> dict[str, Any]:
         "requiredSlots": task.slots, "constraints": constraints,
         "executionInfo": task.execution_info,
         "userIdentity": spec.get("userIdentity") or {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}},
-        **{k: v for k, v in spec.items() if k not in ("constraints", "userIdentity", "requiredSlots")},
+        **{k: v for k, v in spec.items() if k not in ("constraints", "userIdentity", "requiredSlots",
+                                                      "jobManager")},  # (job_manager.KEY: Shoal's own)
     }
     if task.previous_state:
         body["previousState"] = task.previous_state

@@ -46,6 +46,7 @@ class Finisher:
                 try:
                     if outcomes.end_attempt(task, job, item, now, self.clock):
                         job_lifecycle.apply_exit_action(job, task, self.clock)
+                        job_lifecycle.end_job_manager(job, task, self.clock)
                         if job_lifecycle.completes_with_its_tasks(job):
                             jobs_to_check[task.job_key] = None
                 except BAD_RECORD as exc:  # its exit options, say
