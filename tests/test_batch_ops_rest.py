@@ -32,13 +32,12 @@ def client(server: ShoalServer) -> Any:
     shoal = Shoal.from_env_json(server.env)
     image = prepare_image(shoal)
     batch = shoal.batch_client(create_account(shoal, image.group).account_endpoint)
-    ext = bm.VMExtension(name="hello", publisher="Contoso", type="HelloExt", type_handler_version="1.0")
     batch.create_pool(bm.BatchPoolCreateOptions(
         id=POOL, vm_size="Standard_D2s_v3", target_dedicated_nodes=2,
         start_task=bm.BatchStartTask(command_line="/bin/sh -c 'echo started'", wait_for_success=True),
         virtual_machine_configuration=bm.VirtualMachineConfiguration(
             image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
-            node_agent_sku_id=NODE_AGENT, extensions=[ext])))
+            node_agent_sku_id=NODE_AGENT)))
     try:
         wait_for(lambda: [n.state for n in batch.list_nodes(POOL)] == ["idle", "idle"], "2 idle nodes", 120)
     except AssertionError:
@@ -46,16 +45,21 @@ def client(server: ShoalServer) -> Any:
     return batch
 
 
-def test_node_extensions_are_the_pools(client: Any) -> None:
+def test_node_extensions_are_the_pools_and_the_data_plane_refuses_extensions(client: Any) -> None:
+    """No extension handler runs in Shoal's nodes, so a pool asking for extensions is refused (400 naming the
+    property) rather than created with extensions reported as provisioned; a node lists none."""
     node = next(iter(client.list_nodes(POOL))).id
-    exts = list(client.list_node_extensions(POOL, node))
-    assert [e.vm_extension.name for e in exts] == ["hello"]
-    assert exts[0].vm_extension.publisher == "Contoso" and exts[0].provisioning_state == "Succeeded"
-    got = client.get_node_extension(POOL, node, "hello")
-    assert got.instance_view.name == "hello"
+    assert list(client.list_node_extensions(POOL, node)) == []
     with pytest.raises(HttpResponseError) as err:
         client.get_node_extension(POOL, node, "missing")
     assert err.value.status_code == 404
+    ext = bm.VMExtension(name="hello", publisher="Contoso", type="HelloExt", type_handler_version="1.0")
+    with pytest.raises(HttpResponseError) as err:
+        client.create_pool(bm.BatchPoolCreateOptions(
+            id="with-ext", vm_size="Standard_D2s_v3", virtual_machine_configuration=bm.VirtualMachineConfiguration(
+                image_reference=bm.BatchVmImageReference(virtual_machine_image_id="x"), node_agent_sku_id=NODE_AGENT,
+                extensions=[ext])))
+    assert err.value.status_code == 400 and "virtualMachineConfiguration.extensions" in str(err.value)
 
 
 def test_upload_batch_service_logs_writes_the_agent_and_task_logs_to_the_container(

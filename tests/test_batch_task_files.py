@@ -224,3 +224,34 @@ def test_transfers_run_in_the_node_with_the_tasks_rights(env: tuple[Any, Prepare
     assert node_file.execution_info.exit_code == 0, node_file.execution_info
     out = b"".join(client.download_task_file(job_id, "node-file", "stdout.txt")).decode().strip()
     assert out.startswith("node-"), out  # the machine's own /etc/hostname
+
+
+def test_a_start_task_gets_its_resource_files_before_it_runs(env: tuple[Any, PreparedImage], server: ShoalServer,
+                                                               container: str) -> None:
+    """A start task's resourceFiles are downloaded into its working directory first; one that cannot be
+    downloaded fails the start task with the task's failure info (the node: starttaskfailed, with waitForSuccess)."""
+    client, image = env
+    put_blob(server, container, "start/tool.sh", b"echo tool ran\n")
+    suffix = uuid.uuid4().hex[:6]
+    for pool_id, name in ((f"starter-{suffix}", "start/tool.sh"), (f"starter-bad-{suffix}", "start/missing.sh")):
+        client.create_pool(bm.BatchPoolCreateOptions(
+            id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=1,
+            start_task=bm.BatchStartTask(command_line="/bin/sh tool.sh", wait_for_success=True, resource_files=[
+                bm.ResourceFile(http_url=blob_url(container, name), file_path="tool.sh")]),
+            virtual_machine_configuration=bm.VirtualMachineConfiguration(
+                image_reference=bm.BatchVmImageReference(virtual_machine_image_id=image.version_id),
+                node_agent_sku_id="batch.node.debian 12")))
+
+    def settled(pool_id: str) -> Any:
+        nodes = list(client.list_nodes(pool_id))
+        return nodes and nodes[0].state in ("idle", "starttaskfailed") and nodes[0]
+
+    good = wait_for(lambda: settled(f"starter-{suffix}"), "the start task's node")
+    assert good.state == "idle", good.start_task_info
+    assert b"".join(client.download_node_file(f"starter-{suffix}", good.id, "startup/stdout.txt")) == b"tool ran\n"
+    bad = wait_for(lambda: settled(f"starter-bad-{suffix}"), "the failing start task's node")
+    assert bad.state == "starttaskfailed", bad.start_task_info
+    assert bad.start_task_info.failure_info.code == "BlobNotFound", bad.start_task_info
+    assert bad.start_task_info.exit_code is None
+    for poller in [client.begin_delete_pool(p) for p in (f"starter-{suffix}", f"starter-bad-{suffix}")]:
+        poller.result()

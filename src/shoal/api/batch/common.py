@@ -19,7 +19,7 @@ from shoal.auth.tokens import BATCH_AUDIENCES
 from shoal.core import apiversion, azure_hosts, errors, jsonbody, timefmt
 from shoal.domain import authorization
 from shoal.domain.authorization import Caller
-from shoal.domain.batch import accounts
+from shoal.domain.batch import accounts, unsupported
 from shoal.schemas import batch_bodies as bodies
 from shoal.store import models
 
@@ -104,7 +104,8 @@ def _origin(request: Request) -> str | None:
 
 async def read_body(request: Request, *, required: bool = True,
                     shape: type[bodies.Wire] | None = None) -> dict[str, Any]:
-    """The request's JSON object (bounded in size and depth), checked against ``shape`` when given."""
+    """The request's JSON object (bounded in size and depth), checked against ``shape`` when given and against the
+    properties Shoal refuses for the route's operation."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise errors.RequestBodyTooLarge("The request body is too large.")
@@ -120,7 +121,11 @@ async def read_body(request: Request, *, required: bool = True,
         raise errors.InvalidRequestBody(f"The request body is not valid JSON: {exc}.") from exc
     if not isinstance(data, dict):
         raise errors.InvalidRequestBody("The request body must be a JSON object.")
-    return bodies.check(data, shape) if shape is not None else data
+    checked = bodies.check(data, shape) if shape is not None else data
+    route = getattr(request.scope.get("route"), "path", None)
+    if route:  # properties Shoal refuses (domain/batch/unsupported.py), named before anything is stored
+        unsupported.refuse(unsupported.operation(request.method, route), checked)
+    return checked
 
 
 def entity_headers(etag: str, last_modified: Any, data_service_id: str | None = None) -> dict[str, str]:

@@ -102,6 +102,18 @@ class StartTasks:
                 node.errors = [applications.node_error(bad)]
         return None
 
+    def _download(self, machine_id: str, start: dict[str, Any], wd: str, user: str | None) -> dict[str, Any] | None:
+        """The start task's ``resourceFiles`` into its working directory, by the node agent as the task's user;
+        the failure info (``BlobNotFound`` ...) when one could not be downloaded, as for a task."""
+        if not self.ctx.agent.transfers_enabled:
+            return None
+        try:
+            for resource in start.get("resourceFiles") or []:
+                self.ctx.agent.download_resource(machine_id, resource, wd, user)
+        except TransferError as exc:
+            return exc.failure_info()
+        return None
+
     def _body(self, n: NodeRecord, pool: models.Pool, account: tuple[str, str], start: dict[str, Any] | None,
               wait: bool) -> None:
         agent, clock, machine_id = self.ctx.agent, self.ctx.clock, n.machine_id
@@ -129,9 +141,10 @@ class StartTasks:
         retries = int(start.get("maxTaskRetryCount", 0) or 0)
         attempt = 0
         result: dict[str, Any] = {}
-        failure: dict[str, Any] | None = None
         started = format_timestamp(clock.now())
-        while True:
+        failure = self._download(machine_id, start, f"{root}/wd", user)
+        downloaded = failure is None
+        while downloaded:
             try:
                 argv = node_rules.command_argv(str(start["commandLine"]))
                 result = agent.run(machine_id, argv, env=env, cwd=f"{node_rules.NODE_ROOT}/startup/wd",
@@ -149,9 +162,10 @@ class StartTasks:
             if retries != -1 and attempt >= retries:
                 break
             attempt += 1
-        info = {"state": "completed", "startTime": started, "endTime": format_timestamp(clock.now()),
-                "exitCode": int(result.get("exitCode", -1)), "retryCount": attempt,
-                "result": "success" if failure is None else "failure"}
+        info: dict[str, Any] = {"state": "completed", "startTime": started, "endTime": format_timestamp(clock.now()),
+                                "retryCount": attempt, "result": "success" if failure is None else "failure"}
+        if downloaded:  # (a start task whose resource files could not be downloaded never ran: no exit code)
+            info["exitCode"] = int(result.get("exitCode", -1))
         if failure:
             info["failureInfo"] = failure
         with self.ctx.db.write() as s:
