@@ -135,7 +135,7 @@ JOB_SPEC: dict[str, Refusal] = {
                             "nodes and taskSlotsPerNode", accepts=(-1,)),
     "allowTaskPreemption": _no("preemption of running tasks by higher-priority jobs",
                                "leave it false: job priority orders the queue only", accepts=(False,)),
-    **{f"jobManagerTask.{k}": v for k, v in TASK_LIKE.items()},  # (the Job Manager task itself: its own change)
+    **{f"jobManagerTask.{k}": v for k, v in TASK_LIKE.items()},
     **{f"jobPreparationTask.{k}": v for k, v in TASK_LIKE.items()},
     **{f"jobReleaseTask.{k}": v for k, v in TASK_LIKE.items()},
 }
