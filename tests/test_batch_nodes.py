@@ -140,3 +140,39 @@ def test_failed_provisioning_makes_nodes_unusable(server: ShoalServer, client: A
         server.cli("faults", "clear")
     assert nodes[0].errors[0].code == "NodeProvisioningFailed"
     assert "fault injection" in nodes[0].errors[0].message
+
+
+def test_disabling_scheduling_requeues_terminates_or_waits_for_the_running_task(client: Any) -> None:
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="sched", vm_size="standard_d2s_v3", target_dedicated_nodes=2,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest"),
+            node_agent_sku_id=NODE_AGENT)))
+    wait_for(lambda: len([n for n in client.list_nodes("sched") if n.state == "idle"]) == 2, "two idle nodes")
+    client.create_job(bm.BatchJobCreateOptions(id="sched", pool_info=bm.BatchPoolInfo(pool_id="sched")))
+    for task_id in ("a", "b"):
+        client.create_task("sched", bm.BatchTaskCreateOptions(id=task_id, command_line="/bin/sh -c 'sleep 300'"))
+    running = wait_for(lambda: (ts := {t.id: t for t in client.list_tasks("sched")}) and
+                       all(t.state == "running" for t in ts.values()) and ts, "both tasks run")
+    node_a, node_b = running["a"].node_info.node_id, running["b"].node_info.node_id
+
+    def disable(node: str, option: str) -> None:
+        client.disable_node_scheduling("sched", node, BatchNodeDisableSchedulingOptions(
+            node_disable_scheduling_option=option))
+
+    disable(node_a, "requeue")  # the task goes back to the queue (not a retry); nothing runs on the node
+    a = wait_for(lambda: (t := client.get_task("sched", "a")).state == "active" and t, "task a requeued")
+    assert a.execution_info.requeue_count == 1 and a.execution_info.retry_count == 0
+    node = client.get_node("sched", node_a)
+    assert (node.state, node.scheduling_state, node.running_tasks_count) == ("offline", "disabled", 0)
+    disable(node_b, "terminate")  # the task ends as failed
+    b = wait_for(lambda: (t := client.get_task("sched", "b")).state == "completed" and t, "task b terminated")
+    assert b.execution_info.result == "failure" and client.get_node("sched", node_b).state == "offline"
+    client.enable_node_scheduling("sched", node_a)  # the requeued task runs again, there
+    a = wait_for(lambda: (t := client.get_task("sched", "a")).state == "running" and t, "task a runs again")
+    assert a.node_info.node_id == node_a
+    disable(node_a, "taskcompletion")  # the node keeps running its task, and goes offline when it ends
+    assert client.get_node("sched", node_a).state == "running"
+    assert client.get_task("sched", "a").state == "running"
+    client.terminate_task("sched", "a")
+    wait_for(lambda: client.get_node("sched", node_a).state == "offline", "node a offline after its task")

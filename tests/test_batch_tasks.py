@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from azure.batch import models as bm
+from azure.batch.models._models import BatchNodeRebootOptions  # not exported by azure-batch 15.1
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from batch_fixtures import PreparedImage, new_job, wait_for, work_pool
@@ -230,6 +231,37 @@ def test_job_preparation_runs_once_per_node_and_release_when_the_job_ends(env: t
         assert runs.split() == ["jobpreparation"]  # once per node, however many tasks ran there
         released = b"".join(client.download_node_file("work", status.node_id, f"shared/{job_id}-release"))
         assert released.decode().split() == ["jobrelease"]
+
+
+def test_preparation_runs_again_after_a_reboot_unless_told_not_to(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    node = sorted(n.id for n in client.list_nodes("work"))[0]
+    jobs = {}
+    for rerun in (True, False):
+        job_id = f"reboot-{uuid.uuid4().hex[:6]}"
+        client.create_job(bm.BatchJobCreateOptions(
+            id=job_id, pool_info=bm.BatchPoolInfo(pool_id="work"),
+            job_preparation_task=bm.BatchJobPreparationTask(
+                command_line=f"/bin/sh -c 'echo run >> $AZ_BATCH_NODE_SHARED_DIR/{job_id}'",
+                rerun_on_node_reboot_after_success=rerun)))
+        jobs[rerun] = job_id
+
+    def run_on_node(job_id: str, task_id: str) -> None:
+        client.create_task(job_id, bm.BatchTaskCreateOptions(
+            id=task_id, command_line="/bin/true", affinity_info=bm.BatchAffinityInfo(affinity_id=node)))
+        task = wait_for(lambda: (t := client.get_task(job_id, task_id)).state == "completed" and t, task_id)
+        assert task.node_info.node_id == node
+
+    for job_id in jobs.values():
+        run_on_node(job_id, "before")
+    client.begin_reboot_node("work", node, BatchNodeRebootOptions(node_reboot_kind="requeue"),
+                             polling_interval=1).result()
+    wait_for(lambda: client.get_node("work", node).state == "idle", "the rebooted node is idle")
+    for job_id in jobs.values():
+        run_on_node(job_id, "after")
+    for rerun, job_id in jobs.items():
+        runs = b"".join(client.download_node_file("work", node, f"shared/{job_id}")).decode().split()
+        assert runs == (["run", "run"] if rerun else ["run"]), (rerun, runs)
 
 
 def test_a_failed_preparation_keeps_the_jobs_tasks_off_the_node(env: tuple[Any, PreparedImage]) -> None:

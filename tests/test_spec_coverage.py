@@ -106,6 +106,11 @@ HONOURED: list[tuple[str, list[str], str]] = [
     ("POST /pools/{}/*autoscale", ["autoScaleFormula", "autoScaleEvaluationInterval"], "domain/batch/autoscaling.py"),
     ("POST /pools/{}/nodes/{}/*", ["nodeRebootOption", "nodeReimageOption", "nodeDeallocateOption"],
      "domain/batch/deallocation.py release_tasks (what happens to the node's running tasks)"),
+    ("POST /pools/{}/nodes/{}/disablescheduling", ["nodeDisableSchedulingOption"],
+     "domain/batch/deallocation.py disable_scheduling (requeue, terminate or let the running tasks finish)"),
+    ("POST /jobs", ["jobPreparationTask.rerunOnNodeRebootAfterSuccess"],
+     "domain/batch/jobtasks.py forget_preparations (run again after a reboot unless false; always after a reimage)"),
+    ("P* /jobschedules*", ["jobSpecification.jobPreparationTask.rerunOnNodeRebootAfterSuccess"], "as for jobs"),
     ("POST /pools/{}/nodes/{}/uploadbatchservicelogs", ["containerUrl", "startTime"], "domain/batch/node_logs.py"),
     ("POST /pools/{}/nodes/{}/uploadbatchservicelogs", ["endTime"],
      "node_logs.py: every log file modified since startTime, so every file with messages of the range (Azure "
@@ -144,16 +149,7 @@ NO_EFFECT: list[tuple[str, list[str], str]] = [
 
 # Known gaps: honoured only in part, each with what is missing (README.md lists them). Not refused, because what
 # Shoal does is what most requests ask for, and the missing part is a default that cannot be refused.
-GAPS: list[tuple[str, list[str], str]] = [
-    ("POST /jobs", ["jobPreparationTask.rerunOnNodeRebootAfterSuccess"],
-     "the preparation task is not run again after a node reboots or is reimaged (Azure's default, true, reruns it "
-     "after a reboot, and always after a reimage); to fix in reconcilers/allocation/removal.py restart"),
-    ("P* /jobschedules*", ["jobSpecification.jobPreparationTask.rerunOnNodeRebootAfterSuccess"], "as for jobs"),
-    ("POST /pools/{}/nodes/{}/disablescheduling", ["nodeDisableSchedulingOption"],
-     "the node takes no new tasks, but its running tasks run to their end whatever the option (requeue, the "
-     "default, and terminate should stop them); to fix in domain/batch/nodes.py disable_scheduling with the "
-     "task reconciler killing the processes"),
-]
+GAPS: list[tuple[str, list[str], str]] = []
 
 # Properties the facts do not list (below their depth, or missing from the stand-in the facts were rebuilt from)
 # that the table refuses all the same.

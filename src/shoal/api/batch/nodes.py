@@ -13,8 +13,8 @@ from shoal.api.batch.common import BatchRequest, accepted, authenticate, page, r
 from shoal.api.batch.pools import _filter_select, pool_url
 from shoal.api.deps import in_thread
 from shoal.core import errors, timefmt
+from shoal.domain.batch import deallocation, node_logs, node_users, pools
 from shoal.domain.batch import files as file_rules
-from shoal.domain.batch import node_logs, node_users, pools
 from shoal.domain.batch import nodes as node_rules
 from shoal.schemas import batch as wire
 from shoal.store import models
@@ -77,7 +77,7 @@ async def _node_action(request: Request, account: str, pool_id: str, node_id: st
             elif action == "start":
                 node_rules.start(node, br.svc.clock)
             elif action == "disablescheduling":
-                node_rules.disable_scheduling(node, br.svc.clock, body.get("nodeDisableSchedulingOption"))
+                deallocation.disable_scheduling(s, br.svc.clock, node, body.get("nodeDisableSchedulingOption"))
             else:
                 node_rules.enable_scheduling(node, br.svc.clock)
 

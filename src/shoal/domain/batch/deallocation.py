@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from shoal.core.clock import Clock
 from shoal.core.timefmt import format_timestamp
 from shoal.domain.batch import multi_instance
+from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch import tasks as tasks_rules
 from shoal.domain.batch.nodes import BULK_CHUNK, NODES
 from shoal.store import models
@@ -51,6 +52,16 @@ def release_tasks(s: Session, clock: Clock, node_keys: Sequence[str], option: st
         s.execute(update(NODES).where(NODES.c.key.in_(ready[i:i + BULK_CHUNK]))
                   .values(running_tasks=0, running_slots=0, version=NODES.c.version + 1))
     return ready
+
+
+def disable_scheduling(s: Session, clock: Clock, node: models.Node, option: str | None) -> None:
+    """``disablescheduling``: the node takes no new task, and its running tasks are requeued (the default) or
+    terminated now, or left to finish (``taskcompletion``), as on Azure."""
+    running = node.state == "running"
+    option = node_rules.disable_scheduling(node, clock, option)
+    if running and option != "taskcompletion":
+        s.flush()  # the node's own changes first: releasing its tasks writes its counts in bulk
+        release_tasks(s, clock, [node.key], option)
 
 
 def _running_on(s: Session, node_keys: Sequence[str]) -> dict[str, list[models.Task]]:

@@ -81,6 +81,18 @@ def usable(job_spec: dict[str, Any], info: dict[str, Any] | None) -> bool | None
     return not bool(prep.get("waitForSuccess", True))
 
 
+def forget_preparations(s: Session, node_key: str, *, reimage: bool) -> None:
+    """A node restarts: the jobs' preparation tasks run there again before their next task, as on Azure: always
+    after a reimage (the node's disk is new), after a reboot unless ``rerunOnNodeRebootAfterSuccess`` is false."""
+    for row in s.scalars(select(models.JobNodeTask).where(models.JobNodeTask.node_key == node_key)):
+        if not row.preparation:
+            continue
+        job = s.get(models.Job, row.job_key)
+        prep = preparation(job.spec) if job is not None else None
+        if reimage or not prep or prep.get("rerunOnNodeRebootAfterSuccess", True) is not False:
+            row.preparation = None
+
+
 def status_list(s: Session, job: models.Job) -> list[dict[str, Any]]:
     """``jobpreparationandreleasetaskstatus``: one entry per node the preparation task ran on."""
     if preparation(job.spec) is None:

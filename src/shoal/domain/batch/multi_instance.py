@@ -166,7 +166,7 @@ def free_node(node: models.Node, clock: Clock) -> None:
     node.running_slots = max(0, node.running_slots - 1)
     node.running_tasks = max(0, node.running_tasks - 1)
     if node.running_tasks == 0 and node.state == "running":
-        node_rules.set_state(node, clock, "idle")
+        node_rules.set_state(node, clock, node_rules.after_last_task(node))
 
 
 def take_node(node: models.Node, clock: Clock) -> None:

@@ -168,18 +168,28 @@ def start(node: models.Node, clock: Clock) -> None:
     set_state(node, clock, "starting")
 
 
-def disable_scheduling(node: models.Node, clock: Clock, option: str | None) -> None:
-    if option and option.lower() not in ("requeue", "terminate", "taskcompletion"):
+def disable_scheduling(node: models.Node, clock: Clock, option: str | None) -> str:
+    """The node takes no new task; it is ``offline`` once nothing runs there: now when it is idle, or when its
+    running tasks stop (``requeue``, the default, and ``terminate``: the caller takes them off); with
+    ``taskcompletion`` when the last of them ends. Returns the option, checked."""
+    option = (option or "requeue").lower()
+    if option not in ("requeue", "terminate", "taskcompletion"):
         raise errors.InvalidPropertyValue("nodeDisableSchedulingOption must be requeue, terminate or taskcompletion.")
     node.scheduling_state = "disabled"
-    if node.state == "idle":
+    if node.state == "idle" or (node.state == "running" and option != "taskcompletion"):
         set_state(node, clock, "offline")
+    return option
+
+
+def after_last_task(node: models.Node) -> str:
+    """The state of a running node whose last task ended: idle, or offline when its scheduling is disabled."""
+    return "offline" if node.scheduling_state == "disabled" else "idle"
 
 
 def enable_scheduling(node: models.Node, clock: Clock) -> None:
     node.scheduling_state = "enabled"
     if node.state == "offline":
-        set_state(node, clock, "idle")
+        set_state(node, clock, "running" if node.running_tasks else "idle")
 
 
 def machine_spec(pool: models.Pool, node: NodeLike, space: str = network.DEFAULT_SPACE) -> dict[str, Any]:

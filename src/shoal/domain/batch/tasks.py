@@ -63,7 +63,7 @@ def free_slot(node: models.Node, task: models.Task, clock: Clock) -> None:
     node.running_slots = max(0, node.running_slots - task.slots)
     node.running_tasks = max(0, node.running_tasks - 1)
     if node.running_tasks == 0 and node.state == "running":
-        node_rules.set_state(node, clock, "idle")
+        node_rules.set_state(node, clock, node_rules.after_last_task(node))
 
 
 def run_failure(exit_code: int | None, timed_out: bool, error: str | None = None) -> dict[str, Any] | None:

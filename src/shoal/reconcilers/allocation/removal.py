@@ -13,7 +13,17 @@ from datetime import timedelta
 from typing import Any
 
 from shoal.core.hosterrors import MountFailed
-from shoal.domain.batch import deallocation, eviction, images, mounts, node_users, pool_nodes, retired, usage_metrics
+from shoal.domain.batch import (
+    deallocation,
+    eviction,
+    images,
+    jobtasks,
+    mounts,
+    node_users,
+    pool_nodes,
+    retired,
+    usage_metrics,
+)
 from shoal.domain.batch import nodes as node_rules
 from shoal.domain.batch.pool_nodes import NodeRecord
 from shoal.reconcilers.allocation.boot import NodeBooter, Sources
@@ -88,6 +98,7 @@ class NodeRemoval:
         with self.ctx.write() as s:
             if not deallocation.release_tasks(s, self.ctx.clock, [n.key], n.pending_option or "requeue"):
                 return False  # taskcompletion: restart once its tasks have finished
+            jobtasks.forget_preparations(s, n.key, reimage=reimage)
         agent = self.ctx.agent
         agent.halt(n.machine_id, keep_temp=not reimage)
         if reimage:
