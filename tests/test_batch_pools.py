@@ -202,3 +202,20 @@ def test_shared_key_auth(shoal: Shoal, image: PreparedImage, account: Any) -> No
                 node_agent_sku_id=NODE_AGENT)))
     assert info.value.status_code == 403 and "Entra ID" in info.value.error.message
     assert LOCATION
+
+
+def test_the_management_plane_refuses_what_the_data_plane_refuses(server: ShoalServer, shoal: Shoal,
+                                                                  image: PreparedImage, account: Any) -> None:
+    path = (f"/subscriptions/{shoal.subscription_id}/resourceGroups/{image.group}/providers/Microsoft.Batch/"
+            f"batchAccounts/{account.name}/pools/refused?api-version=2024-07-01")
+    vmc = {"imageReference": {"id": image.image_id}, "nodeAgentSkuId": NODE_AGENT}
+    for extra, name in (
+            ({"extensions": [{"name": "x", "publisher": "p", "type": "t"}]}, "virtualMachineConfiguration.extensions"),
+            ({"windowsConfiguration": {"enableAutomaticUpdates": False}},
+             "virtualMachineConfiguration.windowsConfiguration")):
+        body = {"properties": {"vmSize": "STANDARD_D2S_V3",
+                               "deploymentConfiguration": {"virtualMachineConfiguration": {**vmc, **extra}}}}
+        r = arm(server, shoal, "PUT", path, json=body)
+        assert r.status_code == 400 and name in r.text and "not supported by Shoal" in r.text, r.text
+    r = arm(server, shoal, "GET", path)
+    assert r.status_code == 404, r.text  # nothing was stored

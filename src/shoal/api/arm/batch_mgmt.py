@@ -14,7 +14,7 @@ from shoal.api.azure_hosts import account_endpoint, azure_host
 from shoal.api.deps import arm_caller, authorize, in_thread, services
 from shoal.core import errors, ids, timefmt
 from shoal.domain import operations, resources
-from shoal.domain.batch import accounts, autoscaling, pools, service
+from shoal.domain.batch import accounts, autoscaling, pools, service, unsupported
 from shoal.schemas import arm_batch
 from shoal.schemas import batch as wire
 from shoal.store import models
@@ -281,7 +281,7 @@ async def put_pool(request: Request, subscription_id: str, group: str, account: 
             existing = pools.find(s, acct.key, pool_id)
             service.check_conditions(existing, request.headers.get("if-match"), request.headers.get("if-none-match"))
             if existing is None:
-                pool = service.create_pool(ctx, s, acct, pool_id, wire.spec_from_arm(props), _arm_scale(props),
+                pool = service.create_pool(ctx, s, acct, pool_id, _spec(props, "POST /pools"), _arm_scale(props),
                                            service.Plane("arm", version, caller))
             else:
                 pool = pools.get(s, acct.key, pool_id, for_update=True)
@@ -293,8 +293,16 @@ async def put_pool(request: Request, subscription_id: str, group: str, account: 
     return JSONResponse(out, headers={"ETag": f'W/"{etag}"'})
 
 
-def _arm_update(ctx: Any, s: Any, pool: models.Pool, props: dict[str, Any]) -> None:
+def _spec(props: dict[str, Any], operation: str) -> dict[str, Any]:
+    """A pool's spec from its ARM properties, refused as the data plane refuses the same properties
+    (``domain/batch/unsupported.py``: they are named in the data plane's spelling, as Shoal keeps them)."""
     spec = wire.spec_from_arm(props)
+    unsupported.refuse(operation, spec)
+    return spec
+
+
+def _arm_update(ctx: Any, s: Any, pool: models.Pool, props: dict[str, Any]) -> None:
+    spec = _spec(props, "PATCH /pools/{}")
     service.update_pool(ctx, pool, spec, replace=False)
     if "scaleSettings" in props:
         scale = _arm_scale(props)
