@@ -319,3 +319,20 @@ def test_a_job_past_its_wall_clock_time_is_terminated(env: tuple[Any, PreparedIm
     assert job.execution_info.termination_reason == "MaxWallClockTimeExpiry"
     task = client.get_task(job_id, "long")
     assert task.state == "completed"
+
+
+def test_max_parallel_tasks_limits_a_job_s_running_tasks(env: tuple[Any, PreparedImage]) -> None:
+    client, _ = env
+    job_id = new_job(client, max_parallel_tasks=2)
+    assert client.get_job(job_id).max_parallel_tasks == 2
+    client.create_tasks(job_id, [bm.BatchTaskCreateOptions(id=f"m{i}", command_line="/bin/sh -c 'sleep 1'")
+                                 for i in range(6)])
+    wait_for(lambda: all_done(client, job_id), "the job's tasks")
+    spans = [(t.execution_info.start_time, t.execution_info.end_time) for t in client.list_tasks(job_id)]
+    assert all(t.execution_info.exit_code == 0 for t in client.list_tasks(job_id))
+    # The pool has 16 free slots; never more than two of the job's tasks ran at once.
+    most = max(sum(1 for s, e in spans if s <= at < e) for at, _ in spans)
+    assert most <= 2, spans
+    with pytest.raises(HttpResponseError) as info:
+        new_job(client, max_parallel_tasks=0)
+    assert info.value.status_code == 400 and "maxParallelTasks" in str(info.value)

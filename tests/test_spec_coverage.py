@@ -131,6 +131,8 @@ HONOURED: list[tuple[str, list[str], str]] = [
      "kept until the job is deleted, never less than retentionTime (reconcilers/tasks/job_tasks.py)"),
     ("P* /jobschedules*", ["jobSpecification.jobPreparationTask.constraints.retentionTime",
                            "jobSpecification.jobReleaseTask.retentionTime"], "as for jobs"),
+    ("P* /jobs*", ["maxParallelTasks"], "domain/batch/assignment.py parallel_room (the scheduler starts no more)"),
+    ("P* /jobschedules*", ["jobSpecification.maxParallelTasks"], "as for jobs"),
     ("POST /jobs/{}/disable", ["disableTasks"], "domain/batch/jobs.py disable"),
     ("POST /jobs/{}/terminate", ["terminateReason"], "domain/batch/jobs.py terminate"),
     ("POST /jobs/{}/tasks", TASK + EXITS + MULTI, "domain/batch/tasks.py, exits.py, multi_instance.py; "

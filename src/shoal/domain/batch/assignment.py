@@ -219,6 +219,18 @@ def free_nodes(s: Session, pools_: dict[str, models.Pool]) -> dict[str, FreeNode
     return {key: FreeNodes(pools_[key], nodes) for key, nodes in by_pool.items()}
 
 
+def parallel_room(s: Session, jobs: Mapping[str, models.Job]) -> dict[str, int]:
+    """``maxParallelTasks``: how many more tasks each job with a limit may start now (its tasks with an attempt,
+    preparing or running, count; a multi-instance task counts once). Jobs without a limit are not listed."""
+    limits = {key: int(job.spec["maxParallelTasks"]) for key, job in jobs.items()
+              if isinstance(job.spec.get("maxParallelTasks"), int) and job.spec["maxParallelTasks"] > 0}
+    if not limits:
+        return {}
+    running = dict(s.execute(select(models.Task.job_key, func.count()).where(
+        models.Task.job_key.in_(sorted(limits)), models.Task.attempt.is_not(None)).group_by(models.Task.job_key)).all())
+    return {key: max(0, limit - int(running.get(key, 0))) for key, limit in limits.items()}
+
+
 def candidates(s: Session, jobs: dict[str, models.Job], free_slots: int, limit: int) -> list[models.Task]:
     """The waiting tasks of these jobs a pass considers, by job priority then age: about as many as there are
     free slots (up to ``limit`` when dependencies may hold some back)."""

@@ -65,6 +65,9 @@ def validate(spec: dict[str, Any]) -> None:
         raise bad_value("networkConfiguration", "networkConfiguration", "a job's own subnet (dynamic virtual network "
                         "assignment) is not supported by Shoal; put the pool in the subnet with its "
                         "networkConfiguration.subnetId")
+    parallel = spec.get("maxParallelTasks", -1)
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or not (parallel == -1 or parallel > 0):
+        raise bad_value("maxParallelTasks", parallel, "-1 (no limit) or a positive integer")
     priority = spec.get("priority", 0)
     if not isinstance(priority, int) or not -1000 <= priority <= 1000:
         raise bad_value("priority", priority, "an integer between -1000 and 1000")

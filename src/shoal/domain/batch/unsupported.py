@@ -131,8 +131,6 @@ JOB_SPEC: dict[str, Refusal] = {
     "poolInfo.autoPoolSpecification": _no("auto pools", "create a pool and name it in poolInfo.poolId"),
     "networkConfiguration": _no("a job's own subnet (dynamic virtual network assignment)", "put the pool in the "
                                 "subnet with its networkConfiguration.subnetId"),
-    "maxParallelTasks": _no("a limit on a job's parallel tasks", "use -1 (no limit), and limit with the pool's "
-                            "nodes and taskSlotsPerNode", accepts=(-1,)),
     "allowTaskPreemption": _no("preemption of running tasks by higher-priority jobs",
                                "leave it false: job priority orders the queue only", accepts=(False,)),
     **{f"jobManagerTask.{k}": v for k, v in TASK_LIKE.items()},
@@ -140,7 +138,7 @@ JOB_SPEC: dict[str, Refusal] = {
     **{f"jobReleaseTask.{k}": v for k, v in TASK_LIKE.items()},
 }
 JOB_UPDATE: dict[str, Refusal] = {k: JOB_SPEC[k] for k in (
-    "poolInfo.autoPoolSpecification", "networkConfiguration", "maxParallelTasks", "allowTaskPreemption")}
+    "poolInfo.autoPoolSpecification", "networkConfiguration", "allowTaskPreemption")}
 TASK: dict[str, Refusal] = {**TASK_LIKE, **TASK_OUTPUTS,
                             **{f"multiInstanceSettings.common{k[0].upper()}{k[1:]}": v for k, v in TASK_LIKE.items()
                                if k.startswith("resourceFiles.")}}

@@ -48,8 +48,11 @@ class Assigner:
             candidates = assignment.candidates(s, jobs, free_slots, limit)
             done_ok = assignment.dependency_index(s, candidates)
             prepared = assignment.preparation_index(s, [j for j in jobs.values() if jobtasks.preparation(j.spec)])
+            room = assignment.parallel_room(s, jobs)
             for task in candidates:
                 job = jobs[task.job_key]
+                if room.get(task.job_key, 1) <= 0:
+                    continue  # the job runs maxParallelTasks tasks already
                 pool = open_pools[pools.pool_key(job.account_key, job.pool_id)]
                 nodes = free[pool.key]
                 # A record that cannot be read (stored by an older version, or written by hand) fails alone:
@@ -74,6 +77,8 @@ class Assigner:
                     self._reject(task, exc)
                     continue
                 attempt, node, used_before = str(uuid.uuid4()), chosen, chosen.running_slots
+                if task.job_key in room:
+                    room[task.job_key] -= 1
                 assignment.assign(task, node, attempt, self.clock)
                 nodes.take(node, used_before)
                 account_url = self.urls.account(job.account_key)
