@@ -91,3 +91,22 @@ def test_bad_job_managers_are_refused_by_name(client: Any) -> None:
                                                        pool_info=bm.BatchPoolInfo(pool_id="jm"),
                                                        job_manager_task=manager))
         assert exc.value.status_code == 400 and name in str(exc.value), (name, exc.value)
+
+
+def test_a_pool_ordering_jobs_by_creation_runs_the_older_jobs_tasks_first(client: Any) -> None:
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="fifo", vm_size="standard_d2s_v3", target_dedicated_nodes=0,
+        task_scheduling_policy=bm.BatchTaskSchedulingPolicy(node_fill_type="spread", job_default_order="creationtime"),
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(image_reference=HOST,
+                                                                     node_agent_sku_id=NODE_AGENT)))
+    assert client.get_pool("fifo").task_scheduling_policy.job_default_order == "creationtime"
+    older, newer = (f"fifo-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    for job in (older, newer):  # equal priority; the older job is created first...
+        client.create_job(bm.BatchJobCreateOptions(id=job, pool_info=bm.BatchPoolInfo(pool_id="fifo")))
+    for job in (newer, older):  # ...but gets its tasks last, while the pool has no node yet
+        client.create_tasks(job, [bm.BatchTaskCreateOptions(id=f"t{i}", command_line="/bin/true") for i in range(3)])
+    client.begin_resize_pool("fifo", bm.BatchPoolResizeOptions(target_dedicated_nodes=1), polling_interval=1).result()
+    wait_for(lambda: all(t.state == "completed" for j in (older, newer) for t in client.list_tasks(j)), "the tasks",
+             120)
+    starts = {j: [t.execution_info.start_time for t in client.list_tasks(j)] for j in (older, newer)}
+    assert max(starts[older]) <= min(starts[newer]), starts  # one slot: the older job's tasks all ran first

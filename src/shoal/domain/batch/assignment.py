@@ -231,16 +231,27 @@ def parallel_room(s: Session, jobs: Mapping[str, models.Job]) -> dict[str, int]:
     return {key: max(0, limit - int(running.get(key, 0))) for key, limit in limits.items()}
 
 
-def candidates(s: Session, jobs: dict[str, models.Job], free_slots: int, limit: int) -> list[models.Task]:
-    """The waiting tasks of these jobs a pass considers, by job priority then age: about as many as there are
-    free slots (up to ``limit`` when dependencies may hold some back)."""
+def by_creation(pool: models.Pool) -> bool:
+    """``taskSchedulingPolicy.jobDefaultOrder: creationtime``: of jobs of equal priority, the older job's tasks
+    go first (``none``, the default: the tasks of equal-priority jobs go in the order they were added)."""
+    order = (pool.spec.get("taskSchedulingPolicy") or {}).get("jobDefaultOrder")
+    return str(order or "none").lower() == "creationtime"
+
+
+def candidates(s: Session, jobs: dict[str, models.Job], free_slots: int, limit: int,
+               oldest_first: Iterable[str] = ()) -> list[models.Task]:
+    """The waiting tasks of these jobs a pass considers, by job priority, then (for the jobs of
+    ``oldest_first``, whose pools order jobs by creation time) the job's age, then the task's: about as many as
+    there are free slots (up to ``limit`` when dependencies may hold some back)."""
+    older = set(oldest_first)
     found: list[models.Task] = []
     for job in sorted(jobs.values(), key=lambda j: -j.priority):
         window = limit if job.spec.get("usesTaskDependencies") else min(limit, 2 * free_slots)
         found += list(s.scalars(select(models.Task).where(
             models.Task.job_key == job.key, models.Task.state == "active", models.Task.attempt.is_(None)
         ).order_by(models.Task.seq).limit(window)))
-    found.sort(key=lambda t: (-jobs[t.job_key].priority, t.seq))
+    found.sort(key=lambda t: (-jobs[t.job_key].priority,
+                              jobs[t.job_key].created_at.timestamp() if t.job_key in older else 0.0, t.seq))
     return found
 
 

@@ -103,6 +103,9 @@ def validate_spec(spec: dict[str, Any]) -> vmsizes.VmSize:
     policy = (spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")
     if str(policy).lower() not in ("spread", "pack"):
         raise bad_value("taskSchedulingPolicy.nodeFillType", policy, "spread or pack")
+    order = (spec.get("taskSchedulingPolicy") or {}).get("jobDefaultOrder", "none")
+    if str(order).lower() not in ("none", "creationtime"):
+        raise bad_value("taskSchedulingPolicy.jobDefaultOrder", order, "none or creationtime")
     start = spec.get("startTask")
     if start is not None and not (isinstance(start, dict) and start.get("commandLine")):
         raise missing("startTask.commandLine")

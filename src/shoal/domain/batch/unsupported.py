@@ -112,8 +112,6 @@ POOL_SPEC: dict[str, Refusal] = {
     "networkConfiguration.enableAcceleratedNetworking": _no(
         "accelerated networking (SR-IOV)", "leave it false: a node's network is a virtual interface on the host",
         accepts=(False,)),
-    "taskSchedulingPolicy.jobDefaultOrder": _no(
-        "jobDefaultOrder creationtime", "use none: jobs of the same priority share the nodes", accepts=("none",)),
     "upgradePolicy.mode": _no("automatic or rolling OS upgrades (nodes are never upgraded in place)",
                               "use manual, and recreate the pool with a new image", accepts=("manual",)),
     "upgradePolicy.automaticOSUpgradePolicy": _no(

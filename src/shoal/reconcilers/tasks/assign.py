@@ -45,7 +45,9 @@ class Assigner:
             free_slots = sum(f.free_slots() for f in free.values())
             if not jobs or free_slots <= 0:
                 return []
-            candidates = assignment.candidates(s, jobs, free_slots, limit)
+            oldest_first = [key for key, job in jobs.items()
+                            if assignment.by_creation(open_pools[pools.pool_key(job.account_key, job.pool_id)])]
+            candidates = assignment.candidates(s, jobs, free_slots, limit, oldest_first)
             done_ok = assignment.dependency_index(s, candidates)
             prepared = assignment.preparation_index(s, [j for j in jobs.values() if jobtasks.preparation(j.spec)])
             room = assignment.parallel_room(s, jobs)
