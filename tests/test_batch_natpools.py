@@ -125,7 +125,7 @@ def test_management_plane_refuses_a_reserved_backend_port(shoal: Shoal, setup: t
     account, _, group = setup
     mgmt = shoal.batch_mgmt_client()
 
-    def pool(backend: int) -> Pool:
+    def pool(backend: int, rules: list[NetworkSecurityGroupRule] | None = None) -> Pool:
         return Pool(vm_size="STANDARD_D2S_V3", deployment_configuration=DeploymentConfiguration(
             virtual_machine_configuration=VirtualMachineConfiguration(
                 image_reference=ImageReference(publisher="shoal", offer="host", sku="host", version="latest"),
@@ -133,9 +133,13 @@ def test_management_plane_refuses_a_reserved_backend_port(shoal: Shoal, setup: t
             network_configuration=NetworkConfiguration(endpoint_configuration=PoolEndpointConfiguration(
                 inbound_nat_pools=[InboundNatPool(
                     name="ssh", protocol="TCP", backend_port=backend, frontend_port_range_start=15000,
-                    frontend_port_range_end=15100, network_security_group_rules=[NetworkSecurityGroupRule(
-                        priority=150, access="Allow", source_address_prefix="*")])])))
+                    frontend_port_range_end=15100, network_security_group_rules=rules)])))
 
+    # NAT-pool NSG rules would not be enforced: refused on this plane as on the data plane.
+    with pytest.raises(HttpResponseError) as info:
+        mgmt.pool.create(group, account.name, "mgmtnat", pool(22, [NetworkSecurityGroupRule(
+            priority=150, access="Allow", source_address_prefix="*")]))
+    assert info.value.status_code == 400 and "networkSecurityGroupRules" in info.value.error.message
     with pytest.raises(HttpResponseError) as info:
         mgmt.pool.create(group, account.name, "mgmtnat", pool(29877))
     assert info.value.status_code == 400 and info.value.error.code == "InvalidPropertyValue"
@@ -148,7 +152,6 @@ def test_management_plane_refuses_a_reserved_backend_port(shoal: Shoal, setup: t
     made = mgmt.pool.create(group, account.name, "mgmtnat", pool(22))
     nat_pool = made.network_configuration.endpoint_configuration.inbound_nat_pools[0]
     assert (nat_pool.name, nat_pool.protocol, nat_pool.backend_port) == ("ssh", "TCP", 22)
-    assert nat_pool.network_security_group_rules[0].access == "Allow"
     mgmt.pool.begin_delete(group, account.name, "mgmtnat").result()
 
 
