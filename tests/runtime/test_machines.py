@@ -631,6 +631,73 @@ def test_a_hardened_command_has_the_sandbox(hardened: NamespaceRuntime, store: P
     assert nonadmin["stdout"].split()[-1] == b"1"
 
 
+def spawned(runtime: NamespaceRuntime, argv: list[str], **kwargs: Any) -> dict[str, Any]:
+    started = runtime.spawn("m1", argv, env=PATH, **kwargs)
+    result = runtime.wait(started["pid"], timeout=30)
+    assert result is not None
+    return result
+
+
+def test_spawned_commands_come_from_the_machines_init_with_the_same_sandbox(hardened: NamespaceRuntime,
+                                                                            store: Path) -> None:
+    hardened.create(spec(store, "m1"))
+    script = "grep -E '^(CapBnd|Seccomp|NoNewPrivs|PPid)' /proc/self/status /proc/$PPID/status"
+    result = spawned(hardened, ["sh", "-c", script])
+    lines = result["stdout"].decode().splitlines()
+    mine = dict(line.split(":", 1)[1].split(":\t") for line in lines if line.startswith("/proc/self/"))
+    shim = dict(line.split(":", 1)[1].split(":\t") for line in lines if not line.startswith("/proc/self/"))
+    assert shim["PPid"] == "1"  # the command's shim was forked by the machine's init: no helper joined in
+    bounding = int(mine["CapBnd"], 16)
+    for cap in (16, 17, 2, 25, 22):
+        assert not bounding & (1 << cap), cap
+    assert mine["Seccomp"] == "2" and mine["NoNewPrivs"] == "0"
+    nonadmin = spawned(hardened, ["grep", "NoNewPrivs", "/proc/self/status"], user="65534")
+    assert nonadmin["stdout"].split()[-1] == b"1"
+    # The starter's socket is the host root's alone, and out of the machine's sight.
+    control = store / "store" / "machines" / "m1" / "control"
+    st = control.lstat()
+    assert st.st_uid == 0 and st.st_mode & 0o077 == 0
+    assert spawned(hardened, ["sh", "-c", f"test -e {control}"])["exitCode"] == 1
+    probe = ("import os, socket\nos.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+             f"try:\n    s.connect({str(control)!r})\nexcept PermissionError:\n    print('refused')\n")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout == "refused\n"
+
+
+def test_a_bad_request_to_the_starter_fails_alone(hardened: NamespaceRuntime, store: Path) -> None:
+    import array
+    import socket
+
+    hardened.create(spec(store, "m1"))
+    control = str(store / "store" / "machines" / "m1" / "control")
+    for payload in (b"--bogus\0x\0--\0true\0", b"--env\0" + b"9" * 30 + b"\0--\0true\0", b"\xff" * 70,
+                    b"--cwd\0/\0--stdout-fd\0" + b"7\0--\0true\0"):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn:
+            conn.connect(control)
+            conn.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [theirs.fileno()]))])
+        theirs.close()
+        ours.settimeout(30)
+        assert ours.recv(100) == b"S"
+        line = ours.recv(4096)
+        assert line.startswith(b"R 125 0 0 helper "), (payload, line)
+        ours.close()
+    assert spawned(hardened, ["echo", "still", "here"])["stdout"] == b"still here\n"
+
+
+def test_a_spawned_command_outlives_its_caller_and_leaves_its_result(hardened: NamespaceRuntime, store: Path) -> None:
+    hardened.create(spec(store, "m1"))
+    exit_file = store / "exit-status"
+    started = hardened.spawn("m1", ["sh", "-c", "sleep 0.5; exit 3"], env=PATH, exit_file=str(exit_file))
+    with hardened._jobs_lock:  # the caller goes away (a server that died): its end of the status socket closes
+        _, job, _ = hardened._jobs.pop(started["pid"])
+    job.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 30
+    while not exit_file.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert exit_file.read_bytes().split()[:4] == [b"R", b"3", b"0", b"0"]
+
+
 def test_machines_resolve_names_through_the_gateway_when_the_host_resolver_is_local(store: Path) -> None:
     """A host whose resolver is on its loopback (systemd-resolved): its gateway relays DNS for the machines."""
     from shoal.runtime.sandbox import nameservers

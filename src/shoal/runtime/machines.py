@@ -81,7 +81,7 @@ from shoal.runtime import idranges, safepath
 from shoal.runtime.cgroups import CgroupError, Cgroups, Limits, remove_cgroups
 from shoal.runtime.idranges import IdRange, IdRangeError, IdRanges
 from shoal.runtime.layers import LayerStore
-from shoal.runtime.native import MachineError, ensure_helper, join
+from shoal.runtime.native import MachineError, ensure_helper, join, starter
 from shoal.runtime.native.hostbase import HOST_MASKED, HostBase, mount_points
 from shoal.runtime.native.join import OUTPUT_CAP
 from shoal.runtime.native.provisioner import Provisioner, ProvisionerGone
@@ -96,6 +96,7 @@ log = logging.getLogger(__name__)
 _MACHINE_ID = re.compile(r"[a-z0-9-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
 _KILL_WAIT = 10.0  # seconds to wait for a machine's init to die
+CONTROL_SOCKET = "control"  # in the machine's directory: its init's starter socket (only the host's root)
 
 
 # Aliases for annotations inside classes whose ``list`` method shadows the builtin.
@@ -396,8 +397,10 @@ class NamespaceRuntime:
         self._inits: dict[str, tuple[int, int]] = {}  # machine id -> (init pid, start time)
         self._joins: dict[str, list[str]] = {}  # machine id -> extra `join` arguments (its cgroups)
         self._id_bases: dict[str, int | None] = {}  # machine id -> its id range's base (None: host ids)
-        self._jobs: dict[int, tuple[str, join.Started, _Capture]] = {}  # spawned: helper pid -> ...
+        # spawned commands: host pid (of the helper, or of the starter's child) -> ...
+        self._jobs: dict[int, tuple[str, join.Started | starter.Job, _Capture]] = {}
         self._jobs_lock = threading.Lock()
+        self._starters: dict[str, starter.Starter] = {}  # machine id -> the connection to its init's starter
         self._helper: str | None = None
         self._provisioners: dict[str, Provisioner] = {}  # key (a gallery replica) -> its resident provisioner
         self._skeletons: set[str] = set()  # shapes whose skeleton exists
@@ -557,7 +560,7 @@ class NamespaceRuntime:
             idranges.own(Path(directory), ids)
 
         argv = [self.helper(), "init", "--id", spec.machine_id, "--root", str(mdir / "root"),
-                "--overlay", "/", "--lower", skel]
+                "--control", str(mdir / CONTROL_SOCKET), "--overlay", "/", "--lower", skel]
         argv += [a for layer in spec.os_disk.lower for a in ("--lower", layer)]
         if ids is not None and spec.base == "host":
             argv += ["--lower-host", str(self.host_base.mask)]  # id-mapped per machine (see the helper)
@@ -656,6 +659,7 @@ class NamespaceRuntime:
             self._inits.pop(machine_id, None)
             self._joins.pop(machine_id, None)
             self._id_bases.pop(machine_id, None)
+            self._forget_starter(machine_id)
             if record:
                 _kill_init(record.get("initPid"), record.get("initStartTime"))
             elif self.records.dir(machine_id).exists():
@@ -841,6 +845,16 @@ class NamespaceRuntime:
         _check_command(argv, env, cwd, timeout)
         self._init_of(machine_id)
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
+        with contextlib.suppress(starter.Unavailable):  # a machine made before starters: join it
+            started = self._starter(machine_id).start(
+                [*(("--user", user) if user is not None else ()), "--cwd", cwd,
+                 *(("--timeout", repr(float(timeout))) if timeout is not None else ()),
+                 *(("--in-stdout", stdout) if stdout else ()), *(("--in-stderr", stderr) if stderr else ())],
+                argv, env, exit_file=exit_file, stdin=str(cap.stdin) if cap.stdin else None,
+                stdout=None if stdout else str(cap.out), stderr=None if stderr else str(cap.err))
+            with self._jobs_lock:
+                self._jobs[started.pid] = (machine_id, started, cap)
+            return {"pid": started.pid, "machineId": machine_id}
         files = [("--stdin", str(cap.stdin) if cap.stdin else None),
                  ("--in-stdout", stdout) if stdout else ("--stdout", str(cap.out)),
                  ("--in-stderr", stderr) if stderr else ("--stderr", str(cap.err))]
@@ -858,6 +872,15 @@ class NamespaceRuntime:
         if entry is None:
             raise MachineError(f"no spawned command with pid {pid}")
         machine_id, job, cap = entry
+        if isinstance(job, starter.Job):
+            line = job.wait(timeout)
+            if line is None:
+                return None
+            with self._jobs_lock:
+                if self._jobs.pop(pid, None) is None:
+                    return None  # collected by a concurrent wait()
+            job.close()
+            return cap.harvest(join.decode(machine_id, line, 0))
         with selectors.DefaultSelector() as sel:
             sel.register(job.status, selectors.EVENT_READ)
             if not sel.select(timeout):
@@ -874,9 +897,26 @@ class NamespaceRuntime:
     def kill(self, pid: int) -> None:
         """Kill a spawned command's whole process tree (its result then shows signal 9)."""
         with self._jobs_lock:
-            if pid in self._jobs:  # not reaped yet, so the pid cannot have been reused
+            entry = self._jobs.get(pid)
+            if entry is not None and isinstance(entry[1], starter.Job):
+                entry[1].kill()  # a word on its status socket: no pid to be reused
+            elif entry is not None:  # not reaped yet, so the pid cannot have been reused
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)  # the helper turns this into a kill of the tree
+
+    def _starter(self, machine_id: str) -> starter.Starter:
+        with self._jobs_lock:
+            found = self._starters.get(machine_id)
+            if found is None:
+                found = self._starters[machine_id] = starter.Starter(
+                    str(self.records.dir(machine_id) / CONTROL_SOCKET))
+            return found
+
+    def _forget_starter(self, machine_id: str) -> None:
+        with self._jobs_lock:
+            found = self._starters.pop(machine_id, None)
+        if found is not None:
+            found.close()
 
 
 def _join_extra(record: Mapping[str, Any]) -> list[str]:

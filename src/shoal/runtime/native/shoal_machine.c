@@ -34,6 +34,9 @@
  *         --netns              a network namespace of its own with only its loopback (no --net address)
  *         --cgroup DIR         join this cgroup (a directory of a v1 controller or of the v2 hierarchy),
  *                              then a cgroup namespace of its own.
+ *       --control PATH         the init is also the machine's starter: it listens on the unix socket PATH
+ *                              (a host file only the host's root may use) and forks the commands the host
+ *                              sends from inside the machine (see "starter" below): no `join` per command.
  *
  *   shoal-machine join --init PID[:STARTTIME] [--cwd DIR] [--user NAME|UID[:GID]] [--stdin PATH]
  *                      [--stdout PATH] [--stderr PATH] [--in-stdin PATH] [--in-stdout PATH] [--in-stderr PATH]
@@ -107,6 +110,7 @@
 #include <linux/veth.h>
 #include <net/if.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "seccomp_profile.h"
 
@@ -143,6 +147,9 @@ struct task_result {
     char message[256]; /* STAGE_HELPER: why */
 };
 static long g_owner = -1;       /* init with a user namespace: the host uid/gid of the machine's root */
+static int g_hardened;          /* init: the machine has a user namespace (its commands run sandboxed) */
+static int g_exit_fd = -1;      /* the starter's command: its exit file, where a fatal error is reported too */
+#define CONTROL_FD 3            /* the init's control socket, when it has one */
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
@@ -155,6 +162,7 @@ static void fail(const char *fmt, ...) {
     if (n > (int)sizeof buf - 2) n = (int)sizeof buf - 2;
     buf[n++] = '\n';
     if (g_status_fd >= 0) dprintf(g_status_fd, "R 125 0 0 %s 0 %.*s", g_fail_stage, n, buf);
+    if (g_exit_fd >= 0) dprintf(g_exit_fd, "R 125 0 0 %s 0 %.*s", g_fail_stage, n, buf);
     if (write(g_errfd, buf, (size_t)n) < 0) { /* nothing more we can do */ }
     if (g_shim_result_fd >= 0) { /* reaped, exit status 125, stage "helper" (4), and the message */
         struct task_result res = {1, 125 << 8, 4, 0, ""};
@@ -806,9 +814,39 @@ static void setup_dev(const char *root) {
 
 static void noop_handler(int sig) { (void)sig; }
 
+/* The starter's listening socket at PATH (any length: bound through /proc/self/fd of its directory), mode
+ * 0700 (umask 077: nobody but its owner), owned by whoever calls this (the host's root). */
+static int listen_control(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash || !slash[1]) fail("--control %s: want DIR/NAME", path);
+    char *dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
+    if (!dir) fail("out of memory");
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) fail("--control %s: %s", dir, strerror(errno));
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "/proc/self/fd/%d/%s", dfd, slash + 1) >=
+        sizeof addr.sun_path)
+        fail("--control %s: the name is too long", path);
+    if (unlinkat(dfd, slash + 1, 0) < 0 && errno != ENOENT) fail("--control %s: %s", path, strerror(errno));
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail("socket: %s", strerror(errno));
+    mode_t old = umask(077);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) fail("bind %s: %s", path, strerror(errno));
+    umask(old);
+    if (listen(fd, 64) < 0) fail("listen %s: %s", path, strerror(errno));
+    close(dfd);
+    free(dir);
+    return fd;
+}
+
+static void __attribute__((noreturn)) starter_loop(int control, const sigset_t *signals);
+
 /* pid 1 of the machine. The kernel drops signals that pid 1 has no handler for, so the ones we act on get a
- * (never called) handler and are then consumed synchronously with sigwaitinfo. */
-static void __attribute__((noreturn)) init_loop(void) {
+ * (never called) handler and are then consumed synchronously (sigwaitinfo, or the starter's signalfd). With
+ * a control socket it is also the machine's starter (see starter_loop). */
+static void __attribute__((noreturn)) init_loop(int control) {
     sigset_t all;
     sigfillset(&all);
     sigprocmask(SIG_BLOCK, &all, NULL);
@@ -818,6 +856,12 @@ static void __attribute__((noreturn)) init_loop(void) {
     int handled[] = {SIGCHLD, SIGTERM, SIGPWR};
     for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++) sigaction(handled[i], &sa, NULL);
     prctl(PR_SET_NAME, "shoal-init", 0, 0, 0);
+    if (control >= 0) {
+        sigset_t acted;
+        sigemptyset(&acted);
+        for (size_t i = 0; i < sizeof handled / sizeof handled[0]; i++) sigaddset(&acted, handled[i]);
+        starter_loop(control, &acted);
+    }
     for (;;) {
         while (waitpid(-1, NULL, WNOHANG) > 0) { /* reap every exited orphan */ }
         siginfo_t si;
@@ -840,6 +884,7 @@ struct init_spec {
     struct netspec net;
     const char **cgroups;
     int ncgroups;
+    const char *control;          /* --control: the socket the machine's init starts commands from */
 };
 
 static void parse_init(int argc, char **argv, struct init_spec *sp) {
@@ -873,6 +918,7 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
         } else if (!strcmp(opt, "--netns")) {
             sp->own_netns = 1;
         } else if (!strcmp(opt, "--cgroup")) { NEED1(); sp->cgroups[sp->ncgroups++] = v1; }
+        else if (!strcmp(opt, "--control")) { NEED1(); sp->control = v1; }
         else if (!strcmp(opt, "--lower-host")) {
             NEED1();
             if (!cur || cur->kind != ACT_OVERLAY) fail("%s must follow --overlay", opt);
@@ -975,6 +1021,10 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     int hardened = sp->uid_count > 0;
     g_errfd = ready_w;
     g_owner = hardened ? sp->uid_base : -1;
+    g_hardened = hardened;
+    /* The starter's socket is a host file, made while we are still the host's root in the host's mount
+     * namespace: only the host's root can reach it, nothing inside the machine can. */
+    int control = sp->control ? listen_control(sp->control) : -1;
     umask(022);
     /* First, while we still see the host's /sys and /proc: the cgroups, the namespaces, the host's end of
      * the network. */
@@ -1059,9 +1109,14 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     dup2(devnull, 1);
     dup2(devnull, 2);
     close(ready_w); /* explicitly: the caller waits for this end-of-file, close_range needs Linux 5.9 */
-    syscall(SYS_close_range, 3u, ~0u, 0u); /* also what release_later() kept */
-    for (int i = 0; i < g_ndeferred; i++) close(g_deferred[i]); /* kernels without close_range */
-    init_loop();
+    if (control >= 0 && control != CONTROL_FD) {
+        if (dup3(control, CONTROL_FD, O_CLOEXEC) < 0) _exit(125);
+        close(control);
+    }
+    syscall(SYS_close_range, control >= 0 ? CONTROL_FD + 1u : 3u, ~0u, 0u); /* also what release_later() kept */
+    for (int i = 0; i < g_ndeferred; i++) /* kernels without close_range */
+        if (control < 0 || g_deferred[i] != CONTROL_FD) close(g_deferred[i]);
+    init_loop(control >= 0 ? CONTROL_FD : -1);
 }
 
 /* Wait for the init `pid` to say it is ready on ready_r. Returns 0, or 1 with the reason in msg (the init is
@@ -1173,7 +1228,8 @@ struct join_opts {
     const char *cwd, *user;
     int in_fd, out_fd, err_fd;
     const char *in_path_inside, *out_path_inside, *err_path_inside; /* opened inside the machine */
-    int userns_fd;       /* the machine's user namespace when it is not ours: the command runs sandboxed */
+    int userns_fd;       /* join: the machine's user namespace when it is not ours (entered by the shim) */
+    int sandboxed;       /* the machine is hardened: the command runs with its sandbox (see task_child) */
     unsigned short filter_len;
     char **argv;
     /* The user, resolved by the shim before it forks the task (the task is a vfork child: no stdio there). */
@@ -1203,7 +1259,7 @@ static void __attribute__((noreturn)) task_child(const struct join_opts *o, int 
     if (o->in_fd >= 0) dup2(o->in_fd, 0);
     if (o->out_fd >= 0) dup2(o->out_fd, 1);
     if (o->err_fd >= 0) dup2(o->err_fd, 2);
-    if (o->userns_fd >= 0) {
+    if (o->sandboxed) {
         /* The sandbox: seccomp while we still hold CAP_SYS_ADMIN in the machine's user namespace (no
          * no_new_privs needed for root's commands), no_new_privs for anyone else (sudo stays a plain program). */
         int err = install_seccomp(o->filter_len);
@@ -1290,20 +1346,10 @@ static int open_inside(const char *path, int output) {
     return fd;
 }
 
-static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
-    g_shim_result_fd = result_fd;
-    if (o->userns_fd >= 0) {
-        enter_userns(o->userns_fd);
-        close(o->userns_fd);
-        sound_mounts();
-        drop_bounding_set();
-    }
-    /* Files inside the machine are opened with the rights of the machine's root, never the host's. */
-    if (o->in_path_inside) o->in_fd = open_inside(o->in_path_inside, 0);
-    if (o->out_path_inside) o->out_fd = open_inside(o->out_path_inside, 1);
-    if (o->err_path_inside)
-        o->err_fd = o->out_path_inside && !strcmp(o->out_path_inside, o->err_path_inside)
-                        ? fcntl(o->out_fd, F_DUPFD_CLOEXEC, 3) : open_inside(o->err_path_inside, 1);
+/* The shim's start, in the machine (files opened, user namespace entered): a session and process group of
+ * its own, a child subreaper (orphans of the task come to us), SIGTERM and SIGCHLD on a signalfd (*sfd), the
+ * user resolved, the task vforked. Returns the task's pid; res says whether it could not be started. */
+static pid_t start_task(struct join_opts *o, struct task_result *res, int *sfd) {
     if (setsid() < 0) { /* already a group leader: cannot happen right after fork */ }
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     sigset_t set;
@@ -1311,8 +1357,8 @@ static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGCHLD);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
-    if (sfd < 0) fail("signalfd: %s", strerror(errno));
+    *sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (*sfd < 0) fail("signalfd: %s", strerror(errno));
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
     if (o->user) o->user_err = resolve_user(o->user, &o->uid, &o->gid, o->groups, &o->ngroups, 64);
@@ -1323,12 +1369,35 @@ static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
         task_child(o, errpipe[1]);
     }
     close(errpipe[1]);
-    struct task_result res = {0, 0, 0, 0, ""};
     int msg[2];
     ssize_t n;
     while ((n = read(errpipe[0], msg, sizeof msg)) < 0 && errno == EINTR) { }
-    if (n == (ssize_t)sizeof msg) { res.err_stage = msg[0]; res.err_no = msg[1]; }
+    if (n == (ssize_t)sizeof msg) { res->err_stage = msg[0]; res->err_no = msg[1]; }
     close(errpipe[0]);
+    return task;
+}
+
+/* Files inside the machine are opened with the rights of the machine's root, never the host's. */
+static void open_inside_files(struct join_opts *o) {
+    if (o->in_path_inside) o->in_fd = open_inside(o->in_path_inside, 0);
+    if (o->out_path_inside) o->out_fd = open_inside(o->out_path_inside, 1);
+    if (o->err_path_inside)
+        o->err_fd = o->out_path_inside && !strcmp(o->out_path_inside, o->err_path_inside)
+                        ? fcntl(o->out_fd, F_DUPFD_CLOEXEC, 3) : open_inside(o->err_path_inside, 1);
+}
+
+static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
+    g_shim_result_fd = result_fd;
+    if (o->userns_fd >= 0) {
+        enter_userns(o->userns_fd);
+        close(o->userns_fd);
+        sound_mounts();
+        drop_bounding_set();
+    }
+    open_inside_files(o);
+    struct task_result res = {0, 0, 0, 0, ""};
+    int sfd;
+    pid_t task = start_task(o, &res, &sfd);
     int killing = 0;
     while (!res.have_status) {
         int st;
@@ -1376,6 +1445,30 @@ static void write_status(int fd, int code, int sig, int timed_out, int stage, in
                      message && message[0] ? message : "-");
     if (n >= (int)sizeof line) n = (int)sizeof line - 1;
     if (write(fd, line, (size_t)n) < 0) { }
+}
+
+/* The end of a command: its result line in the exit file (then closed) and on the status fd, and the reason
+ * it could not start where its stderr goes. Returns its exit code. */
+static int report_result(const struct join_opts *o, const struct task_result *res, int timed_out, int exit_fd,
+                         int status_fd) {
+    int code, sig = 0;
+    if (WIFSIGNALED(res->wstatus)) { sig = WTERMSIG(res->wstatus); code = 128 + sig; }
+    else code = WEXITSTATUS(res->wstatus);
+    /* The exit file first: if the caller is gone, writing to its status pipe raises SIGPIPE. */
+    if (exit_fd >= 0) {
+        write_status(exit_fd, code, sig, timed_out, res->err_stage, res->err_no, res->message);
+        close(exit_fd);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    write_status(status_fd, code, sig, timed_out, res->err_stage, res->err_no, res->message);
+    if (res->err_stage) {
+        /* Like a shell's "command not found": the message goes where the task's stderr goes. */
+        const char *what = res->err_stage == STAGE_EXEC ? o->argv[0] : res->err_stage == STAGE_CWD ? o->cwd
+                         : res->err_stage == STAGE_USER ? o->user : "the machine's sandbox";
+        dprintf(o->err_fd >= 0 ? o->err_fd : 2, "%s: %s %s: %s\n", g_prog, stage_names[res->err_stage], what,
+                strerror(res->err_no));
+    }
+    return code;
 }
 
 static int cmd_join(int argc, char **argv) {
@@ -1466,7 +1559,8 @@ static int cmd_join(int argc, char **argv) {
     for (int k = 0; k < NKINDS - 1; k++)
         if (nsfd[k] >= 0 && setns(nsfd[k], flags[k]) < 0) fail("setns %s: %s", kinds[k], strerror(errno));
     o.userns_fd = nsfd[NKINDS - 1];
-    if (o.userns_fd >= 0) o.filter_len = build_filter();
+    o.sandboxed = o.userns_fd >= 0;
+    if (o.sandboxed) o.filter_len = build_filter();
     g_fail_stage = "helper";
 
     int sfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
@@ -1532,24 +1626,7 @@ static int cmd_join(int argc, char **argv) {
         res.have_status = 1;
         res.wstatus = WIFSIGNALED(tstatus) ? tstatus : (SIGKILL & 0x7f);
     }
-    int code, sig = 0;
-    if (WIFSIGNALED(res.wstatus)) { sig = WTERMSIG(res.wstatus); code = 128 + sig; }
-    else code = WEXITSTATUS(res.wstatus);
-    /* The exit file first: if the caller is gone, writing to its status pipe raises SIGPIPE. */
-    if (exit_fd >= 0) {
-        write_status(exit_fd, code, sig, timed_out, res.err_stage, res.err_no, res.message);
-        close(exit_fd);
-    }
-    signal(SIGPIPE, SIG_IGN);
-    write_status(status_fd, code, sig, timed_out, res.err_stage, res.err_no, res.message);
-    if (res.err_stage) {
-        /* Like a shell's "command not found": the message goes where the task's stderr goes. */
-        const char *what = res.err_stage == STAGE_EXEC ? o.argv[0] : res.err_stage == STAGE_CWD ? o.cwd
-                         : res.err_stage == STAGE_USER ? o.user : "the machine's sandbox";
-        dprintf(o.err_fd >= 0 ? o.err_fd : 2, "%s: %s %s: %s\n", g_prog, stage_names[res.err_stage], what,
-                strerror(res.err_no));
-    }
-    return code;
+    return report_result(&o, &res, timed_out, exit_fd, status_fd);
 }
 
 /* ----------------------------------------------------------------------------------------------- serve */
@@ -1606,6 +1683,227 @@ static int set_init_title(const char *self, int argc, char **argv) {
     }
     memset(at, 0, g_title_len - need);
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- starter */
+
+/* A machine started with --control is also its own starter: its init accepts the host's connections on that
+ * socket and forks each command from inside, where the machine's namespaces, cgroups and bounding set are
+ * already in place. A command then costs two forks and the command's exec, instead of the exec of `join`,
+ * six setns calls and the cgroup moves (measured: the helper's exec alone, with the C library's start-up,
+ * costs about as much as the command's own).
+ *
+ * A request is one SOCK_SEQPACKET message: the strings of `join`'s options, each ending in NUL, then `--`,
+ * the command's argv and its environment (`--env N`: the last N strings), with file descriptors attached
+ * (SCM_RIGHTS): the first is the command's status socket, the others are named by index (--exit-fd,
+ * --stdin-fd, --stdout-fd, --stderr-fd: host files the server opened). The init only receives and forks; the
+ * child parses (a bad request fails alone) and says "S" on the status socket first (the server reads the
+ * child's host pid from the credentials the kernel attaches), then runs the command as join's shim does, and
+ * ends with join's result line, in the exit file first. The server may write "K" on the status socket to
+ * kill the command's tree; when the server is gone the command runs on, its result kept in the exit file. */
+#define MAX_CONNECTIONS 32
+#define REQUEST_MAX (256 * 1024)
+#define REQUEST_FDS 5
+static char g_request[REQUEST_MAX];
+static struct pollfd g_starter_fds[2 + MAX_CONNECTIONS]; /* the signalfd, the listening socket, connections */
+static int g_starter_nfds;
+
+/* The command's title, so a restarted server finds it as it finds a `join` (and never takes it for the init
+ * whose title it inherited): `SELF join --exit-file PATH`, or `SELF join` when PATH does not fit (SELF: the
+ * first word of the inherited title, the helper's path). */
+static void set_join_title(const char *exit_path) {
+    if (!g_title) return;
+    size_t self = strnlen(g_title, g_title_len) + 1;
+    const char *parts[] = {"join", "--exit-file", exit_path ? exit_path : ""};
+    size_t nparts = exit_path ? 3 : 1, need = self;
+    for (size_t i = 0; i < nparts; i++) need += strlen(parts[i]) + 1;
+    if (need > g_title_len) nparts = 1, need = self + 5;
+    if (need > g_title_len) return;
+    char *at = g_title + self;
+    for (size_t i = 0; i < nparts; i++) {
+        size_t n = strlen(parts[i]) + 1;
+        memcpy(at, parts[i], n);
+        at += n;
+    }
+    memset(at, 0, g_title_len - (size_t)(at - g_title));
+}
+
+static int request_fd(const char *v, const int *fds, int nfds) {
+    int k = atoi(v);
+    if (k < 1 || k >= nfds) fail("starter: file descriptor index %s out of range", v);
+    return fds[k];
+}
+
+/* A command started by the init (forked from it: already in the machine). Never returns. */
+static void __attribute__((noreturn)) starter_command(char *buf, size_t len, const int *fds, int nfds) {
+    g_status_fd = fds[0];
+    g_fail_stage = "helper";
+    signal(SIGPIPE, SIG_IGN); /* the server may be gone: its socket says EPIPE (task_child resets this) */
+    if (send(fds[0], "S", 1, MSG_NOSIGNAL) != 1) _exit(0); /* nobody to run it for */
+    int argc = 0;
+    for (size_t i = 0; i < len; i++) argc += buf[i] == '\0';
+    char **args = xcalloc((size_t)argc + 1, sizeof *args);
+    for (size_t i = 0, start = 0, k = 0; i < len; i++)
+        if (buf[i] == '\0') { args[k++] = buf + start; start = i + 1; }
+    struct join_opts o;
+    memset(&o, 0, sizeof o);
+    o.in_fd = o.out_fd = o.err_fd = o.userns_fd = -1;
+    o.sandboxed = g_hardened;
+    int exit_fd = -1, i;
+    long nenv = 0;
+    double timeout = -1;
+    const char *exit_path = NULL;
+    for (i = 0; i < argc; i++) {
+        const char *opt = args[i];
+        if (!strcmp(opt, "--")) { i++; break; }
+        if (i + 1 >= argc) fail("starter: %s needs a value", opt);
+        const char *v = args[++i];
+        if (!strcmp(opt, "--cwd")) o.cwd = v;
+        else if (!strcmp(opt, "--user")) o.user = v;
+        else if (!strcmp(opt, "--in-stdin")) o.in_path_inside = v;
+        else if (!strcmp(opt, "--in-stdout")) o.out_path_inside = v;
+        else if (!strcmp(opt, "--in-stderr")) o.err_path_inside = v;
+        else if (!strcmp(opt, "--timeout")) timeout = strtod(v, NULL);
+        else if (!strcmp(opt, "--exit-fd")) g_exit_fd = exit_fd = request_fd(v, fds, nfds);
+        else if (!strcmp(opt, "--exit-path")) exit_path = v;
+        else if (!strcmp(opt, "--stdin-fd")) o.in_fd = request_fd(v, fds, nfds);
+        else if (!strcmp(opt, "--stdout-fd")) o.out_fd = request_fd(v, fds, nfds);
+        else if (!strcmp(opt, "--stderr-fd")) o.err_fd = request_fd(v, fds, nfds);
+        else if (!strcmp(opt, "--env")) nenv = strtol(v, NULL, 10);
+        else fail("starter: unknown option %s", opt);
+    }
+    if (nenv < 0 || i + nenv >= argc) fail("starter: no command given");
+    o.argv = args + i;
+    char **env = xcalloc((size_t)nenv + 1, sizeof *env);
+    memcpy(env, args + (argc - nenv), (size_t)nenv * sizeof *env);
+    environ = env;
+    args[argc - nenv] = NULL; /* the command's argv ends here */
+    set_join_title(exit_path);
+    if (o.sandboxed) {
+        o.filter_len = build_filter();
+        sound_mounts();
+    }
+    open_inside_files(&o);
+    struct task_result res = {0, 0, 0, 0, ""};
+    int sfd;
+    pid_t task = start_task(&o, &res, &sfd);
+    int watch = fds[0], timed_out = 0, killing = 0;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (!res.have_status && !killing) {
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            if (p == task) { res.have_status = 1; res.wstatus = st; }
+        if (res.have_status) break;
+        int wait_ms = -1;
+        if (timeout >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = timeout - (double)(now.tv_sec - start.tv_sec) - (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+            if (left <= 0) { timed_out = killing = 1; break; }
+            wait_ms = (int)(left * 1000.0) + 1;
+        }
+        struct pollfd pfds[2] = {{sfd, POLLIN, 0}, {watch, POLLIN, 0}};
+        if (poll(pfds, watch >= 0 ? 2 : 1, wait_ms) < 0) continue;
+        if (pfds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo == SIGTERM) killing = 1;
+        }
+        if (watch >= 0 && pfds[1].revents) {
+            char c;
+            ssize_t n = recv(watch, &c, 1, MSG_DONTWAIT);
+            if (n == 1 && c == 'K') killing = 1;
+            else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) watch = -1; /* the server is gone */
+        }
+    }
+    if (killing) kill_tree(task, &res);
+    report_result(&o, &res, timed_out, exit_fd, fds[0]);
+    _exit(0);
+}
+
+static void refuse_request(const int *fds, int nfds, const char *why) {
+    char line[256];
+    int n = snprintf(line, sizeof line, "R 125 0 0 helper 0 %s: %s\n", g_prog, why);
+    if (nfds > 0 && send(fds[0], line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) { }
+}
+
+/* One request from a connection: 1 handled, -1 none waiting, 0 the connection ended. */
+static int take_request(int conn) {
+    struct iovec iov = {g_request, REQUEST_MAX - 1};
+    union { struct cmsghdr head; char buf[CMSG_SPACE(REQUEST_FDS * sizeof(int))]; } cm;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cm.buf;
+    m.msg_controllen = sizeof cm.buf;
+    ssize_t n = recvmsg(conn, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -1 : 0;
+    if (n == 0) return 0;
+    int fds[REQUEST_FDS], nfds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t j = 0; j < k; j++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + j * sizeof(int), sizeof fd);
+            if (nfds < REQUEST_FDS) fds[nfds++] = fd;
+            else close(fd);
+        }
+    }
+    if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+        refuse_request(fds, nfds, "the request is too large");
+    } else if (nfds > 0) {
+        g_request[n] = '\0';
+        pid_t child = fork();
+        if (child == 0) {
+            for (int i = 0; i < g_starter_nfds; i++) close(g_starter_fds[i].fd);
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL); /* (start_task blocks what it waits for) */
+            starter_command(g_request, (size_t)n, fds, nfds);
+        }
+        if (child < 0) refuse_request(fds, nfds, "fork failed in the machine's init");
+    }
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    return 1;
+}
+
+static void __attribute__((noreturn)) starter_loop(int control, const sigset_t *signals) {
+    int sfd = signalfd(-1, signals, SFD_CLOEXEC);
+    if (sfd < 0) _exit(125); /* cannot happen with a valid set; the machine then dies at once, visibly */
+    g_starter_fds[0] = (struct pollfd){sfd, POLLIN, 0};
+    g_starter_fds[1] = (struct pollfd){control, POLLIN, 0};
+    g_starter_nfds = 2;
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0) { /* reap every exited orphan, and the commands' shims */ }
+        if (poll(g_starter_fds, (nfds_t)g_starter_nfds, -1) < 0) continue;
+        if (g_starter_fds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof si) == (ssize_t)sizeof si &&
+                (si.ssi_signo == SIGTERM || si.ssi_signo == SIGPWR)) {
+                kill(-1, SIGKILL); /* power off, as init_loop does */
+                _exit(0);
+            }
+        }
+        if (g_starter_fds[1].revents & POLLIN) {
+            int conn = accept4(control, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (conn >= 0 && g_starter_nfds < 2 + MAX_CONNECTIONS)
+                g_starter_fds[g_starter_nfds++] = (struct pollfd){conn, POLLIN, 0};
+            else if (conn >= 0)
+                close(conn);
+        }
+        for (int i = 2; i < g_starter_nfds; i++) {
+            if (!g_starter_fds[i].revents) continue;
+            int r;
+            while ((r = take_request(g_starter_fds[i].fd)) == 1) { }
+            if (r == 0 || !(g_starter_fds[i].revents & POLLIN)) {
+                close(g_starter_fds[i].fd);
+                g_starter_fds[i--] = g_starter_fds[--g_starter_nfds];
+            }
+        }
+    }
 }
 
 static int cmd_serve(const char *self) {
@@ -1734,7 +2032,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s init|join|netmount|serve|version ...\n", g_prog);
         return 2;
     }
-    if (!strcmp(argv[1], "init")) return cmd_init(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "init")) {
+        /* The title area the init's commands rewrite (see set_join_title); the init's own stays as launched. */
+        g_title = argv[0];
+        g_title_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+        return cmd_init(argc - 2, argv + 2);
+    }
     if (!strcmp(argv[1], "join")) return cmd_join(argc - 2, argv + 2);
     if (!strcmp(argv[1], "netmount")) return cmd_netmount(argc - 2, argv + 2);
     if (!strcmp(argv[1], "serve")) {
