@@ -93,6 +93,25 @@ def test_a_disk_moved_to_another_range_is_shifted_without_following_links(tmp_pa
 
 # --- paths beneath a machine's directory -------------------------------------------------------------------------
 
+def test_a_task_directory_is_made_in_one_walk_with_its_parents_the_nodes_and_its_tail_the_tasks(
+        tmp_path: Path) -> None:
+    root = tmp_path / "temp"
+    root.mkdir()
+    (root / "jobs" / "t1").mkdir(parents=True)  # an earlier attempt's directory, the node root's
+    task, node = (60001, 60002), (60003, 60004)
+    safepath.makedirs_beneath(root, "jobs/t1/wd", task, own_existing=True, tail=2, parents_owner=node)
+    safepath.makedirs_beneath(root, "jobs/new/deeper/t2/wd", task, own_existing=True, tail=2, parents_owner=node)
+    owners = {str(p.relative_to(root)): (p.stat().st_uid, p.stat().st_gid) for p in root.rglob("*")}
+    assert owners["jobs"] == (os.getuid(), os.getgid())  # there already, not in the tail: left alone
+    assert owners["jobs/t1"] == owners["jobs/t1/wd"] == task  # the tail, even where it was there already
+    assert owners["jobs/new"] == owners["jobs/new/deeper"] == node
+    assert owners["jobs/new/deeper/t2"] == owners["jobs/new/deeper/t2/wd"] == task
+    (root / "jobs" / "t3").symlink_to(tmp_path)
+    with pytest.raises(safepath.UnsafePath):
+        safepath.makedirs_beneath(root, "jobs/t3/wd", task, own_existing=True, tail=2, parents_owner=node)
+    assert tmp_path.stat().st_uid == os.getuid()
+
+
 def test_host_side_file_operations_never_follow_a_machines_links(tmp_path: Path) -> None:
     root = tmp_path / "temp"
     (root / "batch").mkdir(parents=True)

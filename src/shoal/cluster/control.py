@@ -499,6 +499,15 @@ class ClusterHostAgent:
                 wait.event.set()
         return gpid
 
+    def spawn_many(self, requests: list[dict[str, Any]]) -> list[int | Exception]:
+        results: list[int | Exception] = []
+        for request in requests:  # one call per command: each may go to another host
+            try:
+                results.append(self.spawn(**request))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
     def wait(self, gpid: int) -> dict[str, Any] | None:
         host, pid = self._split_pid(gpid)
         if host is None:

@@ -438,9 +438,19 @@ class HostAgent:
               stdout: str, stderr: str, timeout: float | None, exit_key: str) -> int:
         """Start a command in a machine without waiting; its final status is kept under ``exit_key`` (out of the
         machine's reach), so it survives a restart of the server. Returns the pid to wait for or kill."""
-        started = self.machines.spawn(machine_id, argv, env=env, cwd=cwd, user=user, stdout=stdout, stderr=stderr,
-                                      timeout=timeout, exit_file=self._exit_file(machine_id, exit_key))
-        return int(started["pid"])
+        found = self.spawn_many([dict(machine_id=machine_id, argv=argv, env=env, cwd=cwd, user=user, stdout=stdout,
+                                      stderr=stderr, timeout=timeout, exit_key=exit_key)])[0]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def spawn_many(self, requests: list[dict[str, Any]]) -> list[int | Exception]:
+        """:meth:`spawn` for each request (its keyword arguments, with ``machine_id``), started together: each
+        result is a pid or the error of that command alone."""
+        results = self.machines.spawn_many([
+            {**{k: v for k, v in r.items() if k != "exit_key"},
+             "exit_file": self._exit_file(r["machine_id"], r["exit_key"])} for r in requests])
+        return [r if isinstance(r, Exception) else int(r["pid"]) for r in results]
 
     def wait(self, pid: int) -> dict[str, Any] | None:
         return self.machines.wait(pid)
@@ -507,13 +517,17 @@ class HostAgent:
         host = ids.host(inside_uid) if ids is not None else inside_uid
         return host, host
 
-    def make_dirs(self, machine_id: str, paths: list[str], *, inside_uid: int = 0, mode: int = 0o755) -> None:
-        """``mkdir -p`` of paths under the machine's /mnt (paths inside it), owned by a user of the machine.
-        Nothing is followed that the machine could have made a link."""
+    def make_dirs(self, machine_id: str, paths: list[str], *, inside_uid: int = 0, mode: int = 0o755,
+                  owned_tail: int | None = None) -> None:
+        """``mkdir -p`` of paths under the machine's /mnt (paths inside it), owned by a user of the machine
+        (``owned_tail``: only the last that many components of each; the parents it makes are the machine
+        root's). Nothing is followed that the machine could have made a link."""
         root = self.temp_dir(machine_id)
         owner = self.owner(machine_id, inside_uid)
+        parents = None if owned_tail is None else self.owner(machine_id, 0)
         for path in paths:
-            safepath.makedirs_beneath(root, _under_mnt(path), owner, mode, own_existing=True)
+            safepath.makedirs_beneath(root, _under_mnt(path), owner, mode, own_existing=True, tail=owned_tail or 1,
+                                      parents_owner=parents)
 
     def remove_path(self, machine_id: str, path: str) -> None:
         """Remove a file or tree under the machine's /mnt (or the logs it left), without following links."""

@@ -96,6 +96,7 @@ log = logging.getLogger(__name__)
 _MACHINE_ID = re.compile(r"[a-z0-9-]{1,64}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})")
 _KILL_WAIT = 10.0  # seconds to wait for a machine's init to die
+Spawned = list[dict[str, Any] | Exception]  # spawn_many's results: spawn's, or the error of that command alone
 CONTROL_SOCKET = "control"  # in the machine's directory: its init's starter socket (only the host's root)
 
 
@@ -198,6 +199,7 @@ class MachineRuntime(Protocol):
               timeout: float | None = None, stdin: bytes | None = None,
               exit_file: str | None = None) -> dict[str, Any]: ...
 
+    def spawn_many(self, requests: Sequence[Mapping[str, Any]]) -> Spawned: ...
     def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None: ...
     def kill(self, pid: int) -> None: ...
 
@@ -360,6 +362,8 @@ class _Capture:
 
     @classmethod
     def make(cls, directory: Path, stdout: str | None, stderr: str | None, stdin: bytes | None) -> _Capture:
+        if stdout is not None and stderr is not None and stdin is None:
+            return cls(None, None, None)  # (a task: its output goes to files in the machine)
         directory.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:12]
         cap = cls(None if stdout is not None else directory / f"{tag}.out",
@@ -842,28 +846,64 @@ class NamespaceRuntime:
         lost with the server unless ``exit_file`` (a host path, where the machine cannot reach) is given: the
         helper also writes the final
         status line there (``R <exit code> <signal> <timed out> ...``, see :func:`read_exit_file`)."""
+        found = self.spawn_many([dict(machine_id=machine_id, argv=argv, env=env, cwd=cwd, user=user, stdout=stdout,
+                                      stderr=stderr, timeout=timeout, stdin=stdin, exit_file=exit_file)])[0]
+        if isinstance(found, BaseException):
+            raise found
+        return found
+
+    def spawn_many(self, requests: Sequence[Mapping[str, Any]]) -> Spawned:
+        """:meth:`spawn` for each request (its keyword arguments, with ``machine_id``), all sent before the
+        first is waited for: the machines' inits fork them meanwhile. Each result is spawn's, or its error."""
+        sent: list[tuple[str, starter.Job, _Capture] | dict[str, Any] | Exception] = []
+        for request in requests:
+            try:
+                sent.append(self._send(**request))
+            except Exception as exc:
+                sent.append(exc)
+        results: Spawned = []
+        for item in sent:
+            if not isinstance(item, tuple):
+                results.append(item)
+                continue
+            machine_id, job, cap = item
+            try:
+                pid = job.started()
+            except Exception as exc:
+                cap.harvest({})
+                results.append(exc)
+                continue
+            with self._jobs_lock:
+                self._jobs[pid] = (machine_id, job, cap)
+            results.append({"pid": pid, "machineId": machine_id})
+        return results
+
+    def _send(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
+              user: str | None = None, stdout: str | None = None, stderr: str | None = None,
+              timeout: float | None = None, stdin: bytes | None = None,
+              exit_file: str | None = None) -> tuple[str, starter.Job, _Capture] | dict[str, Any]:
+        """Send a command to the machine's starter (its pid comes later), or start it with ``join`` on a machine
+        that has none (made before starters)."""
         _check_command(argv, env, cwd, timeout)
         self._init_of(machine_id)
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
-        with contextlib.suppress(starter.Unavailable):  # a machine made before starters: join it
-            started = self._starter(machine_id).start(
+        with contextlib.suppress(starter.Unavailable):
+            job = self._starter(machine_id).send(
                 [*(("--user", user) if user is not None else ()), "--cwd", cwd,
                  *(("--timeout", repr(float(timeout))) if timeout is not None else ()),
                  *(("--in-stdout", stdout) if stdout else ()), *(("--in-stderr", stderr) if stderr else ())],
                 argv, env, exit_file=exit_file, stdin=str(cap.stdin) if cap.stdin else None,
                 stdout=None if stdout else str(cap.out), stderr=None if stderr else str(cap.err))
-            with self._jobs_lock:
-                self._jobs[started.pid] = (machine_id, started, cap)
-            return {"pid": started.pid, "machineId": machine_id}
+            return machine_id, job, cap
         files = [("--stdin", str(cap.stdin) if cap.stdin else None),
                  ("--in-stdout", stdout) if stdout else ("--stdout", str(cap.out)),
                  ("--in-stderr", stderr) if stderr else ("--stderr", str(cap.err))]
         args = self._join_argv(machine_id, argv, cwd, user, files, timeout, exit_file)
-        job = join.start(args, env, feed_stdin=False, capture_stdout=False, capture_stderr=False,
-                         new_session=True)
+        started = join.start(args, env, feed_stdin=False, capture_stdout=False, capture_stderr=False,
+                             new_session=True)
         with self._jobs_lock:
-            self._jobs[job.pid] = (machine_id, job, cap)
-        return {"pid": job.pid, "machineId": machine_id}
+            self._jobs[started.pid] = (machine_id, started, cap)
+        return {"pid": started.pid, "machineId": machine_id}
 
     def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None:
         """The result of a spawned command (as :meth:`run`), or None if it is still running after ``timeout``."""
@@ -1232,6 +1272,15 @@ class ProcessRuntime:
         with self._jobs_lock:
             self._jobs[proc.pid] = job
         return {"pid": proc.pid, "machineId": machine_id}
+
+    def spawn_many(self, requests: Sequence[Mapping[str, Any]]) -> Spawned:
+        results: Spawned = []
+        for request in requests:  # (nothing to overlap: processes start right here)
+            try:
+                results.append(self.spawn(**request))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None:
         with self._jobs_lock:

@@ -103,10 +103,13 @@ def dir_beneath(root: Path | str, rel: str) -> Iterator[int]:
 
 
 def makedirs_beneath(root: Path | str, rel: str, owner: tuple[int, int] | None = None, mode: int = 0o755,
-                     *, own_existing: bool = False) -> None:
+                     *, own_existing: bool = False, tail: int = 1,
+                     parents_owner: tuple[int, int] | None = None) -> None:
     """``mkdir -p root/rel`` without following links; directories it makes belong to ``owner``
-    (``own_existing``: the last component too, if it was there already)."""
+    (``own_existing``: the last ``tail`` components too, if they were there already). With ``parents_owner``
+    only the last ``tail`` components are ``owner``'s; the parents it makes are ``parents_owner``'s."""
     parts = _parts(rel)
+    first_owned = len(parts) - tail
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, name in enumerate(parts):
@@ -124,8 +127,9 @@ def makedirs_beneath(root: Path | str, rel: str, owner: tuple[int, int] | None =
                 raise
             os.close(fd)
             fd = nxt
-            if owner is not None and (made or (own_existing and i == len(parts) - 1)):
-                os.fchown(fd, *owner)
+            who = owner if parents_owner is None or i >= first_owned else parents_owner
+            if who is not None and (made or (own_existing and i >= first_owned)):
+                os.fchown(fd, *who)
                 os.fchmod(fd, mode)
     finally:
         os.close(fd)

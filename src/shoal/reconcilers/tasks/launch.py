@@ -35,8 +35,10 @@ class Launcher:
 
     def run(self, launches: list[Launch]) -> None:
         slow = [launch for launch in launches if launch.slow]
-        started = [(launch, pid) for launch in launches
-                   if not launch.slow and (pid := self._spawn(launch)) is not None]
+        fast = [launch for launch in launches if not launch.slow]
+        pids = node_ops.spawn_many(self.agent, [_command(launch) for launch in fast])
+        started = [(launch, pid) for launch, found in zip(fast, pids, strict=True)
+                   if (pid := self._started(launch, found)) is not None]
         for launch, pid in started:
             self.attempts.submit(self.attempts.wait, launch.key, launch.attempt, pid)
         for launch in slow:
@@ -45,18 +47,16 @@ class Launcher:
             with self.db.write() as s:  # one statement for the whole batch
                 outcomes.record_pids(s, [(launch.key, launch.attempt, pid) for launch, pid in started])
 
-    def _spawn(self, launch: Launch) -> int | None:
-        try:
-            pid = node_ops.spawn(self.agent, launch.machine, launch.task_dir, launch.command, launch.env,
-                                 launch.admin, launch.timeout)
-        except HostUnavailable:  # the node's host is lost or not answering: the attempt is lost, requeued
+    def _started(self, launch: Launch, found: int | Exception) -> int | None:
+        """The attempt's pid, or its end when it could not be started."""
+        if isinstance(found, HostUnavailable):  # the node's host is lost or not answering: lost, requeued
             self.attempts.done.put(Finished(launch.key, launch.attempt, None, lost=True))
             return None
-        except Exception as exc:
-            self.attempts.done.put(Finished(launch.key, launch.attempt, None, error=str(exc)))
+        if isinstance(found, Exception):
+            self.attempts.done.put(Finished(launch.key, launch.attempt, None, error=str(found)))
             return None
-        self.attempts.started(launch.key, launch.attempt, pid)
-        return pid
+        self.attempts.started(launch.key, launch.attempt, found)
+        return found
 
     def _run_with_files(self, launch: Launch) -> None:
         """One attempt of a task with resource or output files: download, run, wait, upload, report."""
@@ -79,9 +79,9 @@ class Launcher:
             except TransferError as exc:
                 self.attempts.finish(Finished(key, attempt, None, failure=exc.failure_info()))
                 return
-            pid = self._spawn(launch)
+            pid = self._started(launch, node_ops.spawn_many(self.agent, [_command(launch)])[0])
             if pid is None:
-                return  # _spawn reported the failure
+                return  # _started reported the failure
             item = self.attempts.await_end(key, attempt, pid)
             self.attempts.finish(node_ops.upload_outputs(self.agent, item, launch.machine, launch.task_dir,
                                                          launch.outputs, launch.env, launch.admin))
@@ -90,3 +90,7 @@ class Launcher:
         except Exception as exc:
             log.exception("task %s failed to run", key)
             self.attempts.finish(Finished(key, attempt, None, error=str(exc)))
+
+
+def _command(launch: Launch) -> node_ops.Command:
+    return launch.machine, launch.task_dir, launch.command, launch.env, launch.admin, launch.timeout

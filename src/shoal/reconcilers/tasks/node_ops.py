@@ -4,7 +4,6 @@ command started there, and the output files an attempt's outcome asks for upload
 from __future__ import annotations
 
 import logging
-from pathlib import PurePosixPath
 from typing import Any
 
 from shoal.core.hosterrors import TransferError
@@ -20,8 +19,7 @@ log = logging.getLogger(__name__)
 def prepare_dir(agent: HostAgent, machine: str, task_dir: str, admin: bool) -> None:
     """The task directory in the node, with its working directory, ready for a new attempt (owned by the
     task's user; the parents by the node's root)."""
-    agent.make_dirs(machine, [str(PurePosixPath(task_dir).parent)])
-    agent.make_dirs(machine, [task_dir, f"{task_dir}/wd"], inside_uid=0 if admin else NOBODY)
+    agent.make_dirs(machine, [f"{task_dir}/wd"], inside_uid=0 if admin else NOBODY, owned_tail=2)  # one walk
     agent.clear_exit(machine, task_dir)
 
 
@@ -30,10 +28,36 @@ def spawn(agent: HostAgent, machine: str, task_dir: str, command: str, env: dict
     """Start a command in a node's machine: cwd the task's wd, output in its directory, the final status
     where the agent keeps it."""
     prepare_dir(agent, machine, task_dir, admin)
-    return agent.spawn(
-        machine, node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
-        user=task_user(admin), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
-        timeout=timeout, exit_key=task_dir)
+    return agent.spawn(**_request(machine, task_dir, command, env, admin, timeout))
+
+
+Command = tuple[str, str, str, dict[str, str], bool, "float | None"]
+"""What :func:`spawn_many` starts: (machine, task directory, command line, environment, admin, timeout)."""
+
+
+def spawn_many(agent: HostAgent, commands: list[Command]) -> list[int | Exception]:
+    """:func:`spawn` for each command, started together (the node's starters fork them meanwhile): a pid, or
+    the error of that command alone."""
+    results: list[int | Exception | None] = [None] * len(commands)
+    requests, where = [], []
+    for i, (machine, task_dir, command, env, admin, timeout) in enumerate(commands):
+        try:
+            prepare_dir(agent, machine, task_dir, admin)
+        except Exception as exc:
+            results[i] = exc
+            continue
+        requests.append(_request(machine, task_dir, command, env, admin, timeout))
+        where.append(i)
+    for i, found in zip(where, agent.spawn_many(requests) if requests else [], strict=True):
+        results[i] = found
+    return [r for r in results if r is not None]
+
+
+def _request(machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
+             timeout: float | None) -> dict[str, Any]:
+    return dict(machine_id=machine, argv=node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
+                user=task_user(admin), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
+                timeout=timeout, exit_key=task_dir)
 
 
 def upload_outputs(agent: HostAgent, item: Finished, machine: str, task_dir: str, outputs: list[dict[str, Any]],

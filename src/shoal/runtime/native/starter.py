@@ -36,10 +36,21 @@ class Unavailable(Exception):
 
 
 class Job:
-    """A command started by a machine's init: our end of its status socket, and its host pid."""
+    """A command sent to a machine's init: our end of its status socket, and (once :meth:`started`) its host
+    pid. A batch of commands is sent first and their pids read after, so the forks overlap."""
 
-    def __init__(self, sock: socket.socket, pid: int) -> None:
-        self.sock, self.pid = sock, pid
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pid = 0
+
+    def started(self) -> int:
+        """Wait for the child the init forked to say it runs; its host pid."""
+        try:
+            self.pid = _started(self.sock)
+        except BaseException:
+            self.sock.close()
+            raise
+        return self.pid
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -90,10 +101,11 @@ class Starter:
                     if attempt:
                         raise Unavailable(self.path) from None
 
-    def start(self, options: Sequence[str], argv: Sequence[str], env: Mapping[str, str], *, exit_file: str | None,
-              stdin: str | None, stdout: str | None, stderr: str | None) -> Job:
-        """Start ``argv``. ``options`` are ``join``'s in-machine options (``--cwd``, ``--user``,
-        ``--in-stdout``...); ``exit_file``, ``stdin``, ``stdout`` and ``stderr`` are host files to open here."""
+    def send(self, options: Sequence[str], argv: Sequence[str], env: Mapping[str, str], *, exit_file: str | None,
+             stdin: str | None, stdout: str | None, stderr: str | None) -> Job:
+        """Ask for ``argv`` to be started (:meth:`Job.started` says when it is). ``options`` are ``join``'s
+        in-machine options (``--cwd``, ``--user``, ``--in-stdout``...); ``exit_file``, ``stdin``, ``stdout``
+        and ``stderr`` are host files to open here."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         opened: list[int] = []
         try:
@@ -120,8 +132,6 @@ class Starter:
             if len(payload) > REQUEST_MAX:
                 raise Unavailable("request too large")
             self._send(payload, fds)
-            theirs.close()
-            pid = _started(ours)
         except BaseException:
             ours.close()
             raise
@@ -129,7 +139,7 @@ class Starter:
             theirs.close()
             for fd in opened:
                 os.close(fd)
-        return Job(ours, pid)
+        return Job(ours)
 
 
 def _connect(path: str) -> socket.socket:
