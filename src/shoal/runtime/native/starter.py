@@ -128,7 +128,7 @@ class Starter:
                 args += ["--exit-path", exit_file]
             envs = [f"{k}={v}" for k, v in env.items()]
             args += ["--env", str(len(envs)), "--", *argv, *envs]
-            payload = b"".join(os.fsencode(a) + b"\0" for a in args)
+            payload = ("\0".join(args) + "\0").encode("utf-8", "surrogateescape")  # (os.fsencode, at once)
             if len(payload) > REQUEST_MAX:
                 raise Unavailable("request too large")
             self._send(payload, fds)
