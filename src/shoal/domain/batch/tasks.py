@@ -193,8 +193,8 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
         rows.append(row)
         results.append({"status": "success", "taskId": task_id, "eTag": row["etag"],
                         "lastModified": timefmt.format_timestamp(row["last_modified"])})
-    if rows:  # one statement for the collection (ORM objects would cost a flush of each)
-        s.execute(insert(models.Task), [{**row, "version": 1} for row in rows])
+    if rows:  # one statement for the collection, to the table (ORM objects, even an ORM bulk insert, cost more)
+        s.execute(insert(models.Task.__table__), [{**row, "version": 1} for row in rows])
     return results
 
 
