@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from shoal.core import etags, timefmt
@@ -20,8 +20,6 @@ from shoal.core.clock import Clock
 from shoal.domain.batch import tasks
 from shoal.domain.batch.assignment import constraints
 from shoal.store import models
-
-TASKS = cast(Table, models.Task.__table__)  # bulk changes are written to the table, without loading rows
 
 
 @dataclass
@@ -141,7 +139,7 @@ def record_pids(s: Session, started_: list[tuple[str, str, int]]) -> None:
     an ORM write would. Recovery after a restart finds a live attempt by its pid first."""
     if not started_:
         return
-    table = TASKS
+    table = tasks.TASKS
     stmt = (update(table).where(table.c.key == bindparam("b_key"), table.c.attempt == bindparam("b_attempt"))
             .values(version=table.c.version + 1, pid=bindparam("b_pid")))
     s.execute(stmt, [{"b_key": key, "b_attempt": attempt, "b_pid": pid} for key, attempt, pid in started_])

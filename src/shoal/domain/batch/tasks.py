@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from shoal.core import errors, etags, timefmt
@@ -18,6 +18,7 @@ from shoal.domain.batch.pools import bad_value, missing
 from shoal.store import models
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TASKS = cast(Table, models.Task.__table__)  # bulk writes go to the table, without ORM objects
 MAX_COLLECTION = 100
 MAX_COLLECTION_BYTES = 1024 * 1024
 SPEC_FIELDS = ("displayName", "commandLine", "resourceFiles", "outputFiles", "environmentSettings", "affinityInfo",
@@ -194,7 +195,7 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
         results.append({"status": "success", "taskId": task_id, "eTag": row["etag"],
                         "lastModified": timefmt.format_timestamp(row["last_modified"])})
     if rows:  # one statement for the collection, to the table (ORM objects, even an ORM bulk insert, cost more)
-        s.execute(insert(models.Task.__table__), [{**row, "version": 1} for row in rows])
+        s.execute(insert(TASKS), [{**row, "version": 1} for row in rows])
     return results
 
 
