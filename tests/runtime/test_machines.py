@@ -685,6 +685,26 @@ def test_a_bad_request_to_the_starter_fails_alone(hardened: NamespaceRuntime, st
     assert spawned(hardened, ["echo", "still", "here"])["stdout"] == b"still here\n"
 
 
+def test_a_starter_with_no_room_for_a_connection_leaves_its_commands_to_join(hardened: NamespaceRuntime,
+                                                                             store: Path) -> None:
+    import socket
+
+    hardened.create(spec(store, "m1"))
+    control = str(store / "store" / "machines" / "m1" / "control")
+    held = []
+    for _ in range(32):  # every connection the init accepts, taken before the runtime's own
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        conn.connect(control)
+        held.append(conn)
+    try:
+        result = spawned(hardened, ["sh", "-c", "echo joined; exit 5"])
+        assert result["exitCode"] == 5 and result["stdout"] == b"joined\n"
+    finally:
+        for conn in held:
+            conn.close()
+    assert spawned(hardened, ["echo", "starter"])["stdout"] == b"starter\n"  # a connection is free again
+
+
 def test_a_spawned_command_outlives_its_caller_and_leaves_its_result(hardened: NamespaceRuntime, store: Path) -> None:
     hardened.create(spec(store, "m1"))
     exit_file = store / "exit-status"

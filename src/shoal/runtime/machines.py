@@ -862,7 +862,7 @@ class NamespaceRuntime:
             except Exception as exc:
                 sent.append(exc)
         results: Spawned = []
-        for item in sent:
+        for request, item in zip(requests, sent, strict=True):
             if not isinstance(item, tuple):
                 results.append(item)
                 continue
@@ -871,6 +871,14 @@ class NamespaceRuntime:
                 pid = job.started()
             except Exception as exc:
                 cap.harvest({})
+                if isinstance(exc, starter.Unavailable):  # the init closed the request unread: start it with join
+                    try:
+                        joined = self._send(**request, with_starter=False)
+                        assert isinstance(joined, dict)  # (never a starter's job)
+                        results.append(joined)
+                    except Exception as again:
+                        results.append(again)
+                    continue
                 results.append(exc)
                 continue
             with self._jobs_lock:
@@ -880,14 +888,16 @@ class NamespaceRuntime:
 
     def _send(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
-              timeout: float | None = None, stdin: bytes | None = None,
-              exit_file: str | None = None) -> tuple[str, starter.Job, _Capture] | dict[str, Any]:
+              timeout: float | None = None, stdin: bytes | None = None, exit_file: str | None = None,
+              with_starter: bool = True) -> tuple[str, starter.Job, _Capture] | dict[str, Any]:
         """Send a command to the machine's starter (its pid comes later), or start it with ``join`` on a machine
-        that has none (made before starters)."""
+        that has none (made before starters) or whose starter does not take it."""
         _check_command(argv, env, cwd, timeout)
         self._init_of(machine_id)
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         with contextlib.suppress(starter.Unavailable):
+            if not with_starter:
+                raise starter.Unavailable(machine_id)
             job = self._starter(machine_id).send(
                 [*(("--user", user) if user is not None else ()), "--cwd", cwd,
                  *(("--timeout", repr(float(timeout))) if timeout is not None else ()),
