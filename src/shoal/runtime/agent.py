@@ -448,7 +448,7 @@ class HostAgent:
         """:meth:`spawn` for each request (its keyword arguments, with ``machine_id``), started together: each
         result is a pid or the error of that command alone."""
         for machine_id in {r["machine_id"] for r in requests}:  # where their exit files go: made once a batch
-            (self.store_dir / "machines" / machine_id / "exits").mkdir(parents=True, exist_ok=True)
+            self._exits_dir(machine_id).mkdir(parents=True, exist_ok=True)
         results = self.machines.spawn_many([
             {**{k: v for k, v in r.items() if k != "exit_key"},
              "exit_file": self._exit_file(r["machine_id"], r["exit_key"])} for r in requests])
@@ -542,7 +542,10 @@ class HostAgent:
     def _exit_file(self, machine_id: str, key: str) -> str:
         """Where the final status of a command is kept (out of the machine's reach: it is written with the
         host's rights; spawn makes the directory)."""
-        return f"{self.store_dir}/machines/{machine_id}/exits/{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        return f"{self._exits_dir(machine_id)}/{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+    def _exits_dir(self, machine_id: str) -> Path:
+        return self.store_dir / "machines" / machine_id / "exits"
 
     def adopt(self) -> dict[str, str]:
         return dict(self.machines.adopt())

@@ -27,8 +27,10 @@ def spawn(agent: HostAgent, machine: str, task_dir: str, command: str, env: dict
           timeout: float | None) -> int:
     """Start a command in a node's machine: cwd the task's wd, output in its directory, the final status
     where the agent keeps it."""
-    prepare_dir(agent, machine, task_dir, admin)
-    return agent.spawn(**_request(machine, task_dir, command, env, admin, timeout))
+    found = spawn_many(agent, [(machine, task_dir, command, env, admin, timeout)])[0]
+    if isinstance(found, Exception):
+        raise found
+    return found
 
 
 Command = tuple[str, str, str, dict[str, str], bool, "float | None"]
