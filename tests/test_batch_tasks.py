@@ -100,6 +100,19 @@ def test_bad_task_requests(env: tuple[Any, PreparedImage]) -> None:
     assert info.value.error.code == "TaskDependenciesNotSpecifiedOnJob"
 
 
+def test_a_collection_refuses_ids_taken_in_any_case_alone(env: tuple[Any, PreparedImage]) -> None:
+    """Task ids are case-insensitive: an id already in the job, or twice in the collection, fails alone."""
+    client, _ = env
+    job_id = new_job(client)
+    client.create_task(job_id, bm.BatchTaskCreateOptions(id="Taken", command_line="true"))
+    result = client.create_task_collection(job_id, bm.BatchTaskGroup(task_values=[
+        bm.BatchTaskCreateOptions(id=i, command_line="true") for i in ("tAKEN", "fresh", "FRESH", "other")]))
+    status = {r.task_id: (r.status, r.error.code if r.error else None) for r in result.result_values}
+    assert status == {"tAKEN": ("clienterror", "TaskExists"), "fresh": ("success", None),
+                      "FRESH": ("clienterror", "TaskExists"), "other": ("success", None)}
+    assert sorted(t.id for t in client.list_tasks(job_id)) == ["Taken", "fresh", "other"]
+
+
 def test_removing_a_busy_node_requeues_its_task(env: tuple[Any, PreparedImage]) -> None:
     client, _ = env
     job_id = new_job(client)

@@ -167,10 +167,10 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
         raise errors.RequestBodyTooLarge(f"The collection has {len(items)} tasks and {raw_size} bytes: at most "
                                          f"{MAX_COLLECTION} tasks and less than 1 MB are allowed per request.")
     check_job_accepts_tasks(job)
-    ids = [str(i.get("id", "")).lower() for i in items if isinstance(i, dict)]
-    existing = set(s.scalars(select(models.Task.task_id).where(
-        models.Task.job_key == job.key, func.lower(models.Task.task_id).in_(ids)))) if ids else set()
-    existing = {e.lower() for e in existing}
+    # Looked up by primary key (a task's key holds its id in lower case): a search by lower(task_id) would read
+    # every task of the job for each request.
+    keys = {task_key(job.key, str(i.get("id", ""))) for i in items if isinstance(i, dict)}
+    existing = set(s.scalars(select(models.Task.key).where(models.Task.key.in_(keys)))) if keys else set()
     seq = next_seq(s)
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -181,7 +181,7 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
             if not isinstance(item, dict):
                 raise missing("value[]")
             spec = validate(job, item)
-            if task_id.lower() in existing or task_id.lower() in seen:
+            if task_key(job.key, task_id) in existing or task_id.lower() in seen:
                 raise errors.TaskExists("The specified task already exists.")
         except errors.AzureError as exc:
             results.append({"status": "clienterror", "taskId": task_id, "error": {
