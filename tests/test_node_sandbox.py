@@ -171,6 +171,29 @@ def test_the_next_task_gets_a_sound_proc_whatever_the_last_one_did(client: Any) 
     assert "PID" in out and "devnull" in out
 
 
+def test_links_a_nonadmin_task_leaves_in_its_directory_are_never_followed(client: Any) -> None:
+    """A nonadmin task owns its task directory. The links its first attempt leaves there for the node's root (its
+    output file, its working directory) are removed or refused on the retry, never followed out of it."""
+    node = nodes(client)[0].id
+
+    def attempt_twice(first: str) -> Any:
+        task_id = f"links-{uuid.uuid4().hex[:8]}"
+        script = f"if [ ! -e ../first ]; then touch ../first; {first}; exit 3; fi; echo second attempt"
+        client.create_task("box", bm.BatchTaskCreateOptions(
+            id=task_id, command_line=f"/bin/sh -c '{script}'", constraints=bm.BatchTaskConstraints(
+                max_task_retry_count=1), affinity_info=bm.BatchAffinityInfo(affinity_id=f"TVM:{node}")))
+        return wait_for(lambda: (t := client.get_task("box", task_id)).state == "completed" and t, task_id, 300)
+
+    output_link = attempt_twice("rm -f ../stdout.txt; ln -s /etc/passwd ../stdout.txt")
+    assert output_link.execution_info.retry_count == 1 and output_link.execution_info.exit_code == 0
+    out = b"".join(client.download_task_file("box", output_link.id, "stdout.txt")).decode()
+    assert out == "second attempt\n"  # a new file took the link's place
+    wd_link = attempt_twice("cd ..; rm -rf wd; ln -s /etc wd")
+    assert wd_link.execution_info.retry_count == 1 and wd_link.execution_info.result == "failure"
+    _, out, err = run(client, "grep -c ^root: /etc/passwd; stat -c %U:%a /etc", node=node)
+    assert out.split() == ["1", "root:755"], (out, err)
+
+
 # --- networks ------------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -202,6 +202,14 @@ def test_output_goes_to_the_files_given_inside_the_machine(runtime: Any, store: 
     assert (temp / "stdout.txt").read_text() == "to-out\n" and (temp / "stderr.txt").read_text() == "to-err\n"
 
 
+def test_a_spawned_command_in_a_directory_to_be_made(runtime: Any, store: Path) -> None:
+    machine = spec(store, "m1")
+    runtime.create(machine)
+    started = runtime.spawn("m1", ["sh", "-c", "echo here > out.txt"], env=PATH, cwd="/mnt/tasks/t1/wd", make_cwd=2)
+    assert runtime.wait(started["pid"], timeout=30)["exitCode"] == 0
+    assert (Path(machine.temp_dir) / "tasks" / "t1" / "wd" / "out.txt").read_text() == "here\n"
+
+
 def test_software_from_an_os_layer_is_visible(runtime: Any, store: Path) -> None:
     runtime.create(spec(store, "m1", layers=[hand_made_layer(store)]))
     result = runtime.run("m1", ["cat", "hello.txt"], env=PATH, cwd="/opt/shoal-test")
@@ -662,6 +670,44 @@ def test_spawned_commands_come_from_the_machines_init_with_the_same_sandbox(hard
              "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
              f"try:\n    s.connect({str(control)!r})\nexcept PermissionError:\n    print('refused')\n")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout == "refused\n"
+
+
+def test_a_spawned_command_can_have_its_working_directory_made_in_the_machine(hardened: NamespaceRuntime,
+                                                                              store: Path) -> None:
+    """make_cwd: the machine's root makes the missing directories, the last N the user's, following no link."""
+    machine = spec(store, "m1")
+    hardened.create(machine)
+    ids = hardened.id_range("m1")
+    assert ids is not None
+    result = spawned(hardened, ["pwd"], cwd="/mnt/tasks/job/t1/wd", make_cwd=2, user="65534")
+    assert result["exitCode"] == 0 and result["stdout"] == b"/mnt/tasks/job/t1/wd\n", result
+    temp = Path(machine.temp_dir)
+    assert [(temp / rel).stat().st_uid - ids.base for rel in ("tasks", "tasks/job", "tasks/job/t1",
+                                                              "tasks/job/t1/wd")] == [0, 0, 65534, 65534]
+    # A link the user planted in its own directory is refused, not followed (root would chown /etc for it).
+    planted = spawned(hardened, ["sh", "-c", "ln -s /etc /mnt/tasks/job/t1/wd2"], user="65534")
+    assert planted["exitCode"] == 0, planted
+    with pytest.raises(MachineError, match="make /mnt/tasks/job/t1/wd2/x in the machine: Too many levels of sym"):
+        spawned(hardened, ["pwd"], cwd="/mnt/tasks/job/t1/wd2/x", make_cwd=2, user="65534")
+    assert spawned(hardened, ["stat", "-c", "%u", "/etc"])["stdout"] == b"0\n"
+    # An output file the user replaced with a link is made anew, not opened through the link.
+    spawned(hardened, ["sh", "-c", "ln -s /etc/passwd /mnt/tasks/job/t1/out"], user="65534")
+    spawned(hardened, ["echo", "mine"], stdout="/mnt/tasks/job/t1/out", user="65534")
+    assert spawned(hardened, ["sh", "-c", "cat /mnt/tasks/job/t1/out; grep -c ^root: /etc/passwd"])["stdout"] == \
+        b"mine\n1\n"
+
+
+def test_a_machine_whose_init_is_another_build_starts_its_commands_with_join(hardened: NamespaceRuntime,
+                                                                           store: Path) -> None:
+    """A machine from before an upgrade: its init may not know this build's requests, so join (this build) runs
+    its commands."""
+    hardened.create(spec(store, "m1"))
+    other = store / "shoal-machine-next-build"
+    shutil.copy2(hardened.helper(), other)
+    hardened._helper = str(other)  # this process now runs another build than the machine's init
+    result = spawned(hardened, ["sh", "-c", "grep PPid /proc/$PPID/status; pwd"], cwd="/mnt/j/wd", make_cwd=1)
+    assert result["exitCode"] == 0, result
+    assert result["stdout"].split()[1:] == [b"0", b"/mnt/j/wd"]  # the shim's parent is join, outside the machine
 
 
 def test_a_bad_request_to_the_starter_fails_alone(hardened: NamespaceRuntime, store: Path) -> None:

@@ -435,11 +435,12 @@ class HostAgent:
                                       stderr=stderr))
 
     def spawn(self, machine_id: str, argv: list[str], *, env: dict[str, str], cwd: str, user: str | None,
-              stdout: str, stderr: str, timeout: float | None, exit_key: str) -> int:
+              stdout: str, stderr: str, timeout: float | None, exit_key: str, make_cwd: int = 0) -> int:
         """Start a command in a machine without waiting; its final status is kept under ``exit_key`` (out of the
-        machine's reach), so it survives a restart of the server. Returns the pid to wait for or kill."""
+        machine's reach), so it survives a restart of the server. Returns the pid to wait for or kill. With
+        ``make_cwd`` N the machine makes ``cwd`` first (its last N components the user's, see the runtime)."""
         found = self.spawn_many([dict(machine_id=machine_id, argv=argv, env=env, cwd=cwd, user=user, stdout=stdout,
-                                      stderr=stderr, timeout=timeout, exit_key=exit_key)])[0]
+                                      stderr=stderr, timeout=timeout, exit_key=exit_key, make_cwd=make_cwd)])[0]
         if isinstance(found, BaseException):
             raise found
         return found

@@ -197,7 +197,7 @@ class MachineRuntime(Protocol):
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
               timeout: float | None = None, stdin: bytes | None = None,
-              exit_file: str | None = None) -> dict[str, Any]: ...
+              exit_file: str | None = None, make_cwd: int = 0) -> dict[str, Any]: ...
 
     def spawn_many(self, requests: Sequence[Mapping[str, Any]]) -> Spawned: ...
     def wait(self, pid: int, timeout: float | None = None) -> dict[str, Any] | None: ...
@@ -837,7 +837,7 @@ class NamespaceRuntime:
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
               timeout: float | None = None, stdin: bytes | None = None,
-              exit_file: str | None = None) -> dict[str, Any]:
+              exit_file: str | None = None, make_cwd: int = 0) -> dict[str, Any]:
         """Start ``argv`` inside the machine without waiting: returns ``{"pid": host pid}`` for :meth:`wait`
         and :meth:`kill`. Output not sent to a file (a path inside the machine) is captured in scratch files and
         returned by :meth:`wait`.
@@ -845,9 +845,13 @@ class NamespaceRuntime:
         The helper runs in a session of its own, so a spawned command survives the server. Its result is then
         lost with the server unless ``exit_file`` (a host path, where the machine cannot reach) is given: the
         helper also writes the final
-        status line there (``R <exit code> <signal> <timed out> ...``, see :func:`read_exit_file`)."""
+        status line there (``R <exit code> <signal> <timed out> ...``, see :func:`read_exit_file`).
+
+        With ``make_cwd`` N, the machine makes the missing directories of ``cwd`` first, following no link, and
+        its last N components belong to ``user`` (a task directory, made from inside the machine)."""
         found = self.spawn_many([dict(machine_id=machine_id, argv=argv, env=env, cwd=cwd, user=user, stdout=stdout,
-                                      stderr=stderr, timeout=timeout, stdin=stdin, exit_file=exit_file)])[0]
+                                      stderr=stderr, timeout=timeout, stdin=stdin, exit_file=exit_file,
+                                      make_cwd=make_cwd)])[0]
         if isinstance(found, BaseException):
             raise found
         return found
@@ -889,7 +893,7 @@ class NamespaceRuntime:
     def _send(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
               timeout: float | None = None, stdin: bytes | None = None, exit_file: str | None = None,
-              with_starter: bool = True) -> tuple[str, starter.Job, _Capture] | dict[str, Any]:
+              make_cwd: int = 0, with_starter: bool = True) -> tuple[str, starter.Job, _Capture] | dict[str, Any]:
         """Send a command to the machine's starter (its pid comes later), or start it with ``join`` on a machine
         that has none (made before starters) or whose starter does not take it."""
         _check_command(argv, env, cwd, timeout)
@@ -900,6 +904,7 @@ class NamespaceRuntime:
                 raise starter.Unavailable(machine_id)
             job = self._starter(machine_id).send(
                 [*(("--user", user) if user is not None else ()), "--cwd", cwd,
+                 *(("--make-cwd", str(make_cwd)) if make_cwd else ()),
                  *(("--timeout", repr(float(timeout))) if timeout is not None else ()),
                  *(("--in-stdout", stdout) if stdout else ()), *(("--in-stderr", stderr) if stderr else ())],
                 argv, env, exit_file=exit_file, stdin=str(cap.stdin) if cap.stdin else None,
@@ -907,7 +912,8 @@ class NamespaceRuntime:
             return machine_id, job, cap
         files = [("--stdin", str(cap.stdin) if cap.stdin else None),
                  ("--in-stdout", stdout) if stdout else ("--stdout", str(cap.out)),
-                 ("--in-stderr", stderr) if stderr else ("--stderr", str(cap.err))]
+                 ("--in-stderr", stderr) if stderr else ("--stderr", str(cap.err)),
+                 ("--make-cwd", str(make_cwd) if make_cwd else None)]
         args = self._join_argv(machine_id, argv, cwd, user, files, timeout, exit_file)
         started = join.start(args, env, feed_stdin=False, capture_stdout=False, capture_stderr=False,
                              new_session=True)
@@ -955,12 +961,21 @@ class NamespaceRuntime:
                     os.kill(pid, signal.SIGTERM)  # the helper turns this into a kill of the tree
 
     def _starter(self, machine_id: str) -> starter.Starter:
+        """The connection to the machine's starter. An init that runs another build of the helper (a machine
+        from before an upgrade) may not know this build's requests: its commands go through ``join``, which is
+        this build."""
         with self._jobs_lock:
             found = self._starters.get(machine_id)
-            if found is None:
-                found = self._starters[machine_id] = starter.Starter(
-                    str(self.records.dir(machine_id) / CONTROL_SOCKET))
-            return found
+        if found is None:
+            pid, _ = self._init_of(machine_id)
+            try:
+                current = os.path.samefile(f"/proc/{pid}/exe", self.helper())
+            except OSError:
+                current = False
+            made = starter.Starter(str(self.records.dir(machine_id) / CONTROL_SOCKET), usable=current)
+            with self._jobs_lock:
+                found = self._starters.setdefault(machine_id, made)
+        return found
 
     def _forget_starter(self, machine_id: str) -> None:
         with self._jobs_lock:
@@ -1209,6 +1224,16 @@ class ProcessRuntime:
         """The host ids files of a machine user get: the unprivileged user everything runs as."""
         return self.run_as if self.run_as is not None else (os.geteuid(), os.getegid())
 
+    def _make_dirs(self, machine_id: str, path: str, owned: int) -> None:
+        """``mkdir -p`` of a machine path; what is made, and its last ``owned`` components, belong to the user
+        everything runs as (no isolation here: nothing to guard against links)."""
+        host = Path(self.host_path(machine_id, path))
+        made = [p for p in (host, *host.parents) if not p.exists()]
+        host.mkdir(parents=True, exist_ok=True)
+        uid, gid = self.owner(0)
+        for directory in {*made, *[host, *host.parents][:owned]}:
+            os.chown(directory, uid, gid)
+
     def _popen(self, machine_id: str, argv: Sequence[str], env: dict[str, str], cwd: str, user: str | None,
                stdin: Any, stdout: Any, stderr: Any) -> subprocess.Popen[bytes] | dict[str, Any]:
         _check_command(argv, env, cwd, None)
@@ -1258,8 +1283,10 @@ class ProcessRuntime:
     def spawn(self, machine_id: str, argv: Sequence[str], *, env: dict[str, str], cwd: str = "/",
               user: str | None = None, stdout: str | None = None, stderr: str | None = None,
               timeout: float | None = None, stdin: bytes | None = None,
-              exit_file: str | None = None) -> dict[str, Any]:
+              exit_file: str | None = None, make_cwd: int = 0) -> dict[str, Any]:
         # exit_file: not supported here (processes die with the server in this runtime anyway).
+        if make_cwd:
+            self._make_dirs(machine_id, cwd, make_cwd)
         cap = _Capture.make(self.records.dir(machine_id) / "jobs", stdout, stderr, stdin)
         with contextlib.ExitStack() as stack:
             fout = stack.enter_context(self._output(machine_id, stdout, cap.out))

@@ -25,8 +25,8 @@ def prepare_dir(agent: HostAgent, machine: str, task_dir: str, admin: bool) -> N
 
 def spawn(agent: HostAgent, machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
           timeout: float | None) -> int:
-    """Start a command in a node's machine: cwd the task's wd, output in its directory, the final status
-    where the agent keeps it."""
+    """Start a command in a node's machine: cwd the task's wd (made by the machine if missing, as
+    :func:`prepare_dir` makes it), output in its directory, the final status where the agent keeps it."""
     found = spawn_many(agent, [(machine, task_dir, command, env, admin, timeout)])[0]
     if isinstance(found, Exception):
         raise found
@@ -44,7 +44,7 @@ def spawn_many(agent: HostAgent, commands: list[Command]) -> list[int | Exceptio
     requests, where = [], []
     for i, (machine, task_dir, command, env, admin, timeout) in enumerate(commands):
         try:
-            prepare_dir(agent, machine, task_dir, admin)
+            agent.clear_exit(machine, task_dir)  # (the directories: made in the machine, see _request)
         except Exception as exc:
             results[i] = exc
             continue
@@ -57,8 +57,10 @@ def spawn_many(agent: HostAgent, commands: list[Command]) -> list[int | Exceptio
 
 def _request(machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
              timeout: float | None) -> dict[str, Any]:
+    # The task directory and its wd are made from inside the machine, by its root, following no link: the
+    # task's user owns both (make_cwd=2), their parents stay root's. That costs the server nothing per task.
     return dict(machine_id=machine, argv=node_rules.command_argv(command), env=env, cwd=f"{task_dir}/wd",
-                user=task_user(admin), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
+                make_cwd=2, user=task_user(admin), stdout=f"{task_dir}/stdout.txt", stderr=f"{task_dir}/stderr.txt",
                 timeout=timeout, exit_key=task_dir)
 
 

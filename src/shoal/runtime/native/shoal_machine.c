@@ -38,7 +38,7 @@
  *                              (a host file only the host's root may use) and forks the commands the host
  *                              sends from inside the machine (see "starter" below): no `join` per command.
  *
- *   shoal-machine join --init PID[:STARTTIME] [--cwd DIR] [--user NAME|UID[:GID]] [--stdin PATH]
+ *   shoal-machine join --init PID[:STARTTIME] [--cwd DIR [--make-cwd N]] [--user NAME|UID[:GID]] [--stdin PATH]
  *                      [--stdout PATH] [--stderr PATH] [--in-stdin PATH] [--in-stdout PATH] [--in-stderr PATH]
  *                      [--cgroup DIR]... [--timeout SECONDS] [--status-fd N] [--exit-file PATH] -- ARGV...
  *       Runs ARGV inside the machine whose init is PID: setns into its uts, pid and mount namespaces, fork a
@@ -46,7 +46,10 @@
  *       environment (the caller passes the clean task environment as ours), the working directory, the user,
  *       and the files given: --stdin/--stdout/--stderr are host paths (Shoal's own scratch files, opened before
  *       entering the machine), --in-* are paths inside the machine, opened there with the machine root's
- *       rights; every other inherited file descriptor is closed. When the machine has a user namespace the
+ *       rights and without following a link (an --in-stdout/--in-stderr file is made anew); with --make-cwd N
+ *       the working directory's missing directories are made there too, following no link, and its last N
+ *       components are the user's (a task directory: the caller need not reach into the machine's disk for
+ *       it); every other inherited file descriptor is closed. When the machine has a user namespace the
  *       command runs in it, with the machine's sandbox: the cut capability bounding set, the seccomp profile
  *       (seccomp_profile.h), no_new_privs for a user other than root; /proc and /dev are made sound first
  *       (whatever an earlier command mounted over them is detached). On timeout, SIGTERM, SIGINT or
@@ -1226,6 +1229,7 @@ static int resolve_user(const char *spec, uid_t *uid, gid_t *gid, gid_t *groups,
 
 struct join_opts {
     const char *cwd, *user;
+    int make_cwd;        /* make the cwd's missing directories; its last make_cwd belong to the user */
     int in_fd, out_fd, err_fd;
     const char *in_path_inside, *out_path_inside, *err_path_inside; /* opened inside the machine */
     int userns_fd;       /* join: the machine's user namespace when it is not ours (entered by the shim) */
@@ -1233,7 +1237,7 @@ struct join_opts {
     unsigned short filter_len;
     char **argv;
     /* The user, resolved by the shim before it forks the task (the task is a vfork child: no stdio there). */
-    int user_err, ngroups;
+    int user_err, ngroups, user_resolved;
     uid_t uid;
     gid_t gid, groups[64];
 };
@@ -1340,10 +1344,59 @@ static void kill_tree(pid_t task, struct task_result *res) {
 
 /* Between the helper (outside the machine's pid namespace) and the task: makes the task a process group and
  * session of its own, adopts its orphans, and turns a SIGTERM from the helper into "kill the whole tree". */
+/* The directories of an absolute path in the machine (its first `len` bytes), walked from "/" without following a
+ * link at any step: a task's user owns its task directory and could plant one there for root to follow. With
+ * `make`, missing directories are made on the way (mode 0755, root's), and the last `owned` components become
+ * uid:gid's, made now or before. Returns an O_PATH descriptor of the last directory, or -1 with errno set. */
+static int walk_inside(const char *path, size_t len, int make, int owned, uid_t uid, gid_t gid) {
+    char buf[PATH_MAX];
+    if (path[0] != '/' || len >= sizeof buf) { errno = EINVAL; return -1; }
+    memcpy(buf, path, len);
+    buf[len] = '\0';
+    int total = 0;
+    for (char *p = buf; *p; p++)
+        if (*p != '/' && (p == buf || p[-1] == '/')) total++;
+    int dir = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), seen = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(buf, "/", &save); dir >= 0 && name; name = strtok_r(NULL, "/", &save)) {
+        seen++;
+        if (!strcmp(name, ".") || !strcmp(name, "..")) { close(dir); errno = EINVAL; return -1; }
+        if (make && mkdirat(dir, name, 0755) < 0 && errno != EEXIST) { close(dir); return -1; }
+        int next = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int err = errno;
+        close(dir);
+        if (next < 0) { errno = err == ENOTDIR ? ELOOP : err; return -1; } /* (a link, to a directory or not) */
+        if (make && seen > total - owned && fchownat(next, "", uid, gid, AT_EMPTY_PATH) < 0) {
+            err = errno;
+            close(next);
+            errno = err;
+            return -1;
+        }
+        dir = next;
+    }
+    return dir;
+}
+
+/* A file in the machine, opened with the rights of its root and without following a link: an output is made
+ * anew (whatever a task left at that name is removed first; O_EXCL, so nothing planted meanwhile is opened). */
 static int open_inside(const char *path, int output) {
-    int fd = output ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail("open %s in the machine: %s", path, strerror(errno));
+    const char *slash = strrchr(path, '/');
+    int dir = slash ? walk_inside(path, (size_t)(slash - path), 0, 0, 0, 0) : -1;
+    if (dir < 0) fail("open %s in the machine: %s", path, strerror(slash ? errno : EINVAL));
+    const char *name = slash + 1;
+    if (output && unlinkat(dir, name, 0) < 0 && errno != ENOENT) fail("open %s in the machine: %s", path, strerror(errno));
+    int fd = output ? openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)
+                    : openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int err = errno;
+    close(dir);
+    if (fd < 0) fail("open %s in the machine: %s", path, strerror(err));
     return fd;
+}
+
+static void resolve_task_user(struct join_opts *o) {
+    if (o->user && !o->user_resolved)
+        o->user_err = resolve_user(o->user, &o->uid, &o->gid, o->groups, &o->ngroups, 64);
+    o->user_resolved = 1;
 }
 
 /* The shim's start, in the machine (files opened, user namespace entered): a session and process group of
@@ -1361,7 +1414,7 @@ static pid_t start_task(struct join_opts *o, struct task_result *res, int *sfd) 
     if (*sfd < 0) fail("signalfd: %s", strerror(errno));
     int errpipe[2];
     if (pipe2(errpipe, O_CLOEXEC) < 0) fail("pipe: %s", strerror(errno));
-    if (o->user) o->user_err = resolve_user(o->user, &o->uid, &o->gid, o->groups, &o->ngroups, 64);
+    resolve_task_user(o);
     pid_t task = vfork();
     if (task < 0) fail("fork: %s", strerror(errno));
     if (task == 0) {
@@ -1379,6 +1432,13 @@ static pid_t start_task(struct join_opts *o, struct task_result *res, int *sfd) 
 
 /* Files inside the machine are opened with the rights of the machine's root, never the host's. */
 static void open_inside_files(struct join_opts *o) {
+    if (o->make_cwd > 0 && o->cwd) { /* (an unknown user is reported when the task starts: its dirs are root's) */
+        resolve_task_user(o);
+        int as_root = !o->user || o->user_err;
+        int dir = walk_inside(o->cwd, strlen(o->cwd), 1, o->make_cwd, as_root ? 0 : o->uid, as_root ? 0 : o->gid);
+        if (dir < 0) fail("make %s in the machine: %s", o->cwd, strerror(errno));
+        close(dir);
+    }
     if (o->in_path_inside) o->in_fd = open_inside(o->in_path_inside, 0);
     if (o->out_path_inside) o->out_fd = open_inside(o->out_path_inside, 1);
     if (o->err_path_inside)
@@ -1494,6 +1554,7 @@ static int cmd_join(int argc, char **argv) {
         const char *v = argv[++i];
         if (!strcmp(opt, "--init")) init = v;
         else if (!strcmp(opt, "--cwd")) o.cwd = v;
+        else if (!strcmp(opt, "--make-cwd")) o.make_cwd = atoi(v);
         else if (!strcmp(opt, "--user")) o.user = v;
         else if (!strcmp(opt, "--stdin")) in_path = v;
         else if (!strcmp(opt, "--stdout")) out_path = v;
@@ -1759,6 +1820,7 @@ static void __attribute__((noreturn)) starter_command(char *buf, size_t len, con
         if (i + 1 >= argc) fail("starter: %s needs a value", opt);
         const char *v = args[++i];
         if (!strcmp(opt, "--cwd")) o.cwd = v;
+        else if (!strcmp(opt, "--make-cwd")) o.make_cwd = atoi(v);
         else if (!strcmp(opt, "--user")) o.user = v;
         else if (!strcmp(opt, "--in-stdin")) o.in_path_inside = v;
         else if (!strcmp(opt, "--in-stdout")) o.out_path_inside = v;

@@ -76,8 +76,8 @@ class Starter:
     """A connection to one machine's starter, shared by every thread that starts commands there (each
     request is one datagram, and nothing comes back on it)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, *, usable: bool = True) -> None:
+        self.path, self.usable = path, usable  # (not usable: every send says Unavailable)
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
 
@@ -106,6 +106,8 @@ class Starter:
         """Ask for ``argv`` to be started (:meth:`Job.started` says when it is). ``options`` are ``join``'s
         in-machine options (``--cwd``, ``--user``, ``--in-stdout``...); ``exit_file``, ``stdin``, ``stdout``
         and ``stderr`` are host files to open here."""
+        if not self.usable:
+            raise Unavailable(f"{self.path}: the machine's init runs another build of the helper")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         opened: list[int] = []
         try:
