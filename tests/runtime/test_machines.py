@@ -639,6 +639,21 @@ def test_a_hardened_command_has_the_sandbox(hardened: NamespaceRuntime, store: P
     assert nonadmin["stdout"].split()[-1] == b"1"
 
 
+def test_masked_directories_are_empty_and_read_only_and_dev_shm_is_everyones(hardened: NamespaceRuntime,
+                                                                            store: Path) -> None:
+    hardened.create(spec(store, "m1"))
+    script = ("for d in /sys/firmware /proc/acpi; do test -d $d || continue; echo $d $(ls -A $d | wc -l); "
+              "touch $d/x 2>/dev/null && echo $d writable; mount -o remount,rw $d 2>/dev/null && echo $d rw; done; "
+              "stat -c '%a %U' /dev/shm")
+    result = hardened.run("m1", ["sh", "-c", script], env=PATH)
+    lines = result["stdout"].decode().splitlines()
+    assert "/sys/firmware 0" in lines and not any("writable" in x or " rw" in x for x in lines), lines
+    assert lines[-1] == "1777 root"
+    nonadmin = hardened.run("m1", ["sh", "-c", "echo shared > /dev/shm/mine && cat /dev/shm/mine"], env=PATH,
+                            user="65534")
+    assert nonadmin["stdout"] == b"shared\n", nonadmin
+
+
 def spawned(runtime: NamespaceRuntime, argv: list[str], **kwargs: Any) -> dict[str, Any]:
     started = runtime.spawn("m1", argv, env=PATH, **kwargs)
     result = runtime.wait(started["pid"], timeout=30)

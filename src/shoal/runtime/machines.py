@@ -591,7 +591,7 @@ class NamespaceRuntime:
             argv += ["--robind" if read_only else "--bind", host, inside]
         for host, inside, read_only in sorted(spec.mounts, key=lambda b: b[1].count("/")):
             argv += ["--roidbind" if read_only else "--idbind", host, inside]
-        argv += ["--hostname", spec.hostname, "--sysfs"]
+        argv += ["--hostname", spec.hostname, "--sysfs", "--empty", str(self._empty)]  # (what masks show)
         if ids is not None:
             argv += ["--userns", f"{ids.base}:{ids.size}"]
         net = self.hardening.network

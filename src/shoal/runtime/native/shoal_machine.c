@@ -7,6 +7,7 @@
  *   shoal-machine init [--id ID] --root DIR --overlay / --lower L... [--lower-host MASK] --upper U --work W
  *                      [--volatile] [--overlay /datadisks/lun0 --lower L... --upper U --work W]...
  *                      [--bind SRC DEST | --robind SRC DEST | --tmpfs DEST OPTIONS]... [--hostname NAME] [--sysfs]
+ *                      [--empty DIR]
  *                      [--userns BASE:COUNT] [--net VETH ADDRESS/PREFIX GATEWAY] [--cgroup DIR]...
  *       Builds a machine: new mount + uts + pid namespaces, the root overlay mounted on DIR, the other mounts
  *       (DEST is a path inside the machine), a minimal /dev, a fresh /proc, pivot_root into it. The first
@@ -22,7 +23,8 @@
  *                              mount, uts, ipc and cgroup namespaces there, so the machine's root may mount,
  *                              set its hostname and so on in its own namespaces while every mount Shoal made
  *                              is locked (it cannot be unmounted to uncover what lies beneath). /proc and
- *                              /sys are masked as a container runtime masks them. The capability bounding
+ *                              /sys are masked as a container runtime masks them (masked directories show
+ *                              --empty DIR, bound read-only). The capability bounding
  *                              set is cut to a container runtime's default set plus CAP_SYS_ADMIN and
  *                              CAP_NET_ADMIN (meaningful only in the machine's own namespaces).
  *         --lower-host MASK    the bottom layer is the host's root, masked by MASK (opaque directories), as
@@ -150,6 +152,10 @@ struct task_result {
     char message[256]; /* STAGE_HELPER: why */
 };
 static long g_owner = -1;       /* init with a user namespace: the host uid/gid of the machine's root */
+/* --empty: an empty host directory that masked directories show (a bind mount of it, read-only), so that a mask
+ * costs no file system of its own: every superblock a node adds grows what each memory cgroup of the host
+ * holds for the kernel's shrinkers (one bit and counter per superblock in every memcg). */
+static const char *g_empty_dir;
 static int g_hardened;          /* init: the machine has a user namespace (its commands run sandboxed) */
 static int g_exit_fd = -1;      /* the starter's command: its exit file, where a fatal error is reported too */
 #define CONTROL_FD 3            /* the init's control socket, when it has one */
@@ -768,7 +774,8 @@ static char *tmpfs_options(const char *base) {
 static void setup_dev(const char *root) {
     char *dev = joinpath(root, "/dev");
     ensure_mountpoint(dev, 1);
-    char *dev_opts = tmpfs_options("mode=755,size=65536k");
+    /* One file system for /dev and /dev/shm (a directory of it, as large as a tmpfs is by default). */
+    char *dev_opts = tmpfs_options("mode=755");
     if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, dev_opts) < 0)
         fail("mount /dev: %s", strerror(errno));
     free(dev_opts);
@@ -792,15 +799,13 @@ static void setup_dev(const char *root) {
         free(path);
     }
     char *pts = joinpath(dev, "/pts"), *shm = joinpath(dev, "/shm");
-    if (mkdir(pts, 0755) < 0 || mkdir(shm, 01777) < 0) fail("mkdir in /dev: %s", strerror(errno));
+    if (mkdir(pts, 0755) < 0 || mkdir(shm, 01777) < 0 || chmod(shm, 01777) < 0 ||
+        (g_owner >= 0 && chown(shm, (uid_t)g_owner, (gid_t)g_owner) < 0))
+        fail("mkdir in /dev: %s", strerror(errno));
     char pts_opts[128];
     snprintf(pts_opts, sizeof pts_opts, "newinstance,ptmxmode=0666,mode=0620,gid=%ld", g_owner >= 0 ? g_owner + 5 : 5);
     if (mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, pts_opts) < 0)
         fail("mount /dev/pts: %s", strerror(errno));
-    char *shm_opts = tmpfs_options("mode=1777");
-    if (mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, shm_opts) < 0)
-        fail("mount /dev/shm: %s", strerror(errno));
-    free(shm_opts);
     static const char *links[][2] = {
         {"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
         {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
@@ -906,6 +911,7 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
         else if (!strcmp(opt, "--root")) { NEED1(); root = v1; }
         else if (!strcmp(opt, "--hostname")) { NEED1(); hostname = v1; }
         else if (!strcmp(opt, "--sysfs")) { sysfs = 1; }
+        else if (!strcmp(opt, "--empty")) { NEED1(); g_empty_dir = v1; }
         else if (!strcmp(opt, "--userns")) {
             NEED1();
             char *end;
@@ -983,7 +989,11 @@ static void mask_path(const char *root, const char *path, const char *what) {
     char *where = joinpath(root, path);
     struct stat st;
     if (stat(where, &st) == 0) {
-        if (S_ISDIR(st.st_mode)) {
+        if (S_ISDIR(st.st_mode) && g_empty_dir) {
+            if (mount(g_empty_dir, where, NULL, MS_BIND, NULL) < 0 ||
+                mount(NULL, where, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                fail("mask %s: %s", path, strerror(errno));
+        } else if (S_ISDIR(st.st_mode)) {
             if (mount("tmpfs", where, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") < 0)
                 fail("mask %s: %s", path, strerror(errno));
         } else if (mount(what, where, NULL, MS_BIND, NULL) < 0) {
