@@ -485,12 +485,45 @@ class ClusterHostAgent:
                                **kwargs))
 
     def spawn(self, machine_id: str, argv: list[str], **kwargs: Any) -> int:
-        host = self._host(machine_id)
-        if host is None:
-            return int(self.local.spawn(machine_id, argv, **kwargs))
-        answer = self._call(host, "spawn", machine_id, argv, whole=True, wait=30.0, **kwargs)
+        found = self.spawn_many([dict(machine_id=machine_id, argv=argv, **kwargs)])[0]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def spawn_many(self, requests: list[dict[str, Any]]) -> list[int | Exception]:
+        """One call per host for its commands (the head's own run here); each result is a pid, or the error of
+        that command alone (all of a host's when the host does not answer)."""
+        results: list[int | Exception | None] = [None] * len(requests)
+        by_host: dict[str | None, list[int]] = {}
+        hosts: dict[str, Host] = {}
+        for i, request in enumerate(requests):
+            host = self._host(request["machine_id"])
+            if host is not None:
+                hosts[host.name] = host
+            by_host.setdefault(host.name if host else None, []).append(i)
+        for name, indexes in by_host.items():
+            batch = [requests[i] for i in indexes]
+            try:
+                answers = self.local.spawn_many(batch) if name is None else \
+                    [self._spawned(hosts[name], request, answer) for request, answer in
+                     zip(batch, self._call(hosts[name], "spawn_many", batch, wait=30.0), strict=True)]
+            except Exception as exc:
+                answers = [exc] * len(batch)
+            for i, answer in zip(indexes, answers, strict=True):
+                results[i] = answer
+        return [r for r in results if r is not None]
+
+    def _spawned(self, host: Host, request: dict[str, Any], answer: dict[str, Any]) -> int | Exception:
+        """A command a host started (its answer as :meth:`HostSide._watch` gives it): its global pid, waited for
+        through the host's ends."""
+        if "error" in answer:
+            try:
+                raise_error(answer["error"])
+            except Exception as exc:
+                return exc
         gpid = (host.slot << PID_BITS) | int(answer["value"])
-        wait = _Wait(int(answer.get("started") or 0), machine=machine_id, exit_key=str(kwargs.get("exit_key") or ""))
+        wait = _Wait(int(answer.get("started") or 0), machine=request["machine_id"],
+                     exit_key=str(request.get("exit_key") or ""))
         with self._lock:
             self._waits[gpid] = wait
             early = self._early.pop((gpid, wait.started), None)
@@ -498,15 +531,6 @@ class ClusterHostAgent:
                 wait.result = early
                 wait.event.set()
         return gpid
-
-    def spawn_many(self, requests: list[dict[str, Any]]) -> list[int | Exception]:
-        results: list[int | Exception] = []
-        for request in requests:  # one call per command: each may go to another host
-            try:
-                results.append(self.spawn(**request))
-            except Exception as exc:
-                results.append(exc)
-        return results
 
     def wait(self, gpid: int) -> dict[str, Any] | None:
         host, pid = self._split_pid(gpid)

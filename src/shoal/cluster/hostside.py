@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 # The calls the control plane may make through :meth:`HostSide.call` (the HostAgent protocol, nothing more).
 CALLS = frozenset({
-    "boot", "halt", "retire", "forget_logs", "status", "machine_ids", "usage_samples", "run", "spawn", "kill",
+    "boot", "halt", "retire", "forget_logs", "status", "machine_ids", "usage_samples", "run", "spawn",
+    "spawn_many", "kill",
     "alive", "read_exit", "clear_exit", "find_spawned", "make_dirs", "remove_path", "write_file",
     "download_resource", "upload_output", "list_node_files", "stat_node_file", "read_node_file",
     "delete_node_file", "prepare_replica", "delete_replicas", "gc_layers", "layer_inventory", "publish_endpoints",
@@ -166,13 +167,19 @@ class HostSide:
         except Exception as exc:  # every failure goes back as data; the actor stays up
             return {"error": error_data(exc)}
         if method == "spawn":
-            # The process's start time names it with its pid (a pid is reused; the pair is not). Only this
-            # actor's watcher reaps the process, so it is still there to be read.
-            started = _start_time(int(value))
-            threading.Thread(target=self._await, args=(int(value), started), daemon=True,
-                             name=f"wait-{value}").start()
-            return {"value": value, "started": started}
+            return self._watch(int(value))
+        if method == "spawn_many":  # each command's answer as spawn's, or its own error
+            return {"value": [{"error": error_data(found)} if isinstance(found, Exception) else self._watch(found)
+                              for found in value]}
         return {"value": value}
+
+    def _watch(self, pid: int) -> dict[str, Any]:
+        """A spawned process, watched until it ends (see :meth:`ends`): its answer, pid and start time. The start
+        time names it with its pid (a pid is reused; the pair is not); only this actor's watcher reaps it, so it
+        is still there to be read."""
+        started = _start_time(pid)
+        threading.Thread(target=self._await, args=(pid, started), daemon=True, name=f"wait-{pid}").start()
+        return {"value": pid, "started": started}
 
     def _await(self, pid: int, started: int) -> None:
         try:

@@ -11,6 +11,7 @@ Paths under the store directory:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -447,12 +448,17 @@ class HostAgent:
 
     def spawn_many(self, requests: list[dict[str, Any]]) -> list[int | Exception]:
         """:meth:`spawn` for each request (its keyword arguments, with ``machine_id``), started together: each
-        result is a pid or the error of that command alone."""
+        result is a pid or the error of that command alone. An exit status kept under a request's ``exit_key``
+        from before is removed first: whatever reads that key from now on reads this command's, or nothing."""
         for machine_id in {r["machine_id"] for r in requests}:  # where their exit files go: made once a batch
             self._exits_dir(machine_id).mkdir(parents=True, exist_ok=True)
+        exit_files = [self._exit_file(r["machine_id"], r["exit_key"]) for r in requests]
+        for exit_file in exit_files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(exit_file)
         results = self.machines.spawn_many([
-            {**{k: v for k, v in r.items() if k != "exit_key"},
-             "exit_file": self._exit_file(r["machine_id"], r["exit_key"])} for r in requests])
+            {**{k: v for k, v in r.items() if k != "exit_key"}, "exit_file": exit_file}
+            for r, exit_file in zip(requests, exit_files, strict=True)])
         return [r if isinstance(r, Exception) else int(r["pid"]) for r in results]
 
     def wait(self, pid: int) -> dict[str, Any] | None:

@@ -40,19 +40,8 @@ Command = tuple[str, str, str, dict[str, str], bool, "float | None"]
 def spawn_many(agent: HostAgent, commands: list[Command]) -> list[int | Exception]:
     """:func:`spawn` for each command, started together (the node's starters fork them meanwhile): a pid, or
     the error of that command alone."""
-    results: list[int | Exception | None] = [None] * len(commands)
-    requests, where = [], []
-    for i, (machine, task_dir, command, env, admin, timeout) in enumerate(commands):
-        try:
-            agent.clear_exit(machine, task_dir)  # (the directories: made in the machine, see _request)
-        except Exception as exc:
-            results[i] = exc
-            continue
-        requests.append(_request(machine, task_dir, command, env, admin, timeout))
-        where.append(i)
-    for i, found in zip(where, agent.spawn_many(requests) if requests else [], strict=True):
-        results[i] = found
-    return [r for r in results if r is not None]
+    # The agent clears each task's old exit status itself, and the machine makes its directories (_request).
+    return agent.spawn_many([_request(*command) for command in commands]) if commands else []
 
 
 def _request(machine: str, task_dir: str, command: str, env: dict[str, str], admin: bool,
