@@ -146,3 +146,31 @@ def test_etag_conditions() -> None:
         etags.check_write(None, "*", None)
     with pytest.raises(errors.Conflict):
         etags.check_write(tag, None, "*")
+
+
+def test_ends_a_failed_finish_pass_could_not_record_wait_for_the_next_pass() -> None:
+    """A finish pass whose transaction fails (a row changed under it) puts its ends back: none is lost."""
+    import contextlib as _contextlib
+    from collections.abc import Iterator as _Iterator
+
+    from sqlalchemy.orm.exc import StaleDataError
+
+    from shoal.core.clock import Clock
+    from shoal.domain.batch.outcomes import Finished
+    from shoal.reconcilers.tasks.attempts import Attempts
+    from shoal.reconcilers.tasks.finish import Finisher
+
+    class RowChanged:
+        @_contextlib.contextmanager
+        def write(self) -> _Iterator[None]:
+            raise StaleDataError("UPDATE statement on table 'nodes' expected to update 20 row(s); 0 were matched.")
+            yield
+
+    attempts = Attempts(agent=None, workers=1)  # type: ignore[arg-type]
+    ends = [Finished("job/t1", "a1", 0), Finished("job/t2", "a2", 3)]
+    for end in ends:
+        attempts.done.put(end)
+    with pytest.raises(StaleDataError):
+        Finisher(RowChanged(), Clock(), attempts).run()  # type: ignore[arg-type]
+    assert attempts.drain() == ends
+    attempts.waiters.shutdown()

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from shoal.core.clock import Clock
 from shoal.domain.batch import job_lifecycle, multi_instance, outcomes
 from shoal.domain.batch.assignment import BAD_RECORD
+from shoal.domain.batch.outcomes import Finished
 from shoal.reconcilers.tasks.attempts import Attempts
 from shoal.store import models
 from shoal.store.db import Database
@@ -30,6 +31,17 @@ class Finisher:
         batch = self.attempts.drain()
         if not batch:
             return 0
+        try:
+            self._record(batch)
+        except BaseException:
+            # The transaction failed (a row changed under it, say another loop marked a node unusable): the ends
+            # go back on the queue and the next pass records them from fresh rows. Nothing is lost.
+            for item in batch:
+                self.attempts.done.put(item)
+            raise
+        return len(batch)
+
+    def _record(self, batch: list[Finished]) -> None:
         now = self.clock.now()
         with self.db.write() as s, s.no_autoflush:
             held = _preload(s, [item.task_key for item in batch])  # noqa: F841 - keeps the rows in the identity map
@@ -54,7 +66,6 @@ class Finisher:
                     outcomes.reject(task, exc, self.clock)
             for job_key in jobs_to_check:
                 job_lifecycle.complete_if_done(s, s.get(models.Job, job_key), self.clock)
-        return len(batch)
 
 
 def _preload(s: Any, task_keys: list[str]) -> list[Any]:
