@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from harness import scratch_database
 from shoal.cluster import control
 from shoal.cluster.control import ClusterHostAgent, Host
-from shoal.cluster.hostside import error_data, raise_error
+from shoal.cluster.hostside import FENCED_FILE, HostSide, error_data, raise_error
 from shoal.core import hosterrors, hostfiles
 from shoal.core.clock import Clock
 from shoal.domain.batch import host_loss, pool_nodes
@@ -126,7 +127,7 @@ def test_process_ids_carry_their_hosts_slot() -> None:
 
 def test_errors_cross_the_wire_as_their_own_types() -> None:
     cases: list[Exception] = [
-        hosterrors.AgentError("no room"), hosterrors.LayerError("bad member"),
+        hosterrors.AgentError("no room"), hosterrors.LayerError("bad member"), hosterrors.HostUnavailable("fenced"),
         hostfiles.NodeFileError("notfound", "nope"),
         hosterrors.TransferError("BlobAccessDenied", "denied", "usererror", (("Url", "https://x"),))]
     for exc in cases:
@@ -139,6 +140,52 @@ def test_errors_cross_the_wire_as_their_own_types() -> None:
             assert raised.value.failure_info() == exc.failure_info()  # type: ignore[attr-defined]
     with pytest.raises(hosterrors.AgentError, match="KeyError"):
         raise_error(error_data(KeyError("x")))  # anything else: an AgentError naming it, never a pickled object
+
+
+def test_a_fenced_host_refuses_new_work_as_lost_and_the_head_stops_sending_it_any(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The raylet of a host died: ``shoal host join`` fences at once (stops the machines), but the actor may
+    still answer for seconds before Ray declares the node dead. A task sent there then must come back lost
+    (requeued), never failed because its machine vanished; and the head must count the host lost from then on."""
+    side = HostSide("h9", str(tmp_path / "store"), {"runtime": "process"})
+    request = dict(machine_id="node-gone", argv=["/bin/true"], env={}, cwd="/", user=None, stdout="/dev/null",
+                   stderr="/dev/null", timeout=None, exit_key="k")
+    before = side.call("spawn_many", [[request]], {})["value"][0]["error"]
+    assert before["type"] == "AgentError"  # a missing machine on a healthy host is the work's failure
+    spawn_many = side.agent.spawn_many
+
+    def fenced_meanwhile(requests: list[dict[str, Any]]) -> list[Any]:  # the fence stops the machine under it
+        (tmp_path / "store" / FENCED_FILE).write_text("1\n")
+        return list(spawn_many(requests))
+
+    monkeypatch.setattr(side.agent, "spawn_many", fenced_meanwhile)
+    assert side.call("spawn_many", [[request]], {})["value"][0]["error"]["type"] == "HostUnavailable"
+    monkeypatch.setattr(side.agent, "spawn_many", spawn_many)
+    (tmp_path / "store" / FENCED_FILE).write_text("1\n")
+    assert side.call("spawn_many", [[request]], {})["error"]["type"] == "HostUnavailable" and side.info()["fenced"]
+    assert side.call("machine_ids", [], {}) == {"value": []}  # reading what is there is still answered
+
+    host = Host("h9", "handle", 4, 2, 4096, None, "10.0.0.9")
+    agent = agent_with(host)
+    agent._where["node-gone"] = host
+    changed: list[bool] = []
+    agent.on_change = lambda: changed.append(True)
+    calls: list[str] = []
+
+    def call(handle: str, method: str, *args: Any, timeout: float | None = None) -> Any:
+        calls.append(method)
+        if method == "info":
+            return side.info()
+        return side.call(*args)
+
+    monkeypatch.setattr(control.raylink, "call", call)
+    [found] = agent.spawn_many([request])
+    assert isinstance(found, hosterrors.HostUnavailable)  # lost: the launch stage requeues it
+    assert host.state == "lost" and changed, "the host is lost from the moment it says it fenced itself"
+    agent._rejoin(host)  # Ray still lists its node: it is not taken back while it is fenced
+    assert host.state == "lost"
+    [again] = agent.spawn_many([request])
+    assert isinstance(again, hosterrors.HostUnavailable) and calls == ["call", "info"]  # no call to a lost host
 
 
 @pytest.fixture

@@ -185,10 +185,24 @@ class ClusterHostAgent:
             except Exception:
                 log.exception("checking the cluster's hosts failed")
 
+    def _fenced(self, host: Host) -> None:
+        """The host says it fenced itself (its raylet died, or it lost the head): it is lost from now, before
+        Ray declares its node dead, so no more work goes to its nodes. Its tasks are requeued after the fence
+        time as for any lost host (those the fence killed are reported lost by the host itself)."""
+        with self._lock:
+            if host.state != "up":
+                return
+            host.state, host.lost_at = "lost", time.monotonic()
+        self._event(host.name, f"fenced itself ({len(host.machines)} machines)")
+        if callable(self.on_change):
+            self.on_change()
+
     def _rejoin(self, host: Host) -> None:
         """A lost host is back: adopt what it still holds."""
         try:
             info = raylink.call(host.handle, "info", timeout=5.0)
+            if info.get("fenced"):
+                return  # its Ray node lingers, but the host has stopped its machines: not back yet
             raylink.call(host.handle, "configure", self.config, timeout=5.0)
             addresses = raylink.call(host.handle, "machine_addresses", timeout=5.0)
         except raylink.HostUnreachable:
@@ -219,6 +233,8 @@ class ClusterHostAgent:
             if float(got["epoch"]) != host.epoch:
                 host.epoch, host.cursor = float(got["epoch"]), 0
                 continue
+            if [result.pop("fenced") for _, _, result in got["ends"] if "fenced" in result]:
+                self._fenced(host)
             for seq, pid, result in got["ends"]:
                 host.cursor = max(host.cursor, int(seq))
                 self._ended((host.slot << PID_BITS) | int(pid), result)
@@ -267,6 +283,8 @@ class ClusterHostAgent:
         except raylink.HostUnreachable as exc:
             raise HostUnavailable(f"the node host {host.name} did not answer: {exc}") from exc
         if "error" in answer:
+            if answer["error"].get("type") == "HostUnavailable":
+                self._fenced(host)
             raise_error(answer["error"])
         return answer if whole else answer["value"]
 

@@ -49,6 +49,10 @@ CALLS = frozenset({
 ENDS_KEPT = 100_000  # ends kept for readers that fall behind (an end is also in its exit file)
 SLOT_FILE = "host-slot"
 FENCED_FILE = "fenced"  # written by ``shoal host join`` before it stops the machines (join.py)
+# Calls that start or change work in machines: refused once the host has fenced itself (its machines are being
+# stopped; the Ray node may still pass calls to this actor for seconds after the raylet died).
+FENCED_REFUSES = frozenset({"boot", "run", "spawn", "spawn_many", "make_dirs", "write_file", "download_resource",
+                            "upload_output"})
 
 
 def error_data(exc: BaseException) -> dict[str, Any]:
@@ -58,7 +62,8 @@ def error_data(exc: BaseException) -> dict[str, Any]:
                 "details": [list(d) for d in exc.details]}
     if isinstance(exc, hostfiles.NodeFileError):
         return {"type": "NodeFileError", "kind": exc.kind, "message": str(exc)}
-    for name, cls in (("AgentError", hosterrors.AgentError), ("LayerError", hosterrors.LayerError)):
+    for name, cls in (("HostUnavailable", hosterrors.HostUnavailable), ("AgentError", hosterrors.AgentError),
+                      ("LayerError", hosterrors.LayerError)):
         if isinstance(exc, cls):
             return {"type": name, "args": [a if isinstance(a, (str, int, float)) else str(a) for a in exc.args]}
     return {"type": "AgentError", "args": [f"{type(exc).__name__}: {exc}"]}
@@ -72,8 +77,9 @@ def raise_error(data: dict[str, Any]) -> None:
                                        tuple(tuple(d) for d in data.get("details") or ()))
     if kind == "NodeFileError":
         raise hostfiles.NodeFileError(str(data["kind"]), str(data["message"]))
-    cls = hosterrors.LayerError if kind == "LayerError" else AgentError
-    raise cls(*data.get("args") or ["the host agent failed"])
+    classes: dict[Any, type[Exception]] = {"LayerError": hosterrors.LayerError,
+                                           "HostUnavailable": hosterrors.HostUnavailable}
+    raise classes.get(kind, AgentError)(*data.get("args") or ["the host agent failed"])
 
 
 def _start_time(pid: int) -> int:
@@ -129,7 +135,11 @@ class HostSide:
                 "memoryMb": int(self.options.get("memoryMb") or _memory_mb()),
                 "overcommit": self.options.get("overcommit"), "storeDir": str(self.store),
                 "address": self.options.get("address"), "machines": self.agent.machine_ids(),
-                "isolation": self.agent.isolation_level, "gateway": self.agent.gateway}
+                "isolation": self.agent.isolation_level, "gateway": self.agent.gateway, "fenced": self.fenced()}
+
+    def fenced(self) -> bool:
+        """Whether ``shoal host join`` has fenced this host (its machines are stopped or being stopped)."""
+        return (self.store / FENCED_FILE).exists()
 
     def _read_slot(self) -> int | None:
         try:
@@ -162,15 +172,20 @@ class HostSide:
         """One HostAgent call: ``{"value": ...}`` or ``{"error": ...}`` (plain data either way)."""
         if method not in CALLS:
             return {"error": {"type": "AgentError", "args": [f"the host agent has no call {method!r}"]}}
+        fenced = {"error": {"type": "HostUnavailable", "args": [f"the node host {self.name} fenced itself"]}}
+        if method in FENCED_REFUSES and self.fenced():
+            return fenced
         try:
             value = getattr(self.agent, method)(*args, **kwargs)
         except Exception as exc:  # every failure goes back as data; the actor stays up
-            return {"error": error_data(exc)}
+            # A call the fence cut short (its machine vanished under it) is the host's loss, not the work's.
+            return fenced if method in FENCED_REFUSES and self.fenced() else {"error": error_data(exc)}
         if method == "spawn":
             return self._watch(int(value))
         if method == "spawn_many":  # each command's answer as spawn's, or its own error
-            return {"value": [{"error": error_data(found)} if isinstance(found, Exception) else self._watch(found)
-                              for found in value]}
+            cut = any(isinstance(found, Exception) for found in value) and self.fenced()
+            return {"value": [self._watch(found) if not isinstance(found, Exception)
+                              else fenced if cut else {"error": error_data(found)} for found in value]}
         return {"value": value}
 
     def _watch(self, pid: int) -> dict[str, Any]:
@@ -186,9 +201,10 @@ class HostSide:
             result: dict[str, Any] = self.agent.wait(pid) or {}
         except Exception as exc:
             result = {"exitCode": None, "error": str(exc)}
-        if (self.store / FENCED_FILE).exists():
+        if self.fenced():
             # Killed by the host's fence, not by its task: the attempt is lost (and requeued), not failed.
-            result = {"exitCode": None, "lost": True, "error": f"the node host {self.name} fenced itself"}
+            result = {"exitCode": None, "lost": True, "fenced": True,
+                      "error": f"the node host {self.name} fenced itself"}
         with self._cond:
             self._seq += 1
             self._ends.append((self._seq, pid, {**result, "started": started}))

@@ -12,7 +12,7 @@ A node already leaving the pool, or of a pool being deleted, is left to that.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shoal.core.clock import Clock
@@ -23,29 +23,58 @@ from shoal.store import models
 HOST_LOST = {"code": "NodeHostLost", "message": "The node host that ran this node was lost (it stopped answering). "
              "The node is replaced on another host; its running tasks are requeued.", "errorDetails": []}
 _CHUNK = 500
+_ROUNDS = 5  # compare-and-set rounds: a node another loop changed meanwhile is read again and retried
 
 
 def apply(s: Session, clock: Clock, lost: dict[str, float], fence_seconds: float) -> list[str]:
     """``lost``: machine id -> seconds since its host was lost. Returns the keys of the pools whose nodes
-    changed (their allocation should run now)."""
+    changed (their allocation should run now).
+
+    The nodes change by compare-and-set statements, not ORM objects: while a host is being lost, the task loop
+    is recording the ends of its tasks on the same rows, and a version conflict on any one of them must not
+    hold up the whole write (it did, for seconds, on PostgreSQL)."""
     ids = sorted(lost)
     touched: set[str] = set()
-    for i in range(0, len(ids), _CHUNK):
-        for node in s.scalars(select(models.Node).where(models.Node.machine_id.in_(ids[i:i + _CHUNK]))):
-            if node.pending == "remove":
-                continue
-            if node.state != "unusable" and node_rules.can_become(node.state, "unusable"):
-                node_rules.set_state(node, clock, "unusable")
-                node.errors = [HOST_LOST]
-                touched.add(node.pool_key)
-            if lost[node.machine_id] >= fence_seconds:
-                pool = s.get(models.Pool, node.pool_key)
-                if pool is None or pool.state == "deleting":
-                    continue
-                node.pending, node.pending_option = "remove", "requeue"
-                if pool.allocation_state == pool_rules.STEADY:
-                    pool.resize_started_at = clock.now()
-                    pool.resize_errors = []
-                    pool_rules.set_allocation(pool, clock, pool_rules.RESIZING)
-                touched.add(node.pool_key)
+    fenced: set[str] = set()
+    for _ in range(_ROUNDS):
+        behind = False
+        for i in range(0, len(ids), _CHUNK):
+            rows = s.execute(select(models.Node.key, models.Node.machine_id, models.Node.pool_key, models.Node.state)
+                             .where(models.Node.machine_id.in_(ids[i:i + _CHUNK]), models.Node.pending != "remove")
+                             ).all()
+            by_state: dict[str, list[str]] = {}
+            for key, machine_id, pool_key, state in rows:
+                if state != "unusable" and node_rules.can_become(state, "unusable"):
+                    by_state.setdefault(state, []).append(key)
+                if lost[machine_id] >= fence_seconds:
+                    fenced.add(pool_key)
+            for state, keys in by_state.items():
+                changed = set(node_rules.set_states(s, clock, keys, state, "unusable",
+                                                    values={"errors": [HOST_LOST]}))
+                behind = behind or len(changed) < len(keys)
+                touched.update(pool_key for key, _, pool_key, _ in rows if key in changed)
+            fence_keys = [key for key, machine_id, _, _ in rows if lost[machine_id] >= fence_seconds]
+            if fence_keys:
+                _leave(s, fence_keys)
+        if not behind:
+            break
+    for pool_key in sorted(fenced):
+        pool = s.get(models.Pool, pool_key)
+        if pool is None or pool.state == "deleting":
+            continue
+        if pool.allocation_state == pool_rules.STEADY:
+            pool.resize_started_at = clock.now()
+            pool.resize_errors = []
+            pool_rules.set_allocation(pool, clock, pool_rules.RESIZING)
+        touched.add(pool_key)
     return sorted(touched)
+
+
+def _leave(s: Session, keys: list[str]) -> None:
+    """The nodes leave their pool with their running tasks requeued (unless already leaving, or their pool is
+    being deleted: that removes them)."""
+    table = models.Node.__table__
+    deleting = select(models.Pool.key).where(models.Pool.state == "deleting")
+    s.execute(update(table).where(table.c.key.in_(keys), table.c.pending != "remove",
+                                  table.c.pool_key.not_in(deleting))
+              .values(pending="remove", pending_option="requeue", version=table.c.version + 1))
