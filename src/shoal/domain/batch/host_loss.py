@@ -73,7 +73,7 @@ def apply(s: Session, clock: Clock, lost: dict[str, float], fence_seconds: float
 def _leave(s: Session, keys: list[str]) -> None:
     """The nodes leave their pool with their running tasks requeued (unless already leaving, or their pool is
     being deleted: that removes them)."""
-    table = models.Node.__table__
+    table = node_rules.NODES
     deleting = select(models.Pool.key).where(models.Pool.state == "deleting")
     s.execute(update(table).where(table.c.key.in_(keys), table.c.pending != "remove",
                                   table.c.pool_key.not_in(deleting))
