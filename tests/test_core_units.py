@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -174,3 +174,24 @@ def test_ends_a_failed_finish_pass_could_not_record_wait_for_the_next_pass() -> 
         Finisher(RowChanged(), Clock(), attempts).run()  # type: ignore[arg-type]
     assert attempts.drain() == ends
     attempts.waiters.shutdown()
+
+
+
+def test_times_bound_in_bulk_are_each_their_own_even_when_one_repeats() -> None:
+    """The datetime bind remembers its last value (a bulk write repeats one time); every other value, naive or
+    in another zone, is still converted, and what is read back is each row's own UTC time."""
+    from sqlalchemy import Column, MetaData, String, Table, create_engine, insert, select
+
+    from shoal.store.models import UTCDateTime
+
+    table = Table("times", MetaData(), Column("key", String, primary_key=True), Column("at", UTCDateTime()))
+    engine = create_engine("sqlite://")
+    table.metadata.create_all(engine)
+    first = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    east = datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))  # 03:04:05 UTC
+    times = [first, first, first, east, datetime(2026, 1, 2, 3, 4, 5), first, None]
+    with engine.begin() as c:
+        c.execute(insert(table), [{"key": f"k{i}", "at": t} for i, t in enumerate(times)])
+        read = dict(c.execute(select(table.c.key, table.c.at)).all())
+    expected = [first, first, first, first.replace(microsecond=0), first.replace(microsecond=0), first, None]
+    assert [read[f"k{i}"] for i in range(len(times))] == expected

@@ -6,6 +6,7 @@ UPDATE whose version no longer matches raises ``StaleDataError`` instead of sile
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else utc(value)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any]:
+        """As the default (UTC, then the dialect's own conversion), remembering the last value: a bulk write
+        binds the same time in every row (a collection of tasks, a batch of ends), and SQLite's conversion to
+        text is the costliest part of binding a row."""
+        convert = super().bind_processor(dialect)
+        last: list[tuple[Any, Any]] = [(None, None)]  # one tuple, swapped whole: safe to share between threads
+
+        def process(value: Any) -> Any:
+            seen, bound = last[0]
+            if value is seen:
+                return bound
+            bound = convert(value) if convert is not None else self.process_bind_param(value, dialect)
+            last[0] = (value, bound)
+            return bound
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else utc(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select
@@ -136,9 +136,10 @@ def next_seq(s: Session) -> int:
     return int(s.scalar(select(func.coalesce(func.max(models.Task.seq), 0))) or 0) + 1
 
 
-def new_row(job: models.Job, clock: Clock, body: dict[str, Any], spec: dict[str, Any], seq: int) -> dict[str, Any]:
-    """A new task's columns (the others start empty)."""
-    now = clock.now()
+def new_row(job: models.Job, clock: Clock, body: dict[str, Any], spec: dict[str, Any], seq: int,
+            now: datetime | None = None) -> dict[str, Any]:
+    """A new task's columns (the others start empty); ``now``: the time of a whole collection."""
+    now = now or clock.now()
     return {"key": task_key(job.key, str(body["id"])), "job_key": job.key, "task_id": str(body["id"]), "seq": seq,
             "spec": spec, "slots": int(spec.get("requiredSlots", 1)), "state": "active", "state_transition_time": now,
             "execution_info": {"retryCount": 0, "requeueCount": 0}, "etag": etags.new_etag(), "created_at": now,
@@ -172,6 +173,9 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
     keys = {task_key(job.key, str(i.get("id", ""))) for i in items if isinstance(i, dict)}
     existing = set(s.scalars(select(models.Task.key).where(models.Task.key.in_(keys)))) if keys else set()
     seq = next_seq(s)
+    # One time for the collection (one request, one transaction), written and shown the same way for each task.
+    now = clock.now()
+    modified = timefmt.format_timestamp(now)
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -189,11 +193,10 @@ def add_collection(s: Session, clock: Clock, job: models.Job, raw_size: int, ite
                 "values": [{"key": k, "value": v} for k, v in exc.values.items()]}})
             continue
         seen.add(task_id.lower())
-        row = new_row(job, clock, item, spec, seq)
+        row = new_row(job, clock, item, spec, seq, now)
         seq += 1
         rows.append(row)
-        results.append({"status": "success", "taskId": task_id, "eTag": row["etag"],
-                        "lastModified": timefmt.format_timestamp(row["last_modified"])})
+        results.append({"status": "success", "taskId": task_id, "eTag": row["etag"], "lastModified": modified})
     if rows:  # one statement for the collection, to the table (ORM objects, even an ORM bulk insert, cost more)
         s.execute(insert(TASKS), [{**row, "version": 1} for row in rows])
     return results
