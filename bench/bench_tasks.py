@@ -161,8 +161,8 @@ def main() -> None:
         # submission (nothing runs: the pool does not exist)
         client.create_job(bm.BatchJobCreateOptions(id="sub", pool_info=bm.BatchPoolInfo(pool_id="nowhere")))
         start = time.perf_counter()
-        add_all(client, "sub", [f"s{i}" for i in range(4000)], threads=4)
-        submit_rate = 4000 / (time.perf_counter() - start)
+        add_all(client, "sub", [f"s{i}" for i in range(args.tasks)], threads=4)
+        submit_rate = args.tasks / (time.perf_counter() - start)
 
         # end-to-end throughput
         client.create_job(bm.BatchJobCreateOptions(id="tp", pool_info=bm.BatchPoolInfo(pool_id="bench")))
