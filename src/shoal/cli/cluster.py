@@ -110,6 +110,8 @@ def cluster(
     store_dir: Annotated[Path | None, typer.Option(help="Where the head and hosts keep their stores (default "
                                                    "<state-dir>/store and <state-dir>/hosts).",
                                                    envvar="SHOAL_STORE_DIR")] = None,
+    cgroups: Annotated[bool, typer.Option("--cgroups/--no-cgroups", help="As for `shoal host join`, for every "
+                                          "simulated host (they share one kernel: see the README).")] = True,
 ) -> None:
     """Start the cluster and serve until Ctrl-C (then everything it started stops and is removed)."""
     if ctx.invoked_subcommand is not None:
@@ -120,7 +122,7 @@ def cluster(
                            database_url=database_url, network=network, ray_port=ray_port,
                            fence_seconds=fence_seconds, runtime=runtime, node_network=node_network,
                            node_address_space=node_address_space,
-                           store_dir=store_dir.expanduser().resolve() if store_dir else None)
+                           store_dir=store_dir.expanduser().resolve() if store_dir else None, cgroups=cgroups)
     try:
         code = dev.run(spec, console)
     except dev.ClusterError as exc:

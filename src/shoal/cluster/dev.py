@@ -67,6 +67,7 @@ class ClusterSpec:
     node_network: str = "isolated"
     node_address_space: str = "10.224.0.0/12"
     store_dir: Path | None = None
+    cgroups: bool = True  # each host's nodes get cgroups (`shoal host join --no-cgroups` otherwise)
 
     @property
     def head_ip(self) -> str:
@@ -257,6 +258,8 @@ def run(spec: ClusterSpec, console: Console) -> int:
                               spec.node_network, "--node-address-space", spec.node_address_space)
                 if spec.runtime:
                     argv += ["--runtime", spec.runtime]
+                if not spec.cgroups:
+                    argv += ["--no-cgroups"]
                 (spec.hosts_dir / host.name / "host.json").unlink(missing_ok=True)
                 # One host at a time: Ray nodes starting together on a small machine time out.
                 progress.update(f"Starting host {host.name}...")

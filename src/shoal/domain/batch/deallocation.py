@@ -33,6 +33,10 @@ def release_tasks(s: Session, clock: Clock, node_keys: Sequence[str], option: st
     A multi-instance task runs as a whole: losing any of its nodes (its primary's or a subtask's) takes the whole
     attempt off, and every node it held gets its slot back."""
     now = clock.now()
+    # The nodes' rows are locked first (PostgreSQL; SQLite has one writer anyway): the task loop writes nodes,
+    # then tasks, and taking the tasks first here deadlocked with it (seen as a host's nodes left their pool).
+    for i in range(0, len(node_keys), BULK_CHUNK):
+        s.execute(select(NODES.c.key).where(NODES.c.key.in_(node_keys[i:i + BULK_CHUNK])).with_for_update())
     running = _running_on(s, node_keys)
     ready = [key for key in node_keys if not (running.get(key) and option == "taskcompletion")]
     going = set(ready)
