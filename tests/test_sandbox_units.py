@@ -12,7 +12,7 @@ import pytest
 from shoal.core import errors
 from shoal.domain import network
 from shoal.runtime import cgroups, idranges, safepath
-from shoal.runtime.idranges import IdRange, IdRangeError, IdRanges
+from shoal.runtime.idranges import RANGE_SIZE, IdRange, IdRangeError, IdRanges
 from shoal.runtime.sandbox import SandboxOptions, checks, nameservers
 
 SPACE = "10.224.0.0/12"
@@ -66,6 +66,16 @@ def test_id_ranges_are_unique_reusable_and_preferred_for_a_machines_own_disks(tm
     assert ranges.allocate("a", prefer=a.base) == a
     with pytest.raises(IdRangeError):
         IdRange(5).host(70000)
+
+
+def test_a_host_has_ranges_for_ten_thousand_machines_and_every_id_stays_below_two_to_the_31(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One simulated host of a cluster on one machine may hold 10,000 nodes (bench_cluster's 1-host run)."""
+    monkeypatch.setattr(idranges, "subordinate_ids", lambda *a, **k: None)  # the default, whatever /etc/subuid says
+    ranges = IdRanges(tmp_path / "ids")
+    assert ranges.slots >= 10_000
+    last = ranges.range_of(ranges.slots - 1)
+    assert last.host(RANGE_SIZE - 1) < 2**31
 
 
 def test_a_disk_moved_to_another_range_is_shifted_without_following_links(tmp_path: Path) -> None:

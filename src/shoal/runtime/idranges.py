@@ -24,7 +24,9 @@ from pathlib import Path
 
 RANGE_SIZE = 65536
 DEFAULT_FIRST = 1 << 20  # above the ids of ordinary host users and of rootless container tools' defaults
-DEFAULT_SLOTS = 4096
+# 16,384 ranges (ids 2^20 .. 2^30 + 2^20): room for many more machines than a host holds (a simulated cluster's one
+# host may hold 10,000 nodes), and every id stays below 2^31, which some tools read as a signed number.
+DEFAULT_SLOTS = 16384
 MARKER = ".shoal-range"
 
 
