@@ -67,6 +67,34 @@ def test_a_pools_nodes_are_spread_over_the_hosts_that_are_up() -> None:
     assert agent._place(node("p2")).name == "b"
 
 
+def test_a_hosts_machine_sums_follow_every_change_so_placement_never_rescans_them() -> None:
+    machines = control.Machines()
+
+    def check() -> None:
+        values = list(machines.values())
+        assert machines.cores == sum(int(m.get("cores") or 0) for m in values)
+        assert machines.memory_mb == sum(int(m.get("memoryMb") or 0) for m in values)
+        pools = [m["pool"] for m in values if m.get("pool") is not None]
+        assert machines.per_pool == {p: pools.count(p) for p in set(pools)}
+
+    for i in range(6):
+        machines[f"m{i}"] = {"pool": "a" if i % 2 else "b", "cores": i, "memoryMb": 100 * i}
+    check()
+    machines["m1"] = {"pool": "c", "cores": 7, "memoryMb": 1}  # replaced
+    machines.setdefault("m2", {"pool": "z", "cores": 99})  # there already: unchanged
+    machines.setdefault("adopted", {"pool": None, "cores": 0, "address": None})
+    machines.pop("m3")
+    assert machines.pop("gone", None) is None
+    del machines["m4"]
+    machines.update({"m9": {"pool": "a", "cores": 2, "memoryMb": 5}})
+    check()
+    machines.popitem()
+    check()
+    machines.clear()
+    check()
+    assert (machines.cores, machines.memory_mb, machines.per_pool) == (0, 0, {})
+
+
 def test_every_host_routes_to_the_nodes_of_the_others_and_a_host_that_missed_them_gets_them_again(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """enableInterNodeCommunication across hosts: a pool's nodes are spread over the hosts, and each host reaches

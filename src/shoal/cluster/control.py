@@ -43,6 +43,67 @@ DISCOVER_EVERY = 2.0  # seconds between looks for new hosts
 TICK = 0.25  # seconds between checks of the hosts' health
 
 
+class Machines(dict[str, dict[str, Any]]):
+    """A host's machines: id -> {"pool", "cores", "memoryMb", "address"}, with the sums placement reads kept up
+    to date as machines come and go. Placement then costs the same whatever a host holds; summing the machines
+    for each new node made a pool's growth quadratic (a third of the head's CPU at 4,000 nodes)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.cores = 0
+        self.memory_mb = 0
+        self.per_pool: dict[str, int] = {}
+        self.update(*args, **kwargs)
+
+    def _count(self, machine: dict[str, Any], sign: int) -> None:
+        self.cores += sign * int(machine.get("cores") or 0)
+        self.memory_mb += sign * int(machine.get("memoryMb") or 0)
+        pool = machine.get("pool")
+        if pool is not None:
+            left = self.per_pool.get(pool, 0) + sign
+            if left > 0:
+                self.per_pool[pool] = left
+            else:
+                self.per_pool.pop(pool, None)
+
+    def __setitem__(self, key: str, value: dict[str, Any]) -> None:
+        if key in self:
+            self._count(self[key], -1)
+        super().__setitem__(key, value)
+        self._count(value, 1)
+
+    def __delitem__(self, key: str) -> None:
+        self._count(self[key], -1)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            machine = super().pop(key)
+            self._count(machine, -1)
+            return machine
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[str, dict[str, Any]]:
+        key, machine = super().popitem()
+        self._count(machine, -1)
+        return key, machine
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def clear(self) -> None:
+        super().clear()
+        self.cores, self.memory_mb, self.per_pool = 0, 0, {}
+
+
 @dataclass
 class Host:
     name: str
@@ -56,7 +117,7 @@ class Host:
     lost_at: float = 0.0  # monotonic time the host was declared lost
     epoch: float = 0.0  # when its agent process started (a restart changes it)
     cursor: int = 0  # the last end of a command read from its log
-    machines: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {"pool", "cores", "address"}
+    machines: Machines = field(default_factory=Machines)  # id -> {"pool", "cores", "memoryMb", "address"}
 
 
 @dataclass
@@ -339,12 +400,11 @@ class ClusterHostAgent:
         memory = int((machine.get("limits") or {}).get("memoryBytes") or 0) >> 20
         candidates = []
         for host in self._up():
-            used = sum(int(m.get("cores") or 0) for m in host.machines.values())
-            used_memory = sum(int(m.get("memoryMb") or 0) for m in host.machines.values())
+            used, used_memory = host.machines.cores, host.machines.memory_mb
             if host.overcommit is not None and (used + cores > host.cores * host.overcommit
                                                 or used_memory + memory > host.memory_mb * host.overcommit):
                 continue
-            same = sum(1 for m in host.machines.values() if pool is not None and m.get("pool") == pool)
+            same = host.machines.per_pool.get(pool, 0) if pool is not None else 0
             candidates.append((same / max(host.cores, 1), used / max(host.cores, 1), len(host.machines), host.name,
                                host))
         if not candidates:
