@@ -109,10 +109,16 @@ def test_every_host_routes_to_the_nodes_of_the_others_and_a_host_that_missed_the
     pushed: dict[str, dict[str, str]] = {}
     unreachable = {"c"}
 
-    def call(handle: str, method: str, routes: dict[str, str], timeout: float) -> int:
-        assert method == "set_routes"
+    changes: dict[str, list[tuple[dict[str, str], list[str]]]] = {}
+
+    def call(handle: str, method: str, routes: dict[str, str], *gone: list[str], timeout: float) -> int:
         if handle in unreachable:
             raise control.raylink.HostUnreachable("busy")
+        if method == "change_routes":  # only what changed since the last push
+            changes.setdefault(handle, []).append((routes, gone[0]))
+            pushed[handle] = {a: v for a, v in {**pushed[handle], **routes}.items() if a not in gone[0]}
+            return len(routes) + len(gone[0])
+        assert method == "set_routes"
         pushed[handle] = routes
         return len(routes)
 
@@ -127,6 +133,18 @@ def test_every_host_routes_to_the_nodes_of_the_others_and_a_host_that_missed_the
     agent._push_routes()
     assert set(pushed["c"]) == {m["address"] for h in (a, b) for m in h.machines.values()}
     assert not agent._routes_dirty.is_set()
+    assert changes == {}, "hosts whose routes did not change are not called"
+    # A node boots on a and one leaves b: the others get that change alone, not their whole table again.
+    a.machines["new"] = {"pool": "mpi", "cores": 1, "memoryMb": 1024, "address": "10.224.16.99"}
+    left = next(iter(b.machines))
+    left_address = b.machines.pop(left)["address"]
+    agent._push_routes()
+    assert changes["b"] == [({"10.224.16.99": a.address}, [])]
+    assert changes["c"] == [({"10.224.16.99": a.address}, [left_address])]
+    assert changes["a"] == [({}, [left_address])]
+    for host in (a, b, c):
+        others = {m["address"]: h.address for h in (a, b, c) if h is not host for m in h.machines.values()}
+        assert pushed[host.name] == others
 
 
 def test_overcommit_bounds_cores_and_memory_and_no_room_is_a_clear_error() -> None:

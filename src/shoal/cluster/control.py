@@ -151,6 +151,7 @@ class ClusterHostAgent:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._routes_dirty = threading.Event()
+        self._sent_routes: dict[str, dict[str, str]] = {}  # host -> the node routes it was last given
         self._threads: list[threading.Thread] = []
         self.events: list[tuple[float, str, str]] = []  # (wall time, host, what): for tests and the CLI
         self.on_change: Callable[[], Any] | None = None  # wakes the host-loss loop
@@ -204,6 +205,7 @@ class ClusterHostAgent:
                 host.machines[machine_id] = {"pool": None, "cores": 0, "address": addresses.get(machine_id)}
             with self._lock:
                 self.hosts[name] = host
+                self._sent_routes.pop(name, None)
                 self._by_slot[slot] = host
                 for machine_id in host.machines:
                     self._where[machine_id] = host
@@ -277,6 +279,7 @@ class ClusterHostAgent:
                 host.machines.setdefault(machine_id, {"pool": None, "cores": 0, "address": addresses.get(machine_id)})
                 self._where[machine_id] = host
             host.state, host.epoch, host.cursor = "up", float(info["started"]), 0
+            self._sent_routes.pop(host.name, None)
         self._event(host.name, f"back ({len(host.machines)} machines adopted)")
         self._push_filters([host])
         self._push_routes()
@@ -293,6 +296,8 @@ class ClusterHostAgent:
                 continue
             if float(got["epoch"]) != host.epoch:
                 host.epoch, host.cursor = float(got["epoch"]), 0
+                self._sent_routes.pop(host.name, None)  # a new agent process: its whole table again
+                self._routes_dirty.set()
                 continue
             if [result.pop("fenced") for _, _, result in got["ends"] if "fenced" in result]:
                 self._fenced(host)
@@ -447,15 +452,24 @@ class ClusterHostAgent:
         """Give every host a route to the nodes of the others, through the host that holds each."""
         with self._lock:
             hosts = [h for h in self.hosts.values() if h.state == "up" and h.address]
-            wanted = {h.name: {m["address"]: h.address for m in h.machines.values() if m.get("address")}
+            wanted = {h.name: {m["address"]: str(h.address) for m in h.machines.values() if m.get("address")}
                       for h in hosts}
         for host in hosts:
             routes = {a: via for other, table in wanted.items() if other != host.name for a, via in table.items()}
+            sent = self._sent_routes.get(host.name)
             try:
-                raylink.call(host.handle, "set_routes", routes, timeout=30.0)
+                if sent is None:  # a host new to this server (or whose agent restarted): its whole table
+                    raylink.call(host.handle, "set_routes", routes, timeout=30.0)
+                else:  # only what changed since (the tables hold every node of the other hosts)
+                    changed = {a: via for a, via in routes.items() if sent.get(a) != via}
+                    gone = [a for a in sent if a not in routes]
+                    if changed or gone:
+                        raylink.call(host.handle, "change_routes", changed, gone, timeout=30.0)
+                self._sent_routes[host.name] = routes
             except raylink.HostUnreachable:
-                # Pushed again at the next tick (else that host would lack them until the next node boots or
-                # goes); a host that stays unreachable is declared lost meanwhile and left out.
+                # Pushed again, whole, at the next tick (else that host would lack them until the next node
+                # boots or goes); a host that stays unreachable is declared lost meanwhile and left out.
+                self._sent_routes.pop(host.name, None)
                 self._routes_dirty.set()
 
     def _forget(self, machine_id: str) -> None:

@@ -260,10 +260,17 @@ class HostSide:
     def set_routes(self, routes: dict[str, str]) -> int:
         """Reach every node address of another host through that host: ``{address: via}``, all of them (the
         rest are withdrawn). One ``ip -batch`` for all the changes, whatever their number."""
+        gone = [a for a in self._routes if a not in routes]
+        return self.change_routes({a: via for a, via in routes.items() if self._routes.get(a) != via}, gone)
+
+    def change_routes(self, changed: dict[str, str], gone: list[str]) -> int:
+        """Only what changed since the last call (the control plane keeps what it sent): routes to add or
+        move, and addresses to withdraw. A pool growing over several hosts then costs each push its new nodes,
+        not every node of the cluster."""
         import subprocess
 
-        gone = [a for a in self._routes if a not in routes]
-        changed = {a: via for a, via in routes.items() if self._routes.get(a) != via}
+        gone = [a for a in gone if a in self._routes]
+        changed = {a: via for a, via in changed.items() if self._routes.get(a) != via}
         if not gone and not changed:
             return 0
         script = "".join(f"route del {a}/32\n" for a in gone) + \
