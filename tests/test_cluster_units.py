@@ -20,6 +20,7 @@ from shoal.cluster.hostside import FENCED_FILE, HostSide, error_data, raise_erro
 from shoal.core import hosterrors, hostfiles
 from shoal.core.clock import Clock
 from shoal.domain.batch import host_loss, pool_nodes
+from shoal.reconcilers.host_loss import HostLossReconciler
 from shoal.runtime.nodenet import NodeNetwork
 from shoal.store import models
 from shoal.store.db import Database
@@ -276,6 +277,42 @@ def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_
         assert (p.allocation_state, p.target_dedicated) == ("resizing", 3), "the pool grows back to its target"
     with db.write() as s:  # applying again changes nothing
         assert host_loss.apply(s, clock, {m: 9.0 for m in lost}, fence_seconds=3.0) == []
+
+
+def test_a_lost_node_that_keeps_changing_under_another_loop_is_written_again_by_the_next_pass(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = ManualClock()
+    now = clock.now()
+    with db.write() as s:
+        pool = models.Pool(key="acct/p1", account_key="acct", pool_id="p1", spec={}, content={}, state="active",
+                           state_transition_time=now, allocation_state="steady", target_dedicated=2,
+                           allocation_state_transition_time=now, resize_errors=[], autoscale={}, etag="e",
+                           created_at=now, last_modified=now)
+        s.add(pool)
+        nodes = pool_nodes.add(s, clock, pool, 2, 0, [], ("127.0.0.1", "localhost"), "10.64.0.0/14",
+                               own_network=False)
+    with db.write() as s:
+        for row in s.query(models.Node):
+            row.state = "idle"
+    lost = {n.machine_id: 0.5 for n in nodes}  # before the fence time: only the change to unusable is written
+
+    class Agent:
+        def lost_machines(self) -> dict[str, float]:
+            return lost
+
+    loop = HostLossReconciler(db, clock, Agent(), fence_seconds=3.0)  # type: ignore[arg-type]
+    real = host_loss.node_rules.set_states
+    with monkeypatch.context() as m:  # another loop changes the rows between each read and each write
+        m.setattr(host_loss.node_rules, "set_states", lambda *a, **k: [])
+        with pytest.raises(host_loss.StillChanging), db.write() as s:
+            host_loss.apply(s, clock, lost, fence_seconds=3.0)
+        assert loop.run_once() is True, "the loop comes back at once"
+    with db.read() as s:
+        assert {(n.state, n.pending) for n in s.query(models.Node)} == {("idle", "")}, "all rolled back"
+    assert host_loss.node_rules.set_states is real
+    assert loop.run_once() is False
+    with db.read() as s:
+        assert {(n.state, n.pending) for n in s.query(models.Node)} == {("unusable", "")}
 
 
 def test_nodes_reach_a_clusters_api_at_their_gateway() -> None:

@@ -31,8 +31,12 @@ class HostLossReconciler:
         lost = self.agent.lost_machines()
         fenced = {m: age >= self.fence_seconds for m, age in lost.items()}
         if fenced != self._seen:  # only a change (a newly lost machine, a fence time passed) needs a write
-            with self.db.write() as s:
-                pools = host_loss.apply(s, self.clock, lost, self.fence_seconds)
+            try:
+                with self.db.write() as s:
+                    pools = host_loss.apply(s, self.clock, lost, self.fence_seconds)
+            except host_loss.StillChanging as e:  # rolled back and not recorded as seen: the next pass writes it
+                log.warning("%s; writing them again", e)
+                return True
             self._seen = fenced
             if pools:
                 log.warning("nodes of lost hosts: pools %s updated (%d machines lost, %d fenced)", ", ".join(pools),

@@ -26,6 +26,11 @@ _CHUNK = 500
 _ROUNDS = 5  # compare-and-set rounds: a node another loop changed meanwhile is read again and retried
 
 
+class StillChanging(RuntimeError):
+    """Some lost node kept changing under another loop for every round: the whole write is rolled back and
+    the next pass tries again (nothing is recorded as applied until every node is)."""
+
+
 def apply(s: Session, clock: Clock, lost: dict[str, float], fence_seconds: float) -> list[str]:
     """``lost``: machine id -> seconds since its host was lost. Returns the keys of the pools whose nodes
     changed (their allocation should run now).
@@ -58,6 +63,8 @@ def apply(s: Session, clock: Clock, lost: dict[str, float], fence_seconds: float
                 _leave(s, fence_keys)
         if not behind:
             break
+    else:
+        raise StillChanging(f"nodes of lost hosts changed under another loop in each of {_ROUNDS} rounds")
     for pool_key in sorted(fenced):
         pool = s.get(models.Pool, pool_key)
         if pool is None or pool.state == "deleting":
