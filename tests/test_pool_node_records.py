@@ -14,7 +14,7 @@ import pytest
 from harness import scratch_database
 from shoal.core import errors
 from shoal.core.clock import Clock
-from shoal.domain.batch import nodes, pool_nodes, retired
+from shoal.domain.batch import assignment, nodes, pool_nodes, retired
 from shoal.store import models
 from shoal.store.db import Database
 
@@ -122,3 +122,69 @@ def test_leaving_nodes_are_remembered_in_bulk_and_a_reused_id_forgets_the_older_
     with db.read() as s:
         assert retired.machine_of_key(s, leaving[0].key) == "node-new"
         assert retired.machine_of_key(s, leaving[2].key) == leaving[2].machine_id
+
+
+def test_the_assignment_probe_sees_a_waiting_task_only_where_its_pool_has_a_free_slot(db: Database) -> None:
+    """``assignment.can_assign`` is one statement over jobs, tasks, pools and nodes (the pool's
+    ``taskSlotsPerNode`` read from its stored spec); it must agree with what an assignment pass would load."""
+    clock = StepClock()
+    pool = make_pool(db, clock, {"taskSlotsPerNode": 4})
+    records = add(db, clock, pool, 2)
+
+    def probe() -> bool:
+        with db.read() as s:
+            return assignment.can_assign(s)
+
+    def nodes_are(state: str, used: int, **values: Any) -> None:
+        with db.write() as s:
+            for row in s.query(models.Node):
+                row.state, row.running_slots = state, used
+                for name, value in values.items():
+                    setattr(row, name, value)
+
+    now = clock.now()
+    nodes_are("idle", 0)
+    assert probe() is False, "no task at all"
+    with db.write() as s:
+        for key, pool_id in (("acct/elsewhere", "nowhere"), ("acct/j1", "p1")):
+            s.add(models.Job(key=key, account_key="acct", job_id=key.split("/")[1], pool_id=pool_id, spec={},
+                             state="active", state_transition_time=now, execution_info={}, etag="e",
+                             created_at=now, last_modified=now))
+        s.add(models.Task(key="acct/elsewhere/t", job_key="acct/elsewhere", task_id="t", seq=1, spec={},
+                          state="active", state_transition_time=now, execution_info={}, etag="e", created_at=now,
+                          last_modified=now))
+    assert probe() is False, "a task waits, but for a pool that does not exist"
+    with db.write() as s:
+        s.add(models.Task(key="acct/j1/t", job_key="acct/j1", task_id="t", seq=2, spec={}, state="active",
+                          state_transition_time=now, execution_info={}, etag="e", created_at=now, last_modified=now))
+    assert probe() is True
+    nodes_are("running", 3)
+    assert probe() is True, "3 of 4 slots used: room for one more"
+    nodes_are("running", 4)
+    assert probe() is False, "every slot used"
+    nodes_are("idle", 0, scheduling_state="disabled")
+    assert probe() is False, "no node takes tasks"
+    nodes_are("idle", 0, scheduling_state="enabled", pending="remove")
+    assert probe() is False, "the nodes are leaving"
+    nodes_are("starting", 0, pending="")
+    assert probe() is False, "the nodes are not ready"
+    nodes_are("idle", 0)
+    assert probe() is True
+    with db.write() as s:
+        s.get(models.Task, "acct/j1/t").attempt = "a1"
+    assert probe() is False, "the task has its attempt"
+    with db.write() as s:
+        s.get(models.Task, "acct/j1/t").attempt = None
+        s.get(models.Job, "acct/j1").state = "disabled"
+    assert probe() is False, "its job is disabled"
+    with db.write() as s:
+        s.get(models.Job, "acct/j1").state = "active"
+        s.get(models.Pool, "acct/p1").state = "deleting"
+    assert probe() is False, "its pool is being deleted"
+    with db.write() as s:
+        row = s.get(models.Pool, "acct/p1")
+        row.state, row.spec = "active", {}  # one slot per node when the spec does not say
+    assert probe() is True
+    nodes_are("running", 1)
+    assert probe() is False, "the one slot is used"
+    assert len(records) == 2

@@ -172,11 +172,6 @@ def _schedulable() -> tuple[Any, ...]:
             models.Node.pending == "")
 
 
-def anything_waiting(s: Session) -> bool:
-    """Whether any task waits for a slot (active, without an attempt): one probe of the tasks' state index."""
-    return bool(s.scalar(select(exists().where(models.Task.state == "active", models.Task.attempt.is_(None)))))
-
-
 def pools_with_room(s: Session) -> dict[str, models.Pool]:
     """The active pools where at least one schedulable node has a free slot (one aggregate over the nodes)."""
     active = {p.key: p for p in s.scalars(select(models.Pool).where(models.Pool.state == "active"))}
@@ -202,9 +197,16 @@ def waiting_jobs(s: Session, pools_: dict[str, models.Pool]) -> dict[str, models
 
 
 def can_assign(s: Session) -> bool:
-    """Whether an assignment pass could place anything: a task waits, in an active job whose pool has a
-    schedulable node with a free slot. A few cheap queries, so an idle loop costs next to nothing."""
-    return anything_waiting(s) and bool(waiting_jobs(s, pools_with_room(s)))
+    """Whether an assignment pass could place anything: a task waits, in an active job whose pool is active and
+    has a schedulable node with a free slot. One statement that loads no row: the loop asks this at every nudge
+    (each task submission is one), so an idle loop, or one whose jobs wait for pools that are full or absent,
+    costs next to nothing."""
+    job, task, pool, node = models.Job, models.Task, models.Pool, models.Node
+    waiting = exists().where(task.job_key == job.key, task.state == "active", task.attempt.is_(None))
+    room = exists().where(pool.key == job.account_key + "/" + job.pool_id, pool.state == "active",
+                          node.pool_key == pool.key, *_schedulable(),
+                          node.running_slots < func.coalesce(pool.spec["taskSlotsPerNode"].as_integer(), 1))
+    return bool(s.scalar(select(exists().where(job.state == "active", waiting, room))))
 
 
 def free_nodes(s: Session, pools_: dict[str, models.Pool]) -> dict[str, FreeNodes]:

@@ -97,7 +97,7 @@ def validate_spec(spec: dict[str, Any]) -> vmsizes.VmSize:
     if not vmc.get("nodeAgentSKUId"):
         raise missing("virtualMachineConfiguration.nodeAgentSKUId")
     slots = spec.get("taskSlotsPerNode", 1)
-    if not isinstance(slots, int) or slots < 1 or slots > size.max_task_slots:
+    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1 or slots > size.max_task_slots:
         raise bad_value("taskSlotsPerNode", slots, f"must be between 1 and {size.max_task_slots} for {size.name} "
                         "(4 x cores, at most 256)")
     policy = (spec.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")
