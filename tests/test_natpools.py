@@ -63,6 +63,12 @@ def test_a_pool_without_network_configuration_or_nat_pools_is_accepted() -> None
     pools.validate_spec({**base, "networkConfiguration": {}})
 
 
+def test_task_slots_per_node_must_be_a_whole_number_in_the_vm_sizes_range() -> None:
+    pools.validate_spec({**spec(), "taskSlotsPerNode": 8})  # a D2s_v3 has 2 cores: at most 4 x 2
+    for bad in (True, 0, 9, "2", 1.5):  # JSON true is no number: the assignment probe reads it as one
+        assert_refused({**spec(), "taskSlotsPerNode": bad}, "taskSlotsPerNode", "must be between 1 and 8")
+
+
 def test_a_subnet_id_must_be_a_string_and_jobs_cannot_have_subnets_of_their_own() -> None:
     # (Whether the subnet exists is checked against the store: tests/test_pool_vnet.py.)
     pools.validate_spec({**spec(), "networkConfiguration": {
