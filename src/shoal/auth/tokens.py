@@ -103,11 +103,36 @@ def _fmt(dt: datetime) -> str:
     return f"{dt.month}/{dt.day}/{dt.year} {dt.strftime('%I:%M:%S %p').lstrip('0')}"
 
 
+VERIFIED_CACHE = 4096  # tokens whose signature was checked, remembered (a client sends one token for an hour)
+
+
 class TokenService:
     def __init__(self, authority: str, keys: list[SigningKeyPair], clock: Clock) -> None:
         self.authority = authority.rstrip("/")
         self.keys = keys
         self.clock = clock
+        # token -> (its key id, its claims): the RS256 check is the costliest part of a request that carries
+        # a token, and a client sends the same token for its hour. Only the signature and format are
+        # remembered: every time and audience check below runs for each request, and a token whose key is no
+        # longer one of this service's is checked (and refused) again.
+        self._verified: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        known = self._verified.get(token)
+        if known is not None and any(k.kid == known[0] for k in self.keys):
+            return dict(known[1])
+        header = jwt.get_unverified_header(token)
+        key = next((k for k in self.keys if k.kid == header.get("kid")), None)
+        if key is None:
+            raise jwt.InvalidSignatureError("unknown key id")
+        claims: dict[str, Any] = jwt.decode(
+            token, key.private_key.public_key(), algorithms=["RS256"],
+            options={"verify_exp": False, "verify_aud": False, "verify_iss": False, "verify_nbf": False,
+                     "require": ["exp", "aud", "iss", "tid", "oid"]})
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # simpler than an LRU, and a full cache is rare (tokens last an hour)
+        self._verified[token] = (key.kid, dict(claims))
+        return claims
 
     def issuer(self, tenant_id: str) -> str:
         return f"{self.authority}/{tenant_id}/v2.0"
@@ -145,13 +170,7 @@ class TokenService:
                 headers=challenge)
         token = token.strip()
         try:
-            header = jwt.get_unverified_header(token)
-            key = next((k for k in self.keys if k.kid == header.get("kid")), None)
-            if key is None:
-                raise jwt.InvalidSignatureError("unknown key id")
-            claims = jwt.decode(token, key.private_key.public_key(), algorithms=["RS256"],
-                                options={"verify_exp": False, "verify_aud": False, "verify_iss": False,
-                                         "verify_nbf": False, "require": ["exp", "aud", "iss", "tid", "oid"]})
+            claims = self._decode(token)
         except jwt.PyJWTError as exc:
             raise errors.InvalidAuthenticationToken(
                 "The access token is invalid: its signature or format could not be verified. "

@@ -31,10 +31,13 @@ class Assigner:
     def __init__(self, db: Database, clock: Clock, urls: Urls) -> None:
         self.db, self.clock, self.urls = db, clock, urls
 
-    def run(self, limit: int = 2000) -> list[Launch]:
-        with self.db.read() as s:
-            if not assignment.can_assign(s):
-                return []
+    def run(self, limit: int = 2000, *, assignable: bool | None = None) -> list[Launch]:
+        """``assignable``: the answer of :func:`assignment.can_assign` in a read of this pass (None: ask now)."""
+        if assignable is None:
+            with self.db.read() as s:
+                assignable = assignment.can_assign(s)
+        if not assignable:
+            return []
         launches: list[Launch] = []
         now = timefmt.format_timestamp(self.clock.now())
         with self.db.write() as s:

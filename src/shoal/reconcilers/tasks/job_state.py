@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shoal.core.clock import Clock
 from shoal.domain.batch import job_lifecycle, multi_instance, outcomes
@@ -31,9 +32,12 @@ class JobStates:
                  job_tasks: JobTaskRuns) -> None:
         self.db, self.clock, self.agent, self.attempts, self.job_tasks = db, clock, agent, attempts, job_tasks
 
-    def run(self) -> None:
-        with self.db.read() as s:
-            moving = list(s.scalars(select(models.Job.key).where(models.Job.state.in_(job_lifecycle.MOVING))))
+    @staticmethod
+    def moving(s: Session) -> list[str]:
+        """The jobs in a transition this stage drives (the scheduler asks in its pass's first read)."""
+        return list(s.scalars(select(models.Job.key).where(models.Job.state.in_(job_lifecycle.MOVING))))
+
+    def run(self, moving: list[str]) -> None:
         for job_key in moving:
             try:
                 self._drive(job_key)

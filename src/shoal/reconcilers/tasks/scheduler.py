@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from shoal.core.clock import Clock
+from shoal.domain.batch import assignment
 from shoal.domain.host import HostAgent
 from shoal.reconcilers.base import LeasedDatabase, LeaseLost, LoopClaim
 from shoal.reconcilers.tasks.assign import Assigner
@@ -114,8 +115,15 @@ class TaskScheduler:
             self.recovery.run()
             self._recovered = True
         finished = self.finisher.run()
-        self.job_states.run()
-        launches = self.assigner.run()
+        # One read asks both stages whether they have work: most passes have none (each task submission nudges
+        # one), and a read transaction costs more than its two small queries.
+        with self.db.read() as s:
+            moving = self.job_states.moving(s)
+            assignable: bool | None = assignment.can_assign(s)
+        if moving:
+            self.job_states.run(moving)
+            assignable = None  # a job's transition may change what can be assigned: the assigner asks again
+        launches = self.assigner.run(assignable=assignable)
         self.launcher.run(launches)
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + SWEEP_INTERVAL
