@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from shoal.auth import rbac
@@ -54,10 +54,13 @@ def parse_role_definition_id(value: str) -> rbac.RoleDefinition:
     return role
 
 
+# Built once: each authorized request asks it (building a statement costs more than running it here).
+_COVERING = select(models.RoleAssignment).where(models.RoleAssignment.principal_id == bindparam("principal"),
+                                                models.RoleAssignment.scope_key.in_(bindparam("keys", expanding=True)))
+
+
 def assignments_covering(session: Session, principal_id: str, scope: str) -> list[models.RoleAssignment]:
-    keys = rbac.scope_prefixes(scope)
-    return list(session.scalars(select(models.RoleAssignment).where(
-        models.RoleAssignment.principal_id == principal_id, models.RoleAssignment.scope_key.in_(keys))))
+    return list(session.scalars(_COVERING, {"principal": principal_id, "keys": list(rbac.scope_prefixes(scope))}))
 
 
 def check_access(session: Session, caller: Caller, action: str, scope: str) -> None:

@@ -7,7 +7,7 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from shoal.core import errors, ids
@@ -33,10 +33,14 @@ def endpoint(base_url: str, name: str) -> str:
     return f"{base_url.split('://', 1)[1]}/batch/{name}"
 
 
+# Built once (every Batch request looks its account up; building a statement costs more than running it here).
+_BY_NAME = select(models.Resource).where(models.Resource.type_key == TYPE.lower(),
+                                         models.Resource.name == bindparam("name")).limit(1)
+
+
 def find_by_name(s: Session, name: str) -> models.Resource | None:
     """Account names are global (they are DNS names in Azure; path segments here)."""
-    return s.scalars(select(models.Resource).where(models.Resource.type_key == TYPE.lower(),
-                                                   models.Resource.name == name.lower())).first()
+    return s.scalars(_BY_NAME, {"name": name.lower()}).first()
 
 
 def create_or_update(s: Session, clock: Clock, rid: ResourceId, body: dict[str, Any], regions: tuple[str, ...],

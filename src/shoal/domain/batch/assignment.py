@@ -196,17 +196,24 @@ def waiting_jobs(s: Session, pools_: dict[str, models.Pool]) -> dict[str, models
     return {j.key: j for j in rows if pool_rules.pool_key(j.account_key, j.pool_id) in pools_}
 
 
-def can_assign(s: Session) -> bool:
-    """Whether an assignment pass could place anything: a task waits, in an active job whose pool is active and
-    has a schedulable node with a free slot. One statement that loads no row: the loop asks this at every nudge
-    (each task submission is one), so an idle loop, or one whose jobs wait for pools that are full or absent,
-    costs next to nothing."""
+def _assignable() -> Any:
     job, task, pool, node = models.Job, models.Task, models.Pool, models.Node
     waiting = exists().where(task.job_key == job.key, task.state == "active", task.attempt.is_(None))
     room = exists().where(pool.key == job.account_key + "/" + job.pool_id, pool.state == "active",
                           node.pool_key == pool.key, *_schedulable(),
                           node.running_slots < func.coalesce(pool.spec["taskSlotsPerNode"].as_integer(), 1))
-    return bool(s.scalar(select(exists().where(job.state == "active", waiting, room))))
+    return select(exists().where(job.state == "active", waiting, room))
+
+
+_ASSIGNABLE = _assignable()  # built once: the statement has no parameter, and building it costs more than running it
+
+
+def can_assign(s: Session) -> bool:
+    """Whether an assignment pass could place anything: a task waits, in an active job whose pool is active and
+    has a schedulable node with a free slot. One statement that loads no row: the loop asks this at every nudge
+    (each task submission is one), so an idle loop, or one whose jobs wait for pools that are full or absent,
+    costs next to nothing."""
+    return bool(s.scalar(_ASSIGNABLE))
 
 
 def free_nodes(s: Session, pools_: dict[str, models.Pool]) -> dict[str, FreeNodes]:

@@ -32,10 +32,12 @@ class JobStates:
                  job_tasks: JobTaskRuns) -> None:
         self.db, self.clock, self.agent, self.attempts, self.job_tasks = db, clock, agent, attempts, job_tasks
 
-    @staticmethod
-    def moving(s: Session) -> list[str]:
+    _MOVING = select(models.Job.key).where(models.Job.state.in_(job_lifecycle.MOVING))  # built once
+
+    @classmethod
+    def moving(cls, s: Session) -> list[str]:
         """The jobs in a transition this stage drives (the scheduler asks in its pass's first read)."""
-        return list(s.scalars(select(models.Job.key).where(models.Job.state.in_(job_lifecycle.MOVING))))
+        return list(s.scalars(cls._MOVING))
 
     def run(self, moving: list[str]) -> None:
         for job_key in moving:
