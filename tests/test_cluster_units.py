@@ -143,9 +143,45 @@ def test_every_host_routes_to_the_nodes_of_the_others_and_a_host_that_missed_the
     assert changes["b"] == [({"10.224.16.99": a.address}, [])]
     assert changes["c"] == [({"10.224.16.99": a.address}, [left_address])]
     assert changes["a"] == [({}, [left_address])]
-    for host in (a, b, c):
-        others = {m["address"]: h.address for h in (a, b, c) if h is not host for m in h.machines.values()}
-        assert pushed[host.name] == others
+
+    def all_routes_right() -> None:
+        for host in (a, b, c):
+            others = {m["address"]: h.address for h in (a, b, c) if h is not host for m in h.machines.values()}
+            assert pushed[host.name] == others
+
+    all_routes_right()
+    # The left node's address is given again to a node on b itself: b drops its route, the others route it to b.
+    changes.clear()
+    b.machines["again"] = {"pool": "mpi", "cores": 1, "memoryMb": 1024, "address": "10.224.16.99"}
+    a.machines.pop("new")
+    agent._push_routes()
+    assert changes["b"] == [({}, ["10.224.16.99"])]
+    assert changes["c"] == [({"10.224.16.99": b.address}, [])]
+    assert changes["a"] == [({"10.224.16.99": b.address}, [])]
+    all_routes_right()
+    # c comes back with another address: every route through it changes on the others.
+    changes.clear()
+    c.address = "192.168.0.33"
+    agent._push_routes()
+    through_c = {m["address"]: "192.168.0.33" for m in c.machines.values()}
+    assert changes["a"] == [(through_c, [])] and changes["b"] == [(through_c, [])] and "c" not in changes
+    all_routes_right()
+    # A host asked for its whole table while a push is under way (its agent restarted) gets it at the next push.
+    changes.clear()
+    original = call
+
+    def restart_during(handle: str, method: str, routes: dict[str, str], *gone: list[str], timeout: float) -> int:
+        if handle == "c":  # b was pushed to already (hosts go in order)
+            agent._resync("b")
+        return original(handle, method, routes, *gone, timeout=timeout)
+
+    monkeypatch.setattr(control.raylink, "call", restart_during)
+    a.machines["late"] = {"pool": "mpi", "cores": 1, "memoryMb": 1024, "address": "10.224.16.120"}
+    agent._push_routes()
+    monkeypatch.setattr(control.raylink, "call", call)
+    pushed["b"] = {}  # what a restarted agent holds
+    agent._push_routes()
+    all_routes_right()
 
 
 def test_overcommit_bounds_cores_and_memory_and_no_room_is_a_clear_error() -> None:

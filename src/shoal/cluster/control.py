@@ -151,7 +151,12 @@ class ClusterHostAgent:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._routes_dirty = threading.Event()
-        self._sent_routes: dict[str, dict[str, str]] = {}  # host -> the node routes it was last given
+        # Node routes: the table last pushed (node address -> (its host, that host's address)), the hosts that
+        # hold it, and how often each host was asked to get its whole table again (see _push_routes).
+        self._pushed_routes: dict[str, tuple[str, str]] = {}
+        self._in_sync: set[str] = set()
+        self._resyncs: dict[str, int] = {}
+        self._push_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.events: list[tuple[float, str, str]] = []  # (wall time, host, what): for tests and the CLI
         self.on_change: Callable[[], Any] | None = None  # wakes the host-loss loop
@@ -205,7 +210,7 @@ class ClusterHostAgent:
                 host.machines[machine_id] = {"pool": None, "cores": 0, "address": addresses.get(machine_id)}
             with self._lock:
                 self.hosts[name] = host
-                self._sent_routes.pop(name, None)
+                self._resync(name)
                 self._by_slot[slot] = host
                 for machine_id in host.machines:
                     self._where[machine_id] = host
@@ -279,7 +284,7 @@ class ClusterHostAgent:
                 host.machines.setdefault(machine_id, {"pool": None, "cores": 0, "address": addresses.get(machine_id)})
                 self._where[machine_id] = host
             host.state, host.epoch, host.cursor = "up", float(info["started"]), 0
-            self._sent_routes.pop(host.name, None)
+            self._resync(host.name)
         self._event(host.name, f"back ({len(host.machines)} machines adopted)")
         self._push_filters([host])
         self._push_routes()
@@ -296,7 +301,7 @@ class ClusterHostAgent:
                 continue
             if float(got["epoch"]) != host.epoch:
                 host.epoch, host.cursor = float(got["epoch"]), 0
-                self._sent_routes.pop(host.name, None)  # a new agent process: its whole table again
+                self._resync(host.name)  # a new agent process: its whole table again
                 self._routes_dirty.set()
                 continue
             if [result.pop("fenced") for _, _, result in got["ends"] if "fenced" in result]:
@@ -448,29 +453,53 @@ class ClusterHostAgent:
             self._routes_dirty.set()  # pushed by the monitor, once for all the nodes booted meanwhile
         return dict(booted)
 
-    def _push_routes(self) -> None:
-        """Give every host a route to the nodes of the others, through the host that holds each."""
+    def _resync(self, name: str) -> None:
+        """The host gets its whole route table at the next push (it is new, or its agent restarted)."""
         with self._lock:
-            hosts = [h for h in self.hosts.values() if h.state == "up" and h.address]
-            wanted = {h.name: {m["address"]: str(h.address) for m in h.machines.values() if m.get("address")}
-                      for h in hosts}
-        for host in hosts:
-            routes = {a: via for other, table in wanted.items() if other != host.name for a, via in table.items()}
-            sent = self._sent_routes.get(host.name)
-            try:
-                if sent is None:  # a host new to this server (or whose agent restarted): its whole table
-                    raylink.call(host.handle, "set_routes", routes, timeout=30.0)
-                else:  # only what changed since (the tables hold every node of the other hosts)
-                    changed = {a: via for a, via in routes.items() if sent.get(a) != via}
-                    gone = [a for a in sent if a not in routes]
-                    if changed or gone:
-                        raylink.call(host.handle, "change_routes", changed, gone, timeout=30.0)
-                self._sent_routes[host.name] = routes
-            except raylink.HostUnreachable:
-                # Pushed again, whole, at the next tick (else that host would lack them until the next node
-                # boots or goes); a host that stays unreachable is declared lost meanwhile and left out.
-                self._sent_routes.pop(host.name, None)
-                self._routes_dirty.set()
+            self._in_sync.discard(name)
+            self._resyncs[name] = self._resyncs.get(name, 0) + 1
+
+    def _push_routes(self) -> None:
+        """Give every host a route to the nodes of the others, through the host that holds each.
+
+        What changed since the last push is found once for all hosts (one pass over the nodes), and each host
+        that holds the last table gets only its share of that change: a push costs about the same with 4 hosts
+        as with 1. (Rebuilding and comparing each host's whole table, as before, made the head's CPU per node
+        grow with the host count: 4 tables of up to 7,500 routes at every tick while pools grew.) A host new to
+        this server, restarted, or that missed a push gets its whole table."""
+        with self._push_lock:
+            with self._lock:
+                hosts = [h for h in self.hosts.values() if h.state == "up" and h.address]
+                table = {m["address"]: (h.name, str(h.address)) for h in hosts for m in h.machines.values()
+                         if m.get("address")}
+                in_sync = set(self._in_sync)
+                resyncs = dict(self._resyncs)
+            before = self._pushed_routes
+            changed = {a: owner for a, owner in table.items() if before.get(a) != owner}
+            gone = [a for a in before if a not in table]
+            synced: set[str] = set()
+            for host in hosts:
+                try:
+                    if host.name not in in_sync:
+                        routes = {a: via for a, (name, via) in table.items() if name != host.name}
+                        raylink.call(host.handle, "set_routes", routes, timeout=30.0)
+                    else:
+                        mine = {a: via for a, (name, via) in changed.items() if name != host.name}
+                        # routes it holds no more: their node left, or it is now one of its own
+                        dropped = [a for a in gone if before[a][0] != host.name]
+                        dropped += [a for a, (name, _) in changed.items()
+                                    if name == host.name and a in before and before[a][0] != host.name]
+                        if mine or dropped:
+                            raylink.call(host.handle, "change_routes", mine, dropped, timeout=30.0)
+                    synced.add(host.name)
+                except raylink.HostUnreachable:
+                    # Pushed again, whole, at the next tick (else that host would lack them until the next node
+                    # boots or goes); a host that stays unreachable is declared lost meanwhile and left out.
+                    self._routes_dirty.set()
+            with self._lock:
+                self._pushed_routes = table
+                # A host asked for a whole table during this push keeps waiting for it.
+                self._in_sync = {name for name in synced if self._resyncs.get(name, 0) == resyncs.get(name, 0)}
 
     def _forget(self, machine_id: str) -> None:
         with self._lock:
