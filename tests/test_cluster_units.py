@@ -277,18 +277,24 @@ def db(database_url: str | None) -> Iterator[Database]:
         yield database
 
 
-def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_resizes(db: Database) -> None:
-    clock = ManualClock()
+def steady_pool(db: Database, clock: Clock, size: int) -> list[pool_nodes.NodeRecord]:
+    """A steady pool acct/p1 of ``size`` new node records."""
     now = clock.now()
     with db.write() as s:
         pool = models.Pool(key="acct/p1", account_key="acct", pool_id="p1", spec={}, content={}, state="active",
-                           state_transition_time=now, allocation_state="resizing", target_dedicated=3,
+                           state_transition_time=now, allocation_state="resizing", target_dedicated=size,
                            allocation_state_transition_time=now, resize_errors=[], autoscale={}, etag="e",
                            created_at=now, last_modified=now)
         s.add(pool)
-        nodes = pool_nodes.add(s, clock, pool, 3, 0, [], ("127.0.0.1", "localhost"), "10.64.0.0/14",
+        nodes = pool_nodes.add(s, clock, pool, size, 0, [], ("127.0.0.1", "localhost"), "10.64.0.0/14",
                                own_network=False)
         pool.allocation_state = "steady"
+    return nodes
+
+
+def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_resizes(db: Database) -> None:
+    clock = ManualClock()
+    nodes = steady_pool(db, clock, 3)
     with db.write() as s:
         rows = {n.machine_id: n for n in s.query(models.Node)}
         for machine, row in rows.items():
@@ -318,15 +324,7 @@ def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_
 def test_a_lost_node_that_keeps_changing_under_another_loop_is_written_again_by_the_next_pass(
         db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = ManualClock()
-    now = clock.now()
-    with db.write() as s:
-        pool = models.Pool(key="acct/p1", account_key="acct", pool_id="p1", spec={}, content={}, state="active",
-                           state_transition_time=now, allocation_state="steady", target_dedicated=2,
-                           allocation_state_transition_time=now, resize_errors=[], autoscale={}, etag="e",
-                           created_at=now, last_modified=now)
-        s.add(pool)
-        nodes = pool_nodes.add(s, clock, pool, 2, 0, [], ("127.0.0.1", "localhost"), "10.64.0.0/14",
-                               own_network=False)
+    nodes = steady_pool(db, clock, 2)
     with db.write() as s:
         for row in s.query(models.Node):
             row.state = "idle"
