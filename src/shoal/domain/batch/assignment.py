@@ -172,6 +172,12 @@ def _schedulable() -> tuple[Any, ...]:
             models.Node.pending == "")
 
 
+def _has_waiting_task() -> Any:
+    """The job (of the enclosing query) has a task waiting for a slot: active, without an attempt."""
+    return exists().where(models.Task.job_key == models.Job.key, models.Task.state == "active",
+                          models.Task.attempt.is_(None))
+
+
 def pools_with_room(s: Session) -> dict[str, models.Pool]:
     """The active pools where at least one schedulable node has a free slot (one aggregate over the nodes)."""
     active = {p.key: p for p in s.scalars(select(models.Pool).where(models.Pool.state == "active"))}
@@ -188,21 +194,18 @@ def waiting_jobs(s: Session, pools_: dict[str, models.Pool]) -> dict[str, models
     run."""
     if not pools_:
         return {}
-    waiting = exists().where(models.Task.job_key == models.Job.key, models.Task.state == "active",
-                             models.Task.attempt.is_(None))
     rows = s.scalars(select(models.Job).where(
         models.Job.state == "active", models.Job.pool_id.in_(sorted({p.pool_id.lower() for p in pools_.values()})),
-        waiting))
+        _has_waiting_task()))
     return {j.key: j for j in rows if pool_rules.pool_key(j.account_key, j.pool_id) in pools_}
 
 
 def _assignable() -> Any:
-    job, task, pool, node = models.Job, models.Task, models.Pool, models.Node
-    waiting = exists().where(task.job_key == job.key, task.state == "active", task.attempt.is_(None))
+    job, pool, node = models.Job, models.Pool, models.Node
     room = exists().where(pool.key == job.account_key + "/" + job.pool_id, pool.state == "active",
                           node.pool_key == pool.key, *_schedulable(),
                           node.running_slots < func.coalesce(pool.spec["taskSlotsPerNode"].as_integer(), 1))
-    return select(exists().where(job.state == "active", waiting, room))
+    return select(exists().where(job.state == "active", _has_waiting_task(), room))
 
 
 _ASSIGNABLE = _assignable()  # built once: the statement has no parameter, and building it costs more than running it

@@ -21,6 +21,12 @@ from shoal.domain.batch import nodes as node_rules
 from shoal.store import models
 
 MOVING = ("terminating", "deleting", "disabling", "enabling")
+_MOVING_JOBS = select(models.Job.key).where(models.Job.state.in_(MOVING))  # built once: asked at every pass
+
+
+def moving(s: Session) -> list[str]:
+    """The keys of the jobs in a transition the scheduler drives to its end."""
+    return list(s.scalars(_MOVING_JOBS))
 
 
 def wall_clock_expired(spec: dict[str, Any], created_at: datetime, now: datetime) -> bool:

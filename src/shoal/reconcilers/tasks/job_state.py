@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from shoal.core.clock import Clock
 from shoal.domain.batch import job_lifecycle, multi_instance, outcomes
 from shoal.domain.batch.assignment import BAD_RECORD
@@ -32,14 +29,8 @@ class JobStates:
                  job_tasks: JobTaskRuns) -> None:
         self.db, self.clock, self.agent, self.attempts, self.job_tasks = db, clock, agent, attempts, job_tasks
 
-    _MOVING = select(models.Job.key).where(models.Job.state.in_(job_lifecycle.MOVING))  # built once
-
-    @classmethod
-    def moving(cls, s: Session) -> list[str]:
-        """The jobs in a transition this stage drives (the scheduler asks in its pass's first read)."""
-        return list(s.scalars(cls._MOVING))
-
     def run(self, moving: list[str]) -> None:
+        """``moving``: the jobs in a transition (``job_lifecycle.moving``, asked in the pass's first read)."""
         for job_key in moving:
             try:
                 self._drive(job_key)

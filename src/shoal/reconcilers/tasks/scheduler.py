@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from shoal.core.clock import Clock
-from shoal.domain.batch import assignment
+from shoal.domain.batch import assignment, job_lifecycle
 from shoal.domain.host import HostAgent
 from shoal.reconcilers.base import LeasedDatabase, LeaseLost, LoopClaim
 from shoal.reconcilers.tasks.assign import Assigner
@@ -118,7 +118,7 @@ class TaskScheduler:
         # One read asks both stages whether they have work: most passes have none (each task submission nudges
         # one), and a read transaction costs more than its two small queries.
         with self.db.read() as s:
-            moving = self.job_states.moving(s)
+            moving = job_lifecycle.moving(s)
             assignable: bool | None = assignment.can_assign(s)
         if moving:
             self.job_states.run(moving)
