@@ -82,11 +82,17 @@ class MachineReconciler:
         return False
 
     def _vms(self) -> tuple[set[str], list[models.Resource]]:
-        """Ids of resources with an operation in progress, and every VM row."""
+        """Ids of resources with an operation in progress, and every VM row.
+
+        A VM in a resource group being deleted counts as busy: the deletion tears its machine down before it
+        deletes the row, and booting the machine again in between would leave it behind with no VM."""
         with self.db.read() as s:
             busy = {op.target_id.lower() for op in s.scalars(select(models.Operation).where(
                 models.Operation.status == operations.IN_PROGRESS))}
+            deleting = set(s.scalars(select(models.ResourceGroup.key).where(
+                models.ResourceGroup.provisioning_state == "Deleting")))
             rows = list(s.scalars(select(models.Resource).where(models.Resource.type_key == sources.VMS.lower())))
+        busy |= {vm.id.lower() for vm in rows if vm.group_key in deleting}
         return busy, rows
 
     def collect_garbage(self) -> list[str]:
