@@ -360,7 +360,7 @@ def run_hosts(hosts: int, args: argparse.Namespace, admin_url: str | None, kill_
             lose_a_host(cluster, client, pools, run)
     finally:
         print(f"[{hosts} host(s)] stopping the cluster ...", file=sys.stderr)
-        cluster.stop(keep=not (run.idle_ok and run.tasks_ok))
+        cluster.stop(keep=args.keep or not (run.idle_ok and run.tasks_ok))
     return run
 
 
@@ -394,6 +394,8 @@ def lose_a_host(cluster: Cluster, client: Any, pools: list[str], run: Run) -> No
     before = usable()
     killed = time.monotonic()
     os.kill(int(raylet[0]), signal.SIGKILL)
+    print(f"  killed host {host['name']}'s raylet at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}"
+          " (the server log says when the head saw it)", file=sys.stderr)
     run.detect_ok = wait_until(lost_unusable, 120, f"host {host['name']}'s nodes unusable")
     run.detect_s = time.monotonic() - killed
     run.poll_s = sum(polls) / len(polls) if polls else math.nan
@@ -498,6 +500,7 @@ def main() -> int:
     parser.add_argument("--idle-window", type=float, default=5.0, help="seconds to measure the head's idle burn")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed for each phase")
     parser.add_argument("--no-lost-host", action="store_true", help="do not kill a host at the end")
+    parser.add_argument("--keep", action="store_true", help="keep each cluster's state directory and logs")
     parser.add_argument("--host-cgroups", action="store_true", help="give the simulated hosts' nodes cgroups "
                         "(default: none; they share one kernel, see the module's help)")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,16 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# A PostgreSQL connection idle for longer than this is pinged before use (the server may have restarted or
+# dropped it meanwhile). One in steady use is not: a ping on every checkout was a round trip per transaction,
+# and a connection the server drops while in use fails its transaction either way.
+PING_AFTER_IDLE = 1.0  # seconds
 
 
 def sqlite_url(path: Path) -> str:
@@ -37,7 +43,8 @@ class Database:
             self.engine = self._sqlite_engine(url, "DEFERRED")
             self.write_engine = self._sqlite_engine(url, "IMMEDIATE")
         else:
-            self.engine = create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_size=16, max_overflow=16)
+            _ping_idle_connections(self.engine, PING_AFTER_IDLE)
             self.write_engine = self.engine
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
@@ -92,3 +99,25 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
         self.write_engine.dispose()
+
+
+def _ping_idle_connections(engine: Engine, ping_after_idle: float) -> None:
+    """Check a pooled connection that sat idle before handing it out; a dead one is replaced (the pool retries the
+    checkout with a new connection when the check raises ``DisconnectionError``)."""
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("returned", 0.0) <= ping_after_idle:
+            return
+        try:
+            with contextlib.closing(dbapi_conn.cursor()) as cur:
+                cur.execute("SELECT 1")
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection was dead: {exc}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                dbapi_conn.rollback()  # the ping must not leave a transaction open
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["returned"] = time.monotonic()
