@@ -70,7 +70,7 @@ NODE_MB = {True: 2.0, False: 0.8}  # by whether the hosts' nodes have cgroups (s
 MEMORY_FLOOR_MB = 2048  # a pool phase stops (a miss) when less than this is available
 HEAD_MB, HOST_MB = 1500, 600  # the head (API, Ray head, PostgreSQL) and each host (supervisor, raylet, agent)
 GROWTH_TARGET = 1.2  # the head's CPU per node / per task at N hosts over 1 host (1.0 within noise)
-DETECT_TARGET_S = 20.0  # what tests/test_cluster.py allows (the health checks are tuned for about 3 s)
+DETECT_TARGET_S = 3.0  # the issue's bound (tests/test_cluster.py allows 20 s on a loaded CI machine)
 NODE_SPACE = "10.36.0.0/14"  # the nodes' address space: outside harness.node_address_space (10.64-10.248)
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -260,6 +260,8 @@ class Run:
     detect_ok: bool = False
     lost_nodes: int = 0
     poll_s: float = math.nan
+    seen_s: float = math.nan  # kill -> the head's log says the host is lost (Ray's health checks)
+    written_s: float = math.nan  # kill -> the head's log says the lost nodes were written
     mem_per_node_mb: float = math.nan  # MemAvailable's drop per node while the pool grew
     slab_per_node_mb: float = math.nan  # SUnreclaim's growth per node
     low_memory: int | None = None  # idle nodes when the pool phase stopped for memory
@@ -392,18 +394,34 @@ def lose_a_host(cluster: Cluster, client: Any, pools: list[str], run: Run) -> No
         return now_usable <= before - len(lost)
 
     before = usable()
-    killed = time.monotonic()
+    killed, killed_wall = time.monotonic(), time.time()
     os.kill(int(raylet[0]), signal.SIGKILL)
-    print(f"  killed host {host['name']}'s raylet at {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d}"
-          " (the server log says when the head saw it)", file=sys.stderr)
     run.detect_ok = wait_until(lost_unusable, 120, f"host {host['name']}'s nodes unusable")
     run.detect_s = time.monotonic() - killed
     run.poll_s = sum(polls) / len(polls) if polls else math.nan
+    log = cluster.state_dir / "logs" / "serve.log"
+    run.seen_s = logged_at(log, f"cluster host {host['name']}: lost", killed_wall) - killed_wall
+    run.written_s = logged_at(log, "nodes of lost hosts:", killed_wall) - killed_wall
     states = {(p, n.id): n.state for p in {p for p, _ in lost} for n in client.list_nodes(p, select=["id", "state"])}
     wrong = [key for key in lost if states.get(key, "unusable") not in ("unusable", "leavingpool")]
     if wrong:
         run.detect_ok = False
         print(f"  {len(wrong)} of the lost host's nodes are still usable, e.g. {wrong[:3]}", file=sys.stderr)
+
+
+def logged_at(log: Path, text: str, after: float) -> float:
+    """The time of the first line of the server's log that holds ``text``, logged at ``after`` or later (NaN:
+    none). Lines start with the logging module's ``YYYY-MM-DD HH:MM:SS,mmm``."""
+    for line in log.read_text(errors="replace").splitlines():
+        if text not in line:
+            continue
+        try:
+            at = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+        except ValueError:
+            continue
+        if at >= after - 1.0:  # the log's times are to the millisecond; the kill's to the microsecond
+            return at
+    return math.nan
 
 
 # --- memory ----------------------------------------------------------------------------------------------------
@@ -477,16 +495,23 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
             b, v = getattr(base, key).get("serve"), getattr(r, key).get("serve")
             if not b or v is None or (what == "task" and not (base.tasks_ok and r.tasks_ok)):
                 continue
-            ratio = (v / count) / (b / (base.nodes if what == "node" else base.tasks))
+            base_count = base.nodes if what == "node" else base.tasks
+            ratio = (v / count) / (b / base_count)
             verdict = "ok" if ratio <= GROWTH_TARGET else "MISS: grows with the host count"
+            # The head's idle burn (its hosts' health checks and pollers, per second, not per node) counted apart:
+            # a phase that lasts longer (the hosts share this machine's cores) carries more of it.
+            phase_s = {"node": (r.idle_s, base.idle_s), "task": (r.tasks_s, base.tasks_s)}[what]
+            net = ((v - r.idle_rate * phase_s[0]) / count) / ((b - base.idle_rate * phase_s[1]) / base_count)
             print(f"head CPU per {what}: {r.hosts} hosts / {base.hosts} host = {ratio:.3f} "
-                  f"(target <= {GROWTH_TARGET}, 1.0 within noise): {verdict}")
+                  f"(target <= {GROWTH_TARGET}, 1.0 within noise): {verdict}; without the idle burn {net:.3f}")
     for r in runs:
         if r.detect_s is None:
             continue
         verdict = "ok" if r.detect_ok and r.detect_s <= DETECT_TARGET_S else "MISS"
         print(f"lost host at {r.hosts} hosts: its {r.lost_nodes} nodes unusable {r.detect_s:.2f} s after its raylet "
-              f"was killed (one node-counts poll took {r.poll_s:.2f} s; target <= {DETECT_TARGET_S:.0f} s): {verdict}")
+              f"was killed (target <= {DETECT_TARGET_S:.0f} s): {verdict}")
+        print(f"      the head saw the host lost after {r.seen_s:.2f} s (Ray's health checks), wrote its nodes at "
+              f"{r.written_s:.2f} s; one node-counts poll took {r.poll_s:.2f} s")
 
 
 def main() -> int:

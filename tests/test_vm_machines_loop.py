@@ -95,3 +95,14 @@ def test_a_vm_whose_group_is_being_deleted_is_not_booted_again_between_its_teard
     assert deleter(work).done
     assert agent.boots == [machine_id]
     assert agent.running == set()
+
+
+def test_the_sweep_tears_down_machines_that_no_vm_or_node_owns_and_keeps_the_others(db: Database) -> None:
+    clock = Clock()
+    _, owned = running_vm(db, clock)
+    agent = Machines()
+    agent.running |= {owned, "node-1", "left-by-a-crash"}
+    loop = MachineReconciler(db, clock, agent, Work(), other_machines=lambda: {"node-1"})  # type: ignore[arg-type]
+    loop.run_once()
+    assert agent.running == {owned, "node-1"}
+    assert agent.boots == []

@@ -105,8 +105,8 @@ class Services:
         if self.cluster is not None:
             self.cluster.stop()
 
-    def nudge(self, name: str | None = None) -> None:
-        self.runner.nudge(name)
+    def nudge(self, *names: str) -> None:
+        self.runner.nudge(*names)
 
     def kill_task(self, task_key: str) -> None:
         """Kill a running task attempt (terminate/delete); its end arrives through the scheduler as usual."""
@@ -213,7 +213,10 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
     runner = Runner(loops, settings.reconcile_interval)
     schedules.nudge_tasks = lambda: runner.nudge("tasks")  # jobs it made, ended or deleted
     if allocator is not None:
-        allocator.nudge = lambda: runner.nudge()  # new idle nodes matter to the scheduler too
+        # Nodes that came up or finished their start task: another allocation pass (to settle the resize) and the
+        # scheduler. Not every loop: this fires once per start task, and the other loops' passes cost in
+        # proportion to all the nodes.
+        allocator.nudge = lambda: runner.nudge("pools", "tasks")
         allocator.nudge_tasks = lambda: runner.nudge("tasks")  # nodes that came up while a pass goes on
         scheduler.nudge = lambda: runner.nudge("tasks")
         scaler.nudge = lambda: runner.nudge("pools")  # a new target: allocate now

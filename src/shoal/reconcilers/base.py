@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from shoal.store.db import Database
@@ -78,6 +80,7 @@ class Lease:
                  owner: str = "") -> None:
         """``owner``: this server's replica id (8 characters), the prefix of every token it takes."""
         self.db, self.clock, self.model, self.ttl, self.owner = db, clock, model, ttl, owner
+        self._key_column = sa_inspect(model).primary_key[0]
 
     def new_token(self) -> str:
         """A token of this server: ``<owner>-<random>`` (36 characters, the column's size)."""
@@ -109,9 +112,15 @@ class Lease:
     def write(self, key: str, token: str) -> Iterator[Session]:
         """A write transaction that goes ahead only while the claim holds (:class:`LeaseLost` otherwise)."""
         with self.db.write() as s:
-            # FOR UPDATE (PostgreSQL): a takeover committing meanwhile waits for this transaction, or this one
-            # sees its token; SQLite's write transactions are serialized anyway.
-            if not self.holds(s.get(self.model, key, with_for_update=True), token):
+            # One statement checks the token and renews the claim, and holds the row's lock until the commit
+            # (PostgreSQL): a takeover committing meanwhile waits for this transaction, or this one finds the token
+            # gone; SQLite's write transactions are serialized anyway. It loads no row: loops write back many
+            # times a second (booted nodes, ended tasks), and loading the claimed row each time was most of the
+            # cost of a small write.
+            renewed = s.execute(update(self.model).where(self._key_column == key, self.model.lock_token == token)
+                                .values(lock_expires_at=self.clock.now() + self.ttl)
+                                .execution_options(synchronize_session=False))
+            if renewed.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost(f"{self.model.__name__} {key}: the claim was taken over")
             yield s
 
@@ -244,9 +253,10 @@ class Runner:
             t.start()
             self._threads.append(t)
 
-    def nudge(self, name: str | None = None) -> None:
+    def nudge(self, *names: str) -> None:
+        """Wake the loops named (every loop when none is named) before their interval ends."""
         for key, ev in self._events.items():
-            if name is None or key == name:
+            if not names or key in names:
                 ev.set()
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -8,6 +8,7 @@ and wakes the pool loop, which removes the nodes (requeueing their tasks) and bo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ class HostLossReconciler:
         lost = self.agent.lost_machines()
         fenced = {m: age >= self.fence_seconds for m, age in lost.items()}
         if fenced != self._seen:  # only a change (a newly lost machine, a fence time passed) needs a write
+            started = time.monotonic()
             try:
                 with self.db.write() as s:
                     pools = host_loss.apply(s, self.clock, lost, self.fence_seconds)
@@ -39,8 +41,11 @@ class HostLossReconciler:
                 return True
             self._seen = fenced
             if pools:
-                log.warning("nodes of lost hosts: pools %s updated (%d machines lost, %d fenced)", ", ".join(pools),
-                            len(lost), sum(fenced.values()))
+                # When (the newest loss's age at the pass) and how long the write took: the two parts of the time
+                # from a host's loss to its nodes being unusable that the control plane owns.
+                log.warning("nodes of lost hosts: pools %s updated (%d machines lost, %d fenced; the pass began "
+                            "%.2f s after the loss, the write took %.2f s)", ", ".join(pools), len(lost),
+                            sum(fenced.values()), min(lost.values(), default=0.0), time.monotonic() - started)
                 if callable(self.nudge):
                     self.nudge()
         return False

@@ -30,6 +30,10 @@ from shoal.store.db import Database
 log = logging.getLogger(__name__)
 
 GC_EVERY = 300.0  # seconds between layer garbage collections
+# Seconds between sweeps for machines no VM or node owns (left by a crash, or by an operation cut short). A sweep
+# lists every machine of every host and every node's machine: its cost follows the size of the whole system, so it
+# does not run at every pass.
+STRAY_SWEEP_EVERY = 10.0
 GC_GRACE = 600.0  # a layer younger than this is never collected (it may belong to a capture in progress)
 
 
@@ -43,6 +47,7 @@ class MachineReconciler:
         self.claim = claim
         self.other_machines = other_machines  # machine ids owned by something else (pool nodes)
         self._last_gc = 0.0
+        self._last_sweep = 0.0
 
     def release_claims(self) -> None:
         """At start-up: free this server's claim on the loop from before it restarted."""
@@ -68,6 +73,16 @@ class MachineReconciler:
                     self.work.start_guest_services(vm)
                 except Exception:
                     log.exception("could not boot VM %s", vm.id)
+        if time.monotonic() - self._last_sweep > STRAY_SWEEP_EVERY:
+            self._last_sweep = time.monotonic()
+            self.sweep_strays(wanted)
+        if time.monotonic() - self._last_gc > GC_EVERY:
+            self._last_gc = time.monotonic()
+            self.collect_garbage()
+        return False
+
+    def sweep_strays(self, wanted: set[str]) -> None:
+        """Tear down the machines that no VM (``wanted``) or node owns."""
         strays = set(self.agent.machine_ids()) - wanted - self.other_machines()
         if strays:
             # The VMs were read before the machines were listed: a VM created in between (its machine booted
@@ -76,10 +91,6 @@ class MachineReconciler:
         for machine_id in strays:
             log.info("tearing down machine %s: no VM or node owns it", machine_id)
             self.agent.halt(machine_id)
-        if time.monotonic() - self._last_gc > GC_EVERY:
-            self._last_gc = time.monotonic()
-            self.collect_garbage()
-        return False
 
     def _vms(self) -> tuple[set[str], list[models.Resource]]:
         """Ids of resources with an operation in progress, and every VM row.

@@ -25,7 +25,7 @@ class Context:
     node_base_url: str  # Shoal's origin as nodes reach it (their gateway, with networks of their own)
     address_space: str  # where pools get their subnets and nodes their addresses
     faults: FaultSource | None = None
-    nudge: Callable[[], None] | None = None  # wakes every loop (a start task ended, nodes are idle)
+    nudge: Callable[[], None] | None = None  # wakes the loops that act on nodes coming up (allocation, tasks)
     nudge_tasks: Callable[[], None] | None = None  # wakes the scheduler (nodes came up while a pass goes on)
     lease: Lease | None = None  # the claim on pool rows
     claim: tuple[str, str] | None = None  # (pool key, token) of the pass going on
