@@ -21,10 +21,13 @@ import json
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -265,6 +268,36 @@ BEATING = ("python3 -c \"import os,sys,time,urllib.request,uuid\n"
            "get('end')\" ")
 
 
+def test_only_a_host_of_the_cluster_may_say_that_it_fenced_itself(cluster: Cluster) -> None:
+    """The hosts hold what they need to tell the head of a fence (privately); the head's route takes it only with
+    the cluster's token, for one of its hosts, and refuses a bad body with a 400."""
+    status = cluster.status()
+    for host in status["hosts"]:
+        head = Path(host["storeDir"]) / "head.json"
+        assert head.stat().st_mode & 0o077 == 0, f"{head} is readable by others"
+        assert json.loads(head.read_text())["host"] == host["name"]
+    token = (cluster.state_dir / "cluster-token").read_text().strip()
+    context = ssl.create_default_context(cafile=str(cluster.state_dir / "tls" / "ca.pem"))
+
+    def post(body: bytes, auth: str | None) -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(f"https://127.0.0.1:{cluster.port}/_shoal/cluster/fenced", data=body,
+                                         method="POST", headers={"Content-Type": "application/json"})
+        if auth:
+            request.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    assert post(b'{"host": "h1"}', None)[0] == 404
+    assert post(b'{"host": "h1"}', "Bearer not-the-token")[0] == 404
+    assert post(b'{"host": "no-such-host"}', f"Bearer {token}") == (200, {"host": "no-such-host", "lost": False})
+    code, body = post(b'["h1"]', f"Bearer {token}")
+    assert code == 400 and "host" in body["error"]["message"], body
+    assert {h["name"] for h in cluster.status()["hosts"]} == {h["name"] for h in status["hosts"]}
+
+
 def test_a_lost_host_fences_its_tasks_run_once_and_the_pool_recovers(cluster: Cluster,
                                                                     work: tuple[Any, Shoal]) -> None:
     client, _ = work
@@ -294,6 +327,9 @@ def test_a_lost_host_fences_its_tasks_run_once_and_the_pool_recovers(cluster: Cl
         print(f"host h3 lost: its {len(lost_nodes)} nodes were unusable (or gone) {detected:.2f} s after its Ray node "
               "was killed")
         assert detected < 20, f"the lost host's nodes took {detected:.1f} s to go unusable"
+        # The head learned it from the host's fence (its notice, or its tasks' ends), not from Ray's health checks.
+        log = (cluster.state_dir / "logs" / "serve.log").read_text(errors="replace")
+        assert "cluster host h3: fenced itself" in log, cluster.logs()
         wait_for(lambda: _tasks_done(client, "lossy", 300), "the 300 tasks", 900)
         wait_for(lambda: sum(n.state == "idle" for n in client.list_nodes("work")) == NODES, "the pool's target", 600)
     finally:

@@ -4,6 +4,7 @@ Ray. The same code paths run for real in ``test_cluster.py``."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -290,6 +291,26 @@ def steady_pool(db: Database, clock: Clock, size: int) -> list[pool_nodes.NodeRe
                                own_network=False)
         pool.allocation_state = "steady"
     return nodes
+
+
+def test_a_host_that_says_it_fenced_itself_is_lost_at_once_and_the_head_is_told_where_it_can_hear_it(
+        tmp_path: Path) -> None:
+    """``shoal host join`` tells the head of its fence through the API (``join.tell_head``), with what the agent
+    was configured with; the head counts the host lost from then on, and an unknown host changes nothing."""
+    side = HostSide("h8", str(tmp_path / "store"), {"runtime": "process"})
+    side.configure({"caPem": "-----", "nodeBaseUrl": "https://10.0.0.1:1", "baseUrl": "https://10.0.0.1:1",
+                    "fenceUrl": "https://10.0.0.1:1/_shoal/cluster/fenced", "clusterToken": "t" * 43})
+    head = tmp_path / "store" / "head.json"
+    assert head.stat().st_mode & 0o777 == 0o600
+    assert json.loads(head.read_text()) == {"host": "h8", "fenceUrl": "https://10.0.0.1:1/_shoal/cluster/fenced",
+                                            "clusterToken": "t" * 43}
+    host = Host("h8", "handle", 3, 2, 4096, None, "10.0.0.8")
+    agent = agent_with(host)
+    changed: list[bool] = []
+    agent.on_change = lambda: changed.append(True)
+    assert not agent.host_fenced("h7") and host.state == "up" and not changed
+    assert agent.host_fenced("h8") and host.state == "lost" and changed
+    assert agent.lost_machines() == {}  # its machines (none here) count as lost from now
 
 
 def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_resizes(db: Database) -> None:

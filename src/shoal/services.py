@@ -108,6 +108,9 @@ class Services:
     def nudge(self, *names: str) -> None:
         self.runner.nudge(*names)
 
+    def host_fenced(self, name: str) -> bool:
+        return self.cluster is not None and self.cluster.host_fenced(name)
+
     def kill_task(self, task_key: str) -> None:
         """Kill a running task attempt (terminate/delete); its end arrives through the scheduler as usual."""
         for loop in self.runner.reconcilers:

@@ -70,6 +70,8 @@ class Context(Protocol):
     def nudge(self, *names: str) -> None:
         """Wake a control loop (all of them without a name): a request records intent, the loops act on it."""
     def kill_task(self, task_key: str) -> None: ...
+    def host_fenced(self, name: str) -> bool:
+        """A node host says it fenced itself: whether it is a host of this server's cluster (now lost)."""
 
 
 class App(Context, Protocol):

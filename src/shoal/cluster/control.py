@@ -253,6 +253,15 @@ class ClusterHostAgent:
             except Exception:
                 log.exception("checking the cluster's hosts failed")
 
+    def host_fenced(self, name: str) -> bool:
+        """The host ``name`` says (over the API) that it fenced itself: its machines are killed. Whether it is one
+        of this cluster's hosts."""
+        host = self.hosts.get(name)
+        if host is None:
+            return False
+        self._fenced(host)
+        return True
+
     def _fenced(self, host: Host) -> None:
         """The host says it fenced itself (its raylet died, or it lost the head): it is lost from now, before
         Ray declares its node dead, so no more work goes to its nodes. Its tasks are requeued after the fence

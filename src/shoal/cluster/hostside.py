@@ -17,6 +17,7 @@ tasks, and several API replicas can each follow the log without taking ends from
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -28,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shoal.auth import at_rest
 from shoal.core import hosterrors, hostfiles
 from shoal.core.hosterrors import AgentError
 from shoal.runtime.agent import HostAgent
@@ -48,6 +50,7 @@ CALLS = frozenset({
 })
 ENDS_KEPT = 100_000  # ends kept for readers that fall behind (an end is also in its exit file)
 SLOT_FILE = "host-slot"
+HEAD_FILE = "head.json"  # where and how this host tells the head that it fenced itself (private: holds the token)
 FENCED_FILE = "fenced"  # written by ``shoal host join`` before it stops the machines (join.py)
 # Calls that start or change work in machines: refused once the host has fenced itself (its machines are being
 # stopped; the Ray node may still pass calls to this actor for seconds after the raylet died).
@@ -161,6 +164,11 @@ class HostSide:
             return
         ca = self.store / "cluster-ca.pem"
         ca.write_text(str(config["caPem"]))
+        if config.get("fenceUrl"):  # for ``shoal host join``, which tells the head when it fences (join.py)
+            head = self.store / HEAD_FILE
+            at_rest.create_private_file(head)
+            head.write_text(json.dumps({"host": self.name, "fenceUrl": config["fenceUrl"],
+                                        "clusterToken": config["clusterToken"]}))
         node_url = str(config["nodeBaseUrl"])
         self.agent.download_root = str(config["baseUrl"])
         self.agent.transfers = Transfers(self.agent.machines.run, str(config["baseUrl"]), lambda: node_url,

@@ -40,11 +40,12 @@ def head_address(settings: Settings) -> str:
 
 
 def host_config(settings: Settings) -> dict[str, Any]:
-    """What every node host is told: where its nodes reach Shoal, the CA that signs Shoal's certificate, and
-    where and how it fetches layers."""
+    """What every node host is told: where its nodes reach Shoal, the CA that signs Shoal's certificate, where
+    and how it fetches layers, and where it says that it fenced itself."""
+    cluster_url = f"https://{head_address(settings)}:{settings.port}/_shoal/cluster"
     return {"baseUrl": settings.base_url, "nodeBaseUrl": settings.node_base_url,
             "caPem": (settings.tls_dir / "ca.pem").read_text(),
-            "layerUrl": f"https://{head_address(settings)}:{settings.port}/_shoal/cluster/layers",
+            "layerUrl": f"{cluster_url}/layers", "fenceUrl": f"{cluster_url}/fenced",
             "clusterToken": settings.cluster_token}
 
 
