@@ -107,6 +107,11 @@ def fence(store_dir: Path) -> int:
 
     # Said first: the agent reports what the fence kills as lost (requeued), not as failed tasks.
     (store_dir / FENCED_FILE).write_text(f"{time.time()}\n")
+    # Then to the head, while the machines are killed: it counts the host lost from now, without waiting for Ray's
+    # health checks, and requeues the tasks only the fence time later (the kill below takes far less). Told
+    # before the kill, the head writes the nodes unusable before thousands of machines dying load the host.
+    notice = threading.Thread(target=tell_head, args=(store_dir,), daemon=True, name="fenced")
+    notice.start()
     runtime = detect_runtime(store_dir, hide=[str(store_dir)], probe=False)
     machines = runtime.list()
     # First every init at once (its pid namespace dies with it, and every task in it), then the orderly clean-up:
@@ -117,10 +122,6 @@ def fence(store_dir: Path) -> int:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    # Nothing runs here any more: say so to the head now, before the orderly clean-up (long for thousands of
-    # machines), so it marks this host's nodes unusable without waiting for Ray's health checks.
-    notice = threading.Thread(target=tell_head, args=(store_dir,), daemon=True, name="fenced")
-    notice.start()
     stopped = 0
     for machine_id in machines:
         try:
