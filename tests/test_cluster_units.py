@@ -5,8 +5,10 @@ Ray. The same code paths run for real in ``test_cluster.py``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from harness import scratch_database
 from shoal.cluster import control
 from shoal.cluster.control import ClusterHostAgent, Host
 from shoal.cluster.hostside import FENCED_FILE, HostSide, error_data, raise_error
+from shoal.cluster.join import lowest_priority
 from shoal.core import hosterrors, hostfiles
 from shoal.core.clock import Clock
 from shoal.domain.batch import host_loss, pool_nodes
@@ -383,3 +386,21 @@ def test_the_embedded_default_never_imports_ray() -> None:
     probe = ("import sys; import shoal.cli.main, shoal.services, shoal.api.app, shoal.cluster.wiring; "
              "assert 'ray' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ray'))")
     subprocess.run([sys.executable, "-c", probe], check=True)
+
+
+def test_a_fences_clean_up_yields_the_cpu_and_only_its_own_thread_does() -> None:
+    seen: list[int] = []
+
+    def clean_up() -> None:
+        me = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, me)
+        with lowest_priority():
+            seen.append(os.getpriority(os.PRIO_PROCESS, me))
+            seen.append(os.getpriority(os.PRIO_PROCESS, os.getpid()))  # the process's main thread
+        seen.append(os.getpriority(os.PRIO_PROCESS, me) - before)
+
+    main_before = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    worker = threading.Thread(target=clean_up)
+    worker.start()
+    worker.join()
+    assert seen == [19, main_before, 0]
