@@ -400,7 +400,9 @@ def lose_a_host(cluster: Cluster, client: Any, pools: list[str], run: Run) -> No
     run.detect_s = time.monotonic() - killed
     run.poll_s = sum(polls) / len(polls) if polls else math.nan
     log = cluster.state_dir / "logs" / "serve.log"
-    run.seen_s = logged_at(log, f"cluster host {host['name']}: lost", killed_wall) - killed_wall
+    # The head hears of it from the host's fence ("fenced itself") or from Ray's health checks ("lost").
+    heard = [logged_at(log, f"cluster host {host['name']}: {what}", killed_wall) for what in ("fenced itself", "lost")]
+    run.seen_s = min((at for at in heard if not math.isnan(at)), default=math.nan) - killed_wall
     run.written_s = logged_at(log, "nodes of lost hosts:", killed_wall) - killed_wall
     states = {(p, n.id): n.state for p in {p for p, _ in lost} for n in client.list_nodes(p, select=["id", "state"])}
     wrong = [key for key in lost if states.get(key, "unusable") not in ("unusable", "leavingpool")]
@@ -510,8 +512,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
         verdict = "ok" if r.detect_ok and r.detect_s <= DETECT_TARGET_S else "MISS"
         print(f"lost host at {r.hosts} hosts: its {r.lost_nodes} nodes unusable {r.detect_s:.2f} s after its raylet "
               f"was killed (target <= {DETECT_TARGET_S:.0f} s): {verdict}")
-        print(f"      the head saw the host lost after {r.seen_s:.2f} s (Ray's health checks), wrote its nodes at "
-              f"{r.written_s:.2f} s; one node-counts poll took {r.poll_s:.2f} s")
+        print(f"      the head knew the host was lost after {r.seen_s:.2f} s (its fence's notice, or Ray's health "
+              f"checks), had written its nodes at {r.written_s:.2f} s; one node-counts poll took {r.poll_s:.2f} s")
 
 
 def main() -> int:
