@@ -46,8 +46,8 @@ async def layer(request: Request, digest: str) -> Response:
 
 @router.post("/_shoal/cluster/fenced", include_in_schema=False)
 async def fenced(request: Request) -> JSONResponse:
-    """A host that fenced itself (its Ray node died, or it lost the head) says so as soon as its machines are
-    killed, so its nodes go unusable without waiting for Ray's health checks to declare it dead."""
+    """A host that fences itself (its Ray node died, or it lost the head) says so as it starts killing its
+    machines, so its nodes go unusable without waiting for Ray's health checks to declare it dead."""
     _from_a_host(request)
     try:
         name = (await request.json())["host"]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.cluster import raylink
-from shoal.cluster.hostside import FENCED_FILE
+from shoal.cluster.hostside import FENCED_FILE, HEAD_FILE
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 0.25  # seconds between checks of the Ray node and the head
@@ -150,8 +150,6 @@ def lowest_priority() -> Iterator[None]:
 def tell_head(store_dir: Path) -> bool:
     """Tell the head that this host fenced itself (best effort: a head that cannot be reached learns it from
     Ray). Whether the head took it."""
-    from shoal.cluster.hostside import HEAD_FILE
-
     try:
         head = json.loads((store_dir / HEAD_FILE).read_text())
         request = urllib.request.Request(
