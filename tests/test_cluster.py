@@ -295,6 +295,9 @@ def test_only_a_host_of_the_cluster_may_say_that_it_fenced_itself(cluster: Clust
     assert post(b'{"host": "no-such-host"}', f"Bearer {token}") == (200, {"host": "no-such-host", "lost": False})
     code, body = post(b'["h1"]', f"Bearer {token}")
     assert code == 400 and "host" in body["error"]["message"], body
+    code, body = post(b'{"host": 1}', f"Bearer {token}")
+    assert code == 400 and "'host'" in body["error"]["message"], body
+    assert post(b'{"host": ', f"Bearer {token}")[0] == 400
     assert {h["name"] for h in cluster.status()["hosts"]} == {h["name"] for h in status["hosts"]}
 
 

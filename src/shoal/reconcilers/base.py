@@ -100,13 +100,10 @@ class Lease:
         row.lock_token, row.lock_expires_at = token or self.new_token(), now + self.ttl
         return str(row.lock_token)
 
-    def holds(self, row: Any, token: str, *, renew: bool = True) -> bool:
-        """Whether ``token`` still holds the row (loaded in the caller's write transaction); renews it."""
-        if row is None or row.lock_token != token:
-            return False
-        if renew:
-            row.lock_expires_at = self.clock.now() + self.ttl
-        return True
+    @staticmethod
+    def holds(row: Any, token: str) -> bool:
+        """Whether ``token`` still holds the row (loaded in the caller's write transaction)."""
+        return row is not None and row.lock_token == token
 
     @contextmanager
     def write(self, key: str, token: str) -> Iterator[Session]:

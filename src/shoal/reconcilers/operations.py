@@ -84,7 +84,7 @@ class OperationReconciler:
                     f"The operation failed unexpectedly: {exc}. It can be retried."))
             with self.db.write() as s:
                 op = s.get(models.Operation, item.id)
-                if op is None or not self.lease.holds(op, token, renew=False):
+                if op is None or not self.lease.holds(op, token):
                     continue  # another worker took it over after our claim expired
                 if outcome.done:
                     operations.finish(op, self.clock.now(), error=outcome.error, result=outcome.result)
