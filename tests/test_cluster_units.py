@@ -24,6 +24,7 @@ from shoal.cluster.join import lowest_priority
 from shoal.core import hosterrors, hostfiles
 from shoal.core.clock import Clock
 from shoal.domain.batch import host_loss, pool_nodes
+from shoal.domain.batch import nodes as node_rules
 from shoal.reconcilers.host_loss import HostLossReconciler
 from shoal.runtime.nodenet import NodeNetwork
 from shoal.store import models
@@ -345,32 +346,78 @@ def test_a_lost_hosts_nodes_go_unusable_then_leave_after_the_fence_and_the_pool_
         assert host_loss.apply(s, clock, {m: 9.0 for m in lost}, fence_seconds=3.0) == []
 
 
-def test_a_lost_node_that_keeps_changing_under_another_loop_is_written_again_by_the_next_pass(
-        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lost_node_that_another_transaction_changes_meanwhile_is_judged_by_its_new_state(db: Database) -> None:
+    """The host-loss write reads no row first: its statements' conditions are the compare-and-set. A node that
+    another loop's open transaction moves on (a task starts on it; it starts leaving the pool) is written by
+    what that transaction committed: a running node still goes unusable, a leaving one is left to leave."""
+    clock = ManualClock()
+    nodes = steady_pool(db, clock, 3)
+    with db.write() as s:
+        for row in s.query(models.Node):
+            row.state = "idle"
+    with db.read() as s:
+        versions = {n.key: n.version for n in s.query(models.Node)}
+    holding, release = threading.Event(), threading.Event()
+
+    def other_loop() -> None:
+        with db.write() as s:  # its changes stay uncommitted while the host-loss write starts
+            node_rules.set_states(s, clock, [nodes[0].key], "idle", "running")
+            node_rules.set_states(s, clock, [nodes[1].key], "idle", "leavingpool")
+            holding.set()
+            release.wait(30)
+
+    def host_loss_write() -> None:
+        with db.write() as s:
+            result.extend(host_loss.apply(s, clock, {n.machine_id: 0.5 for n in nodes}, fence_seconds=3.0))
+
+    result: list[str] = []
+    other = threading.Thread(target=other_loop)
+    other.start()
+    assert holding.wait(30)
+    writer = threading.Thread(target=host_loss_write)
+    writer.start()
+    writer.join(0.5)  # it waits for the other transaction (on either database)
+    release.set()
+    other.join(30)
+    writer.join(30)
+    assert not writer.is_alive() and result == ["acct/p1"]
+    with db.read() as s:
+        by_key = {n.key: n for n in s.query(models.Node)}
+    assert [by_key[n.key].state for n in nodes] == ["unusable", "leavingpool", "unusable"]
+    assert by_key[nodes[0].key].errors[0]["code"] == "NodeHostLost" and by_key[nodes[1].key].errors == []
+    assert by_key[nodes[0].key].version == versions[nodes[0].key] + 2  # the other loop's change, then this one
+    assert by_key[nodes[2].key].version == versions[nodes[2].key] + 1
+
+
+def test_the_host_loss_loop_writes_when_what_is_lost_changes_and_wakes_the_pool_loop(db: Database) -> None:
     clock = ManualClock()
     nodes = steady_pool(db, clock, 2)
     with db.write() as s:
         for row in s.query(models.Node):
             row.state = "idle"
-    lost = {n.machine_id: 0.5 for n in nodes}  # before the fence time: only the change to unusable is written
+    lost = {nodes[0].machine_id: 0.5}
 
     class Agent:
         def lost_machines(self) -> dict[str, float]:
-            return lost
+            return dict(lost)
 
     loop = HostLossReconciler(db, clock, Agent(), fence_seconds=3.0)  # type: ignore[arg-type]
-    real = host_loss.node_rules.set_states
-    with monkeypatch.context() as m:  # another loop changes the rows between each read and each write
-        m.setattr(host_loss.node_rules, "set_states", lambda *a, **k: [])
-        with pytest.raises(host_loss.StillChanging), db.write() as s:
-            host_loss.apply(s, clock, lost, fence_seconds=3.0)
-        assert loop.run_once() is True, "the loop comes back at once"
-    with db.read() as s:
-        assert {(n.state, n.pending) for n in s.query(models.Node)} == {("idle", "")}, "all rolled back"
-    assert host_loss.node_rules.set_states is real
-    assert loop.run_once() is False
-    with db.read() as s:
-        assert {(n.state, n.pending) for n in s.query(models.Node)} == {("unusable", "")}
+    woken: list[bool] = []
+    loop.nudge = lambda: woken.append(True)
+
+    def states() -> list[tuple[str, str]]:
+        with db.read() as s:
+            return [(s.get(models.Node, n.key).state, s.get(models.Node, n.key).pending) for n in nodes]
+
+    assert loop.run_once() is False and woken == [True]
+    assert states() == [("unusable", ""), ("idle", "")]
+    with db.write() as s:  # a pass with nothing new writes nothing (this change by hand stays)
+        s.get(models.Node, nodes[0].key).state = "idle"
+    loop.run_once()
+    assert states() == [("idle", ""), ("idle", "")] and woken == [True]
+    lost[nodes[0].machine_id] = 3.5  # the fence time passed: the node leaves
+    loop.run_once()
+    assert states() == [("unusable", "remove"), ("idle", "")] and woken == [True, True]
 
 
 def test_nodes_reach_a_clusters_api_at_their_gateway() -> None:

@@ -33,12 +33,8 @@ class HostLossReconciler:
         fenced = {m: age >= self.fence_seconds for m, age in lost.items()}
         if fenced != self._seen:  # only a change (a newly lost machine, a fence time passed) needs a write
             started = time.monotonic()
-            try:
-                with self.db.write() as s:
-                    pools = host_loss.apply(s, self.clock, lost, self.fence_seconds)
-            except host_loss.StillChanging as e:  # rolled back and not recorded as seen: the next pass writes it
-                log.warning("%s; writing them again", e)
-                return True
+            with self.db.write() as s:
+                pools = host_loss.apply(s, self.clock, lost, self.fence_seconds)
             self._seen = fenced
             if pools:
                 # When (the newest loss's age at the pass) and how long the write took: the two parts of the time

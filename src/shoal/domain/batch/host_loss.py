@@ -22,49 +22,33 @@ from shoal.store import models
 
 HOST_LOST = {"code": "NodeHostLost", "message": "The node host that ran this node was lost (it stopped answering). "
              "The node is replaced on another host; its running tasks are requeued.", "errorDetails": []}
-_CHUNK = 500
-_ROUNDS = 5  # compare-and-set rounds: a node another loop changed meanwhile is read again and retried
-
-
-class StillChanging(RuntimeError):
-    """Some lost node kept changing under another loop for every round: the whole write is rolled back and
-    the next pass tries again (nothing is recorded as applied until every node is)."""
+_CHUNK = node_rules.BULK_CHUNK
+_CAN_GO_UNUSABLE = node_rules.sources("unusable")
 
 
 def apply(s: Session, clock: Clock, lost: dict[str, float], fence_seconds: float) -> list[str]:
     """``lost``: machine id -> seconds since its host was lost. Returns the keys of the pools whose nodes
     changed (their allocation should run now).
 
-    The nodes change by compare-and-set statements, not ORM objects: while a host is being lost, the task loop
-    is recording the ends of its tasks on the same rows, and a version conflict on any one of them must not
-    hold up the whole write (it did, for seconds, on PostgreSQL)."""
+    Each change is one statement per chunk of machines whose condition is the compare-and-set (the states a
+    node may leave for ``unusable``; a node not yet leaving the pool), so no row is read first: while a host is
+    being lost, the task loop is recording the ends of its tasks on the same rows, and a row another
+    transaction changed meanwhile is judged by its new state (the database re-checks the condition once that
+    transaction ends), never skipped for its version. The write is this short because it runs while the lost
+    host's machines die, which on a shared machine slows every process down."""
+    table = node_rules.NODES
     ids = sorted(lost)
+    now = clock.now()
     touched: set[str] = set()
+    for chunk in _chunks(ids):
+        touched.update(s.execute(
+            update(table).where(table.c.machine_id.in_(chunk), table.c.pending != "remove",
+                                table.c.state.in_(_CAN_GO_UNUSABLE))
+            .values(state="unusable", state_transition_time=now, errors=[HOST_LOST], version=table.c.version + 1)
+            .returning(table.c.pool_key)).scalars())
     fenced: set[str] = set()
-    for _ in range(_ROUNDS):
-        behind = False
-        for i in range(0, len(ids), _CHUNK):
-            rows = s.execute(select(models.Node.key, models.Node.machine_id, models.Node.pool_key, models.Node.state)
-                             .where(models.Node.machine_id.in_(ids[i:i + _CHUNK]), models.Node.pending != "remove")
-                             ).all()
-            by_state: dict[str, list[str]] = {}
-            for key, machine_id, pool_key, state in rows:
-                if state != "unusable" and node_rules.can_become(state, "unusable"):
-                    by_state.setdefault(state, []).append(key)
-                if lost[machine_id] >= fence_seconds:
-                    fenced.add(pool_key)
-            for state, keys in by_state.items():
-                changed = set(node_rules.set_states(s, clock, keys, state, "unusable",
-                                                    values={"errors": [HOST_LOST]}))
-                behind = behind or len(changed) < len(keys)
-                touched.update(pool_key for key, _, pool_key, _ in rows if key in changed)
-            fence_keys = [key for key, machine_id, _, _ in rows if lost[machine_id] >= fence_seconds]
-            if fence_keys:
-                _leave(s, fence_keys)
-        if not behind:
-            break
-    else:
-        raise StillChanging(f"nodes of lost hosts changed under another loop in each of {_ROUNDS} rounds")
+    for chunk in _chunks([m for m in ids if lost[m] >= fence_seconds]):
+        fenced.update(_leave(s, chunk))
     for pool_key in sorted(fenced):
         pool = s.get(models.Pool, pool_key)
         if pool is None or pool.state == "deleting":
@@ -77,11 +61,16 @@ def apply(s: Session, clock: Clock, lost: dict[str, float], fence_seconds: float
     return sorted(touched)
 
 
-def _leave(s: Session, keys: list[str]) -> None:
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+
+
+def _leave(s: Session, machine_ids: list[str]) -> set[str]:
     """The nodes leave their pool with their running tasks requeued (unless already leaving, or their pool is
-    being deleted: that removes them)."""
+    being deleted: that removes them). Their pools."""
     table = node_rules.NODES
     deleting = select(models.Pool.key).where(models.Pool.state == "deleting")
-    s.execute(update(table).where(table.c.key.in_(keys), table.c.pending != "remove",
-                                  table.c.pool_key.not_in(deleting))
-              .values(pending="remove", pending_option="requeue", version=table.c.version + 1))
+    return set(s.execute(update(table).where(table.c.machine_id.in_(machine_ids), table.c.pending != "remove",
+                                             table.c.pool_key.not_in(deleting))
+                         .values(pending="remove", pending_option="requeue", version=table.c.version + 1)
+                         .returning(table.c.pool_key)).scalars())

@@ -61,6 +61,11 @@ class NodeLike(Protocol):
     def is_dedicated(self) -> bool: ...
 
 
+def sources(state: str) -> list[str]:
+    """The states a node may leave for ``state`` (a bulk change's compare-and-set condition)."""
+    return sorted(current for current, targets in _TRANSITIONS.items() if state in targets)
+
+
 def can_become(current: str, state: str) -> bool:
     """Whether a node in state ``current`` may go to ``state``."""
     return state in _TRANSITIONS.get(current, set())
