@@ -188,3 +188,37 @@ def test_the_assignment_probe_sees_a_waiting_task_only_where_its_pool_has_a_free
     nodes_are("running", 1)
     assert probe() is False, "the one slot is used"
     assert len(records) == 2
+
+
+@pytest.mark.parametrize("fill", ["spread", "pack"])
+def test_a_pass_counts_free_slots_in_the_database_and_loads_only_the_nodes_it_may_choose(
+        db: Database, fill: str) -> None:
+    """``free_slots`` is an aggregate over the schedulable nodes; ``free_nodes`` with ``wanted`` loads a pool's
+    first nodes in the order its fill type chooses them (twice the wanted, and a few more), and all of them
+    once a choice needs more."""
+    clock = StepClock()
+    pool = make_pool(db, clock, {"taskSlotsPerNode": 3, "taskSchedulingPolicy": {"nodeFillType": fill}})
+    records = add(db, clock, pool, 40)
+    with db.write() as s:
+        for i, record in enumerate(records):
+            row = s.get(models.Node, record.key)
+            row.state, row.running_slots = "idle", i % 4 if i % 4 < 3 else 3  # 0, 1, 2, 3 (full), ...
+            if i == 5:
+                row.scheduling_state = "disabled"  # not schedulable: neither counted nor loaded
+    with db.write() as s:
+        row_pool = s.get(models.Pool, pool.key)
+        assert assignment.free_slots(s, {pool.key: row_pool}) == sum(3 - (i % 4 if i % 4 < 3 else 3)
+                                                                     for i in range(40) if i != 5)
+        free = assignment.free_nodes(s, {pool.key: row_pool}, {pool.key: 1})[pool.key]
+        with_room = sorted(((r.running_slots, r.key) for r in s.query(models.Node)
+                            if r.running_slots < 3 and r.scheduling_state == "enabled"), reverse=fill == "pack")
+        first = with_room[:2 * 1 + assignment.FIRST_LOAD_SPARE]
+        assert free.free_slots() == sum(3 - used for used, _ in first), "only the first nodes in fill order"
+        job = models.Job(key="acct/j", spec={})
+        task = models.Task(key="acct/j/t", job_key="acct/j", spec={}, slots=3)  # only a node running nothing
+        if fill == "pack":  # the first load holds the busiest nodes: a task of 3 slots needs the rest
+            assert all(used > 0 for used, _ in first)
+        chosen = free.pick(job, task, {})
+        assert chosen is not None and chosen.running_slots == 0
+        loaded = with_room if fill == "pack" else first  # spread's first load holds the nodes running nothing
+        assert free.free_slots() == sum(3 - used for used, _ in loaded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shoal.domain.batch.assignment import FreeNodes
@@ -29,10 +29,12 @@ def _task(slots: int = 1, affinity: str | None = None) -> models.Task:
 JOB = models.Job(key="acct/j", spec={})
 
 
-def _reference(pool: models.Pool, nodes: list[models.Node], task: models.Task) -> models.Node | None:
-    """The rule as written: the least (spread) or most (pack) used node with room, ties by key."""
+def _reference(pool: models.Pool, nodes: list[models.Node], task: models.Task,
+               failed: frozenset[str] = frozenset()) -> models.Node | None:
+    """The rule as written: the least (spread) or most (pack) used node with room, ties by key (``failed``:
+    nodes where the job's preparation failed, which get none of its tasks)."""
     per_node = int(pool.spec["taskSlotsPerNode"])
-    free = [n for n in nodes if n.running_slots + task.slots <= per_node]
+    free = [n for n in nodes if n.running_slots + task.slots <= per_node and n.key not in failed]
     if not free:
         return None
     pack = pool.spec["taskSchedulingPolicy"]["nodeFillType"] == "pack"
@@ -80,3 +82,64 @@ def test_assigning_one_task_after_another_chooses_as_the_rule_says(per_node: int
             twins[expected.key].running_slots += need
             free.take(got, before)
     assert free.free_slots() == sum(per_node - n.running_slots for n in twins.values())
+
+
+@settings(max_examples=80, deadline=None)
+@example(2, "spread", [0, 0], [1, 1], 1, set(), 0)  # the loaded node is now used more than one not loaded
+@example(1, "spread", [0, 0], [1], 1, {0}, 0)  # the loaded node takes none of the job's tasks
+@example(2, "pack", [0, 1], [2], 1, set(), 0)  # a task of two slots fits only a node not loaded
+@given(st.integers(1, 4), st.sampled_from(["spread", "pack"]), st.lists(st.integers(0, 4), max_size=14),
+       st.lists(st.integers(1, 2), max_size=20), st.integers(0, 14), st.sets(st.integers(0, 13), max_size=5),
+       st.integers(0, 2**16))
+def test_a_pass_that_loads_only_the_first_nodes_chooses_as_if_it_had_loaded_them_all(
+        per_node: int, fill: str, used: list[int], slots: list[int], first: int, failed_at: set[int],
+        seed: int) -> None:
+    """free_nodes loads a pool's first nodes in the order of its fill type, and the rest only when a choice
+    needs them: every choice is the rule's over all the nodes, whatever the size of the first load, tasks of
+    several slots and nodes that take none of the job's tasks included."""
+    pool = _pool(per_node, fill)
+    nodes = [_node(i, min(u, per_node)) for i, u in enumerate(used)]
+    failed = frozenset(n.key for i, n in enumerate(nodes) if i in failed_at)
+    prepared = {("acct/j", key): {"state": "completed", "result": "failure"} for key in failed}
+    job = models.Job(key="acct/j", spec={"jobPreparationTask": {"waitForSuccess": True}})
+    with_room = [n for n in nodes if n.running_slots < per_node]
+    in_order = sorted(with_room, key=lambda n: (n.running_slots, n.key), reverse=fill == "pack")
+    random.Random(seed).shuffle(nodes)
+    loads: list[int] = []
+
+    def rest() -> list[models.Node]:
+        loads.append(1)
+        return [n for n in nodes if n.running_slots < per_node]  # as the database holds them now
+
+    twins = {n.key: _node(int(n.node_id[-3:]), n.running_slots) for n in nodes}
+    first = min(first, max(0, len(in_order) - 1))  # a part only (all of them: the test above)
+    free = FreeNodes(pool, in_order[:first], rest if in_order else None)
+    for need in slots:
+        task = _task(need)
+        expected = _reference(pool, list(twins.values()), task, failed)
+        got = free.pick(job, task, prepared)
+        assert (got.key if got else None) == (expected.key if expected else None)
+        if got is not None and expected is not None:
+            before = got.running_slots
+            got.running_slots += need
+            twins[expected.key].running_slots += need
+            free.take(got, before)
+    assert len(loads) <= 1
+
+
+def test_a_first_load_is_completed_for_a_hinted_node_and_for_whole_nodes_it_lacks() -> None:
+    nodes = [_node(i, 0) for i in range(4)]
+    loads: list[int] = []
+
+    def rest() -> list[models.Node]:
+        loads.append(1)
+        return nodes
+
+    hinted = FreeNodes(_pool(2), nodes[:1], rest)
+    assert hinted.pick(JOB, _task(affinity="TVM:TVMPS_003"), {}) is nodes[3] and loads == [1]
+    prep = models.Job(key="acct/j", spec={"jobPreparationTask": {"waitForSuccess": True}})
+    failed = {("acct/j", nodes[0].key): {"state": "completed", "result": "failure"}}
+    whole = FreeNodes(_pool(2), nodes[:2], rest)  # of the two loaded, one takes none of the job's tasks
+    assert whole.pick_many(prep, _task(), failed, 2) == [nodes[1], nodes[2]] and loads == [1, 1]
+    packed = FreeNodes(_pool(2, "pack"), nodes[2:], rest)  # a pack pool's first load ends at its least used
+    assert packed.pick_many(JOB, _task(), {}, 2) == [nodes[0], nodes[1]] and loads == [1, 1, 1]

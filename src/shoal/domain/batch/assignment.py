@@ -11,7 +11,7 @@ fails alone (``BAD_RECORD``) before anything changes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ Prepared = Mapping[tuple[str, str], dict[str, Any] | None]
 
 # What reading a malformed stored record raises (a spec written by hand, or by an older version).
 BAD_RECORD = (TypeError, ValueError, AttributeError, KeyError, OverflowError)
+FIRST_LOAD_SPARE = 16  # nodes loaded beyond twice what a pass could take (see free_nodes)
 
 
 @dataclass
@@ -219,16 +220,51 @@ def can_assign(s: Session) -> bool:
     return bool(s.scalar(_ASSIGNABLE))
 
 
-def free_nodes(s: Session, pools_: dict[str, models.Pool]) -> dict[str, FreeNodes]:
-    """The schedulable nodes with room of these pools, by pool."""
+def free_slots(s: Session, pools_: Mapping[str, models.Pool]) -> int:
+    """The free slots on the schedulable nodes of these pools (an aggregate: no node is loaded)."""
     if not pools_:
-        return {}
-    by_pool: dict[str, list[models.Node]] = {key: [] for key in pools_}
-    for node in s.scalars(select(models.Node).where(
-            *_schedulable(), models.Node.pool_key.in_(sorted(pools_)),
-            models.Node.running_slots < max(slots_per_node(p) for p in pools_.values()))):
-        by_pool[node.pool_key].append(node)
-    return {key: FreeNodes(pools_[key], nodes) for key, nodes in by_pool.items()}
+        return 0
+    rows = s.execute(select(models.Node.pool_key, models.Node.running_slots, func.count()).where(
+        *_schedulable(), models.Node.pool_key.in_(sorted(pools_))
+    ).group_by(models.Node.pool_key, models.Node.running_slots)).all()
+    return sum(max(0, slots_per_node(pools_[key]) - used) * count for key, used, count in rows)
+
+
+def nodes_wanted(candidates: Iterable[models.Task], jobs: Mapping[str, models.Job]) -> dict[str, int]:
+    """How many nodes the candidates of a pass could take at most, by pool (a multi-instance task takes one
+    node per instance)."""
+    wanted: dict[str, int] = {}
+    for task in candidates:
+        job = jobs[task.job_key]
+        key = pool_rules.pool_key(job.account_key, job.pool_id)
+        try:
+            count = multi_instance.instances(task.spec) if multi_instance.is_multi(task) else 1
+        except BAD_RECORD:
+            count = 1  # the pass rejects the task on its own
+        wanted[key] = wanted.get(key, 0) + max(1, count)
+    return wanted
+
+
+def free_nodes(s: Session, pools_: Mapping[str, models.Pool],
+               wanted: Mapping[str, int] | None = None) -> dict[str, FreeNodes]:
+    """The schedulable nodes with room of these pools, by pool. With ``wanted`` (nodes by pool), a pool's nodes
+    are loaded in the order its fill type chooses them, a few more than wanted, and the rest only when a choice
+    needs them (see :class:`FreeNodes`): a pass costs what it assigns, not what the pool holds."""
+    found: dict[str, FreeNodes] = {}
+    for key, pool in sorted(pools_.items()):
+        per_node, pack = slots_per_node(pool), packs(pool)
+        query = select(models.Node).where(*_schedulable(), models.Node.pool_key == key,
+                                          models.Node.running_slots < per_node)
+        limit = None if wanted is None else 2 * wanted.get(key, 0) + FIRST_LOAD_SPARE
+        if limit is None:
+            found[key] = FreeNodes(pool, s.scalars(query))
+            continue
+        order = (models.Node.running_slots.desc(), models.Node.key.desc()) if pack else \
+            (models.Node.running_slots, models.Node.key)
+        first = list(s.scalars(query.order_by(*order).limit(limit)))
+        rest = (lambda q=query: s.scalars(q)) if len(first) == limit else None
+        found[key] = FreeNodes(pool, first, rest)
+    return found
 
 
 def parallel_room(s: Session, jobs: Mapping[str, models.Job]) -> dict[str, int]:
@@ -305,19 +341,56 @@ def packs(pool: models.Pool) -> bool:
 
 class FreeNodes:
     """A pool's schedulable nodes with room, by the slots they use (buckets of equal use, each sorted by key), so
-    that choosing a node for each task of a pass takes time that does not grow with the pool."""
+    that choosing a node for each task of a pass takes time that does not grow with the pool.
 
-    def __init__(self, pool: models.Pool, nodes: Iterable[models.Node]) -> None:
+    ``rest``: the nodes were loaded only in part, the first ones in the order of the fill type (``spread``: least
+    used, then lowest key; ``pack``: most used, then highest key), and ``rest`` loads them all. Every node not
+    loaded comes after the last one loaded in that order, and a pass only adds use to the loaded ones, so a choice
+    among them is the choice among all unless none fits (a node reserved by an affinity hint, a failed job
+    preparation, a task of several slots) or, under ``spread``, the chosen node is now used more than the boundary
+    of the first load: then the rest is loaded and the choice made again."""
+
+    def __init__(self, pool: models.Pool, nodes: Iterable[models.Node],
+                 rest: Callable[[], Iterable[models.Node]] | None = None) -> None:
         self.per_node = slots_per_node(pool)
         self.pack = packs(pool)
         self._buckets: dict[int, list[str]] = {}
         self._nodes: dict[str, models.Node] = {}
         self._by_affinity: dict[str, models.Node] = {}
-        for node in sorted(nodes, key=lambda n: n.key):
+        first = list(nodes)
+        self._add(first)
+        self._rest = rest
+        # The last node of the first load in the spread order (every node not loaded comes after it).
+        self._boundary = max(((n.running_slots, n.key) for n in first), default=None)
+
+    def _add(self, nodes: Iterable[models.Node]) -> None:
+        grown: set[int] = set()
+        for node in nodes:
+            if node.key in self._nodes:
+                continue  # loaded before (and maybe given tasks since): kept as it is
             self._nodes[node.key] = node
             self._by_affinity[f"tvm:{node.node_id}".lower()] = node
             if node.running_slots < self.per_node:
                 self._buckets.setdefault(node.running_slots, []).append(node.key)
+                grown.add(node.running_slots)
+        for used in grown:
+            self._buckets[used].sort()
+
+    def _load_rest(self) -> bool:
+        """Load the nodes not loaded yet; whether there were any to load."""
+        if self._rest is None:
+            return False
+        rest, self._rest = self._rest, None
+        self._add(rest())
+        return True
+
+    def _settled(self, node: models.Node | None) -> bool:
+        """Whether a choice among the loaded nodes is the choice among all (see the class)."""
+        if self._rest is None:
+            return True
+        if node is None:
+            return False
+        return self.pack or self._boundary is None or (node.running_slots, node.key) <= self._boundary
 
     def free_slots(self) -> int:
         return sum((self.per_node - used) * len(keys) for used, keys in self._buckets.items())
@@ -339,9 +412,17 @@ class FreeNodes:
                 jobtasks.usable(job.spec, prepared.get((job.key, node.key))) is not False
 
         affinity = str((task.spec.get("affinityInfo") or {}).get("affinityId") or "").lower()
+        if affinity and affinity not in self._by_affinity:
+            self._load_rest()  # the named node may be one not loaded yet
         hinted = self._by_affinity.get(affinity) if affinity else None
         if hinted is not None and fits(hinted):
             return hinted
+        chosen = self._choose(task, fits)
+        if not self._settled(chosen) and self._load_rest():
+            chosen = self._choose(task, fits)
+        return chosen
+
+    def _choose(self, task: models.Task, fits: Callable[[models.Node], bool]) -> models.Node | None:
         for used in sorted(self._buckets, reverse=self.pack):
             if used + task.slots > self.per_node:
                 if self.pack:
@@ -357,6 +438,14 @@ class FreeNodes:
             list[models.Node] | None:
         """``count`` nodes that run nothing (a multi-instance task takes whole nodes), or None when fewer are
         free now: the task then waits for them."""
+        if self.pack:
+            self._load_rest()  # whole nodes are the least used, which a pack pool's first load holds last
+        found = self._choose_many(job, prepared, count)
+        if found is None and self._load_rest():
+            found = self._choose_many(job, prepared, count)
+        return found
+
+    def _choose_many(self, job: models.Job, prepared: Prepared, count: int) -> list[models.Node] | None:
         chosen: list[models.Node] = []
         for key in self._buckets.get(0, []):
             node = self._nodes[key]

@@ -44,13 +44,15 @@ class Assigner:
             open_pools = assignment.pools_with_room(s)
             jobs = assignment.waiting_jobs(s, open_pools)
             used = {pools.pool_key(j.account_key, j.pool_id) for j in jobs.values()}
-            free = assignment.free_nodes(s, {k: p for k, p in open_pools.items() if k in used})
-            free_slots = sum(f.free_slots() for f in free.values())
+            free_slots = assignment.free_slots(s, {k: p for k, p in open_pools.items() if k in used})
             if not jobs or free_slots <= 0:
                 return []
             oldest_first = [key for key, job in jobs.items()
                             if assignment.by_creation(open_pools[pools.pool_key(job.account_key, job.pool_id)])]
             candidates = assignment.candidates(s, jobs, free_slots, limit, oldest_first)
+            # Only about as many nodes as the candidates could take are loaded (the rest when a choice needs them).
+            wanted = assignment.nodes_wanted(candidates, jobs)
+            free = assignment.free_nodes(s, {k: open_pools[k] for k in wanted}, wanted)
             done_ok = assignment.dependency_index(s, candidates)
             prepared = assignment.preparation_index(s, [j for j in jobs.values() if jobtasks.preparation(j.spec)])
             room = assignment.parallel_room(s, jobs)
