@@ -245,22 +245,17 @@ def nodes_wanted(candidates: Iterable[models.Task], jobs: Mapping[str, models.Jo
     return wanted
 
 
-def free_nodes(s: Session, pools_: Mapping[str, models.Pool],
-               wanted: Mapping[str, int] | None = None) -> dict[str, FreeNodes]:
-    """The schedulable nodes with room of these pools, by pool. With ``wanted`` (nodes by pool), a pool's nodes
-    are loaded in the order its fill type chooses them, a few more than wanted, and the rest only when a choice
-    needs them (see :class:`FreeNodes`): a pass costs what it assigns, not what the pool holds."""
+def free_nodes(s: Session, pools_: Mapping[str, models.Pool], wanted: Mapping[str, int]) -> dict[str, FreeNodes]:
+    """The schedulable nodes with room of these pools, by pool. Of ``wanted`` nodes (by pool), a pool's first
+    nodes are loaded in the order its fill type chooses them, twice as many and a few more, and the rest only when
+    a choice needs them (see :class:`FreeNodes`): a pass costs what it assigns, not what the pool holds."""
     found: dict[str, FreeNodes] = {}
     for key, pool in sorted(pools_.items()):
-        per_node, pack = slots_per_node(pool), packs(pool)
         query = select(models.Node).where(*_schedulable(), models.Node.pool_key == key,
-                                          models.Node.running_slots < per_node)
-        limit = None if wanted is None else 2 * wanted.get(key, 0) + FIRST_LOAD_SPARE
-        if limit is None:
-            found[key] = FreeNodes(pool, s.scalars(query))
-            continue
-        order = (models.Node.running_slots.desc(), models.Node.key.desc()) if pack else \
+                                          models.Node.running_slots < slots_per_node(pool))
+        order = (models.Node.running_slots.desc(), models.Node.key.desc()) if packs(pool) else \
             (models.Node.running_slots, models.Node.key)
+        limit = 2 * wanted.get(key, 0) + FIRST_LOAD_SPARE
         first = list(s.scalars(query.order_by(*order).limit(limit)))
         rest = (lambda q=query: s.scalars(q)) if len(first) == limit else None
         found[key] = FreeNodes(pool, first, rest)
