@@ -41,6 +41,23 @@ def _reference(pool: models.Pool, nodes: list[models.Node], task: models.Task,
     return (max if pack else min)(free, key=lambda n: (n.running_slots, n.key))
 
 
+def _assign_each(pool: models.Pool, free: FreeNodes, twins: dict[str, models.Node], slots: list[int],
+                 job: models.Job, failed: frozenset[str] = frozenset()) -> None:
+    """Tasks of these slots one after another: each goes where the rule over ``twins`` (copies of every node,
+    given the same tasks) says."""
+    prepared = {("acct/j", key): {"state": "completed", "result": "failure"} for key in failed}
+    for need in slots:
+        task = _task(need)
+        expected = _reference(pool, list(twins.values()), task, failed)
+        got = free.pick(job, task, prepared)
+        assert (got.key if got else None) == (expected.key if expected else None)
+        if got is not None and expected is not None:
+            before = got.running_slots
+            got.running_slots += need
+            twins[expected.key].running_slots += need
+            free.take(got, before)
+
+
 def test_spread_fills_the_least_used_node_first_and_pack_the_most_used() -> None:
     nodes = [_node(0, 2), _node(1, 0), _node(2, 3)]
     assert FreeNodes(_pool(4), nodes).pick(JOB, _task(), {}) is nodes[1]
@@ -71,16 +88,7 @@ def test_assigning_one_task_after_another_chooses_as_the_rule_says(per_node: int
     random.Random(seed).shuffle(nodes)
     twins = {n.key: _node(int(n.node_id[-3:]), n.running_slots) for n in nodes}
     free = FreeNodes(pool, nodes)
-    for need in slots:
-        task = _task(need)
-        expected = _reference(pool, list(twins.values()), task)
-        got = free.pick(JOB, task, {})
-        assert (got.key if got else None) == (expected.key if expected else None)
-        if got is not None and expected is not None:
-            before = got.running_slots
-            got.running_slots += need
-            twins[expected.key].running_slots += need
-            free.take(got, before)
+    _assign_each(pool, free, twins, slots, JOB)
     assert free.free_slots() == sum(per_node - n.running_slots for n in twins.values())
 
 
@@ -100,7 +108,6 @@ def test_a_pass_that_loads_only_the_first_nodes_chooses_as_if_it_had_loaded_them
     pool = _pool(per_node, fill)
     nodes = [_node(i, min(u, per_node)) for i, u in enumerate(used)]
     failed = frozenset(n.key for i, n in enumerate(nodes) if i in failed_at)
-    prepared = {("acct/j", key): {"state": "completed", "result": "failure"} for key in failed}
     job = models.Job(key="acct/j", spec={"jobPreparationTask": {"waitForSuccess": True}})
     with_room = [n for n in nodes if n.running_slots < per_node]
     in_order = sorted(with_room, key=lambda n: (n.running_slots, n.key), reverse=fill == "pack")
@@ -114,16 +121,7 @@ def test_a_pass_that_loads_only_the_first_nodes_chooses_as_if_it_had_loaded_them
     twins = {n.key: _node(int(n.node_id[-3:]), n.running_slots) for n in nodes}
     first = min(first, max(0, len(in_order) - 1))  # a part only (all of them: the test above)
     free = FreeNodes(pool, in_order[:first], rest if in_order else None)
-    for need in slots:
-        task = _task(need)
-        expected = _reference(pool, list(twins.values()), task, failed)
-        got = free.pick(job, task, prepared)
-        assert (got.key if got else None) == (expected.key if expected else None)
-        if got is not None and expected is not None:
-            before = got.running_slots
-            got.running_slots += need
-            twins[expected.key].running_slots += need
-            free.take(got, before)
+    _assign_each(pool, free, twins, slots, job, failed)
     assert len(loads) <= 1
 
 
