@@ -39,8 +39,13 @@ def scratch_root() -> Path:
 
 def node_address_space() -> str:
     """A private /14 for one test server's machines: servers of one host must not share an address space
-    (the second is refused), so each picks its own (10.64.0.0/14 .. 10.248.0.0/14)."""
-    return f"10.{4 * random.randint(16, 62)}.0.0/14"
+    (the second is refused), so each picks its own (10.64.0.0/14 .. 10.248.0.0/14), at random among those no
+    running server holds (a session's shared servers live through the whole run)."""
+    from shoal.runtime.nodenet import space_in_use
+
+    spaces = [f"10.{4 * i}.0.0/14" for i in range(16, 63)]
+    random.shuffle(spaces)
+    return next((space for space in spaces if not space_in_use(space)), spaces[0])
 
 
 def fresh_postgres_url(admin_url: str) -> str:

@@ -4,8 +4,10 @@ mapped onto the /20 the subnet is served on)."""
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +70,15 @@ def test_a_subnets_nsg_names_its_destinations_on_the_served_subnet() -> None:
     assert [r["priority"] for r in compiled][-3:] == [65000, 65001, 65500]  # Azure's defaults close the list
     assert nodenet._filter_rule(by_priority[100]) == \
         "ip daddr { 10.224.16.5/32 } meta l4proto tcp th dport { 8080 } drop"
+
+
+def test_a_node_address_space_is_in_use_while_a_server_holds_its_claim(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the claim of a running server looks like from outside (the test harness picks free spaces by it)."""
+    monkeypatch.setattr(nodenet, "LOCK_DIR", tmp_path)
+    space = "10.200.0.0/14"
+    assert not nodenet.space_in_use(space)
+    with open(nodenet.claim_path(space), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert nodenet.space_in_use(space) and not nodenet.space_in_use("10.204.0.0/14")
+    assert not nodenet.space_in_use(space), "free once its owner is gone"

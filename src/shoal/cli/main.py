@@ -844,7 +844,9 @@ def faults_evict(
 @faults_app.command("clear")
 def faults_clear(state_dir: StateDir = default_state_dir()) -> None:
     """Remove every injected fault."""
-    (state_dir.expanduser() / "faults.json").unlink(missing_ok=True)
+    from shoal.reconcilers.faults import clear
+
+    clear(state_dir.expanduser() / "faults.json")
     console.print("Faults cleared.")
 
 

@@ -29,6 +29,9 @@ class Faults:
     eviction_rates: dict[str, float] = field(default_factory=dict)  # pool id (lower case) -> evictions a minute
 
 
+LOOK_EVERY = 0.2  # seconds: how stale a running server's view of the faults file may be
+
+
 class FaultSource:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -40,7 +43,7 @@ class FaultSource:
         """The faults in force. The clock reads this very often, so unless ``fresh`` the file is looked at
         at most every 0.2 s; decisions about provisioning ask for a fresh look."""
         now = time.monotonic()
-        if not fresh and now - self._checked < 0.2:
+        if not fresh and now - self._checked < LOOK_EVERY:
             return self._faults
         self._checked = now
         try:
@@ -65,11 +68,20 @@ class FaultSource:
 
 
 def write(path: Path, faults: Faults) -> None:
+    """Put these faults in force; returns once running servers have looked at the file again, so that the
+    operator's next request already meets them (a clock moved back included)."""
     path.write_text(json.dumps({"nodeProvisionDelaySeconds": faults.node_provision_delay,
                                 "nodeProvisionFailure": faults.node_provision_failure,
                                 "clockOffsetSeconds": faults.clock_offset,
                                 "spotRecoverySeconds": faults.spot_recovery_seconds,
                                 "evictionRatesPerMinute": faults.eviction_rates}, indent=2))
+    time.sleep(LOOK_EVERY + 0.05)
+
+
+def clear(path: Path) -> None:
+    """Remove every fault; returns once running servers have seen that (as :func:`write`)."""
+    path.unlink(missing_ok=True)
+    time.sleep(LOOK_EVERY + 0.05)
 
 
 class FaultClock(Clock):

@@ -57,6 +57,32 @@ def veth_name(space: str, machine_id: str) -> str:
     return "sh" + hashlib.sha256(f"{space}|{machine_id}".encode()).hexdigest()[:12]
 
 
+def _table(space: str) -> str:
+    """The nftables table of the Shoal server that uses this node address space."""
+    return "shoal_" + hashlib.sha256(space.encode()).hexdigest()[:10]
+
+
+def claim_path(space: str) -> Path:
+    """The file a running server holds locked while it uses this node address space: one owner per space and
+    network namespace (simulated cluster hosts share /run but not networks)."""
+    return LOCK_DIR / f"net-{_table(space)}-{_netns_id()}.lock"
+
+
+def space_in_use(space: str) -> bool:
+    """Whether a running server of this network namespace uses this node address space."""
+    try:
+        probe = open(claim_path(space), "a")  # noqa: SIM115 (closed below; "a": never truncates the owner's file)
+    except OSError:
+        return False
+    with probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return False
+
+
 def _netns_id() -> int:
     try:
         return os.stat("/proc/self/ns/net").st_ino
@@ -128,7 +154,7 @@ class NodeNetwork:
             address, _, port = api_forward.rpartition(":")
             ipaddress.IPv4Address(address)
             self.api_ports = sorted({*self.api_ports, int(port)})
-        self.table = "shoal_" + hashlib.sha256(self.space.encode()).hexdigest()[:10]
+        self.table = _table(self.space)
         self._lock_file: IO[str] | None = None
         self._nat: dict[tuple[str, int], tuple[str, int]] = {}
         self._public: set[str] = set()
@@ -159,8 +185,7 @@ class NodeNetwork:
 
     def _claim(self) -> None:
         LOCK_DIR.mkdir(parents=True, exist_ok=True)
-        # One owner per space and network namespace (simulated cluster hosts share /run but not networks).
-        path = LOCK_DIR / f"net-{self.table}-{_netns_id()}.lock"
+        path = claim_path(self.space)
         lock = open(path, "w")  # noqa: SIM115 (held for the life of the process)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
