@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from shoal.domain.batch.assignment import FreeNodes
+from shoal.domain.batch.assignment import FreeNodes, nodes_wanted
 from shoal.store import models
 
 
@@ -141,3 +141,18 @@ def test_a_first_load_is_completed_for_a_hinted_node_and_for_whole_nodes_it_lack
     assert whole.pick_many(prep, _task(), failed, 2) == [nodes[1], nodes[2]] and loads == [1, 1]
     packed = FreeNodes(_pool(2, "pack"), nodes[2:], rest)  # a pack pool's first load ends at its least used
     assert packed.pick_many(JOB, _task(), {}, 2) == [nodes[0], nodes[1]] and loads == [1, 1, 1]
+
+
+def test_a_pass_counts_the_nodes_its_candidates_could_take_and_a_corrupt_record_counts_one() -> None:
+    """``nodes_wanted`` reads each candidate's multi-instance settings before the pass rejects a bad record: a
+    record of the wrong shape must not fail the whole pass, nor ask for no node at all."""
+    job = models.Job(key="acct/j", account_key="acct", pool_id="p", spec={})
+
+    def task(settings: Any) -> models.Task:
+        return models.Task(key="acct/j/t", job_key="acct/j", spec={} if settings is None else
+                           {"multiInstanceSettings": settings}, slots=1)
+
+    hostile = [task({"numberOfInstances": "x"}), task(["not", "a", "dict"]), task({"numberOfInstances": -5}),
+               task({"numberOfInstances": {"deep": [1]}})]
+    wanted = nodes_wanted([task(None), task({"numberOfInstances": 3}), *hostile], {"acct/j": job})
+    assert wanted == {"acct/p": 1 + 3 + len(hostile)}

@@ -75,12 +75,16 @@ def write(path: Path, faults: Faults) -> None:
                                 "clockOffsetSeconds": faults.clock_offset,
                                 "spotRecoverySeconds": faults.spot_recovery_seconds,
                                 "evictionRatesPerMinute": faults.eviction_rates}, indent=2))
-    time.sleep(LOOK_EVERY + 0.05)
+    _until_servers_look_again()
 
 
 def clear(path: Path) -> None:
     """Remove every fault; returns once running servers have seen that (as :func:`write`)."""
     path.unlink(missing_ok=True)
+    _until_servers_look_again()
+
+
+def _until_servers_look_again() -> None:
     time.sleep(LOOK_EVERY + 0.05)
 
 
