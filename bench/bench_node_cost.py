@@ -4,6 +4,9 @@ For each variant (hardened; without its user namespace and id-mapped mounts; wit
 veth; without its cgroups; with none of them) it creates --machines machines one after another with the bare
 machine runtime (``runtime.create``, no control plane) and prints:
   boot      milliseconds per machine, and the difference to the hardened variant (what that piece costs);
+  cpu       host-wide busy CPU milliseconds per machine (all processes and kernel threads, see hostcpu.py): what a
+            piece costs where the cores are all busy (a pool growing), as against the "limits" variant, the
+            baseline of bench_sandbox (cgroups only);
   memory    the growth of the kernel's unreclaimable slab per machine while they were made (SUnreclaim);
   mounts    the file systems a machine mounts (distinct devices in its init's mountinfo).
 
@@ -27,6 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from hostcpu import busy_seconds
+
 from harness import scratch_root
 from shoal.domain import network
 from shoal.domain.batch import vmsizes
@@ -36,7 +41,7 @@ from shoal.runtime.machines import DiskMount, Hardening, MachineSpec, NamespaceR
 SPACE = "10.52.0.0/14"  # outside what test servers and the other benchmarks pick
 VARIANTS = {"hardened": (True, True, True), "no user namespace": (False, True, True),
             "no network namespace": (True, False, True), "no cgroups": (True, True, False),
-            "none of them": (False, False, False)}
+            "limits": (False, False, True), "none of them": (False, False, False)}
 
 
 def unreclaimable_kb() -> int:
@@ -70,8 +75,9 @@ def settled_kb(timeout: float = 30.0) -> int:
     return unreclaimable_kb()
 
 
-def measure(name: str, machines: int) -> tuple[float, float, int]:
-    """(ms per machine, unreclaimable slab KB per machine, file systems per machine) of one variant."""
+def measure(name: str, machines: int) -> tuple[float, float, float, int]:
+    """(ms per machine, busy CPU ms per machine, unreclaimable slab KB per machine, file systems per machine) of
+    one variant."""
     userns, net, cgroups = VARIANTS[name]
     store = Path(tempfile.mkdtemp(prefix="bench-node-cost-", dir=scratch_root()))
     built = sandbox.build(sandbox.SandboxOptions(address_space=SPACE), store)
@@ -101,10 +107,10 @@ def measure(name: str, machines: int) -> tuple[float, float, int]:
             runtime.create(specs[machines])  # the helper built, the caches warm
             mounts = file_systems(runtime, f"m{machines}")
             slab = settled_kb()  # (what an earlier variant's machines held is given back first)
-            start = time.perf_counter()
+            start, busy = time.perf_counter(), busy_seconds()
             for machine in specs[:machines]:
                 runtime.create(machine)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, busy_seconds() - busy
             grown = unreclaimable_kb() - slab
         finally:
             for machine in specs:
@@ -112,7 +118,7 @@ def measure(name: str, machines: int) -> tuple[float, float, int]:
                     runtime.destroy(machine.machine_id)
                 except Exception as exc:  # a machine that never came up: nothing to destroy
                     print(f"  {machine.machine_id}: {exc}", file=sys.stderr)
-        return elapsed / machines * 1000, grown / machines, mounts
+        return elapsed / machines * 1000, cpu / machines * 1000, grown / machines, mounts
     finally:
         if built.network is not None:
             built.network.down()
@@ -124,12 +130,16 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=100)
     args = parser.parse_args()
     results = {name: measure(name, args.machines) for name in VARIANTS}
-    hardened_ms = results["hardened"][0]
+    hardened_ms, hardened_cpu = results["hardened"][:2]
     print(f"{args.machines} machines, one after another (runtime.create, no control plane):")
-    for name, (ms, slab_kb, mounts) in results.items():
+    for name, (ms, cpu, slab_kb, mounts) in results.items():
         saved = "" if name == "hardened" else f", {hardened_ms - ms:+.2f} ms saved"
-        print(f"  {name:22s} boot {ms:6.2f} ms per machine{saved}; unreclaimable slab {slab_kb:7.1f} KB per "
-              f"machine; {mounts} file systems")
+        cpu_saved = "" if name == "hardened" else f", {hardened_cpu - cpu:+.2f} saved"
+        print(f"  {name:22s} boot {ms:6.2f} ms per machine{saved}; cpu {cpu:5.2f} ms{cpu_saved}; unreclaimable "
+              f"slab {slab_kb:7.1f} KB per machine; {mounts} file systems")
+    limits_cpu = results["limits"][1]
+    print(f"hardened over limits: {hardened_cpu - limits_cpu:+.2f} CPU ms per machine; 15% of the limits "
+          f"machine's CPU is {0.15 * limits_cpu:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ on two baseline servers, in the same run, rounds alternating.
 
 For each: seconds from `create_pool(target_dedicated_nodes=N)` to N idle nodes (from `nodecounts`), and tasks/s
 for T `/bin/true` tasks on 20 nodes (add -> all completed). Prints medians, and the ratios of the hardened rates to
-each baseline's (target: hardened costs at most 15%, ratio >= 0.85). Then, on each server, what an idle node
-costs in memory: the PSS of its processes (target <= 0.3 MB), and the kernel memory the host gives each node
-(growth of Slab + KernelStack + PageTables in /proc/meminfo while the pool grows, per 100 nodes).
+each baseline's (target: hardened costs at most 15%, ratio >= 0.85), and the host's busy CPU per node while the
+pool grew (hostcpu.py): on a host whose cores are all busy, the hardening's share of the pool time
+(bench_isolation_floor.py sets it beside what the kernel alone takes for a node's namespaces). Then, on each
+server, what an idle node costs in memory: the PSS of its processes (target <= 0.3 MB), and the kernel memory the
+host gives each node (growth of Slab + KernelStack + PageTables in /proc/meminfo while the pool grows, per 100
+nodes).
 
     .venv/bin/python bench/bench_sandbox.py [--nodes 300] [--tasks 3000] [--rounds 3]
 """
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from azure.batch import models as bm
 from azure.mgmt.resource.resources.models import ResourceGroup
 from bench_pool_provisioning import node_memory_kb
+from hostcpu import busy_seconds
 
 from batch_fixtures import LOCATION, create_account
 from harness import ShoalServer
@@ -69,13 +73,14 @@ class Side:
         self.agent = next(i.node_agent_sku_id for i in self.client.list_supported_images()
                           if i.image_reference.publisher == "shoal")
         self.pool_s: list[float] = []
+        self.pool_cpu: list[float] = []  # host-wide busy CPU seconds while each big pool grew
         self.tasks_s: list[float] = []
         self.pss: list[int] = []
         self.kernel_per_100: list[float] = []
 
     def pool(self, pool_id: str, nodes: int, slots: int = 1) -> float:
         kernel = meminfo_kb()
-        start = time.perf_counter()
+        start, busy = time.perf_counter(), busy_seconds()
         self.client.create_pool(bm.BatchPoolCreateOptions(
             id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes, task_slots_per_node=slots,
             virtual_machine_configuration=bm.VirtualMachineConfiguration(image_reference=HOST,
@@ -84,6 +89,7 @@ class Side:
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
         if nodes >= 100:
+            self.pool_cpu.append(busy_seconds() - busy)
             self.kernel_per_100.append((meminfo_kb() - kernel) / nodes * 100)
             self.pss += node_memory_kb(self.server.state_dir / "store")
         return elapsed
@@ -136,6 +142,11 @@ def main() -> None:
         task_ratio = statistics.median(base.tasks_s) / statistics.median(hardened.tasks_s)
         verdict = "met" if min(pool_ratio, task_ratio) >= 0.85 else "MISSED"
         print(f"hardened/{base.name} rate: pool {pool_ratio:.2f}, tasks {task_ratio:.2f} (target >= 0.85: {verdict})")
+    # Where the pool time goes on a host whose cores are all busy: CPU per node, and the hardening's share.
+    cpu = {side.name: statistics.median(side.pool_cpu) / n * 1000 for side in sides}
+    print("host CPU per node while the pool grew: " + ", ".join(f"{k} {v:.2f} ms" for k, v in cpu.items())
+          + f"; hardened over limits {cpu['hardened'] - cpu['limits']:+.2f} ms (15% of limits: "
+          f"{0.15 * cpu['limits']:.2f} ms)")
     for side in sides:
         if side.pss:
             print(f"{side.name:9} idle node memory: PSS median {statistics.median(side.pss):.0f} KB "

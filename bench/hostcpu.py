@@ -1,0 +1,20 @@
+"""The host's busy CPU time, for benchmarks that say what a node costs in CPU rather than in wall time.
+
+On a host whose cores are all busy (a pool growing on 2 cores), wall time follows the CPU the work takes, so
+CPU seconds per node say where a difference comes from, and what it would take to close it. Counted host-wide
+from /proc/stat (every state but idle and iowait), so it includes the kernel's own threads (RCU, workqueues)
+and processes that ended meanwhile, which per-process counters miss.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICK  # user nice system idle iowait irq softirq steal
