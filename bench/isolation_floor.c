@@ -151,6 +151,7 @@ int main(int argc, char **argv) {
     int isolated = !strcmp(argv[1], "isolated"), n = atoi(argv[2]);
     pid_t *kids = calloc((size_t)n, sizeof *kids);
     int fd = nl();
+    /* 10.59.0.0/16: outside the spaces test servers (10.64.0.0 on) and the other benchmarks (10.52.0.0/14) use. */
     in_addr_t gateway = inet_addr("10.59.0.1");
     for (int i = 0; i < n; i++) {
         int go[2], ready[2];
