@@ -71,8 +71,8 @@ def claim_path(space: str) -> Path:
 def space_in_use(space: str) -> bool:
     """Whether a running server of this network namespace uses this node address space."""
     try:
-        probe = open(claim_path(space), "a")  # noqa: SIM115 (closed below; "a": never truncates the owner's file)
-    except OSError:
+        probe = open(claim_path(space))  # noqa: SIM115 (closed below; read-only: a probe makes no file)
+    except OSError:  # no claim file: no server has used this space here
         return False
     with probe:
         try:
