@@ -18,3 +18,17 @@ def busy_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / TICK  # user nice system idle iowait irq softirq steal
+
+
+TARGET_RATIO = 0.85  # the isolation issue's target: hardened rates at least 0.85 of the limits baseline's
+
+
+def allowed_extra_ms(limits_ms: float) -> float:
+    """CPU per node that hardening may add to a limits node's `limits_ms` and still meet the target, where both
+    servers keep the cores equally busy (then pool time follows CPU per node): limits / 0.85 - limits."""
+    return limits_ms * (1 / TARGET_RATIO - 1)
+
+
+def core_use(busy: float, wall: float) -> float:
+    """The share of all the host's cores that `busy` CPU seconds kept busy over `wall` seconds."""
+    return busy / (wall * (os.cpu_count() or 1))
