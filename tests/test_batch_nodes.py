@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,3 +178,39 @@ def test_disabling_scheduling_requeues_terminates_or_waits_for_the_running_task(
     assert client.get_task("sched", "a").state == "running"
     client.terminate_task("sched", "a")
     wait_for(lambda: client.get_node("sched", node_a).state == "offline", "node a offline after its task")
+
+
+def machine_inits(state_dir: Path) -> dict[str, int]:
+    """machine id -> the host pid of its init, for machines of the server whose state is under `state_dir`."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"init" in args[1:2] and b"--id" in args and any(a.startswith(os.fsencode(state_dir)) for a in args):
+            found[os.fsdecode(args[args.index(b"--id") + 1])] = int(entry.name)
+    return found
+
+
+def parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
+def test_nodes_of_an_image_without_replicas_are_built_by_their_boot_streams_provisioners(
+        server: ShoalServer, client: Any) -> None:
+    """A marketplace (or managed) image's nodes boot in streams side by side; each stream's nodes are built by
+    a resident provisioner of that stream (a message on a pipe), not by a helper launched for each node."""
+    before = set(machine_inits(server.state_dir))
+    client.create_pool(bm.BatchPoolCreateOptions(
+        id="streams", vm_size="standard_d2s_v3", target_dedicated_nodes=3,
+        virtual_machine_configuration=bm.VirtualMachineConfiguration(
+            image_reference=bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest"),
+            node_agent_sku_id=NODE_AGENT)))
+    wait_for(lambda: len([n for n in client.list_nodes("streams") if n.state == "idle"]) == 3, "three idle nodes")
+    inits = {m: pid for m, pid in machine_inits(server.state_dir).items() if m not in before}
+    assert len(inits) == 3
+    parents = {parent(pid) for pid in inits.values()}
+    commands = [Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")[1] for ppid in parents]
+    assert commands == [b"serve"] * 3  # three streams, three provisioners: the nodes were built side by side
+    client.begin_delete_pool("streams", polling_interval=1).result()

@@ -338,7 +338,8 @@ class HostAgent:
 
     def boot(self, machine: dict[str, Any]) -> dict[str, Any]:
         """Create (or find running) a machine: {"machineId","hostname","base","osDisk","dataDisks"}, and
-        "replica" ({"region","id"}) for a pool node provisioned from a gallery version's replica."""
+        "replica" ({"region","id"}) for a pool node provisioned from a gallery version's replica, or "stream"
+        (a name) for one booted in a boot stream of the control plane."""
         temp = self.store_dir / "temp" / machine["machineId"]
         temp.mkdir(parents=True, exist_ok=True)
         replica = self._replica_disks(machine)
@@ -352,8 +353,11 @@ class HostAgent:
             + [(d, d, True) for d in self.share_host_dirs], mounts=prepared.binds,
             volatile=bool(machine.get("volatile")), network=machine.get("network"), limits=machine.get("limits"),
         )
-        # A node from a replica is built by the replica's resident provisioner (one stream per replica).
-        info = dict(self.machines.create(spec, provisioner=replica.get("replica")))
+        # A node from a replica is built by the replica's resident provisioner (one stream per replica); one
+        # from a boot stream by that stream's (a message on a pipe instead of a process launched per node).
+        stream = machine.get("stream")
+        provisioner = replica.get("replica") or (f"boot stream {stream}" if isinstance(stream, str) else None)
+        info = dict(self.machines.create(spec, provisioner=provisioner))
         for mount in prepared.network:  # NFS/CIFS: mounted by the host once the machine runs
             try:
                 cast(NamespaceRuntime, self.machines).netmount(spec.machine_id, mount["type"], mount["source"],

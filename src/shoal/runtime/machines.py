@@ -406,7 +406,8 @@ class NamespaceRuntime:
         self._jobs_lock = threading.Lock()
         self._starters: dict[str, starter.Starter] = {}  # machine id -> the connection to its init's starter
         self._helper: str | None = None
-        self._provisioners: dict[str, Provisioner] = {}  # key (a gallery replica) -> its resident provisioner
+        # key (a gallery replica, or a boot stream) -> its resident provisioner
+        self._provisioners: dict[str, Provisioner] = {}
         self._skeletons: set[str] = set()  # shapes whose skeleton exists
         self._provisioners_lock = threading.Lock()
         self._store_lock: IO[str] | None = None  # see adopt()

@@ -3,7 +3,8 @@
 Nodes of a pool from a gallery version are provisioned from the version's replicas in the pool's region,
 spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks with a
 resident provisioner of its own (``runtime/replicas.py``), so each replica is a provisioning stream. A managed
-(or marketplace) image is a single source: its nodes boot in ``BOOT_STREAMS`` streams side by side. Booted
+(or marketplace) image is a single source: its nodes boot in ``BOOT_STREAMS`` streams side by side, each stream
+through a resident provisioner of its own on the host (named by the stream: no process launched per node). Booted
 nodes are written in batches as they come up (``idle`` at once without a start task).
 """
 
@@ -90,10 +91,10 @@ class NodeBooter:
             if batch and ready:
                 self.ctx.wake_tasks()  # new idle nodes: the scheduler may use them now
 
-        def provision(stream: list[NodeRecord]) -> None:
+        def provision(key: str, stream: list[NodeRecord]) -> None:
             nonlocal flushed
             for n in stream:
-                errs = self.boot_node(pool, n, sources.get(n.machine_id), faults)
+                errs = self.boot_node(pool, n, sources.get(n.machine_id), faults, stream=key)
                 with lock:
                     results[n.key] = Booted(errs, self.ctx.clock.now())
                     if not errs:
@@ -106,9 +107,9 @@ class NodeBooter:
                 flush(batch)  # nodes come up as they boot, not when the whole pass ends
 
         if len(streams) == 1:
-            provision(rows)
+            provision(*next(iter(streams.items())))
         else:
-            for done in [self._streams.submit(provision, stream) for stream in streams.values()]:
+            for done in [self._streams.submit(provision, key, stream) for key, stream in streams.items()]:
                 done.result()
         flush(results)
         return up
@@ -129,14 +130,14 @@ class NodeBooter:
                 node_rules.set_states_each(s, "creating", "starting", up)
 
     def boot_node(self, pool: models.Pool, n: NodeRecord, replica: dict[str, str] | None,
-                  faults: Faults) -> list[dict[str, Any]]:
-        """Boot one node's machine: its errors ([] when it is up)."""
+                  faults: Faults, stream: str | None = None) -> list[dict[str, Any]]:
+        """Boot one node's machine (in boot stream ``stream``): its errors ([] when it is up)."""
         try:
             if faults.node_provision_delay:
                 time.sleep(faults.node_provision_delay)
             if faults.node_provision_failure:
                 raise RuntimeError("provisioning failed (operator fault injection)")
-            self._boot_once_more_on_failure(pool, n, replica)
+            self._boot_once_more_on_failure(pool, n, replica, stream)
             self.prepare_dirs(n)
             return []
         except MountFailed as exc:  # the pool's mountConfiguration: Azure's own error for it
@@ -148,23 +149,27 @@ class NodeBooter:
                      "errorDetails": []}]
 
     def _boot_once_more_on_failure(self, pool: models.Pool, node: NodeRecord,
-                                   replica: dict[str, str] | None = None) -> None:
+                                   replica: dict[str, str] | None = None, stream: str | None = None) -> None:
         """Boot a node's machine; if that fails (say, a half-made machine left by a crash), tear down what is
         there and try once more before calling the node unusable."""
         try:
-            self.ctx.agent.boot(self.machine(pool, node, replica))
+            self.ctx.agent.boot(self.machine(pool, node, replica, stream))
         except MountFailed:
             raise  # the same again on a second try: the mount's error is the node's
         except Exception:
             log.info("node %s: boot failed, retrying after a clean-up", node.node_id, exc_info=True)
             self.ctx.agent.halt(node.machine_id)
-            self.ctx.agent.boot(self.machine(pool, node, replica))
+            self.ctx.agent.boot(self.machine(pool, node, replica, stream))
 
-    def machine(self, pool: models.Pool, node: node_rules.NodeLike, replica: dict[str, str] | None) -> dict[str, Any]:
-        """What the host agent boots for a node, with the gallery replica it is provisioned from (if any)."""
+    def machine(self, pool: models.Pool, node: node_rules.NodeLike, replica: dict[str, str] | None,
+                stream: str | None = None) -> dict[str, Any]:
+        """What the host agent boots for a node, with the gallery replica it is provisioned from (if any), or
+        else the boot stream it is built in (the host agent keeps a resident provisioner for each)."""
         machine = node_rules.machine_spec(pool, node, self.ctx.address_space)
         if replica is not None:
             machine["replica"] = replica
+        elif stream is not None:
+            machine["stream"] = stream
         wanted = pool.spec.get("mountConfiguration")
         if wanted:
             # Checked at every boot (reboots and reimages too): the container's key may have changed since.

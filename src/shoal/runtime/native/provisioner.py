@@ -4,7 +4,8 @@ Launching the helper costs a process start per machine; a provisioner is started
 machine for the price of one message on a pipe (the fork happens in the small helper, not in the server).
 The host agent keeps one for each gallery replica on the host (``runtime/replicas.py``): the replica's
 prepared, ready-to-provision form, so that the nodes of a pool spread over several replicas are built side
-by side, one stream per replica.
+by side, one stream per replica. Nodes of other images boot in the control plane's boot streams, one
+provisioner for each stream.
 
 A provisioner handles one request at a time (callers take turns on its lock). It ends when its stdin closes:
 when it is stopped, or when the server process ends; the machines it built do not depend on it.
