@@ -212,5 +212,8 @@ def test_nodes_of_an_image_without_replicas_are_built_by_their_boot_streams_prov
     assert len(inits) == 3
     parents = {parent(pid) for pid in inits.values()}
     commands = [Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")[1] for ppid in parents]
-    assert commands == [b"serve"] * 3  # three streams, three provisioners: the nodes were built side by side
+    assert set(commands) == {b"serve"}
+    # Three streams, each run by a thread of its own with the provisioner of that thread: the nodes were built
+    # side by side (a thread that is done with its stream may take another's, so at least two).
+    assert 2 <= len(parents) <= 3
     client.begin_delete_pool("streams", polling_interval=1).result()

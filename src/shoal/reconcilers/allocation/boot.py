@@ -3,9 +3,10 @@
 Nodes of a pool from a gallery version are provisioned from the version's replicas in the pool's region,
 spread round robin across them; a replica is a ready-to-mount, flattened copy of the image's disks with a
 resident provisioner of its own (``runtime/replicas.py``), so each replica is a provisioning stream. A managed
-(or marketplace) image is a single source: its nodes boot in ``BOOT_STREAMS`` streams side by side, each stream
-through a resident provisioner of its own on the host (named by the stream: no process launched per node). Booted
-nodes are written in batches as they come up (``idle`` at once without a start task).
+(or marketplace) image is a single source: its nodes boot in ``BOOT_STREAMS`` streams side by side, each through
+a resident provisioner on the host named by the thread that runs the stream (no process launched per node; two
+streams of one server never share one at a time, whichever pools they boot). Booted nodes are written in
+batches as they come up (``idle`` at once without a start task).
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ class NodeBooter:
             if batch and ready:
                 self.ctx.wake_tasks()  # new idle nodes: the scheduler may use them now
 
-        def provision(key: str, stream: list[NodeRecord]) -> None:
+        def provision(stream: list[NodeRecord]) -> None:
             nonlocal flushed
+            builder = threading.current_thread().name  # the host's provisioner for this thread's builds
             for n in stream:
-                errs = self.boot_node(pool, n, sources.get(n.machine_id), faults, stream=key)
+                errs = self.boot_node(pool, n, sources.get(n.machine_id), faults, stream=builder)
                 with lock:
                     results[n.key] = Booted(errs, self.ctx.clock.now())
                     if not errs:
@@ -107,9 +109,9 @@ class NodeBooter:
                 flush(batch)  # nodes come up as they boot, not when the whole pass ends
 
         if len(streams) == 1:
-            provision(*next(iter(streams.items())))
+            provision(rows)
         else:
-            for done in [self._streams.submit(provision, key, stream) for key, stream in streams.items()]:
+            for done in [self._streams.submit(provision, stream) for stream in streams.values()]:
                 done.result()
         flush(results)
         return up
