@@ -40,7 +40,7 @@ SOURCE = Path(__file__).resolve().parent / "isolation_floor.c"
 MODES = ("plain", "isolated", "base", "required")
 
 
-def node_dirs(root: Path, nodes: int) -> list[str]:
+def node_dirs(root: Path, nodes: int) -> Path:
     """The image layer and each node's upper, work and root directories (made before the clock starts)."""
     shutil.rmtree(root, ignore_errors=True)
     for sub in ("bin", "etc", "tmp", "usr/lib"):
@@ -49,12 +49,12 @@ def node_dirs(root: Path, nodes: int) -> list[str]:
     for i in range(nodes):
         for sub in ("upper", "work", "root"):
             (root / str(i) / sub).mkdir(parents=True)
-    return [str(root)]
+    return root
 
 
 def run(binary: Path, mode: str, nodes: int, scratch: Path) -> float:
     """Busy CPU seconds host-wide until all `nodes` children are made (their teardown comes after)."""
-    extra = node_dirs(scratch / "nodes", nodes) if mode in ("base", "required") else []
+    extra = [str(node_dirs(scratch / "nodes", nodes))] if mode in ("base", "required") else []
     busy = busy_seconds()
     proc = subprocess.Popen([str(binary), mode, str(nodes), *extra], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, text=True)

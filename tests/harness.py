@@ -29,6 +29,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def parent_pid(pid: int | str) -> int:
+    """The parent of a host process, from /proc (OSError or ValueError: it is gone, or it is not a process)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
 def scratch_root() -> Path:
     """Where tests put state directories (tmpfs when available: the root filesystem is slow)."""
     root = Path(os.environ.get("SHOAL_TEST_TMP") or ("/dev/shm" if Path("/dev/shm").is_dir() else

@@ -15,7 +15,7 @@ from azure.batch.models._models import (  # not exported by azure-batch 15.1
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from batch_fixtures import NODE_AGENT, PreparedImage, create_account, prepare_image, wait_for
-from harness import ShoalServer
+from harness import ShoalServer, parent_pid
 from shoal.azure import Shoal
 
 
@@ -144,12 +144,17 @@ def test_failed_provisioning_makes_nodes_unusable(server: ShoalServer, client: A
     assert "fault injection" in nodes[0].errors[0].message
 
 
-def test_disabling_scheduling_requeues_terminates_or_waits_for_the_running_task(client: Any) -> None:
+def make_host_pool(client: Any, pool_id: str, nodes: int) -> None:
+    """A pool of the marketplace host image (no gallery replicas)."""
     client.create_pool(bm.BatchPoolCreateOptions(
-        id="sched", vm_size="standard_d2s_v3", target_dedicated_nodes=2,
+        id=pool_id, vm_size="standard_d2s_v3", target_dedicated_nodes=nodes,
         virtual_machine_configuration=bm.VirtualMachineConfiguration(
             image_reference=bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest"),
             node_agent_sku_id=NODE_AGENT)))
+
+
+def test_disabling_scheduling_requeues_terminates_or_waits_for_the_running_task(client: Any) -> None:
+    make_host_pool(client, "sched", 2)
     wait_for(lambda: len([n for n in client.list_nodes("sched") if n.state == "idle"]) == 2, "two idle nodes")
     client.create_job(bm.BatchJobCreateOptions(id="sched", pool_info=bm.BatchPoolInfo(pool_id="sched")))
     for task_id in ("a", "b"):
@@ -193,24 +198,16 @@ def machine_inits(state_dir: Path) -> dict[str, int]:
     return found
 
 
-def parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
-
-
 def test_nodes_of_an_image_without_replicas_are_built_by_their_boot_streams_provisioners(
         server: ShoalServer, client: Any) -> None:
     """A marketplace (or managed) image's nodes boot in streams side by side; each stream's nodes are built by
     a resident provisioner of that stream (a message on a pipe), not by a helper launched for each node."""
     before = set(machine_inits(server.state_dir))
-    client.create_pool(bm.BatchPoolCreateOptions(
-        id="streams", vm_size="standard_d2s_v3", target_dedicated_nodes=3,
-        virtual_machine_configuration=bm.VirtualMachineConfiguration(
-            image_reference=bm.BatchVmImageReference(publisher="shoal", offer="host", sku="host", version="latest"),
-            node_agent_sku_id=NODE_AGENT)))
+    make_host_pool(client, "streams", 3)
     wait_for(lambda: len([n for n in client.list_nodes("streams") if n.state == "idle"]) == 3, "three idle nodes")
     inits = {m: pid for m, pid in machine_inits(server.state_dir).items() if m not in before}
     assert len(inits) == 3
-    parents = {parent(pid) for pid in inits.values()}
+    parents = {parent_pid(pid) for pid in inits.values()}
     commands = [Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")[1] for ppid in parents]
     assert set(commands) == {b"serve"}
     # Three streams, each run by a thread of its own with the provisioner of that thread: the nodes were built

@@ -33,7 +33,7 @@ from azure.mgmt.compute.models import (
 )
 
 from batch_fixtures import LOCATION, NODE_AGENT, PreparedImage, create_account, prepare_image, wait_for
-from harness import ShoalServer, database_of_its_own
+from harness import ShoalServer, database_of_its_own, parent_pid
 from shoal.azure import Shoal
 from shoal.domain.batch import allocation
 
@@ -137,7 +137,7 @@ def provisioners(server: ShoalServer) -> int:
     for entry in Path("/proc").iterdir():
         try:
             args = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            ppid = parent_pid(entry.name)
         except (OSError, ValueError, IndexError):
             continue
         if ppid == server.proc.pid and len(args) > 1 and Path(args[0].decode()).name.startswith("shoal-machine") \

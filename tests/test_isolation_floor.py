@@ -42,7 +42,7 @@ def floor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextlib.contextmanager
 def nodes(binary: Path, mode: str, count: int, scratch: Path) -> Iterator[list[int]]:
     """The pids of `count` running nodes built in `mode`; they end when the block does."""
-    proc = subprocess.Popen([str(binary), mode, str(count), *node_dirs(scratch, count)], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([str(binary), mode, str(count), str(node_dirs(scratch, count))], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdin is not None
     try:

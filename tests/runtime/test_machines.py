@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from harness import REPO, node_address_space, scratch_root
+from harness import REPO, node_address_space, parent_pid, scratch_root
 from shoal.runtime.cgroups import Cgroups, store_group
 from shoal.runtime.cgroups import detect as detect_cgroups
 from shoal.runtime.layers import LayerStore
@@ -536,7 +536,7 @@ def children_of(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            ppid = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            ppid = parent_pid(entry.name)
         except (OSError, ValueError, IndexError):
             continue
         if ppid == pid:
