@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.config import DEFAULT_NODE_RESERVE, node_reserve
 from shoal.core import errors
 from shoal.domain import network
 from shoal.runtime import cgroups, idranges, safepath
@@ -66,6 +67,35 @@ def test_id_ranges_are_unique_reusable_and_preferred_for_a_machines_own_disks(tm
     assert ranges.allocate("a", prefer=a.base) == a
     with pytest.raises(IdRangeError):
         IdRange(5).host(70000)
+
+
+def test_a_reserve_shells_range_goes_to_the_machine_that_takes_it_and_only_from_its_holder(tmp_path: Path) -> None:
+    ranges = IdRanges(tmp_path / "ids", first=1 << 20, slots=4)
+    shell = ranges.allocate("reserve sr1")
+    with pytest.raises(IdRangeError):
+        ranges.transfer(shell.base, "reserve sr2", "m1")  # not that holder's
+    assert ranges.transfer(shell.base, "reserve sr1", "m1") == shell
+    assert ranges.owner(0) == "m1" and ranges.allocate("m1") == shell  # the machine's now, as if allocated
+    with pytest.raises(IdRangeError):
+        ranges.transfer(shell.base, "reserve sr1", "m2")  # used once
+    ranges.release(shell.base, "m1")
+    assert ranges.owner(0) is None
+    # A restart frees what shells held (their keeper went with the last server), never a machine's.
+    ranges.allocate("reserve sr3")
+    kept = ranges.allocate("m3")
+    IdRanges(tmp_path / "ids", first=1 << 20, slots=4).retain_only({"m3"})
+    assert [p.name for p in (tmp_path / "ids").iterdir()] == [str(ranges.slot_of(kept.base))]
+
+
+def test_the_node_reserve_is_on_by_default_only_where_machines_are_hardened_and_refused_elsewhere() -> None:
+    hardened = {"user_namespaces": True, "node_network": "isolated", "runtime": None}
+    assert node_reserve(None, **hardened) == DEFAULT_NODE_RESERVE
+    assert node_reserve(0, **hardened) == 0 and node_reserve(12, **hardened) == 12
+    for less in ({"user_namespaces": False}, {"node_network": "host"}, {"runtime": "process"}):
+        assert node_reserve(None, **{**hardened, **less}) == 0
+        assert node_reserve(0, **{**hardened, **less}) == 0
+        with pytest.raises(ValueError, match="--node-reserve"):
+            node_reserve(8, **{**hardened, **less})
 
 
 def test_a_host_has_ranges_for_ten_thousand_machines_and_every_id_stays_below_two_to_the_31(

@@ -17,6 +17,20 @@ from shoal.domain.batch.vmsizes import VmSize, VmSizesError, parse_operator_size
 from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
 DEFAULT_REGIONS = ("westus", "eastus")
+# What `shoal serve` keeps made ahead for hardened machines (runtime/reserve.py): a pool of a few hundred nodes
+# boots without waiting for their namespaces, for about 0.2 MB of kernel memory each.
+DEFAULT_NODE_RESERVE = 256
+
+
+def node_reserve(requested: int | None, *, user_namespaces: bool, node_network: str, runtime: str | None) -> int:
+    """The reserve a host keeps (``--node-reserve``; None: the default where machines are hardened). Shells are
+    hardened machines' namespaces, so asking for some without user namespaces and node networks is a ValueError."""
+    hardened = user_namespaces and node_network == "isolated" and runtime != "process"
+    if requested and not hardened:
+        raise ValueError("--node-reserve keeps hardened machines' user and network namespaces made ahead: it needs "
+                         "user namespaces and node networks (drop --no-user-namespaces, --node-network host or "
+                         "--runtime process), or leave it out.")
+    return (DEFAULT_NODE_RESERVE if requested is None else requested) if hardened else 0
 REGION_DISPLAY_NAMES = {
     "westus": "West US", "eastus": "East US", "westeurope": "West Europe", "northeurope": "North Europe",
     "chinaeast2": "China East 2", "chinanorth2": "China North 2", "westus2": "West US 2",
@@ -69,6 +83,8 @@ class Settings:
     node_address_space: str = "10.224.0.0/12"
     user_namespaces: bool = True
     cgroups: bool = True
+    # Hardened machines' user and network namespaces kept made ahead (runtime/reserve.py; 0: none).
+    node_reserve: int = 0
     # Set at start when machines have networks of their own: where they reach Shoal (their gateway).
     node_gateway: str | None = None
     # Node hosts on Ray (``--ray-address HEAD:PORT``; None: the embedded single host, which never imports Ray).

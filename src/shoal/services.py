@@ -232,7 +232,7 @@ def build(settings: Settings, clock: Clock | None = None, *, with_runtime: bool 
 def sandbox_options(settings: Settings) -> SandboxOptions:
     return SandboxOptions(user_namespaces=settings.user_namespaces, network=settings.node_network,
                           address_space=settings.node_address_space, api_ports=(settings.port,),
-                          cgroups=settings.cgroups)
+                          cgroups=settings.cgroups, node_reserve=settings.node_reserve)
 
 
 def _container_key(db: Database) -> bytes:

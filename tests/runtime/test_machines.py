@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -821,3 +822,132 @@ def test_a_network_mount_is_made_by_the_host_inside_the_machine_and_never_throug
             hardened.netmount("m1", "nfs", "127.0.0.1:/x", "/mnt/fsmounts/n", "vers=4.1,addr=127.0.0.1")
     with pytest.raises(MachineError, match="a link or not a directory"):
         hardened.netmount("m1", "nfs", "127.0.0.1:/x", "/mnt/fsmounts/l", "vers=4.1,addr=127.0.0.1")
+
+
+# --- the reserve of hardened machines' namespaces (runtime/reserve.py) ---------------------------------------
+
+def on_network(machine: MachineSpec, network: NodeNetwork, host: int) -> MachineSpec:
+    """The machine with an address of the network's first pool subnet."""
+    address = str(network.net.network_address + 16 * 256 + host)
+    return dataclasses.replace(machine, network={"address": address, "prefix": 20, "gateway": network.gateway})
+
+
+def host_interfaces(prefix: str) -> set[str]:
+    return {name for name in os.listdir("/sys/class/net") if name.startswith(prefix)}
+
+
+def route_device(address: str) -> str:
+    words = subprocess.run(["ip", "-o", "route", "show", f"{address}/32"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    return words[words.index("dev") + 1]
+
+
+def wait_for(condition: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def reserved(store: Path, hardening: Hardening) -> Iterator[NamespaceRuntime]:
+    """A hardened runtime that keeps two machines' namespaces made ahead, filled."""
+    problem = namespaces_problem()
+    if problem:
+        pytest.skip(f"namespace machines unavailable here: {problem}")
+    rt = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase",
+                          hardening=dataclasses.replace(hardening, reserve=2))
+    rt.adopt()  # (start-up: the reserve fills once the clean-up is done)
+    assert rt.reserve is not None
+    wait_for(lambda: rt.reserve is not None and rt.reserve.ready() == 2, "the reserve to fill")
+    yield rt
+    rt.reserve.stop()
+    _teardown(rt, store)
+
+
+def test_machines_from_the_reserve_get_its_namespaces_and_the_host_side_a_cold_boot_makes(
+        reserved: NamespaceRuntime, hardening: Hardening, store: Path) -> None:
+    network = hardening.network
+    assert network is not None and reserved.reserve is not None and reserved.ids is not None
+    shells = host_interfaces("sr")
+    before = {name for name in shells if name in {s.veth for s in reserved.reserve._ready}}
+    assert len(before) == 2  # the shells' host ends exist, down and without a route, before any machine
+    for name in before:
+        assert Path(f"/sys/class/net/{name}/operstate").read_text().strip() == "down"
+        assert Path(f"/proc/sys/net/ipv4/conf/{name}/rp_filter").read_text().strip() == "1"
+    machines = [on_network(spec(store, f"m{i}"), network, 4 + i) for i in range(3)]
+    for machine in machines:
+        reserved.create(machine)
+    # Two came from the reserve (their host ends are the shells'), the third found it empty and made its own.
+    devices = [route_device(str(m.network["address"])) for m in machines if m.network]
+    assert sorted(devices[:2]) == sorted(before)
+    assert devices[2] == network.veth("m2")
+    for machine in machines:
+        ids = reserved.id_range(machine.machine_id)
+        assert ids is not None and reserved.ids.owner(reserved.ids.slot_of(ids.base) or 0) == machine.machine_id
+        script = "id -u; cat /proc/self/uid_map; ip -o -4 addr show eth0; ls /sys/class/net"
+        result = reserved.run(machine.machine_id, ["sh", "-c", script], env=PATH)
+        assert result["exitCode"] == 0, result
+        out = result["stdout"].decode().split()
+        assert out[:4] == ["0", "0", str(ids.base), "65536"]  # the machine's root is its range's first id
+        assert f"{machine.network['address']}/20" in out if machine.network else False
+        assert sorted(out[-2:]) == ["eth0", "lo"]  # nothing else in its network namespace
+        # Its own user and network namespaces, neither the host's nor another machine's.
+        init = reserved.init_pid(machine.machine_id)
+        assert os.stat(f"/proc/{init}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+    assert len({os.stat(f"/proc/{reserved.init_pid(m.machine_id)}/ns/user").st_ino for m in machines}) == 3
+    # The reserve fills again once machines are no longer being made; a machine's end frees its shell's veth.
+    wait_for(lambda: reserved.reserve is not None and reserved.reserve.ready() == 2, "the reserve to refill")
+    reserved.adopt()  # adopting again (as a cluster's control plane does) keeps the ranges the shells hold
+    holders = reserved.reserve.holders()
+    assert len(holders) == 2 and holders <= {reserved.ids.owner(slot) for slot in range(64)}
+    reserved.destroy("m0")
+    wait_for(lambda: devices[0] not in host_interfaces("sr"), "the first machine's veth to go")
+
+
+def test_shells_of_a_runtime_that_ended_leave_no_id_range_and_no_interface(
+        reserved: NamespaceRuntime, hardening: Hardening, store: Path) -> None:
+    assert reserved.reserve is not None and reserved.ids is not None
+    shells = [s.veth for s in reserved.reserve._ready]
+    keeper = reserved.reserve._ready[0].keeper
+    holders = {reserved.ids.owner(slot) for slot in range(64)} - {None}
+    assert holders == {f"reserve {veth}" for veth in shells}
+    # The server ended without a word: its keeper goes with its pipe, and its hold on the store with it.
+    os.kill(keeper.pid, signal.SIGKILL)
+    assert reserved._store_lock is not None
+    reserved._store_lock.close()
+    wait_for(lambda: not host_interfaces("sr") & set(shells), "the shells' interfaces to go")
+    later = NamespaceRuntime(store / "store", hide=[str(REPO)], host_base_dir=store / "hostbase",
+                             hardening=hardening)
+    later.adopt()  # the next start frees their ranges
+    assert [p.name for p in (store / "store" / "idranges").iterdir() if p.name.isdigit()] == []
+    # A machine asked for meanwhile boots cold instead of failing.
+    network = hardening.network
+    assert network is not None
+    reserved.create(on_network(spec(store, "m1"), network, 4))
+    assert reserved.run("m1", ["hostname"], env=PATH)["stdout"] == b"m1\n"
+
+
+def test_an_init_refuses_a_shell_that_is_not_a_machines_own_namespaces(ns: NamespaceRuntime, store: Path) -> None:
+    """--shell names namespaces made ahead for the machine: the host's own (or a mismatched pair) is refused."""
+    machine = spec(store, "m1")
+    for sub in ("root", "upper", "work"):
+        (store / "bad" / sub).mkdir(parents=True)
+    base = ["init", "--id", "m1", "--root", str(store / "bad" / "root"), "--overlay", "/", "--lower",
+            str(store / "bad" / "root"), "--upper", str(store / "bad" / "upper"), "--work", str(store / "bad" / "work"),
+            "--userns", "1048576:65536", "--netns"]
+    other = subprocess.Popen(["unshare", "--user", "--net", "sleep", "30"])
+    try:
+        wait_for(lambda: os.stat(f"/proc/{other.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino,
+                 "the namespaces")
+        for user, net, why in [("/proc/self/ns/user", "/proc/self/ns/net", "the host's own"),
+                               (f"/proc/{other.pid}/ns/user", "/proc/self/ns/net", "not the user namespace's"),
+                               ("/proc/self/ns/net", f"/proc/{other.pid}/ns/net", "not a user and a network"),
+                               (str(store / "none"), f"/proc/{other.pid}/ns/net", "No such file")]:
+            done = subprocess.run([ns.helper(), *base, "--shell", user, net], capture_output=True, text=True,
+                                  timeout=30)
+            assert done.returncode != 0 and why in done.stderr, (user, net, done.stderr)
+    finally:
+        other.kill()
+        other.wait()
+    assert machine.machine_id not in ns.list()

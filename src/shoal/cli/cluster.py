@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shoal.config import default_state_dir
+from shoal.config import node_reserve as node_reserve_of
 
 console = Console()
 host_app = typer.Typer(help="Node hosts of a Shoal cluster (Ray: pip install 'shoal[ray]').", no_args_is_help=True)
@@ -56,6 +57,8 @@ def join(
     user_namespaces: Annotated[bool, typer.Option("--user-namespaces/--no-user-namespaces",
                                                   help="As for `shoal serve`.")] = True,
     cgroups: Annotated[bool, typer.Option("--cgroups/--no-cgroups", help="As for `shoal serve`.")] = True,
+    node_reserve: Annotated[int | None, typer.Option(min=0, max=4096, help="As for `shoal serve`.",
+                                                     show_default=False)] = None,
 ) -> None:
     """Make this machine a node host: a Ray node with this host's agent; it fences the host when it loses the
     head. Stays in the foreground (run it under systemd); Ctrl-C stops the host's machines and leaves."""
@@ -71,12 +74,19 @@ def join(
     if overcommit is not None and overcommit <= 0:
         console.print("[red]--overcommit must be positive.[/red]")
         raise typer.Exit(2)
+    try:
+        reserve = node_reserve_of(node_reserve, user_namespaces=user_namespaces, node_network=node_network,
+                                  runtime=runtime)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     ip = node_ip or _default_ip(ray_address)
     head_api = api or f"{ray_address.rpartition(':')[0]}:8443"
     options = {"runtime": runtime, "nodeNetwork": node_network, "addressSpace": node_address_space,
                "userNamespaces": user_namespaces, "cgroups": cgroups, "cores": cores, "memoryMb": memory_mb,
-               "overcommit": overcommit, "address": ip, "apiForward": head_api if node_network == "isolated"
-               else None}
+               "overcommit": overcommit, "address": ip,
+               "nodeReserve": reserve,
+               "apiForward": head_api if node_network == "isolated" else None}
     opts = joining.JoinOptions(ray_address, host_name, store_dir.expanduser().resolve(), fence_seconds, options,
                                node_ip=ip)
     try:

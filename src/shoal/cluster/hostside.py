@@ -118,7 +118,8 @@ class HostSide:
             address_space=str(options.get("addressSpace", "10.224.0.0/12")),
             api_ports=tuple(int(p) for p in options.get("apiPorts") or ()),
             cgroups=bool(options.get("cgroups", True)),
-            api_forward=options.get("apiForward"))
+            api_forward=options.get("apiForward"),
+            node_reserve=int(options.get("nodeReserve") or 0))
         self.agent = HostAgent(self.store, Catalog.load(None), runtime=options.get("runtime"),
                                sandbox_options=sandbox, hide=(str(self.store),))
         self.adopted = self.agent.adopt()  # machines that outlived the last agent process

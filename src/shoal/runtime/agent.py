@@ -74,7 +74,7 @@ class HostAgent:
                 built = sandbox.build(self.sandbox, store_dir)
             except SandboxUnavailable as exc:
                 raise AgentError(str(exc)) from exc
-            hardening = Hardening(built.user_namespaces, built.network, built.cgroups)
+            hardening = Hardening(built.user_namespaces, built.network, built.cgroups, built.reserve)
         # ``hide``: host paths machines must not see through the host-root base (e.g. the state directory).
         try:
             self.machines = detect_runtime(store_dir, prefer=runtime, hide=hide, hardening=hardening)

@@ -120,6 +120,20 @@ class IdRanges:
                 return self.range_of(slot)
         raise IdRangeError(f"all {self.slots} id ranges of this host are in use")
 
+    def transfer(self, base: int, holder: str, machine_id: str) -> IdRange:
+        """Give the range ``holder`` has (a reserve shell's) to ``machine_id``: its slot file names the machine
+        from then on (replaced whole, so a crash leaves one owner or the other)."""
+        slot = self.slot_of(base)
+        with self._lock:
+            if slot is None or self.owner(slot) != holder:
+                raise IdRangeError(f"the id range at {base} is not {holder!r}'s")
+            tmp = self.root / f".{slot}.tmp"
+            tmp.write_text(machine_id)
+            os.replace(tmp, self._slot_file(slot))
+            self._held.pop(holder, None)
+            self._held[machine_id] = slot
+        return self.range_of(slot)
+
     def release(self, base: int, machine_id: str) -> None:
         slot = self.slot_of(base)
         if slot is not None and self.owner(slot) == machine_id:

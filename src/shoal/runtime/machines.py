@@ -86,6 +86,7 @@ from shoal.runtime.native.hostbase import HOST_MASKED, HostBase, mount_points
 from shoal.runtime.native.join import OUTPUT_CAP
 from shoal.runtime.native.provisioner import Provisioner, ProvisionerGone
 from shoal.runtime.nodenet import NodeNetwork
+from shoal.runtime.reserve import NodeReserve, Shell
 
 __all__ = ["HOST_MASKED", "OUTPUT_CAP", "DiskMount", "Hardening", "MachineError", "MachineRuntime", "MachineSpec",
            "NamespaceRuntime", "ProcessRuntime", "apply_layer_dirs", "detect_runtime", "mount_points",
@@ -165,6 +166,7 @@ class Hardening:
     user_namespaces: bool = False
     network: NodeNetwork | None = None  # None: machines share the host's network
     cgroups: Cgroups | None = None  # None: no per-machine limits
+    reserve: int = 0  # machines' user and network namespaces kept made ahead (see runtime/reserve.py)
 
     @property
     def level(self) -> str:
@@ -172,6 +174,8 @@ class Hardening:
         parts = ["user namespaces" if self.user_namespaces else "no user namespaces",
                  f"own network ({self.network.space})" if self.network else "host network",
                  f"cgroup {self.cgroups.version} limits" if self.cgroups else "no cgroup limits"]
+        if self.reserve:
+            parts.append(f"{self.reserve} machines' namespaces kept made ahead")
         return ", ".join(parts)
 
 
@@ -395,6 +399,9 @@ class NamespaceRuntime:
         self.records = _Records(self.store_dir)
         self.hardening = hardening or Hardening()
         self.ids = IdRanges(self.store_dir / "idranges") if self.hardening.user_namespaces else None
+        net = self.hardening.network
+        self.reserve = (NodeReserve(self.helper, self.ids, net.space, self.hardening.reserve)
+                        if self.ids is not None and net is not None and self.hardening.reserve > 0 else None)
         self.host_base = HostBase(host_base_dir, [str(self.store_dir), *hide])
         self._empty = self.store_dir / "bases" / "empty"  # the lower layer of an empty data disk
         self._hosts_text: str | None = None
@@ -438,11 +445,12 @@ class NamespaceRuntime:
                 raise MachineError(f"base {base!r} is not a directory")
             mdir = self.records.dir(spec.machine_id)
             ids: IdRange | None = None
+            shell: Shell | None = None
             cgroups: list[str] = []
             try:
-                ids = self._id_range(spec)
+                shell, ids = self._id_range(spec)
                 cgroups = self._cgroups_of(spec)
-                argv = self._prepare(spec, mdir, base, ids, cgroups)
+                argv = self._prepare(spec, mdir, base, ids, cgroups, shell)
                 pid = self._build(spec.machine_id, argv, provisioner)
                 st = _proc_stat(pid)
                 if st is None:
@@ -452,6 +460,9 @@ class NamespaceRuntime:
                 shutil.rmtree(mdir, ignore_errors=True)
                 self._release(spec.machine_id, ids.base if ids else None, cgroups)
                 raise
+            finally:
+                if shell is not None and self.reserve is not None:
+                    self.reserve.used(shell)  # the init holds its namespaces (or is gone): the keeper lets go
             record = {"machineId": spec.machine_id, "isolation": self.isolation, "initPid": pid,
                       "initStartTime": st[1], "createdAt": time.time(), "spec": spec.to_dict(),
                       "idBase": ids.base if ids else None, "cgroups": cgroups}
@@ -463,12 +474,19 @@ class NamespaceRuntime:
 
     # ------------------------------------------------------------------ hardening
 
-    def _id_range(self, spec: MachineSpec) -> IdRange | None:
-        """The machine's host id range (its disks' current owner when that range is free)."""
+    def _id_range(self, spec: MachineSpec) -> tuple[Shell | None, IdRange | None]:
+        """The machine's host id range: its disks' current owner when that range is free; for a machine of
+        fresh disks on a network, a reserve shell's (with the shell) when one is ready."""
         if self.ids is None:
-            return None
+            return None, None
+        prefer = idranges.recorded_base(Path(spec.os_disk.upper))
+        if self.reserve is not None:
+            self.reserve.demand()
+            taken = self.reserve.take(spec.machine_id) if prefer is None and spec.network else None
+            if taken is not None:
+                return taken
         try:
-            return self.ids.allocate(spec.machine_id, prefer=idranges.recorded_base(Path(spec.os_disk.upper)))
+            return None, self.ids.allocate(spec.machine_id, prefer=prefer)
         except IdRangeError as exc:
             raise MachineError(f"machine {spec.machine_id}: {exc}") from exc
 
@@ -542,8 +560,10 @@ class NamespaceRuntime:
         with self._provisioners_lock:
             return list(self._provisioners)
 
-    def _prepare(self, spec: MachineSpec, mdir: Path, base: str, ids: IdRange | None, cgroups: list[str]) -> _Argv:
-        """Make the machine's directories and return the helper's command line."""
+    def _prepare(self, spec: MachineSpec, mdir: Path, base: str, ids: IdRange | None, cgroups: list[str],
+                 shell: Shell | None = None) -> _Argv:
+        """Make the machine's directories and return the helper's command line (``shell``: the machine enters
+        that reserve shell's namespaces, which hold ``ids``, instead of making its own)."""
         skel = self._skeleton(spec)
         os.makedirs(mdir / "root")
         os.mkdir(mdir / "etc")
@@ -595,9 +615,12 @@ class NamespaceRuntime:
         argv += ["--hostname", spec.hostname, "--sysfs", "--empty", str(self._empty)]  # (what masks show)
         if ids is not None:
             argv += ["--userns", f"{ids.base}:{ids.size}"]
+        if shell is not None:
+            argv += ["--shell", shell.user, shell.net]
         net = self.hardening.network
         if net is not None and spec.network:
-            argv += ["--net", net.veth(spec.machine_id), f"{spec.network['address']}/{spec.network['prefix']}",
+            veth = shell.veth if shell is not None else net.veth(spec.machine_id)
+            argv += ["--net", veth, f"{spec.network['address']}/{spec.network['prefix']}",
                      str(spec.network.get("gateway") or net.gateway)]
         elif net is not None:
             argv.append("--netns")  # no address given: a network of its own all the same, with loopback only
@@ -711,6 +734,8 @@ class NamespaceRuntime:
             return self._adopt(cleanup=alone)
         finally:
             self.records.shared(self._store_lock)
+            if self.reserve is not None:
+                self.reserve.start()  # (after the clean-up freed the ranges of an earlier server's shells)
 
     def _adopt(self, *, cleanup: bool) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -741,7 +766,8 @@ class NamespaceRuntime:
                 shutil.rmtree(path, ignore_errors=True)  # a create() interrupted before it wrote machine.json
         running = {m for m, state in found.items() if state == "running"}
         if self.ids is not None:
-            self.ids.retain_only(running)
+            # (the ranges of this runtime's own reserve shells too, if it adopts again while it holds some)
+            self.ids.retain_only(running | (self.reserve.holders() if self.reserve is not None else set()))
         if self.hardening.cgroups is not None:
             self.hardening.cgroups.sweep(running)
         return found

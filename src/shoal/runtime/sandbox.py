@@ -31,6 +31,7 @@ class SandboxOptions:
     api_ports: tuple[int, ...] = field(default_factory=tuple)  # open to machines at their gateway
     cgroups: bool = True
     api_forward: str | None = None  # "address:port" of a cluster's API, reached at the gateway (nodenet.py)
+    node_reserve: int = 0  # machines' namespaces made ahead (reserve.py): with user namespaces and own networks
 
     @classmethod
     def legacy(cls) -> SandboxOptions:
@@ -119,6 +120,7 @@ class Built:
     user_namespaces: bool
     network: NodeNetwork | None
     cgroups: Cgroups | None
+    reserve: int = 0
 
 
 def build(options: SandboxOptions, store_dir: Path | None = None) -> Built:
@@ -150,4 +152,5 @@ def build(options: SandboxOptions, store_dir: Path | None = None) -> Built:
         version, _ = detect()
         assert version is not None
         cgroups = Cgroups(version, group=store_group(store_dir))
-    return Built(options.user_namespaces, network, cgroups)
+    return Built(options.user_namespaces, network, cgroups,
+                 options.node_reserve if options.user_namespaces and network is not None else 0)

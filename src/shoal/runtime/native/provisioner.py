@@ -45,8 +45,34 @@ class Provisioner:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def init(self, args: Sequence[str]) -> int:
         """Build a machine with the arguments of ``shoal-machine init``; its init's host pid."""
+        text = self._ask(args)
+        try:
+            return int(text)
+        except ValueError as exc:
+            raise MachineError(f"the machine provisioner replied {text!r}") from exc
+
+    def shell(self, base: int, size: int, veth: str) -> tuple[int, int]:
+        """Make a reserve shell (see ``runtime/reserve.py``): the provisioner's descriptors of its user and
+        network namespaces. A failure ends the provisioner."""
+        text = self._ask(["shell", f"{base}:{size}", veth])
+        try:
+            user, net = (int(w) for w in text.split())
+        except ValueError as exc:
+            raise MachineError(f"the machine provisioner replied {text!r}") from exc
+        return user, net
+
+    def drop(self, fds: Sequence[int]) -> None:
+        """Close shells' descriptors (their machines hold the namespaces now, or they are given up)."""
+        self._ask(["drop", *(str(fd) for fd in fds)])
+
+    def _ask(self, args: Sequence[str]) -> str:
+        """One request: the reply's text (MachineError with it when the request failed)."""
         payload = b"".join(os.fsencode(a) + b"\0" for a in args)
         with self._lock:
             stdin, stdout = self._proc.stdin, self._proc.stdout
@@ -66,10 +92,7 @@ class Provisioner:
                 raise
         if code != 0:
             raise MachineError(text.strip() or f"the machine provisioner's build exited with status {code}")
-        try:
-            return int(text)
-        except ValueError as exc:
-            raise MachineError(f"the machine provisioner replied {text!r}") from exc
+        return text
 
     @staticmethod
     def _read(fd: int, size: int, deadline: float) -> bytes:

@@ -96,6 +96,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -392,6 +393,38 @@ static void enter_userns(int userns_fd) {
         fail("become the machine's root: %s", strerror(errno));
 }
 
+/* nsfs ioctls (linux/nsfs.h, not in every libc's headers). */
+#define SH_NS_GET_USERNS _IO(0xb7, 0x1)
+#define SH_NS_GET_PARENT _IO(0xb7, 0x2)
+#define SH_NS_GET_NSTYPE _IO(0xb7, 0x3)
+
+static int same_ns(int a, int b) {
+    struct stat sa, sb;
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev;
+}
+
+/* A reserve shell's namespaces (see make_shell), opened by path: a user namespace and the network namespace
+ * it owns, as make_namespaces would have made them. Checked, so that a wrong path cannot put the machine in
+ * some other namespace: the types, that the user namespace is a child of ours (never our own), and that it
+ * owns the network one. */
+static void enter_shell(const char *user_path, const char *net_path, int *userns_fd, int *netns_fd) {
+    *userns_fd = open(user_path, O_RDONLY | O_CLOEXEC);
+    *netns_fd = open(net_path, O_RDONLY | O_CLOEXEC);
+    if (*userns_fd < 0 || *netns_fd < 0) fail("--shell %s %s: %s", user_path, net_path, strerror(errno));
+    if (ioctl(*userns_fd, SH_NS_GET_NSTYPE) != CLONE_NEWUSER || ioctl(*netns_fd, SH_NS_GET_NSTYPE) != CLONE_NEWNET)
+        fail("--shell %s %s: not a user and a network namespace", user_path, net_path);
+    int ours = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+    int parent = ioctl(*userns_fd, SH_NS_GET_PARENT);
+    if (ours < 0 || parent < 0 || !same_ns(parent, ours))
+        fail("--shell %s: not a user namespace made by the host's own", user_path);
+    int owner = ioctl(*netns_fd, SH_NS_GET_USERNS);
+    if (owner < 0 || !same_ns(owner, *userns_fd))
+        fail("--shell %s %s: the network namespace is not the user namespace's", user_path, net_path);
+    close(ours);
+    close(parent);
+    close(owner);
+}
+
 #define SH_OPEN_TREE_CLONE 1u
 #define SH_AT_EMPTY_PATH 0x1000
 #define SH_MOUNT_ATTR_IDMAP 0x00100000ull
@@ -527,10 +560,10 @@ static void write_sysctl(const char *fmt, const char *ifname, const char *value,
 }
 
 /* The host's end (in the host's network namespace): a veth pair whose other end is eth0 in the machine's
- * namespace; proxy ARP answers for the gateway and the pool's other nodes, a strict reverse-path filter drops
+ * namespace, made down and without a route (see attach_veth); proxy ARP answers for the gateway and the pool's other nodes, a strict reverse-path filter drops
  * whatever the machine sends from an address that is not its own (its root may change its addresses), and a
  * /32 route brings the machine's traffic back. */
-static void plug_veth(const struct netspec *n, int netns_fd) {
+static void create_veth(const struct netspec *n, int netns_fd) {
     int fd = nl_open();
     for (int attempt = 0;; attempt++) {
         struct nlreq r;
@@ -567,11 +600,18 @@ static void plug_veth(const struct netspec *n, int netns_fd) {
         if (err) fail("create veth %s: %s", n->veth, strerror(err));
         break;
     }
-    int index = (int)if_nametoindex(n->veth);
-    if (!index) fail("veth %s: %s", n->veth, strerror(errno));
     write_sysctl("/proc/sys/net/ipv4/conf/%s/proxy_arp", n->veth, "1", 1);
     write_sysctl("/proc/sys/net/ipv4/conf/%s/rp_filter", n->veth, "1", 1);
     write_sysctl("/proc/sys/net/ipv6/conf/%s/disable_ipv6", n->veth, "1", 0);
+    close(fd);
+}
+
+/* The host's end, made by create_veth (now or ahead, in a reserve shell): up, with the /32 route to the
+ * machine's address. Until then it has no route and is down: nothing reaches its namespace. */
+static void attach_veth(const struct netspec *n) {
+    int fd = nl_open();
+    int index = (int)if_nametoindex(n->veth);
+    if (!index) fail("veth %s: %s", n->veth, strerror(errno));
     link_up(fd, index, n->veth);
     add_route(fd, n->address, 32, NULL, index, RT_SCOPE_LINK, 0);
     close(fd);
@@ -893,6 +933,7 @@ struct init_spec {
     const char **cgroups;
     int ncgroups;
     const char *control;          /* --control: the socket the machine's init starts commands from */
+    const char *shell_user, *shell_net; /* --shell: namespaces made ahead (see make_shell), entered by path */
 };
 
 static void parse_init(int argc, char **argv, struct init_spec *sp) {
@@ -926,6 +967,10 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
             i += 3;
         } else if (!strcmp(opt, "--netns")) {
             sp->own_netns = 1;
+        } else if (!strcmp(opt, "--shell")) {
+            NEED2();
+            sp->shell_user = v1;
+            sp->shell_net = v2;
         } else if (!strcmp(opt, "--cgroup")) { NEED1(); sp->cgroups[sp->ncgroups++] = v1; }
         else if (!strcmp(opt, "--control")) { NEED1(); sp->control = v1; }
         else if (!strcmp(opt, "--lower-host")) {
@@ -968,6 +1013,8 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
 #undef NEED2
     }
     if (!root) fail("init: --root is required");
+    if (sp->shell_user && (!sp->uid_count || !sp->own_netns))
+        fail("init: --shell needs --userns and --net or --netns (it holds a user and a network namespace)");
     if (nact == 0 || acts[0].kind != ACT_OVERLAY || strcmp(acts[0].target, "/"))
         fail("init: the first mount must be --overlay /");
     for (int i = 0; i < nact; i++) {
@@ -1043,8 +1090,13 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
      * the network. */
     join_cgroups(sp->cgroups, sp->ncgroups);
     int userns_fd, netns_fd;
-    make_namespaces(sp->uid_base, sp->uid_count, sp->own_netns, &userns_fd, &netns_fd);
-    if (sp->with_net) plug_veth(&sp->net, netns_fd);
+    if (sp->shell_user) {
+        enter_shell(sp->shell_user, sp->shell_net, &userns_fd, &netns_fd);
+    } else {
+        make_namespaces(sp->uid_base, sp->uid_count, sp->own_netns, &userns_fd, &netns_fd);
+        if (sp->with_net) create_veth(&sp->net, netns_fd);
+    }
+    if (sp->with_net) attach_veth(&sp->net);
     /* Without a user namespace the machine's mount and uts namespaces are made here and the machine's root is
      * the host's root. With one, these first namespaces only hold Shoal's mounts; the machine's own are made
      * once inside its user namespace (below). */
@@ -1978,6 +2030,45 @@ static void __attribute__((noreturn)) starter_loop(int control, const sigset_t *
     }
 }
 
+/* ------------------------------------------------------------------------------------------------ reserve */
+
+/* A provisioner can keep a reserve of "shells": what a hardened machine's kernel setup costs most, made ahead
+ * while the host is quiet. A shell is a user namespace with its id map, the network namespace it owns, and a
+ * veth pair whose eth0 is in that namespace and whose host end is down, without an address or a route. The
+ * provisioner holds each shell by two descriptors and names them in its reply; a machine's init opens them as
+ * /proc/PID/fd/N (--shell) and the caller then has the provisioner drop them. A shell is used once, by one
+ * machine, and nothing runs in it before that machine's init: it is exactly what make_namespaces and
+ * create_veth would have made for the machine. Shells held when the provisioner ends go with it. */
+#define MAX_SHELL_FD 65536
+static unsigned char g_shell_fd[MAX_SHELL_FD]; /* 1: a descriptor of a shell (the only ones `drop` closes) */
+
+/* shell BASE:COUNT VETH -> "USERNS_FD NETNS_FD". A failure ends the provisioner (and the shells it holds). */
+static void make_shell(int argc, char **args, char *msg, size_t cap) {
+    if (argc != 3) fail("shell: want BASE:COUNT VETH");
+    char *end;
+    long base = strtol(args[1], &end, 10), count = *end == ':' ? strtol(end + 1, &end, 10) : 0;
+    if (*end || base <= 0 || count <= 0 || count > 1L << 24) fail("shell %s: want BASE:COUNT", args[1]);
+    struct netspec n = {.veth = args[2]};
+    if (strlen(n.veth) >= IFNAMSIZ || !n.veth[0]) fail("shell: bad interface name %s", n.veth);
+    int userns_fd, netns_fd;
+    make_namespaces(base, count, 1, &userns_fd, &netns_fd);
+    create_veth(&n, netns_fd);
+    if (userns_fd >= MAX_SHELL_FD || netns_fd >= MAX_SHELL_FD) fail("shell: too many descriptors");
+    g_shell_fd[userns_fd] = g_shell_fd[netns_fd] = 1;
+    snprintf(msg, cap, "%d %d\n", userns_fd, netns_fd);
+}
+
+/* drop FD... : close shells' descriptors (a machine has its own references now, or the shell is given up). */
+static void drop_shells(int argc, char **args) {
+    for (int i = 1; i < argc; i++) {
+        long fd = strtol(args[i], NULL, 10);
+        if (fd > 2 && fd < MAX_SHELL_FD && g_shell_fd[fd]) {
+            g_shell_fd[fd] = 0;
+            close((int)fd);
+        }
+    }
+}
+
 static int cmd_serve(const char *self) {
     signal(SIGPIPE, SIG_IGN);
     /* The inits we build stay our children until we end: let the kernel reap those that die. */
@@ -2002,7 +2093,14 @@ static int cmd_serve(const char *self) {
             if (req[i] == '\0') { args[k++] = req + start; start = i + 1; }
         char msg[1024];
         int code = 1, ready[2];
-        if (pipe2(ready, O_CLOEXEC) < 0) {
+        if (argc >= 1 && !strcmp(args[0], "shell")) {
+            make_shell(argc, args, msg, sizeof msg);
+            code = 0;
+        } else if (argc >= 1 && !strcmp(args[0], "drop")) {
+            drop_shells(argc, args);
+            snprintf(msg, sizeof msg, "ok\n");
+            code = 0;
+        } else if (pipe2(ready, O_CLOEXEC) < 0) {
             snprintf(msg, sizeof msg, "%s: pipe: %s\n", g_prog, strerror(errno));
         } else if (unshare(CLONE_NEWPID) < 0) {
             snprintf(msg, sizeof msg, "%s: unshare(CLONE_NEWPID): %s\n", g_prog, strerror(errno));
