@@ -935,12 +935,17 @@ def test_an_init_refuses_a_shell_that_is_not_a_machines_own_namespaces(ns: Names
         (store / "bad" / sub).mkdir(parents=True)
     base = ["init", "--id", "m1", "--root", str(store / "bad" / "root"), "--overlay", "/", "--lower",
             str(store / "bad" / "root"), "--upper", str(store / "bad" / "upper"), "--work", str(store / "bad" / "work"),
-            "--userns", "1048576:65536", "--netns"]
+            "--userns", "1048576:65536", "--netns", "--empty", str(store / "bad" / "upper")]
     other = subprocess.Popen(["unshare", "--user", "--net", "sleep", "30"])
+    # Namespaces that pass for a shell (a user namespace of the host's, owning the network one) but map other ids:
+    # what a path of a keeper that has gone could name.
+    mapped = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "30"])
     try:
-        wait_for(lambda: os.stat(f"/proc/{other.pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino,
-                 "the namespaces")
-        for user, net, why in [("/proc/self/ns/user", "/proc/self/ns/net", "the host's own"),
+        for pid in (other.pid, mapped.pid):
+            wait_for(lambda p=pid: os.stat(f"/proc/{p}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino,
+                     "the namespaces")
+        for user, net, why in [(f"/proc/{mapped.pid}/ns/user", f"/proc/{mapped.pid}/ns/net", "does not map"),
+                               ("/proc/self/ns/user", "/proc/self/ns/net", "the host's own"),
                                (f"/proc/{other.pid}/ns/user", "/proc/self/ns/net", "not the user namespace's"),
                                ("/proc/self/ns/net", f"/proc/{other.pid}/ns/net", "not a user and a network"),
                                (str(store / "none"), f"/proc/{other.pid}/ns/net", "No such file")]:
@@ -948,6 +953,7 @@ def test_an_init_refuses_a_shell_that_is_not_a_machines_own_namespaces(ns: Names
                                   timeout=30)
             assert done.returncode != 0 and why in done.stderr, (user, net, done.stderr)
     finally:
-        other.kill()
-        other.wait()
+        for process in (other, mapped):
+            process.kill()
+            process.wait()
     assert machine.machine_id not in ns.list()

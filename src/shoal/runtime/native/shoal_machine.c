@@ -386,9 +386,30 @@ static void make_namespaces(long uid_base, long uid_count, int with_net, int *us
     while (waitpid(child, NULL, 0) < 0 && errno == EINTR) { }
 }
 
+/* In a machine's user namespace: refuse to go on unless it maps exactly the machine's range (ids 0..COUNT-1 to
+ * the host's BASE..). A reserve shell's does (its range was allocated for it and given to this machine); any
+ * other namespace that --shell might name once its keeper has gone does not, as no two live machines share a
+ * range. */
+static void check_id_maps(long base, long count) {
+    static const char *const maps[] = {"/proc/self/uid_map", "/proc/self/gid_map"};
+    for (int i = 0; i < 2; i++) {
+        char buf[256] = "";
+        int fd = open(maps[i], O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+        if (fd >= 0) close(fd);
+        long inside = -1, outside = -1, length = -1;
+        char extra = 0;
+        if (n <= 0 || sscanf(buf, " %ld %ld %ld %c", &inside, &outside, &length, &extra) != 3 || inside != 0 ||
+            outside != base || length != count)
+            fail("--shell: the user namespace does not map the machine's ids (%s: %.*s)", maps[i],
+                 n > 0 ? (int)n : 0, buf);
+    }
+}
+
 /* Become the machine's root: enter its user namespace as uid 0 / gid 0 there (the host's BASE). */
-static void enter_userns(int userns_fd) {
+static void enter_userns(int userns_fd, int shell, long base, long count) {
     if (setns(userns_fd, CLONE_NEWUSER) < 0) fail("setns user: %s", strerror(errno));
+    if (shell) check_id_maps(base, count);
     if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         fail("become the machine's root: %s", strerror(errno));
 }
@@ -1152,7 +1173,7 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
         int shoal_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
         if (shoal_ns < 0) fail("open /proc/self/ns/mnt: %s", strerror(errno));
         release_later(shoal_ns);
-        enter_userns(userns_fd);
+        enter_userns(userns_fd, sp->shell_user != NULL, sp->uid_base, sp->uid_count);
         if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (sp->ncgroups ? CLONE_NEWCGROUP : 0)) < 0)
             fail("unshare(mount, uts, ipc, cgroup) in the user namespace: %s", strerror(errno));
         if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
@@ -1511,7 +1532,7 @@ static void open_inside_files(struct join_opts *o) {
 static void __attribute__((noreturn)) shim(struct join_opts *o, int result_fd) {
     g_shim_result_fd = result_fd;
     if (o->userns_fd >= 0) {
-        enter_userns(o->userns_fd);
+        enter_userns(o->userns_fd, 0, 0, 0);
         close(o->userns_fd);
         sound_mounts();
         drop_bounding_set();
