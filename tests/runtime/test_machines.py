@@ -885,13 +885,15 @@ def test_machines_from_the_reserve_get_its_namespaces_and_the_host_side_a_cold_b
     for machine in machines:
         ids = reserved.id_range(machine.machine_id)
         assert ids is not None and reserved.ids.owner(reserved.ids.slot_of(ids.base) or 0) == machine.machine_id
-        script = "id -u; cat /proc/self/uid_map; ip -o -4 addr show eth0; ls /sys/class/net"
+        script = ("id -u; cat /proc/self/uid_map; ip -o -4 addr show eth0; "
+                  "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ls /sys/class/net")
         result = reserved.run(machine.machine_id, ["sh", "-c", script], env=PATH)
         assert result["exitCode"] == 0, result
         out = result["stdout"].decode().split()
         assert out[:4] == ["0", "0", str(ids.base), "65536"]  # the machine's root is its range's first id
         assert f"{machine.network['address']}/20" in out if machine.network else False
-        assert sorted(out[-2:]) == ["eth0", "lo"]  # nothing else in its network namespace
+        # IPv6 is off on eth0 (the host's end has none), and nothing else is in its network namespace.
+        assert out[-3:-2] == ["1"] and sorted(out[-2:]) == ["eth0", "lo"]
         # Its own user and network namespaces, neither the host's nor another machine's.
         init = reserved.init_pid(machine.machine_id)
         assert os.stat(f"/proc/{init}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino

@@ -644,11 +644,20 @@ static void configure_loopback(void) {
     close(fd);
 }
 
-/* The machine's end (inside its network namespace, as its root): lo and eth0 up, the address, the default
- * route through the gateway (on-link: the host's end answers ARP for it). */
-static void configure_inside(const struct netspec *n) {
+/* Inside a machine's new network namespace, before eth0 comes up: no IPv6 on it. The host's end has none
+ * (nodes are on IPv4 subnets), so a link-local address would only cost its set-up and duplicate address
+ * detection at every boot; lo keeps ::1. Written through the host's /proc by a host root that has entered
+ * the namespace (a machine's own /proc/sys is read-only). */
+static void eth0_without_ipv6(void) {
+    write_sysctl("/proc/sys/net/ipv6/conf/%s/disable_ipv6", "eth0", "1", 0);
+}
+
+/* The machine's end (inside its network namespace, as its root): lo and eth0 up (unless a reserve shell
+ * brought them up ahead: `up`), the address, the default route through the gateway (on-link: the host's end
+ * answers ARP for it). */
+static void configure_inside(const struct netspec *n, int up) {
     int fd = nl_open();
-    link_up(fd, 1, "lo");
+    if (!up) link_up(fd, 1, "lo");
     int index = (int)if_nametoindex("eth0");
     if (!index) fail("eth0: %s", strerror(errno));
     struct nlreq r;
@@ -659,7 +668,7 @@ static void configure_inside(const struct netspec *n) {
     nl_put(&r, IFA_ADDRESS, &n->address, sizeof n->address);
     int err = nl_talk(fd, &r);
     if (err) fail("address on eth0: %s", strerror(err));
-    link_up(fd, index, "eth0");
+    if (!up) link_up(fd, index, "eth0");
     struct in_addr any = {0};
     add_route(fd, any, 0, &n->gateway, index, RT_SCOPE_UNIVERSE, 1);
     close(fd);
@@ -1126,6 +1135,7 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
     /* sysfs shows the network namespace of whoever mounts it: the machine's own. */
     if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0) fail("setns net: %s", strerror(errno));
+    if (sp->with_net && !sp->shell_user) eth0_without_ipv6();
     for (int i = 0; i < nact; i++) {
         const struct action *a = &acts[i];
         char *where = i == 0 ? strdup(root) : joinpath(root, a->target);
@@ -1177,12 +1187,12 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
         if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (sp->ncgroups ? CLONE_NEWCGROUP : 0)) < 0)
             fail("unshare(mount, uts, ipc, cgroup) in the user namespace: %s", strerror(errno));
         if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
-        if (sp->with_net) configure_inside(&sp->net);
-        else if (sp->own_netns) configure_loopback();
+        if (sp->with_net) configure_inside(&sp->net, sp->shell_user != NULL);
+        else if (sp->own_netns && !sp->shell_user) configure_loopback();
         drop_bounding_set();
         close(userns_fd);
     } else if (sp->with_net) {
-        configure_inside(&sp->net);
+        configure_inside(&sp->net, 0);
     } else if (sp->own_netns) {
         configure_loopback();
     }
@@ -2074,6 +2084,20 @@ static void make_shell(int argc, char **args, char *msg, size_t cap) {
     int userns_fd, netns_fd;
     make_namespaces(base, count, 1, &userns_fd, &netns_fd);
     create_veth(&n, netns_fd);
+    /* What does not depend on the machine is done here too: inside, IPv6 off on eth0, lo and eth0 up (eth0
+     * without a carrier until its machine brings the host's end up). */
+    static int host_netns = -1;
+    if (host_netns < 0 && (host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
+        fail("shell: open /proc/self/ns/net: %s", strerror(errno));
+    if (setns(netns_fd, CLONE_NEWNET) < 0) fail("shell: setns net: %s", strerror(errno));
+    eth0_without_ipv6();
+    int fd = nl_open();
+    link_up(fd, 1, "lo");
+    int index = (int)if_nametoindex("eth0");
+    if (!index) fail("shell: eth0: %s", strerror(errno));
+    link_up(fd, index, "eth0");
+    close(fd);
+    if (setns(host_netns, CLONE_NEWNET) < 0) fail("shell: back to the host's network: %s", strerror(errno));
     if (userns_fd >= MAX_SHELL_FD || netns_fd >= MAX_SHELL_FD) fail("shell: too many descriptors");
     g_shell_fd[userns_fd] = g_shell_fd[netns_fd] = 1;
     snprintf(msg, cap, "%d %d\n", userns_fd, netns_fd);
