@@ -66,6 +66,7 @@ class IdRanges:
     def __init__(self, root: Path, *, first: int | None = None, slots: int | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._dir = str(self.root)
         configured = subordinate_ids()
         if first is None:
             first = configured[0] if configured else DEFAULT_FIRST
@@ -94,9 +95,13 @@ class IdRanges:
 
     def owner(self, slot: int) -> str | None:
         try:
-            return self._slot_file(slot).read_text()
+            fd = os.open(os.path.join(self._dir, str(slot)), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
+        try:
+            return os.read(fd, 4096).decode()
+        finally:
+            os.close(fd)
 
     def allocate(self, machine_id: str, prefer: int | None = None) -> IdRange:
         """A free range for ``machine_id`` (``prefer``: the base its disks are owned by, if it is free)."""
@@ -127,9 +132,13 @@ class IdRanges:
         with self._lock:
             if slot is None or self.owner(slot) != holder:
                 raise IdRangeError(f"the id range at {base} is not {holder!r}'s")
-            tmp = self.root / f".{slot}.tmp"
-            tmp.write_text(machine_id)
-            os.replace(tmp, self._slot_file(slot))
+            tmp = os.path.join(self._dir, f".{slot}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, machine_id.encode())
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(self._dir, str(slot)))
             self._held.pop(holder, None)
             self._held[machine_id] = slot
         return self.range_of(slot)
@@ -156,35 +165,54 @@ class IdRanges:
 # ---------------------------------------------------------------------------------------------- ownership
 
 
-def recorded_base(directory: Path) -> int | None:
+# (Plain os calls on strings here, not pathlib: these run for every machine a host boots, on the boot's path.)
+
+
+def _marker(directory: str | os.PathLike[str]) -> str:
+    head, name = os.path.split(os.path.normpath(os.fspath(directory)))
+    return os.path.join(head, f"{MARKER}-{name}")
+
+
+def recorded_base(directory: str | os.PathLike[str]) -> int | None:
     """The range base a machine directory (disk upper, temporary drive) is owned by; None: host ids."""
     try:
-        return int((Path(directory).parent / f"{MARKER}-{Path(directory).name}").read_text())
+        fd = os.open(_marker(directory), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
 
 
-def forget(directory: Path) -> None:
+def forget(directory: str | os.PathLike[str]) -> None:
     """The directory is gone (a machine's temporary drive): drop what recorded its owner."""
     _record(directory, None)
 
 
-def _record(directory: Path, base: int | None) -> None:
-    marker = Path(directory).parent / f"{MARKER}-{Path(directory).name}"
+def _record(directory: str | os.PathLike[str], base: int | None) -> None:
+    marker = _marker(directory)
     if base is None:
-        marker.unlink(missing_ok=True)
-    else:
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(str(base))
-        os.replace(tmp, marker)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)
+        return
+    tmp = marker + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, str(base).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, marker)
 
 
-def own(directory: Path, target: IdRange | None) -> None:
+def own(directory: str | os.PathLike[str], target: IdRange | None) -> None:
     """Make ``directory`` (and everything in it) belong to ``target`` (None: back to plain host ids).
 
     A fresh directory only needs its root chowned; one owned by another range (or by host ids) has every
     entry's ids shifted, without following links. Ids outside the source range are kept as they are."""
-    directory = Path(directory)
+    directory = os.fspath(directory)
     current = recorded_base(directory)
     new = target.base if target is not None else None
     if current == new:
@@ -203,8 +231,11 @@ def own(directory: Path, target: IdRange | None) -> None:
             if not os.path.islink(path) and mode & 0o6000:
                 os.chmod(path, mode & 0o7777)  # chown clears setuid/setgid bits: keep them
 
-    shift(str(directory))
-    for top, dirs, files in os.walk(directory):
-        for name in dirs + files:
-            shift(os.path.join(top, name))
+    shift(directory)
+    with os.scandir(directory) as entries:
+        fresh = next(entries, None) is None  # (an empty directory: nothing to walk)
+    if not fresh:
+        for top, dirs, files in os.walk(directory):
+            for name in dirs + files:
+                shift(os.path.join(top, name))
     _record(directory, new)

@@ -479,7 +479,7 @@ class NamespaceRuntime:
         fresh disks on a network, a reserve shell's (with the shell) when one is ready."""
         if self.ids is None:
             return None, None
-        prefer = idranges.recorded_base(Path(spec.os_disk.upper))
+        prefer = idranges.recorded_base(spec.os_disk.upper)
         if self.reserve is not None:
             self.reserve.demand()
             taken = self.reserve.take(spec.machine_id) if prefer is None and spec.network else None
@@ -582,7 +582,7 @@ class NamespaceRuntime:
         self._empty.mkdir(parents=True, exist_ok=True)
         # What the machine writes belongs to its id range: its disks' uppers and its temporary drive.
         for directory in (spec.os_disk.upper, *(d.upper for d in spec.data_disks.values()), spec.temp_dir):
-            idranges.own(Path(directory), ids)
+            idranges.own(directory, ids)
 
         argv = [self.helper(), "init", "--id", spec.machine_id, "--root", str(mdir / "root"),
                 "--control", str(mdir / CONTROL_SOCKET), "--overlay", "/", "--lower", skel]
