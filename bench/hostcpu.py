@@ -32,3 +32,18 @@ def allowed_extra_ms(limits_ms: float) -> float:
 def core_use(busy: float, wall: float) -> float:
     """The share of all the host's cores that `busy` CPU seconds kept busy over `wall` seconds."""
     return busy / (wall * (os.cpu_count() or 1))
+
+
+def settle(busy_below: float = 0.1, window: float = 0.3, timeout: float = 30.0) -> float:
+    """Wait until the host's cores are quiet (less than ``busy_below`` of them busy over ``window`` seconds):
+    what the last measurement left running (the kernel releasing a deleted pool's cgroups and namespaces, a
+    refill) must not run into the next one. Returns the seconds waited (at most ``timeout``)."""
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        busy, at = busy_seconds(), time.monotonic()
+        time.sleep(window)
+        if core_use(busy_seconds() - busy, time.monotonic() - at) < busy_below:
+            break
+    return time.monotonic() - start
