@@ -29,6 +29,7 @@ nodes).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -61,6 +62,11 @@ def meminfo_kb() -> int:
         key, _, rest = line.partition(":")
         values[key] = int(rest.split()[0])
     return sum(values[k] for k in KERNEL)
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3")
 
 
 def reserved() -> int:
@@ -97,7 +103,11 @@ class Side:
 
     def pool(self, pool_id: str, nodes: int, slots: int = 1) -> float:
         if nodes >= 100:
-            settle()  # what the previous side left to the kernel (its pools' release) runs before, not during
+            # Every big pool starts from the same host state. A deleted node's memory cgroup lingers (dying)
+            # while page cache is charged to it, and each one makes the next cgroups dearer to create: reclaim
+            # them, then let what the previous side left to the kernel run before this pool, not during it.
+            drop_caches()
+            settle()
         kernel = meminfo_kb()
         start, busy = time.perf_counter(), busy_seconds()
         self.client.create_pool(bm.BatchPoolCreateOptions(

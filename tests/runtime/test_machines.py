@@ -897,7 +897,11 @@ def test_machines_from_the_reserve_get_its_namespaces_and_the_host_side_a_cold_b
         # Its own user and network namespaces, neither the host's nor another machine's.
         init = reserved.init_pid(machine.machine_id)
         assert os.stat(f"/proc/{init}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
-    assert len({os.stat(f"/proc/{reserved.init_pid(m.machine_id)}/ns/user").st_ino for m in machines}) == 3
+    for kind in ("user", "net", "ipc", "uts"):  # each machine's own, none the host's
+        inodes = {os.stat(f"/proc/{reserved.init_pid(m.machine_id)}/ns/{kind}").st_ino for m in machines}
+        assert len(inodes) == 3 and os.stat(f"/proc/self/ns/{kind}").st_ino not in inodes
+    names = [reserved.run(m.machine_id, ["hostname"], env=PATH)["stdout"] for m in machines]
+    assert names == [b"m0\n", b"m1\n", b"m2\n"]
     # The reserve fills again once machines are no longer being made; a machine's end frees its shell's veth.
     wait_for(lambda: reserved.reserve is not None and reserved.reserve.ready() == 2, "the reserve to refill")
     reserved.adopt()  # adopting again (as a cluster's control plane does) keeps the ranges the shells hold
@@ -931,29 +935,41 @@ def test_shells_of_a_runtime_that_ended_leave_no_id_range_and_no_interface(
 
 
 def test_an_init_refuses_a_shell_that_is_not_a_machines_own_namespaces(ns: NamespaceRuntime, store: Path) -> None:
-    """--shell names namespaces made ahead for the machine: the host's own (or a mismatched pair) is refused."""
+    """--shell names namespaces made ahead for the machine (user, network, IPC, UTS): the host's own, another
+    user namespace's, ones of the wrong kind, or ones that map other ids are refused."""
     machine = spec(store, "m1")
     for sub in ("root", "upper", "work"):
         (store / "bad" / sub).mkdir(parents=True)
     base = ["init", "--id", "m1", "--root", str(store / "bad" / "root"), "--overlay", "/", "--lower",
             str(store / "bad" / "root"), "--upper", str(store / "bad" / "upper"), "--work", str(store / "bad" / "work"),
             "--userns", "1048576:65536", "--netns", "--empty", str(store / "bad" / "upper")]
-    other = subprocess.Popen(["unshare", "--user", "--net", "sleep", "30"])
-    # Namespaces that pass for a shell (a user namespace of the host's, owning the network one) but map other ids:
+    kinds = ("user", "net", "ipc", "uts")
+    other = subprocess.Popen(["unshare", "--user", "--net", "--ipc", "--uts", "sleep", "30"])
+    # Namespaces that pass for a shell (a user namespace of the host's, owning the others) but map other ids:
     # what a path of a keeper that has gone could name.
-    mapped = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "30"])
+    mapped = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "--ipc", "--uts", "sleep", "30"])
+
+    def of(pid: int | str, *swap: tuple[int, str]) -> list[str]:
+        paths = [f"/proc/{pid}/ns/{kind}" for kind in kinds]
+        for index, path in swap:
+            paths[index] = path
+        return paths
+
     try:
         for pid in (other.pid, mapped.pid):
-            wait_for(lambda p=pid: os.stat(f"/proc/{p}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino,
+            wait_for(lambda p=pid: os.stat(f"/proc/{p}/ns/ipc").st_ino != os.stat("/proc/self/ns/ipc").st_ino,
                      "the namespaces")
-        for user, net, why in [(f"/proc/{mapped.pid}/ns/user", f"/proc/{mapped.pid}/ns/net", "does not map"),
-                               ("/proc/self/ns/user", "/proc/self/ns/net", "the host's own"),
-                               (f"/proc/{other.pid}/ns/user", "/proc/self/ns/net", "not the user namespace's"),
-                               ("/proc/self/ns/net", f"/proc/{other.pid}/ns/net", "not a user and a network"),
-                               (str(store / "none"), f"/proc/{other.pid}/ns/net", "No such file")]:
-            done = subprocess.run([ns.helper(), *base, "--shell", user, net], capture_output=True, text=True,
+        for paths, why in [(of(mapped.pid), "does not map"),
+                           (of("self"), "the host's own"),
+                           (of(other.pid, (1, "/proc/self/ns/net")), "not a namespace of the user namespace"),
+                           (of(other.pid, (2, "/proc/self/ns/ipc")), "not a namespace of the user namespace"),
+                           (of(other.pid, (3, "/proc/self/ns/uts")), "not a namespace of the user namespace"),
+                           (of(other.pid, (2, f"/proc/{other.pid}/ns/uts")), "not the namespace expected"),
+                           (of(other.pid, (0, f"/proc/{other.pid}/ns/net")), "not the namespace expected"),
+                           (of(other.pid, (0, str(store / "none"))), "No such file")]:
+            done = subprocess.run([ns.helper(), *base, "--shell", *paths], capture_output=True, text=True,
                                   timeout=30)
-            assert done.returncode != 0 and why in done.stderr, (user, net, done.stderr)
+            assert done.returncode != 0 and why in done.stderr, (paths, done.stderr)
     finally:
         for process in (other, mapped):
             process.kill()

@@ -616,7 +616,7 @@ class NamespaceRuntime:
         if ids is not None:
             argv += ["--userns", f"{ids.base}:{ids.size}"]
         if shell is not None:
-            argv += ["--shell", shell.user, shell.net]
+            argv += ["--shell", *shell.paths]
         net = self.hardening.network
         if net is not None and spec.network:
             veth = shell.veth if shell is not None else net.veth(spec.machine_id)

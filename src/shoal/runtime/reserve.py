@@ -4,13 +4,15 @@ Most of what a hardened machine costs the host at boot is the kernel's work for 
 namespace with its id map, a network namespace (its loopback, its per-net sysctl tables) and a veth pair (its
 sysfs and sysctl entries). Measured on 2 cores that is about 1.2 ms of CPU per machine, and when a pool grows by
 hundreds of nodes every node queues behind it. So the host keeps a reserve of *shells*: each is a user namespace
-mapped to an id range of its own, the network namespace it owns, and a veth pair whose ``eth0`` is in that
-namespace and whose host end is down, without an address or a route (``make_shell`` in the helper).
+mapped to an id range of its own, the network namespace it owns with a veth pair whose ``eth0`` is in it (up,
+IPv6 off) and whose host end is down, without an address or a route, and the IPC and UTS namespaces the machine's
+root will have (``make_shell`` in the helper).
 
 A machine booted with a shell skips that work: its init enters the shell's namespaces (checked to be a user
-namespace and the network namespace it owns), brings the host end up with the route to the machine's address,
-and goes on as any other hardened init. The machine gets the shell's id range. A shell is made by Shoal, nothing
-runs in it before its machine, and it is used once: it is what the machine's own boot would have made.
+namespace of the host's and namespaces it owns, and that it maps the machine's range), brings the host end up
+with the route to the machine's address, and goes on as any other hardened init. The machine gets the shell's id
+range. A shell is made by Shoal, nothing runs in it before its machine, and it is used once: it is what the
+machine's own boot would have made.
 
 The shells are held by a resident provisioner of their own (the *keeper*) as descriptors, which inits open as
 ``/proc/KEEPER/fd/N``; once a machine is up (or its boot failed) the keeper drops them. Shells are refilled one at
@@ -48,10 +50,13 @@ class Shell:
 
     base: int  # its id range's first host id
     veth: str  # the host end
-    user: str  # its user namespace, as a path the init opens
-    net: str  # its network namespace
-    fds: tuple[int, int]  # the keeper's descriptors of the two
+    fds: tuple[int, ...]  # the keeper's descriptors of its user, network, IPC and UTS namespaces
     keeper: Provisioner
+
+    @property
+    def paths(self) -> list[str]:
+        """Its namespaces (user, network, IPC, UTS) as paths the machine's init opens."""
+        return [f"/proc/{self.keeper.pid}/fd/{fd}" for fd in self.fds]
 
     @property
     def holder(self) -> str:
@@ -174,13 +179,12 @@ class NodeReserve:
         veth = "sr" + hashlib.sha256(tag.encode()).hexdigest()[:12]
         ids = self._ids.allocate(holder_of(veth))
         try:
-            user, net = keeper.shell(ids.base, RANGE_SIZE, veth)
+            fds = keeper.shell(ids.base, RANGE_SIZE, veth)
         except BaseException:
             self._ids.release(ids.base, holder_of(veth))
             raise
         with self._lock:
-            self._ready.append(Shell(ids.base, veth, f"/proc/{keeper.pid}/fd/{user}", f"/proc/{keeper.pid}/fd/{net}",
-                                     (user, net), keeper))
+            self._ready.append(Shell(ids.base, veth, fds, keeper))
 
     def _discard(self) -> None:
         """The keeper failed or ended: its shells went with it."""

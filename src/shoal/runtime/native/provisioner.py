@@ -57,15 +57,17 @@ class Provisioner:
         except ValueError as exc:
             raise MachineError(f"the machine provisioner replied {text!r}") from exc
 
-    def shell(self, base: int, size: int, veth: str) -> tuple[int, int]:
-        """Make a reserve shell (see ``runtime/reserve.py``): the provisioner's descriptors of its user and
-        network namespaces. A failure ends the provisioner."""
+    def shell(self, base: int, size: int, veth: str) -> tuple[int, ...]:
+        """Make a reserve shell (see ``runtime/reserve.py``): the provisioner's descriptors of its user, network,
+        IPC and UTS namespaces. A failure ends the provisioner."""
         text = self._ask(["shell", f"{base}:{size}", veth])
         try:
-            user, net = (int(w) for w in text.split())
+            fds = tuple(int(w) for w in text.split())
         except ValueError as exc:
             raise MachineError(f"the machine provisioner replied {text!r}") from exc
-        return user, net
+        if len(fds) != 4:
+            raise MachineError(f"the machine provisioner replied {text!r}")
+        return fds
 
     def drop(self, fds: Sequence[int]) -> None:
         """Close shells' descriptors (their machines hold the namespaces now, or they are given up)."""

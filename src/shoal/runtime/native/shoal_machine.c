@@ -339,8 +339,10 @@ static void sound_mounts(void) {
  * (a process cannot map its user namespace to host ids it does not hold); we write its id maps from outside,
  * keep references to its namespaces, and let it go. The network namespace is made after the user namespace,
  * in the same call, so the machine's user namespace owns it: its root holds CAP_NET_ADMIN there only. */
-static void make_namespaces(long uid_base, long uid_count, int with_net, int *userns_fd, int *netns_fd) {
-    int flags = (uid_count > 0 ? CLONE_NEWUSER : 0) | (with_net ? CLONE_NEWNET : 0);
+static void make_namespaces(long uid_base, long uid_count, int with_net, int *userns_fd, int *netns_fd,
+                            int *ipc_uts_fds) {
+    int flags = (uid_count > 0 ? CLONE_NEWUSER : 0) | (with_net ? CLONE_NEWNET : 0) |
+                (ipc_uts_fds ? CLONE_NEWIPC | CLONE_NEWUTS : 0);
     *userns_fd = *netns_fd = -1;
     if (!flags) return;
     int up[2], down[2];
@@ -381,6 +383,10 @@ static void make_namespaces(long uid_base, long uid_count, int with_net, int *us
         snprintf(path, sizeof path, "/proc/%d/ns/net", host_pid);
         if ((*netns_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) fail("open %s: %s", path, strerror(errno));
     }
+    for (int i = 0; ipc_uts_fds && i < 2; i++) {
+        snprintf(path, sizeof path, "/proc/%d/ns/%s", host_pid, i ? "uts" : "ipc");
+        if ((ipc_uts_fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0) fail("open %s: %s", path, strerror(errno));
+    }
     close(down[1]);
     close(up[0]);
     while (waitpid(child, NULL, 0) < 0 && errno == EINTR) { }
@@ -415,6 +421,7 @@ static void enter_userns(int userns_fd, int shell, long base, long count) {
 }
 
 /* nsfs ioctls (linux/nsfs.h, not in every libc's headers). */
+#define SHELL_NS 4 /* a reserve shell's namespaces: user, net, ipc, uts */
 #define SH_NS_GET_USERNS _IO(0xb7, 0x1)
 #define SH_NS_GET_PARENT _IO(0xb7, 0x2)
 #define SH_NS_GET_NSTYPE _IO(0xb7, 0x3)
@@ -424,26 +431,30 @@ static int same_ns(int a, int b) {
     return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev;
 }
 
-/* A reserve shell's namespaces (see make_shell), opened by path: a user namespace and the network namespace
- * it owns, as make_namespaces would have made them. Checked, so that a wrong path cannot put the machine in
- * some other namespace: the types, that the user namespace is a child of ours (never our own), and that it
- * owns the network one. */
-static void enter_shell(const char *user_path, const char *net_path, int *userns_fd, int *netns_fd) {
-    *userns_fd = open(user_path, O_RDONLY | O_CLOEXEC);
-    *netns_fd = open(net_path, O_RDONLY | O_CLOEXEC);
-    if (*userns_fd < 0 || *netns_fd < 0) fail("--shell %s %s: %s", user_path, net_path, strerror(errno));
-    if (ioctl(*userns_fd, SH_NS_GET_NSTYPE) != CLONE_NEWUSER || ioctl(*netns_fd, SH_NS_GET_NSTYPE) != CLONE_NEWNET)
-        fail("--shell %s %s: not a user and a network namespace", user_path, net_path);
+/* A reserve shell's namespaces (see make_shell), opened by path: a user namespace and the network, IPC and
+ * UTS namespaces it owns, as make_namespaces would have made them. Checked, so that a wrong path cannot put
+ * the machine in some other namespace: the types, that the user namespace is a child of ours (never our
+ * own), and that it owns the others. fds[]: user, net, ipc, uts. */
+static const int SHELL_TYPES[SHELL_NS] = {CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS};
+
+static void enter_shell(const char *const *paths, int *fds) {
+    for (int i = 0; i < SHELL_NS; i++) {
+        if ((fds[i] = open(paths[i], O_RDONLY | O_CLOEXEC)) < 0) fail("--shell %s: %s", paths[i], strerror(errno));
+        if (ioctl(fds[i], SH_NS_GET_NSTYPE) != SHELL_TYPES[i])
+            fail("--shell %s: not the namespace expected there (user, network, IPC, UTS)", paths[i]);
+    }
     int ours = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
-    int parent = ioctl(*userns_fd, SH_NS_GET_PARENT);
+    int parent = ioctl(fds[0], SH_NS_GET_PARENT);
     if (ours < 0 || parent < 0 || !same_ns(parent, ours))
-        fail("--shell %s: not a user namespace made by the host's own", user_path);
-    int owner = ioctl(*netns_fd, SH_NS_GET_USERNS);
-    if (owner < 0 || !same_ns(owner, *userns_fd))
-        fail("--shell %s %s: the network namespace is not the user namespace's", user_path, net_path);
+        fail("--shell %s: not a user namespace made by the host's own", paths[0]);
     close(ours);
     close(parent);
-    close(owner);
+    for (int i = 1; i < SHELL_NS; i++) {
+        int owner = ioctl(fds[i], SH_NS_GET_USERNS);
+        if (owner < 0 || !same_ns(owner, fds[0]))
+            fail("--shell %s: not a namespace of the user namespace %s", paths[i], paths[0]);
+        close(owner);
+    }
 }
 
 #define SH_OPEN_TREE_CLONE 1u
@@ -963,7 +974,7 @@ struct init_spec {
     const char **cgroups;
     int ncgroups;
     const char *control;          /* --control: the socket the machine's init starts commands from */
-    const char *shell_user, *shell_net; /* --shell: namespaces made ahead (see make_shell), entered by path */
+    const char *shell[SHELL_NS];  /* --shell USER NET IPC UTS: namespaces made ahead (make_shell), by path */
 };
 
 static void parse_init(int argc, char **argv, struct init_spec *sp) {
@@ -998,9 +1009,9 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
         } else if (!strcmp(opt, "--netns")) {
             sp->own_netns = 1;
         } else if (!strcmp(opt, "--shell")) {
-            NEED2();
-            sp->shell_user = v1;
-            sp->shell_net = v2;
+            if (i + SHELL_NS >= argc) fail("--shell needs USER NET IPC UTS");
+            for (int k = 0; k < SHELL_NS; k++) sp->shell[k] = argv[i + 1 + k];
+            i += SHELL_NS;
         } else if (!strcmp(opt, "--cgroup")) { NEED1(); sp->cgroups[sp->ncgroups++] = v1; }
         else if (!strcmp(opt, "--control")) { NEED1(); sp->control = v1; }
         else if (!strcmp(opt, "--lower-host")) {
@@ -1043,7 +1054,7 @@ static void parse_init(int argc, char **argv, struct init_spec *sp) {
 #undef NEED2
     }
     if (!root) fail("init: --root is required");
-    if (sp->shell_user && (!sp->uid_count || !sp->own_netns))
+    if (sp->shell[0] && (!sp->uid_count || !sp->own_netns))
         fail("init: --shell needs --userns and --net or --netns (it holds a user and a network namespace)");
     if (nact == 0 || acts[0].kind != ACT_OVERLAY || strcmp(acts[0].target, "/"))
         fail("init: the first mount must be --overlay /");
@@ -1119,11 +1130,13 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     /* First, while we still see the host's /sys and /proc: the cgroups, the namespaces, the host's end of
      * the network. */
     join_cgroups(sp->cgroups, sp->ncgroups);
-    int userns_fd, netns_fd;
-    if (sp->shell_user) {
-        enter_shell(sp->shell_user, sp->shell_net, &userns_fd, &netns_fd);
+    int userns_fd, netns_fd, shell_fds[SHELL_NS];
+    if (sp->shell[0]) {
+        enter_shell(sp->shell, shell_fds);
+        userns_fd = shell_fds[0];
+        netns_fd = shell_fds[1];
     } else {
-        make_namespaces(sp->uid_base, sp->uid_count, sp->own_netns, &userns_fd, &netns_fd);
+        make_namespaces(sp->uid_base, sp->uid_count, sp->own_netns, &userns_fd, &netns_fd, NULL);
         if (sp->with_net) create_veth(&sp->net, netns_fd);
     }
     if (sp->with_net) attach_veth(&sp->net);
@@ -1135,7 +1148,7 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail("make / private: %s", strerror(errno));
     /* sysfs shows the network namespace of whoever mounts it: the machine's own. */
     if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0) fail("setns net: %s", strerror(errno));
-    if (sp->with_net && !sp->shell_user) eth0_without_ipv6();
+    if (sp->with_net && !sp->shell[0]) eth0_without_ipv6();
     for (int i = 0; i < nact; i++) {
         const struct action *a = &acts[i];
         char *where = i == 0 ? strdup(root) : joinpath(root, a->target);
@@ -1183,12 +1196,18 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
         int shoal_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
         if (shoal_ns < 0) fail("open /proc/self/ns/mnt: %s", strerror(errno));
         release_later(shoal_ns);
-        enter_userns(userns_fd, sp->shell_user != NULL, sp->uid_base, sp->uid_count);
-        if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | (sp->ncgroups ? CLONE_NEWCGROUP : 0)) < 0)
-            fail("unshare(mount, uts, ipc, cgroup) in the user namespace: %s", strerror(errno));
+        enter_userns(userns_fd, sp->shell[0] != NULL, sp->uid_base, sp->uid_count);
+        if (sp->shell[0]) { /* a shell's IPC and UTS namespaces were made with it, in its user namespace */
+            if (setns(shell_fds[2], CLONE_NEWIPC) < 0 || setns(shell_fds[3], CLONE_NEWUTS) < 0)
+                fail("setns ipc, uts: %s", strerror(errno));
+            close(shell_fds[2]);
+            close(shell_fds[3]);
+        }
+        int own = CLONE_NEWNS | (sp->shell[0] ? 0 : CLONE_NEWUTS | CLONE_NEWIPC) | (sp->ncgroups ? CLONE_NEWCGROUP : 0);
+        if (unshare(own) < 0) fail("unshare(mount, uts, ipc, cgroup) in the user namespace: %s", strerror(errno));
         if (hostname && sethostname(hostname, strlen(hostname)) < 0) fail("sethostname: %s", strerror(errno));
-        if (sp->with_net) configure_inside(&sp->net, sp->shell_user != NULL);
-        else if (sp->own_netns && !sp->shell_user) configure_loopback();
+        if (sp->with_net) configure_inside(&sp->net, sp->shell[0] != NULL);
+        else if (sp->own_netns && !sp->shell[0]) configure_loopback();
         drop_bounding_set();
         close(userns_fd);
     } else if (sp->with_net) {
@@ -2065,15 +2084,16 @@ static void __attribute__((noreturn)) starter_loop(int control, const sigset_t *
 
 /* A provisioner can keep a reserve of "shells": what a hardened machine's kernel setup costs most, made ahead
  * while the host is quiet. A shell is a user namespace with its id map, the network namespace it owns, and a
- * veth pair whose eth0 is in that namespace and whose host end is down, without an address or a route. The
- * provisioner holds each shell by two descriptors and names them in its reply; a machine's init opens them as
+ * veth pair whose eth0 is in that namespace and whose host end is down, without an address or a route, and
+ * the IPC and UTS namespaces the machine's root will have. The provisioner holds each shell by descriptors and names them in its reply; a machine's init opens them as
  * /proc/PID/fd/N (--shell) and the caller then has the provisioner drop them. A shell is used once, by one
  * machine, and nothing runs in it before that machine's init: it is exactly what make_namespaces and
  * create_veth would have made for the machine. Shells held when the provisioner ends go with it. */
 #define MAX_SHELL_FD 65536
 static unsigned char g_shell_fd[MAX_SHELL_FD]; /* 1: a descriptor of a shell (the only ones `drop` closes) */
 
-/* shell BASE:COUNT VETH -> "USERNS_FD NETNS_FD". A failure ends the provisioner (and the shells it holds). */
+/* shell BASE:COUNT VETH -> "USER NET IPC UTS" (descriptors). A failure ends the provisioner (and the shells it
+ * holds). */
 static void make_shell(int argc, char **args, char *msg, size_t cap) {
     if (argc != 3) fail("shell: want BASE:COUNT VETH");
     char *end;
@@ -2081,8 +2101,8 @@ static void make_shell(int argc, char **args, char *msg, size_t cap) {
     if (*end || base <= 0 || count <= 0 || count > 1L << 24) fail("shell %s: want BASE:COUNT", args[1]);
     struct netspec n = {.veth = args[2]};
     if (strlen(n.veth) >= IFNAMSIZ || !n.veth[0]) fail("shell: bad interface name %s", n.veth);
-    int userns_fd, netns_fd;
-    make_namespaces(base, count, 1, &userns_fd, &netns_fd);
+    int userns_fd, netns_fd, ipc_uts[2];
+    make_namespaces(base, count, 1, &userns_fd, &netns_fd, ipc_uts);
     create_veth(&n, netns_fd);
     /* What does not depend on the machine is done here too: inside, IPv6 off on eth0, lo and eth0 up (eth0
      * without a carrier until its machine brings the host's end up). */
@@ -2098,9 +2118,12 @@ static void make_shell(int argc, char **args, char *msg, size_t cap) {
     link_up(fd, index, "eth0");
     close(fd);
     if (setns(host_netns, CLONE_NEWNET) < 0) fail("shell: back to the host's network: %s", strerror(errno));
-    if (userns_fd >= MAX_SHELL_FD || netns_fd >= MAX_SHELL_FD) fail("shell: too many descriptors");
-    g_shell_fd[userns_fd] = g_shell_fd[netns_fd] = 1;
-    snprintf(msg, cap, "%d %d\n", userns_fd, netns_fd);
+    int fds[SHELL_NS] = {userns_fd, netns_fd, ipc_uts[0], ipc_uts[1]};
+    for (int i = 0; i < SHELL_NS; i++) {
+        if (fds[i] >= MAX_SHELL_FD) fail("shell: too many descriptors");
+        g_shell_fd[fds[i]] = 1;
+    }
+    snprintf(msg, cap, "%d %d %d %d\n", fds[0], fds[1], fds[2], fds[3]);
 }
 
 /* drop FD... : close shells' descriptors (a machine has its own references now, or the shell is given up). */
