@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from harness import ShoalServer, scratch_root
 from shoal.auth.tls import ensure_tls
 from shoal.azure import Shoal
+from shoal.config import DEFAULT_NODE_RESERVE
 from shoal.core.clock import Clock
 from shoal.store.db import Database
 from shoal.store.models import ResourceGroup as ResourceGroupRow
@@ -117,3 +119,22 @@ def test_a_second_server_on_one_sqlite_database_is_refused(sqlite_server: ShoalS
     finally:
         second.cleanup()
     assert requests.get(f"{sqlite_server.base_url}/healthz", verify=sqlite_server.ca, timeout=5).status_code == 200
+
+
+def test_a_node_reserve_is_refused_where_machines_are_not_hardened() -> None:
+    """--node-reserve keeps hardened machines' namespaces made ahead: asked for with the host's network, it is
+    refused naming what it needs, never accepted and ignored."""
+    server = ShoalServer(extra_args=["--node-network", "host", "--node-reserve", "4"])
+    try:
+        with pytest.raises(RuntimeError) as info:
+            server.start(timeout=60)
+        assert "--node-reserve" in str(info.value) and "--node-network host" in str(info.value)
+    finally:
+        server.cleanup()
+
+
+def test_the_isolation_level_says_how_many_machines_namespaces_are_kept_made_ahead(server: ShoalServer) -> None:
+    level = json.loads((server.state_dir / "server.json").read_text())["isolationLevel"]
+    if "no user namespaces" in level or "host network" in level or not level.startswith("namespaces"):
+        pytest.skip(f"this host's machines are not hardened: {level}")
+    assert f"{DEFAULT_NODE_RESERVE} machines' namespaces kept made ahead" in level

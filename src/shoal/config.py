@@ -18,7 +18,7 @@ from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
 DEFAULT_REGIONS = ("westus", "eastus")
 # What `shoal serve` keeps made ahead for hardened machines (runtime/reserve.py): a pool of a few hundred nodes
-# boots without waiting for their namespaces, for about 0.2 MB of kernel memory each.
+# boots without waiting for their namespaces, for about 0.3 MB of kernel memory each.
 DEFAULT_NODE_RESERVE = 256
 
 

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shoal.cli.options import node_reserve_or_exit
 from shoal.config import default_state_dir
-from shoal.config import node_reserve as node_reserve_of
 
 console = Console()
 host_app = typer.Typer(help="Node hosts of a Shoal cluster (Ray: pip install 'shoal[ray]').", no_args_is_help=True)
@@ -74,12 +74,8 @@ def join(
     if overcommit is not None and overcommit <= 0:
         console.print("[red]--overcommit must be positive.[/red]")
         raise typer.Exit(2)
-    try:
-        reserve = node_reserve_of(node_reserve, user_namespaces=user_namespaces, node_network=node_network,
-                                  runtime=runtime)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    reserve = node_reserve_or_exit(console, node_reserve, user_namespaces=user_namespaces,
+                                   node_network=node_network, runtime=runtime)
     ip = node_ip or _default_ip(ray_address)
     head_api = api or f"{ray_address.rpartition(':')[0]}:8443"
     options = {"runtime": runtime, "nodeNetwork": node_network, "addressSpace": node_address_space,

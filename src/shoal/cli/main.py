@@ -23,8 +23,8 @@ from rich.table import Table
 from shoal.cli.banner import ConnectionInfo
 from shoal.cli.cluster import dev_app, host_app
 from shoal.cli.marketplace import app as marketplace_app
+from shoal.cli.options import node_reserve_or_exit
 from shoal.config import DEFAULT_NODE_RESERVE, DEFAULT_REGIONS, Settings, default_state_dir
-from shoal.config import node_reserve as node_reserve_of
 from shoal.domain.batch.image_rules import ImageLimits
 from shoal.domain.compute.usage import DEFAULT_CORE_QUOTA
 
@@ -132,7 +132,7 @@ def serve(
                                           "cores, memory and processes.", envvar="SHOAL_CGROUPS")] = True,
     node_reserve: Annotated[int | None, typer.Option(
         min=0, max=4096, help="Hardened machines' user and network namespaces (with their veth pairs) to keep made "
-        f"ahead while the host is quiet, so that a growing pool's nodes skip that kernel work (about 0.2 MB of "
+        f"ahead while the host is quiet, so that a growing pool's nodes skip that kernel work (about 0.3 MB of "
         f"kernel memory each; 0: none). Default: {DEFAULT_NODE_RESERVE} with user namespaces and node networks.",
         envvar="SHOAL_NODE_RESERVE", show_default=False)] = None,
     image_dedicated_limit: Annotated[int, typer.Option(
@@ -243,12 +243,8 @@ def serve(
     if node_network not in ("isolated", "host"):
         console.print(f"[red]--node-network must be 'isolated' or 'host', not {node_network!r}.[/red]")
         raise typer.Exit(2)
-    try:
-        reserve = node_reserve_of(node_reserve, user_namespaces=user_namespaces, node_network=node_network,
-                                  runtime=runtime)
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    reserve = node_reserve_or_exit(console, node_reserve, user_namespaces=user_namespaces,
+                                   node_network=node_network, runtime=runtime)
     settings = dataclasses.replace(settings, node_reserve=reserve)
     try:
         svc = services.build(settings, with_runtime=True)

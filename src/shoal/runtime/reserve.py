@@ -2,7 +2,7 @@
 
 Most of what a hardened machine costs the host at boot is the kernel's work for its namespaces: a user
 namespace with its id map, a network namespace (its loopback, its per-net sysctl tables) and a veth pair (its
-sysfs and sysctl entries). Measured on 2 cores that is about 1.2 ms of CPU per machine, and when a pool grows by
+sysfs and sysctl entries). Measured on 2 cores that is about 1 ms of CPU per machine, and when a pool grows by
 hundreds of nodes every node queues behind it. So the host keeps a reserve of *shells*: each is a user namespace
 mapped to an id range of its own, the network namespace it owns with a veth pair whose ``eth0`` is in it (up,
 IPv6 off) and whose host end is down, without an address or a route, and the IPC and UTS namespaces the machine's
@@ -19,7 +19,7 @@ The shells are held by a resident provisioner of their own (the *keeper*) as des
 a time once no machine has been created for ``QUIET`` seconds, by the keeper at a lower priority, so a pool that
 grows uses the reserve and never waits for it. Shells held when the server ends go with the keeper (it ends when
 its pipe closes); their id ranges are freed at the next start (``IdRanges.retain_only``). Each shell holds about
-0.2 MB of kernel memory; ``shoal serve --node-reserve N`` sets how many (0: none).
+0.3 MB of kernel memory; ``shoal serve --node-reserve N`` sets how many (0: none).
 """
 
 from __future__ import annotations
@@ -131,13 +131,7 @@ class NodeReserve:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        with self._lock:
-            left, self._ready = self._ready, []
-        for shell in left:
-            self._ids.release(shell.base, shell.holder)
-        if self._keeper is not None:
-            self._keeper.stop()
-            self._keeper = None
+        self._discard()
 
     # ------------------------------------------------------------------ refilling
 
@@ -187,7 +181,7 @@ class NodeReserve:
             self._ready.append(Shell(ids.base, veth, fds, keeper))
 
     def _discard(self) -> None:
-        """The keeper failed or ended: its shells went with it."""
+        """End the keeper (it failed, ended, or the reserve stops): its shells go with it, their ranges are freed."""
         with self._lock:
             left, self._ready = self._ready, []
         for shell in left:
