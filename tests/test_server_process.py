@@ -108,29 +108,29 @@ def test_concurrent_updates_of_one_row_are_detected() -> None:
     path.unlink()
 
 
+def refused(server: ShoalServer) -> str:
+    """What a server that must not start says (it is cleaned up)."""
+    try:
+        with pytest.raises(RuntimeError) as info:
+            server.start(timeout=60)
+        return str(info.value)
+    finally:
+        server.cleanup()
+
+
 def test_a_second_server_on_one_sqlite_database_is_refused(sqlite_server: ShoalServer) -> None:
     """SQLite serves one replica: a server from another state directory pointed at the same database file stops
     with a message naming PostgreSQL, and the running server is untouched."""
-    second = ShoalServer(f"sqlite:///{sqlite_server.state_dir / 'shoal.db'}")
-    try:
-        with pytest.raises(RuntimeError) as info:
-            second.start(timeout=60)
-        assert "SQLite serves one replica" in str(info.value) and "postgresql" in str(info.value)
-    finally:
-        second.cleanup()
+    said = refused(ShoalServer(f"sqlite:///{sqlite_server.state_dir / 'shoal.db'}"))
+    assert "SQLite serves one replica" in said and "postgresql" in said
     assert requests.get(f"{sqlite_server.base_url}/healthz", verify=sqlite_server.ca, timeout=5).status_code == 200
 
 
 def test_a_node_reserve_is_refused_where_machines_are_not_hardened() -> None:
     """--node-reserve keeps hardened machines' namespaces made ahead: asked for with the host's network, it is
     refused naming what it needs, never accepted and ignored."""
-    server = ShoalServer(extra_args=["--node-network", "host", "--node-reserve", "4"])
-    try:
-        with pytest.raises(RuntimeError) as info:
-            server.start(timeout=60)
-        assert "--node-reserve" in str(info.value) and "--node-network host" in str(info.value)
-    finally:
-        server.cleanup()
+    said = refused(ShoalServer(extra_args=["--node-network", "host", "--node-reserve", "4"]))
+    assert "--node-reserve" in said and "--node-network host" in said
 
 
 def test_the_isolation_level_says_how_many_machines_namespaces_are_kept_made_ahead(server: ShoalServer) -> None:
