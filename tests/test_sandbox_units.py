@@ -14,6 +14,7 @@ from shoal.core import errors
 from shoal.domain import network
 from shoal.runtime import cgroups, idranges, safepath
 from shoal.runtime.idranges import RANGE_SIZE, IdRange, IdRangeError, IdRanges
+from shoal.runtime.reserve import NodeReserve
 from shoal.runtime.sandbox import SandboxOptions, checks, nameservers
 
 SPACE = "10.224.0.0/12"
@@ -219,3 +220,16 @@ def test_each_store_sweeps_only_the_cgroups_of_its_own_machines(tmp_path: Path) 
         shutil.rmtree(root / controller / "shoal")
     assert mine.create("m-c", cgroups.Limits(1, 1 << 20)) == [str(root / c / mine.group / "m-c")
                                                             for c in cgroups.V1_CONTROLLERS]
+
+
+def test_a_reserve_whose_keeper_fails_backs_off_and_keeps_no_range(tmp_path: Path) -> None:
+    """A keeper that cannot make shells (here: not a helper at all) stops the reserve for a while, longer each
+    time, and leaves no id range taken; machines meanwhile boot without it."""
+    ids = IdRanges(tmp_path / "ids", first=1 << 20, slots=8)
+    reserve = NodeReserve(lambda: "/bin/false", ids, "10.0.0.0/16", 4)
+    try:
+        assert [reserve._step() for _ in range(4)] == [5.0, 10.0, 20.0, 40.0]
+        assert reserve.ready() == 0 and reserve.take("m1") is None
+        assert [p for p in (tmp_path / "ids").iterdir() if p.name.isdigit()] == []
+    finally:
+        reserve.stop()

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 QUIET = 0.5  # seconds without a machine created before the reserve is refilled
 DROP_EVERY = 0.25  # seconds: used shells' descriptors are dropped in batches at least this often
-RETRY_AFTER = 5.0  # seconds after a keeper failed before a new one is tried
+RETRY_AFTER = 5.0  # seconds after a keeper failed before a new one is tried, doubled while it keeps failing
+RETRY_MAX = 300.0
 KEEPER_NICE = 10  # the keeper makes shells at a lower priority than the host's other work
 
 
@@ -84,6 +85,7 @@ class NodeReserve:
         self._keeper: Provisioner | None = None
         self._last_demand = 0.0  # monotonic time of the last machine created (a boot in progress holds off refills)
         self._made = 0
+        self._retry = RETRY_AFTER
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ what machines' boots call
@@ -156,11 +158,14 @@ class NodeReserve:
             if self.ready() >= self.size:
                 return DROP_EVERY
             self._make()
+            self._retry = RETRY_AFTER
             return 0.0
         except (MachineError, IdRangeError, OSError) as exc:
-            log.warning("the node reserve stops for %.0f s: %s", RETRY_AFTER, exc)
+            wait, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
+            log.warning("the node reserve stops for %.0f s (machines boot without it meanwhile; --node-reserve 0 "
+                        "turns it off): %s", wait, exc)
             self._discard()
-            return RETRY_AFTER
+            return wait
 
     def _make(self) -> None:
         keeper = self._keeper
