@@ -975,3 +975,14 @@ def test_an_init_refuses_a_shell_that_is_not_a_machines_own_namespaces(ns: Names
             process.kill()
             process.wait()
     assert machine.machine_id not in ns.list()
+
+
+def test_a_keeper_closes_only_its_shells_descriptors(reserved: NamespaceRuntime, hardening: Hardening,
+                                                     store: Path) -> None:
+    """`drop` names descriptors by number: the keeper's own pipes and anything that is not a shell stay open."""
+    assert reserved.reserve is not None and hardening.network is not None
+    keeper = reserved.reserve._ready[0].keeper
+    keeper.drop([0, 1, 2, 9999, -1, 1 << 40])
+    assert keeper.alive  # it still reads requests and answers them
+    reserved.create(on_network(spec(store, "m1"), hardening.network, 4))  # from a shell it still holds
+    assert route_device(str(on_network(spec(store, "m1"), hardening.network, 4).network["address"])).startswith("sr")

@@ -132,13 +132,7 @@ class IdRanges:
         with self._lock:
             if slot is None or self.owner(slot) != holder:
                 raise IdRangeError(f"the id range at {base} is not {holder!r}'s")
-            tmp = os.path.join(self._dir, f".{slot}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, machine_id.encode())
-            finally:
-                os.close(fd)
-            os.replace(tmp, os.path.join(self._dir, str(slot)))
+            _replace_file(os.path.join(self._dir, str(slot)), machine_id, 0o600)
             self._held.pop(holder, None)
             self._held[machine_id] = slot
         return self.range_of(slot)
@@ -198,13 +192,18 @@ def _record(directory: str | os.PathLike[str], base: int | None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(marker)
         return
-    tmp = marker + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    _replace_file(marker, str(base), 0o644)
+
+
+def _replace_file(path: str, text: str, mode: int) -> None:
+    """Write ``path`` whole through a temporary file beside it: a crash leaves the old content or the new."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
-        os.write(fd, str(base).encode())
+        os.write(fd, text.encode())
     finally:
         os.close(fd)
-    os.replace(tmp, marker)
+    os.replace(tmp, path)
 
 
 def own(directory: str | os.PathLike[str], target: IdRange | None) -> None:

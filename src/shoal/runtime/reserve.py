@@ -102,7 +102,6 @@ class NodeReserve:
 
     def take(self, machine_id: str) -> tuple[Shell, IdRange] | None:
         """A ready shell for ``machine_id``, with its id range now the machine's (None: the reserve is empty)."""
-        self.demand()
         with self._lock:
             if not self._ready or not self._ready[-1].keeper.alive:
                 return None
