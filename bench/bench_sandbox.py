@@ -71,10 +71,17 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3")
 
 
-def reserved() -> int:
-    """Shells in the host's reserves: veth host ends of the reserve (named ``sr...``) still down."""
-    net = Path("/sys/class/net")
-    return sum(1 for d in net.iterdir() if d.name.startswith("sr") and (d / "operstate").read_text().strip() == "down")
+def reserved(server_pid: int) -> int:
+    """Shells in a server's reserve: the user namespaces its keeper (a provisioner it started) holds, one each."""
+    held = 0
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or f"PPid:\t{server_pid}\n" not in (proc / "status").read_text():
+                continue
+            held += sum(1 for fd in (proc / "fd").iterdir() if os.readlink(fd).startswith("user:["))
+        except OSError:  # gone meanwhile
+            continue
+    return held
 
 
 def idle(client: Any, pool: str) -> int:
@@ -132,9 +139,10 @@ class Side:
 
     def refilled(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
-        while reserved() < self.reserve:
+        while reserved(self.server.proc.pid) < self.reserve:
             if time.monotonic() > deadline:
-                raise SystemExit(f"{self.name}: the node reserve did not fill ({reserved()} of {self.reserve})")
+                raise SystemExit(f"{self.name}: the node reserve did not fill "
+                                 f"({reserved(self.server.proc.pid)} of {self.reserve})")
             time.sleep(0.05)
 
     def round(self, nodes: int, tasks: int) -> None:

@@ -871,9 +871,11 @@ def test_machines_from_the_reserve_get_its_namespaces_and_the_host_side_a_cold_b
     assert network is not None and reserved.reserve is not None and reserved.ids is not None
     shells = host_interfaces("sr")
     before = {name for name in shells if name in {s.veth for s in reserved.reserve._ready}}
-    assert len(before) == 2  # the shells' host ends exist, down and without a route, before any machine
+    assert len(before) == 2  # the shells' host ends exist, up but without a route, before any machine
+    routed = {line.split()[0] for line in Path("/proc/net/route").read_text().splitlines()[1:]}
     for name in before:
-        assert Path(f"/sys/class/net/{name}/operstate").read_text().strip() == "down"
+        assert Path(f"/sys/class/net/{name}/operstate").read_text().strip() == "up"
+        assert name not in routed
         assert Path(f"/proc/sys/net/ipv4/conf/{name}/rp_filter").read_text().strip() == "1"
     machines = [on_network(spec(store, f"m{i}"), network, 4 + i) for i in range(3)]
     for machine in machines:

@@ -5,12 +5,12 @@ namespace with its id map, a network namespace (its loopback, its per-net sysctl
 sysfs and sysctl entries). Measured on 2 cores that is about 1 ms of CPU per machine, and when a pool grows by
 hundreds of nodes every node queues behind it. So the host keeps a reserve of *shells*: each is a user namespace
 mapped to an id range of its own, the network namespace it owns with a veth pair whose ``eth0`` is in it (up,
-IPv6 off) and whose host end is down, without an address or a route, and the IPC and UTS namespaces the machine's
-root will have (``make_shell`` in the helper).
+IPv6 off) and whose host end is up but without an address or a route (the host sends nothing into it), and the IPC
+and UTS namespaces the machine's root will have (``make_shell`` in the helper).
 
 A machine booted with a shell skips that work: its init enters the shell's namespaces (checked to be a user
-namespace of the host's and namespaces it owns, and that it maps the machine's range), brings the host end up
-with the route to the machine's address, and goes on as any other hardened init. The machine gets the shell's id
+namespace of the host's and namespaces it owns, and that it maps the machine's range), adds the route to the
+machine's address on the host end, and goes on as any other hardened init. The machine gets the shell's id
 range. A shell is made by Shoal, nothing runs in it before its machine, and it is used once: it is what the
 machine's own boot would have made.
 

@@ -476,6 +476,30 @@ static void release_later(int fd) {
     else close(fd);
 }
 
+/* Detached mount trees that served only as an overlay's lower layers (the overlay holds clones of its own).
+ * Closing each one's descriptor dissolves it, a grace period apiece; instead they are attached in the
+ * namespace of Shoal's mounts, on the empty directory, just before the old root is detached, and go with the
+ * old root in its single grace period (see park_detached). */
+static int g_detached[MAX_DEFERRED];
+static int g_ndetached;
+
+static void dissolve_later(int fd) {
+    if (g_empty_dir && g_ndetached < MAX_DEFERRED) g_detached[g_ndetached++] = fd;
+    else release_later(fd);
+}
+
+/* Attach the trees kept by dissolve_later on the empty directory (after the masks have bound it: from here
+ * on nothing binds it). One that cannot be attached is released the slow way. */
+static void park_detached(void) {
+    for (int i = 0; i < g_ndetached; i++) {
+        if (syscall(SYS_move_mount, g_detached[i], "", AT_FDCWD, g_empty_dir, SH_MOVE_MOUNT_F_EMPTY_PATH) == 0)
+            close(g_detached[i]); /* attached now: closing no longer dissolves it */
+        else
+            release_later(g_detached[i]);
+    }
+    g_ndetached = 0;
+}
+
 /* A detached, id-mapped clone of the mount at `path`: files of host uid/gid N show as the user namespace's N. */
 static int idmapped_tree(const char *path, int userns_fd) {
     int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, SH_OPEN_TREE_CLONE | O_CLOEXEC);
@@ -592,7 +616,8 @@ static void write_sysctl(const char *fmt, const char *ifname, const char *value,
 }
 
 /* The host's end (in the host's network namespace): a veth pair whose other end is eth0 in the machine's
- * namespace, made down and without a route (see attach_veth); proxy ARP answers for the gateway and the pool's other nodes, a strict reverse-path filter drops
+ * namespace, made down and without a route (see attach_veth); proxy ARP answers for the gateway and the pool's
+ * other nodes, a strict reverse-path filter drops
  * whatever the machine sends from an address that is not its own (its root may change its addresses), and a
  * /32 route brings the machine's traffic back. */
 static void create_veth(const struct netspec *n, int netns_fd) {
@@ -638,13 +663,14 @@ static void create_veth(const struct netspec *n, int netns_fd) {
     close(fd);
 }
 
-/* The host's end, made by create_veth (now or ahead, in a reserve shell): up, with the /32 route to the
- * machine's address. Until then it has no route and is down: nothing reaches its namespace. */
-static void attach_veth(const struct netspec *n) {
+/* The host's end, made by create_veth (now, or ahead in a reserve shell, which also brought it up: `up`): up,
+ * with the /32 route to the machine's address. Until then it has no route (and no address): the host sends
+ * nothing into the namespace, and the strict reverse-path filter drops whatever would come out of it. */
+static void attach_veth(const struct netspec *n, int up) {
     int fd = nl_open();
     int index = (int)if_nametoindex(n->veth);
     if (!index) fail("veth %s: %s", n->veth, strerror(errno));
-    link_up(fd, index, n->veth);
+    if (!up) link_up(fd, index, n->veth);
     add_route(fd, n->address, 32, NULL, index, RT_SCOPE_LINK, 0);
     close(fd);
 }
@@ -769,8 +795,8 @@ static int host_root_layer(const char *mask, int userns_fd) {
     fscfg_lower_fd(fsfd, mask_fd, "/ (host base)");
     fscfg_lower_fd(fsfd, root_fd, "/ (host base)");
     int mfd = overlay_create(fsfd, "/ (host base)", 0x1 /* MOUNT_ATTR_RDONLY */);
-    release_later(mask_fd); /* the overlay holds clones of its own */
-    release_later(root_fd);
+    dissolve_later(mask_fd); /* the overlay holds clones of its own */
+    dissolve_later(root_fd);
     return mfd;
 }
 
@@ -802,7 +828,7 @@ static void mount_overlay_new_api(const struct action *a, const char *where, int
     if (syscall(SYS_move_mount, mfd, "", AT_FDCWD, where, SH_MOVE_MOUNT_F_EMPTY_PATH) < 0)
         fail("overlay on %s: move_mount: %s", a->target, strerror(errno));
     close(mfd);
-    for (int i = 0; i < nfds; i++) release_later(fds[i]);
+    for (int i = 0; i < nfds; i++) dissolve_later(fds[i]);
     free(fds);
 }
 
@@ -870,7 +896,8 @@ static void setup_dev(const char *root) {
         if (g_owner >= 0 || mknod(path, S_IFCHR | 0666, makedev(nodes[i].major, nodes[i].minor)) < 0) {
             /* No CAP_MKNOD (or a nodev parent): bind the host's device node instead. */
             char *host = joinpath("/dev", nodes[i].name);
-            ensure_mountpoint(path, 0);
+            /* The mount point: an empty file in the fresh /dev (one call, not ensure_mountpoint's walk). */
+            if (mknod(path, S_IFREG | 0644, 0) < 0 && errno != EEXIST) fail("create %s: %s", path, strerror(errno));
             if (mount(host, path, NULL, MS_BIND, NULL) < 0) fail("bind %s: %s", host, strerror(errno));
             free(host);
         } else if (chmod(path, 0666) < 0) {
@@ -1139,7 +1166,7 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
         make_namespaces(sp->uid_base, sp->uid_count, sp->own_netns, &userns_fd, &netns_fd, NULL);
         if (sp->with_net) create_veth(&sp->net, netns_fd);
     }
-    if (sp->with_net) attach_veth(&sp->net);
+    if (sp->with_net) attach_veth(&sp->net, sp->shell[0] != NULL);
     /* Without a user namespace the machine's mount and uts namespaces are made here and the machine's root is
      * the host's root. With one, these first namespaces only hold Shoal's mounts; the machine's own are made
      * once inside its user namespace (below). */
@@ -1157,6 +1184,12 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
             if (i) ensure_mountpoint(where, 1);
             if (hardened || a->host_mask || needs_new_api(a)) mount_overlay_new_api(a, where, userns_fd);
             else mount_overlay_legacy(a, where);
+            if (i == 0) {
+                /* From here on, paths in the machine are walked from its root overlay (our working directory),
+                 * not from the host's / through every component of the machine's directory each time. */
+                if (chdir(where) < 0) fail("chdir %s: %s", where, strerror(errno));
+                root = ".";
+            }
         } else if (a->kind == ACT_BIND && a->idmap) {
             do_idbind(a, where, hardened ? userns_fd : -1);
         } else if (a->kind == ACT_BIND) {
@@ -1185,6 +1218,7 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     if (!hardened && hostname && sethostname(hostname, strlen(hostname)) < 0)
         fail("sethostname: %s", strerror(errno));
     if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
+    park_detached(); /* dissolved with the old root, below */
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno));
     if (umount2(".", MNT_DETACH) < 0) fail("detach the old root: %s", strerror(errno));
     if (chdir("/") < 0) fail("chdir /: %s", strerror(errno));
@@ -2084,7 +2118,7 @@ static void __attribute__((noreturn)) starter_loop(int control, const sigset_t *
 
 /* A provisioner can keep a reserve of "shells": what a hardened machine's kernel setup costs most, made ahead
  * while the host is quiet. A shell is a user namespace with its id map, the network namespace it owns, and a
- * veth pair whose eth0 is in that namespace and whose host end is down, without an address or a route, and
+ * veth pair whose eth0 is in that namespace and whose host end is up but without an address or a route, and
  * the IPC and UTS namespaces the machine's root will have. The provisioner holds each shell by descriptors and names them in its reply; a machine's init opens them as
  * /proc/PID/fd/N (--shell) and the caller then has the provisioner drop them. A shell is used once, by one
  * machine, and nothing runs in it before that machine's init: it is exactly what make_namespaces and
@@ -2104,17 +2138,21 @@ static void make_shell(int argc, char **args, char *msg, size_t cap) {
     int userns_fd, netns_fd, ipc_uts[2];
     make_namespaces(base, count, 1, &userns_fd, &netns_fd, ipc_uts);
     create_veth(&n, netns_fd);
-    /* What does not depend on the machine is done here too: inside, IPv6 off on eth0, lo and eth0 up (eth0
-     * without a carrier until its machine brings the host's end up). */
+    /* What does not depend on the machine is done here too: the host's end up (still without a route, see
+     * attach_veth); inside, IPv6 off on eth0, lo and eth0 up. */
+    int fd = nl_open();
+    int index = (int)if_nametoindex(n.veth);
+    if (!index) fail("shell: veth %s: %s", n.veth, strerror(errno));
+    link_up(fd, index, n.veth);
+    close(fd);
     static int host_netns = -1;
     if (host_netns < 0 && (host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
         fail("shell: open /proc/self/ns/net: %s", strerror(errno));
     if (setns(netns_fd, CLONE_NEWNET) < 0) fail("shell: setns net: %s", strerror(errno));
     eth0_without_ipv6();
-    int fd = nl_open();
+    fd = nl_open();
     link_up(fd, 1, "lo");
-    int index = (int)if_nametoindex("eth0");
-    if (!index) fail("shell: eth0: %s", strerror(errno));
+    if (!(index = (int)if_nametoindex("eth0"))) fail("shell: eth0: %s", strerror(errno));
     link_up(fd, index, "eth0");
     close(fd);
     if (setns(host_netns, CLONE_NEWNET) < 0) fail("shell: back to the host's network: %s", strerror(errno));
