@@ -655,6 +655,27 @@ def test_masked_directories_are_empty_and_read_only_and_dev_shm_is_everyones(har
     assert nonadmin["stdout"] == b"shared\n", nonadmin
 
 
+def test_a_hardened_machine_holds_only_its_own_mounts_and_its_init_nothing_of_the_host(hardened: NamespaceRuntime,
+                                                                                         store: Path) -> None:
+    """The id-mapped layers an init builds the machine from, and the host's tree it started in, are gone once the
+    machine is up: every mount point inside is one the machine is built with, once, the host's root file system
+    is mounted nowhere whole, and the init keeps no descriptor of them."""
+    hardened.create(spec(store, "m1"))
+    result = hardened.run("m1", ["cat", "/proc/self/mountinfo"], env=PATH)
+    mounts = [line.split(" - ")[0].split() + line.split(" - ")[1].split()[:1]
+              for line in result["stdout"].decode().splitlines()]
+    points = [m[4] for m in mounts]
+    assert len(points) == len(set(points)), points
+    own = {"/", "/mnt", "/run", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname", "/dev", "/proc", "/sys"}
+    assert all(p in own or p.startswith(("/dev/", "/proc/", "/sys/", "/datadisks/")) for p in points), points
+    host_root = os.stat("/").st_dev
+    whole = [m for m in mounts if m[3] == "/" and m[2] == f"{os.major(host_root)}:{os.minor(host_root)}"]
+    assert whole == [], whole
+    pid = hardened._inits["m1"][0]
+    held = sorted(os.readlink(fd).split("[")[0] for fd in Path(f"/proc/{pid}/fd").iterdir())
+    assert held == ["/dev/null"] * 3 + ["anon_inode:", "socket:"], held  # stdio, its signals, its control socket
+
+
 def spawned(runtime: NamespaceRuntime, argv: list[str], **kwargs: Any) -> dict[str, Any]:
     started = runtime.spawn("m1", argv, env=PATH, **kwargs)
     result = runtime.wait(started["pid"], timeout=30)
