@@ -9,6 +9,7 @@ and processes that ended meanwhile, which per-process counters miss.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -38,8 +39,6 @@ def settle(busy_below: float = 0.1, window: float = 0.3, timeout: float = 30.0) 
     """Wait until the host's cores are quiet (less than ``busy_below`` of them busy over ``window`` seconds):
     what the last measurement left running (the kernel releasing a deleted pool's cgroups and namespaces, a
     refill) must not run into the next one. Returns the seconds waited (at most ``timeout``)."""
-    import time
-
     start = time.monotonic()
     while time.monotonic() - start < timeout:
         busy, at = busy_seconds(), time.monotonic()

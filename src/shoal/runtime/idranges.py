@@ -94,14 +94,8 @@ class IdRanges:
         return slot if rest == 0 and 0 <= slot < self.slots else None
 
     def owner(self, slot: int) -> str | None:
-        try:
-            fd = os.open(os.path.join(self._dir, str(slot)), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            return os.read(fd, 4096).decode()
-        finally:
-            os.close(fd)
+        held = _read_file(os.path.join(self._dir, str(slot)))
+        return held.decode() if held is not None else None
 
     def allocate(self, machine_id: str, prefer: int | None = None) -> IdRange:
         """A free range for ``machine_id`` (``prefer``: the base its disks are owned by, if it is free)."""
@@ -169,16 +163,11 @@ def _marker(directory: str | os.PathLike[str]) -> str:
 
 def recorded_base(directory: str | os.PathLike[str]) -> int | None:
     """The range base a machine directory (disk upper, temporary drive) is owned by; None: host ids."""
+    recorded = _read_file(_marker(directory), os.O_NOFOLLOW)
     try:
-        fd = os.open(_marker(directory), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
+        return int(recorded) if recorded is not None else None
+    except ValueError:
         return None
-    try:
-        return int(os.read(fd, 64))
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
 
 
 def forget(directory: str | os.PathLike[str]) -> None:
@@ -193,6 +182,20 @@ def _record(directory: str | os.PathLike[str], base: int | None) -> None:
             os.unlink(marker)
         return
     _replace_file(marker, str(base), 0o644)
+
+
+def _read_file(path: str, flags: int = 0) -> bytes | None:
+    """A small file's content (None: it cannot be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _replace_file(path: str, text: str, mode: int) -> None:

@@ -617,9 +617,8 @@ static void write_sysctl(const char *fmt, const char *ifname, const char *value,
 
 /* The host's end (in the host's network namespace): a veth pair whose other end is eth0 in the machine's
  * namespace, made down and without a route (see attach_veth); proxy ARP answers for the gateway and the pool's
- * other nodes, a strict reverse-path filter drops
- * whatever the machine sends from an address that is not its own (its root may change its addresses), and a
- * /32 route brings the machine's traffic back. */
+ * other nodes, a strict reverse-path filter drops whatever the machine sends from an address that is not its
+ * own (its root may change its addresses), and a /32 route brings the machine's traffic back. */
 static void create_veth(const struct netspec *n, int netns_fd) {
     int fd = nl_open();
     for (int attempt = 0;; attempt++) {
@@ -666,10 +665,15 @@ static void create_veth(const struct netspec *n, int netns_fd) {
 /* The host's end, made by create_veth (now, or ahead in a reserve shell, which also brought it up: `up`): up,
  * with the /32 route to the machine's address. Until then it has no route (and no address): the host sends
  * nothing into the namespace, and the strict reverse-path filter drops whatever would come out of it. */
+static int veth_index(const char *veth) {
+    int index = (int)if_nametoindex(veth);
+    if (!index) fail("veth %s: %s", veth, strerror(errno));
+    return index;
+}
+
 static void attach_veth(const struct netspec *n, int up) {
     int fd = nl_open();
-    int index = (int)if_nametoindex(n->veth);
-    if (!index) fail("veth %s: %s", n->veth, strerror(errno));
+    int index = veth_index(n->veth);
     if (!up) link_up(fd, index, n->veth);
     add_route(fd, n->address, 32, NULL, index, RT_SCOPE_LINK, 0);
     close(fd);
@@ -1217,7 +1221,7 @@ static void __attribute__((noreturn)) init_machine(const struct init_spec *sp, i
     if (hardened) mask_kernel_files(root);
     if (!hardened && hostname && sethostname(hostname, strlen(hostname)) < 0)
         fail("sethostname: %s", strerror(errno));
-    if (chdir(root) < 0) fail("chdir %s: %s", root, strerror(errno));
+    /* (Our working directory is the machine's root since its overlay was mounted, above.) */
     park_detached(); /* dissolved with the old root, below */
     if (syscall(SYS_pivot_root, ".", ".") < 0) fail("pivot_root: %s", strerror(errno));
     if (umount2(".", MNT_DETACH) < 0) fail("detach the old root: %s", strerror(errno));
@@ -2119,8 +2123,9 @@ static void __attribute__((noreturn)) starter_loop(int control, const sigset_t *
 /* A provisioner can keep a reserve of "shells": what a hardened machine's kernel setup costs most, made ahead
  * while the host is quiet. A shell is a user namespace with its id map, the network namespace it owns, and a
  * veth pair whose eth0 is in that namespace and whose host end is up but without an address or a route, and
- * the IPC and UTS namespaces the machine's root will have. The provisioner holds each shell by descriptors and names them in its reply; a machine's init opens them as
- * /proc/PID/fd/N (--shell) and the caller then has the provisioner drop them. A shell is used once, by one
+ * the IPC and UTS namespaces the machine's root will have. The provisioner holds each shell by descriptors and
+ * names them in its reply; a machine's init opens them as /proc/PID/fd/N (--shell) and the caller then has the
+ * provisioner drop them. A shell is used once, by one
  * machine, and nothing runs in it before that machine's init: it is exactly what make_namespaces and
  * create_veth would have made for the machine. Shells held when the provisioner ends go with it. */
 #define MAX_SHELL_FD 65536
@@ -2141,9 +2146,7 @@ static void make_shell(int argc, char **args, char *msg, size_t cap) {
     /* What does not depend on the machine is done here too: the host's end up (still without a route, see
      * attach_veth); inside, IPv6 off on eth0, lo and eth0 up. */
     int fd = nl_open();
-    int index = (int)if_nametoindex(n.veth);
-    if (!index) fail("shell: veth %s: %s", n.veth, strerror(errno));
-    link_up(fd, index, n.veth);
+    link_up(fd, veth_index(n.veth), n.veth);
     close(fd);
     static int host_netns = -1;
     if (host_netns < 0 && (host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
@@ -2152,7 +2155,8 @@ static void make_shell(int argc, char **args, char *msg, size_t cap) {
     eth0_without_ipv6();
     fd = nl_open();
     link_up(fd, 1, "lo");
-    if (!(index = (int)if_nametoindex("eth0"))) fail("shell: eth0: %s", strerror(errno));
+    int index = (int)if_nametoindex("eth0");
+    if (!index) fail("shell: eth0: %s", strerror(errno));
     link_up(fd, index, "eth0");
     close(fd);
     if (setns(host_netns, CLONE_NEWNET) < 0) fail("shell: back to the host's network: %s", strerror(errno));
